@@ -1,0 +1,180 @@
+//! One test battery for every [`Inventory`] backend (hickory's `basic_battery!` idea):
+//! each backend's tests call [`run_all`] with a factory of fresh, empty stores.
+//! Panics on the first failed expectation, naming it.
+
+use time::OffsetDateTime;
+
+use super::{
+    Inventory, MachineExport, SCHEMA_VERSION, Snapshot, TIMELINE_CAP, TokenPurpose, TokenRecord, Update,
+};
+use crate::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
+
+/// A factory of empty stores.
+pub type Factory<'a> = &'a dyn Fn() -> Box<dyn Inventory>;
+
+/// Runs every battery test against fresh stores from `make`.
+pub fn run_all(make: Factory<'_>) {
+    put_get_list(&*make());
+    apply_is_read_modify_write(&*make());
+    timeline_order_and_cap(&*make());
+    tokens_are_one_time_and_newest_only(&*make());
+    delete_removes_everything(&*make());
+    export_import_round_trip(&*make(), &*make());
+    import_refuses_newer_schema(&*make());
+}
+
+fn mac(n: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0, 0, 0, n])
+}
+
+fn at(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_790_000_000 + secs).unwrap()
+}
+
+fn event(secs: i64, kind: EventKind, detail: &str) -> TimelineEvent {
+    TimelineEvent {
+        at: at(secs),
+        kind,
+        detail: detail.into(),
+    }
+}
+
+fn put(inv: &dyn Inventory, m: Machine) {
+    inv.put(&m).unwrap();
+}
+
+fn put_get_list(inv: &dyn Inventory) {
+    assert!(inv.get(mac(1)).unwrap().is_none(), "empty store has no machine");
+    for n in [3, 1, 2] {
+        let mut m = Machine::discovered(mac(n), at(0));
+        m.labels.insert("rack".into(), format!("r{n}"));
+        put(inv, m);
+    }
+    let got = inv.get(mac(2)).unwrap().expect("stored machine readable");
+    assert_eq!(got.labels["rack"], "r2");
+    let macs: Vec<_> = inv.list().unwrap().into_iter().map(|m| m.mac).collect();
+    assert_eq!(macs, vec![mac(1), mac(2), mac(3)], "list ordered by MAC");
+}
+
+fn apply_is_read_modify_write(inv: &dyn Inventory) {
+    let out = inv
+        .apply(mac(1), &mut |cur| {
+            assert!(cur.is_none());
+            Update {
+                machine: Some(Machine::discovered(mac(1), at(0))),
+                events: vec![event(0, EventKind::DhcpSeen, "first")],
+            }
+        })
+        .unwrap();
+    assert_eq!(out.unwrap().state, MachineState::Discovered);
+    let out = inv
+        .apply(mac(1), &mut |cur| {
+            let mut m = cur.expect("apply sees the stored record");
+            m.state = MachineState::Booting;
+            Update {
+                machine: Some(m),
+                events: vec![event(1, EventKind::StateChanged, "Discovered -> Booting")],
+            }
+        })
+        .unwrap();
+    assert_eq!(out.unwrap().state, MachineState::Booting);
+    // A change returning None leaves the record alone but still records events.
+    let out = inv
+        .apply(mac(1), &mut |_| Update {
+            machine: None,
+            events: vec![event(2, EventKind::AssetServed, "vmlinuz")],
+        })
+        .unwrap();
+    assert_eq!(out.unwrap().state, MachineState::Booting, "None keeps the record");
+    assert_eq!(inv.timeline(mac(1)).unwrap().len(), 3);
+}
+
+fn timeline_order_and_cap(inv: &dyn Inventory) {
+    put(inv, Machine::discovered(mac(1), at(0)));
+    let batch: Vec<_> = (0..(TIMELINE_CAP as i64 + 10))
+        .map(|i| event(i, EventKind::TftpServed, &format!("e{i}")))
+        .collect();
+    for chunk in batch.chunks(300) {
+        inv.append(mac(1), chunk).unwrap();
+    }
+    let tl = inv.timeline(mac(1)).unwrap();
+    assert_eq!(tl.len(), TIMELINE_CAP, "timeline capped");
+    assert_eq!(tl.first().unwrap().detail, "e10", "oldest events dropped first");
+    assert_eq!(tl.last().unwrap().detail, format!("e{}", TIMELINE_CAP + 9));
+    assert!(tl.windows(2).all(|w| w[0].at <= w[1].at), "oldest first");
+    assert!(inv.timeline(mac(9)).unwrap().is_empty());
+}
+
+fn tokens_are_one_time_and_newest_only(inv: &dyn Inventory) {
+    let rec = |n, purpose| TokenRecord {
+        mac: mac(n),
+        purpose,
+        issued_at: at(0),
+    };
+    inv.issue_token("k1", &rec(1, TokenPurpose::Config)).unwrap();
+    inv.issue_token("k2", &rec(1, TokenPurpose::InstalledCallback))
+        .unwrap();
+    inv.issue_token("k3", &rec(2, TokenPurpose::Config)).unwrap();
+    assert_eq!(inv.take_token("k1").unwrap(), Some(rec(1, TokenPurpose::Config)));
+    assert_eq!(inv.take_token("k1").unwrap(), None, "a token works once");
+    // A newer config token for machine 2 revokes the older one, not other purposes.
+    inv.issue_token("k4", &rec(2, TokenPurpose::Config)).unwrap();
+    assert_eq!(inv.take_token("k3").unwrap(), None, "older token revoked");
+    assert!(inv.take_token("k4").unwrap().is_some());
+    assert!(inv.take_token("k2").unwrap().is_some(), "other purpose untouched");
+    assert_eq!(inv.take_token("nope").unwrap(), None);
+}
+
+fn delete_removes_everything(inv: &dyn Inventory) {
+    put(inv, Machine::discovered(mac(1), at(0)));
+    inv.append(mac(1), &[event(0, EventKind::DhcpSeen, "")]).unwrap();
+    inv.issue_token(
+        "k",
+        &TokenRecord {
+            mac: mac(1),
+            purpose: TokenPurpose::Config,
+            issued_at: at(0),
+        },
+    )
+    .unwrap();
+    assert!(inv.delete(mac(1)).unwrap());
+    assert!(!inv.delete(mac(1)).unwrap(), "second delete finds nothing");
+    assert!(inv.get(mac(1)).unwrap().is_none());
+    assert!(inv.timeline(mac(1)).unwrap().is_empty());
+    assert_eq!(inv.take_token("k").unwrap(), None, "tokens go with the machine");
+}
+
+fn export_import_round_trip(a: &dyn Inventory, b: &dyn Inventory) {
+    for n in 1..=3 {
+        let mut m = Machine::discovered(mac(n), at(n as i64));
+        m.state = MachineState::Installed;
+        m.uuid = Some(format!("00000000-0000-4000-8000-00000000000{n}"));
+        m.labels.insert("role".into(), "worker".into());
+        put(a, m);
+        a.append(mac(n), &[event(n as i64, EventKind::Installed, "callback")])
+            .unwrap();
+    }
+    let snap = a.export().unwrap();
+    assert_eq!(snap.schema_version, SCHEMA_VERSION);
+    assert_eq!(snap.machines.len(), 3);
+    // Through JSON, as `provisioner export`/`import` do.
+    let json = serde_json::to_string(&snap).unwrap();
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    b.import(&back).unwrap();
+    assert_eq!(b.export().unwrap(), snap, "import reproduces the export");
+    // Importing twice does not duplicate timelines.
+    b.import(&back).unwrap();
+    assert_eq!(b.export().unwrap(), snap, "import is idempotent");
+}
+
+fn import_refuses_newer_schema(inv: &dyn Inventory) {
+    let snap = Snapshot {
+        schema_version: SCHEMA_VERSION + 1,
+        machines: vec![MachineExport {
+            machine: Machine::discovered(mac(1), at(0)),
+            timeline: vec![],
+        }],
+    };
+    assert!(inv.import(&snap).is_err());
+    assert!(inv.get(mac(1)).unwrap().is_none(), "nothing imported");
+}

@@ -1,0 +1,99 @@
+//! In-memory inventory: for tests and for `provisioner render`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Change, Inventory, InventoryError, TIMELINE_CAP, TokenRecord};
+use crate::model::{MacAddr, Machine, TimelineEvent};
+
+#[derive(Debug, Default)]
+struct State {
+    machines: BTreeMap<MacAddr, Machine>,
+    timelines: BTreeMap<MacAddr, Vec<TimelineEvent>>,
+    tokens: BTreeMap<String, TokenRecord>,
+}
+
+/// An [`Inventory`] held in a mutex; nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemInventory {
+    state: Mutex<State>,
+}
+
+impl MemInventory {
+    /// An empty inventory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, InventoryError> {
+        self.state
+            .lock()
+            .map_err(|_| InventoryError::Backend("in-memory inventory lock poisoned".into()))
+    }
+}
+
+impl Inventory for MemInventory {
+    fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
+        Ok(self.lock()?.machines.get(&mac).cloned())
+    }
+
+    fn list(&self) -> Result<Vec<Machine>, InventoryError> {
+        Ok(self.lock()?.machines.values().cloned().collect())
+    }
+
+    fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
+        let mut st = self.lock()?;
+        let current = st.machines.get(&mac).cloned();
+        let update = change(current.clone());
+        let events = &update.events;
+        let stored = match update.machine {
+            Some(new) => {
+                st.machines.insert(mac, new.clone());
+                Some(new)
+            }
+            None => current,
+        };
+        if !events.is_empty() {
+            let tl = st.timelines.entry(mac).or_default();
+            tl.extend_from_slice(events);
+            if tl.len() > TIMELINE_CAP {
+                let excess = tl.len() - TIMELINE_CAP;
+                tl.drain(..excess);
+            }
+        }
+        Ok(stored)
+    }
+
+    fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
+        let mut st = self.lock()?;
+        st.timelines.remove(&mac);
+        st.tokens.retain(|_, t| t.mac != mac);
+        Ok(st.machines.remove(&mac).is_some())
+    }
+
+    fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError> {
+        Ok(self.lock()?.timelines.get(&mac).cloned().unwrap_or_default())
+    }
+
+    fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
+        let mut st = self.lock()?;
+        st.tokens
+            .retain(|_, t| !(t.mac == record.mac && t.purpose == record.purpose));
+        st.tokens.insert(key.to_string(), record.clone());
+        Ok(())
+    }
+
+    fn take_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
+        Ok(self.lock()?.tokens.remove(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn battery() {
+        super::super::battery::run_all(&|| Box::new(MemInventory::new()));
+    }
+}

@@ -1,0 +1,173 @@
+//! The inventory: machines, their boot timelines and one-time tokens.
+//!
+//! [`Inventory`] is the storage seam: the daemon's redb store and the in-memory
+//! [`MemInventory`] implement it, and [`battery`] runs one test suite against both.
+//! Every method that returns `Ok` has made its write durable for that backend
+//! (redb: fsync'd commit), so callers may acknowledge to clients right after.
+
+pub mod battery;
+mod mem;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::model::{MacAddr, Machine, TimelineEvent};
+
+pub use mem::MemInventory;
+
+/// Schema version of stored records and of exports. Bump it, and add a migration,
+/// whenever a stored type changes incompatibly.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Most recent events kept per machine; older ones are dropped so a boot-looping
+/// machine cannot grow the store without bound.
+pub const TIMELINE_CAP: usize = 1000;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InventoryError {
+    /// The backend failed (I/O, corruption, lock).
+    #[error("inventory backend: {0}")]
+    Backend(String),
+    /// A stored record does not decode.
+    #[error("inventory record for {key} is corrupt: {message}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// The store was written by a newer appliance.
+    #[error("inventory schema version {found} is newer than this appliance's {supported}")]
+    SchemaTooNew {
+        /// Version in the store.
+        found: u32,
+        /// Version this build understands.
+        supported: u32,
+    },
+}
+
+/// What a one-time token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPurpose {
+    /// Fetch the machine config once.
+    Config,
+    /// Report the install finished, once.
+    InstalledCallback,
+}
+
+/// A live one-time token. Stores key it by a hash of the token, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The machine it is bound to.
+    pub mac: MacAddr,
+    /// What it allows.
+    pub purpose: TokenPurpose,
+    /// When it was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+}
+
+/// A machine with its timeline, as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineExport {
+    /// The record.
+    #[serde(flatten)]
+    pub machine: Machine,
+    /// Its boot timeline, oldest first.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEvent>,
+}
+
+/// The whole inventory, for export/import and backups. Tokens are not part of it:
+/// they are one-time and re-issued on the next boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// [`SCHEMA_VERSION`] of the writer.
+    pub schema_version: u32,
+    /// Machines ordered by MAC.
+    pub machines: Vec<MachineExport>,
+}
+
+/// What one [`Inventory::apply`] step writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Update {
+    /// The new record; `None` leaves the stored one unchanged.
+    pub machine: Option<Machine>,
+    /// Appended to the machine's timeline in the same commit.
+    pub events: Vec<TimelineEvent>,
+}
+
+/// A read-modify-write step for [`Inventory::apply`]: sees the current record (if
+/// any) and says what to write.
+pub type Change<'a> = &'a mut dyn FnMut(Option<Machine>) -> Update;
+
+/// Machine inventory storage. Methods block briefly (a durable commit); they are
+/// cancel-safe in the sense that a write is either fully done or not at all.
+pub trait Inventory: Send + Sync + std::fmt::Debug {
+    /// One machine.
+    fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError>;
+    /// All machines, ordered by MAC.
+    fn list(&self) -> Result<Vec<Machine>, InventoryError>;
+    /// Atomically: run `change` on the current record, store the new record and
+    /// append the events it returns, in one durable commit. Returns the stored record.
+    fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError>;
+    /// Appends events to a machine's timeline.
+    fn append(&self, mac: MacAddr, events: &[TimelineEvent]) -> Result<(), InventoryError> {
+        self.apply(mac, &mut |_| Update {
+            machine: None,
+            events: events.to_vec(),
+        })?;
+        Ok(())
+    }
+    /// Stores a record as is.
+    fn put(&self, machine: &Machine) -> Result<(), InventoryError> {
+        self.apply(machine.mac, &mut |_| Update {
+            machine: Some(machine.clone()),
+            events: vec![],
+        })?;
+        Ok(())
+    }
+    /// Removes a machine, its timeline and its tokens. Returns whether it existed.
+    fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError>;
+    /// A machine's timeline, oldest first.
+    fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError>;
+    /// Stores a token under `key` (a hash of the token), replacing every other live
+    /// token of the same machine and purpose: only the newest boot's token works.
+    fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError>;
+    /// Removes and returns the token under `key`; a second call returns `None`.
+    fn take_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError>;
+    /// Everything, for export and backup.
+    fn export(&self) -> Result<Snapshot, InventoryError> {
+        let mut machines = Vec::new();
+        for machine in self.list()? {
+            let timeline = self.timeline(machine.mac)?;
+            machines.push(MachineExport { machine, timeline });
+        }
+        Ok(Snapshot {
+            schema_version: SCHEMA_VERSION,
+            machines,
+        })
+    }
+    /// Replaces machines and timelines with the snapshot's (machines not in it are
+    /// kept). Refuses snapshots from a newer schema.
+    fn import(&self, snap: &Snapshot) -> Result<(), InventoryError> {
+        if snap.schema_version > SCHEMA_VERSION {
+            return Err(InventoryError::SchemaTooNew {
+                found: snap.schema_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for m in &snap.machines {
+            self.delete(m.machine.mac)?;
+            self.apply(m.machine.mac, &mut |_| Update {
+                machine: Some(m.machine.clone()),
+                events: m.timeline.clone(),
+            })?;
+        }
+        Ok(())
+    }
+}

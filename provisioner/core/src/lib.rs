@@ -1,0 +1,20 @@
+//! Pure core of the provisioner appliance.
+//!
+//! # Layout
+//! - [`model`]: machines, MAC addresses, architectures, states and the boot timeline.
+//! - [`catalog`]: images (`images/`), profiles and groups (`profiles/`), loading with
+//!   errors that name file and field, and matchbox-style group selection.
+//! - [`boot`]: the one decision "what does this machine boot" ([`boot::decide`]).
+//! - [`render`]: iPXE scripts and the per-machine config document, as plain text.
+//! - [`lifecycle`]: state transitions as a pure function of (state, trigger).
+//! - [`inventory`]: the storage trait every store implements, plus an in-memory store.
+//!
+//! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
+//! calls into these functions (see ARCHITECTURE.md for the import rules).
+
+pub mod boot;
+pub mod catalog;
+pub mod inventory;
+pub mod lifecycle;
+pub mod model;
+pub mod render;

@@ -1,0 +1,289 @@
+//! The appliance's domain model: machines, their identity and state, and the boot timeline.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
+
+/// A 48-bit Ethernet address. Parsed from any common notation (`aa:bb:..`,
+/// `aa-bb-..`, `aabb.ccdd.eeff`, `aabbccddeeff`, any case) and always printed
+/// lower-case with colons, so one machine has one key whatever the firmware sends.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+/// Why a string is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a MAC address: {0:?} (expected 6 hex octets, e.g. 52:54:00:12:34:56)")]
+pub struct MacParseError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, ':' | '-' | '.'))
+            .collect();
+        // Separators may only appear between octets or octet pairs, so after stripping
+        // them exactly 12 hex digits must remain.
+        if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(MacParseError(s.to_string()));
+        }
+        let mut out = [0u8; 6];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte =
+                u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| MacParseError(s.to_string()))?;
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl MacAddr {
+    /// iPXE's `${mac:hexhyp}` form (`52-54-00-12-34-56`), used in URLs.
+    pub fn hexhyp(&self) -> String {
+        self.to_string().replace(':', "-")
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Firmware/CPU class of a booting machine, as far as the boot path can tell
+/// (iPXE `${buildarch}`/`${platform}` or DHCP option 93, RFC 4578 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// x86 legacy BIOS (iPXE `i386` with platform `pcbios`, option 93 = 0).
+    X86Bios,
+    /// x86-64 UEFI (iPXE `x86_64`, option 93 = 7 or 9).
+    X86_64Efi,
+    /// arm64 UEFI (iPXE `arm64`, option 93 = 11).
+    Arm64Efi,
+    /// Not reported.
+    #[default]
+    Unknown,
+}
+
+impl Arch {
+    /// Interprets iPXE's `${buildarch}` and optional `${platform}`. A BIOS iPXE
+    /// (`undionly.kpxe`) reports `i386` even on a 64-bit CPU.
+    pub fn from_ipxe(buildarch: &str, platform: Option<&str>) -> Self {
+        match (buildarch, platform) {
+            (_, Some("efi")) if buildarch == "arm64" => Self::Arm64Efi,
+            (_, Some("efi")) => Self::X86_64Efi,
+            ("arm64", _) => Self::Arm64Efi,
+            ("x86_64", _) => Self::X86_64Efi,
+            ("i386", _) => Self::X86Bios,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Selector value used in profile groups (`arch: amd64` / `arm64`).
+    pub fn cpu(&self) -> Option<&'static str> {
+        match self {
+            Self::X86Bios | Self::X86_64Efi => Some("amd64"),
+            Self::Arm64Efi => Some("arm64"),
+            Self::Unknown => None,
+        }
+    }
+
+    /// Firmware class as shown to operators.
+    pub fn firmware(&self) -> &'static str {
+        match self {
+            Self::X86Bios => "bios",
+            Self::X86_64Efi | Self::Arm64Efi => "uefi",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Lifecycle of a machine as the appliance sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum MachineState {
+    /// Seen on the network, nothing served yet.
+    #[default]
+    Discovered,
+    /// Its install script was served; it is loading the installer.
+    Booting,
+    /// Its one-time machine config was fetched.
+    ConfigServed,
+    /// The installed OS reported back (callback or API); next netboot is local boot.
+    Installed,
+    /// An operator asked for a reinstall; next netboot installs again.
+    ReimageRequested,
+}
+
+impl fmt::Display for MachineState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One persisted machine record, keyed by its boot MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// Boot NIC address; the primary key.
+    pub mac: MacAddr,
+    /// SMBIOS UUID as reported by firmware, lower-case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// SMBIOS serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Last reported architecture.
+    #[serde(default)]
+    pub arch: Arch,
+    /// First time the appliance saw the machine.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// Last time the machine talked to the appliance.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// Profile chosen by an operator; overrides group selection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Operator labels, matched by group selectors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Current lifecycle state.
+    #[serde(default)]
+    pub state: MachineState,
+    /// Per-machine override of the DHCP/TFTP boot file (e.g. `ipxe.efi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_file: Option<String>,
+}
+
+impl Machine {
+    /// A machine seen for the first time at `now`.
+    pub fn discovered(mac: MacAddr, now: OffsetDateTime) -> Self {
+        Self {
+            mac,
+            uuid: None,
+            serial: None,
+            arch: Arch::Unknown,
+            first_seen: now,
+            last_seen: now,
+            profile: None,
+            labels: BTreeMap::new(),
+            state: MachineState::Discovered,
+            boot_file: None,
+        }
+    }
+}
+
+/// What happened in one step of a machine's boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A DHCP packet from the machine was seen.
+    DhcpSeen,
+    /// A file was served over TFTP.
+    TftpServed,
+    /// An iPXE script was served (detail: the decision).
+    IpxeScriptServed,
+    /// A kernel/initrd asset was served over HTTP.
+    AssetServed,
+    /// The one-time machine config was fetched.
+    ConfigServed,
+    /// A one-time token was presented again or was unknown.
+    TokenRejected,
+    /// The installed OS reported back.
+    Installed,
+    /// The lifecycle state changed (detail: `From -> To`).
+    StateChanged,
+}
+
+/// One entry of a machine's boot timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEvent {
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What happened.
+    pub kind: EventKind,
+    /// Human-readable detail; never secret material.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Labels a boot request carries, used by group selectors.
+pub type Labels = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_notations_normalise() {
+        let want = "52:54:00:ab:cd:ef";
+        for s in [
+            "52:54:00:ab:cd:ef",
+            "52-54-00-AB-CD-EF",
+            "5254.00ab.cdef",
+            "525400ABCDEF",
+            " 52:54:00:Ab:cD:eF ",
+        ] {
+            assert_eq!(s.parse::<MacAddr>().unwrap().to_string(), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn bad_macs_rejected() {
+        for s in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:ef:01",
+            "zz:54:00:ab:cd:ef",
+            "+2:54:00:ab:cd:ef",
+        ] {
+            assert!(s.parse::<MacAddr>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn hexhyp() {
+        let m: MacAddr = "52:54:00:ab:cd:ef".parse().unwrap();
+        assert_eq!(m.hexhyp(), "52-54-00-ab-cd-ef");
+    }
+
+    #[test]
+    fn ipxe_arch() {
+        assert_eq!(Arch::from_ipxe("i386", Some("pcbios")), Arch::X86Bios);
+        assert_eq!(Arch::from_ipxe("x86_64", Some("efi")), Arch::X86_64Efi);
+        assert_eq!(Arch::from_ipxe("i386", Some("efi")), Arch::X86_64Efi);
+        assert_eq!(Arch::from_ipxe("arm64", None), Arch::Arm64Efi);
+        assert_eq!(Arch::from_ipxe("mips", None), Arch::Unknown);
+    }
+}

@@ -1,0 +1,103 @@
+//! iPXE scripts.
+//!
+//! Facts relied on (boot-protocols.md §6): iPXE expands `${...}` on every line, so only
+//! the first stage uses iPXE variables and per-machine values are rendered here;
+//! EFI iPXE hands an initrd to the kernel only when the kernel line names it with
+//! `initrd=<name>` (§6.6, harmless on BIOS); the first DHCP answer can race a proxy
+//! offer, so the first stage retries DHCP (§6.4). Only commands present in Debian's
+//! 2019 iPXE build are used (no `sleep`, which is not compiled in by default).
+
+use crate::boot::{BootDecision, InstallPlan};
+use crate::catalog::ConfigKind;
+use crate::model::MacAddr;
+
+use super::BootUrls;
+
+/// The first stage, served at `/boot.ipxe` and as TFTP `autoexec.ipxe`: get an address
+/// if iPXE has none, then chain to this machine's own script.
+pub fn first_stage(base: &str) -> String {
+    let chain = format!(
+        "chain --autofree {base}/ipxe?mac=${{mac:hexhyp}}&uuid=${{uuid}}&arch=${{buildarch}}&platform=${{platform}}&serial=${{serial:uristring}}"
+    );
+    format!(
+        "#!ipxe\n\
+         # provisioner first stage: make sure we have an address, then ask the\n\
+         # appliance what this machine boots.\n\
+         isset ${{ip}} || dhcp || dhcp || dhcp || goto nonet\n\
+         {chain} || goto retry\n\
+         :retry\n\
+         echo provisioner: no answer from {base}, retrying DHCP\n\
+         dhcp || dhcp ||\n\
+         {chain} || goto fail\n\
+         :nonet\n\
+         echo provisioner: no DHCP lease after 3 tries\n\
+         :fail\n\
+         echo provisioner: cannot reach {base}; leaving to the next boot device\n\
+         exit 1\n"
+    )
+}
+
+/// The per-machine script for a decision. `urls` is needed only for installs.
+pub fn machine_script(mac: MacAddr, decision: &BootDecision, urls: &BootUrls) -> String {
+    match decision {
+        BootDecision::Install(plan) => install(mac, plan, urls),
+        BootDecision::LocalBoot { reason } => format!(
+            "#!ipxe\n\
+             echo provisioner: {mac}: {reason}\n\
+             exit\n"
+        ),
+        BootDecision::Unknown { reason, .. } => format!(
+            "#!ipxe\n\
+             echo provisioner: {mac} has no profile here: {reason}\n\
+             echo provisioner: add a group under profiles/groups or set unknown_policy\n\
+             exit 1\n"
+        ),
+    }
+}
+
+/// The kernel command line an install gets (also printed by `provisioner render`).
+pub fn kernel_args(plan: &InstallPlan, urls: &BootUrls) -> Vec<String> {
+    let mut args: Vec<String> = plan
+        .image
+        .initrds
+        .iter()
+        .map(|i| format!("initrd={}", i.file))
+        .collect();
+    args.extend(plan.image.args.iter().cloned());
+    args.extend(plan.profile.args.iter().cloned());
+    if let Some(key) = plan.profile.config.kernel_arg() {
+        args.push(format!("{key}={}", urls.config));
+    }
+    if plan.profile.config != ConfigKind::None {
+        args.push(format!("provisioner.callback={}", urls.callback));
+    }
+    args
+}
+
+fn install(mac: MacAddr, plan: &InstallPlan, urls: &BootUrls) -> String {
+    let base = &urls.base;
+    let image = &plan.image;
+    let mut s = format!(
+        "#!ipxe\n\
+         echo provisioner: {mac}: installing profile {} (image {})\n\
+         kernel {base}/assets/{}/{} {} || goto fail\n",
+        plan.profile.id,
+        image.id,
+        image.id,
+        image.kernel.file,
+        kernel_args(plan, urls).join(" "),
+    );
+    for initrd in &image.initrds {
+        s.push_str(&format!(
+            "initrd {base}/assets/{}/{} || goto fail\n",
+            image.id, initrd.file
+        ));
+    }
+    s.push_str(
+        "boot || goto fail\n\
+         :fail\n\
+         echo provisioner: boot failed; leaving to the next boot device\n\
+         exit 1\n",
+    );
+    s
+}

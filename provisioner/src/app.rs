@@ -1,0 +1,144 @@
+//! The composition root: the only place that names concrete types. It loads
+//! configuration and data, opens the store, binds every socket, and runs the servers
+//! until shutdown.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use provisioner_core::boot::{Booter, CatalogBooter};
+use provisioner_core::inventory::Inventory;
+use provisioner_core::model::EventKind;
+use provisioner_core::render;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{advertised, load_catalog};
+use crate::config::Config;
+use crate::http::{api, boot};
+use crate::service::BootService;
+use crate::store::RedbInventory;
+use crate::tftp::{self, BootFiles};
+
+/// Runs the appliance until SIGINT/SIGTERM.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let catalog = load_catalog(&cfg).context("loading images/ and profiles/ (run `provisioner check`)")?;
+    std::fs::create_dir_all(&cfg.state_dir).with_context(|| cfg.state_dir.display().to_string())?;
+    // Inventory and (later) secrets live here: owner only.
+    std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", cfg.state_dir.display()))?;
+    let cache_dir = cfg.cache_dir();
+    std::fs::create_dir_all(&cache_dir).with_context(|| cache_dir.display().to_string())?;
+    let inventory: Arc<dyn Inventory> = Arc::new(RedbInventory::open(&cfg.inventory_path())?);
+    let (server_ip, base) = advertised(&cfg);
+    if !cfg.tftp_root.join("undionly.kpxe").exists() {
+        tracing::warn!(dir = %cfg.tftp_root.display(), "no iPXE binaries found; install Debian's `ipxe` package");
+    }
+
+    let images = Arc::new(catalog.images.clone());
+    let booter: Arc<dyn Booter> = Arc::new(CatalogBooter {
+        catalog,
+        unknown: cfg.unknown_policy.clone(),
+    });
+    let service = Arc::new(BootService::new(booter, inventory.clone(), base.clone()));
+    let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
+
+    let http = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
+    let api_sock = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .with_context(|| format!("binding API on {}", cfg.api_listen))?;
+    let tftp_sock = std::net::UdpSocket::bind(cfg.tftp_listen)
+        .with_context(|| format!("binding TFTP on {}", cfg.tftp_listen))?;
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let boot_router = boot::router(boot::BootState {
+        service: service.clone(),
+        images,
+        cache_dir,
+        ipxe_dir: cfg.tftp_root.clone(),
+        first_stage: first_stage.clone(),
+    });
+    tracing::info!("listening for HTTP on {}", http.local_addr()?);
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(
+            http,
+            boot_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+        .context("HTTP server")
+    });
+
+    tracing::info!("listening for API on {}", api_sock.local_addr()?);
+    let api_router = api::router(inventory.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(api_sock, api_router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("API server")
+    });
+
+    let files = BootFiles::new(
+        &cfg.tftp_root,
+        first_stage.to_string(),
+        Some(tftp_hook(service.clone())),
+    );
+    tracing::info!("listening for TFTP on {}", tftp_sock.local_addr()?);
+    let tuning = cfg.tftp.clone();
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        tftp::serve(tftp_sock, Arc::new(files), &tuning, token)
+            .await
+            .context("TFTP server")
+    });
+
+    tracing::info!(%server_ip, %base, "provisioner ready");
+    tokio::select! {
+        () = crate::shutdown::signal() => tracing::info!("shutting down"),
+        Some(r) = tasks.join_next() => {
+            shutdown.cancel();
+            r??;
+            anyhow::bail!("a server stopped unexpectedly");
+        }
+    }
+    shutdown.cancel();
+    // Drain with a deadline: in-flight downloads get a few seconds.
+    let drain = async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "server ended with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        tracing::warn!("servers did not stop within 5 s; exiting anyway");
+    }
+    Ok(())
+}
+
+/// Records completed TFTP transfers on the machine's timeline. The client's MAC comes
+/// from the peer map (`/ipxe` seen) or the kernel's ARP table (firmware PXE, which
+/// ARPs for us before its RRQ).
+fn tftp_hook(service: Arc<BootService>) -> tftp::files::CompletionHook {
+    Arc::new(move |client: SocketAddr, path: &str, bytes: u64| {
+        let service = service.clone();
+        let detail = format!("{path} ({bytes} bytes)");
+        tokio::task::spawn_blocking(move || {
+            let ip = client.ip();
+            if let Some(mac) = crate::netinfo::arp_lookup(ip) {
+                service.remember_peer(ip, mac);
+            }
+            if let Err(e) = service.record_for_peer(ip, EventKind::TftpServed, &detail) {
+                tracing::warn!(error = %e, "recording tftp event failed");
+            }
+        });
+    })
+}

@@ -1,0 +1,105 @@
+//! Command-line interface (clap). Each subcommand maps to one function in
+//! [`crate::commands`] or [`crate::app`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::snippet::Target;
+
+/// Zero-touch bare-metal provisioning appliance.
+#[derive(Debug, Parser)]
+#[command(name = "provisioner", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Configuration file (YAML). Without it the embedded defaults apply.
+    #[arg(long, short = 'c', env = "PROVISIONER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Use unprivileged defaults: HTTP 8080, TFTP 6969, state under ~/.local/state.
+    /// Firmware PXE needs TFTP on 69, so this mode is for trying things out.
+    #[arg(long, global = true)]
+    pub unprivileged: bool,
+}
+
+/// Export/import formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the appliance: HTTP boot path, TFTP, API.
+    Serve {
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Validate the configuration, profiles/, images/ and infra/; exits non-zero
+    /// naming file and field.
+    Check {
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Print the external-DHCP configuration that chains clients to this appliance.
+    DhcpSnippet {
+        /// Which DHCP server.
+        #[arg(long = "for", value_enum)]
+        target: Target,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Print the iPXE script and config a machine would get, without serving.
+    Render {
+        /// The machine's MAC (any notation).
+        #[arg(long)]
+        mac: String,
+        /// SMBIOS UUID, if selectors use it.
+        #[arg(long)]
+        uuid: Option<String>,
+        /// iPXE `${buildarch}` (`i386` for BIOS, `x86_64`, `arm64`).
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        /// iPXE `${platform}` (`pcbios` or `efi`).
+        #[arg(long, default_value = "efi")]
+        platform: String,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Write the inventory (machines and timelines) to stdout or a file.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Write here instead of stdout.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Load an export (JSON or YAML) into the inventory.
+    Import {
+        /// The export file.
+        file: PathBuf,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Print the version.
+    Version,
+}

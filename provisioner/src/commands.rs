@@ -1,0 +1,235 @@
+//! The one-shot subcommands: check, dhcp-snippet, render, export, import.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use provisioner_core::boot::{BootDecision, BootRequest, Booter, CatalogBooter};
+use provisioner_core::catalog::{self, Catalog};
+use provisioner_core::inventory::{Inventory, Snapshot};
+use provisioner_core::render::{self, BootUrls};
+
+use crate::cli::{ConfigArgs, Format};
+use crate::config::Config;
+use crate::snippet::{self, Chain, Target};
+use crate::store::RedbInventory;
+
+/// Loads the configuration as every subcommand does: file or embedded defaults,
+/// then `PROVISIONER_*` variables.
+pub fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
+    let base = if args.unprivileged {
+        Config::unprivileged(std::env::var_os("HOME").as_deref().map(Path::new))
+    } else {
+        Config::default()
+    };
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PROVISIONER_"))
+        .collect();
+    Ok(Config::load(args.config.as_deref(), base, &env)?)
+}
+
+/// The address and base URL machines are told to use.
+pub fn advertised(cfg: &Config) -> (std::net::IpAddr, String) {
+    let ip = cfg
+        .server_ip
+        .or_else(|| crate::netinfo::detect_server_ip(cfg.interface.as_deref()))
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let port = cfg.http_listen.port();
+    let base = if port == 80 {
+        format!("http://{ip}")
+    } else {
+        format!("http://{ip}:{port}")
+    };
+    (ip, base)
+}
+
+/// Loads images/ and profiles/ (all errors at once).
+pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
+    catalog::load(&cfg.images_dir, &cfg.profiles_dir).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `provisioner check`.
+pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let mut problems: Vec<String> = Vec::new();
+    let cat = match catalog::load(&cfg.images_dir, &cfg.profiles_dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.extend(e.0.iter().map(|f| f.to_string()));
+            None
+        }
+    };
+    let clusters = check_infra(&cfg.infra_dir, &mut problems);
+    if let Some(cat) = &cat {
+        for p in cat.profiles.values() {
+            if let Some(c) = &p.cluster {
+                if !clusters.contains(c) {
+                    let file = cat
+                        .sources
+                        .get(&format!("profile/{}", p.id))
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default();
+                    problems.push(format!(
+                        "{file}: field `cluster`: no cluster {c:?} in {}",
+                        cfg.infra_dir.display()
+                    ));
+                }
+            }
+        }
+        if let provisioner_core::boot::UnknownPolicy::Profile(p) = &cfg.unknown_policy {
+            if !cat.profiles.contains_key(p) {
+                problems.push(format!("configuration: field `unknown_policy`: no profile {p:?}"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        bail!("{} problem(s) found", problems.len());
+    }
+    let cat = cat.unwrap_or_default();
+    println!(
+        "ok: {} image(s), {} profile(s), {} group(s), {} cluster(s)",
+        cat.images.len(),
+        cat.profiles.len(),
+        cat.groups.len(),
+        clusters.len()
+    );
+    Ok(())
+}
+
+/// Parses `infra/*.yaml`; returns the cluster names (file stems). The cluster format
+/// itself is validated by the Talos and k0s modules once they exist; here every file
+/// must at least be a YAML mapping with a `clusterName` or `name` equal to its stem.
+fn check_infra(dir: &Path, problems: &mut Vec<String>) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return names;
+    };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths
+        .into_iter()
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+    {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!(
+                    "{}: field `(document)`: cannot read: {e}",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        match serde_saphyr::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => {
+                let name = map
+                    .get("clusterName")
+                    .or_else(|| map.get("name"))
+                    .and_then(|v| v.as_str());
+                match name {
+                    Some(n) if n == stem => names.push(stem),
+                    Some(n) => problems.push(format!(
+                        "{}: field `clusterName`: {n:?} differs from the file name {stem:?}",
+                        path.display()
+                    )),
+                    None => problems.push(format!("{}: field `clusterName`: missing", path.display())),
+                }
+            }
+            Ok(_) => problems.push(format!("{}: field `(document)`: not a mapping", path.display())),
+            Err(e) => problems.push(format!("{}: field `(document)`: {e}", path.display())),
+        }
+    }
+    names
+}
+
+/// `provisioner dhcp-snippet`.
+pub fn dhcp_snippet(target: Target, args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let (ip, base) = advertised(&cfg);
+    print!("{}", snippet::render(target, &Chain::new(ip, base)));
+    Ok(())
+}
+
+/// `provisioner render`: what `/ipxe` would answer, with placeholder tokens, and the
+/// config document. Reads the inventory if no daemon holds it.
+pub fn render_machine(
+    mac: &str,
+    uuid: Option<String>,
+    arch: &str,
+    platform: &str,
+    args: &ConfigArgs,
+) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let cat = load_catalog(&cfg)?;
+    let (_, base) = advertised(&cfg);
+    let mac = mac.parse().context("--mac")?;
+    let req = BootRequest {
+        mac: Some(mac),
+        uuid: uuid.map(|u| u.to_ascii_lowercase()),
+        arch: provisioner_core::model::Arch::from_ipxe(arch, Some(platform)),
+        ..Default::default()
+    };
+    let machine = RedbInventory::open(&cfg.inventory_path())
+        .ok()
+        .and_then(|inv| inv.get(mac).ok().flatten());
+    let booter = CatalogBooter {
+        catalog: cat,
+        unknown: cfg.unknown_policy.clone(),
+    };
+    let decision = booter.decide(&req, machine.as_ref());
+    let urls = BootUrls {
+        config: format!("{base}/config/<one-time-token>"),
+        callback: format!("{base}/callback/<one-time-token>/installed"),
+        base,
+    };
+    println!("# decision: {}", decision.outcome());
+    print!("{}", render::ipxe::machine_script(mac, &decision, &urls));
+    if let BootDecision::Install(plan) = &decision {
+        println!("# config ({:?}):", plan.profile.config);
+        print!("{}", render::config::plain(mac, plan));
+    }
+    Ok(())
+}
+
+fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Inventory>> {
+    Ok(Arc::new(RedbInventory::open(&cfg.inventory_path())?))
+}
+
+/// `provisioner export`.
+pub fn export(format: Format, output: Option<&Path>, args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let snap = open_store(&cfg)?.export()?;
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&snap)? + "\n",
+        Format::Yaml => serde_saphyr::to_string(&snap)?,
+    };
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| p.display().to_string())?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// `provisioner import`.
+pub fn import(file: &Path, args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    let snap: Snapshot = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(_) => serde_saphyr::from_str(&text)
+            .with_context(|| format!("{}: neither JSON nor YAML export", file.display()))?,
+    };
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    open_store(&cfg)?.import(&snap)?;
+    println!("imported {} machine(s)", snap.machines.len());
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Process settings: one YAML file (unknown fields rejected), embedded defaults so
+//! `provisioner serve` runs with no file, then `PROVISIONER_*` environment overrides,
+//! then validation. Loading never binds a socket.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use provisioner_core::boot::UnknownPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not parse or has an unknown field.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// serde's message, with line and column.
+        message: String,
+    },
+    /// An environment variable holds a bad value.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TFTP tuning. Defaults follow crates.md §5.2 (async-tftp #18: few retries, so an
+/// aborted firmware `tsize` probe cannot leave a transfer running for minutes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TftpTuning {
+    /// Largest blksize granted (RFC 2348); 1468 fits a 1500-byte MTU.
+    pub block_size_limit: u16,
+    /// Largest windowsize granted (RFC 7440).
+    pub window_size_limit: u16,
+    /// Retransmission timeout in seconds.
+    pub timeout_secs: u64,
+    /// Retransmissions before a transfer is abandoned.
+    pub max_send_retries: u32,
+}
+
+impl Default for TftpTuning {
+    fn default() -> Self {
+        Self {
+            block_size_limit: 1468,
+            window_size_limit: 16,
+            timeout_secs: 2,
+            max_send_retries: 5,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Inventory, secrets and image cache live here.
+    pub state_dir: PathBuf,
+    /// Interface facing the machines (used to pick `server_ip`; DHCP binds to it).
+    pub interface: Option<String>,
+    /// Address put in URLs and DHCP snippets; detected from `interface` when unset.
+    pub server_ip: Option<IpAddr>,
+    /// Plain-HTTP boot path (firmware cannot do TLS). No API routes here.
+    pub http_listen: SocketAddr,
+    /// Operator API, `/metrics` and `/healthz`.
+    pub api_listen: SocketAddr,
+    /// TFTP (port 69 for firmware).
+    pub tftp_listen: SocketAddr,
+    /// Directory of iPXE binaries served over TFTP (Debian's `ipxe` package).
+    pub tftp_root: PathBuf,
+    /// `profiles/` (groups/ and profiles/).
+    pub profiles_dir: PathBuf,
+    /// `images/` descriptors.
+    pub images_dir: PathBuf,
+    /// `infra/` cluster definitions.
+    pub infra_dir: PathBuf,
+    /// Image cache; defaults to `<state_dir>/images`.
+    pub cache_dir: Option<PathBuf>,
+    /// What to do with machines no group matches.
+    pub unknown_policy: UnknownPolicy,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// TFTP tuning.
+    pub tftp: TftpTuning,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/provisioner"),
+            interface: None,
+            server_ip: None,
+            http_listen: "0.0.0.0:80".parse().expect("literal"),
+            api_listen: "127.0.0.1:9090".parse().expect("literal"),
+            tftp_listen: "0.0.0.0:69".parse().expect("literal"),
+            tftp_root: PathBuf::from("/usr/lib/ipxe"),
+            profiles_dir: PathBuf::from("profiles"),
+            images_dir: PathBuf::from("images"),
+            infra_dir: PathBuf::from("infra"),
+            cache_dir: None,
+            unknown_policy: UnknownPolicy::Record,
+            log_format: LogFormat::Human,
+            tftp: TftpTuning::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults for trying the appliance without root: ports above 1024 and state
+    /// under the user's home. Firmware only speaks TFTP on port 69, so real PXE needs
+    /// the privileged defaults (or CAP_NET_BIND_SERVICE).
+    pub fn unprivileged(home: Option<&Path>) -> Self {
+        let state = home
+            .map(|h| h.join(".local/state/provisioner"))
+            .unwrap_or_else(|| PathBuf::from(".provisioner-state"));
+        Self {
+            state_dir: state,
+            http_listen: "0.0.0.0:8080".parse().expect("literal"),
+            tftp_listen: "0.0.0.0:6969".parse().expect("literal"),
+            ..Self::default()
+        }
+    }
+
+    /// Parses a config file strictly (unknown fields are errors with line and column).
+    /// Top-level fields absent from the file keep `base`'s values.
+    pub fn from_yaml(file: &Path, text: &str, base: &Self) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message,
+        };
+        let parsed: Self = serde_saphyr::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let present: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let mut merged = serde_json::to_value(&parsed).map_err(|e| parse_err(e.to_string()))?;
+        let base_v = serde_json::to_value(base).map_err(|e| parse_err(e.to_string()))?;
+        if let (Some(m), Some(b)) = (merged.as_object_mut(), base_v.as_object()) {
+            for (k, v) in b {
+                if present.get(k).is_none() {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        serde_json::from_value(merged).map_err(|e| parse_err(e.to_string()))
+    }
+
+    /// Reads `file` if given, else uses `base`; then applies the environment.
+    pub fn load(
+        file: Option<&Path>,
+        base: Self,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = match file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
+                    file: f.to_path_buf(),
+                    source,
+                })?;
+                Self::from_yaml(f, &text, &base)?
+            }
+            None => base,
+        };
+        cfg.apply_env(env)?;
+        Ok(cfg)
+    }
+
+    /// `PROVISIONER_<FIELD>` overrides, e.g. `PROVISIONER_HTTP_LISTEN=0.0.0.0:8080`.
+    pub fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse().map_err(|e: T::Err| ConfigError::Env {
+                var,
+                message: e.to_string(),
+            })
+        }
+        for (var, value) in env {
+            let v = value.as_str();
+            match var.as_str() {
+                "PROVISIONER_STATE_DIR" => self.state_dir = v.into(),
+                "PROVISIONER_INTERFACE" => self.interface = Some(v.into()),
+                "PROVISIONER_SERVER_IP" => self.server_ip = Some(parse("PROVISIONER_SERVER_IP", v)?),
+                "PROVISIONER_HTTP_LISTEN" => self.http_listen = parse("PROVISIONER_HTTP_LISTEN", v)?,
+                "PROVISIONER_API_LISTEN" => self.api_listen = parse("PROVISIONER_API_LISTEN", v)?,
+                "PROVISIONER_TFTP_LISTEN" => self.tftp_listen = parse("PROVISIONER_TFTP_LISTEN", v)?,
+                "PROVISIONER_TFTP_ROOT" => self.tftp_root = v.into(),
+                "PROVISIONER_PROFILES_DIR" => self.profiles_dir = v.into(),
+                "PROVISIONER_IMAGES_DIR" => self.images_dir = v.into(),
+                "PROVISIONER_INFRA_DIR" => self.infra_dir = v.into(),
+                "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
+                "PROVISIONER_UNKNOWN_POLICY" => self.unknown_policy = parse("PROVISIONER_UNKNOWN_POLICY", v)?,
+                "PROVISIONER_LOG_FORMAT" => {
+                    self.log_format = match v {
+                        "human" => LogFormat::Human,
+                        "json" => LogFormat::Json,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                var: "PROVISIONER_LOG_FORMAT",
+                                message: format!("{v:?} is not human or json"),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The image cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("images"))
+    }
+
+    /// The inventory file.
+    pub fn inventory_path(&self) -> PathBuf {
+        self.state_dir.join("inventory.redb")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(
+            Config::from_yaml(Path::new("c.yaml"), "{}", &Config::default()).unwrap(),
+            Config::default()
+        );
+        let unpriv = Config::unprivileged(None);
+        let c = Config::from_yaml(Path::new("c.yaml"), "api_listen: 127.0.0.1:1\n", &unpriv).unwrap();
+        assert_eq!(c.http_listen, unpriv.http_listen, "absent fields keep the base");
+        assert_eq!(c.api_listen.port(), 1);
+    }
+
+    #[test]
+    fn unknown_field_rejected_with_file_and_name() {
+        let err = Config::from_yaml(
+            Path::new("c.yaml"),
+            "htp_listen: 0.0.0.0:80\n",
+            &Config::default(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("c.yaml") && msg.contains("htp_listen"), "{msg}");
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let cfg = Config::from_yaml(
+            Path::new("c.yaml"),
+            "http_listen: 0.0.0.0:8081\nunknown_policy: profile:lab\ntftp:\n  window_size_limit: 8\n",
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.http_listen.port(), 8081);
+        assert_eq!(cfg.unknown_policy, UnknownPolicy::Profile("lab".into()));
+        assert_eq!(cfg.tftp.window_size_limit, 8);
+        assert_eq!(cfg.tftp.block_size_limit, 1468, "nested defaults kept");
+        let mut cfg = cfg;
+        let env: BTreeMap<_, _> = [
+            (
+                "PROVISIONER_HTTP_LISTEN".to_string(),
+                "127.0.0.1:9999".to_string(),
+            ),
+            ("PROVISIONER_SERVER_IP".to_string(), "10.1.2.3".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ]
+        .into();
+        cfg.apply_env(&env).unwrap();
+        assert_eq!(cfg.http_listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(cfg.server_ip.unwrap().to_string(), "10.1.2.3");
+        let bad: BTreeMap<_, _> = [("PROVISIONER_TFTP_LISTEN".to_string(), "nope".to_string())].into();
+        assert!(
+            cfg.apply_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("PROVISIONER_TFTP_LISTEN")
+        );
+    }
+
+    #[test]
+    fn unprivileged_uses_high_ports() {
+        let c = Config::unprivileged(Some(Path::new("/home/u")));
+        assert!(c.http_listen.port() > 1024 && c.tftp_listen.port() > 1024);
+        assert_eq!(c.state_dir, PathBuf::from("/home/u/.local/state/provisioner"));
+    }
+}

@@ -1,0 +1,185 @@
+//! The plain-HTTP boot path. Firmware cannot do TLS, so nothing here is an operator
+//! API: only first-stage and per-machine iPXE scripts, cached assets, iPXE binaries
+//! for UEFI HTTP Boot, and the one-time config and callback URLs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use provisioner_core::boot::BootRequest;
+use provisioner_core::catalog::Image;
+use provisioner_core::model::EventKind;
+
+use super::assets;
+use crate::service::{BootService, ServiceError};
+
+/// What the boot routes need.
+#[derive(Debug, Clone)]
+pub struct BootState {
+    /// Decisions, tokens, inventory.
+    pub service: Arc<BootService>,
+    /// Images whose files may be served.
+    pub images: Arc<BTreeMap<String, Image>>,
+    /// The image cache.
+    pub cache_dir: PathBuf,
+    /// iPXE binaries (also offered over HTTP for UEFI HTTP Boot).
+    pub ipxe_dir: PathBuf,
+    /// The rendered first stage.
+    pub first_stage: Arc<str>,
+}
+
+/// The boot router.
+pub fn router(state: BootState) -> Router {
+    Router::new()
+        .route("/boot.ipxe", get(first_stage))
+        .route("/ipxe", get(machine_script))
+        .route("/assets/{image}/{file}", get(asset))
+        .route("/bin/{file}", get(binary))
+        .route("/config/{token}", get(config))
+        .route("/callback/{token}/installed", post(installed))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+        .layer(middleware::from_fn(observe))
+}
+
+const IPXE: [(header::HeaderName, &str); 1] = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+
+/// Counts every request by route template and status, and logs it without the raw
+/// URI (config and callback paths carry one-time tokens).
+pub async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("provisioner_http_requests_total", "route" => route.clone(), "status" => status.clone())
+        .increment(1);
+    if resp.status().is_server_error() {
+        metrics::counter!("provisioner_http_errors_total", "route" => route.clone()).increment(1);
+    }
+    tracing::debug!(%method, %route, %status, elapsed_ms = started.elapsed().as_millis() as u64, "http");
+    resp
+}
+
+async fn first_stage(State(st): State<BootState>) -> impl IntoResponse {
+    (IPXE, st.first_stage.to_string())
+}
+
+async fn machine_script(
+    State(st): State<BootState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let req = BootRequest::from_query(q.as_deref().unwrap_or(""));
+    let svc = st.service.clone();
+    let r = tokio::task::spawn_blocking(move || svc.ipxe_script(&req, Some(peer.ip()))).await;
+    match r {
+        Ok(Ok((script, outcome))) => {
+            tracing::info!(peer = %peer.ip(), outcome, "ipxe script served");
+            (IPXE, script).into_response()
+        }
+        Ok(Err(e)) => service_error(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn asset(
+    State(st): State<BootState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((image, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    // Only files named by a loaded image descriptor: the path components come from
+    // validated descriptors, never from the request.
+    let Some(img) = st.images.get(&image) else {
+        return (StatusCode::NOT_FOUND, "no such image\n").into_response();
+    };
+    let known = std::iter::once(&img.kernel)
+        .chain(img.initrds.iter())
+        .any(|f| f.file == file);
+    if !known {
+        return (StatusCode::NOT_FOUND, "no such file in this image\n").into_response();
+    }
+    let path = st.cache_dir.join(&img.id).join(&file);
+    let svc = st.service.clone();
+    let detail = format!("{}/{}", img.id, file);
+    let on_done: Box<dyn FnOnce(u64) + Send> = Box::new(move |bytes| {
+        let detail = format!("{detail} ({bytes} bytes)");
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = svc.record_for_peer(peer.ip(), EventKind::AssetServed, &detail) {
+                tracing::warn!(error = %e, "recording asset event failed");
+            }
+        });
+    });
+    assets::serve_file(&path, &headers, Some(on_done)).await
+}
+
+async fn binary(State(st): State<BootState>, Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match crate::tftp::sanitize(&file) {
+        Ok(name) if !name.contains('/') => assets::serve_file(&st.ipxe_dir.join(name), &headers, None).await,
+        _ => (StatusCode::NOT_FOUND, "no such binary\n").into_response(),
+    }
+}
+
+async fn config(
+    State(st): State<BootState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
+    let svc = st.service.clone();
+    match tokio::task::spawn_blocking(move || svc.config(&token, Some(peer.ip()))).await {
+        Ok(Ok(body)) => (
+            [
+                (header::CONTENT_TYPE, "application/yaml"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn installed(State(st): State<BootState>, Path(token): Path<String>) -> Response {
+    let svc = st.service.clone();
+    match tokio::task::spawn_blocking(move || svc.installed(&token)).await {
+        Ok(Ok(mac)) => {
+            tracing::info!(%mac, "machine reported installed");
+            (StatusCode::OK, "ok\n").into_response()
+        }
+        Ok(Err(e)) => service_error(e),
+        Err(e) => internal(e),
+    }
+}
+
+fn service_error(e: ServiceError) -> Response {
+    match e {
+        ServiceError::BadToken => {
+            metrics::counter!("provisioner_token_rejected_total").increment(1);
+            (StatusCode::NOT_FOUND, "unknown or already used token\n").into_response()
+        }
+        ServiceError::Conflict(m) => (StatusCode::CONFLICT, format!("{m}\n")).into_response(),
+        ServiceError::Inventory(e) => {
+            tracing::error!(error = %e, "inventory failure on the boot path");
+            (StatusCode::SERVICE_UNAVAILABLE, "inventory unavailable\n").into_response()
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "boot handler failed");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}

@@ -1,0 +1,23 @@
+//! The provisioner daemon: servers, store, CLI. Policy lives in `provisioner-core`.
+//!
+//! # Layout
+//! - [`app`]: the composition root (binds sockets, opens the store, runs servers).
+//! - [`cli`] / [`commands`]: subcommands.
+//! - [`config`]: the configuration file, defaults and environment overrides.
+//! - [`service`]: the boot service the protocol servers share (decisions, tokens,
+//!   timeline writes).
+//! - [`http`]: boot path, assets, read-only API. [`tftp`]: TFTP.
+//! - [`store`]: the redb inventory. [`snippet`]: external-DHCP snippets.
+//! - [`netinfo`]: advertised address, ARP lookups. [`shutdown`]: signals.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod netinfo;
+pub mod service;
+pub mod shutdown;
+pub mod snippet;
+pub mod store;
+pub mod tftp;

@@ -1,0 +1,50 @@
+//! `provisioner`: parse the command line, set up logging, run.
+
+use clap::Parser;
+use provisioner::cli::{Cli, Command};
+use provisioner::config::LogFormat;
+use provisioner::{app, commands};
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROVISIONER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { cfg } => commands::load_config(&cfg).and_then(|c| {
+            init_tracing(c.log_format);
+            tokio::runtime::Runtime::new()?.block_on(app::serve(c))
+        }),
+        Command::Check { cfg } => commands::check(&cfg),
+        Command::DhcpSnippet { target, cfg } => commands::dhcp_snippet(target, &cfg),
+        Command::Render {
+            mac,
+            uuid,
+            arch,
+            platform,
+            cfg,
+        } => commands::render_machine(&mac, uuid, &arch, &platform, &cfg),
+        Command::Export { format, output, cfg } => commands::export(format, output.as_deref(), &cfg),
+        Command::Import { file, cfg } => commands::import(&file, &cfg),
+        Command::Version => {
+            println!("provisioner {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The boot service: what the HTTP and TFTP servers call. It asks the [`Booter`] for
+//! the decision, issues one-time machine-bound tokens, and records state changes and
+//! timeline events in the inventory in one durable write before anything is answered.
+//!
+//! Methods block on the store (one fsync'd commit); async callers wrap them in
+//! `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use provisioner_core::boot::{BootDecision, BootRequest, Booter};
+use provisioner_core::inventory::{Inventory, InventoryError, TokenPurpose, TokenRecord, Update};
+use provisioner_core::lifecycle::{self, Trigger};
+use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
+use provisioner_core::render::{self, BootUrls};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// Why a boot-path request cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Unknown, used or revoked token (never echoed: it is a secret).
+    #[error("unknown or already used token")]
+    BadToken,
+    /// The machine's state does not allow this (e.g. config for an installed machine).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+}
+
+/// Shared boot-path logic.
+#[derive(Debug)]
+pub struct BootService {
+    booter: Arc<dyn Booter>,
+    inventory: Arc<dyn Inventory>,
+    /// `http://<server_ip>:<port>`, no trailing slash.
+    base: String,
+    /// Which machine last fetched its script from an address, so asset and TFTP
+    /// requests (which carry no MAC) land on the right timeline.
+    peers: Mutex<HashMap<IpAddr, MacAddr>>,
+}
+
+/// A fresh 256-bit token, hex-encoded.
+fn new_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Stores key tokens by SHA-256, so a copy of the store holds no usable token.
+pub fn token_key(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn event(kind: EventKind, detail: impl Into<String>) -> TimelineEvent {
+    TimelineEvent {
+        at: OffsetDateTime::now_utc(),
+        kind,
+        detail: detail.into(),
+    }
+}
+
+impl BootService {
+    /// A service answering with URLs under `base`.
+    pub fn new(booter: Arc<dyn Booter>, inventory: Arc<dyn Inventory>, base: String) -> Self {
+        Self {
+            booter,
+            inventory,
+            base,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The base URL of the boot path.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The inventory (for read-only API views).
+    pub fn inventory(&self) -> &Arc<dyn Inventory> {
+        &self.inventory
+    }
+
+    /// The booter (for `render`).
+    pub fn booter(&self) -> &Arc<dyn Booter> {
+        &self.booter
+    }
+
+    /// Answers `/ipxe`: decides, records, and renders the machine's script.
+    pub fn ipxe_script(
+        &self,
+        req: &BootRequest,
+        peer: Option<IpAddr>,
+    ) -> Result<(String, &'static str), ServiceError> {
+        let Some(mac) = req.mac else {
+            return Ok((
+                "#!ipxe\necho provisioner: the request carried no usable MAC address\nexit 1\n".into(),
+                "invalid",
+            ));
+        };
+        let machine = self.inventory.get(mac)?;
+        let decision = self.booter.decide(req, machine.as_ref());
+        let outcome = decision.outcome();
+        metrics::counter!("provisioner_boot_decisions_total", "outcome" => outcome).increment(1);
+        let urls = match &decision {
+            BootDecision::Install(_) => self.issue_tokens(mac)?,
+            _ => BootUrls {
+                base: self.base.clone(),
+                config: String::new(),
+                callback: String::new(),
+            },
+        };
+        let record = !matches!(decision, BootDecision::Unknown { record: false, .. });
+        if record {
+            let detail = match &decision {
+                BootDecision::Install(p) => format!("install profile {} image {}", p.profile.id, p.image.id),
+                BootDecision::LocalBoot { reason } | BootDecision::Unknown { reason, .. } => {
+                    format!("{outcome}: {reason}")
+                }
+            };
+            let now = OffsetDateTime::now_utc();
+            let install = matches!(decision, BootDecision::Install(_));
+            self.inventory.apply(mac, &mut |cur| {
+                let mut events = vec![event(EventKind::IpxeScriptServed, detail.clone())];
+                let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
+                m.last_seen = now;
+                m.arch = if req.arch == Default::default() {
+                    m.arch
+                } else {
+                    req.arch
+                };
+                m.uuid = req.uuid.clone().or(m.uuid.take());
+                m.serial = req.serial.clone().or(m.serial.take());
+                if install {
+                    if let Ok(next) = lifecycle::next(m.state, Trigger::InstallScriptServed) {
+                        if next != m.state {
+                            events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
+                            m.state = next;
+                        }
+                    }
+                }
+                Update {
+                    machine: Some(m),
+                    events,
+                }
+            })?;
+            if let Some(ip) = peer {
+                self.remember_peer(ip, mac);
+            }
+        }
+        Ok((render::ipxe::machine_script(mac, &decision, &urls), outcome))
+    }
+
+    /// Issues a new config token and callback token for `mac`, revoking older ones.
+    fn issue_tokens(&self, mac: MacAddr) -> Result<BootUrls, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let config = new_token();
+        let callback = new_token();
+        self.inventory.issue_token(
+            &token_key(&config),
+            &TokenRecord {
+                mac,
+                purpose: TokenPurpose::Config,
+                issued_at: now,
+            },
+        )?;
+        self.inventory.issue_token(
+            &token_key(&callback),
+            &TokenRecord {
+                mac,
+                purpose: TokenPurpose::InstalledCallback,
+                issued_at: now,
+            },
+        )?;
+        Ok(BootUrls {
+            base: self.base.clone(),
+            config: format!("{}/config/{config}", self.base),
+            callback: format!("{}/callback/{callback}/installed", self.base),
+        })
+    }
+
+    fn take(&self, token: &str, purpose: TokenPurpose) -> Result<TokenRecord, ServiceError> {
+        match self.inventory.take_token(&token_key(token))? {
+            Some(rec) if rec.purpose == purpose => Ok(rec),
+            Some(rec) => {
+                // Presented at the wrong endpoint: it is spent, and that is suspicious.
+                self.record(
+                    rec.mac,
+                    EventKind::TokenRejected,
+                    "token used at the wrong endpoint",
+                )?;
+                Err(ServiceError::BadToken)
+            }
+            None => Err(ServiceError::BadToken),
+        }
+    }
+
+    /// Answers `/config/<token>`: consumes the token and renders the machine's config.
+    /// The state change and timeline entry are durable before the body is returned.
+    pub fn config(&self, token: &str, peer: Option<IpAddr>) -> Result<String, ServiceError> {
+        let rec = self.take(token, TokenPurpose::Config)?;
+        let mac = rec.mac;
+        let machine = self.inventory.get(mac)?;
+        let req = BootRequest {
+            mac: Some(mac),
+            uuid: machine.as_ref().and_then(|m| m.uuid.clone()),
+            serial: machine.as_ref().and_then(|m| m.serial.clone()),
+            arch: machine.as_ref().map(|m| m.arch).unwrap_or_default(),
+            hostname: None,
+        };
+        let BootDecision::Install(plan) = self.booter.decide(&req, machine.as_ref()) else {
+            self.record(
+                mac,
+                EventKind::TokenRejected,
+                "config requested but machine is not installing",
+            )?;
+            return Err(ServiceError::Conflict(format!("{mac} is not being installed")));
+        };
+        let state = machine.map(|m| m.state).unwrap_or_default();
+        let next = lifecycle::next(state, Trigger::ConfigFetched)
+            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        let body = render::config::plain(mac, &plan);
+        self.transition(
+            mac,
+            next,
+            event(
+                EventKind::ConfigServed,
+                format!("{} bytes ({:?})", body.len(), plan.profile.config),
+            ),
+        )?;
+        if let Some(ip) = peer {
+            self.remember_peer(ip, mac);
+        }
+        Ok(body)
+    }
+
+    /// Answers `/callback/<token>/installed`.
+    pub fn installed(&self, token: &str) -> Result<MacAddr, ServiceError> {
+        let rec = self.take(token, TokenPurpose::InstalledCallback)?;
+        let state = self.inventory.get(rec.mac)?.map(|m| m.state).unwrap_or_default();
+        let next = lifecycle::next(state, Trigger::InstallReported)
+            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        self.transition(
+            rec.mac,
+            next,
+            event(EventKind::Installed, "install reported by the machine"),
+        )?;
+        Ok(rec.mac)
+    }
+
+    /// Sets the state and appends `ev` (plus a `state_changed` entry) in one commit.
+    fn transition(&self, mac: MacAddr, next: MachineState, ev: TimelineEvent) -> Result<(), ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        self.inventory.apply(mac, &mut |cur| {
+            let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
+            m.last_seen = now;
+            let mut events = vec![ev.clone()];
+            if m.state != next {
+                events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
+                m.state = next;
+            }
+            Update {
+                machine: Some(m),
+                events,
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Appends one event to a known machine's timeline (unknown machines are skipped:
+    /// the unknown policy decides who gets a record, and only `/ipxe` applies it).
+    pub fn record(&self, mac: MacAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
+        if self.inventory.get(mac)?.is_some() {
+            self.inventory.append(mac, &[event(kind, detail)])?;
+        }
+        Ok(())
+    }
+
+    /// Records an event for whichever machine last booted from `ip`, if known.
+    pub fn record_for_peer(&self, ip: IpAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
+        let mac = self.peers.lock().ok().and_then(|p| p.get(&ip).copied());
+        match mac {
+            Some(mac) => self.record(mac, kind, detail),
+            None => Ok(()),
+        }
+    }
+
+    /// Learns that `ip` belongs to `mac` (from `/ipxe`, or the ARP table for TFTP).
+    pub fn remember_peer(&self, ip: IpAddr, mac: MacAddr) {
+        if let Ok(mut p) = self.peers.lock() {
+            // Bounded: a flood of addresses cannot grow it without limit.
+            if p.len() > 65_536 {
+                p.clear();
+            }
+            p.insert(ip, mac);
+        }
+    }
+}

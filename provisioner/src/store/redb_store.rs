@@ -1,0 +1,306 @@
+//! The inventory on redb: one file, ACID, and every commit fsync'd
+//! (`Durability::Immediate` is redb's default), so a write that returned `Ok` survives
+//! `kill -9` and power loss. Values are JSON so another engine can read an export.
+
+use std::path::Path;
+
+use provisioner_core::inventory::{
+    Change, Inventory, InventoryError, SCHEMA_VERSION, TIMELINE_CAP, TokenRecord,
+};
+use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const MACHINES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("machines");
+/// Timeline entries keyed by (mac, sequence number).
+const TIMELINE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("timeline");
+/// Per machine: (oldest sequence kept, next sequence), so appends and the cap are O(1).
+const TIMELINE_SEQ: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("timeline_seq");
+/// One-time tokens keyed by a hash of the token.
+const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
+
+/// The redb-backed [`Inventory`].
+#[derive(Debug)]
+pub struct RedbInventory {
+    db: Database,
+}
+
+fn backend(e: impl std::fmt::Display) -> InventoryError {
+    InventoryError::Backend(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, InventoryError> {
+    serde_json::to_vec(v).map_err(backend)
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, InventoryError> {
+    serde_json::from_slice(bytes).map_err(|e| InventoryError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl RedbInventory {
+    /// Opens (or creates) the store at `path`, checks its integrity and schema
+    /// version, and migrates it forward. Fails if another process holds it open.
+    pub fn open(path: &Path) -> Result<Self, InventoryError> {
+        let mut db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => InventoryError::Backend(format!(
+                "{} is open in another process (is `provisioner serve` running?)",
+                path.display()
+            )),
+            e => InventoryError::Backend(format!("{}: {e}", path.display())),
+        })?;
+        if !db.check_integrity().map_err(backend)? {
+            tracing::warn!(path = %path.display(), "inventory repaired by integrity check");
+        }
+        let store = Self { db };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Creates every table and records the schema version; refuses newer stores.
+    /// Version 1 is the first schema, so there is nothing to convert yet: a future
+    /// version adds its step here, inside this one transaction.
+    fn migrate(&self) -> Result<(), InventoryError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            let found = meta.get("schema_version").map_err(backend)?.map(|v| v.value());
+            match found {
+                Some(v) if v > u64::from(SCHEMA_VERSION) => {
+                    return Err(InventoryError::SchemaTooNew {
+                        found: u32::try_from(v).unwrap_or(u32::MAX),
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+                _ => {
+                    meta.insert("schema_version", u64::from(SCHEMA_VERSION))
+                        .map_err(backend)?;
+                }
+            }
+            txn.open_table(MACHINES).map_err(backend)?;
+            txn.open_table(TIMELINE).map_err(backend)?;
+            txn.open_table(TIMELINE_SEQ).map_err(backend)?;
+            txn.open_table(TOKENS).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
+    /// The schema version stored in the file.
+    pub fn schema_version(&self) -> Result<u64, InventoryError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let meta = txn.open_table(META).map_err(backend)?;
+        Ok(meta
+            .get("schema_version")
+            .map_err(backend)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+}
+
+impl Inventory for RedbInventory {
+    fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
+        let key = mac.to_string();
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(MACHINES).map_err(backend)?;
+        match t.get(key.as_str()).map_err(backend)? {
+            Some(v) => Ok(Some(decode(&key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<Machine>, InventoryError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(MACHINES).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
+        let key = mac.to_string();
+        let txn = self.db.begin_write().map_err(backend)?;
+        let stored = {
+            let mut machines = txn.open_table(MACHINES).map_err(backend)?;
+            let current: Option<Machine> = match machines.get(key.as_str()).map_err(backend)? {
+                Some(v) => Some(decode(&key, v.value())?),
+                None => None,
+            };
+            let update = change(current.clone());
+            let events = &update.events;
+            let stored = match update.machine {
+                Some(new) => {
+                    machines
+                        .insert(key.as_str(), encode(&new)?.as_slice())
+                        .map_err(backend)?;
+                    Some(new)
+                }
+                None => current,
+            };
+            if !events.is_empty() {
+                let mut seq = txn.open_table(TIMELINE_SEQ).map_err(backend)?;
+                let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
+                let (mut first, mut next) = seq
+                    .get(key.as_str())
+                    .map_err(backend)?
+                    .map(|v| v.value())
+                    .unwrap_or((0, 0));
+                for ev in events {
+                    tl.insert((key.as_str(), next), encode(ev)?.as_slice())
+                        .map_err(backend)?;
+                    next += 1;
+                }
+                while next - first > TIMELINE_CAP as u64 {
+                    tl.remove((key.as_str(), first)).map_err(backend)?;
+                    first += 1;
+                }
+                seq.insert(key.as_str(), (first, next)).map_err(backend)?;
+            }
+            stored
+        };
+        txn.commit().map_err(backend)?;
+        Ok(stored)
+    }
+
+    fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
+        let key = mac.to_string();
+        let txn = self.db.begin_write().map_err(backend)?;
+        let existed = {
+            let mut machines = txn.open_table(MACHINES).map_err(backend)?;
+            let existed = machines.remove(key.as_str()).map_err(backend)?.is_some();
+            let mut seq = txn.open_table(TIMELINE_SEQ).map_err(backend)?;
+            seq.remove(key.as_str()).map_err(backend)?;
+            let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
+            tl.retain_in((key.as_str(), 0)..=(key.as_str(), u64::MAX), |_, _| false)
+                .map_err(backend)?;
+            let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+            let mut bad = None;
+            tokens
+                .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
+                    Ok(t) => t.mac != mac,
+                    Err(e) => {
+                        bad = Some((k.to_string(), e.to_string()));
+                        true
+                    }
+                })
+                .map_err(backend)?;
+            if let Some((key, message)) = bad {
+                return Err(InventoryError::Corrupt { key, message });
+            }
+            existed
+        };
+        txn.commit().map_err(backend)?;
+        Ok(existed)
+    }
+
+    fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError> {
+        let key = mac.to_string();
+        let txn = self.db.begin_read().map_err(backend)?;
+        let tl = txn.open_table(TIMELINE).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in tl
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+            .map_err(backend)?
+        {
+            let (_, v) = row.map_err(backend)?;
+            out.push(decode(&key, v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+            tokens
+                .retain(|_, v| match serde_json::from_slice::<TokenRecord>(v) {
+                    Ok(t) => !(t.mac == record.mac && t.purpose == record.purpose),
+                    // Undecodable tokens are useless: drop them rather than fail boots.
+                    Err(_) => false,
+                })
+                .map_err(backend)?;
+            tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
+    fn take_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        let rec = {
+            let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+            let removed = tokens.remove(key).map_err(backend)?;
+            match removed {
+                Some(v) => Some(decode::<TokenRecord>("token", v.value())?),
+                None => None,
+            }
+        };
+        txn.commit().map_err(backend)?;
+        Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn battery() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        provisioner_core::inventory::battery::run_all(&|| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::new(RedbInventory::open(&dir.path().join(format!("inv{i}.redb"))).unwrap())
+        });
+    }
+
+    #[test]
+    fn reopen_keeps_data_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.redb");
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        {
+            let inv = RedbInventory::open(&path).unwrap();
+            inv.put(&Machine::discovered(mac, time::OffsetDateTime::UNIX_EPOCH))
+                .unwrap();
+        }
+        let inv = RedbInventory::open(&path).unwrap();
+        assert!(inv.get(mac).unwrap().is_some());
+        assert_eq!(inv.schema_version().unwrap(), u64::from(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn second_open_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.redb");
+        let _a = RedbInventory::open(&path).unwrap();
+        let err = RedbInventory::open(&path).unwrap_err().to_string();
+        assert!(err.contains("another process"), "{err}");
+    }
+
+    #[test]
+    fn newer_schema_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.redb");
+        {
+            let inv = RedbInventory::open(&path).unwrap();
+            let txn = inv.db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 99)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbInventory::open(&path).unwrap_err();
+        assert!(
+            matches!(err, InventoryError::SchemaTooNew { found: 99, .. }),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+#!/bin/sh
+# /init of the provisioner lab payload (busybox-static, Debian kernel modules).
+#
+# Contract with the tests (markers on the serial console, one per line):
+#   LAB-INIT-STARTED                        kernel + initramfs handed over
+#   LAB-DHCP-OK ip=<ip> if=<iface>          the payload got its own lease
+#   LAB-CONFIG-FETCHED bytes=<n> sha256=<h> config URL from the cmdline fetched
+#   LAB-CONFIG-NONE                         no config URL on the cmdline
+#   LAB-CALLBACK-OK / LAB-CALLBACK-FAILED   provisioner.callback= POST result
+#   LAB-FAILED <reason>                     any failure (then power off)
+# The config itself is never printed: in real profiles it carries secrets.
+# Everything ends with `poweroff -f`; with QEMU's -no-reboot a kernel panic
+# (panic=-1 on the cmdline) ends QEMU too, so no path hangs until a timeout.
+
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+mkdir -p /tmp /run
+echo "LAB-INIT-STARTED"
+
+fail() {
+    echo "LAB-FAILED $*"
+    sync
+    poweroff -f
+    sleep 5
+    exit 1
+}
+
+# NIC drivers are modules in Debian's kernel. virtio-net needs its chain in
+# dependency order (a wrong order fails with "Unknown symbol"); modules the
+# build did not find (built in, or absent) are skipped.
+for m in e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
+         virtio_pci failover net_failover virtio_net; do
+    if [ -f "/lib/modules/$m.ko" ]; then
+        insmod "/lib/modules/$m.ko" 2>/dev/null || echo "lab: insmod $m failed"
+    fi
+done
+
+ifconfig lo 127.0.0.1 up
+iface=""
+i=0
+while [ -z "$iface" ] && [ $i -lt 50 ]; do
+    for d in /sys/class/net/*; do
+        n=${d##*/}
+        [ "$n" = lo ] && continue
+        [ -e "$d" ] && { iface=$n; break; }
+    done
+    [ -z "$iface" ] && { usleep 200000; i=$((i + 1)); }
+done
+[ -n "$iface" ] || fail "no-network-interface"
+ifconfig "$iface" up
+
+# Debian's busybox-static udhcpc does not find a default script: pass -s.
+udhcpc -i "$iface" -s /etc/udhcpc.script -n -q -t 8 -T 2 >/tmp/udhcpc.log 2>&1 \
+    || { cat /tmp/udhcpc.log; fail "dhcp"; }
+ip=$(ifconfig "$iface" | sed -n 's/.*inet addr:\([0-9.]*\).*/\1/p')
+echo "LAB-DHCP-OK ip=$ip if=$iface"
+
+set -f
+config_url=""
+callback_url=""
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+        talos.config=*) config_url=${w#talos.config=} ;;
+        ignition.config.url=*) config_url=${w#ignition.config.url=} ;;
+        provisioner.config=*) config_url=${w#provisioner.config=} ;;
+        provisioner.callback=*) callback_url=${w#provisioner.callback=} ;;
+    esac
+done
+set +f
+
+if [ -n "$config_url" ]; then
+    # No `wget -T`: Debian's busybox-static 1.35 wget segfaults with it.
+    timeout 30 wget -q -O /tmp/config "$config_url" || fail "config-fetch"
+    bytes=$(wc -c </tmp/config | tr -d ' ')
+    sum=$(sha256sum /tmp/config | cut -d' ' -f1)
+    echo "LAB-CONFIG-FETCHED bytes=$bytes sha256=$sum"
+else
+    echo "LAB-CONFIG-NONE"
+fi
+
+if [ -n "$callback_url" ]; then
+    if timeout 30 wget -q --post-data=installed -O- "$callback_url" >/dev/null 2>&1; then
+        echo "LAB-CALLBACK-OK"
+    else
+        echo "LAB-CALLBACK-FAILED"
+        fail "callback"
+    fi
+fi
+
+echo "LAB-POWEROFF"
+sync
+poweroff -f
