@@ -14,10 +14,12 @@ use crate::model::MacAddr;
 use super::BootUrls;
 
 /// The first stage, served at `/boot.ipxe` and as TFTP `autoexec.ipxe`: get an address
-/// if iPXE has none, then chain to this machine's own script.
+/// if iPXE has none, then chain to this machine's own script. `--replace` hands the
+/// machine script's outcome (`exit` for local boot) straight back to the firmware, so
+/// only a failed fetch falls through to the retry lines.
 pub fn first_stage(base: &str) -> String {
     let chain = format!(
-        "chain --autofree {base}/ipxe?mac=${{mac:hexhyp}}&uuid=${{uuid}}&arch=${{buildarch}}&platform=${{platform}}&serial=${{serial:uristring}}"
+        "chain --replace --autofree {base}/ipxe?mac=${{mac:hexhyp}}&uuid=${{uuid}}&arch=${{buildarch}}&platform=${{platform}}&serial=${{serial:uristring}}"
     );
     format!(
         "#!ipxe\n\
