@@ -63,24 +63,24 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let clusters = check_infra(&cfg.infra_dir, &mut problems);
     if let Some(cat) = &cat {
         for p in cat.profiles.values() {
-            if let Some(c) = &p.cluster {
-                if !clusters.contains(c) {
-                    let file = cat
-                        .sources
-                        .get(&format!("profile/{}", p.id))
-                        .map(|f| f.display().to_string())
-                        .unwrap_or_default();
-                    problems.push(format!(
-                        "{file}: field `cluster`: no cluster {c:?} in {}",
-                        cfg.infra_dir.display()
-                    ));
-                }
+            if let Some(c) = &p.cluster
+                && !clusters.contains(c)
+            {
+                let file = cat
+                    .sources
+                    .get(&format!("profile/{}", p.id))
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "{file}: field `cluster`: no cluster {c:?} in {}",
+                    cfg.infra_dir.display()
+                ));
             }
         }
-        if let provisioner_core::boot::UnknownPolicy::Profile(p) = &cfg.unknown_policy {
-            if !cat.profiles.contains_key(p) {
-                problems.push(format!("configuration: field `unknown_policy`: no profile {p:?}"));
-            }
+        if let provisioner_core::boot::UnknownPolicy::Profile(p) = &cfg.unknown_policy
+            && !cat.profiles.contains_key(p)
+        {
+            problems.push(format!("configuration: field `unknown_policy`: no profile {p:?}"));
         }
     }
     if !problems.is_empty() {

@@ -135,13 +135,12 @@ impl BootService {
                 };
                 m.uuid = req.uuid.clone().or(m.uuid.take());
                 m.serial = req.serial.clone().or(m.serial.take());
-                if install {
-                    if let Ok(next) = lifecycle::next(m.state, Trigger::InstallScriptServed) {
-                        if next != m.state {
-                            events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
-                            m.state = next;
-                        }
-                    }
+                if install
+                    && let Ok(next) = lifecycle::next(m.state, Trigger::InstallScriptServed)
+                    && next != m.state
+                {
+                    events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
+                    m.state = next;
                 }
                 Update {
                     machine: Some(m),

@@ -118,14 +118,11 @@ pub async fn serve_file(
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v == tag);
-    let range = match parse_range(if if_range_ok { range_hdr } else { None }, len) {
-        Ok(r) => r,
-        Err(()) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                resp_headers.insert(header::CONTENT_RANGE, v);
-            }
-            return (StatusCode::RANGE_NOT_SATISFIABLE, resp_headers).into_response();
+    let Ok(range) = parse_range(if if_range_ok { range_hdr } else { None }, len) else {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+            resp_headers.insert(header::CONTENT_RANGE, v);
         }
+        return (StatusCode::RANGE_NOT_SATISFIABLE, resp_headers).into_response();
     };
     let (status, start, count) = match range {
         Some(r) => {
@@ -147,10 +144,10 @@ pub async fn serve_file(
         if let Ok(c) = &chunk {
             sent += c.len() as u64;
             metrics::counter!("provisioner_http_bytes_total").increment(c.len() as u64);
-            if sent == count {
-                if let Some(f) = on_done.take() {
-                    f(count);
-                }
+            if sent == count
+                && let Some(f) = on_done.take()
+            {
+                f(count);
             }
         }
         chunk

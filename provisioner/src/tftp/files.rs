@@ -13,12 +13,15 @@ use super::{Refusal, TftpFiles};
 /// Called with (client, path, bytes) when a transfer completes.
 pub type CompletionHook = Arc<dyn Fn(SocketAddr, &str, u64) + Send + Sync>;
 
+/// A cached file: modification time, length, bytes.
+type Cached = (SystemTime, u64, Arc<[u8]>);
+
 /// Files from a directory plus `autoexec.ipxe`, cached in memory by modification
 /// time (a boot storm reads each binary once).
 pub struct BootFiles {
     root: PathBuf,
     autoexec: Arc<[u8]>,
-    cache: Mutex<HashMap<PathBuf, (SystemTime, u64, Arc<[u8]>)>>,
+    cache: Mutex<HashMap<PathBuf, Cached>>,
     on_complete: Option<CompletionHook>,
 }
 
@@ -60,12 +63,12 @@ impl BootFiles {
             return Err(Refusal::Denied("file too large for TFTP"));
         }
         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((t, len, bytes)) = cache.get(&real) {
-                if *t == mtime && *len == meta.len() {
-                    return Ok(bytes.clone());
-                }
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some((t, len, bytes)) = cache.get(&real)
+            && *t == mtime
+            && *len == meta.len()
+        {
+            return Ok(bytes.clone());
         }
         let bytes: Arc<[u8]> = Arc::from(std::fs::read(&real).map_err(|_| Refusal::NotFound)?);
         if let Ok(mut cache) = self.cache.lock() {

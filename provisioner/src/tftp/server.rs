@@ -118,13 +118,12 @@ impl AsyncRead for Completion {
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(0)) = r {
-            if !buf.is_empty() {
-                if let Some((files, client, path)) = self.done.take() {
-                    metrics::counter!("provisioner_tftp_bytes_total").increment(self.len);
-                    files.completed(client, &path, self.len);
-                }
-            }
+        if let Poll::Ready(Ok(0)) = r
+            && !buf.is_empty()
+            && let Some((files, client, path)) = self.done.take()
+        {
+            metrics::counter!("provisioner_tftp_bytes_total").increment(self.len);
+            files.completed(client, &path, self.len);
         }
         r
     }

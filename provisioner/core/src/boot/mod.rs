@@ -163,12 +163,12 @@ pub struct CatalogBooter {
 
 impl Booter for CatalogBooter {
     fn decide(&self, req: &BootRequest, machine: Option<&Machine>) -> BootDecision {
-        if let Some(m) = machine {
-            if m.state == MachineState::Installed {
-                return BootDecision::LocalBoot {
-                    reason: "installed; booting from local disk".into(),
-                };
-            }
+        if let Some(m) = machine
+            && m.state == MachineState::Installed
+        {
+            return BootDecision::LocalBoot {
+                reason: "installed; booting from local disk".into(),
+            };
         }
         let override_profile = machine.and_then(|m| m.profile.clone());
         let (profile_id, group, metadata) = if let Some(p) = override_profile {

@@ -199,14 +199,14 @@ fn check_file(path: &Path, field: &str, f: &ImageFile, errs: &mut Vec<FieldError
             format!("{:?} must be a plain file name", f.file),
         ));
     }
-    if let Some(sum) = &f.sha256 {
-        if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
-            errs.push(err(
-                path,
-                &format!("{field}.sha256"),
-                "must be 64 hex digits".into(),
-            ));
-        }
+    if let Some(sum) = &f.sha256
+        && (sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        errs.push(err(
+            path,
+            &format!("{field}.sha256"),
+            "must be 64 hex digits".into(),
+        ));
     }
 }
 
@@ -298,12 +298,11 @@ fn read_dir<T: DeserializeOwned>(dir: &Path, errs: &mut Vec<FieldError>) -> Vec<
 
 /// Pulls the field name out of serde's "unknown field `x`" / "missing field `x`".
 fn field_of(msg: &str) -> String {
-    if msg.contains("field `") {
-        if let Some(rest) = msg.split("field `").nth(1) {
-            if let Some(name) = rest.split('`').next() {
-                return name.to_string();
-            }
-        }
+    if msg.contains("field `")
+        && let Some(rest) = msg.split("field `").nth(1)
+        && let Some(name) = rest.split('`').next()
+    {
+        return name.to_string();
     }
     "(document)".to_string()
 }
