@@ -15,7 +15,7 @@ use provisioner_core::render;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{advertised, load_catalog};
+use crate::commands::{advertised_on, load_catalog};
 use crate::config::Config;
 use crate::http::{api, boot};
 use crate::service::BootService;
@@ -32,11 +32,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cache_dir = cfg.cache_dir();
     std::fs::create_dir_all(&cache_dir).with_context(|| cache_dir.display().to_string())?;
     let inventory: Arc<dyn Inventory> = Arc::new(RedbInventory::open(&cfg.inventory_path())?);
-    let (server_ip, base) = advertised(&cfg);
     if !cfg.tftp_root.join("undionly.kpxe").exists() {
         tracing::warn!(dir = %cfg.tftp_root.display(), "no iPXE binaries found; install Debian's `ipxe` package");
     }
 
+    let http = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
+    let (server_ip, base) = advertised_on(&cfg, http.local_addr()?.port());
     let images = Arc::new(catalog.images.clone());
     let booter: Arc<dyn Booter> = Arc::new(CatalogBooter {
         catalog,
@@ -45,9 +48,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let service = Arc::new(BootService::new(booter, inventory.clone(), base.clone()));
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
-    let http = tokio::net::TcpListener::bind(cfg.http_listen)
-        .await
-        .with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
     let api_sock = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .with_context(|| format!("binding API on {}", cfg.api_listen))?;

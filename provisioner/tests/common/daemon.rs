@@ -69,7 +69,14 @@ impl Daemon {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 )
             });
-            let addr = |l: &str| l.rsplit(' ').next().unwrap().trim().parse::<SocketAddr>().ok();
+            // Works for human and JSON log lines: the address follows " on ".
+            let addr = |l: &str| {
+                let rest = l.split(" on ").nth(1)?;
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+                    .unwrap_or(rest.len());
+                rest[..end].parse::<SocketAddr>().ok()
+            };
             if line.contains("listening for HTTP on") {
                 http = addr(&line);
             } else if line.contains("listening for API on") {
