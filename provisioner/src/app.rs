@@ -133,10 +133,14 @@ fn tftp_hook(service: Arc<BootService>) -> tftp::files::CompletionHook {
         let detail = format!("{path} ({bytes} bytes)");
         tokio::task::spawn_blocking(move || {
             let ip = client.ip();
-            if let Some(mac) = crate::netinfo::arp_lookup(ip) {
-                service.remember_peer(ip, mac);
-            }
-            if let Err(e) = service.record_for_peer(ip, EventKind::TftpServed, &detail) {
+            let result = match crate::netinfo::arp_lookup(ip) {
+                Some(mac) => {
+                    service.remember_peer(ip, mac);
+                    service.record_seen(mac, EventKind::TftpServed, &detail)
+                }
+                None => service.record_for_peer(ip, EventKind::TftpServed, &detail),
+            };
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "recording tftp event failed");
             }
         });

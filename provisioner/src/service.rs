@@ -279,6 +279,34 @@ impl BootService {
         Ok(())
     }
 
+    /// Records an event for `mac`, creating its record (state `Discovered`) if the
+    /// machine is new and the unknown policy lets it be recorded. Used for traffic
+    /// that arrives before `/ipxe`, such as firmware PXE fetching iPXE over TFTP.
+    pub fn record_seen(&self, mac: MacAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
+        if self.inventory.get(mac)?.is_none() {
+            let req = BootRequest {
+                mac: Some(mac),
+                ..Default::default()
+            };
+            if matches!(
+                self.booter.decide(&req, None),
+                BootDecision::Unknown { record: false, .. }
+            ) {
+                return Ok(());
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        self.inventory.apply(mac, &mut |cur| {
+            let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
+            m.last_seen = now;
+            Update {
+                machine: Some(m),
+                events: vec![event(kind, detail)],
+            }
+        })?;
+        Ok(())
+    }
+
     /// Records an event for whichever machine last booted from `ip`, if known.
     pub fn record_for_peer(&self, ip: IpAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
         let mac = self.peers.lock().ok().and_then(|p| p.get(&ip).copied());

@@ -6,6 +6,7 @@
 #   LAB-DHCP-OK ip=<ip> if=<iface>          the payload got its own lease
 #   LAB-CONFIG-FETCHED bytes=<n> sha256=<h> config URL from the cmdline fetched
 #   LAB-CONFIG-NONE                         no config URL on the cmdline
+#   LAB-CALLBACK-DELAY <s>                  lab.callback_delay=<s>: waiting first
 #   LAB-CALLBACK-OK / LAB-CALLBACK-FAILED   provisioner.callback= POST result
 #   LAB-FAILED <reason>                     any failure (then power off)
 # The config itself is never printed: in real profiles it carries secrets.
@@ -62,12 +63,16 @@ echo "LAB-DHCP-OK ip=$ip if=$iface"
 set -f
 config_url=""
 callback_url=""
+callback_delay=""
 for w in $(cat /proc/cmdline); do
     case "$w" in
         talos.config=*) config_url=${w#talos.config=} ;;
         ignition.config.url=*) config_url=${w#ignition.config.url=} ;;
         provisioner.config=*) config_url=${w#provisioner.config=} ;;
         provisioner.callback=*) callback_url=${w#provisioner.callback=} ;;
+        # Test hook: a window between config fetch and callback (e.g. to
+        # crash the appliance in between).
+        lab.callback_delay=*) callback_delay=${w#lab.callback_delay=} ;;
     esac
 done
 set +f
@@ -83,6 +88,10 @@ else
 fi
 
 if [ -n "$callback_url" ]; then
+    if [ -n "$callback_delay" ]; then
+        echo "LAB-CALLBACK-DELAY $callback_delay"
+        sleep "$callback_delay"
+    fi
     if timeout 30 wget -q --post-data=installed -O- "$callback_url" >/dev/null 2>&1; then
         echo "LAB-CALLBACK-OK"
     else

@@ -38,10 +38,10 @@ pub fn provisioner_bin() -> Result<PathBuf> {
     }
     let mut candidates = Vec::new();
     // <target>/debug/deps/<test>-<hash> -> <target>/debug/provisioner
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("provisioner"));
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+    {
+        candidates.push(profile_dir.join("provisioner"));
     }
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         candidates.push(PathBuf::from(t).join("debug/provisioner"));
@@ -72,6 +72,17 @@ impl LabSite {
     /// gets group `lab-vm<i>` selecting its MAC, profile `lab`
     /// (image `lab-payload`, config kind `plain`).
     pub fn write(lab: &Lab, payload: &Payload, macs: &[&str]) -> Result<LabSite> {
+        Self::write_with_args(lab, payload, macs, &[])
+    }
+
+    /// [`LabSite::write`] with extra kernel arguments in the image descriptor
+    /// (e.g. `lab.callback_delay=20`, which the payload honours).
+    pub fn write_with_args(
+        lab: &Lab,
+        payload: &Payload,
+        macs: &[&str],
+        extra_kernel_args: &[&str],
+    ) -> Result<LabSite> {
         let root = lab.dir().join("site");
         let q = |p: &Path| format!("\"{}\"", p.display());
         for d in [
@@ -85,11 +96,17 @@ impl LabSite {
             fs::create_dir_all(root.join(d))?;
         }
         payload.install_into(&root.join("cache").join(IMAGE_ID))?;
+        let args: Vec<String> = ["console=ttyS0", "panic=-1"]
+            .iter()
+            .chain(extra_kernel_args)
+            .map(|a| format!("\"{a}\""))
+            .collect();
         fs::write(
             root.join("images").join(format!("{IMAGE_ID}.yaml")),
             format!(
                 "id: {IMAGE_ID}\nkernel: {{ file: vmlinuz }}\ninitrds: [ {{ file: initrd.gz }} ]\n\
-                 args: [\"console=ttyS0\", \"panic=-1\"]\n"
+                 args: [{}]\n",
+                args.join(", ")
             ),
         )?;
         fs::write(
@@ -146,7 +163,12 @@ impl Appliance {
     /// waits (30 s) for its HTTP and TFTP listeners; the error carries the log.
     pub fn start(lab: &Lab, config: &Path) -> Result<Appliance> {
         let bin = provisioner_bin()?;
-        let log = lab.dir().join("appliance.log");
+        // A fresh log per start: a restarted appliance must not be taken as
+        // up because of its predecessor's "listening" lines.
+        let log = (1..)
+            .map(|i| lab.dir().join(format!("appliance-{i}.log")))
+            .find(|p| !p.exists())
+            .expect("unbounded range");
         let (bin_s, config_s) = (bin.to_string_lossy(), config.to_string_lossy());
         let mut cmd = lab.command(&[&bin_s, "serve", "--config", &config_s]);
         // Relative defaults (e.g. an `infra/` dir) resolve inside the site,

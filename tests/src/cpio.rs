@@ -75,7 +75,7 @@ impl Archive {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -98,8 +98,7 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("dev/console"));
         assert!(text.contains("TRAILER!!!"));
-        // header (110 bytes) + "dev\0" padded to 4 -> next header at 112+4=116? check
-        // that every header starts on a 4-byte boundary.
+        // Walk the headers: each must start on a 4-byte boundary.
         let mut pos = 0;
         let mut count = 0;
         while pos < out.len() {

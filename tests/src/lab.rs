@@ -41,6 +41,7 @@ impl Lab {
     /// and brings `lo` up. `name` labels the log directory.
     pub fn new(name: &str) -> Result<Lab> {
         fs::create_dir_all(LOCK_DIR)?;
+        sweep_stale_labs();
         let runs = runs_dir();
         fs::create_dir_all(&runs)?;
         let dir = tempfile::Builder::new()
@@ -179,79 +180,38 @@ impl Lab {
     pub(crate) fn next_tap_name(&self) -> String {
         format!("tap{}", self.next_tap.fetch_add(1, Ordering::Relaxed))
     }
-
-    /// Runs dnsmasq as the lab's DHCP server: DNS off (`port=0`), no TFTP,
-    /// bound to `br0`, a range in the lab subnet, `no-ping` (otherwise every
-    /// offer waits for a ping timeout), `log-dhcp`, a leasefile in the lab
-    /// dir, then `extra_conf_lines` (e.g. `provisioner dhcp-snippet` output,
-    /// or `enable-tftp` for a peer setup). Returns once dnsmasq has started.
-    pub fn dnsmasq(&self, extra_conf_lines: &str) -> Result<LabProcess> {
-        let p = self.subnet_prefix();
-        let dir = self.dir();
-        let conf = format!(
-            "# written by provisioner-e2e for lab {name}\n\
-             port=0\n\
-             interface=br0\n\
-             bind-interfaces\n\
-             dhcp-range={p}.100,{p}.199,255.255.255.0,1h\n\
-             dhcp-leasefile={leases}\n\
-             dhcp-authoritative\n\
-             no-ping\n\
-             log-dhcp\n\
-             log-facility=-\n\
-             no-resolv\n\
-             no-hosts\n\
-             user=root\n\
-             pid-file={pid}\n\
-             # caller's lines\n{extra_conf_lines}\n",
-            name = self.name,
-            leases = dir.join("dnsmasq.leases").display(),
-            pid = dir.join("dnsmasq.pid").display(),
-        );
-        let conf_path = dir.join("dnsmasq.conf");
-        fs::write(&conf_path, conf)?;
-        let conf_arg = format!("--conf-file={}", conf_path.display());
-        let mut proc = self.spawn(
-            &["dnsmasq", "--keep-in-foreground", &conf_arg],
-            &dir.join("dnsmasq.log"),
-        )?;
-        proc.wait_for_log("DHCP, IP range", Duration::from_secs(15))
-            .context("dnsmasq did not start")?;
-        Ok(proc)
-    }
-
-    /// Serves `root` over HTTP at `http://<lab ip>:<port>/` with busybox
-    /// httpd (a plain peer for self-tests).
-    pub fn httpd(&self, root: &Path, port: u16) -> Result<LabProcess> {
-        let listen = format!("{}:{port}", self.ip());
-        let root_s = root.to_string_lossy().into_owned();
-        let proc = self.spawn(
-            &["busybox", "httpd", "-f", "-vv", "-p", &listen, "-h", &root_s],
-            &self.dir().join(format!("httpd-{port}.log")),
-        )?;
-        // busybox httpd logs nothing on start: wait for its socket.
-        self.wait_tcp_listening(port, Duration::from_secs(10))?;
-        Ok(proc)
-    }
-
-    /// Waits until something in the namespace listens on TCP `port` (`ss`).
-    pub fn wait_tcp_listening(&self, port: u16, timeout: Duration) -> Result<()> {
-        let filter = format!("sport = :{port}");
-        wait_for(timeout, &format!("a TCP listener on port {port}"), || {
-            let out = self.exec(&["ss", "-Hltn", &filter])?;
-            Ok((!out.trim().is_empty()).then_some(()))
-        })
-    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         remove_netns(&self.ns);
-        if std::thread::panicking() || std::env::var_os("PROVISIONER_LAB_KEEP").is_some() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!("lab {}: logs kept in {}", self.name, kept.display());
-            }
+        if (std::thread::panicking() || std::env::var_os("PROVISIONER_LAB_KEEP").is_some())
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!("lab {}: logs kept in {}", self.name, kept.display());
+        }
+    }
+}
+
+/// Removes every `plab-<n>` namespace whose lock nobody holds: its owner
+/// died without running `Drop` (SIGKILL, timeout), possibly leaving QEMU or
+/// the appliance running inside. An owner takes the lock before creating the
+/// namespace, so a lock we can take means there is no owner.
+fn sweep_stale_labs() {
+    let Ok(entries) = fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(net) = name.strip_prefix("plab-").and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(lock) = File::create(Path::new(LOCK_DIR).join(format!("net-{net}.lock"))) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            remove_netns(&name);
         }
     }
 }

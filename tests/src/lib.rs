@@ -9,7 +9,8 @@
 //! Modules:
 //! - [`payload`]: a cached test kernel + initramfs that fetches its config and
 //!   prints markers on the serial console.
-//! - [`lab`]: namespace, bridge, taps, background processes, dnsmasq.
+//! - [`lab`]: namespace, bridge, taps, background processes; dnsmasq and
+//!   busybox httpd as peers (`Lab::dnsmasq`, `Lab::httpd`).
 //! - [`qemu`]: firmware classes and VMs with a captured serial console.
 //! - [`appliance`]: runs `provisioner serve` in a lab and reads its export.
 //! - [`timeline`]: assertions over the exported machine timeline.
@@ -18,6 +19,7 @@ pub mod appliance;
 mod cpio;
 pub mod lab;
 pub mod payload;
+mod peers;
 pub mod qemu;
 pub mod timeline;
 

@@ -114,8 +114,30 @@ fn build_cached(cache: &Path) -> Result<Payload> {
     // Atomic publish: readers that don't take the lock never see a half
     // written payload directory.
     fs::rename(&staged, &out).with_context(|| format!("publishing {}", out.display()))?;
+    prune(cache, &out);
     drop(lock);
     Ok(result)
+}
+
+/// Removes payloads other than `keep` and build leftovers of killed runs,
+/// once they are a day old: another checkout (other inputs) may still use a
+/// recent one. Called with the cache lock held.
+fn prune(cache: &Path, keep: &Path) {
+    let day = std::time::Duration::from_secs(86_400);
+    let Ok(entries) = fs::read_dir(cache) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if path != keep && old && (name.starts_with("payload-") || name.starts_with(".build-")) {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn busybox_path() -> PathBuf {
@@ -143,15 +165,23 @@ fn kernel_deb(cache: &Path) -> Result<PathBuf> {
         found.sort();
         Ok(found.pop())
     };
-    let pkg = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))
-        .ok()
-        .and_then(|out| {
-            out.lines()
-                .filter_map(|l| l.trim().strip_prefix("Depends:"))
-                .map(str::trim)
-                .find(|d| d.starts_with("linux-image-") && d.ends_with("-amd64"))
-                .map(str::to_owned)
-        });
+    let resolve = || {
+        run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))
+            .ok()
+            .and_then(|out| {
+                out.lines()
+                    .filter_map(|l| l.trim().strip_prefix("Depends:"))
+                    .map(str::trim)
+                    .find(|d| d.starts_with("linux-image-") && d.ends_with("-amd64"))
+                    .map(str::to_owned)
+            })
+    };
+    let mut pkg = resolve();
+    if pkg.is_none() && cached("linux-image-")?.is_none() {
+        // A fresh machine often has no apt lists at all; we run as root.
+        let _ = run(Command::new("apt-get").args(["update", "-qq"]));
+        pkg = resolve();
+    }
     let Some(pkg) = pkg else {
         // No apt lists (e.g. before `apt-get update`): any kernel we already have.
         return cached("linux-image-")?

@@ -3,8 +3,8 @@
 //! busybox httpd serving a hand-written `boot.ipxe`, the payload and a
 //! config) and the payload reports the config it fetched.
 //!
-//! Only the SeaBIOS case runs by default; the OVMF cases take longer and are
-//! `#[ignore]`d: `cargo test -p provisioner-e2e --test lab_selftest -- --ignored`.
+//! Only SeaBIOS runs here: the appliance tests in boot_firmware.rs boot every
+//! firmware class through the same lab.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -110,22 +110,4 @@ fn boot_against_peers(lab_name: &str, fw: Firmware, mac: &str) {
 #[test]
 fn seabios_ipxe_boots_payload_from_peers() {
     boot_against_peers("self-seabios", Firmware::SeabiosIpxe, "52:54:00:77:10:01");
-}
-
-#[test]
-#[ignore = "slow (OVMF under TCG); run with --ignored"]
-fn ovmf_ipxe_rom_boots_payload_from_peers() {
-    boot_against_peers("self-ovmf-ipxe", Firmware::OvmfIpxe, "52:54:00:77:10:02");
-}
-
-#[test]
-#[ignore = "slow (OVMF under TCG); run with --ignored"]
-fn ovmf_pxe_chains_snponly_from_peers() {
-    boot_against_peers("self-ovmf-pxe", Firmware::OvmfPxe, "52:54:00:77:10:03");
-}
-
-#[test]
-#[ignore = "very slow (PXEv4 and PXEv6 time out first); run with --ignored"]
-fn ovmf_http_boot_fetches_snponly_from_peers() {
-    boot_against_peers("self-ovmf-http", Firmware::OvmfHttpBoot, "52:54:00:77:10:04");
 }
