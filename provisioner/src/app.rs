@@ -24,6 +24,16 @@ use crate::tftp::{self, BootFiles};
 
 /// Runs the appliance until SIGINT/SIGTERM.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    run(cfg, false).await
+}
+
+/// `serve --dry-run`: does everything `serve` does up to "ready" (config, catalog,
+/// store, every socket bound), prints what it would serve, then stops cleanly.
+pub async fn dry_run(cfg: Config) -> anyhow::Result<()> {
+    run(cfg, true).await
+}
+
+async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let catalog = load_catalog(&cfg).context("loading images/ and profiles/ (run `provisioner check`)")?;
     std::fs::create_dir_all(&cfg.state_dir).with_context(|| cfg.state_dir.display().to_string())?;
     // Inventory and (later) secrets live here: owner only.
@@ -32,6 +42,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cache_dir = cfg.cache_dir();
     std::fs::create_dir_all(&cache_dir).with_context(|| cache_dir.display().to_string())?;
     let inventory: Arc<dyn Inventory> = Arc::new(RedbInventory::open(&cfg.inventory_path())?);
+    // Files root left in the state directory (import/restore run as root) become
+    // the service user's where possible; a failure here is not fatal to serving.
+    if let Err(e) = crate::state::adopt(&cfg.state_dir) {
+        tracing::warn!(error = %e, dir = %cfg.state_dir.display(), "could not secure the state directory");
+    }
+    let mut selftest = crate::selftest::Report::new(&cfg, &catalog);
     if !cfg.tftp_root.join("undionly.kpxe").exists() {
         tracing::warn!(dir = %cfg.tftp_root.display(), "no iPXE binaries found; install Debian's `ipxe` package");
     }
@@ -65,6 +81,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         first_stage: first_stage.clone(),
     });
     tracing::info!("listening for HTTP on {}", http.local_addr()?);
+    selftest.listener("HTTP boot (tcp)", http.local_addr()?);
     let token = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(
@@ -77,6 +94,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
 
     tracing::info!("listening for API on {}", api_sock.local_addr()?);
+    selftest.listener("API (tcp)", api_sock.local_addr()?);
     let api_router = api::router(inventory.clone());
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -92,6 +110,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(tftp_hook(service.clone())),
     );
     tracing::info!("listening for TFTP on {}", tftp_sock.local_addr()?);
+    selftest.listener("TFTP (udp)", tftp_sock.local_addr()?);
     let tuning = cfg.tftp.clone();
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -101,6 +120,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
 
     tracing::info!(%server_ip, %base, "provisioner ready");
+    if dry_run {
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        print!("{}", selftest.finish(&server_ip, &base, inventory.as_ref())?);
+        return Ok(());
+    }
+    crate::notify::ready(&format!("serving {base}"));
+    let _watchdog = crate::notify::spawn_watchdog(shutdown.clone());
     tokio::select! {
         () = crate::shutdown::signal() => tracing::info!("shutting down"),
         Some(r) = tasks.join_next() => {
@@ -110,6 +137,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     }
     shutdown.cancel();
+    crate::notify::stopping();
     // Drain with a deadline: in-flight downloads get a few seconds.
     let drain = async {
         while let Some(r) = tasks.join_next().await {

@@ -19,7 +19,8 @@ pub struct Cli {
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {
-    /// Configuration file (YAML). Without it the embedded defaults apply.
+    /// Configuration file (YAML). Without it, /etc/provisioner/provisioner.yaml if it
+    /// exists (the Debian package's), else the embedded defaults.
     #[arg(long, short = 'c', env = "PROVISIONER_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Use unprivileged defaults: HTTP 8080, TFTP 6969, state under ~/.local/state.
@@ -42,6 +43,10 @@ pub enum Format {
 pub enum Command {
     /// Run the appliance: HTTP boot path, TFTP, API.
     Serve {
+        /// Self-test: load everything, open the store, bind every socket, print what
+        /// would be served, and exit 0 without serving.
+        #[arg(long)]
+        dry_run: bool,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -96,6 +101,30 @@ pub enum Command {
     Import {
         /// The export file.
         file: PathBuf,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Write inventory, secrets and the image-cache manifest to one file (tar).
+    /// The store is single-process: stop the service first.
+    Backup {
+        /// The backup file to write.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// Also store the cached image files (large), not only their hashes.
+        #[arg(long)]
+        include_images: bool,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Restore a backup into a fresh state directory (the service stopped).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Restore even if the inventory or secrets/ already hold data.
+        #[arg(long)]
+        force: bool,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,

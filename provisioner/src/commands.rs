@@ -15,6 +15,9 @@ use crate::config::Config;
 use crate::snippet::{self, Chain, Target};
 use crate::store::RedbInventory;
 
+/// The Debian package's configuration, used when no `--config` is given.
+pub const INSTALLED_CONFIG: &str = "/etc/provisioner/provisioner.yaml";
+
 /// Loads the configuration as every subcommand does: file or embedded defaults,
 /// then `PROVISIONER_*` variables.
 pub fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
@@ -26,7 +29,12 @@ pub fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("PROVISIONER_"))
         .collect();
-    Ok(Config::load(args.config.as_deref(), base, &env)?)
+    let installed = Path::new(INSTALLED_CONFIG);
+    let file = match args.config.as_deref() {
+        None if !args.unprivileged && installed.is_file() => Some(installed),
+        f => f,
+    };
+    Ok(Config::load(file, base, &env)?)
 }
 
 /// The address and base URL machines are told to use.
@@ -233,8 +241,79 @@ pub fn import(file: &Path, args: &ConfigArgs) -> anyhow::Result<()> {
         Err(_) => serde_saphyr::from_str(&text)
             .with_context(|| format!("{}: neither JSON nor YAML export", file.display()))?,
     };
-    std::fs::create_dir_all(&cfg.state_dir)?;
+    crate::state::ensure_dir(&cfg.state_dir)?;
     open_store(&cfg)?.import(&snap)?;
+    crate::state::adopt(&cfg.state_dir)?;
     println!("imported {} machine(s)", snap.machines.len());
+    Ok(())
+}
+
+/// `provisioner backup`.
+pub fn backup(output: &Path, include_images: bool, args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let store = RedbInventory::open(&cfg.inventory_path())
+        .context("opening the inventory (stop the service first: systemctl stop provisioner)")?;
+    let schema = u32::try_from(store.schema_version()?).context("schema version")?;
+    let cache_dir = cfg.cache_dir();
+    let m = crate::backup::create(
+        &store.export()?,
+        schema,
+        &crate::backup::Sources {
+            state_dir: &cfg.state_dir,
+            cache_dir: &cache_dir,
+            include_images,
+        },
+        output,
+    )?;
+    println!(
+        "backup {}: {} machine(s), {} secret file(s), {} image file(s){}, schema {}",
+        output.display(),
+        m.machines,
+        m.secrets.len(),
+        m.images.len(),
+        if include_images { " included" } else { " (manifest only)" },
+        m.store_schema_version
+    );
+    Ok(())
+}
+
+/// `provisioner restore`.
+pub fn restore(file: &Path, force: bool, args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    crate::state::ensure_dir(&cfg.state_dir)?;
+    let store = RedbInventory::open(&cfg.inventory_path())
+        .context("opening the inventory (stop the service first: systemctl stop provisioner)")?;
+    let cache_dir = cfg.cache_dir();
+    let r = crate::backup::restore(
+        file,
+        &store,
+        &crate::backup::Sources {
+            state_dir: &cfg.state_dir,
+            cache_dir: &cache_dir,
+            include_images: false,
+        },
+        crate::backup::RestoreOptions { force },
+    )?;
+    drop(store);
+    crate::state::adopt(&cfg.state_dir)?;
+    if !cache_dir.starts_with(&cfg.state_dir) && cache_dir.exists() {
+        crate::state::adopt(&cache_dir)?;
+    }
+    println!(
+        "restored {}: {} machine(s), {} secret file(s), {} image file(s) from the backup; \
+         cache: {} of {} image file(s) match",
+        file.display(),
+        r.manifest.machines,
+        r.secrets_restored,
+        r.images_restored,
+        r.images_present,
+        r.manifest.images.len()
+    );
+    for p in &r.images_missing {
+        println!("image missing from the cache (fetch it again): {p}");
+    }
+    for p in &r.images_mismatched {
+        println!("image in the cache differs from the backup: {p}");
+    }
     Ok(())
 }

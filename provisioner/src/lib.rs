@@ -9,15 +9,21 @@
 //! - [`http`]: boot path, assets, read-only API. [`tftp`]: TFTP.
 //! - [`store`]: the redb inventory. [`snippet`]: external-DHCP snippets.
 //! - [`netinfo`]: advertised address, ARP lookups. [`shutdown`]: signals.
+//! - [`backup`]: backup/restore archives. [`state`]: state-dir permissions.
+//! - [`notify`]: systemd readiness and watchdog. [`selftest`]: the `--dry-run` report.
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod http;
 pub mod netinfo;
+pub mod notify;
+pub mod selftest;
 pub mod service;
 pub mod shutdown;
 pub mod snippet;
+pub mod state;
 pub mod store;
 pub mod tftp;

@@ -20,9 +20,14 @@ fn init_tracing(format: LogFormat) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { cfg } => commands::load_config(&cfg).and_then(|c| {
+        Command::Serve { cfg, dry_run } => commands::load_config(&cfg).and_then(|c| {
             init_tracing(c.log_format);
-            tokio::runtime::Runtime::new()?.block_on(app::serve(c))
+            let rt = tokio::runtime::Runtime::new()?;
+            if dry_run {
+                rt.block_on(app::dry_run(c))
+            } else {
+                rt.block_on(app::serve(c))
+            }
         }),
         Command::Check { cfg } => commands::check(&cfg),
         Command::DhcpSnippet { target, cfg } => commands::dhcp_snippet(target, &cfg),
@@ -35,6 +40,12 @@ fn main() -> std::process::ExitCode {
         } => commands::render_machine(&mac, uuid, &arch, &platform, &cfg),
         Command::Export { format, output, cfg } => commands::export(format, output.as_deref(), &cfg),
         Command::Import { file, cfg } => commands::import(&file, &cfg),
+        Command::Backup {
+            output,
+            include_images,
+            cfg,
+        } => commands::backup(&output, include_images, &cfg),
+        Command::Restore { file, force, cfg } => commands::restore(&file, force, &cfg),
         Command::Version => {
             println!("provisioner {}", env!("CARGO_PKG_VERSION"));
             Ok(())

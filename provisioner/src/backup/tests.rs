@@ -1,0 +1,221 @@
+use provisioner_core::inventory::{Inventory, MemInventory};
+use provisioner_core::model::{EventKind, Machine, TimelineEvent};
+
+use super::*;
+
+fn seeded() -> (tempfile::TempDir, MemInventory) {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = MemInventory::new();
+    let mac = "52:54:00:aa:00:01".parse().unwrap();
+    inv.put(&Machine::discovered(mac, OffsetDateTime::UNIX_EPOCH)).unwrap();
+    inv.append(
+        mac,
+        &[TimelineEvent {
+            at: OffsetDateTime::UNIX_EPOCH,
+            kind: EventKind::DhcpSeen,
+            detail: "seen".into(),
+        }],
+    )
+    .unwrap();
+    let s = dir.path().join("state");
+    std::fs::create_dir_all(s.join("secrets/talos/genmachine")).unwrap();
+    std::fs::write(s.join("secrets/talos/genmachine/bundle.age"), [0u8, 1, 2, 255]).unwrap();
+    std::fs::write(s.join("secrets/appliance.key.age"), b"age-encryption.org/v1 ...").unwrap();
+    std::fs::create_dir_all(s.join("images/talos")).unwrap();
+    std::fs::write(s.join("images/talos/kernel-amd64"), vec![7u8; 300_000]).unwrap();
+    (dir, inv)
+}
+
+fn src(state: &Path, include_images: bool) -> (PathBuf, PathBuf, bool) {
+    (state.to_path_buf(), state.join("images"), include_images)
+}
+
+fn backup(dir: &Path, inv: &MemInventory, include_images: bool) -> (PathBuf, Manifest) {
+    let (s, c, i) = src(&dir.join("state"), include_images);
+    let out = dir.join("b.tar");
+    let m = create(
+        &inv.export().unwrap(),
+        SCHEMA_VERSION,
+        &Sources {
+            state_dir: &s,
+            cache_dir: &c,
+            include_images: i,
+        },
+        &out,
+    )
+    .unwrap();
+    (out, m)
+}
+
+fn restore_into(
+    file: &Path,
+    dir: &Path,
+    inv: &MemInventory,
+    force: bool,
+) -> Result<RestoreReport, BackupError> {
+    let s = dir.join("state");
+    let c = s.join("images");
+    restore(
+        file,
+        inv,
+        &Sources {
+            state_dir: &s,
+            cache_dir: &c,
+            include_images: false,
+        },
+        RestoreOptions { force },
+    )
+}
+
+#[test]
+fn round_trip_with_images_reproduces_everything() {
+    let (dir, inv) = seeded();
+    let (file, m) = backup(dir.path(), &inv, true);
+    assert_eq!(m.secrets.len(), 2);
+    assert_eq!(m.images.len(), 1);
+    assert_eq!(m.images[0].path, "talos/kernel-amd64");
+    assert_eq!(m.images[0].size, 300_000);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions())
+            & 0o777,
+        0o600
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    let inv2 = MemInventory::new();
+    let r = restore_into(&file, fresh.path(), &inv2, false).unwrap();
+    assert_eq!((r.secrets_restored, r.images_restored, r.images_present), (2, 1, 1));
+    assert!(r.images_missing.is_empty() && r.images_mismatched.is_empty());
+    assert_eq!(inv2.export().unwrap(), inv.export().unwrap());
+    let new_state = fresh.path().join("state");
+    assert_eq!(manifest_of(&new_state.join("secrets")).unwrap(), m.secrets);
+    assert_eq!(manifest_of(&new_state.join("images")).unwrap(), m.images);
+    assert_eq!(
+        std::fs::read(new_state.join("secrets/talos/genmachine/bundle.age")).unwrap(),
+        [0u8, 1, 2, 255]
+    );
+}
+
+#[test]
+fn manifest_only_backup_reports_missing_and_mismatched_images() {
+    let (dir, inv) = seeded();
+    let (file, _) = backup(dir.path(), &inv, false);
+    let fresh = tempfile::tempdir().unwrap();
+    let r = restore_into(&file, fresh.path(), &MemInventory::new(), false).unwrap();
+    assert_eq!(r.images_missing, vec!["talos/kernel-amd64".to_string()]);
+    // A cache with other bytes is reported, not silently accepted.
+    let cache = fresh.path().join("state/images/talos");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("kernel-amd64"), b"other").unwrap();
+    let r = restore_into(&file, fresh.path(), &MemInventory::new(), true).unwrap();
+    assert_eq!(r.images_mismatched, vec!["talos/kernel-amd64".to_string()]);
+}
+
+#[test]
+fn restore_refuses_existing_state_without_force() {
+    let (dir, inv) = seeded();
+    let (file, _) = backup(dir.path(), &inv, false);
+    // Same state dir and a populated inventory.
+    let err = restore_into(&file, dir.path(), &inv, false).unwrap_err();
+    assert!(matches!(err, BackupError::NotEmpty(_)), "{err}");
+    let fresh = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(fresh.path().join("state/secrets")).unwrap();
+    std::fs::write(fresh.path().join("state/secrets/x"), b"x").unwrap();
+    let err = restore_into(&file, fresh.path(), &MemInventory::new(), false).unwrap_err();
+    assert!(err.to_string().contains("secrets"), "{err}");
+    assert!(restore_into(&file, dir.path(), &inv, true).is_ok());
+}
+
+/// Rewrites a backup's entries through `edit(name, bytes) -> Option<(name, bytes)>`.
+fn rewrite(file: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<(String, Vec<u8>)>) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let out = file.with_extension(format!("edited{n}.tar"));
+    let mut a = tar::Archive::new(std::fs::File::open(file).unwrap());
+    let mut b = tar::Builder::new(std::fs::File::create(&out).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        if let Some((n, bytes)) = edit(&name, bytes) {
+            let mut h = header(bytes.len() as u64, &OffsetDateTime::UNIX_EPOCH);
+            // The builder refuses `..`; a crafted archive is written raw.
+            h.as_gnu_mut().unwrap().name[..n.len()].copy_from_slice(n.as_bytes());
+            h.set_cksum();
+            b.append(&h, bytes.as_slice()).unwrap();
+        }
+    }
+    b.finish().unwrap();
+    out
+}
+
+fn json_edit(bytes: &[u8], f: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    f(&mut v);
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
+    let (dir, inv) = seeded();
+    let (file, _) = backup(dir.path(), &inv, false);
+    let cases: Vec<(&str, PathBuf)> = vec![
+        (
+            "does not match",
+            rewrite(&file, |n, b| {
+                let b = if n.ends_with("bundle.age") { vec![9, 9, 9, 9] } else { b };
+                Some((n.into(), b))
+            }),
+        ),
+        (
+            "newer than this appliance",
+            rewrite(&file, |n, b| {
+                let b = if n == "inventory.json" {
+                    json_edit(&b, |v| v["schema_version"] = 99.into())
+                } else {
+                    b
+                };
+                Some((n.into(), b))
+            }),
+        ),
+        (
+            "backup format 7",
+            rewrite(&file, |n, b| {
+                let b = if n == "backup.json" {
+                    json_edit(&b, |v| v["format_version"] = 7.into())
+                } else {
+                    b
+                };
+                Some((n.into(), b))
+            }),
+        ),
+        (
+            "incomplete",
+            rewrite(&file, |n, b| (!n.ends_with("bundle.age")).then(|| (n.into(), b))),
+        ),
+        (
+            "unsafe path",
+            rewrite(&file, |n, b| {
+                let b = if n == "backup.json" {
+                    json_edit(&b, |v| v["secrets"][0]["path"] = "../../etc/passwd".into())
+                } else {
+                    b
+                };
+                let n = if n == "secrets/appliance.key.age" { "secrets/../../etc/passwd" } else { n };
+                Some((n.into(), b))
+            }),
+        ),
+    ];
+    for (want, bad) in cases {
+        let fresh = tempfile::tempdir().unwrap();
+        let inv2 = MemInventory::new();
+        let err = restore_into(&bad, fresh.path(), &inv2, false).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(inv2.list().unwrap().is_empty(), "{want}: inventory untouched");
+    }
+    let not_tar = dir.path().join("nope.tar");
+    std::fs::write(&not_tar, b"hello").unwrap();
+    let err = restore_into(&not_tar, dir.path(), &MemInventory::new(), true).unwrap_err();
+    assert!(err.to_string().contains("backup"), "{err}");
+}
