@@ -1,0 +1,331 @@
+//! The Debian package, installed for real into a minimal Debian 12 root (debootstrap,
+//! cached by deploy/test/bookworm-root.sh): dependencies resolved from Debian's
+//! repository, `provisioner check` and the `serve --dry-run` self-test inside it
+//! (as the system user with only the unit's capabilities, in a private network
+//! namespace), `systemd-analyze verify` on the installed unit, an upgrade that keeps
+//! a seeded inventory and a local config edit, and a purge that removes the state.
+//!
+//! Needs root (chroot, mounts); CI runs as root. The package is built from the test
+//! binary (`CARGO_BIN_EXE_provisioner`) so no release build is needed here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use provisioner_core::inventory::{Inventory, MemInventory};
+use provisioner_core::model::Machine;
+
+const SEEDED_MAC: &str = "52:54:00:de:b1:01";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Builds a package of the test binary with deploy/build-deb.sh.
+fn build_deb(version: &str, out: &Path) -> PathBuf {
+    let o = Command::new(repo().join("deploy/build-deb.sh"))
+        .args(["--binary", env!("CARGO_BIN_EXE_provisioner"), "--version", version])
+        .arg("--out")
+        .arg(out)
+        .args(["--compress", "gzip"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "build-deb.sh: {}", text(&o));
+    PathBuf::from(stdout(&o).lines().last().unwrap().trim())
+}
+
+/// A bookworm root under /var/tmp with /proc and the shared apt cache mounted.
+/// Unmounts on drop, and deletes the tree only once nothing is mounted in it.
+struct Chroot {
+    root: PathBuf,
+    mounts: Vec<PathBuf>,
+}
+
+impl Chroot {
+    fn new() -> Self {
+        let parent = tempfile::Builder::new()
+            .prefix("provisioner-deploy-test.")
+            .tempdir_in("/var/tmp")
+            .unwrap()
+            .keep();
+        let root = parent.join("root");
+        let o = Command::new(repo().join("deploy/test/bookworm-root.sh"))
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "bookworm-root.sh: {}", text(&o));
+        let mut c = Self {
+            root,
+            mounts: Vec::new(),
+        };
+        c.mount(&["-t", "proc", "proc"], "proc");
+        let cache = std::env::var("PROVISIONER_DEPLOY_CACHE")
+            .unwrap_or_else(|_| "/var/tmp/provisioner-deploy-cache".into());
+        c.mount(&["--bind", &format!("{cache}/apt-archives")], "var/cache/apt/archives");
+        c
+    }
+
+    fn mount(&mut self, args: &[&str], at: &str) {
+        let target = self.root.join(at);
+        let o = Command::new("mount").args(args).arg(&target).output().unwrap();
+        assert!(o.status.success(), "mount {args:?} {at}: {}", text(&o));
+        self.mounts.push(target);
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.root.join(p.trim_start_matches('/'))
+    }
+
+    /// Runs a command inside the root with a clean environment.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("chroot");
+        c.arg(&self.root).args(args).env_clear().envs([
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("HOME", "/root"),
+            ("LANG", "C"),
+            ("DEBIAN_FRONTEND", "noninteractive"),
+        ]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        stdout(&o)
+    }
+
+    fn copy_in(&self, from: &Path, to: &str) {
+        std::fs::copy(from, self.path(to)).unwrap();
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let root = self.root.display().to_string();
+        if mounts.lines().any(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&root))) {
+            eprintln!("WARNING: {root} still has mounts; leaving it in place");
+            return;
+        }
+        if let Some(parent) = self.root.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+}
+
+/// `CAP_X CAP_Y` from the unit's `AmbientCapabilities=`, as setpriv wants them.
+fn unit_caps(unit: &str) -> String {
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities= in the unit");
+    line.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `provisioner serve --dry-run` in the root, as the `provisioner` user with exactly
+/// `caps` (the unit's set), in a fresh network namespace so the real ports 67/69/80
+/// of the host are not involved.
+fn dry_run_as_service_user(c: &Chroot, caps: &str) -> Output {
+    let all = if caps.is_empty() {
+        "-all".to_string()
+    } else {
+        format!("-all,{caps}")
+    };
+    Command::new("unshare")
+        .arg("--net")
+        .arg("chroot")
+        .arg(&c.root)
+        .args(["setpriv", "--reuid", "provisioner", "--regid", "provisioner", "--init-groups"])
+        .args(["--inh-caps", &all, "--ambient-caps", &all, "--bounding-set", &all])
+        .args(["--no-new-privs", "--", "/usr/bin/provisioner", "serve", "--dry-run"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn systemd_analyze_verify(c: &Chroot) {
+    let root = format!("--root={}", c.root.display());
+    let o = Command::new("systemd-analyze")
+        .args(["verify", &root, "/lib/systemd/system/provisioner.service"])
+        .output()
+        .expect("systemd-analyze (Debian package systemd; tests/packages.txt)");
+    // verify reports unknown keys and bad syscall groups as warnings with exit 0,
+    // so any output at all is a failure.
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        text(&o)
+    );
+    let o = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", &root, "--no-pager", "provisioner.service"])
+        .output()
+        .unwrap();
+    let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    if let Some(l) = all.lines().find(|l| l.contains("Overall exposure level")) {
+        println!("systemd-analyze security: {}", l.trim());
+    }
+}
+
+fn seed_file(dir: &Path) -> PathBuf {
+    let inv = MemInventory::new();
+    let m = Machine::discovered(SEEDED_MAC.parse().unwrap(), time::OffsetDateTime::UNIX_EPOCH);
+    inv.put(&m).unwrap();
+    let p = dir.join("seed.json");
+    std::fs::write(&p, serde_json::to_vec(&inv.export().unwrap()).unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("SKIPPED: package_installs_self_tests_upgrades_and_purges_in_debian_12 needs root (chroot, mount); CI runs as root");
+        return;
+    }
+    let t0 = Instant::now();
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let upstream = env!("CARGO_PKG_VERSION");
+    let (v1, v2) = (format!("{upstream}-1"), format!("{upstream}-2"));
+    let deb1 = build_deb(&v1, work.path());
+    let deb2 = build_deb(&v2, work.path());
+    println!("packages built in {:?}", t0.elapsed());
+
+    let c = Chroot::new();
+    println!("bookworm root ready in {:?}", t0.elapsed());
+    // The LXC template ships systemd; with it, postinst enables the unit.
+    c.ok(&["apt-get", "install", "-y", "-q", "--no-install-recommends", "systemd"]);
+
+    // dpkg -i leaves the package unconfigured (ipxe missing); apt-get -f resolves
+    // it from Debian's repository.
+    c.copy_in(&deb1, "/tmp/p1.deb");
+    let o = c.run(&["dpkg", "-i", "/tmp/p1.deb"]);
+    assert!(!o.status.success() && text(&o).contains("ipxe"), "{}", text(&o));
+    c.ok(&["apt-get", "-f", "install", "-y", "-q"]);
+    println!("installed with dependencies in {:?}", t0.elapsed());
+    let status = |pkg: &str| c.ok(&["dpkg-query", "-W", "-f=${Status} ${Version}", pkg]);
+    assert_eq!(status("provisioner"), format!("install ok installed {v1}"));
+    assert!(status("ipxe").starts_with("install ok installed"));
+    let user = c.ok(&["getent", "passwd", "provisioner"]);
+    assert!(user.contains(":/var/lib/provisioner:/usr/sbin/nologin"), "{user}");
+    assert_eq!(
+        c.ok(&["stat", "-c", "%a %U %G", "/var/lib/provisioner"]).trim(),
+        "700 provisioner provisioner"
+    );
+    assert!(
+        c.path("/etc/systemd/system/multi-user.target.wants/provisioner.service")
+            .is_symlink(),
+        "postinst did not enable the unit"
+    );
+    let conffiles = c.ok(&["dpkg-query", "-W", "-f=${Conffiles}", "provisioner"]);
+    for f in ["/etc/provisioner/provisioner.yaml", "/etc/provisioner/profiles/groups/talos-1.yaml"] {
+        assert!(conffiles.contains(f), "{f} not a conffile: {conffiles}");
+    }
+
+    // The installed configuration and data pass `check`.
+    let check = c.ok(&["provisioner", "check"]);
+    assert!(check.starts_with("ok: ") && check.contains("image(s)"), "{check}");
+
+    // The unit, as installed, and with the LXC fallback drop-in.
+    systemd_analyze_verify(&c);
+    let dropin = c.path("/etc/systemd/system/provisioner.service.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::copy(
+        c.path("/usr/share/provisioner/systemd/no-mountns.conf"),
+        dropin.join("no-mountns.conf"),
+    )
+    .unwrap();
+    systemd_analyze_verify(&c);
+    std::fs::remove_dir_all(&dropin).unwrap();
+
+    // The self-test as the service runs: the system user, only the unit's caps.
+    let unit = std::fs::read_to_string(c.path("/lib/systemd/system/provisioner.service")).unwrap();
+    let caps = unit_caps(&unit);
+    assert_eq!(caps, "+net_bind_service");
+    let o = dry_run_as_service_user(&c, &caps);
+    assert!(o.status.success(), "dry-run: {}", text(&o));
+    let report = stdout(&o);
+    for want in [
+        "dry-run: ok",
+        "listener: HTTP boot (tcp) 0.0.0.0:80",
+        "listener: TFTP (udp) 0.0.0.0:69",
+        "listener: API (tcp) 127.0.0.1:9090",
+        "inventory: 0 machine(s) in /var/lib/provisioner",
+        "ipxe: /usr/lib/ipxe/undionly.kpxe present",
+        "ipxe: /usr/lib/ipxe/snponly.efi present",
+    ] {
+        assert!(report.contains(want), "dry-run report lacks {want:?}:\n{report}");
+    }
+    println!("dry-run report:\n{report}");
+    // Control: without CAP_NET_BIND_SERVICE the same start fails on the low ports.
+    let o = dry_run_as_service_user(&c, "");
+    assert!(
+        !o.status.success() && text(&o).contains("Permission denied"),
+        "dry-run without capabilities: {}",
+        text(&o)
+    );
+    assert_eq!(
+        c.ok(&["stat", "-c", "%a %U", "/var/lib/provisioner/inventory.redb"]).trim(),
+        "600 provisioner"
+    );
+
+    // Seed the inventory (as root, like an operator), edit the config locally, then
+    // upgrade to a higher version.
+    c.copy_in(&seed_file(work.path()), "/tmp/seed.json");
+    assert!(c.ok(&["provisioner", "import", "/tmp/seed.json"]).contains("imported 1 machine"));
+    assert_eq!(
+        c.ok(&["stat", "-c", "%a %U", "/var/lib/provisioner/inventory.redb"]).trim(),
+        "600 provisioner",
+        "import as root must hand the store back to the service user"
+    );
+    let cfg = c.path("/etc/provisioner/provisioner.yaml");
+    let edited = std::fs::read_to_string(&cfg).unwrap() + "# local edit kept across upgrades\n";
+    std::fs::write(&cfg, &edited).unwrap();
+
+    c.copy_in(&deb2, "/tmp/p2.deb");
+    let up = c.ok(&["dpkg", "-i", "/tmp/p2.deb"]);
+    assert_eq!(status("provisioner"), format!("install ok installed {v2}"));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), edited, "conffile edit lost");
+    let export = c.ok(&["provisioner", "export"]);
+    assert!(export.contains(SEEDED_MAC), "inventory lost on upgrade:\n{export}");
+    let pre = format!("/var/lib/provisioner/backups/pre-upgrade-{v1}.tar");
+    assert!(c.path(&pre).is_file(), "no pre-upgrade backup; dpkg said:\n{up}");
+    // The pre-upgrade backup restores into an empty state directory.
+    let o = c
+        .cmd(&["provisioner", "restore", &pre])
+        .env("PROVISIONER_STATE_DIR", "/root/restored")
+        .output()
+        .unwrap();
+    assert!(o.status.success() && stdout(&o).contains("1 machine(s)"), "{}", text(&o));
+    println!("upgraded in {:?}", t0.elapsed());
+
+    // Purge removes the state and the configuration.
+    c.ok(&["dpkg", "--purge", "provisioner"]);
+    for gone in ["/var/lib/provisioner", "/etc/provisioner", "/usr/bin/provisioner"] {
+        assert!(!c.path(gone).exists(), "{gone} survived purge");
+    }
+    println!("package lifecycle done in {:?}", t0.elapsed());
+}
