@@ -271,7 +271,11 @@ pub fn backup(output: &Path, include_images: bool, args: &ConfigArgs) -> anyhow:
         m.machines,
         m.secrets.len(),
         m.images.len(),
-        if include_images { " included" } else { " (manifest only)" },
+        if include_images {
+            " included"
+        } else {
+            " (manifest only)"
+        },
         m.store_schema_version
     );
     Ok(())

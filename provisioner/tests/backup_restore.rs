@@ -43,8 +43,16 @@ fn source() -> (tempfile::TempDir, String) {
     ok(&["import", seed.to_str().unwrap(), "--config", &cfg]);
     let secrets = dir.path().join("state/secrets");
     std::fs::create_dir_all(secrets.join("talos")).unwrap();
-    std::fs::write(secrets.join("talos/genmachine.age"), (0..=255u8).collect::<Vec<_>>()).unwrap();
-    std::fs::write(secrets.join("identity.age"), b"age-encryption.org/v1\n-> X25519 ...").unwrap();
+    std::fs::write(
+        secrets.join("talos/genmachine.age"),
+        (0..=255u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    std::fs::write(
+        secrets.join("identity.age"),
+        b"age-encryption.org/v1\n-> X25519 ...",
+    )
+    .unwrap();
     (dir, cfg)
 }
 
@@ -75,7 +83,10 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }
@@ -87,8 +98,18 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn backup_restored_into_an_empty_state_dir_reproduces_everything() {
     let (a, cfg_a) = source();
     let full = a.path().join("full.tar");
-    let out = ok(&["backup", "--include-images", "-o", full.to_str().unwrap(), "--config", &cfg_a]);
-    assert!(out.contains("2 machine(s), 2 secret file(s), 2 image file(s) included, schema 1"), "{out}");
+    let out = ok(&[
+        "backup",
+        "--include-images",
+        "-o",
+        full.to_str().unwrap(),
+        "--config",
+        &cfg_a,
+    ]);
+    assert!(
+        out.contains("2 machine(s), 2 secret file(s), 2 image file(s) included, schema 1"),
+        "{out}"
+    );
     let m = manifest(&full);
     assert_eq!(m["format"], "provisioner-backup");
     assert_eq!(m["store_schema_version"], 1);
@@ -96,15 +117,31 @@ fn backup_restored_into_an_empty_state_dir_reproduces_everything() {
 
     let (b, cfg_b) = empty();
     let out = ok(&["restore", full.to_str().unwrap(), "--config", &cfg_b]);
-    assert!(out.contains("2 machine(s), 2 secret file(s), 2 image file(s)"), "{out}");
+    assert!(
+        out.contains("2 machine(s), 2 secret file(s), 2 image file(s)"),
+        "{out}"
+    );
     assert!(out.contains("cache: 2 of 2 image file(s) match"), "{out}");
     // Same machines and timelines, same secret bytes, same cache bytes.
-    assert_eq!(ok(&["export", "--config", &cfg_a]), ok(&["export", "--config", &cfg_b]));
-    assert_eq!(tree(&a.path().join("state/secrets")), tree(&b.path().join("state/secrets")));
+    assert_eq!(
+        ok(&["export", "--config", &cfg_a]),
+        ok(&["export", "--config", &cfg_b])
+    );
+    assert_eq!(
+        tree(&a.path().join("state/secrets")),
+        tree(&b.path().join("state/secrets"))
+    );
     assert_eq!(tree(&a.path().join("cache")), tree(&b.path().join("cache")));
     // And a backup of the restored directory has the same manifest.
     let again = b.path().join("again.tar");
-    ok(&["backup", "--include-images", "-o", again.to_str().unwrap(), "--config", &cfg_b]);
+    ok(&[
+        "backup",
+        "--include-images",
+        "-o",
+        again.to_str().unwrap(),
+        "--config",
+        &cfg_b,
+    ]);
     assert_eq!(manifest(&again), m);
 
     // Restoring over data is refused unless forced.
@@ -123,8 +160,14 @@ fn manifest_only_backup_names_the_images_to_fetch_again() {
     assert!(size < 64 * 1024, "manifest-only backup is {size} bytes");
     let (_c, cfg_c) = empty();
     let out = ok(&["restore", small.to_str().unwrap(), "--config", &cfg_c]);
-    assert!(out.contains("image missing from the cache (fetch it again): test-img/vmlinuz"), "{out}");
-    assert_eq!(ok(&["export", "--config", &cfg_a]), ok(&["export", "--config", &cfg_c]));
+    assert!(
+        out.contains("image missing from the cache (fetch it again): test-img/vmlinuz"),
+        "{out}"
+    );
+    assert_eq!(
+        ok(&["export", "--config", &cfg_a]),
+        ok(&["export", "--config", &cfg_c])
+    );
 }
 
 #[test]

@@ -37,7 +37,12 @@ fn stdout(o: &Output) -> String {
 /// Builds a package of the test binary with deploy/build-deb.sh.
 fn build_deb(version: &str, out: &Path) -> PathBuf {
     let o = Command::new(repo().join("deploy/build-deb.sh"))
-        .args(["--binary", env!("CARGO_BIN_EXE_provisioner"), "--version", version])
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_provisioner"),
+            "--version",
+            version,
+        ])
         .arg("--out")
         .arg(out)
         .args(["--compress", "gzip"])
@@ -74,7 +79,10 @@ impl Chroot {
         c.mount(&["-t", "proc", "proc"], "proc");
         let cache = std::env::var("PROVISIONER_DEPLOY_CACHE")
             .unwrap_or_else(|_| "/var/tmp/provisioner-deploy-cache".into());
-        c.mount(&["--bind", &format!("{cache}/apt-archives")], "var/cache/apt/archives");
+        c.mount(
+            &["--bind", &format!("{cache}/apt-archives")],
+            "var/cache/apt/archives",
+        );
         c
     }
 
@@ -123,7 +131,10 @@ impl Drop for Chroot {
         }
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
         let root = self.root.display().to_string();
-        if mounts.lines().any(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&root))) {
+        if mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&root)))
+        {
             eprintln!("WARNING: {root} still has mounts; leaving it in place");
             return;
         }
@@ -158,9 +169,22 @@ fn dry_run_as_service_user(c: &Chroot, caps: &str) -> Output {
         .arg("--net")
         .arg("chroot")
         .arg(&c.root)
-        .args(["setpriv", "--reuid", "provisioner", "--regid", "provisioner", "--init-groups"])
+        .args([
+            "setpriv",
+            "--reuid",
+            "provisioner",
+            "--regid",
+            "provisioner",
+            "--init-groups",
+        ])
         .args(["--inh-caps", &all, "--ambient-caps", &all, "--bounding-set", &all])
-        .args(["--no-new-privs", "--", "/usr/bin/provisioner", "serve", "--dry-run"])
+        .args([
+            "--no-new-privs",
+            "--",
+            "/usr/bin/provisioner",
+            "serve",
+            "--dry-run",
+        ])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin")
         .env("NO_COLOR", "1")
@@ -182,7 +206,13 @@ fn systemd_analyze_verify(c: &Chroot) {
         text(&o)
     );
     let o = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", &root, "--no-pager", "provisioner.service"])
+        .args([
+            "security",
+            "--offline=yes",
+            &root,
+            "--no-pager",
+            "provisioner.service",
+        ])
         .output()
         .unwrap();
     let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
@@ -203,7 +233,9 @@ fn seed_file(dir: &Path) -> PathBuf {
 #[test]
 fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
     if !nix::unistd::Uid::effective().is_root() {
-        println!("SKIPPED: package_installs_self_tests_upgrades_and_purges_in_debian_12 needs root (chroot, mount); CI runs as root");
+        println!(
+            "SKIPPED: package_installs_self_tests_upgrades_and_purges_in_debian_12 needs root (chroot, mount); CI runs as root"
+        );
         return;
     }
     let t0 = Instant::now();
@@ -217,7 +249,14 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
     let c = Chroot::new();
     println!("bookworm root ready in {:?}", t0.elapsed());
     // The LXC template ships systemd; with it, postinst enables the unit.
-    c.ok(&["apt-get", "install", "-y", "-q", "--no-install-recommends", "systemd"]);
+    c.ok(&[
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "systemd",
+    ]);
 
     // dpkg -i leaves the package unconfigured (ipxe missing); apt-get -f resolves
     // it from Debian's repository.
@@ -241,7 +280,10 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         "postinst did not enable the unit"
     );
     let conffiles = c.ok(&["dpkg-query", "-W", "-f=${Conffiles}", "provisioner"]);
-    for f in ["/etc/provisioner/provisioner.yaml", "/etc/provisioner/profiles/groups/talos-1.yaml"] {
+    for f in [
+        "/etc/provisioner/provisioner.yaml",
+        "/etc/provisioner/profiles/groups/talos-1.yaml",
+    ] {
         assert!(conffiles.contains(f), "{f} not a conffile: {conffiles}");
     }
 
@@ -288,16 +330,21 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         text(&o)
     );
     assert_eq!(
-        c.ok(&["stat", "-c", "%a %U", "/var/lib/provisioner/inventory.redb"]).trim(),
+        c.ok(&["stat", "-c", "%a %U", "/var/lib/provisioner/inventory.redb"])
+            .trim(),
         "600 provisioner"
     );
 
     // Seed the inventory (as root, like an operator), edit the config locally, then
     // upgrade to a higher version.
     c.copy_in(&seed_file(work.path()), "/tmp/seed.json");
-    assert!(c.ok(&["provisioner", "import", "/tmp/seed.json"]).contains("imported 1 machine"));
+    assert!(
+        c.ok(&["provisioner", "import", "/tmp/seed.json"])
+            .contains("imported 1 machine")
+    );
     assert_eq!(
-        c.ok(&["stat", "-c", "%a %U", "/var/lib/provisioner/inventory.redb"]).trim(),
+        c.ok(&["stat", "-c", "%a %U", "/var/lib/provisioner/inventory.redb"])
+            .trim(),
         "600 provisioner",
         "import as root must hand the store back to the service user"
     );
@@ -308,9 +355,16 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
     c.copy_in(&deb2, "/tmp/p2.deb");
     let up = c.ok(&["dpkg", "-i", "/tmp/p2.deb"]);
     assert_eq!(status("provisioner"), format!("install ok installed {v2}"));
-    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), edited, "conffile edit lost");
+    assert_eq!(
+        std::fs::read_to_string(&cfg).unwrap(),
+        edited,
+        "conffile edit lost"
+    );
     let export = c.ok(&["provisioner", "export"]);
-    assert!(export.contains(SEEDED_MAC), "inventory lost on upgrade:\n{export}");
+    assert!(
+        export.contains(SEEDED_MAC),
+        "inventory lost on upgrade:\n{export}"
+    );
     let pre = format!("/var/lib/provisioner/backups/pre-upgrade-{v1}.tar");
     assert!(c.path(&pre).is_file(), "no pre-upgrade backup; dpkg said:\n{up}");
     // The pre-upgrade backup restores into an empty state directory.
@@ -319,7 +373,11 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         .env("PROVISIONER_STATE_DIR", "/root/restored")
         .output()
         .unwrap();
-    assert!(o.status.success() && stdout(&o).contains("1 machine(s)"), "{}", text(&o));
+    assert!(
+        o.status.success() && stdout(&o).contains("1 machine(s)"),
+        "{}",
+        text(&o)
+    );
     println!("upgraded in {:?}", t0.elapsed());
 
     // Purge removes the state and the configuration.

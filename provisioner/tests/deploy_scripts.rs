@@ -38,8 +38,19 @@ fn shellcheck_passes_on_every_deploy_script() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for want in ["build-deb.sh", "create-lxc.sh", "bookworm-root.sh", "postinst", "postrm", "preinst", "prerm"] {
-        assert!(names.iter().any(|n| n == want), "{want} not found among {names:?}");
+    for want in [
+        "build-deb.sh",
+        "create-lxc.sh",
+        "bookworm-root.sh",
+        "postinst",
+        "postrm",
+        "preinst",
+        "prerm",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} not found among {names:?}"
+        );
     }
     let out = Command::new("shellcheck")
         .args(&scripts)
@@ -68,7 +79,9 @@ fn create_lxc(args: &[&str]) -> (bool, String, String) {
 }
 
 fn check_golden(name: &str, got: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, got).unwrap();
         return;
@@ -100,7 +113,14 @@ fn create_lxc_dry_run_prints_the_expected_commands() {
     check_golden("create-lxc-fresh.txt", &out.replace(&deb, "@DEB@"));
 
     // Re-running on a host where the container exists: no create, same upgrade path.
-    let mut again = vec!["--dry-run", "--assume-exists", "--deb", &deb, "--sandbox", "no-mountns"];
+    let mut again = vec![
+        "--dry-run",
+        "--assume-exists",
+        "--deb",
+        &deb,
+        "--sandbox",
+        "no-mountns",
+    ];
     again.extend(NET);
     again.extend(["--ctid", "301", "--hostname", "pxe"]);
     let (ok, out, err) = create_lxc(&again);
@@ -112,12 +132,88 @@ fn create_lxc_dry_run_prints_the_expected_commands() {
 fn create_lxc_rejects_bad_arguments_before_doing_anything() {
     let (_d, deb) = fake_deb();
     let cases: [(&[&str], &str); 6] = [
-        (&["--dry-run", "--vlan", "10", "--ip", "10.0.0.5/24", "--gw", "10.0.0.1"], "--deb is required"),
-        (&["--dry-run", "--deb", &deb, "--vlan", "4095", "--ip", "10.0.0.5/24", "--gw", "10.0.0.1"], "--vlan"),
-        (&["--dry-run", "--deb", &deb, "--vlan", "10", "--ip", "10.0.0.5", "--gw", "10.0.0.1"], "--ip"),
-        (&["--dry-run", "--deb", &deb, "--vlan", "10", "--ip", "10.0.0.5/24", "--gw", "x"], "--gw"),
-        (&["--deb", &deb, "--assume-exists", "--vlan", "10", "--ip", "10.0.0.5/24", "--gw", "10.0.0.1"], "--assume-exists"),
-        (&["--dry-run", "--deb", "/nonexistent.deb", "--vlan", "10", "--ip", "10.0.0.5/24", "--gw", "10.0.0.1"], "no package"),
+        (
+            &[
+                "--dry-run",
+                "--vlan",
+                "10",
+                "--ip",
+                "10.0.0.5/24",
+                "--gw",
+                "10.0.0.1",
+            ],
+            "--deb is required",
+        ),
+        (
+            &[
+                "--dry-run",
+                "--deb",
+                &deb,
+                "--vlan",
+                "4095",
+                "--ip",
+                "10.0.0.5/24",
+                "--gw",
+                "10.0.0.1",
+            ],
+            "--vlan",
+        ),
+        (
+            &[
+                "--dry-run",
+                "--deb",
+                &deb,
+                "--vlan",
+                "10",
+                "--ip",
+                "10.0.0.5",
+                "--gw",
+                "10.0.0.1",
+            ],
+            "--ip",
+        ),
+        (
+            &[
+                "--dry-run",
+                "--deb",
+                &deb,
+                "--vlan",
+                "10",
+                "--ip",
+                "10.0.0.5/24",
+                "--gw",
+                "x",
+            ],
+            "--gw",
+        ),
+        (
+            &[
+                "--deb",
+                &deb,
+                "--assume-exists",
+                "--vlan",
+                "10",
+                "--ip",
+                "10.0.0.5/24",
+                "--gw",
+                "10.0.0.1",
+            ],
+            "--assume-exists",
+        ),
+        (
+            &[
+                "--dry-run",
+                "--deb",
+                "/nonexistent.deb",
+                "--vlan",
+                "10",
+                "--ip",
+                "10.0.0.5/24",
+                "--gw",
+                "10.0.0.1",
+            ],
+            "no package",
+        ),
     ];
     for (args, want) in cases {
         let (ok, out, err) = create_lxc(args);

@@ -62,7 +62,10 @@ fn ready_only_after_every_listener_then_watchdog_then_stopping() {
 
     let ready = recv(&sock);
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
-    assert!(ready.lines().any(|l| l.starts_with("STATUS=serving http://")), "{ready:?}");
+    assert!(
+        ready.lines().any(|l| l.starts_with("STATUS=serving http://")),
+        "{ready:?}"
+    );
     // At READY every listener is bound and answering.
     let log = std::fs::read_to_string(&log_path).unwrap();
     for what in ["HTTP", "API"] {
@@ -70,7 +73,10 @@ fn ready_only_after_every_listener_then_watchdog_then_stopping() {
             .unwrap_or_else(|e| panic!("{what} not accepting at READY: {e}"));
     }
     let tftp = listener(&log, "TFTP");
-    assert!(std::net::UdpSocket::bind(tftp).is_err(), "TFTP port not bound at READY");
+    assert!(
+        std::net::UdpSocket::bind(tftp).is_err(),
+        "TFTP port not bound at READY"
+    );
 
     // WatchdogSec=200ms: pings every 100 ms.
     let start = Instant::now();
@@ -115,7 +121,9 @@ fn no_watchdog_pings_when_the_watchdog_is_for_another_process() {
     assert!(recv(&sock).contains("READY=1"));
     sock.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
     let mut buf = [0u8; 256];
-    let got = sock.recv(&mut buf).map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    let got = sock
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
     assert!(got.is_err(), "unexpected notification {got:?}");
 }
 
@@ -131,7 +139,11 @@ fn dry_run_binds_reports_and_exits_without_ready() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in [
         "dry-run: ok",
         "server_ip: 127.0.0.1",
@@ -144,7 +156,10 @@ fn dry_run_binds_reports_and_exits_without_ready() {
         assert!(stdout.contains(want), "lacks {want:?}:\n{stdout}");
     }
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    assert!(sock.recv(&mut [0u8; 64]).is_err(), "dry-run must not signal READY");
+    assert!(
+        sock.recv(&mut [0u8; 64]).is_err(),
+        "dry-run must not signal READY"
+    );
 
     // With the store held by a running daemon, the self-test fails and says why.
     let _d = Daemon::start(&cfg);

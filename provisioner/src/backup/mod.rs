@@ -160,9 +160,9 @@ pub fn manifest_of(dir: &Path) -> Result<Vec<FileEntry>, BackupError> {
 }
 
 fn relative(dir: &Path, path: &Path) -> Result<String, BackupError> {
-    let rel = path.strip_prefix(dir).map_err(|_| {
-        BackupError::Format(format!("{} is outside {}", path.display(), dir.display()))
-    })?;
+    let rel = path
+        .strip_prefix(dir)
+        .map_err(|_| BackupError::Format(format!("{} is outside {}", path.display(), dir.display())))?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     parts
         .map(|p| p.join("/"))
@@ -319,8 +319,8 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Checks a manifest's format before anything is restored.
 fn check_format(manifest_json: &[u8]) -> Result<Manifest, BackupError> {
-    let v: serde_json::Value = serde_json::from_slice(manifest_json)
-        .map_err(|e| BackupError::Format(format!("{MANIFEST}: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(manifest_json).map_err(|e| BackupError::Format(format!("{MANIFEST}: {e}")))?;
     if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
         return Err(BackupError::Format(format!(
             "not a provisioner backup ({MANIFEST} has no format {FORMAT:?})"

@@ -10,8 +10,8 @@ use std::path::Path;
 use provisioner_core::inventory::{Inventory, InventoryError, SCHEMA_VERSION, Snapshot};
 
 use super::{
-    BackupError, FileEntry, HashingReader, INVENTORY, MANIFEST, Manifest, SECRETS_DIR, Sources,
-    check_format, hash_reader, io_err, manifest_of, safe_relative,
+    BackupError, FileEntry, HashingReader, INVENTORY, MANIFEST, Manifest, SECRETS_DIR, Sources, check_format,
+    hash_reader, io_err, manifest_of, safe_relative,
 };
 
 /// Largest `backup.json` or `inventory.json` read into memory (a bad file cannot
@@ -105,17 +105,15 @@ pub fn restore(
     let mut images_restored = 0;
     for entry in entries {
         let mut entry = entry.map_err(io_err(file))?;
-        let name = entry
-            .path()
-            .map_err(io_err(file))?
-            .to_string_lossy()
-            .into_owned();
+        let name = entry.path().map_err(io_err(file))?.to_string_lossy().into_owned();
         let (listed, dir, rel) = if let Some(rel) = name.strip_prefix("secrets/") {
             (&manifest.secrets, secrets_dir.as_path(), rel)
         } else if let Some(rel) = name.strip_prefix("images/").filter(|_| manifest.images_included) {
             (&manifest.images, target.cache_dir, rel)
         } else {
-            return Err(BackupError::Format(format!("unexpected entry {name:?} in backup")));
+            return Err(BackupError::Format(format!(
+                "unexpected entry {name:?} in backup"
+            )));
         };
         let expected = listed
             .iter()

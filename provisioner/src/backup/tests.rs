@@ -7,7 +7,8 @@ fn seeded() -> (tempfile::TempDir, MemInventory) {
     let dir = tempfile::tempdir().unwrap();
     let inv = MemInventory::new();
     let mac = "52:54:00:aa:00:01".parse().unwrap();
-    inv.put(&Machine::discovered(mac, OffsetDateTime::UNIX_EPOCH)).unwrap();
+    inv.put(&Machine::discovered(mac, OffsetDateTime::UNIX_EPOCH))
+        .unwrap();
     inv.append(
         mac,
         &[TimelineEvent {
@@ -76,15 +77,17 @@ fn round_trip_with_images_reproduces_everything() {
     assert_eq!(m.images[0].path, "talos/kernel-amd64");
     assert_eq!(m.images[0].size, 300_000);
     assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions())
-            & 0o777,
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777,
         0o600
     );
 
     let fresh = tempfile::tempdir().unwrap();
     let inv2 = MemInventory::new();
     let r = restore_into(&file, fresh.path(), &inv2, false).unwrap();
-    assert_eq!((r.secrets_restored, r.images_restored, r.images_present), (2, 1, 1));
+    assert_eq!(
+        (r.secrets_restored, r.images_restored, r.images_present),
+        (2, 1, 1)
+    );
     assert!(r.images_missing.is_empty() && r.images_mismatched.is_empty());
     assert_eq!(inv2.export().unwrap(), inv.export().unwrap());
     let new_state = fresh.path().join("state");
@@ -164,7 +167,11 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
         (
             "does not match",
             rewrite(&file, |n, b| {
-                let b = if n.ends_with("bundle.age") { vec![9, 9, 9, 9] } else { b };
+                let b = if n.ends_with("bundle.age") {
+                    vec![9, 9, 9, 9]
+                } else {
+                    b
+                };
                 Some((n.into(), b))
             }),
         ),
@@ -202,7 +209,11 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
                 } else {
                     b
                 };
-                let n = if n == "secrets/appliance.key.age" { "secrets/../../etc/passwd" } else { n };
+                let n = if n == "secrets/appliance.key.age" {
+                    "secrets/../../etc/passwd"
+                } else {
+                    n
+                };
                 Some((n.into(), b))
             }),
         ),
@@ -210,7 +221,9 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
     for (want, bad) in cases {
         let fresh = tempfile::tempdir().unwrap();
         let inv2 = MemInventory::new();
-        let err = restore_into(&bad, fresh.path(), &inv2, false).unwrap_err().to_string();
+        let err = restore_into(&bad, fresh.path(), &inv2, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{want}: {err}");
         assert!(inv2.list().unwrap().is_empty(), "{want}: inventory untouched");
     }
