@@ -187,6 +187,17 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
             }),
         ),
         (
+            "schema version 42 is newer",
+            rewrite(&file, |n, b| {
+                let b = if n == "backup.json" {
+                    json_edit(&b, |v| v["store_schema_version"] = 42.into())
+                } else {
+                    b
+                };
+                Some((n.into(), b))
+            }),
+        ),
+        (
             "backup format 7",
             rewrite(&file, |n, b| {
                 let b = if n == "backup.json" {
