@@ -3,146 +3,26 @@
 //! repository, `provisioner check` and the `serve --dry-run` self-test inside it
 //! (as the system user with only the unit's capabilities, in a private network
 //! namespace), `systemd-analyze verify` on the installed unit, an upgrade that keeps
-//! a seeded inventory and a local config edit, and a purge that removes the state.
+//! a seeded inventory and a local config edit, the upgraded unit running under
+//! systemd itself (the root booted with `systemd-nspawn`: READY, capabilities,
+//! seccomp, a watchdog kill and restart, the seeded machine served by the API), and
+//! a purge that removes the state.
 //!
-//! Needs root (chroot, mounts); CI runs as root. The package is built from the test
+//! Needs root (chroot, mounts, nspawn); CI runs as root. The package is built from the test
 //! binary (`CARGO_BIN_EXE_provisioner`) so no release build is needed here.
+
+mod deploy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use deploy::boot::Booted;
+use deploy::chroot::{Chroot, build_deb, stdout, text};
 use provisioner_core::inventory::{Inventory, MemInventory};
 use provisioner_core::model::Machine;
 
 const SEEDED_MAC: &str = "52:54:00:de:b1:01";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Builds a package of the test binary with deploy/build-deb.sh.
-fn build_deb(version: &str, out: &Path) -> PathBuf {
-    let o = Command::new(repo().join("deploy/build-deb.sh"))
-        .args([
-            "--binary",
-            env!("CARGO_BIN_EXE_provisioner"),
-            "--version",
-            version,
-        ])
-        .arg("--out")
-        .arg(out)
-        .args(["--compress", "gzip"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "build-deb.sh: {}", text(&o));
-    PathBuf::from(stdout(&o).lines().last().unwrap().trim())
-}
-
-/// A bookworm root under /var/tmp with /proc and the shared apt cache mounted.
-/// Unmounts on drop, and deletes the tree only once nothing is mounted in it.
-struct Chroot {
-    root: PathBuf,
-    mounts: Vec<PathBuf>,
-}
-
-impl Chroot {
-    fn new() -> Self {
-        let parent = tempfile::Builder::new()
-            .prefix("provisioner-deploy-test.")
-            .tempdir_in("/var/tmp")
-            .unwrap()
-            .keep();
-        let root = parent.join("root");
-        let o = Command::new(repo().join("deploy/test/bookworm-root.sh"))
-            .arg(&root)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "bookworm-root.sh: {}", text(&o));
-        let mut c = Self {
-            root,
-            mounts: Vec::new(),
-        };
-        c.mount(&["-t", "proc", "proc"], "proc");
-        let cache = std::env::var("PROVISIONER_DEPLOY_CACHE")
-            .unwrap_or_else(|_| "/var/tmp/provisioner-deploy-cache".into());
-        c.mount(
-            &["--bind", &format!("{cache}/apt-archives")],
-            "var/cache/apt/archives",
-        );
-        c
-    }
-
-    fn mount(&mut self, args: &[&str], at: &str) {
-        let target = self.root.join(at);
-        let o = Command::new("mount").args(args).arg(&target).output().unwrap();
-        assert!(o.status.success(), "mount {args:?} {at}: {}", text(&o));
-        self.mounts.push(target);
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.root.join(p.trim_start_matches('/'))
-    }
-
-    /// Runs a command inside the root with a clean environment.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("chroot");
-        c.arg(&self.root).args(args).env_clear().envs([
-            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            ("HOME", "/root"),
-            ("LANG", "C"),
-            ("DEBIAN_FRONTEND", "noninteractive"),
-        ]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-        stdout(&o)
-    }
-
-    fn copy_in(&self, from: &Path, to: &str) {
-        std::fs::copy(from, self.path(to)).unwrap();
-    }
-}
-
-impl Drop for Chroot {
-    fn drop(&mut self) {
-        for m in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg(m).status();
-        }
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let root = self.root.display().to_string();
-        if mounts
-            .lines()
-            .any(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(&root)))
-        {
-            eprintln!("WARNING: {root} still has mounts; leaving it in place");
-            return;
-        }
-        if let Some(parent) = self.root.parent() {
-            let _ = std::fs::remove_dir_all(parent);
-        }
-    }
-}
 
 /// `CAP_X CAP_Y` from the unit's `AmbientCapabilities=`, as setpriv wants them.
 fn unit_caps(unit: &str) -> String {
@@ -246,7 +126,7 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
     let deb2 = build_deb(&v2, work.path());
     println!("packages built in {:?}", t0.elapsed());
 
-    let c = Chroot::new();
+    let mut c = Chroot::new();
     println!("bookworm root ready in {:?}", t0.elapsed());
     // The LXC template ships systemd; with it, postinst enables the unit.
     c.ok(&[
@@ -380,10 +260,73 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
     );
     println!("upgraded in {:?}", t0.elapsed());
 
+    c.without_proc(|c| runs_under_systemd(c, work.path()));
+    println!("ran under systemd in {:?}", t0.elapsed());
+
     // Purge removes the state and the configuration.
     c.ok(&["dpkg", "--purge", "provisioner"]);
     for gone in ["/var/lib/provisioner", "/etc/provisioner", "/usr/bin/provisioner"] {
         assert!(!c.path(gone).exists(), "{gone} survived purge");
     }
     println!("package lifecycle done in {:?}", t0.elapsed());
+}
+
+/// Boots the root with systemd and checks the installed service for real. The test
+/// shortens the watchdog to 3 s with a drop-in so a hang is detected quickly.
+fn runs_under_systemd(c: &Chroot, work: &Path) {
+    const UNIT: &str = "provisioner.service";
+    let dropin = c.path("/etc/systemd/system/provisioner.service.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::write(
+        dropin.join("test-watchdog.conf"),
+        "[Service]\nWatchdogSec=3s\nRestartSec=1s\n",
+    )
+    .unwrap();
+    {
+        let b = Booted::start(&c.root, &work.join("nspawn.log"));
+        // Type=notify: "active" means READY=1 arrived after every listener was bound.
+        assert_eq!(
+            b.prop(UNIT, "ActiveState"),
+            "active",
+            "{}",
+            text(&b.exec(&["journalctl", "-u", UNIT, "--no-pager"]))
+        );
+        assert!(b.prop(UNIT, "StatusText").starts_with("serving http://"));
+        assert_eq!(b.prop(UNIT, "NRestarts"), "0");
+        let pid = b.prop(UNIT, "MainPID");
+        let status = stdout(&b.exec(&["cat", &format!("/proc/{pid}/status")]));
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        // Only CAP_NET_BIND_SERVICE (bit 10), in every set; seccomp filter mode.
+        for set in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(field(set), "0000000000000400", "{set}\n{status}");
+        }
+        assert_eq!(field("Seccomp:"), "2");
+        assert_eq!(field("NoNewPrivs:"), "1");
+        let api = |b: &Booted| {
+            let o = b.in_netns(&["curl", "-s", "-m", "5", "http://127.0.0.1:9090/api/v1/machines"]);
+            stdout(&o)
+        };
+        assert!(
+            api(&b).contains(SEEDED_MAC),
+            "API does not serve the seeded machine"
+        );
+
+        // A hung process (SIGSTOP) misses its pings: systemd kills and restarts it.
+        let o = b.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", UNIT]);
+        assert!(o.status.success(), "{}", text(&o));
+        b.wait_for("a watchdog restart", 30, |b| {
+            b.prop(UNIT, "NRestarts") == "1" && b.prop(UNIT, "ActiveState") == "active"
+        });
+        assert_ne!(b.prop(UNIT, "MainPID"), pid);
+        let journal = stdout(&b.exec(&["journalctl", "-u", UNIT, "--no-pager"]));
+        assert!(journal.contains("Watchdog timeout"), "{journal}");
+        b.wait_for("the API after the restart", 10, |b| api(b).contains(SEEDED_MAC));
+    }
+    std::fs::remove_dir_all(&dropin).unwrap();
 }
