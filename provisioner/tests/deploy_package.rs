@@ -228,6 +228,15 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         "600 provisioner",
         "import as root must hand the store back to the service user"
     );
+    // A cached image and a secret blob must survive the upgrade too.
+    let kept = [
+        "/var/lib/provisioner/images/img/vmlinuz",
+        "/var/lib/provisioner/secrets/talos.age",
+    ];
+    for f in kept {
+        std::fs::create_dir_all(c.path(f).parent().unwrap()).unwrap();
+        std::fs::write(c.path(f), f.as_bytes()).unwrap();
+    }
     let cfg = c.path("/etc/provisioner/provisioner.yaml");
     let edited = std::fs::read_to_string(&cfg).unwrap() + "# local edit kept across upgrades\n";
     std::fs::write(&cfg, &edited).unwrap();
@@ -240,6 +249,13 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         edited,
         "conffile edit lost"
     );
+    for f in kept {
+        assert_eq!(
+            std::fs::read(c.path(f)).unwrap(),
+            f.as_bytes(),
+            "{f} lost on upgrade"
+        );
+    }
     let export = c.ok(&["provisioner", "export"]);
     assert!(
         export.contains(SEEDED_MAC),
@@ -254,9 +270,13 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         .output()
         .unwrap();
     assert!(
-        o.status.success() && stdout(&o).contains("1 machine(s)"),
+        o.status.success() && stdout(&o).contains("1 machine(s), 1 secret file(s)"),
         "{}",
         text(&o)
+    );
+    assert_eq!(
+        std::fs::read(c.path("/root/restored/secrets/talos.age")).unwrap(),
+        kept[1].as_bytes()
     );
     println!("upgraded in {:?}", t0.elapsed());
 
