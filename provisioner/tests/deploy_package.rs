@@ -128,6 +128,8 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
 
     let mut c = Chroot::new();
     println!("bookworm root ready in {:?}", t0.elapsed());
+    // The cached root's package lists may predate a Debian point release.
+    c.ok(&["apt-get", "update", "-q"]);
     // The LXC template ships systemd; with it, postinst enables the unit.
     c.ok(&[
         "apt-get",
