@@ -20,4 +20,6 @@ pub mod service;
 pub mod shutdown;
 pub mod snippet;
 pub mod store;
+pub mod talos;
 pub mod tftp;
+pub mod images;

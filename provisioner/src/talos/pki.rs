@@ -48,7 +48,7 @@ fn random<const N: usize>() -> [u8; N] {
 /// is uniform (`secrets/utils.go` `genToken`).
 pub fn token() -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut pick = |n: usize| {
+    let pick = |n: usize| {
         let mut s = String::with_capacity(n);
         while s.len() < n {
             let [b] = random::<1>();
@@ -72,12 +72,28 @@ fn b64(s: &str) -> String {
     STANDARD.encode(s.as_bytes())
 }
 
-/// A P-256 key in SEC1 (`EC PRIVATE KEY`), from rcgen's PKCS#8.
+/// A P-256 key in SEC1 (`EC PRIVATE KEY`, RFC 5915) exactly as Go's
+/// `x509.MarshalECPrivateKey` writes it: version 1, the 32-byte scalar, the
+/// prime256v1 named curve in `[0]` and the uncompressed public point in `[1]`. Go's
+/// parser needs the curve parameters, which a PKCS#8-embedded SEC1 key omits.
 fn ec_sec1_pem(key: &KeyPair) -> Result<String, PkiError> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
     use p256::pkcs8::DecodePrivateKey;
     let sk = p256::SecretKey::from_pkcs8_der(key.serialized_der()).map_err(|e| PkiError::Key(e.to_string()))?;
-    let der = sk.to_sec1_der().map_err(|e| PkiError::Key(e.to_string()))?;
-    Ok(pem("EC PRIVATE KEY", der.to_vec()))
+    let scalar = sk.to_bytes();
+    let point = sk.public_key().to_encoded_point(false);
+    let point = point.as_bytes();
+    if scalar.len() != 32 || point.len() != 65 {
+        return Err(PkiError::Key("unexpected P-256 key sizes".into()));
+    }
+    // Fixed-size encoding: every length below is a single byte.
+    let mut der = vec![0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
+    der.extend_from_slice(&scalar);
+    der.extend_from_slice(&[0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]);
+    der.extend_from_slice(&[0xa1, 0x44, 0x03, 0x42, 0x00]);
+    der.extend_from_slice(point);
+    debug_assert_eq!(der.len(), 0x77 + 2);
+    Ok(pem("EC PRIVATE KEY", der))
 }
 
 /// An RSA key in PKCS#1 (`RSA PRIVATE KEY`): the PKCS#8 wrapper's inner key.
@@ -201,4 +217,30 @@ pub fn admin_client_cert(s: &SecretsBundle, now: OffsetDateTime) -> Result<(Stri
         b64(&pem("CERTIFICATE", cert.der().to_vec())),
         b64(&ed25519_pem(&key)),
     ))
+}
+
+/// Checks that every CA certificate parses and that each key belongs to its
+/// certificate (public keys compared), and that the service-account key reads.
+pub fn check_pairs(s: &SecretsBundle) -> Result<(), PkiError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let c = &s.certs;
+    for (name, ck) in [
+        ("certs.os", &c.os),
+        ("certs.etcd", &c.etcd),
+        ("certs.k8s", &c.k8s),
+        ("certs.k8saggregator", &c.k8saggregator),
+    ] {
+        let (_, crt) = pem_field(&format!("{name}.crt"), &ck.crt).map_err(PkiError::Key)?;
+        let (_, key) = pem_field(&format!("{name}.key"), &ck.key).map_err(PkiError::Key)?;
+        let der = pem::parse(&crt).map_err(|e| PkiError::Key(format!("{name}.crt: {e}")))?;
+        let (_, cert) = X509Certificate::from_der(der.contents())
+            .map_err(|e| PkiError::Key(format!("{name}.crt: not a certificate: {e}")))?;
+        let kp = key_from_talos_pem(&key).map_err(|e| PkiError::Key(format!("{name}.key: {e}")))?;
+        if cert.public_key().subject_public_key.data.as_ref() != kp.public_key_raw() {
+            return Err(PkiError::Key(format!("{name}: the key does not belong to the certificate")));
+        }
+    }
+    let (_, sa) = pem_field("certs.k8sserviceaccount.key", &c.k8sserviceaccount.key).map_err(PkiError::Key)?;
+    key_from_talos_pem(&sa).map_err(|e| PkiError::Key(format!("certs.k8sserviceaccount.key: {e}")))?;
+    Ok(())
 }
