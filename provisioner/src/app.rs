@@ -45,7 +45,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         catalog,
         unknown: cfg.unknown_policy.clone(),
     });
-    let talos = crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
+    let talos =
+        crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
     let service = BootService::new(booter, inventory.clone(), base.clone());
     let service = Arc::new(if talos.is_empty() {
         service

@@ -124,7 +124,9 @@ fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) 
                 .unwrap_or(key)
         };
         for g in cat.groups.values() {
-            let Some(p) = cat.profiles.get(&g.profile) else { continue };
+            let Some(p) = cat.profiles.get(&g.profile) else {
+                continue;
+            };
             let Some(cluster) = p.cluster.as_ref().and_then(|c| infra.talos.get(c)) else {
                 continue;
             };
@@ -133,7 +135,10 @@ fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) 
             }
             let file = source(format!("group/{}", g.id));
             let Some(host) = g.metadata.get("hostname") else {
-                problems.push(format!("{file}: field `metadata.hostname`: required for Talos profile {:?}", p.id));
+                problems.push(format!(
+                    "{file}: field `metadata.hostname`: required for Talos profile {:?}",
+                    p.id
+                ));
                 continue;
             };
             match cluster.node(host) {

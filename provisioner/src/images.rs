@@ -29,7 +29,10 @@ pub fn read_sums(dir: &Path) -> BTreeMap<String, String> {
     std::fs::read_to_string(dir.join(SUMS))
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once("  ").map(|(h, f)| (f.trim().to_string(), h.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once("  ")
+                .map(|(h, f)| (f.trim().to_string(), h.trim().to_string()))
+        })
         .collect()
 }
 
@@ -60,7 +63,9 @@ fn progress(len: Option<u64>, name: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let pb = len.map_or_else(indicatif::ProgressBar::new_spinner, indicatif::ProgressBar::new);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} {bar:30} {bytes_per_sec}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} {bar:30} {bytes_per_sec}")
+    {
         pb.set_style(style);
     }
     pb.set_message(name.to_string());
@@ -69,10 +74,17 @@ fn progress(len: Option<u64>, name: &str) -> indicatif::ProgressBar {
 
 /// Downloads `url` to `dest` (resuming `dest.part`), checks it against `want` when
 /// given, and returns its SHA-256. On a mismatch the download is deleted.
-pub async fn download(client: &reqwest::Client, url: &str, dest: &Path, want: Option<&str>) -> anyhow::Result<String> {
+pub async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    want: Option<&str>,
+) -> anyhow::Result<String> {
     let part = dest.with_extension(format!(
         "{}part",
-        dest.extension().map(|e| format!("{}.", e.to_string_lossy())).unwrap_or_default()
+        dest.extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default()
     ));
     let have = tokio::fs::metadata(&part).await.map(|m| m.len()).unwrap_or(0);
     let mut req = client.get(url);
@@ -96,7 +108,10 @@ pub async fn download(client: &reqwest::Client, url: &str, dest: &Path, want: Op
             .await
             .with_context(|| part.display().to_string())?;
         let total = resp.content_length().map(|l| if resumed { l + have } else { l });
-        let pb = progress(total, dest.file_name().and_then(|n| n.to_str()).unwrap_or("download"));
+        let pb = progress(
+            total,
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("download"),
+        );
         pb.set_position(if resumed { have } else { 0 });
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
@@ -124,7 +139,10 @@ pub async fn download(client: &reqwest::Client, url: &str, dest: &Path, want: Op
 
 /// The files of `image` and the URL each comes from: `<factory>/image/<schematic>/
 /// <version>/<file>` when a factory base is given, else the descriptor's URLs.
-pub fn sources(image: &Image, factory: Option<(&str, &str, &str)>) -> anyhow::Result<Vec<(ImageFile, String)>> {
+pub fn sources(
+    image: &Image,
+    factory: Option<(&str, &str, &str)>,
+) -> anyhow::Result<Vec<(ImageFile, String)>> {
     std::iter::once(&image.kernel)
         .chain(image.initrds.iter())
         .map(|f| {
@@ -184,7 +202,10 @@ pub fn import(cache: &Path, image: &Image, paths: &[PathBuf]) -> anyhow::Result<
     let mut out = Vec::new();
     for p in paths {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let Some(f) = std::iter::once(&image.kernel).chain(image.initrds.iter()).find(|f| f.file == name) else {
+        let Some(f) = std::iter::once(&image.kernel)
+            .chain(image.initrds.iter())
+            .find(|f| f.file == name)
+        else {
             bail!("{}: image {} has no file named {name:?}", p.display(), image.id);
         };
         let sum = sha256_file(p)?;
@@ -278,7 +299,11 @@ pub enum ImagesCommand {
 }
 
 /// The images/ descriptor whose file URLs point at this schematic and version.
-fn descriptor_for<'a>(images: &'a BTreeMap<String, Image>, schematic: &str, version: &str) -> Option<&'a Image> {
+fn descriptor_for<'a>(
+    images: &'a BTreeMap<String, Image>,
+    schematic: &str,
+    version: &str,
+) -> Option<&'a Image> {
     let needle = format!("/image/{schematic}/{version}/");
     images
         .values()
@@ -302,7 +327,10 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
                 bail!("--schematic: {schematic:?} is not a 64-hex-digit schematic ID");
             }
             let img = match &image {
-                Some(id) => cat.images.get(id).with_context(|| format!("no image {id:?} in images/"))?,
+                Some(id) => cat
+                    .images
+                    .get(id)
+                    .with_context(|| format!("no image {id:?} in images/"))?,
                 None => descriptor_for(&cat.images, &schematic, &version).with_context(|| {
                     format!(
                         "no descriptor in {} for schematic {schematic} and {version}; add one (see \
@@ -322,7 +350,10 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
             }
         }
         ImagesCommand::Import { image, files } => {
-            let img = cat.images.get(&image).with_context(|| format!("no image {image:?} in images/"))?;
+            let img = cat
+                .images
+                .get(&image)
+                .with_context(|| format!("no image {image:?} in images/"))?;
             for (file, sum) in import(&cache, img, &files)? {
                 println!("{}/{file}: imported, sha256 {sum}", img.id);
             }

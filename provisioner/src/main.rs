@@ -36,12 +36,26 @@ fn main() -> std::process::ExitCode {
             cfg,
         } => commands::render_machine(&mac, uuid, &arch, &platform, &cfg),
         Command::Export { format, output, cfg } => commands::export(format, output.as_deref(), &cfg),
-        Command::Import { from: None, file: Some(file), cfg } => commands::import(&file, &cfg),
-        Command::Import { from: None, file: None, .. } => Err(anyhow::anyhow!(
+        Command::Import {
+            from: None,
+            file: Some(file),
+            cfg,
+        } => commands::import(&file, &cfg),
+        Command::Import {
+            from: None,
+            file: None,
+            ..
+        } => Err(anyhow::anyhow!(
             "import: give an export file, or `import talhelper <talconfig.yaml>`"
         )),
         Command::Import {
-            from: Some(ImportFrom::Talhelper { file, output, force, cfg }),
+            from:
+                Some(ImportFrom::Talhelper {
+                    file,
+                    output,
+                    force,
+                    cfg,
+                }),
             ..
         } => provisioner::talos::commands::import_talhelper(&file, output.as_deref(), force, &cfg),
         Command::Talos { cmd, cfg } => provisioner::talos::commands::run(cmd, &cfg),

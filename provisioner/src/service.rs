@@ -10,10 +10,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use provisioner_core::boot::{BootDecision, BootRequest, Booter};
+use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::{Inventory, InventoryError, TokenPurpose, TokenRecord, Update};
 use provisioner_core::lifecycle::{self, Trigger};
 use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
-use provisioner_core::catalog::ConfigKind;
 use provisioner_core::render::config::{ConfigRenderer, PlainRenderer};
 use provisioner_core::render::{self, BootUrls};
 use rand::RngCore;
@@ -248,7 +248,11 @@ impl BootService {
                 // Put the token back: the fault is ours, and Talos retries the fetch
                 // with backoff (talos.md §3.5), so the fix can still reach it.
                 self.inventory.issue_token(&token_key(token), &rec)?;
-                self.record(mac, EventKind::TokenRejected, &format!("config not rendered: {why}"))?;
+                self.record(
+                    mac,
+                    EventKind::TokenRejected,
+                    &format!("config not rendered: {why}"),
+                )?;
                 return Err(ServiceError::Render(why));
             }
         };

@@ -21,7 +21,9 @@ async fn factory(root: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
         .route(
             "/image/{schematic}/{version}/{file}",
             get(
-                |State(root): State<Arc<PathBuf>>, UrlPath((s, v, f)): UrlPath<(String, String, String)>, h: HeaderMap| async move {
+                |State(root): State<Arc<PathBuf>>,
+                 UrlPath((s, v, f)): UrlPath<(String, String, String)>,
+                 h: HeaderMap| async move {
                     provisioner::http::assets::serve_file(&root.join(s).join(v).join(f), &h, None).await
                 },
             ),
@@ -85,7 +87,11 @@ async fn pull_records_verifies_resumes_and_rejects_corruption() {
     let sums = images::read_sums(&dir);
     assert_eq!(sums["kernel-amd64"], sha(&kernel));
     assert_eq!(sums["initramfs-amd64.xz"], sha(&initrd));
-    assert!(std::fs::read_to_string(dir.join(SUMS)).unwrap().contains("  kernel-amd64\n"));
+    assert!(
+        std::fs::read_to_string(dir.join(SUMS))
+            .unwrap()
+            .contains("  kernel-amd64\n")
+    );
     // Second pull: verified from the cache, nothing downloaded.
     let again = images::pull(&client, &cache, &img, &files).await.unwrap();
     assert!(again.iter().all(|(_, _, fetched)| !*fetched));
@@ -93,9 +99,14 @@ async fn pull_records_verifies_resumes_and_rejects_corruption() {
     // Resume: a partial download continues with Range and ends identical.
     std::fs::remove_file(dir.join("kernel-amd64")).unwrap();
     std::fs::write(dir.join("kernel-amd64.part"), &kernel[..1_000_000]).unwrap();
-    let sum = images::download(&client, &files[0].1, &dir.join("kernel-amd64"), Some(&sha(&kernel)))
-        .await
-        .unwrap();
+    let sum = images::download(
+        &client,
+        &files[0].1,
+        &dir.join("kernel-amd64"),
+        Some(&sha(&kernel)),
+    )
+    .await
+    .unwrap();
     assert_eq!(sum, sha(&kernel));
     assert_eq!(std::fs::read(dir.join("kernel-amd64")).unwrap(), kernel);
     assert!(!dir.join("kernel-amd64.part").exists());
@@ -106,7 +117,10 @@ async fn pull_records_verifies_resumes_and_rejects_corruption() {
     corrupt[123_456] ^= 0xff;
     publish(&root, &corrupt, &initrd);
     std::fs::remove_file(dir.join("kernel-amd64")).unwrap();
-    let err = images::pull(&client, &cache, &img, &files).await.unwrap_err().to_string();
+    let err = images::pull(&client, &cache, &img, &files)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not match"), "{err}");
     assert!(!dir.join("kernel-amd64").exists() && !dir.join("kernel-amd64.part").exists());
     assert_eq!(images::read_sums(&dir)["kernel-amd64"], sha(&kernel));

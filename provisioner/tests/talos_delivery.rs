@@ -33,15 +33,19 @@ fn fixtures() -> Option<PathBuf> {
     let dir = std::env::var_os("PROVISIONER_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/fixtures"));
-    dir.join("talos/v1.11/config.schema.json").is_file().then_some(dir)
+    dir.join("talos/v1.11/config.schema.json")
+        .is_file()
+        .then_some(dir)
 }
 
 /// A bundle for the tests: Talos' fixed stability bundle when fixtures are present,
 /// else a generated one.
 fn bundle() -> SecretsBundle {
     match fixtures() {
-        Some(d) => SecretsBundle::from_yaml(&std::fs::read_to_string(d.join("talos/v1.11/stability-secrets.yaml")).unwrap())
-            .unwrap(),
+        Some(d) => SecretsBundle::from_yaml(
+            &std::fs::read_to_string(d.join("talos/v1.11/stability-secrets.yaml")).unwrap(),
+        )
+        .unwrap(),
         None => provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap(),
     }
 }
@@ -66,7 +70,8 @@ fn rig() -> Rig {
     });
     let renderer = TalosRenderer::new(infra.talos, secrets.clone());
     let service = Arc::new(
-        BootService::new(booter, inventory.clone(), BASE.into()).with_renderer(ConfigKind::Talos, Arc::new(renderer)),
+        BootService::new(booter, inventory.clone(), BASE.into())
+            .with_renderer(ConfigKind::Talos, Arc::new(renderer)),
     );
     let app = router(BootState {
         service,
@@ -110,28 +115,54 @@ async fn talos_node_fetches_its_validated_config_once() {
     let (st, script) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
     assert_eq!(st, StatusCode::OK);
     // Cached Talos assets with the v1.11 metal command line.
-    assert!(script.contains("/assets/talos-genmachine-v1.11.6-amd64/kernel-amd64"), "{script}");
-    for arg in ["talos.platform=metal", "init_on_alloc=1", "slab_nomerge", "pti=on", "console=tty0"] {
-        assert!(script.split_whitespace().any(|w| w == arg), "{arg} missing: {script}");
+    assert!(
+        script.contains("/assets/talos-genmachine-v1.11.6-amd64/kernel-amd64"),
+        "{script}"
+    );
+    for arg in [
+        "talos.platform=metal",
+        "init_on_alloc=1",
+        "slab_nomerge",
+        "pti=on",
+        "console=tty0",
+    ] {
+        assert!(
+            script.split_whitespace().any(|w| w == arg),
+            "{arg} missing: {script}"
+        );
     }
     let path = config_path(&script);
     let (st, body) = get(&r.app, &path).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     // Exactly what `provisioner talos config --node talos-1` renders.
-    assert_eq!(body, talos::render(&r.cluster, "talos-1", &secrets).unwrap().to_yaml());
+    assert_eq!(
+        body,
+        talos::render(&r.cluster, "talos-1", &secrets).unwrap().to_yaml()
+    );
     let docs = talos::yaml::from_str_multi(&body).unwrap();
     assert_eq!(docs[0]["machine"]["network"]["hostname"], "talos-1");
-    assert_eq!(docs[0]["machine"]["network"]["interfaces"][0]["vip"]["ip"], "192.168.1.150");
+    assert_eq!(
+        docs[0]["machine"]["network"]["interfaces"][0]["vip"]["ip"],
+        "192.168.1.150"
+    );
     if let Some(dir) = fixtures() {
-        let schema: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("talos/v1.11/config.schema.json")).unwrap()).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("talos/v1.11/config.schema.json")).unwrap(),
+        )
+        .unwrap();
         let v = jsonschema::validator_for(&schema).unwrap();
-        assert!(v.is_valid(&talos::machine::schema_instance(&docs[0])), "served config fails the schema");
+        assert!(
+            v.is_valid(&talos::machine::schema_instance(&docs[0])),
+            "served config fails the schema"
+        );
     } else {
         println!("SKIPPED: schema validation of the served config (no fixtures)");
     }
     let mac = "02:00:00:00:01:01".parse().unwrap();
-    assert_eq!(r.inventory.get(mac).unwrap().unwrap().state, MachineState::ConfigServed);
+    assert_eq!(
+        r.inventory.get(mac).unwrap().unwrap().state,
+        MachineState::ConfigServed
+    );
     // Once only.
     let (st, body) = get(&r.app, &path).await;
     assert_eq!(st, StatusCode::FORBIDDEN);

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ::time::OffsetDateTime;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use provisioner::store::RedbSecretStore;
@@ -12,7 +13,6 @@ use provisioner::talos::store::{MemSecretStore, SecretStore, battery};
 use provisioner::talos::{import_bundle, pki, sops, talosconfig};
 use provisioner_core::talos::SecretsBundle;
 use provisioner_core::talos::secrets::{is_token, pem_field};
-use ::time::OffsetDateTime;
 use x509_parser::prelude::*;
 
 fn fixtures() -> Option<PathBuf> {
@@ -22,7 +22,10 @@ fn fixtures() -> Option<PathBuf> {
     if dir.join("talos/v1.11/gen-secrets.yaml").is_file() {
         Some(dir)
     } else {
-        println!("SKIPPED: no Talos fixtures at {} (set PROVISIONER_FIXTURES)", dir.display());
+        println!(
+            "SKIPPED: no Talos fixtures at {} (set PROVISIONER_FIXTURES)",
+            dir.display()
+        );
         None
     }
 }
@@ -54,9 +57,20 @@ fn check_ca(name: &str, b64: &str, alg: &str, org: &[&str], now: OffsetDateTime)
     let (label, der) = der_of(b64);
     assert_eq!(label, "CERTIFICATE", "{name}");
     let (_, c) = X509Certificate::from_der(&der).unwrap();
-    assert_eq!(c.public_key().algorithm.algorithm.to_id_string(), alg, "{name} key algorithm");
+    assert_eq!(
+        c.public_key().algorithm.algorithm.to_id_string(),
+        alg,
+        "{name} key algorithm"
+    );
     if alg == OID_EC {
-        let curve = c.public_key().algorithm.parameters.as_ref().unwrap().as_oid().unwrap();
+        let curve = c
+            .public_key()
+            .algorithm
+            .parameters
+            .as_ref()
+            .unwrap()
+            .as_oid()
+            .unwrap();
         assert_eq!(curve.to_id_string(), OID_P256, "{name} curve");
     }
     assert_eq!(organization(&c), org, "{name} O");
@@ -64,10 +78,16 @@ fn check_ca(name: &str, b64: &str, alg: &str, org: &[&str], now: OffsetDateTime)
     let bc = c.basic_constraints().unwrap().unwrap();
     assert!(bc.value.ca && bc.critical, "{name}: BasicConstraints CA critical");
     let ku = c.key_usage().unwrap().unwrap();
-    assert!(ku.value.digital_signature() && ku.value.key_cert_sign(), "{name} KU");
+    assert!(
+        ku.value.digital_signature() && ku.value.key_cert_sign(),
+        "{name} KU"
+    );
     assert!(!ku.value.key_encipherment(), "{name} KU");
     let eku = c.extended_key_usage().unwrap().unwrap().value;
-    assert!(eku.server_auth && eku.client_auth && !eku.code_signing, "{name} EKU");
+    assert!(
+        eku.server_auth && eku.client_auth && !eku.code_signing,
+        "{name} EKU"
+    );
     let ski = c
         .extensions()
         .iter()
@@ -88,7 +108,8 @@ fn check_ca(name: &str, b64: &str, alg: &str, org: &[&str], now: OffsetDateTime)
     assert!((nb - now.unix_timestamp()).abs() <= 2, "{name} not_before is now");
     assert_eq!(na - nb, 87_600 * 3600, "{name} valid 87600 h");
     assert!(c.raw_serial().len() >= 15, "{name}: 128-bit random serial");
-    c.verify_signature(None).unwrap_or_else(|e| panic!("{name} self-signature: {e}"));
+    c.verify_signature(None)
+        .unwrap_or_else(|e| panic!("{name} self-signature: {e}"));
 }
 
 #[test]
@@ -115,7 +136,10 @@ fn generated_bundle_has_talos_profiles() {
         // Same layout as talosctl's keys (gen-secrets.yaml keys start `MHcCAQEE`).
         assert_eq!(&der[..7], &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20]);
         let p256_oid = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-        assert!(der.windows(p256_oid.len()).any(|w| w == p256_oid), "curve parameters present");
+        assert!(
+            der.windows(p256_oid.len()).any(|w| w == p256_oid),
+            "curve parameters present"
+        );
     }
     let (label, der) = der_of(&c.k8sserviceaccount.key);
     assert_eq!(label, "RSA PRIVATE KEY");
@@ -130,7 +154,9 @@ fn generated_bundle_has_talos_profiles() {
     // Tokens and random secrets.
     assert!(is_token(&b.secrets.bootstraptoken) && is_token(&b.trustdinfo.token));
     assert_ne!(b.secrets.bootstraptoken, b.trustdinfo.token);
-    let id = base64::engine::general_purpose::URL_SAFE.decode(&b.cluster.id).unwrap();
+    let id = base64::engine::general_purpose::URL_SAFE
+        .decode(&b.cluster.id)
+        .unwrap();
     assert_eq!(id.len(), 32);
     assert_eq!(STANDARD.decode(&b.cluster.secret).unwrap().len(), 32);
     assert_eq!(
@@ -160,7 +186,11 @@ fn talosconfig_client_cert_is_what_apid_accepts() {
     let tc = provisioner_core::talos::yaml::from_str(&text).unwrap();
     assert_eq!(tc["context"], "lab");
     let ctx = &tc["contexts"]["lab"];
-    assert_eq!(ctx["endpoints"], serde_json::json!(["10.0.0.11"]), "control-plane IPs, not the VIP");
+    assert_eq!(
+        ctx["endpoints"],
+        serde_json::json!(["10.0.0.11"]),
+        "control-plane IPs, not the VIP"
+    );
     assert_eq!(ctx["ca"], b.certs.os.crt);
     let (label, der) = der_of(ctx["crt"].as_str().unwrap());
     assert_eq!(label, "CERTIFICATE");
@@ -171,7 +201,10 @@ fn talosconfig_client_cert_is_what_apid_accepts() {
     let ku = c.key_usage().unwrap().unwrap().value;
     assert!(ku.digital_signature() && !ku.key_cert_sign());
     let eku = c.extended_key_usage().unwrap().unwrap().value;
-    assert!(eku.client_auth && !eku.server_auth && eku.other.is_empty(), "EKU exactly [clientAuth]");
+    assert!(
+        eku.client_auth && !eku.server_auth && eku.other.is_empty(),
+        "EKU exactly [clientAuth]"
+    );
     assert!(!c.is_ca());
     let life = c.validity().not_after.timestamp() - c.validity().not_before.timestamp();
     assert_eq!(life, 365 * 86_400);
@@ -221,7 +254,12 @@ fn sops_age_bundle_imports_with_the_key_only() {
     assert!(enc.contains("ENC[AES256_GCM,data:"));
     assert_eq!(import_bundle(&enc, Some(&key_file)).unwrap(), b);
     // No key, or another key: refused.
-    assert!(import_bundle(&enc, None).unwrap_err().to_string().contains("--age-key"));
+    assert!(
+        import_bundle(&enc, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--age-key")
+    );
     let other = age::x25519::Identity::generate();
     let other_file = age::secrecy::ExposeSecret::expose_secret(&other.to_string()).to_string();
     assert!(import_bundle(&enc, Some(&other_file)).is_err());
@@ -247,7 +285,10 @@ fn secret_stores_pass_the_battery_and_redb_encrypts_at_rest() {
         assert!(!format!("{store:?}").contains("AGE-SECRET-KEY"));
     }
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let raw = std::fs::read(&db).unwrap();
     let contains = |needle: &str| raw.windows(needle.len()).any(|w| w == needle.as_bytes());
     for secret in [

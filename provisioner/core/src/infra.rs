@@ -53,7 +53,11 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
         .into_iter()
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
     {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
@@ -72,7 +76,10 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
                 continue;
             }
         };
-        let name = value.get("clusterName").and_then(Value::as_str).unwrap_or_default();
+        let name = value
+            .get("clusterName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if name != stem {
             errs.push(err(
                 &path,
@@ -81,7 +88,11 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
             ));
             continue;
         }
-        let dist = value.get("distribution").and_then(Value::as_str).unwrap_or("talos").to_string();
+        let dist = value
+            .get("distribution")
+            .and_then(Value::as_str)
+            .unwrap_or("talos")
+            .to_string();
         match dist.as_str() {
             "talos" => match serde_json::from_value::<TalosCluster>(value) {
                 Ok(c) => {
@@ -96,11 +107,19 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
                 check_generic(&path, &value, &mut errs);
                 infra.other.insert(stem.clone(), dist);
             }
-            other => errs.push(err(&path, "distribution", format!("{other:?} is not talos or k0s"))),
+            other => errs.push(err(
+                &path,
+                "distribution",
+                format!("{other:?} is not talos or k0s"),
+            )),
         }
         infra.sources.insert(stem, path);
     }
-    if errs.is_empty() { Ok(infra) } else { Err(CatalogError(errs)) }
+    if errs.is_empty() {
+        Ok(infra)
+    } else {
+        Err(CatalogError(errs))
+    }
 }
 
 /// What every cluster file has, whatever its distribution.
@@ -115,7 +134,11 @@ fn check_generic(path: &Path, v: &Value, errs: &mut Vec<FieldError>) {
         match n.get("hostname").and_then(Value::as_str) {
             Some(h) if !h.is_empty() => {
                 if !seen.insert(h.to_string()) {
-                    errs.push(err(path, format!("nodes[{i}].hostname"), format!("{h:?} is used by another node")));
+                    errs.push(err(
+                        path,
+                        format!("nodes[{i}].hostname"),
+                        format!("{h:?} is used by another node"),
+                    ));
                 }
             }
             _ => errs.push(err(path, format!("nodes[{i}].hostname"), "missing")),

@@ -17,7 +17,10 @@ fn fixtures() -> Option<PathBuf> {
     if dir.join("talos/v1.11/config.schema.json").is_file() {
         Some(dir)
     } else {
-        println!("SKIPPED: no Talos fixtures at {} (set PROVISIONER_FIXTURES)", dir.display());
+        println!(
+            "SKIPPED: no Talos fixtures at {} (set PROVISIONER_FIXTURES)",
+            dir.display()
+        );
         None
     }
 }
@@ -39,9 +42,19 @@ fn assert_valid(v: &jsonschema::Validator, doc: &Value, what: &str) {
     let doc = talos::machine::schema_instance(doc);
     let errs: Vec<String> = v
         .iter_errors(&doc)
-        .map(|e| format!("{} at {}", e.to_string().chars().take(300).collect::<String>(), e.instance_path()))
+        .map(|e| {
+            format!(
+                "{} at {}",
+                e.to_string().chars().take(300).collect::<String>(),
+                e.instance_path()
+            )
+        })
         .collect();
-    assert!(errs.is_empty(), "{what} does not validate against config.schema.json:\n{}", errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "{what} does not validate against config.schema.json:\n{}",
+        errs.join("\n")
+    );
 }
 
 fn genmachine() -> TalosCluster {
@@ -59,7 +72,11 @@ fn secrets_bundles_reexport_identically() {
     assert_eq!(b.to_yaml(), text, "gen-secrets.yaml re-export differs");
     // The stability bundle starts with a comment line; the rest is identical.
     let text = read(&dir, "talos/v1.11/stability-secrets.yaml");
-    let body: String = text.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(stability_secrets(&dir).to_yaml(), body);
 }
 
@@ -68,7 +85,11 @@ fn talos_goldens_validate_against_the_schema() {
     // Proves the validator is wired right: Talos' own output must pass.
     let Some(dir) = fixtures() else { return };
     let v = validator(&dir);
-    for f in ["base-controlplane.yaml", "base-worker.yaml", "overrides-controlplane.yaml"] {
+    for f in [
+        "base-controlplane.yaml",
+        "base-worker.yaml",
+        "overrides-controlplane.yaml",
+    ] {
         let doc = talos::yaml::from_str(&read(&dir, &format!("talos/v1.11/{f}"))).unwrap();
         assert_valid(&v, &doc, f);
     }
@@ -93,7 +114,10 @@ fn genmachine_configs_validate_and_carry_the_issue_fields() {
         let doc = &cfg.documents[0];
         assert_valid(&v, doc, host);
         // The YAML Talos fetches parses back to the same tree.
-        assert_eq!(talos::yaml::from_str_multi(&cfg.to_yaml()).unwrap(), cfg.documents);
+        assert_eq!(
+            talos::yaml::from_str_multi(&cfg.to_yaml()).unwrap(),
+            cfg.documents
+        );
         let m = &doc["machine"];
         let c = &doc["cluster"];
         assert_eq!(m["type"], "controlplane");
@@ -101,7 +125,10 @@ fn genmachine_configs_validate_and_carry_the_issue_fields() {
         let nic = &m["network"]["interfaces"][0];
         assert_eq!(nic["addresses"][0], format!("192.168.1.15{}/24", i + 1));
         assert_eq!(nic["vip"]["ip"], "192.168.1.150");
-        assert_eq!(nic["deviceSelector"]["hardwareAddr"], format!("02:00:00:00:01:0{}", i + 1));
+        assert_eq!(
+            nic["deviceSelector"]["hardwareAddr"],
+            format!("02:00:00:00:01:0{}", i + 1)
+        );
         assert_eq!(nic["routes"][0]["gateway"], "192.168.1.1");
         assert_eq!(m["network"]["nameservers"][0], "192.168.1.1");
         assert_eq!(m["install"]["disk"], "/dev/nvme0n1");
@@ -109,12 +136,23 @@ fn genmachine_configs_validate_and_carry_the_issue_fields() {
             m["install"]["image"],
             format!("factory.talos.dev/metal-installer/{schematic}:v1.11.6")
         );
-        assert_eq!(m["features"]["kubePrism"], serde_json::json!({"enabled": true, "port": 7445}));
-        assert_eq!(c["controlPlane"]["endpoint"], "https://talos-cluster.genmachine.fredcorp.com:6443");
+        assert_eq!(
+            m["features"]["kubePrism"],
+            serde_json::json!({"enabled": true, "port": 7445})
+        );
+        assert_eq!(
+            c["controlPlane"]["endpoint"],
+            "https://talos-cluster.genmachine.fredcorp.com:6443"
+        );
         assert_eq!(c["network"]["cni"]["name"], "none");
         assert_eq!(c["proxy"]["disabled"], true);
         assert_eq!(c["allowSchedulingOnControlPlanes"], true);
-        assert!(c["apiServer"]["certSANs"].as_array().unwrap().contains(&"192.168.1.150".into()));
+        assert!(
+            c["apiServer"]["certSANs"]
+                .as_array()
+                .unwrap()
+                .contains(&"192.168.1.150".into())
+        );
         // Secrets land where talosctl puts them.
         assert_eq!(m["token"], secrets.trustdinfo.token);
         assert_eq!(m["ca"]["key"], secrets.certs.os.key);
@@ -127,14 +165,25 @@ fn genmachine_configs_validate_and_carry_the_issue_fields() {
         let job = objs.iter().find(|o| o["kind"] == "Job").unwrap();
         let spec = &job["spec"]["template"]["spec"];
         assert_eq!(spec["hostNetwork"], true);
-        assert!(spec["tolerations"].as_array().unwrap().iter().any(|t| t == &serde_json::json!({"operator": "Exists"})));
+        assert!(
+            spec["tolerations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == &serde_json::json!({"operator": "Exists"}))
+        );
         let cmd: Vec<&str> = spec["containers"][0]["command"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s.as_str().unwrap())
             .collect();
-        for want in ["kubeProxyReplacement=true", "k8sServiceHost=localhost", "k8sServicePort=7445", "--version=1.18.2"] {
+        for want in [
+            "kubeProxyReplacement=true",
+            "k8sServiceHost=localhost",
+            "k8sServicePort=7445",
+            "--version=1.18.2",
+        ] {
             assert!(cmd.contains(&want), "{want} missing in {cmd:?}");
         }
     }
@@ -150,7 +199,8 @@ fn a_worker_gets_ca_certs_without_keys_and_validates() {
     w.control_plane = false;
     w.ip_address = "192.168.1.161".into();
     w.mac = Some("02:00:00:00:01:11".parse().unwrap());
-    w.network_interfaces = vec![serde_json::json!({"deviceSelector": {"hardwareAddr": "02:00:00:00:01:11"}, "dhcp": true})];
+    w.network_interfaces =
+        vec![serde_json::json!({"deviceSelector": {"hardwareAddr": "02:00:00:00:01:11"}, "dhcp": true})];
     cluster.nodes.push(w);
     let secrets = stability_secrets(&dir);
     let doc = &talos::render(&cluster, "talos-w1", &secrets).unwrap().documents[0];
@@ -159,14 +209,28 @@ fn a_worker_gets_ca_certs_without_keys_and_validates() {
     assert_eq!(doc["machine"]["ca"]["crt"], secrets.certs.os.crt);
     assert_eq!(doc["machine"]["ca"]["key"], "");
     assert_eq!(doc["cluster"]["ca"]["key"], "");
-    for cp_only in ["aggregatorCA", "serviceAccount", "etcd", "apiServer", "inlineManifests", "secretboxEncryptionSecret"] {
-        assert!(doc["cluster"].get(cp_only).is_none(), "worker has cluster.{cp_only}");
+    for cp_only in [
+        "aggregatorCA",
+        "serviceAccount",
+        "etcd",
+        "apiServer",
+        "inlineManifests",
+        "secretboxEncryptionSecret",
+    ] {
+        assert!(
+            doc["cluster"].get(cp_only).is_none(),
+            "worker has cluster.{cp_only}"
+        );
     }
     // A VIP on a worker is rejected with the field named.
     let mut bad = cluster.clone();
     bad.nodes.last_mut().unwrap().network_interfaces[0]["vip"] = serde_json::json!({"ip": "192.168.1.150"});
     let errs = bad.validate();
-    assert!(errs.iter().any(|(f, m)| f == "nodes[3].networkInterfaces[0].vip" && m.contains("control-plane")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|(f, m)| f == "nodes[3].networkInterfaces[0].vip" && m.contains("control-plane")),
+        "{errs:?}"
+    );
 }
 
 /// A step in a tree: a mapping key or a sequence index.
@@ -184,8 +248,13 @@ fn leaves(v: &Value, path: Vec<Step>, out: &mut Vec<(Vec<Step>, Value)>) {
         p
     };
     match v {
-        Value::Object(m) if !m.is_empty() => m.iter().for_each(|(k, x)| leaves(x, with(Step::Key(k.clone())), out)),
-        Value::Array(a) if !a.is_empty() => a.iter().enumerate().for_each(|(i, x)| leaves(x, with(Step::Index(i)), out)),
+        Value::Object(m) if !m.is_empty() => m
+            .iter()
+            .for_each(|(k, x)| leaves(x, with(Step::Key(k.clone())), out)),
+        Value::Array(a) if !a.is_empty() => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| leaves(x, with(Step::Index(i)), out)),
         _ => out.push((path, v.clone())),
     }
 }
@@ -247,11 +316,18 @@ fn talhelper_example_imports_with_unsupported_fields_listed() {
     assert_eq!(c.cluster_name, "home-cluster");
     assert_eq!(c.talos_version, "v1.12.0");
     assert_eq!(c.nodes.len(), 2);
-    assert_eq!(c.allow_scheduling_on_control_planes, Some(true), "allowSchedulingOnMasters carried over");
+    assert_eq!(
+        c.allow_scheduling_on_control_planes,
+        Some(true),
+        "allowSchedulingOnMasters carried over"
+    );
     assert!(c.nodes[0].control_plane && !c.nodes[1].control_plane);
     assert_eq!(c.nodes[1].install_disk.as_deref(), Some("/dev/sdb"));
     assert_eq!(c.nodes[0].network_interfaces.len(), 3);
-    assert_eq!(c.nodes[0].node_labels.get("rack").map(String::as_str), Some("rack1a"));
+    assert_eq!(
+        c.nodes[0].node_labels.get("rack").map(String::as_str),
+        Some("rack1a")
+    );
     let listed: Vec<&str> = imported.unsupported.iter().map(|(f, _)| f.as_str()).collect();
     for f in [
         "domain",

@@ -154,7 +154,9 @@ pub fn run(cmd: TalosCommand, args: &ConfigArgs) -> anyhow::Result<()> {
         }
         TalosCommand::Talosconfig { cluster } => {
             let c = find(&cfg, Some(&cluster), None)?;
-            let s = open_secrets(&cfg)?.get(&cluster)?.context("no secrets bundle for this cluster")?;
+            let s = open_secrets(&cfg)?
+                .get(&cluster)?
+                .context("no secrets bundle for this cluster")?;
             print!("{}", super::talosconfig(&c, &s, OffsetDateTime::now_utc())?);
         }
         TalosCommand::Secrets(sc) => secrets(sc, &cfg)?,
@@ -195,7 +197,9 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
             output,
             sops_age_recipient,
         } => {
-            let b = store.get(&cluster)?.context("no secrets bundle for this cluster")?;
+            let b = store
+                .get(&cluster)?
+                .context("no secrets bundle for this cluster")?;
             let text = match sops_age_recipient {
                 Some(r) => {
                     let now = OffsetDateTime::now_utc()
@@ -215,7 +219,12 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// `provisioner import talhelper <talconfig.yaml>`.
-pub fn import_talhelper(file: &Path, output: Option<&Path>, force: bool, args: &ConfigArgs) -> anyhow::Result<()> {
+pub fn import_talhelper(
+    file: &Path,
+    output: Option<&Path>,
+    force: bool,
+    args: &ConfigArgs,
+) -> anyhow::Result<()> {
     let cfg = load_config(args)?;
     let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
     let imported = talos::talhelper::import(&text).map_err(anyhow::Error::msg)?;
@@ -226,9 +235,10 @@ pub fn import_talhelper(file: &Path, output: Option<&Path>, force: bool, args: &
     for (f, m) in &problems {
         eprintln!("to fix: field `{f}`: {m}");
     }
-    let dest = output
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| cfg.infra_dir.join(format!("{}.yaml", imported.cluster.cluster_name)));
+    let dest = output.map(Path::to_path_buf).unwrap_or_else(|| {
+        cfg.infra_dir
+            .join(format!("{}.yaml", imported.cluster.cluster_name))
+    });
     if dest.exists() && !force {
         bail!("{} exists (use --force to overwrite)", dest.display());
     }

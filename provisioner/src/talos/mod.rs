@@ -46,7 +46,11 @@ pub fn import_bundle(text: &str, age_identity: Option<&str>) -> Result<SecretsBu
 
 /// A talosconfig for `cluster`: an `os:admin` client certificate signed by the OS CA;
 /// endpoints are the control-plane node addresses, not the VIP (talos.md §5.6).
-pub fn talosconfig(cluster: &TalosCluster, s: &SecretsBundle, now: OffsetDateTime) -> Result<String, pki::PkiError> {
+pub fn talosconfig(
+    cluster: &TalosCluster,
+    s: &SecretsBundle,
+    now: OffsetDateTime,
+) -> Result<String, pki::PkiError> {
     let (crt, key) = pki::admin_client_cert(s, now)?;
     let ips = |cp_only: bool| -> Vec<String> {
         cluster

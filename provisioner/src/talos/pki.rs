@@ -79,7 +79,8 @@ fn b64(s: &str) -> String {
 fn ec_sec1_pem(key: &KeyPair) -> Result<String, PkiError> {
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     use p256::pkcs8::DecodePrivateKey;
-    let sk = p256::SecretKey::from_pkcs8_der(key.serialized_der()).map_err(|e| PkiError::Key(e.to_string()))?;
+    let sk =
+        p256::SecretKey::from_pkcs8_der(key.serialized_der()).map_err(|e| PkiError::Key(e.to_string()))?;
     let scalar = sk.to_bytes();
     let point = sk.public_key().to_encoded_point(false);
     let point = point.as_bytes();
@@ -89,7 +90,9 @@ fn ec_sec1_pem(key: &KeyPair) -> Result<String, PkiError> {
     // Fixed-size encoding: every length below is a single byte.
     let mut der = vec![0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
     der.extend_from_slice(&scalar);
-    der.extend_from_slice(&[0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]);
+    der.extend_from_slice(&[
+        0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ]);
     der.extend_from_slice(&[0xa1, 0x44, 0x03, 0x42, 0x00]);
     der.extend_from_slice(point);
     debug_assert_eq!(der.len(), 0x77 + 2);
@@ -98,7 +101,8 @@ fn ec_sec1_pem(key: &KeyPair) -> Result<String, PkiError> {
 
 /// An RSA key in PKCS#1 (`RSA PRIVATE KEY`): the PKCS#8 wrapper's inner key.
 fn rsa_pkcs1_pem(key: &KeyPair) -> Result<String, PkiError> {
-    let info = pkcs8::PrivateKeyInfo::try_from(key.serialized_der()).map_err(|e| PkiError::Key(e.to_string()))?;
+    let info =
+        pkcs8::PrivateKeyInfo::try_from(key.serialized_der()).map_err(|e| PkiError::Key(e.to_string()))?;
     Ok(pem("RSA PRIVATE KEY", info.private_key.to_vec()))
 }
 
@@ -134,7 +138,10 @@ fn ca_params(org: Option<&str>, now: OffsetDateTime) -> CertificateParams {
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     p.not_before = now;
     p.not_after = now + CA_VALIDITY;
     p.serial_number = Some(serial());
@@ -237,10 +244,13 @@ pub fn check_pairs(s: &SecretsBundle) -> Result<(), PkiError> {
             .map_err(|e| PkiError::Key(format!("{name}.crt: not a certificate: {e}")))?;
         let kp = key_from_talos_pem(&key).map_err(|e| PkiError::Key(format!("{name}.key: {e}")))?;
         if cert.public_key().subject_public_key.data.as_ref() != kp.public_key_raw() {
-            return Err(PkiError::Key(format!("{name}: the key does not belong to the certificate")));
+            return Err(PkiError::Key(format!(
+                "{name}: the key does not belong to the certificate"
+            )));
         }
     }
-    let (_, sa) = pem_field("certs.k8sserviceaccount.key", &c.k8sserviceaccount.key).map_err(PkiError::Key)?;
+    let (_, sa) =
+        pem_field("certs.k8sserviceaccount.key", &c.k8sserviceaccount.key).map_err(PkiError::Key)?;
     key_from_talos_pem(&sa).map_err(|e| PkiError::Key(format!("certs.k8sserviceaccount.key: {e}")))?;
     Ok(())
 }

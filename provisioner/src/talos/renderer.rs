@@ -57,7 +57,9 @@ impl ConfigRenderer for TalosRenderer {
             .secrets
             .get(name)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no secrets bundle for cluster {name:?} (run `provisioner talos secrets gen`)"))?;
+            .ok_or_else(|| {
+                format!("no secrets bundle for cluster {name:?} (run `provisioner talos secrets gen`)")
+            })?;
         let cfg = talos::render(cluster, host, &secrets).map_err(|e| e.to_string())?;
         Ok(cfg.to_yaml())
     }

@@ -42,7 +42,10 @@ fn identity(key_file: &str) -> Result<age::x25519::Identity, String> {
         .map_err(|_| "the age key file's identity does not parse".to_string())
 }
 
-fn parse_enc(s: &str) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>, String)> {
+/// The parts of an `ENC[…]` value: ciphertext, IV, tag, type.
+type EncParts = (Vec<u8>, Vec<u8>, Vec<u8>, String);
+
+fn parse_enc(s: &str) -> Option<EncParts> {
     let inner = s.strip_prefix("ENC[AES256_GCM,")?.strip_suffix(']')?;
     let (mut data, mut iv, mut tag, mut ty) = (None, None, None, None);
     for part in inner.split(',') {
@@ -66,7 +69,13 @@ fn decrypt_value(s: &str, key: &[u8; 32], aad: &str) -> Result<(String, String),
     data.extend_from_slice(&tag);
     let cipher = Cipher::new(key.into());
     let pt = cipher
-        .decrypt(Nonce::<U32>::from_slice(&iv), Payload { msg: &data, aad: aad.as_bytes() })
+        .decrypt(
+            Nonce::<U32>::from_slice(&iv),
+            Payload {
+                msg: &data,
+                aad: aad.as_bytes(),
+            },
+        )
         .map_err(|_| format!("value at {aad:?} does not decrypt (wrong key or tampered)"))?;
     Ok((String::from_utf8(pt).map_err(|_| "value is not UTF-8")?, ty))
 }
@@ -77,7 +86,13 @@ fn encrypt_value(plain: &str, ty: &str, key: &[u8; 32], aad: &str) -> String {
     let cipher = Cipher::new(key.into());
     // Encryption with a valid key and nonce size cannot fail.
     let mut ct = cipher
-        .encrypt(Nonce::<U32>::from_slice(&iv), Payload { msg: plain.as_bytes(), aad: aad.as_bytes() })
+        .encrypt(
+            Nonce::<U32>::from_slice(&iv),
+            Payload {
+                msg: plain.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
         .unwrap_or_default();
     let tag = ct.split_off(ct.len().saturating_sub(16));
     format!(
@@ -89,7 +104,11 @@ fn encrypt_value(plain: &str, ty: &str, key: &[u8; 32], aad: &str) -> String {
 }
 
 /// Walks leaves in document order, calling `f(path_aad, value)`.
-fn walk(v: &mut Value, path: &mut Vec<String>, f: &mut dyn FnMut(&str, &mut Value) -> Result<(), String>) -> Result<(), String> {
+fn walk(
+    v: &mut Value,
+    path: &mut Vec<String>,
+    f: &mut dyn FnMut(&str, &mut Value) -> Result<(), String>,
+) -> Result<(), String> {
     match v {
         Value::Object(m) => {
             for (k, x) in m.iter_mut() {
@@ -105,15 +124,24 @@ fn walk(v: &mut Value, path: &mut Vec<String>, f: &mut dyn FnMut(&str, &mut Valu
 }
 
 fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8; 32], String> {
-    let entries = meta.get("age").and_then(Value::as_array).ok_or("no sops.age recipients")?;
+    let entries = meta
+        .get("age")
+        .and_then(Value::as_array)
+        .ok_or("no sops.age recipients")?;
     for e in entries {
-        let Some(enc) = e.get("enc").and_then(Value::as_str) else { continue };
+        let Some(enc) = e.get("enc").and_then(Value::as_str) else {
+            continue;
+        };
         let reader = age::armor::ArmoredReader::new(enc.as_bytes());
-        let Ok(dec) = age::Decryptor::new_buffered(reader) else { continue };
+        let Ok(dec) = age::Decryptor::new_buffered(reader) else {
+            continue;
+        };
         if let Ok(mut r) = dec.decrypt(std::iter::once(id as &dyn age::Identity)) {
             let mut key = Vec::new();
             r.read_to_end(&mut key).map_err(|e| e.to_string())?;
-            return key.try_into().map_err(|_| "the SOPS data key is not 32 bytes".to_string());
+            return key
+                .try_into()
+                .map_err(|_| "the SOPS data key is not 32 bytes".to_string());
         }
     }
     Err("none of the sops.age recipients matches the given age key".into())
@@ -125,7 +153,10 @@ pub fn decrypt_yaml(text: &str, age_key_file: &str) -> Result<String, String> {
     let id = identity(age_key_file)?;
     let mut doc = provisioner_core::talos::yaml::from_str(text)?;
     let obj = doc.as_object_mut().ok_or("not a mapping")?;
-    let meta = obj.remove("sops").and_then(|m| m.as_object().cloned()).ok_or("no sops block")?;
+    let meta = obj
+        .remove("sops")
+        .and_then(|m| m.as_object().cloned())
+        .ok_or("no sops block")?;
     let key = data_key(&meta, &id)?;
     let mut hash = Sha512::new();
     walk(&mut doc, &mut Vec::new(), &mut |aad, leaf| {
@@ -141,7 +172,10 @@ pub fn decrypt_yaml(text: &str, age_key_file: &str) -> Result<String, String> {
         Ok(())
     })?;
     let mac_enc = meta.get("mac").and_then(Value::as_str).ok_or("no sops.mac")?;
-    let lastmod = meta.get("lastmodified").and_then(Value::as_str).ok_or("no sops.lastmodified")?;
+    let lastmod = meta
+        .get("lastmodified")
+        .and_then(Value::as_str)
+        .ok_or("no sops.lastmodified")?;
     let (mac, _) = decrypt_value(mac_enc, &key, lastmod)?;
     if !mac.eq_ignore_ascii_case(&hex::encode(hash.finalize())) {
         return Err("sops.mac does not match the decrypted values (tampered file?)".into());

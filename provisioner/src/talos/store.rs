@@ -80,8 +80,15 @@ pub fn battery(store: &dyn SecretStore, sample: &SecretsBundle) {
     other.trustdinfo.token = "aaaaaa.bbbbbbbbbbbbbbbb".into();
     store.put("lab", &other).unwrap();
     store.put("genmachine", &other).unwrap();
-    assert_eq!(store.get("genmachine").unwrap().as_ref(), Some(&other), "put replaces");
-    assert_eq!(store.list().unwrap(), vec!["genmachine".to_string(), "lab".to_string()]);
+    assert_eq!(
+        store.get("genmachine").unwrap().as_ref(),
+        Some(&other),
+        "put replaces"
+    );
+    assert_eq!(
+        store.list().unwrap(),
+        vec!["genmachine".to_string(), "lab".to_string()]
+    );
     assert!(store.delete("lab").unwrap());
     assert!(!store.delete("lab").unwrap());
     assert_eq!(store.list().unwrap(), vec!["genmachine".to_string()]);

@@ -229,7 +229,11 @@ impl TalosCluster {
     /// The schematic a node boots and installs: its own, else its group's, else the
     /// default (no extensions). Normalised (sorted extensions).
     pub fn schematic_for(&self, node: &TalosNode) -> Schematic {
-        let group = if node.control_plane { &self.control_plane } else { &self.worker };
+        let group = if node.control_plane {
+            &self.control_plane
+        } else {
+            &self.worker
+        };
         node.schematic
             .clone()
             .or_else(|| group.schematic.clone())
@@ -261,7 +265,10 @@ impl TalosCluster {
             push("kubernetesVersion".into(), e);
         }
         match self.endpoint.strip_prefix("https://") {
-            Some(hp) if hp.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()) => {}
+            Some(hp)
+                if hp
+                    .rsplit_once(':')
+                    .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()) => {}
             _ => push(
                 "endpoint".into(),
                 format!("{:?} is not https://<host>:<port>", self.endpoint),
@@ -283,7 +290,10 @@ impl TalosCluster {
             .and_then(|c| c.get("name"))
             .and_then(Value::as_str);
         if let Some(c) = &self.cni_config
-            && !matches!(c.get("name").and_then(Value::as_str), Some("flannel" | "custom" | "none"))
+            && !matches!(
+                c.get("name").and_then(Value::as_str),
+                Some("flannel" | "custom" | "none")
+            )
         {
             push("cniConfig.name".into(), "must be flannel, custom or none".into());
         }
@@ -294,8 +304,16 @@ impl TalosCluster {
                     "needs `cniConfig: {name: none}` (Cilium replaces the CNI and kube-proxy)".into(),
                 );
             }
-            if !c.cli_image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
-                push("cilium.cliImage".into(), "every image reference needs a tag".into());
+            if !c
+                .cli_image
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'))
+            {
+                push(
+                    "cilium.cliImage".into(),
+                    "every image reference needs a tag".into(),
+                );
             }
             if c.version.is_empty() {
                 push("cilium.version".into(), "empty".into());
@@ -315,7 +333,12 @@ impl TalosCluster {
         let talos = self.talos().ok();
         for (i, n) in self.nodes.iter().enumerate() {
             let f = |s: &str| format!("nodes[{i}].{s}");
-            if n.hostname.is_empty() || !n.hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            if n.hostname.is_empty()
+                || !n
+                    .hostname
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
                 push(f("hostname"), format!("{:?} is not a valid hostname", n.hostname));
             } else if !hostnames.insert(n.hostname.clone()) {
                 push(f("hostname"), format!("{:?} is used by another node", n.hostname));
@@ -337,7 +360,10 @@ impl TalosCluster {
                     f("installDisk"),
                     "set installDisk or installDiskSelector, not both".into(),
                 ),
-                (None, None) => push(f("installDisk"), "one of installDisk or installDiskSelector is required".into()),
+                (None, None) => push(
+                    f("installDisk"),
+                    "one of installDisk or installDiskSelector is required".into(),
+                ),
                 (Some(d), None) if !d.starts_with("/dev/") => {
                     push(f("installDisk"), format!("{d:?} is not a /dev path"))
                 }
@@ -356,21 +382,32 @@ impl TalosCluster {
                     if !n.control_plane {
                         push(df(".vip"), "a VIP is only allowed on control-plane nodes".into());
                     }
-                    if vip.get("ip").and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok()).is_none() {
+                    if vip
+                        .get("ip")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<IpAddr>().ok())
+                        .is_none()
+                    {
                         push(df(".vip.ip"), "not an IP address".into());
                     }
                 }
                 if let Some(addrs) = dev.get("addresses").and_then(Value::as_array) {
                     for (k, a) in addrs.iter().enumerate() {
                         if !a.as_str().is_some_and(valid_cidr) {
-                            push(df(&format!(".addresses[{k}]")), format!("{a} is not address/prefix"));
+                            push(
+                                df(&format!(".addresses[{k}]")),
+                                format!("{a} is not address/prefix"),
+                            );
                         }
                     }
                 }
             }
             for (j, ns) in n.nameservers.iter().enumerate() {
                 if ns.parse::<IpAddr>().is_err() {
-                    push(f(&format!("nameservers[{j}]")), format!("{ns:?} is not an IP address"));
+                    push(
+                        f(&format!("nameservers[{j}]")),
+                        format!("{ns:?} is not an IP address"),
+                    );
                 }
             }
             let sch = self.schematic_for(n);
@@ -380,14 +417,20 @@ impl TalosCluster {
             let exts = &sch.customization.system_extensions.official_extensions;
             for e in exts {
                 if !e.starts_with("siderolabs/") {
-                    push(f("schematic"), format!("{e:?} is not an official extension (siderolabs/…)"));
+                    push(
+                        f("schematic"),
+                        format!("{e:?} is not an official extension (siderolabs/…)"),
+                    );
                 }
             }
             // siderolabs/amdgpu exists from Talos 1.9 (talos.md §4.4).
             if exts.iter().any(|e| e == "siderolabs/amdgpu")
                 && talos.as_ref().is_some_and(|v| v.minor_pair() < (1, 9))
             {
-                push(f("schematic"), "siderolabs/amdgpu needs Talos v1.9 or later".into());
+                push(
+                    f("schematic"),
+                    "siderolabs/amdgpu needs Talos v1.9 or later".into(),
+                );
             }
             if let Some(u) = &n.uuid
                 && (u.len() != 36 || !u.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))

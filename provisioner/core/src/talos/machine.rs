@@ -91,7 +91,11 @@ fn push_unique(list: &mut Vec<Value>, items: impl IntoIterator<Item = String>) {
 }
 
 /// Renders the machine config of `hostname` in `cluster`.
-pub fn render(cluster: &TalosCluster, hostname: &str, secrets: &SecretsBundle) -> Result<MachineConfig, RenderError> {
+pub fn render(
+    cluster: &TalosCluster,
+    hostname: &str,
+    secrets: &SecretsBundle,
+) -> Result<MachineConfig, RenderError> {
     let node = cluster.node(hostname).ok_or_else(|| RenderError::NoSuchNode {
         cluster: cluster.cluster_name.clone(),
         node: hostname.to_string(),
@@ -111,17 +115,30 @@ pub fn render(cluster: &TalosCluster, hostname: &str, secrets: &SecretsBundle) -
         doc["cluster"]["inlineManifests"] = json!([super::cilium::inline_manifest(c)]);
     }
     let mut docs = vec![doc];
-    let group = if cp { &cluster.control_plane } else { &cluster.worker };
+    let group = if cp {
+        &cluster.control_plane
+    } else {
+        &cluster.worker
+    };
     let layers = [
         ("patches", &cluster.patches),
-        (if cp { "controlPlane.patches" } else { "worker.patches" }, &group.patches),
+        (
+            if cp {
+                "controlPlane.patches"
+            } else {
+                "worker.patches"
+            },
+            &group.patches,
+        ),
         ("node patches", &node.patches),
     ];
     for (name, patches) in layers {
         for (i, p) in patches.iter().enumerate() {
             let where_ = format!("{name}[{i}]");
             let patch = Patch::parse(p).map_err(|e| RenderError::Patch(where_.clone(), e))?;
-            patch.apply(&mut docs).map_err(|e| RenderError::Patch(where_, e))?;
+            patch
+                .apply(&mut docs)
+                .map_err(|e| RenderError::Patch(where_, e))?;
         }
     }
     Ok(MachineConfig { documents: docs })
@@ -129,9 +146,16 @@ pub fn render(cluster: &TalosCluster, hostname: &str, secrets: &SecretsBundle) -
 
 fn machine_section(cluster: &TalosCluster, node: &TalosNode, s: &SecretsBundle) -> Value {
     let cp = node.control_plane;
-    let group = if cp { &cluster.control_plane } else { &cluster.worker };
+    let group = if cp {
+        &cluster.control_plane
+    } else {
+        &cluster.worker
+    };
     let mut cert_sans = Vec::new();
-    push_unique(&mut cert_sans, cluster.additional_machine_cert_sans.iter().cloned());
+    push_unique(
+        &mut cert_sans,
+        cluster.additional_machine_cert_sans.iter().cloned(),
+    );
     push_unique(&mut cert_sans, node.cert_sans.iter().cloned());
 
     let mut network = Map::new();
@@ -139,7 +163,11 @@ fn machine_section(cluster: &TalosCluster, node: &TalosNode, s: &SecretsBundle) 
     if !node.network_interfaces.is_empty() {
         network.insert("interfaces".into(), json!(node.network_interfaces));
     }
-    let ns = if node.nameservers.is_empty() { &group.nameservers } else { &node.nameservers };
+    let ns = if node.nameservers.is_empty() {
+        &group.nameservers
+    } else {
+        &node.nameservers
+    };
     if !ns.is_empty() {
         network.insert("nameservers".into(), json!(ns));
     }

@@ -153,9 +153,15 @@ mod tests {
         p.apply(&mut docs).unwrap();
         let m = &docs[0]["machine"];
         assert_eq!(m["certSANs"], json!(["a", "b"]));
-        assert_eq!(m["network"]["interfaces"][0], json!({"interface": "eth0", "dhcp": true, "mtu": 9000}));
+        assert_eq!(
+            m["network"]["interfaces"][0],
+            json!({"interface": "eth0", "dhcp": true, "mtu": 9000})
+        );
         assert_eq!(m["network"]["interfaces"][1], json!({"interface": "eth1"}));
-        assert_eq!(docs[0]["cluster"]["network"]["podSubnets"], json!(["10.1.0.0/16"]));
+        assert_eq!(
+            docs[0]["cluster"]["network"]["podSubnets"],
+            json!(["10.1.0.0/16"])
+        );
         assert!(docs[0]["cluster"].get("proxy").is_none());
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1]["kind"], "UserVolumeConfig");
@@ -169,10 +175,17 @@ mod tests {
         ))
         .unwrap();
         p.apply(&mut docs).unwrap();
-        assert_eq!(docs[0]["machine"]["install"], json!({"wipe": true, "disk": "/dev/sda"}));
+        assert_eq!(
+            docs[0]["machine"]["install"],
+            json!({"wipe": true, "disk": "/dev/sda"})
+        );
         let bad = Patch::parse(&json!("- op: remove\n  path: /nope\n")).unwrap();
         assert!(bad.apply(&mut docs).is_err());
-        assert!(Patch::parse(&json!("@./file.yaml")).unwrap_err().contains("not supported"));
+        assert!(
+            Patch::parse(&json!("@./file.yaml"))
+                .unwrap_err()
+                .contains("not supported")
+        );
         assert!(Patch::parse(&json!("just a string")).is_err());
     }
 }

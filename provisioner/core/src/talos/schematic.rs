@@ -159,7 +159,11 @@ impl Schematic {
         if !c.meta.is_empty() {
             body.push_str("    meta:\n");
             for m in &c.meta {
-                body.push_str(&format!("        - key: {}\n          value: {}\n", m.key, scalar(&m.value)));
+                body.push_str(&format!(
+                    "        - key: {}\n          value: {}\n",
+                    m.key,
+                    scalar(&m.value)
+                ));
             }
         }
         if !c.system_extensions.official_extensions.is_empty() {
@@ -208,8 +212,14 @@ mod tests {
     #[test]
     fn factory_test_vectors() {
         let cases = [
-            ("{}", "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"),
-            ("customization: {}", "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"),
+            (
+                "{}",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                "customization: {}",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
             (
                 "customization: {\"extraKernelArgs\": []}",
                 "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
@@ -235,7 +245,9 @@ mod tests {
             assert_eq!(parse(yaml).id().unwrap(), want, "{yaml}");
         }
         assert_eq!(
-            parse("customization:\n  extraKernelArgs: [noapic, nolapic]\n").canonical_yaml().unwrap(),
+            parse("customization:\n  extraKernelArgs: [noapic, nolapic]\n")
+                .canonical_yaml()
+                .unwrap(),
             "customization:\n    extraKernelArgs:\n        - noapic\n        - nolapic\n"
         );
     }

@@ -91,7 +91,8 @@ pub struct SecretsBundle {
 /// Whether `t` has the `[a-z0-9]{6}.[a-z0-9]{16}` shape of Talos tokens
 /// (`secrets/utils.go` `genToken(6, 16)`).
 pub fn is_token(t: &str) -> bool {
-    let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok =
+        |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     matches!(t.split_once('.'), Some((a, b)) if ok(a, 6) && ok(b, 16))
 }
 
@@ -104,7 +105,10 @@ pub fn pem_field(field: &str, b64: &str) -> Result<(String, String), String> {
     let text = String::from_utf8(bytes).map_err(|_| format!("{field}: not PEM text"))?;
     let label = text
         .lines()
-        .find_map(|l| l.strip_prefix("-----BEGIN ").and_then(|r| r.strip_suffix("-----")))
+        .find_map(|l| {
+            l.strip_prefix("-----BEGIN ")
+                .and_then(|r| r.strip_suffix("-----"))
+        })
         .ok_or_else(|| format!("{field}: no PEM block"))?
         .to_string();
     Ok((label, text))
@@ -121,7 +125,12 @@ fn b64_len(field: &str, v: &str, want: usize, errs: &mut Vec<String>) {
     }
 }
 
-const KEY_LABELS: [&str; 4] = ["ED25519 PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "PRIVATE KEY"];
+const KEY_LABELS: [&str; 4] = [
+    "ED25519 PRIVATE KEY",
+    "EC PRIVATE KEY",
+    "RSA PRIVATE KEY",
+    "PRIVATE KEY",
+];
 
 impl SecretsBundle {
     /// Parses a bundle (plain YAML; unknown fields rejected).
@@ -147,7 +156,9 @@ impl SecretsBundle {
             ("trustdinfo.token", &self.trustdinfo.token),
         ] {
             if !is_token(t) {
-                errs.push(format!("{f}: not a token of the form [a-z0-9]{{6}}.[a-z0-9]{{16}}"));
+                errs.push(format!(
+                    "{f}: not a token of the form [a-z0-9]{{6}}.[a-z0-9]{{16}}"
+                ));
             }
         }
         match (
@@ -157,7 +168,8 @@ impl SecretsBundle {
             (Some(s), None) => b64_len("secrets.secretboxencryptionsecret", s, 32, &mut errs),
             (None, Some(s)) => b64_len("secrets.aescbcencryptionsecret", s, 32, &mut errs),
             _ => errs.push(
-                "secrets: exactly one of secretboxencryptionsecret and aescbcencryptionsecret must be set".into(),
+                "secrets: exactly one of secretboxencryptionsecret and aescbcencryptionsecret must be set"
+                    .into(),
             ),
         }
         let c = &self.certs;

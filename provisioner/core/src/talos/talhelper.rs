@@ -104,14 +104,24 @@ fn clean(m: &mut Map<String, Value>, path: &str, out: &mut Vec<(String, String)>
         if let Some(Value::Object(inner)) = m.get_mut(&k)
             && matches!(k.as_str(), "nodeLabels" | "nodeAnnotations" | "nodeTaints")
         {
-            let bad: Vec<String> = inner.iter().filter(|(_, v)| templated(v)).map(|(l, _)| l.clone()).collect();
+            let bad: Vec<String> = inner
+                .iter()
+                .filter(|(_, v)| templated(v))
+                .map(|(l, _)| l.clone())
+                .collect();
             for l in bad {
                 inner.remove(&l);
-                out.push((format!("{path}{k}.{l}"), "talhelper templating not supported".into()));
+                out.push((
+                    format!("{path}{k}.{l}"),
+                    "talhelper templating not supported".into(),
+                ));
             }
         } else if m.get(&k).is_some_and(templated) {
             m.remove(&k);
-            out.push((format!("{path}{k}"), "talhelper templating (${VAR} / {{ }}) not supported".into()));
+            out.push((
+                format!("{path}{k}"),
+                "talhelper templating (${VAR} / {{ }}) not supported".into(),
+            ));
         }
     }
 }
@@ -152,9 +162,9 @@ pub fn import(text: &str) -> Result<Imported, String> {
 impl Imported {
     /// The infra file text: a header listing what was dropped, then the definition.
     pub fn to_yaml(&self) -> String {
-        let mut s = format!(
+        let mut s = String::from(
             "# Imported from talhelper talconfig.yaml by `provisioner import talhelper`.\n\
-             # Add each node's `mac` (PXE match) and `power` before booting it.\n"
+             # Add each node's `mac` (PXE match) and `power` before booting it.\n",
         );
         if !self.unsupported.is_empty() {
             s.push_str("# Not imported (unsupported):\n");

@@ -68,6 +68,9 @@ mod tests {
         assert_eq!(v.to_string(), "v1.11.6");
         assert!("1.11.6".parse::<Version>().is_err());
         assert!("v1.11".parse::<Version>().is_err());
-        assert_eq!("v1.12.0-beta.1".parse::<Version>().unwrap().pre.as_deref(), Some("beta.1"));
+        assert_eq!(
+            "v1.12.0-beta.1".parse::<Version>().unwrap().pre.as_deref(),
+            Some("beta.1")
+        );
     }
 }

@@ -38,11 +38,9 @@ pub fn from_str(text: &str) -> Result<Value, String> {
 
 /// Parses every document of a YAML stream (empty documents are dropped).
 pub fn from_str_multi(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
-        text,
-        serde_saphyr::options! { strict_booleans: true },
-    )
-    .map_err(|e| e.to_string())?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple_with_options(text, serde_saphyr::options! { strict_booleans: true })
+            .map_err(|e| e.to_string())?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
