@@ -61,7 +61,24 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         catalog,
         unknown: cfg.unknown_policy.clone(),
     });
-    let service = Arc::new(BootService::new(booter, inventory.clone(), base.clone()));
+    let talos =
+        crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
+    let service = BootService::new(booter, inventory.clone(), base.clone());
+    let service = Arc::new(if talos.is_empty() {
+        service
+    } else {
+        let secrets = crate::talos::commands::open_secrets(&cfg)?;
+        for name in talos.keys() {
+            // Zero-touch: a cluster without a bundle gets one at first start.
+            if secrets.get(name)?.is_none() {
+                let bundle = crate::talos::pki::generate(time::OffsetDateTime::now_utc())?;
+                secrets.put(name, &bundle)?;
+                tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
+            }
+        }
+        let renderer = crate::talos::renderer::TalosRenderer::new(talos, secrets);
+        service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer))
+    });
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
     let api_sock = tokio::net::TcpListener::bind(cfg.api_listen)

@@ -97,10 +97,33 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
-    /// Load an export (JSON or YAML) into the inventory.
+    /// Load an export (JSON or YAML) into the inventory, or convert another tool's
+    /// files (`import talhelper talconfig.yaml`).
+    #[command(args_conflicts_with_subcommands = true)]
     Import {
+        /// What to convert instead of an inventory export.
+        #[command(subcommand)]
+        from: Option<ImportFrom>,
         /// The export file.
-        file: PathBuf,
+        file: Option<PathBuf>,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Talos: machine configs, secrets bundle, talosconfig, schematics.
+    Talos {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::talos::commands::TalosCommand,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// The image cache: pull from the Image Factory, import files, list.
+    Images {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::images::ImagesCommand,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -131,4 +154,24 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+}
+
+/// Files from other tools that `import` converts.
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// A talhelper `talconfig.yaml` → `infra/<clusterName>.yaml` (lists what is not
+    /// supported).
+    Talhelper {
+        /// The talconfig.yaml.
+        file: PathBuf,
+        /// Output file (default `<infra_dir>/<clusterName>.yaml`).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
 }

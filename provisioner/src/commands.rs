@@ -73,7 +73,7 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let clusters = check_infra(&cfg.infra_dir, &mut problems);
+    let clusters = check_infra(&cfg, cat.as_ref(), &mut problems);
     if let Some(cat) = &cat {
         for p in cat.profiles.values() {
             if let Some(c) = &p.cluster
@@ -113,55 +113,60 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `infra/*.yaml`; returns the cluster names (file stems). The cluster format
-/// itself is validated by the Talos and k0s modules once they exist; here every file
-/// must at least be a YAML mapping with a `clusterName` or `name` equal to its stem.
-fn check_infra(dir: &Path, problems: &mut Vec<String>) -> Vec<String> {
-    let mut names = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return names;
+/// Validates `infra/*.yaml` (Talos clusters fully, other distributions by their
+/// common fields) and the profiles and groups that point at them; returns the
+/// cluster names.
+fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) -> Vec<String> {
+    let infra = match provisioner_core::infra::load(&cfg.infra_dir) {
+        Ok(i) => i,
+        Err(e) => {
+            problems.extend(e.0.iter().map(|f| f.to_string()));
+            return Vec::new();
+        }
     };
-    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths
-        .into_iter()
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-    {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(format!(
-                    "{}: field `(document)`: cannot read: {e}",
-                    path.display()
-                ));
+    if let Some(cat) = cat {
+        let source = |key: String| {
+            cat.sources
+                .get(&key)
+                .map(|f| f.display().to_string())
+                .unwrap_or(key)
+        };
+        for g in cat.groups.values() {
+            let Some(p) = cat.profiles.get(&g.profile) else {
+                continue;
+            };
+            let Some(cluster) = p.cluster.as_ref().and_then(|c| infra.talos.get(c)) else {
+                continue;
+            };
+            if p.config != provisioner_core::catalog::ConfigKind::Talos {
                 continue;
             }
-        };
-        match serde_saphyr::from_str::<serde_json::Value>(&text) {
-            Ok(serde_json::Value::Object(map)) => {
-                let name = map
-                    .get("clusterName")
-                    .or_else(|| map.get("name"))
-                    .and_then(|v| v.as_str());
-                match name {
-                    Some(n) if n == stem => names.push(stem),
-                    Some(n) => problems.push(format!(
-                        "{}: field `clusterName`: {n:?} differs from the file name {stem:?}",
-                        path.display()
-                    )),
-                    None => problems.push(format!("{}: field `clusterName`: missing", path.display())),
+            let file = source(format!("group/{}", g.id));
+            let Some(host) = g.metadata.get("hostname") else {
+                problems.push(format!(
+                    "{file}: field `metadata.hostname`: required for Talos profile {:?}",
+                    p.id
+                ));
+                continue;
+            };
+            match cluster.node(host) {
+                None => problems.push(format!(
+                    "{file}: field `metadata.hostname`: cluster {:?} has no node {host:?}",
+                    cluster.cluster_name
+                )),
+                Some(n) => {
+                    if let (Some(want), Some(sel)) = (n.mac, g.selector.get("mac"))
+                        && want.to_string() != *sel
+                    {
+                        problems.push(format!(
+                            "{file}: field `selector.mac`: {sel} but node {host:?} in infra has mac {want}"
+                        ));
+                    }
                 }
             }
-            Ok(_) => problems.push(format!("{}: field `(document)`: not a mapping", path.display())),
-            Err(e) => problems.push(format!("{}: field `(document)`: {e}", path.display())),
         }
     }
-    names
+    infra.names().into_iter().collect()
 }
 
 /// `provisioner dhcp-snippet`.

@@ -1,7 +1,7 @@
 //! `provisioner`: parse the command line, set up logging, run.
 
 use clap::Parser;
-use provisioner::cli::{Cli, Command};
+use provisioner::cli::{Cli, Command, ImportFrom};
 use provisioner::config::LogFormat;
 use provisioner::{app, commands};
 
@@ -18,6 +18,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> std::process::ExitCode {
+    // One rustls crypto provider for the whole process (crates.md §4).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { cfg, dry_run } => commands::load_config(&cfg).and_then(|c| {
@@ -39,7 +41,30 @@ fn main() -> std::process::ExitCode {
             cfg,
         } => commands::render_machine(&mac, uuid, &arch, &platform, &cfg),
         Command::Export { format, output, cfg } => commands::export(format, output.as_deref(), &cfg),
-        Command::Import { file, cfg } => commands::import(&file, &cfg),
+        Command::Import {
+            from: None,
+            file: Some(file),
+            cfg,
+        } => commands::import(&file, &cfg),
+        Command::Import {
+            from: None,
+            file: None,
+            ..
+        } => Err(anyhow::anyhow!(
+            "import: give an export file, or `import talhelper <talconfig.yaml>`"
+        )),
+        Command::Import {
+            from:
+                Some(ImportFrom::Talhelper {
+                    file,
+                    output,
+                    force,
+                    cfg,
+                }),
+            ..
+        } => provisioner::talos::commands::import_talhelper(&file, output.as_deref(), force, &cfg),
+        Command::Talos { cmd, cfg } => provisioner::talos::commands::run(cmd, &cfg),
+        Command::Images { cmd, cfg } => provisioner::images::run(cmd, &cfg),
         Command::Backup {
             output,
             include_images,

@@ -10,9 +10,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use provisioner_core::boot::{BootDecision, BootRequest, Booter};
+use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::{Inventory, InventoryError, TokenPurpose, TokenRecord, Update};
 use provisioner_core::lifecycle::{self, Trigger};
 use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
+use provisioner_core::render::config::{ConfigRenderer, PlainRenderer};
 use provisioner_core::render::{self, BootUrls};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -30,6 +32,10 @@ pub enum ServiceError {
     /// The store failed.
     #[error(transparent)]
     Inventory(#[from] InventoryError),
+    /// The machine's config cannot be rendered now (e.g. no secrets yet); the token
+    /// stays valid so the machine's retries can succeed once it is fixed.
+    #[error("config not available: {0}")]
+    Render(String),
 }
 
 /// Shared boot-path logic.
@@ -42,6 +48,8 @@ pub struct BootService {
     /// Which machine last fetched its script from an address, so asset and TFTP
     /// requests (which carry no MAC) land on the right timeline.
     peers: Mutex<HashMap<IpAddr, MacAddr>>,
+    /// Config renderers by kind; kinds without one get the plain document.
+    renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
 }
 
 /// A fresh 256-bit token, hex-encoded.
@@ -72,7 +80,15 @@ impl BootService {
             inventory,
             base,
             peers: Mutex::new(HashMap::new()),
+            renderers: HashMap::new(),
         }
+    }
+
+    /// Serves `kind` configs with `renderer` (e.g. the Talos renderer for
+    /// `ConfigKind::Talos`). Kinds without a renderer get the plain document.
+    pub fn with_renderer(mut self, kind: ConfigKind, renderer: Arc<dyn ConfigRenderer>) -> Self {
+        self.renderers.insert(kind, renderer);
+        self
     }
 
     /// The base URL of the boot path.
@@ -222,7 +238,24 @@ impl BootService {
         let state = machine.map(|m| m.state).unwrap_or_default();
         let next = lifecycle::next(state, Trigger::ConfigFetched)
             .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        let body = render::config::plain(mac, &plan);
+        let body = match self.renderers.get(&plan.profile.config) {
+            Some(r) => r.render(mac, &plan),
+            None => PlainRenderer.render(mac, &plan),
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(why) => {
+                // Put the token back: the fault is ours, and Talos retries the fetch
+                // with backoff (talos.md §3.5), so the fix can still reach it.
+                self.inventory.issue_token(&token_key(token), &rec)?;
+                self.record(
+                    mac,
+                    EventKind::TokenRejected,
+                    &format!("config not rendered: {why}"),
+                )?;
+                return Err(ServiceError::Render(why));
+            }
+        };
         self.transition(
             mac,
             next,

@@ -93,10 +93,10 @@ async fn install_flow_config_once_then_local_boot() {
 
     // One-time: the same token again is refused, and so is a config token at the callback.
     let (st, _, _) = call(&app, "GET", &config, &[]).await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(st, StatusCode::FORBIDDEN);
     let token = config.rsplit('/').next().unwrap();
     let (st, _, _) = call(&app, "POST", &format!("/callback/{token}/installed"), &[]).await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(st, StatusCode::FORBIDDEN);
 
     let (st, _, _) = call(&app, "POST", &callback, &[]).await;
     assert_eq!(st, StatusCode::OK);
@@ -105,7 +105,7 @@ async fn install_flow_config_once_then_local_boot() {
         MachineState::Installed
     );
     let (st, _, _) = call(&app, "POST", &callback, &[]).await;
-    assert_eq!(st, StatusCode::NOT_FOUND, "callback replay refused");
+    assert_eq!(st, StatusCode::FORBIDDEN, "callback replay refused");
 
     // Second boot: local disk, no new tokens.
     let (_, _, body) = call(
@@ -162,18 +162,18 @@ async fn a_new_script_revokes_the_previous_token() {
     let old = url_path(&text(&first), "provisioner.config");
     let new = url_path(&text(&second), "provisioner.config");
     assert_ne!(old, new);
-    assert_eq!(call(&app, "GET", &old, &[]).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&app, "GET", &old, &[]).await.0, StatusCode::FORBIDDEN);
     assert_eq!(call(&app, "GET", &new, &[]).await.0, StatusCode::OK);
     // A callback token presented at the config endpoint is spent and flagged.
     let cb = url_path(&text(&second), "provisioner.callback");
     let cb_token = cb.split('/').nth(2).unwrap();
     assert_eq!(
         call(&app, "GET", &format!("/config/{cb_token}"), &[]).await.0,
-        StatusCode::NOT_FOUND
+        StatusCode::FORBIDDEN
     );
     assert_eq!(
         call(&app, "POST", &cb, &[]).await.0,
-        StatusCode::NOT_FOUND,
+        StatusCode::FORBIDDEN,
         "spent by the misuse"
     );
     let mac = BIOS_MAC.parse().unwrap();

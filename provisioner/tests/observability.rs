@@ -24,7 +24,7 @@ fn metrics_count_requests_bytes_and_decisions() {
         http(d.http, "GET", "/assets/test-img/vmlinuz").unwrap().1.len(),
         1024 * 1024
     );
-    assert_eq!(http(d.http, "GET", "/config/not-a-token").unwrap().0, 404);
+    assert_eq!(http(d.http, "GET", "/config/not-a-token").unwrap().0, 403);
     let out = std::process::Command::new("curl")
         .args(["-sS", "-o", "/dev/null"])
         .arg(format!("tftp://{}/undionly.kpxe", d.tftp))
@@ -44,7 +44,7 @@ fn metrics_count_requests_bytes_and_decisions() {
         "provisioner_boot_decisions_total{outcome=\"install\"} 1",
         "provisioner_boot_decisions_total{outcome=\"unknown\"} 1",
         "provisioner_http_requests_total{route=\"/ipxe\",status=\"200\"} 2",
-        "provisioner_http_requests_total{route=\"/config/{token}\",status=\"404\"} 1",
+        "provisioner_http_requests_total{route=\"/config/{token}\",status=\"403\"} 1",
         "provisioner_token_rejected_total 1",
         "provisioner_tftp_requests_total{result=\"ok\"} 1",
         "provisioner_tftp_requests_total{result=\"not_found\"} 1",

@@ -8,13 +8,18 @@
 //! - [`render`]: iPXE scripts and the per-machine config document, as plain text.
 //! - [`lifecycle`]: state transitions as a pure function of (state, trigger).
 //! - [`inventory`]: the storage trait every store implements, plus an in-memory store.
+//! - [`infra`]: cluster definitions (`infra/`), validated per distribution.
+//! - [`talos`]: the Talos path's pure parts (cluster model, schematics, secrets as
+//!   data, machine configs, patches, talhelper import).
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
 
 pub mod boot;
 pub mod catalog;
+pub mod infra;
 pub mod inventory;
 pub mod lifecycle;
 pub mod model;
 pub mod render;
+pub mod talos;

@@ -169,9 +169,15 @@ fn service_error(e: ServiceError) -> Response {
     match e {
         ServiceError::BadToken => {
             metrics::counter!("provisioner_token_rejected_total").increment(1);
-            (StatusCode::NOT_FOUND, "unknown or already used token\n").into_response()
+            // 403, as the Talos issue specifies for a replayed, foreign or expired token.
+            (StatusCode::FORBIDDEN, "unknown or already used token\n").into_response()
         }
         ServiceError::Conflict(m) => (StatusCode::CONFLICT, format!("{m}\n")).into_response(),
+        ServiceError::Render(why) => {
+            // The reason can name files and nodes: log it, answer generically.
+            tracing::error!(error = %why, "machine config not rendered");
+            (StatusCode::SERVICE_UNAVAILABLE, "config not available yet\n").into_response()
+        }
         ServiceError::Inventory(e) => {
             tracing::error!(error = %e, "inventory failure on the boot path");
             (StatusCode::SERVICE_UNAVAILABLE, "inventory unavailable\n").into_response()

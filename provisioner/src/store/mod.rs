@@ -2,5 +2,7 @@
 //! `Arc<dyn Inventory>` (ARCHITECTURE.md).
 
 mod redb_store;
+mod secrets_redb;
 
 pub use redb_store::RedbInventory;
+pub use secrets_redb::{RedbSecretStore, load_or_create_identity};

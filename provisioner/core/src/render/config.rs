@@ -38,3 +38,22 @@ pub fn plain(mac: MacAddr, plan: &InstallPlan) -> String {
     // Serialising plain strings and maps cannot fail.
     serde_saphyr::to_string(&doc).unwrap_or_default()
 }
+
+/// Renders the document a machine fetches through its one-time config URL. The boot
+/// service picks one per [`ConfigKind`]: [`PlainRenderer`] for `plain`, the daemon's
+/// Talos renderer for `talos`; k0s/Flatcar plug in the same way.
+pub trait ConfigRenderer: Send + Sync + std::fmt::Debug {
+    /// The config for `mac` installing `plan`. The error is shown to operators (logs,
+    /// timeline) and must not contain secret material.
+    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, String>;
+}
+
+/// The plain machine document ([`plain`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainRenderer;
+
+impl ConfigRenderer for PlainRenderer {
+    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, String> {
+        Ok(plain(mac, plan))
+    }
+}

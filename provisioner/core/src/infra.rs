@@ -1,0 +1,156 @@
+//! Cluster definitions in `infra/`: one YAML file per cluster, named after it.
+//!
+//! A `distribution:` field says which format a file uses: `talos` (the default, so
+//! talhelper-style files need nothing extra) is validated fully by
+//! [`crate::talos::TalosCluster::validate`]; `k0s` files are checked for what every
+//! cluster has (name, nodes with unique hostnames, at least one controller) until
+//! the k0s path defines its format. Errors name file and field, like the catalog's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::catalog::{CatalogError, FieldError};
+use crate::talos::TalosCluster;
+
+/// Every cluster definition found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Infra {
+    /// Talos clusters by name.
+    pub talos: BTreeMap<String, TalosCluster>,
+    /// Other clusters by name, with their distribution.
+    pub other: BTreeMap<String, String>,
+    /// Which file each cluster came from.
+    pub sources: BTreeMap<String, PathBuf>,
+}
+
+impl Infra {
+    /// Every cluster name.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.talos.keys().chain(self.other.keys()).cloned().collect()
+    }
+}
+
+fn err(file: &Path, field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        file: file.to_path_buf(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Loads and validates `dir/*.yaml` (a missing directory is an empty infra).
+pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
+    let mut infra = Infra::default();
+    let mut errs = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(infra);
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths
+        .into_iter()
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+    {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push(err(&path, "(document)", format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let value = match crate::talos::yaml::from_str(&text) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                errs.push(err(&path, "(document)", "not a mapping"));
+                continue;
+            }
+            Err(e) => {
+                errs.push(err(&path, "(document)", e));
+                continue;
+            }
+        };
+        let name = value
+            .get("clusterName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if name != stem {
+            errs.push(err(
+                &path,
+                "clusterName",
+                format!("{name:?} differs from the file name {stem:?}"),
+            ));
+            continue;
+        }
+        let dist = value
+            .get("distribution")
+            .and_then(Value::as_str)
+            .unwrap_or("talos")
+            .to_string();
+        match dist.as_str() {
+            "talos" => match serde_json::from_value::<TalosCluster>(value) {
+                Ok(c) => {
+                    for (f, m) in c.validate() {
+                        errs.push(err(&path, f, m));
+                    }
+                    infra.talos.insert(stem.clone(), c);
+                }
+                Err(e) => errs.push(err(&path, "(document)", e.to_string())),
+            },
+            "k0s" => {
+                check_generic(&path, &value, &mut errs);
+                infra.other.insert(stem.clone(), dist);
+            }
+            other => errs.push(err(
+                &path,
+                "distribution",
+                format!("{other:?} is not talos or k0s"),
+            )),
+        }
+        infra.sources.insert(stem, path);
+    }
+    if errs.is_empty() {
+        Ok(infra)
+    } else {
+        Err(CatalogError(errs))
+    }
+}
+
+/// What every cluster file has, whatever its distribution.
+fn check_generic(path: &Path, v: &Value, errs: &mut Vec<FieldError>) {
+    let Some(nodes) = v.get("nodes").and_then(Value::as_array) else {
+        errs.push(err(path, "nodes", "missing or not a list"));
+        return;
+    };
+    let mut seen = BTreeSet::new();
+    let mut controllers = 0;
+    for (i, n) in nodes.iter().enumerate() {
+        match n.get("hostname").and_then(Value::as_str) {
+            Some(h) if !h.is_empty() => {
+                if !seen.insert(h.to_string()) {
+                    errs.push(err(
+                        path,
+                        format!("nodes[{i}].hostname"),
+                        format!("{h:?} is used by another node"),
+                    ));
+                }
+            }
+            _ => errs.push(err(path, format!("nodes[{i}].hostname"), "missing")),
+        }
+        match n.get("controlPlane") {
+            None => {}
+            Some(Value::Bool(true)) => controllers += 1,
+            Some(Value::Bool(false)) => {}
+            Some(_) => errs.push(err(path, format!("nodes[{i}].controlPlane"), "not true or false")),
+        }
+    }
+    if controllers == 0 {
+        errs.push(err(path, "nodes", "no controlPlane: true node"));
+    }
+}

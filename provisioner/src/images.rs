@@ -1,0 +1,369 @@
+//! The image cache: `images pull` (Image Factory downloads), `images import`
+//! (air-gapped copies) and `images ls`.
+//!
+//! Files land in `<cache_dir>/<image id>/<file>`, where the boot path serves them.
+//! Downloads go to `<file>.part` and resume with `Range` (RFC 9110 §14) after an
+//! interruption; a file is moved into place only once its SHA-256 is known good.
+//! Checksums: the descriptor's `sha256` if set, else the one recorded in
+//! `<cache_dir>/<image id>/SHA256SUMS` at the first download (the community Image
+//! Factory publishes none, talos.md §4.7); later downloads must match it.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use provisioner_core::catalog::{Image, ImageFile};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// The recorded checksums file in each image folder.
+pub const SUMS: &str = "SHA256SUMS";
+
+/// Default Image Factory.
+pub const FACTORY: &str = "https://factory.talos.dev";
+
+/// Reads `SHA256SUMS` (`<hex>  <file>` lines, as sha256sum writes them).
+pub fn read_sums(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join(SUMS))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once("  ")
+                .map(|(h, f)| (f.trim().to_string(), h.trim().to_string()))
+        })
+        .collect()
+}
+
+fn write_sums(dir: &Path, sums: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
+    let tmp = dir.join(format!("{SUMS}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join(SUMS))?;
+    Ok(())
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The checksum a file must have: descriptor first, then the recorded one.
+fn expected(file: &ImageFile, sums: &BTreeMap<String, String>) -> Option<String> {
+    file.sha256.clone().or_else(|| sums.get(&file.file).cloned())
+}
+
+fn progress(len: Option<u64>, name: &str) -> indicatif::ProgressBar {
+    // A bar only on a terminal: logs and CI get one line per file instead.
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = len.map_or_else(indicatif::ProgressBar::new_spinner, indicatif::ProgressBar::new);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} {bar:30} {bytes_per_sec}")
+    {
+        pb.set_style(style);
+    }
+    pb.set_message(name.to_string());
+    pb
+}
+
+/// Downloads `url` to `dest` (resuming `dest.part`), checks it against `want` when
+/// given, and returns its SHA-256. On a mismatch the download is deleted.
+pub async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    want: Option<&str>,
+) -> anyhow::Result<String> {
+    let part = dest.with_extension(format!(
+        "{}part",
+        dest.extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default()
+    ));
+    let have = tokio::fs::metadata(&part).await.map(|m| m.len()).unwrap_or(0);
+    let mut req = client.get(url);
+    if have > 0 {
+        req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0;
+    if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
+        // The partial file already holds everything the server has.
+    } else if !status.is_success() {
+        bail!("GET {url}: HTTP {status}");
+    } else {
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(&part)
+            .await
+            .with_context(|| part.display().to_string())?;
+        let total = resp.content_length().map(|l| if resumed { l + have } else { l });
+        let pb = progress(
+            total,
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("download"),
+        );
+        pb.set_position(if resumed { have } else { 0 });
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.with_context(|| format!("reading {url}"))?;
+            f.write_all(&chunk).await?;
+            pb.inc(chunk.len() as u64);
+        }
+        f.sync_all().await?;
+        pb.finish_and_clear();
+    }
+    let part2 = part.clone();
+    let sum = tokio::task::spawn_blocking(move || sha256_file(&part2)).await??;
+    if let Some(w) = want
+        && !w.eq_ignore_ascii_case(&sum)
+    {
+        let _ = tokio::fs::remove_file(&part).await;
+        bail!(
+            "{}: SHA-256 {sum} does not match the expected {w}; download rejected and deleted",
+            dest.display()
+        );
+    }
+    tokio::fs::rename(&part, dest).await?;
+    Ok(sum)
+}
+
+/// The files of `image` and the URL each comes from: `<factory>/image/<schematic>/
+/// <version>/<file>` when a factory base is given, else the descriptor's URLs.
+pub fn sources(
+    image: &Image,
+    factory: Option<(&str, &str, &str)>,
+) -> anyhow::Result<Vec<(ImageFile, String)>> {
+    std::iter::once(&image.kernel)
+        .chain(image.initrds.iter())
+        .map(|f| {
+            let url = match factory {
+                Some((base, schematic, version)) => format!(
+                    "{}/image/{schematic}/{version}/{}",
+                    base.trim_end_matches('/'),
+                    f.file
+                ),
+                None => f
+                    .url
+                    .clone()
+                    .with_context(|| format!("image {}: file {} has no url", image.id, f.file))?,
+            };
+            Ok((f.clone(), url))
+        })
+        .collect()
+}
+
+/// Pulls every file of `image` into `cache/<id>/`, recording checksums. Files already
+/// cached and matching are skipped. Returns (file, sha256, downloaded?).
+pub async fn pull(
+    client: &reqwest::Client,
+    cache: &Path,
+    image: &Image,
+    files: &[(ImageFile, String)],
+) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let dir = cache.join(&image.id);
+    tokio::fs::create_dir_all(&dir).await?;
+    let mut sums = read_sums(&dir);
+    let mut out = Vec::new();
+    for (f, url) in files {
+        let dest = dir.join(&f.file);
+        let want = expected(f, &sums);
+        if dest.is_file() {
+            let d = dest.clone();
+            let have = tokio::task::spawn_blocking(move || sha256_file(&d)).await??;
+            if want.as_deref().is_some_and(|w| w.eq_ignore_ascii_case(&have)) {
+                out.push((f.file.clone(), have, false));
+                continue;
+            }
+        }
+        let sum = download(client, url, &dest, want.as_deref()).await?;
+        sums.insert(f.file.clone(), sum.clone());
+        write_sums(&dir, &sums)?;
+        out.push((f.file.clone(), sum, true));
+    }
+    Ok(out)
+}
+
+/// `images import`: copies local files into the cache for `image`, checking names
+/// against the descriptor and checksums against the descriptor or the record.
+pub fn import(cache: &Path, image: &Image, paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let dir = cache.join(&image.id);
+    std::fs::create_dir_all(&dir)?;
+    let mut sums = read_sums(&dir);
+    let mut out = Vec::new();
+    for p in paths {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(f) = std::iter::once(&image.kernel)
+            .chain(image.initrds.iter())
+            .find(|f| f.file == name)
+        else {
+            bail!("{}: image {} has no file named {name:?}", p.display(), image.id);
+        };
+        let sum = sha256_file(p)?;
+        if let Some(w) = expected(f, &sums)
+            && !w.eq_ignore_ascii_case(&sum)
+        {
+            bail!("{}: SHA-256 {sum} does not match the expected {w}", p.display());
+        }
+        let tmp = dir.join(format!("{name}.part"));
+        std::fs::copy(p, &tmp).with_context(|| p.display().to_string())?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        sums.insert(name.to_string(), sum.clone());
+        write_sums(&dir, &sums)?;
+        out.push((name.to_string(), sum));
+    }
+    Ok(out)
+}
+
+/// One row of `images ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Image id.
+    pub image: String,
+    /// File name.
+    pub file: String,
+    /// `ok`, `missing`, `unverified` (no checksum known) or `MISMATCH`.
+    pub status: &'static str,
+    /// Size in bytes when present.
+    pub size: Option<u64>,
+}
+
+/// Cache status of every file of every image.
+pub fn list(cache: &Path, images: &BTreeMap<String, Image>) -> Vec<Listed> {
+    let mut rows = Vec::new();
+    for img in images.values() {
+        let dir = cache.join(&img.id);
+        let sums = read_sums(&dir);
+        for f in std::iter::once(&img.kernel).chain(img.initrds.iter()) {
+            let path = dir.join(&f.file);
+            let size = std::fs::metadata(&path).ok().map(|m| m.len());
+            let status = match (size, expected(f, &sums)) {
+                (None, _) => "missing",
+                (Some(_), None) => "unverified",
+                (Some(_), Some(w)) => match sha256_file(&path) {
+                    Ok(h) if h.eq_ignore_ascii_case(&w) => "ok",
+                    _ => "MISMATCH",
+                },
+            };
+            rows.push(Listed {
+                image: img.id.clone(),
+                file: f.file.clone(),
+                status,
+                size,
+            });
+        }
+    }
+    rows
+}
+
+/// `provisioner images …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImagesCommand {
+    /// Download an image's files into the cache.
+    Pull {
+        /// Which kind of image (only `talos` for now).
+        #[arg(value_parser = ["talos"])]
+        kind: String,
+        /// Talos version, e.g. v1.11.6.
+        #[arg(long)]
+        version: String,
+        /// Image Factory schematic ID.
+        #[arg(long)]
+        schematic: String,
+        /// Image Factory base URL.
+        #[arg(long, env = "PROVISIONER_IMAGE_FACTORY", default_value = FACTORY)]
+        factory: String,
+        /// Image id (default: the images/ descriptor for this schematic and version).
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Copy already-downloaded files into the cache (air-gapped installs).
+    Import {
+        /// Image id from images/.
+        #[arg(long)]
+        image: String,
+        /// The files (named as in the descriptor).
+        files: Vec<PathBuf>,
+    },
+    /// List images and the cache status of their files.
+    Ls,
+}
+
+/// The images/ descriptor whose file URLs point at this schematic and version.
+fn descriptor_for<'a>(
+    images: &'a BTreeMap<String, Image>,
+    schematic: &str,
+    version: &str,
+) -> Option<&'a Image> {
+    let needle = format!("/image/{schematic}/{version}/");
+    images
+        .values()
+        .find(|i| i.kernel.url.as_deref().is_some_and(|u| u.contains(&needle)))
+}
+
+/// Runs an `images` subcommand.
+pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<()> {
+    let cfg = crate::commands::load_config(args)?;
+    let cat = crate::commands::load_catalog(&cfg)?;
+    let cache = cfg.cache_dir();
+    match cmd {
+        ImagesCommand::Pull {
+            kind: _,
+            version,
+            schematic,
+            factory,
+            image,
+        } => {
+            if schematic.len() != 64 || !schematic.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("--schematic: {schematic:?} is not a 64-hex-digit schematic ID");
+            }
+            let img = match &image {
+                Some(id) => cat
+                    .images
+                    .get(id)
+                    .with_context(|| format!("no image {id:?} in images/"))?,
+                None => descriptor_for(&cat.images, &schematic, &version).with_context(|| {
+                    format!(
+                        "no descriptor in {} for schematic {schematic} and {version}; add one (see \
+                         images/talos-genmachine-v1.11.6-amd64.yaml) or pass --image",
+                        cfg.images_dir.display()
+                    )
+                })?,
+            };
+            let files = sources(img, Some((&factory, &schematic, &version)))?;
+            let client = reqwest::Client::builder()
+                .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")))
+                .build()?;
+            let rt = tokio::runtime::Runtime::new()?;
+            for (file, sum, fetched) in rt.block_on(pull(&client, &cache, img, &files))? {
+                let what = if fetched { "downloaded" } else { "already cached" };
+                println!("{}/{file}: {what}, sha256 {sum}", img.id);
+            }
+        }
+        ImagesCommand::Import { image, files } => {
+            let img = cat
+                .images
+                .get(&image)
+                .with_context(|| format!("no image {image:?} in images/"))?;
+            for (file, sum) in import(&cache, img, &files)? {
+                println!("{}/{file}: imported, sha256 {sum}", img.id);
+            }
+        }
+        ImagesCommand::Ls => {
+            for r in list(&cache, &cat.images) {
+                let size = r.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+                println!("{:<40} {:<24} {:>12} {}", r.image, r.file, size, r.status);
+            }
+        }
+    }
+    Ok(())
+}

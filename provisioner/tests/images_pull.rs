@@ -1,0 +1,143 @@
+//! `images pull` against a stand-in Image Factory on loopback: files land in
+//! `<cache>/<image id>/`, their SHA-256 is recorded on the first download, an
+//! interrupted download resumes with `Range`, and a later download whose bytes
+//! differ from the record is rejected and never installed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use provisioner::images::{self, SUMS};
+use provisioner_core::catalog::{Image, ImageFile};
+
+const SCHEMATIC: &str = "65cf8364cd0de4cf7b851dc7067a2db83d0ba04f11d8635c6cd3334be6ffb825";
+
+/// Serves `<root>/<schematic>/<version>/<file>` as `/image/<schematic>/<version>/<file>`
+/// with Range support (the appliance's own asset server code).
+async fn factory(root: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .route(
+            "/image/{schematic}/{version}/{file}",
+            get(
+                |State(root): State<Arc<PathBuf>>,
+                 UrlPath((s, v, f)): UrlPath<(String, String, String)>,
+                 h: HeaderMap| async move {
+                    provisioner::http::assets::serve_file(&root.join(s).join(v).join(f), &h, None).await
+                },
+            ),
+        )
+        .with_state(Arc::new(root));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = tokio::spawn(async move {
+        axum::serve(l, app).await.unwrap();
+    });
+    (format!("http://{addr}"), h)
+}
+
+fn image() -> Image {
+    Image {
+        id: "talos-test".into(),
+        description: String::new(),
+        kernel: ImageFile {
+            file: "kernel-amd64".into(),
+            url: None,
+            sha256: None,
+        },
+        initrds: vec![ImageFile {
+            file: "initramfs-amd64.xz".into(),
+            url: None,
+            sha256: None,
+        }],
+        args: vec![],
+    }
+}
+
+fn publish(root: &Path, kernel: &[u8], initrd: &[u8]) {
+    let d = root.join(SCHEMATIC).join("v1.11.6");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("kernel-amd64"), kernel).unwrap();
+    std::fs::write(d.join("initramfs-amd64.xz"), initrd).unwrap();
+}
+
+fn sha(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test]
+async fn pull_records_verifies_resumes_and_rejects_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, cache) = (tmp.path().join("factory"), tmp.path().join("cache"));
+    let kernel: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    let initrd = b"initramfs with extensions".to_vec();
+    publish(&root, &kernel, &initrd);
+    let (base, server) = factory(root.clone()).await;
+    let img = image();
+    let files = images::sources(&img, Some((&base, SCHEMATIC, "v1.11.6"))).unwrap();
+    let client = reqwest::Client::new();
+
+    // First pull: downloaded, recorded, in the boot path's cache layout.
+    let got = images::pull(&client, &cache, &img, &files).await.unwrap();
+    assert!(got.iter().all(|(_, _, fetched)| *fetched));
+    let dir = cache.join("talos-test");
+    assert_eq!(std::fs::read(dir.join("kernel-amd64")).unwrap(), kernel);
+    let sums = images::read_sums(&dir);
+    assert_eq!(sums["kernel-amd64"], sha(&kernel));
+    assert_eq!(sums["initramfs-amd64.xz"], sha(&initrd));
+    assert!(
+        std::fs::read_to_string(dir.join(SUMS))
+            .unwrap()
+            .contains("  kernel-amd64\n")
+    );
+    // Second pull: verified from the cache, nothing downloaded.
+    let again = images::pull(&client, &cache, &img, &files).await.unwrap();
+    assert!(again.iter().all(|(_, _, fetched)| !*fetched));
+
+    // Resume: a partial download continues with Range and ends identical.
+    std::fs::remove_file(dir.join("kernel-amd64")).unwrap();
+    std::fs::write(dir.join("kernel-amd64.part"), &kernel[..1_000_000]).unwrap();
+    let sum = images::download(
+        &client,
+        &files[0].1,
+        &dir.join("kernel-amd64"),
+        Some(&sha(&kernel)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum, sha(&kernel));
+    assert_eq!(std::fs::read(dir.join("kernel-amd64")).unwrap(), kernel);
+    assert!(!dir.join("kernel-amd64.part").exists());
+
+    // The factory now serves different bytes: the re-download is rejected, deleted,
+    // and the record is unchanged.
+    let mut corrupt = kernel.clone();
+    corrupt[123_456] ^= 0xff;
+    publish(&root, &corrupt, &initrd);
+    std::fs::remove_file(dir.join("kernel-amd64")).unwrap();
+    let err = images::pull(&client, &cache, &img, &files)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match"), "{err}");
+    assert!(!dir.join("kernel-amd64").exists() && !dir.join("kernel-amd64.part").exists());
+    assert_eq!(images::read_sums(&dir)["kernel-amd64"], sha(&kernel));
+    let rows = images::list(&cache, &[(img.id.clone(), img.clone())].into());
+    assert_eq!(rows[0].status, "missing");
+    assert_eq!(rows[1].status, "ok");
+
+    // Air-gapped import of the right file restores it; the wrong one is refused.
+    let good = tmp.path().join("kernel-amd64");
+    std::fs::write(&good, &kernel).unwrap();
+    images::import(&cache, &img, std::slice::from_ref(&good)).unwrap();
+    let bad_dir = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    std::fs::write(bad_dir.join("kernel-amd64"), &corrupt).unwrap();
+    assert!(images::import(&cache, &img, &[bad_dir.join("kernel-amd64")]).is_err());
+    assert!(images::import(&cache, &img, &[tmp.path().join("factory")]).is_err());
+    let rows = images::list(&cache, &[(img.id.clone(), img)].into());
+    assert!(rows.iter().all(|r| r.status == "ok"), "{rows:?}");
+    server.abort();
+}
