@@ -87,14 +87,15 @@ pub enum SecretsCommand {
     },
 }
 
-/// The secret store of a configuration (`<state_dir>/secrets.redb`, key file
-/// `<state_dir>/secrets.key`, created 0600 on first use).
+/// The secret store of a configuration (`<state_dir>/secrets/secrets.redb`, key file
+/// `<state_dir>/secrets/secrets.key`, created 0600 on first use). Both live under
+/// `secrets/` because that folder is what `provisioner backup` carries verbatim.
 pub fn open_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
-    std::fs::create_dir_all(&cfg.state_dir).with_context(|| cfg.state_dir.display().to_string())?;
-    Ok(Arc::new(RedbSecretStore::open(
-        &cfg.state_dir.join("secrets.redb"),
-        &cfg.state_dir.join("secrets.key"),
-    )?))
+    let dir = cfg.state_dir.join(crate::backup::SECRETS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", dir.display()))?;
+    Ok(Arc::new(RedbSecretStore::open(&dir.join("secrets.redb"), &dir.join("secrets.key"))?))
 }
 
 /// Talos clusters of `infra/`, validated.
