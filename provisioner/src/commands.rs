@@ -96,6 +96,7 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             problems.push(format!("configuration: field `unknown_policy`: no profile {p:?}"));
         }
     }
+    let gitops = crate::gitops::check(&cfg.gitops_dir, &cfg.cache_dir(), &clusters, &mut problems);
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
@@ -110,6 +111,14 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
         cat.groups.len(),
         clusters.len()
     );
+    if let Some(g) = gitops {
+        println!(
+            "ok: gitops: {} ArgoCD object(s), {} generated Application(s), schemas: {}",
+            g.objects,
+            g.generated,
+            g.schema.as_deref().unwrap_or("skipped (install manifest not cached)")
+        );
+    }
     Ok(())
 }
 

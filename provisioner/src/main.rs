@@ -18,6 +18,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> std::process::ExitCode {
+    // One rustls provider for every TLS client (kube, tonic): crates.md §4.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { cfg, dry_run } => commands::load_config(&cfg).and_then(|c| {

@@ -8,12 +8,16 @@
 //! - [`render`]: iPXE scripts and the per-machine config document, as plain text.
 //! - [`lifecycle`]: state transitions as a pure function of (state, trigger).
 //! - [`inventory`]: the storage trait every store implements, plus an in-memory store.
+//! - [`cluster`]: the cluster bootstrap workflow (pure state machine) and its store seam.
+//! - [`gitops`]: semantic checks over the ArgoCD objects in `gitops/`.
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
 
 pub mod boot;
 pub mod catalog;
+pub mod cluster;
+pub mod gitops;
 pub mod inventory;
 pub mod lifecycle;
 pub mod model;

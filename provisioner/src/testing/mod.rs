@@ -1,0 +1,4 @@
+//! Test doubles shared by the integration tests and the simulated lab's node agent.
+//! Nothing in the appliance's own paths uses them.
+
+pub mod fake_apid;
