@@ -149,10 +149,12 @@ async fn a_failing_aggregated_api_does_not_stall_readyz_or_the_installer() {
     // The fake answers 503 for the aggregated group, like a real one without backend.
     let client = provisioner::cluster::argocd::client_for(&kube.kubeconfig()).await.unwrap();
     let req = http::Request::get("/apis/metrics.k8s.io/v1beta1").body(Vec::new()).unwrap();
+    // With kube's default retry policy this one call backs off for more than 30 s;
+    // the appliance's client fails it at once and leaves retrying to its own loops.
     let started = Instant::now();
     let r = tokio::time::timeout(Duration::from_secs(30), client.request_text(req)).await.expect("request stalled");
     assert!(r.is_err(), "503 expected");
-    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     // The installer's resolution is static: it applies a Namespace without any
     // discovery request at all.
     let installer = provisioner::cluster::argocd::install::Installer::new(

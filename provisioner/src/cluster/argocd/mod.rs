@@ -93,6 +93,10 @@ pub async fn client_for(kubeconfig: &[u8]) -> Result<Client, String> {
         .map_err(|e| format!("kubeconfig: {e}"))?;
     cfg.connect_timeout = Some(Duration::from_secs(5));
     cfg.read_timeout = Some(Duration::from_secs(30));
+    // kube retries 429/503/504 with backoff by default; against an aggregated API
+    // whose backend is down that turns one call into a stall of tens of seconds
+    // (argocd-gitops.md §6). Our callers retry on their own, bounded by step timeouts.
+    cfg.default_retry = false;
     Client::try_from(cfg).map_err(|e| format!("kube client: {e}"))
 }
 
