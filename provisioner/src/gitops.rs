@@ -76,9 +76,14 @@ pub fn check(gitops_dir: &Path, cache_dir: &Path, clusters: &[String], problems:
     }
     let schema = match settings.load_manifest(cache_dir) {
         Ok(m) => {
-            let schemas = crd_schemas(&m.objects);
+            // One validator per kind (JSON Schema draft 4 is what openAPIV3Schema
+            // is closest to; the x-kubernetes-* keywords are ignored).
+            let validators: BTreeMap<_, _> = crd_schemas(&m.objects)
+                .into_iter()
+                .map(|(k, schema)| (k, jsonschema::draft4::new(&schema).map_err(|e| e.to_string())))
+                .collect();
             for o in &objects {
-                validate(o, &schemas, problems);
+                validate(o, &validators, problems);
             }
             Some(format!("ArgoCD {} CRD schemas", settings.argocd.version))
         }
@@ -171,28 +176,17 @@ fn strict(s: &mut Value) {
     }
 }
 
-fn validate(o: &Object, schemas: &BTreeMap<(String, String), Value>, problems: &mut Vec<String>) {
+fn validate(o: &Object, validators: &BTreeMap<(String, String), Result<jsonschema::Validator, String>>, problems: &mut Vec<String>) {
     let s = |p: &str| o.value.get(p).and_then(Value::as_str).unwrap_or("").to_string();
     let (api, kind) = (s("apiVersion"), s("kind"));
     let name = o.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-    let Some(schema) = schemas.get(&(api.clone(), kind.clone())) else {
-        problems.push(format!("{}: {kind}/{name}: {api} {kind} is not an ArgoCD kind", o.file));
-        return;
-    };
-    // The CRD schema describes spec/status; apiVersion, kind and metadata are checked
-    // by the API server itself.
-    let mut body = o.value.clone();
-    if let Value::Object(m) = &mut body {
-        for k in ["apiVersion", "kind", "metadata"] {
-            m.remove(k);
-        }
-    }
-    match jsonschema::draft4::new(schema) {
-        Ok(v) => {
-            for e in v.iter_errors(&body) {
+    match validators.get(&(api.clone(), kind.clone())) {
+        None => problems.push(format!("{}: {kind}/{name}: {api} {kind} is not an ArgoCD kind", o.file)),
+        Some(Err(e)) => problems.push(format!("{}: {kind}/{name}: the CRD schema does not compile: {e}", o.file)),
+        Some(Ok(v)) => {
+            for e in v.iter_errors(&o.value) {
                 problems.push(format!("{}: {kind}/{name}: {}: {e}", o.file, e.instance_path()));
             }
         }
-        Err(e) => problems.push(format!("{}: {kind}/{name}: the CRD schema does not compile: {e}", o.file)),
     }
 }
