@@ -129,6 +129,24 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Cluster bootstrap and hand-off progress.
+    Clusters {
+        /// What to show.
+        #[command(subcommand)]
+        cmd: ClustersCmd,
+    },
     /// Print the version.
     Version,
+}
+
+/// `provisioner clusters ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClustersCmd {
+    /// Where each cluster's bootstrap is (step, since when, last event). Reads the
+    /// store, so run it while `serve` is stopped.
+    Status {
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
 }

@@ -26,7 +26,12 @@ pub struct Summary {
 /// `clusters` are the cluster names `infra/` defines.
 /// A configuration without a `gitops/` directory (e.g. an appliance that only
 /// netboots) skips these checks.
-pub fn check(gitops_dir: &Path, cache_dir: &Path, clusters: &[String], problems: &mut Vec<String>) -> Option<Summary> {
+pub fn check(
+    gitops_dir: &Path,
+    cache_dir: &Path,
+    clusters: &[String],
+    problems: &mut Vec<String>,
+) -> Option<Summary> {
     if !gitops_dir.is_dir() {
         eprintln!("gitops: skipped: no directory {}", gitops_dir.display());
         return None;
@@ -41,7 +46,9 @@ pub fn check(gitops_dir: &Path, cache_dir: &Path, clusters: &[String], problems:
     let settings_file = gitops_dir.join("settings.yaml").display().to_string();
     for c in settings.clusters.iter().chain([&settings.argocd.host]) {
         if !clusters.contains(c) {
-            problems.push(format!("{settings_file}: field `clusters`: {c:?} is not a cluster in infra/"));
+            problems.push(format!(
+                "{settings_file}: field `clusters`: {c:?} is not a cluster in infra/"
+            ));
         }
     }
     if !settings.clusters.contains(&settings.argocd.host) {
@@ -66,7 +73,10 @@ pub fn check(gitops_dir: &Path, cache_dir: &Path, clusters: &[String], problems:
                 continue;
             }
         };
-        match serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(&text, serde_saphyr::options! { strict_booleans: true }) {
+        match serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(
+            &text,
+            serde_saphyr::options! { strict_booleans: true },
+        ) {
             Ok(docs) => objects.extend(docs.into_iter().filter(|d| !d.is_null()).map(|value| Object {
                 file: rel(root, f),
                 value,
@@ -102,7 +112,13 @@ pub fn check(gitops_dir: &Path, cache_dir: &Path, clusters: &[String], problems:
     let generated = objects
         .iter()
         .filter(|o| o.value.get("kind").and_then(Value::as_str) == Some("ApplicationSet"))
-        .flat_map(|o| o.value.pointer("/spec/generators").and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|o| {
+            o.value
+                .pointer("/spec/generators")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|g| g.pointer("/git/directories").cloned())
         .map(|d| rules::generated_directories(&d, &ctx.directories).0.len())
         .sum();
@@ -116,13 +132,17 @@ pub fn check(gitops_dir: &Path, cache_dir: &Path, clusters: &[String], problems:
 /// ArgoCD objects live under `bootstrap/` and `core/`; `manifests/` holds Helm
 /// values, which are not Kubernetes objects.
 fn is_object_file(gitops_dir: &Path, f: &Path) -> bool {
-    let Ok(r) = f.strip_prefix(gitops_dir) else { return false };
+    let Ok(r) = f.strip_prefix(gitops_dir) else {
+        return false;
+    };
     matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
         && (r.starts_with("bootstrap") || r.starts_with("core"))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for p in paths {
@@ -135,7 +155,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 /// (apiVersion, kind) → the CRD's schema for that version, made strict.
@@ -147,8 +170,16 @@ fn crd_schemas(objects: &[kube::api::DynamicObject]) -> BTreeMap<(String, String
             continue;
         }
         let group = v.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-        let kind = v.pointer("/spec/names/kind").and_then(Value::as_str).unwrap_or("");
-        for ver in v.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten() {
+        let kind = v
+            .pointer("/spec/names/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        for ver in v
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let name = ver.get("name").and_then(Value::as_str).unwrap_or("");
             if let Some(mut s) = ver.pointer("/schema/openAPIV3Schema").cloned() {
                 strict(&mut s);
@@ -176,13 +207,27 @@ fn strict(s: &mut Value) {
     }
 }
 
-fn validate(o: &Object, validators: &BTreeMap<(String, String), Result<jsonschema::Validator, String>>, problems: &mut Vec<String>) {
+fn validate(
+    o: &Object,
+    validators: &BTreeMap<(String, String), Result<jsonschema::Validator, String>>,
+    problems: &mut Vec<String>,
+) {
     let s = |p: &str| o.value.get(p).and_then(Value::as_str).unwrap_or("").to_string();
     let (api, kind) = (s("apiVersion"), s("kind"));
-    let name = o.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = o
+        .value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     match validators.get(&(api.clone(), kind.clone())) {
-        None => problems.push(format!("{}: {kind}/{name}: {api} {kind} is not an ArgoCD kind", o.file)),
-        Some(Err(e)) => problems.push(format!("{}: {kind}/{name}: the CRD schema does not compile: {e}", o.file)),
+        None => problems.push(format!(
+            "{}: {kind}/{name}: {api} {kind} is not an ArgoCD kind",
+            o.file
+        )),
+        Some(Err(e)) => problems.push(format!(
+            "{}: {kind}/{name}: the CRD schema does not compile: {e}",
+            o.file
+        )),
         Some(Ok(v)) => {
             for e in v.iter_errors(&o.value) {
                 problems.push(format!("{}: {kind}/{name}: {}: {e}", o.file, e.instance_path()));

@@ -76,7 +76,11 @@ impl ApiProbe for Counting {
 impl HandOff for Counting {
     fn hand_off<'a>(&'a self, cluster: &'a str, kc: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        let r = if cluster == "genmachine" && kc == KUBECONFIG { Ok(()) } else { Err("bad input".into()) };
+        let r = if cluster == "genmachine" && kc == KUBECONFIG {
+            Ok(())
+        } else {
+            Err("bad input".into())
+        };
         async move { r }.boxed()
     }
 }
@@ -85,8 +89,19 @@ fn mac(i: usize) -> MacAddr {
     format!("52:54:00:00:01:{i:02x}").parse().unwrap()
 }
 
-fn orchestrator(lab: &TalosLab, store: Arc<dyn ClusterStore>, inv: Arc<RedbInventory>, probe: Arc<Counting>, hand: Arc<Counting>) -> Orchestrator {
-    let macs: BTreeMap<IpAddr, MacAddr> = lab.ips().into_iter().enumerate().map(|(i, ip)| (ip, mac(i))).collect();
+fn orchestrator(
+    lab: &TalosLab,
+    store: Arc<dyn ClusterStore>,
+    inv: Arc<RedbInventory>,
+    probe: Arc<Counting>,
+    hand: Arc<Counting>,
+) -> Orchestrator {
+    let macs: BTreeMap<IpAddr, MacAddr> = lab
+        .ips()
+        .into_iter()
+        .enumerate()
+        .map(|(i, ip)| (ip, mac(i)))
+        .collect();
     Orchestrator {
         plan: Plan {
             cluster: "genmachine".into(),
@@ -110,7 +125,14 @@ fn open(path: &Path) -> Arc<RedbInventory> {
 
 #[tokio::test]
 async fn resumes_after_a_restart_at_every_step_and_bootstraps_exactly_once() {
-    for stop_at in [Step::WaitNodes, Step::Bootstrap, Step::WaitEtcd, Step::FetchKubeconfig, Step::WaitApi, Step::HandOff] {
+    for stop_at in [
+        Step::WaitNodes,
+        Step::Bootstrap,
+        Step::WaitEtcd,
+        Step::FetchKubeconfig,
+        Step::WaitApi,
+        Step::HandOff,
+    ] {
         let lab = TalosLab::start(3, 2, KUBECONFIG).await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inventory.redb");
@@ -122,42 +144,106 @@ async fn resumes_after_a_restart_at_every_step_and_bootstraps_exactly_once() {
                 inv.put(&m).unwrap();
             }
             let token = CancellationToken::new();
-            let store = Arc::new(CrashAfter { inner: inv.clone(), stop_at: Some(stop_at), token: token.clone() });
+            let store = Arc::new(CrashAfter {
+                inner: inv.clone(),
+                stop_at: Some(stop_at),
+                token: token.clone(),
+            });
             let o = orchestrator(&lab, store, inv, Arc::default(), Arc::default());
-            let stopped = tokio::time::timeout(Duration::from_secs(30), o.run(token)).await.unwrap().unwrap();
-            assert_eq!(stopped, stop_at, "first run stops right after persisting {stop_at}");
+            let stopped = tokio::time::timeout(Duration::from_secs(30), o.run(token))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                stopped, stop_at,
+                "first run stops right after persisting {stop_at}"
+            );
         }
         // "Restart": a new store on the same file, a new (empty) kubeconfig store.
         let inv = open(&path);
         let hand = Arc::new(Counting::default());
-        let store = Arc::new(CrashAfter { inner: inv.clone(), stop_at: None, token: CancellationToken::new() });
+        let store = Arc::new(CrashAfter {
+            inner: inv.clone(),
+            stop_at: None,
+            token: CancellationToken::new(),
+        });
         let o = orchestrator(&lab, store, inv.clone(), Arc::default(), hand.clone());
-        let end = tokio::time::timeout(Duration::from_secs(30), o.run(CancellationToken::new())).await.unwrap().unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(30), o.run(CancellationToken::new()))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(end, Step::HandedOff, "restart at {stop_at}");
 
         let lowest = lab.ips()[0];
-        let boots: Vec<_> = lab.cluster.calls().into_iter().filter(|c| c.method == "Bootstrap").collect();
-        assert!(boots.iter().all(|c| c.node == lowest), "{stop_at}: Bootstrap went to another node: {boots:?}");
-        assert_eq!(lab.cluster.count("Bootstrap", Code::Ok), 1, "{stop_at}: {boots:?}");
-        assert_eq!(lab.cluster.count("Bootstrap", Code::FailedPrecondition), 2, "{stop_at}");
-        assert_eq!(lab.cluster.count("Bootstrap", Code::AlreadyExists), 0, "{stop_at}: no call after success was recorded");
+        let boots: Vec<_> = lab
+            .cluster
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "Bootstrap")
+            .collect();
+        assert!(
+            boots.iter().all(|c| c.node == lowest),
+            "{stop_at}: Bootstrap went to another node: {boots:?}"
+        );
+        assert_eq!(
+            lab.cluster.count("Bootstrap", Code::Ok),
+            1,
+            "{stop_at}: {boots:?}"
+        );
+        assert_eq!(
+            lab.cluster.count("Bootstrap", Code::FailedPrecondition),
+            2,
+            "{stop_at}"
+        );
+        assert_eq!(
+            lab.cluster.count("Bootstrap", Code::AlreadyExists),
+            0,
+            "{stop_at}: no call after success was recorded"
+        );
         assert_eq!(hand.0.load(Ordering::SeqCst), 1, "{stop_at}: hand-off once");
         for i in 0..3 {
-            assert_eq!(inv.get(mac(i)).unwrap().unwrap().state, MachineState::Installed, "{stop_at}");
+            assert_eq!(
+                inv.get(mac(i)).unwrap().unwrap().state,
+                MachineState::Installed,
+                "{stop_at}"
+            );
         }
         let events = inv.events("genmachine").unwrap();
-        let steps: Vec<&str> = events.iter().filter(|e| e.kind == ClusterEventKind::StepChanged).map(|e| e.detail.as_str()).collect();
-        assert!(steps.iter().any(|d| d.starts_with("WaitNodes -> Bootstrap: bootstrap node chosen: 127.0.0.11")), "{steps:?}");
-        assert!(steps.last().unwrap().starts_with("HandOff -> HandedOff"), "{steps:?}");
+        let steps: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind == ClusterEventKind::StepChanged)
+            .map(|e| e.detail.as_str())
+            .collect();
+        assert!(
+            steps
+                .iter()
+                .any(|d| d.starts_with("WaitNodes -> Bootstrap: bootstrap node chosen: 127.0.0.11")),
+            "{steps:?}"
+        );
+        assert!(
+            steps.last().unwrap().starts_with("HandOff -> HandedOff"),
+            "{steps:?}"
+        );
         assert!(events.iter().any(|e| e.kind == ClusterEventKind::Resumed));
 
         // Handed off: another start does nothing at all.
         let calls = lab.cluster.calls().len();
-        let store = Arc::new(CrashAfter { inner: inv.clone(), stop_at: None, token: CancellationToken::new() });
+        let store = Arc::new(CrashAfter {
+            inner: inv.clone(),
+            stop_at: None,
+            token: CancellationToken::new(),
+        });
         let again = orchestrator(&lab, store, inv.clone(), Arc::default(), hand.clone());
-        assert_eq!(again.run(CancellationToken::new()).await.unwrap(), Step::HandedOff);
+        assert_eq!(
+            again.run(CancellationToken::new()).await.unwrap(),
+            Step::HandedOff
+        );
         assert_eq!(lab.cluster.calls().len(), calls, "no Talos call after hand-off");
-        assert_eq!(hand.0.load(Ordering::SeqCst), 1, "never re-applied after hand-off");
+        assert_eq!(
+            hand.0.load(Ordering::SeqCst),
+            1,
+            "never re-applied after hand-off"
+        );
     }
 }
 
@@ -167,15 +253,25 @@ async fn a_step_past_its_timeout_fails_the_cluster() {
     let lab = TalosLab::start(2, 0, KUBECONFIG).await;
     let dir = tempfile::tempdir().unwrap();
     let inv = open(&dir.path().join("inventory.redb"));
-    let store = Arc::new(CrashAfter { inner: inv.clone(), stop_at: None, token: CancellationToken::new() });
+    let store = Arc::new(CrashAfter {
+        inner: inv.clone(),
+        stop_at: None,
+        token: CancellationToken::new(),
+    });
     let mut o = orchestrator(&lab, store, inv.clone(), Arc::default(), Arc::default());
     o.plan.control_plane.insert(IpAddr::from([127, 0, 0, 99]));
     o.plan.timeouts.wait_nodes = Duration::from_millis(300);
-    let end = tokio::time::timeout(Duration::from_secs(20), o.run(CancellationToken::new())).await.unwrap().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), o.run(CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(end, Step::Failed);
     let state = inv.load("genmachine").unwrap().unwrap();
     let why = state.failure.unwrap();
-    assert!(why.contains("step WaitNodes timed out") && why.contains("127.0.0.99"), "{why}");
+    assert!(
+        why.contains("step WaitNodes timed out") && why.contains("127.0.0.99"),
+        "{why}"
+    );
     assert_eq!(lab.cluster.count("Bootstrap", Code::Ok), 0);
     // The two nodes that answered are recorded as installed.
     assert_eq!(state.installed.len(), 2);

@@ -66,7 +66,9 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn shipped_gitops_tree_passes_schema_and_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cache) = cache_with_manifest(dir.path()) else { return };
+    let Some(cache) = cache_with_manifest(dir.path()) else {
+        return;
+    };
     let (ok, out, err) = check(&config(dir.path(), &cache, &repo().join("gitops")));
     assert!(ok, "{out}{err}");
     // 5 bootstrap Applications, 7 AppProjects, 10 ApplicationSets.
@@ -80,20 +82,27 @@ fn shipped_gitops_tree_passes_schema_and_rules() {
 #[test]
 fn broken_tree_fails_naming_file_object_and_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cache) = cache_with_manifest(dir.path()) else { return };
+    let Some(cache) = cache_with_manifest(dir.path()) else {
+        return;
+    };
     // Keep the repository-relative layout (<root>/gitops) so paths match ArgoCD's.
     let gitops = dir.path().join("repo/gitops");
     copy_dir(&repo().join("gitops"), &gitops);
     let cm = gitops.join("core/apps/cert-manager.yaml");
-    let text = std::fs::read_to_string(&cm)
-        .unwrap()
-        .replace("- path: gitops/manifests/cert-manager/values\n", "- path: gitops/manifests/cert-manager/values/*\n");
+    let text = std::fs::read_to_string(&cm).unwrap().replace(
+        "- path: gitops/manifests/cert-manager/values\n",
+        "- path: gitops/manifests/cert-manager/values/*\n",
+    );
     std::fs::write(&cm, text).unwrap();
     let app = gitops.join("bootstrap/genmachine/apps.yaml");
-    let text = std::fs::read_to_string(&app).unwrap().replace("  project: argocd\n", "  project: argocd\n  sourcez: typo\n");
+    let text = std::fs::read_to_string(&app)
+        .unwrap()
+        .replace("  project: argocd\n", "  project: argocd\n  sourcez: typo\n");
     std::fs::write(&app, text).unwrap();
     let tr = gitops.join("core/apps/traefik.yaml");
-    let text = std::fs::read_to_string(&tr).unwrap().replace("goTemplate: true", "goTemplate: false");
+    let text = std::fs::read_to_string(&tr)
+        .unwrap()
+        .replace("goTemplate: true", "goTemplate: false");
     std::fs::write(&tr, text).unwrap();
     let (ok, out, err) = check(&config(dir.path(), &cache, &gitops));
     assert!(!ok, "{out}");

@@ -39,7 +39,8 @@ fn index(set: &FileDescriptorSet, packages: &[&str]) -> Index {
         }
         for s in &f.service {
             for m in &s.method {
-                ix.methods.insert(format!("{pkg}.{}/{}", s.name(), m.name()), m.clone());
+                ix.methods
+                    .insert(format!("{pkg}.{}/{}", s.name(), m.name()), m.clone());
             }
         }
     }
@@ -48,12 +49,20 @@ fn index(set: &FileDescriptorSet, packages: &[&str]) -> Index {
 
 #[test]
 fn our_protos_match_talos_v1_11() {
-    let Some(path) = common::fixture("talos/v1.11/api.descriptors") else { return };
+    let Some(path) = common::fixture("talos/v1.11/api.descriptors") else {
+        return;
+    };
     let talos = FileDescriptorSet::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
     let ours = FileDescriptorSet::decode(SUBSET_DESCRIPTORS).unwrap();
-    let (t, o) = (index(&talos, &["machine", "common"]), index(&ours, &["machine", "common"]));
+    let (t, o) = (
+        index(&talos, &["machine", "common"]),
+        index(&ours, &["machine", "common"]),
+    );
     let mut problems = Vec::new();
-    assert!(o.methods.len() >= 8 && o.messages.len() > 20, "our descriptor set looks empty");
+    assert!(
+        o.methods.len() >= 8 && o.messages.len() > 20,
+        "our descriptor set looks empty"
+    );
     for (name, m) in &o.methods {
         match t.methods.get(name) {
             None => problems.push(format!("method {name} not in Talos")),
@@ -66,7 +75,9 @@ fn our_protos_match_talos_v1_11() {
                         problems.push(format!("{name}: {what} {a} vs Talos {b}"));
                     }
                 }
-                if (m.client_streaming(), m.server_streaming()) != (tm.client_streaming(), tm.server_streaming()) {
+                if (m.client_streaming(), m.server_streaming())
+                    != (tm.client_streaming(), tm.server_streaming())
+                {
                     problems.push(format!("{name}: streaming differs"));
                 }
             }
@@ -79,9 +90,15 @@ fn our_protos_match_talos_v1_11() {
         };
         for f in &m.field {
             match tm.field.iter().find(|tf| tf.number() == f.number()) {
-                None => problems.push(format!("{name}.{} = {}: no such field number in Talos", f.name(), f.number())),
+                None => problems.push(format!(
+                    "{name}.{} = {}: no such field number in Talos",
+                    f.name(),
+                    f.number()
+                )),
                 Some(tf) => {
-                    if (tf.name(), tf.r#type(), tf.label(), tf.type_name()) != (f.name(), f.r#type(), f.label(), f.type_name()) {
+                    if (tf.name(), tf.r#type(), tf.label(), tf.type_name())
+                        != (f.name(), f.r#type(), f.label(), f.type_name())
+                    {
                         problems.push(format!(
                             "{name} field {}: ours {} {:?} {:?} {}, Talos {} {:?} {:?} {}",
                             f.number(),
@@ -105,7 +122,11 @@ fn our_protos_match_talos_v1_11() {
             continue;
         };
         for v in &e.value {
-            if !te.value.iter().any(|tv| tv.name() == v.name() && tv.number() == v.number()) {
+            if !te
+                .value
+                .iter()
+                .any(|tv| tv.name() == v.name() && tv.number() == v.number())
+            {
                 problems.push(format!("{name}.{} = {} differs in Talos", v.name(), v.number()));
             }
         }

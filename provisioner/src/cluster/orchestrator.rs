@@ -46,7 +46,12 @@ impl KubeconfigStore for MemKubeconfigs {
     }
 
     fn get(&self, cluster: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().map_err(|_| "poisoned".to_string())?.get(cluster).cloned())
+        Ok(self
+            .0
+            .lock()
+            .map_err(|_| "poisoned".to_string())?
+            .get(cluster)
+            .cloned())
     }
 }
 
@@ -130,7 +135,9 @@ impl Orchestrator {
         let cluster = &self.plan.cluster;
         match work {
             Work::ProbeVersions(nodes) => {
-                let probes = nodes.iter().map(|ip| async move { (*ip, self.talos.version(Target::direct(*ip)).await) });
+                let probes = nodes
+                    .iter()
+                    .map(|ip| async move { (*ip, self.talos.version(Target::direct(*ip)).await) });
                 let mut ok = BTreeSet::new();
                 let mut failed = BTreeMap::new();
                 for (ip, r) in futures::future::join_all(probes).await {
@@ -151,7 +158,9 @@ impl Orchestrator {
             }
             Work::CheckEtcd => {
                 let nodes = &self.plan.control_plane;
-                let lists = nodes.iter().map(|ip| async move { (*ip, self.talos.service_list(Target::direct(*ip)).await) });
+                let lists = nodes
+                    .iter()
+                    .map(|ip| async move { (*ip, self.talos.service_list(Target::direct(*ip)).await) });
                 let services = futures::future::join_all(lists)
                     .await
                     .into_iter()
@@ -208,12 +217,16 @@ impl Orchestrator {
     /// A node that answered `Version` over mTLS is installed: its machine moves to
     /// `Installed`, so its next netboot boots from disk (the lifecycle rule).
     fn mark_installed(&self, nodes: &[IpAddr]) {
-        let Some((inventory, macs)) = &self.inventory else { return };
+        let Some((inventory, macs)) = &self.inventory else {
+            return;
+        };
         for ip in nodes {
             let Some(mac) = macs.get(ip) else { continue };
             let now = OffsetDateTime::now_utc();
             let r = inventory.apply(*mac, &mut |current| {
-                let Some(mut m) = current else { return Update::default() };
+                let Some(mut m) = current else {
+                    return Update::default();
+                };
                 let from = m.state;
                 let Ok(to) = lifecycle::next(from, Trigger::InstallReported) else {
                     return Update::default();
@@ -232,7 +245,10 @@ impl Orchestrator {
                         detail: format!("{from} -> {to}"),
                     });
                 }
-                Update { machine: Some(m), events }
+                Update {
+                    machine: Some(m),
+                    events,
+                }
             });
             if let Err(e) = r {
                 tracing::warn!(%ip, %mac, error = %e, "marking machine installed failed");

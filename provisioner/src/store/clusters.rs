@@ -33,9 +33,13 @@ fn missing<T>(r: Result<T, TableError>) -> Result<Option<T>, InventoryError> {
 impl ClusterStore for RedbInventory {
     fn load(&self, cluster: &str) -> Result<Option<BootstrapState>, InventoryError> {
         let txn = self.db.begin_read().map_err(backend)?;
-        let Some(t) = missing(txn.open_table(CLUSTERS))? else { return Ok(None) };
+        let Some(t) = missing(txn.open_table(CLUSTERS))? else {
+            return Ok(None);
+        };
         match t.get(cluster).map_err(backend)? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(|e| corrupt(cluster, e))?)),
+            Some(v) => Ok(Some(
+                serde_json::from_slice(v.value()).map_err(|e| corrupt(cluster, e))?,
+            )),
             None => Ok(None),
         }
     }
@@ -50,7 +54,11 @@ impl ClusterStore for RedbInventory {
             if !events.is_empty() {
                 let mut seq = txn.open_table(CLUSTER_EVENT_SEQ).map_err(backend)?;
                 let mut log = txn.open_table(CLUSTER_EVENTS).map_err(backend)?;
-                let (mut first, mut next) = seq.get(key).map_err(backend)?.map(|v| v.value()).unwrap_or((0, 0));
+                let (mut first, mut next) = seq
+                    .get(key)
+                    .map_err(backend)?
+                    .map(|v| v.value())
+                    .unwrap_or((0, 0));
                 for e in events {
                     let bytes = serde_json::to_vec(e).map_err(backend)?;
                     log.insert((key, next), bytes.as_slice()).map_err(backend)?;
@@ -68,7 +76,9 @@ impl ClusterStore for RedbInventory {
 
     fn clusters(&self) -> Result<Vec<BootstrapState>, InventoryError> {
         let txn = self.db.begin_read().map_err(backend)?;
-        let Some(t) = missing(txn.open_table(CLUSTERS))? else { return Ok(Vec::new()) };
+        let Some(t) = missing(txn.open_table(CLUSTERS))? else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for row in t.iter().map_err(backend)? {
             let (k, v) = row.map_err(backend)?;
@@ -79,7 +89,9 @@ impl ClusterStore for RedbInventory {
 
     fn events(&self, cluster: &str) -> Result<Vec<ClusterEvent>, InventoryError> {
         let txn = self.db.begin_read().map_err(backend)?;
-        let Some(log) = missing(txn.open_table(CLUSTER_EVENTS))? else { return Ok(Vec::new()) };
+        let Some(log) = missing(txn.open_table(CLUSTER_EVENTS))? else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for row in log.range((cluster, 0)..=(cluster, u64::MAX)).map_err(backend)? {
             let (_, v) = row.map_err(backend)?;

@@ -81,7 +81,11 @@ impl FakeCluster {
 
     /// Calls of `method` answered with `code`.
     pub fn count(&self, method: &str, code: Code) -> usize {
-        self.lock().calls.iter().filter(|c| c.method == method && c.code == code).count()
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method && c.code == code)
+            .count()
     }
 
     /// The node etcd was bootstrapped on.
@@ -151,7 +155,9 @@ fn role_of<T>(req: &Request<T>) -> Result<Role, Status> {
     let certs = req
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     let (_, cert) = X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| Status::unauthenticated(format!("bad client certificate: {e}")))?;
     let eku = cert
@@ -169,7 +175,9 @@ fn role_of<T>(req: &Request<T>) -> Result<Role, Status> {
         && !eku.ocsp_signing
         && eku.other.is_empty();
     if !only_client {
-        return Err(Status::permission_denied("client certificate EKU must be exactly clientAuth"));
+        return Err(Status::permission_denied(
+            "client certificate EKU must be exactly clientAuth",
+        ));
     }
     let orgs: Vec<String> = cert
         .subject()
@@ -188,7 +196,11 @@ fn role_of<T>(req: &Request<T>) -> Result<Role, Status> {
 impl FakeNode {
     /// Authorizes the call; returns its `nodes` metadata (recorded with the answer).
     fn check<T>(&self, req: &Request<T>, method: &'static str, need: Role) -> Result<Option<String>, Status> {
-        let nodes = req.metadata().get("nodes").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let nodes = req
+            .metadata()
+            .get("nodes")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let refused = match role_of(req) {
             Ok(role) if role >= need => return Ok(nodes),
             Ok(_) => Status::permission_denied(format!("{method} needs os:admin")),
@@ -198,14 +210,25 @@ impl FakeNode {
         Err(refused)
     }
 
-    fn answer<T>(&self, method: &'static str, nodes: Option<String>, r: Result<T, Status>) -> Result<T, Status> {
+    fn answer<T>(
+        &self,
+        method: &'static str,
+        nodes: Option<String>,
+        r: Result<T, Status>,
+    ) -> Result<T, Status> {
         let code = r.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.cluster.record(self.node, method, code, nodes);
         r
     }
 
     fn meta(&self) -> Option<Metadata> {
-        let hostname = self.cluster.lock().hostnames.get(&self.node).cloned().unwrap_or_default();
+        let hostname = self
+            .cluster
+            .lock()
+            .hostnames
+            .get(&self.node)
+            .cloned()
+            .unwrap_or_default();
         Some(Metadata {
             hostname,
             error: String::new(),
@@ -350,7 +373,11 @@ impl MachineService for FakeNode {
         let nodes = self.check(&req, "ServiceList", Role::Reader)?;
         let bootstrapped = self.cluster.lock().bootstrapped_on.is_some();
         // Before bootstrap, etcd loops in its pre-state (talos.md §10.4 step 3).
-        let (state, healthy) = if bootstrapped { ("Running", true) } else { ("Preparing", false) };
+        let (state, healthy) = if bootstrapped {
+            ("Running", true)
+        } else {
+            ("Preparing", false)
+        };
         let service = |id: &str, state: &str, healthy: bool| ServiceInfo {
             id: id.into(),
             state: state.into(),
@@ -371,7 +398,10 @@ impl MachineService for FakeNode {
         let r = Ok(Response::new(ServiceListResponse {
             messages: vec![ServiceList {
                 metadata: self.meta(),
-                services: vec![service("etcd", state, healthy), service("kubelet", "Running", true)],
+                services: vec![
+                    service("etcd", state, healthy),
+                    service("kubelet", "Running", true),
+                ],
             }],
         }));
         self.answer("ServiceList", nodes, r)

@@ -75,9 +75,16 @@ impl FakeKube {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await.unwrap();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .unwrap();
         });
-        Self { addr, inner, shutdown }
+        Self {
+            addr,
+            inner,
+            shutdown,
+        }
     }
 
     /// An admin kubeconfig for this server.
@@ -95,7 +102,13 @@ impl FakeKube {
 
     /// A stored object by key `<kind>/<ns>/<name>` (ns empty when cluster-scoped).
     pub fn object(&self, key: &str) -> Option<Value> {
-        self.inner.stored.lock().unwrap().objects.get(key).map(|(v, _)| v.clone())
+        self.inner
+            .stored
+            .lock()
+            .unwrap()
+            .objects
+            .get(key)
+            .map(|(v, _)| v.clone())
     }
 }
 
@@ -115,28 +128,62 @@ fn key(kind: &str, ns: Option<&str>, name: &str) -> String {
     format!("{kind}/{}/{name}", ns.unwrap_or(""))
 }
 
-async fn handle(State(s): State<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
-    s.journal.lock().unwrap().requests.push(format!("{method} {path}"));
+    s.journal
+        .lock()
+        .unwrap()
+        .requests
+        .push(format!("{method} {path}"));
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
     match seg.as_slice() {
         ["readyz"] => return "ok".into_response(),
-        ["version"] => return axum::Json(json!({"major": "1", "minor": "34", "gitVersion": "v1.34.1"})).into_response(),
+        ["version"] => {
+            return axum::Json(json!({"major": "1", "minor": "34", "gitVersion": "v1.34.1"})).into_response();
+        }
         ["api"] => return axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})).into_response(),
         ["apis"] => {
-            let groups: Vec<Value> = ["apps", "rbac.authorization.k8s.io", "networking.k8s.io", "apiextensions.k8s.io", "argoproj.io", "metrics.k8s.io"]
-                .iter()
-                .map(|g| {
-                    let v = if *g == "metrics.k8s.io" { "v1beta1" } else if *g == "argoproj.io" { "v1alpha1" } else { "v1" };
-                    json!({"name": g, "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}],
+            let groups: Vec<Value> = [
+                "apps",
+                "rbac.authorization.k8s.io",
+                "networking.k8s.io",
+                "apiextensions.k8s.io",
+                "argoproj.io",
+                "metrics.k8s.io",
+            ]
+            .iter()
+            .map(|g| {
+                let v = if *g == "metrics.k8s.io" {
+                    "v1beta1"
+                } else if *g == "argoproj.io" {
+                    "v1alpha1"
+                } else {
+                    "v1"
+                };
+                json!({"name": g, "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}],
                            "preferredVersion": {"groupVersion": format!("{g}/{v}"), "version": v}})
-                })
-                .collect();
-            return axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response();
+            })
+            .collect();
+            return axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+                .into_response();
         }
-        ["apis", "metrics.k8s.io", ..] => return status(StatusCode::SERVICE_UNAVAILABLE, "the server is currently unable to handle the request"),
+        ["apis", "metrics.k8s.io", ..] => {
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is currently unable to handle the request",
+            );
+        }
         ["api", "v1"] | ["apis", _, _] => {
-            return axum::Json(json!({"kind": "APIResourceList", "groupVersion": seg[1..].join("/"), "resources": []})).into_response();
+            return axum::Json(
+                json!({"kind": "APIResourceList", "groupVersion": seg[1..].join("/"), "resources": []}),
+            )
+            .into_response();
         }
         _ => {}
     }
@@ -153,27 +200,46 @@ async fn handle(State(s): State<Arc<Inner>>, method: Method, uri: Uri, headers: 
     let now = Instant::now();
     match method {
         Method::PATCH => {
-            let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if ct != "application/apply-patch+yaml" {
-                return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("not server-side apply: {ct}"));
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    &format!("not server-side apply: {ct}"),
+                );
             }
-            let q: BTreeMap<String, String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+            let q: BTreeMap<String, String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
             let Some(fm) = q.get("fieldManager") else {
-                return status(StatusCode::BAD_REQUEST, "fieldManager is required for apply requests");
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "fieldManager is required for apply requests",
+                );
             };
             let Ok(mut obj) = serde_json::from_slice::<Value>(&body) else {
                 return status(StatusCode::BAD_REQUEST, "body is not JSON");
             };
             let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
             let mut stored = s.stored.lock().unwrap();
-            if !group.is_empty() && !matches!(group, "apps" | "rbac.authorization.k8s.io" | "networking.k8s.io" | "apiextensions.k8s.io") {
+            if !group.is_empty()
+                && !matches!(
+                    group,
+                    "apps" | "rbac.authorization.k8s.io" | "networking.k8s.io" | "apiextensions.k8s.io"
+                )
+            {
                 let established = stored
                     .crds
                     .get(&(group.to_string(), plural.to_string()))
                     .and_then(|crd| stored.objects.get(&key("CustomResourceDefinition", None, crd)))
                     .is_some_and(|(_, at)| now >= *at + s.crd_delay);
                 if !established {
-                    return status(StatusCode::NOT_FOUND, "the server could not find the requested resource");
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "the server could not find the requested resource",
+                    );
                 }
             }
             if let Some(ns) = ns
@@ -182,8 +248,16 @@ async fn handle(State(s): State<Arc<Inner>>, method: Method, uri: Uri, headers: 
                 return status(StatusCode::NOT_FOUND, &format!("namespaces \"{ns}\" not found"));
             }
             if kind == "CustomResourceDefinition" {
-                let g = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("").to_string();
-                let p = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("").to_string();
+                let g = obj
+                    .pointer("/spec/group")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let p = obj
+                    .pointer("/spec/names/plural")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 stored.crds.insert((g, p), name.to_string());
             }
             obj["metadata"]["generation"] = json!(1);
@@ -226,7 +300,10 @@ async fn handle(State(s): State<Arc<Inner>>, method: Method, uri: Uri, headers: 
             }
             axum::Json(obj).into_response()
         }
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "fake API server: PATCH (apply) and GET only"),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "fake API server: PATCH (apply) and GET only",
+        ),
     }
 }
 

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use provisioner::cluster::talos::ClusterIdentity;
 use provisioner::testing::fake_apid::NodeTls;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ED25519, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ED25519, SanType,
 };
 
 pub struct OsCa {
@@ -35,7 +35,8 @@ impl OsCa {
     pub fn node_tls(&self, ip: IpAddr) -> NodeTls {
         let key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, format!("node-{ip}"));
+        p.distinguished_name
+            .push(DnType::CommonName, format!("node-{ip}"));
         p.subject_alt_names = vec![SanType::IpAddress(ip)];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

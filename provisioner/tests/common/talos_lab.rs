@@ -23,7 +23,11 @@ impl TalosLab {
     pub async fn start(n: u8, not_ready: u32, kubeconfig: &[u8]) -> Self {
         let ca = OsCa::new();
         let ips: Vec<IpAddr> = (0..n).map(|i| IpAddr::from([127, 0, 0, 11 + i])).collect();
-        let names: Vec<(IpAddr, String)> = ips.iter().enumerate().map(|(i, ip)| (*ip, format!("talos-{}", i + 1))).collect();
+        let names: Vec<(IpAddr, String)> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (*ip, format!("talos-{}", i + 1)))
+            .collect();
         let refs: Vec<(IpAddr, &str)> = names.iter().map(|(ip, h)| (*ip, h.as_str())).collect();
         let cluster = FakeCluster::new(&refs, not_ready, kubeconfig);
         let shutdown = CancellationToken::new();

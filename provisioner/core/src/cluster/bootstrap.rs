@@ -273,11 +273,20 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
     // `Some(reason)` when the step is not done yet: poll again, unless out of time.
     let waiting: Option<String> = match obs {
         Observation::Resumed { kubeconfig_available } => {
-            t.events.push(ev(now, ClusterEventKind::Resumed, format!("at step {}", state.step)));
+            t.events.push(ev(
+                now,
+                ClusterEventKind::Resumed,
+                format!("at step {}", state.step),
+            ));
             // The kubeconfig lives in the secret store, not here; if it is gone, get
             // it again (idempotent) rather than fail.
             if matches!(state.step, Step::WaitApi | Step::HandOff) && !kubeconfig_available {
-                enter(&mut t, Step::FetchKubeconfig, now, "kubeconfig not in the secret store");
+                enter(
+                    &mut t,
+                    Step::FetchKubeconfig,
+                    now,
+                    "kubeconfig not in the secret store",
+                );
             }
             None
         }
@@ -287,7 +296,11 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
                 for ip in ok.iter().filter(|ip| plan.control_plane.contains(ip)) {
                     if t.next.installed.insert(*ip) {
                         t.mark_installed.push(*ip);
-                        t.events.push(ev(now, ClusterEventKind::NodeInstalled, format!("{ip} answered Version over mTLS")));
+                        t.events.push(ev(
+                            now,
+                            ClusterEventKind::NodeInstalled,
+                            format!("{ip} answered Version over mTLS"),
+                        ));
                     }
                 }
                 if plan.control_plane.is_empty() {
@@ -297,14 +310,21 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
                     let node = plan.control_plane.iter().next().copied();
                     t.next.bootstrap_node = node;
                     let node = node.map(|n| n.to_string()).unwrap_or_default();
-                    enter(&mut t, Step::Bootstrap, now, &format!("bootstrap node chosen: {node} (lowest IP)"));
+                    enter(
+                        &mut t,
+                        Step::Bootstrap,
+                        now,
+                        &format!("bootstrap node chosen: {node} (lowest IP)"),
+                    );
                 } else {
-                    let missing: Vec<String> = plan.control_plane.difference(&t.next.installed).map(|ip| {
-                        match failed.get(ip) {
+                    let missing: Vec<String> = plan
+                        .control_plane
+                        .difference(&t.next.installed)
+                        .map(|ip| match failed.get(ip) {
                             Some(e) => format!("{ip} ({e})"),
                             None => ip.to_string(),
-                        }
-                    }).collect();
+                        })
+                        .collect();
                     pending = Some(format!("waiting for Version from {}", missing.join(", ")));
                 }
             }
@@ -315,11 +335,21 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
             let node = state.bootstrap_node.map(|n| n.to_string()).unwrap_or_default();
             match outcome {
                 BootstrapOutcome::Accepted => {
-                    enter(&mut t, Step::WaitEtcd, now, &format!("Bootstrap accepted by {node}"));
+                    enter(
+                        &mut t,
+                        Step::WaitEtcd,
+                        now,
+                        &format!("Bootstrap accepted by {node}"),
+                    );
                     None
                 }
                 BootstrapOutcome::AlreadyDone => {
-                    enter(&mut t, Step::WaitEtcd, now, &format!("{node}: etcd already bootstrapped (AlreadyExists)"));
+                    enter(
+                        &mut t,
+                        Step::WaitEtcd,
+                        now,
+                        &format!("{node}: etcd already bootstrapped (AlreadyExists)"),
+                    );
                     None
                 }
                 BootstrapOutcome::Retry(why) => Some(format!("Bootstrap on {node} not possible yet: {why}")),
@@ -332,7 +362,12 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
         Observation::Etcd { services, members } if state.step == Step::WaitEtcd => {
             match etcd_problem(plan, &services, &members) {
                 None => {
-                    enter(&mut t, Step::FetchKubeconfig, now, &format!("etcd healthy with {} voting members", members.len()));
+                    enter(
+                        &mut t,
+                        Step::FetchKubeconfig,
+                        now,
+                        &format!("etcd healthy with {} voting members", members.len()),
+                    );
                     None
                 }
                 Some(p) => Some(p),
@@ -351,14 +386,24 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
                 None
             }
             Ok(()) => {
-                enter(&mut t, Step::HandedOff, now, "Kubernetes API ready; no ArgoCD on this cluster");
+                enter(
+                    &mut t,
+                    Step::HandedOff,
+                    now,
+                    "Kubernetes API ready; no ArgoCD on this cluster",
+                );
                 None
             }
             Err(e) => Some(format!("/readyz: {e}")),
         },
         Observation::HandOff(r) if state.step == Step::HandOff => match r {
             Ok(()) => {
-                enter(&mut t, Step::HandedOff, now, "ArgoCD installed and root app applied; Git owns the cluster");
+                enter(
+                    &mut t,
+                    Step::HandedOff,
+                    now,
+                    "ArgoCD installed and root app applied; Git owns the cluster",
+                );
                 None
             }
             Err(e) => Some(format!("hand-off: {e}")),
@@ -371,7 +416,15 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
         let limit = plan.timeouts.for_step(state.step).unwrap_or(Duration::MAX);
         let elapsed = now - state.step_started;
         if elapsed >= limit {
-            fail(&mut t, now, format!("step {} timed out after {}s: {reason}", state.step, limit.as_secs()));
+            fail(
+                &mut t,
+                now,
+                format!(
+                    "step {} timed out after {}s: {reason}",
+                    state.step,
+                    limit.as_secs()
+                ),
+            );
         } else {
             t.events.push(ev(now, ClusterEventKind::Waiting, reason));
             t.delay = plan.poll;
@@ -415,7 +468,11 @@ fn etcd_problem(
         }
     }
     if members.len() < plan.control_plane.len() {
-        return Some(format!("{} of {} etcd members joined", members.len(), plan.control_plane.len()));
+        return Some(format!(
+            "{} of {} etcd members joined",
+            members.len(),
+            plan.control_plane.len()
+        ));
     }
     if let Some(m) = members.iter().find(|m| m.is_learner) {
         return Some(format!("etcd member {} is still a learner", m.hostname));
@@ -424,14 +481,22 @@ fn etcd_problem(
 }
 
 fn ev(at: OffsetDateTime, kind: ClusterEventKind, detail: impl Into<String>) -> ClusterEvent {
-    ClusterEvent { at, kind, detail: detail.into() }
+    ClusterEvent {
+        at,
+        kind,
+        detail: detail.into(),
+    }
 }
 
 fn enter(t: &mut Transition, step: Step, now: OffsetDateTime, why: &str) {
     let from = t.next.step;
     t.next.step = step;
     t.next.step_started = now;
-    t.events.push(ev(now, ClusterEventKind::StepChanged, format!("{from} -> {step}: {why}")));
+    t.events.push(ev(
+        now,
+        ClusterEventKind::StepChanged,
+        format!("{from} -> {step}: {why}"),
+    ));
 }
 
 fn fail(t: &mut Transition, now: OffsetDateTime, why: String) {

@@ -67,8 +67,10 @@ pub struct MemClusterStore {
 impl MemClusterStore {
     fn lock(
         &self,
-    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, (BootstrapState, Vec<ClusterEvent>)>>, InventoryError>
-    {
+    ) -> Result<
+        std::sync::MutexGuard<'_, BTreeMap<String, (BootstrapState, Vec<ClusterEvent>)>>,
+        InventoryError,
+    > {
         self.inner
             .lock()
             .map_err(|_| InventoryError::Backend("cluster store lock poisoned".into()))
@@ -97,6 +99,10 @@ impl ClusterStore for MemClusterStore {
     }
 
     fn events(&self, cluster: &str) -> Result<Vec<ClusterEvent>, InventoryError> {
-        Ok(self.lock()?.get(cluster).map(|(_, e)| e.clone()).unwrap_or_default())
+        Ok(self
+            .lock()?
+            .get(cluster)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default())
     }
 }

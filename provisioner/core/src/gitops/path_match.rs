@@ -62,7 +62,11 @@ fn matches(p: &[char], n: &[char]) -> Option<bool> {
 /// Parses a class body after `[`; returns (does `c` match, pattern after `]`), or
 /// `None` for a malformed class.
 fn class(p: &[char], c: char) -> Option<(bool, &[char])> {
-    let (negated, mut i) = if p.first() == Some(&'^') { (true, 1) } else { (false, 0) };
+    let (negated, mut i) = if p.first() == Some(&'^') {
+        (true, 1)
+    } else {
+        (false, 0)
+    };
     let mut hit = false;
     let mut first = true;
     loop {
@@ -122,9 +126,21 @@ mod tests {
             ("a[", "a", false),
             ("*x", "xxx", true),
             // ArgoCD: a child pattern never matches the directory itself.
-            ("gitops/manifests/cert-manager/values/*", "gitops/manifests/cert-manager/values", false),
-            ("gitops/manifests/cert-manager/*", "gitops/manifests/cert-manager/values", true),
-            ("gitops/manifests/cert-manager/values", "gitops/manifests/cert-manager/values", true),
+            (
+                "gitops/manifests/cert-manager/values/*",
+                "gitops/manifests/cert-manager/values",
+                false,
+            ),
+            (
+                "gitops/manifests/cert-manager/*",
+                "gitops/manifests/cert-manager/values",
+                true,
+            ),
+            (
+                "gitops/manifests/cert-manager/values",
+                "gitops/manifests/cert-manager/values",
+                true,
+            ),
             ("values/*", "gitops/manifests/cert-manager/values/x", false),
         ];
         for (pat, name, want) in table {

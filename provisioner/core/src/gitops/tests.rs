@@ -25,7 +25,10 @@ fn ctx() -> Context {
 }
 
 fn obj(value: Value) -> Vec<Object> {
-    vec![Object { file: "gitops/core/apps/cert-manager.yaml".into(), value }]
+    vec![Object {
+        file: "gitops/core/apps/cert-manager.yaml".into(),
+        value,
+    }]
 }
 
 fn corrected() -> Value {
@@ -77,12 +80,27 @@ fn corrected_application_set_passes() {
 #[test]
 fn generator_yields_cluster_directories_only() {
     let v = corrected();
-    let (dirs, problems) = generated_directories(&v["spec"]["generators"][0]["git"]["directories"], &ctx().directories);
+    let (dirs, problems) = generated_directories(
+        &v["spec"]["generators"][0]["git"]["directories"],
+        &ctx().directories,
+    );
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(dirs, ["gitops/manifests/cert-manager/beelink", "gitops/manifests/cert-manager/genmachine"]);
+    assert_eq!(
+        dirs,
+        [
+            "gitops/manifests/cert-manager/beelink",
+            "gitops/manifests/cert-manager/genmachine"
+        ]
+    );
     let n = naive();
-    let (dirs, problems) = generated_directories(&n["spec"]["generators"][0]["git"]["directories"], &ctx().directories);
-    assert!(dirs.contains(&"gitops/manifests/cert-manager/values".to_string()), "{dirs:?}");
+    let (dirs, problems) = generated_directories(
+        &n["spec"]["generators"][0]["git"]["directories"],
+        &ctx().directories,
+    );
+    assert!(
+        dirs.contains(&"gitops/manifests/cert-manager/values".to_string()),
+        "{dirs:?}"
+    );
     assert_eq!(problems.len(), 1, "{problems:?}");
 }
 
@@ -100,7 +118,11 @@ fn naive_application_set_fails_each_rule() {
     // `values` directory becomes a cluster, and $values has no ref source.
     let mut fixed_mode = naive();
     fixed_mode["spec"]["goTemplate"] = json!(true);
-    let all = check(&obj(fixed_mode), &ctx()).iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n");
+    let all = check(&obj(fixed_mode), &ctx())
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     for want in [
         "generated for gitops/manifests/cert-manager/values: destination name \"values\" is not a registered cluster",
         "uses $values but no source has `ref: values`",
@@ -113,8 +135,15 @@ fn naive_application_set_fails_each_rule() {
 fn fasttemplate_syntax_with_go_template_is_refused() {
     let mut v = corrected();
     v["spec"]["template"]["metadata"]["name"] = json!("cert-manager-{{path.basename}}");
-    let all = check(&obj(v), &ctx()).iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n");
-    assert!(all.contains("fasttemplate syntax but goTemplate is true"), "{all}");
+    let all = check(&obj(v), &ctx())
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains("fasttemplate syntax but goTemplate is true"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -130,7 +159,10 @@ fn destination_rules() {
         (json!({"name": "in-cluster", "namespace": "a"}), None),
         (json!({"server": "https://kubernetes.default.svc"}), None),
         (json!({"name": "prod"}), Some("not a registered cluster")),
-        (json!({"name": "genmachine", "server": "https://x"}), Some("both name and server")),
+        (
+            json!({"name": "genmachine", "server": "https://x"}),
+            Some("both name and server"),
+        ),
         (json!({"namespace": "a"}), Some("neither name nor server")),
     ];
     for (dest, want) in cases {
@@ -147,15 +179,25 @@ fn ref_source_must_not_be_a_chart_and_repo_must_match() {
     let mut v = corrected();
     v["spec"]["template"]["spec"]["sources"][1]["chart"] = json!("oops");
     v["spec"]["generators"][0]["git"]["repoURL"] = json!("https://elsewhere/x.git");
-    let all = check(&obj(v), &ctx()).iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n");
-    assert!(all.contains("`ref: values` source must not have a chart"), "{all}");
+    let all = check(&obj(v), &ctx())
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains("`ref: values` source must not have a chart"),
+        "{all}"
+    );
     assert!(all.contains("is not the GitOps repository"), "{all}");
 }
 
 #[test]
 fn duplicate_names_are_reported_including_generated_ones() {
     let mut objs = obj(corrected());
-    objs.push(Object { file: "gitops/core/apps/again.yaml".into(), value: corrected() });
+    objs.push(Object {
+        file: "gitops/core/apps/again.yaml".into(),
+        value: corrected(),
+    });
     objs.push(Object {
         file: "gitops/bootstrap/genmachine/x.yaml".into(),
         value: json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
@@ -164,13 +206,27 @@ fn duplicate_names_are_reported_including_generated_ones() {
                      "source": {"repoURL": REPO, "path": "gitops/x", "targetRevision": "main"}}}),
     });
     let f = check(&objs, &ctx());
-    assert!(f.iter().any(|f| f.object == "ApplicationSet/cert-manager" && f.message.contains("already used")), "{f:#?}");
-    assert!(f.iter().any(|f| f.object == "Application/cert-manager-genmachine" && f.message.contains("already used")), "{f:#?}");
+    assert!(
+        f.iter()
+            .any(|f| f.object == "ApplicationSet/cert-manager" && f.message.contains("already used")),
+        "{f:#?}"
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.object == "Application/cert-manager-genmachine" && f.message.contains("already used")),
+        "{f:#?}"
+    );
 }
 
 #[test]
 fn render_and_normalize() {
-    assert_eq!(basename_normalized("gitops/manifests/x/Gen_Machine"), "gen-machine");
-    assert_eq!(render("a-{{.path.basename}}-{{ .path.basenameNormalized }}", "d/My_Dir").unwrap(), "a-My_Dir-my-dir");
+    assert_eq!(
+        basename_normalized("gitops/manifests/x/Gen_Machine"),
+        "gen-machine"
+    );
+    assert_eq!(
+        render("a-{{.path.basename}}-{{ .path.basenameNormalized }}", "d/My_Dir").unwrap(),
+        "a-My_Dir-my-dir"
+    );
     assert!(render("{{.cluster}}", "d").is_err());
 }

@@ -83,7 +83,11 @@ impl Installer {
         Ok(match scope {
             Scope::Cluster => (Api::all_with(self.client.clone(), &ar), name),
             Scope::Namespaced => {
-                let ns = obj.metadata.namespace.clone().unwrap_or_else(|| NAMESPACE.to_string());
+                let ns = obj
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| NAMESPACE.to_string());
                 (Api::namespaced_with(self.client.clone(), &ns, &ar), name)
             }
         })
@@ -94,9 +98,13 @@ impl Installer {
         let (api, name) = self.api(obj)?;
         let what = describe(obj);
         tracing::debug!(object = %what, "server-side apply");
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-            .await
-            .map_err(|source| InstallError::Kube { what, source })?;
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .map_err(|source| InstallError::Kube { what, source })?;
         Ok(())
     }
 
@@ -111,7 +119,12 @@ impl Installer {
                     Ok(_) => {}
                     // Transient API errors while the control plane settles: keep polling.
                     Err(kube::Error::Api(e)) if e.code >= 500 => {}
-                    Err(source) => return Err(InstallError::Kube { what: what.clone(), source }),
+                    Err(source) => {
+                        return Err(InstallError::Kube {
+                            what: what.clone(),
+                            source,
+                        });
+                    }
                 }
                 tokio::time::sleep(self.poll).await;
             }
@@ -126,9 +139,16 @@ impl Installer {
 
     /// Installs ArgoCD from `manifest`, waits for it, then applies the GitOps
     /// objects, the root Application last.
-    pub async fn install(&self, manifest: &InstallManifest, gitops: &[DynamicObject]) -> Result<(), InstallError> {
+    pub async fn install(
+        &self,
+        manifest: &InstallManifest,
+        gitops: &[DynamicObject],
+    ) -> Result<(), InstallError> {
         self.apply(&namespace(NAMESPACE)).await?;
-        let (crds, rest): (Vec<_>, Vec<_>) = manifest.objects.iter().partition(|o| kind(o) == "CustomResourceDefinition");
+        let (crds, rest): (Vec<_>, Vec<_>) = manifest
+            .objects
+            .iter()
+            .partition(|o| kind(o) == "CustomResourceDefinition");
         for crd in &crds {
             self.apply(crd).await?;
         }
@@ -143,7 +163,11 @@ impl Installer {
                 .iter()
                 .find(|o| kind(o) == k && o.name_any() == name)
                 .ok_or_else(|| InstallError::Invalid(format!("the install manifest has no {k} {name}")))?;
-            let ready: fn(&Value) -> bool = if k == "StatefulSet" { statefulset_ready } else { deployment_ready };
+            let ready: fn(&Value) -> bool = if k == "StatefulSet" {
+                statefulset_ready
+            } else {
+                deployment_ready
+            };
             self.wait_for(obj, ready).await?;
         }
         let (root, first): (Vec<&DynamicObject>, Vec<&DynamicObject>) =
@@ -179,7 +203,8 @@ fn condition_true(v: &Value, ty: &str) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|cs| {
             cs.iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some(ty) && c.get("status").and_then(Value::as_str) == Some("True")
+                c.get("type").and_then(Value::as_str) == Some(ty)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
             })
         })
 }
@@ -228,14 +253,19 @@ mod tests {
         assert!(!deployment_ready(&dep(3, 2, 2, 2)), "generation lag");
         assert!(!deployment_ready(&dep(3, 3, 1, 2)), "rolling");
         assert!(!deployment_ready(&dep(3, 3, 2, 1)), "not available");
-        assert!(!deployment_ready(&json!({"metadata": {"generation": 1}})), "no status");
-        let sts = |ready: i64, cur: &str, upd: &str| {
-            json!({"spec": {"replicas": 1}, "status": {"readyReplicas": ready, "currentRevision": cur, "updateRevision": upd}})
-        };
+        assert!(
+            !deployment_ready(&json!({"metadata": {"generation": 1}})),
+            "no status"
+        );
+        let sts = |ready: i64, cur: &str, upd: &str| json!({"spec": {"replicas": 1}, "status": {"readyReplicas": ready, "currentRevision": cur, "updateRevision": upd}});
         assert!(statefulset_ready(&sts(1, "a", "a")));
         assert!(!statefulset_ready(&sts(0, "a", "a")));
         assert!(!statefulset_ready(&sts(1, "a", "b")));
-        assert!(crd_established(&json!({"status": {"conditions": [{"type": "Established", "status": "True"}]}})));
-        assert!(!crd_established(&json!({"status": {"conditions": [{"type": "NamesAccepted", "status": "True"}]}})));
+        assert!(crd_established(
+            &json!({"status": {"conditions": [{"type": "Established", "status": "True"}]}})
+        ));
+        assert!(!crd_established(
+            &json!({"status": {"conditions": [{"type": "NamesAccepted", "status": "True"}]}})
+        ));
     }
 }

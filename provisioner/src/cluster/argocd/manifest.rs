@@ -40,13 +40,43 @@ impl Resources {
             ("", "v1", "ConfigMap", "configmaps", Scope::Namespaced),
             ("", "v1", "Secret", "secrets", Scope::Namespaced),
             ("", "v1", "Service", "services", Scope::Namespaced),
-            ("rbac.authorization.k8s.io", "v1", "Role", "roles", Scope::Namespaced),
-            ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", Scope::Namespaced),
-            ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", Scope::Cluster),
-            ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", Scope::Cluster),
+            (
+                "rbac.authorization.k8s.io",
+                "v1",
+                "Role",
+                "roles",
+                Scope::Namespaced,
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+                Scope::Namespaced,
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRole",
+                "clusterroles",
+                Scope::Cluster,
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRoleBinding",
+                "clusterrolebindings",
+                Scope::Cluster,
+            ),
             ("apps", "v1", "Deployment", "deployments", Scope::Namespaced),
             ("apps", "v1", "StatefulSet", "statefulsets", Scope::Namespaced),
-            ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", Scope::Namespaced),
+            (
+                "networking.k8s.io",
+                "v1",
+                "NetworkPolicy",
+                "networkpolicies",
+                Scope::Namespaced,
+            ),
             (
                 "apiextensions.k8s.io",
                 "v1",
@@ -72,10 +102,23 @@ impl Resources {
     /// Adds every served version of a CRD object's kind.
     pub fn add_crd(&mut self, crd: &Value) -> Result<(), String> {
         let spec = crd.get("spec").ok_or("CRD without spec")?;
-        let s = |p: &str| spec.pointer(p).and_then(Value::as_str).ok_or(format!("CRD without {p}"));
+        let s = |p: &str| {
+            spec.pointer(p)
+                .and_then(Value::as_str)
+                .ok_or(format!("CRD without {p}"))
+        };
         let (group, kind, plural) = (s("/group")?, s("/names/kind")?, s("/names/plural")?);
-        let scope = if s("/scope")? == "Cluster" { Scope::Cluster } else { Scope::Namespaced };
-        for v in spec.get("versions").and_then(Value::as_array).into_iter().flatten() {
+        let scope = if s("/scope")? == "Cluster" {
+            Scope::Cluster
+        } else {
+            Scope::Namespaced
+        };
+        for v in spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if v.get("served").and_then(Value::as_bool).unwrap_or(false)
                 && let Some(name) = v.get("name").and_then(Value::as_str)
             {
@@ -155,16 +198,19 @@ impl InstallManifest {
             });
         }
         let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
-        let docs: Vec<Value> =
-            serde_saphyr::from_str_multiple_with_options(text, serde_saphyr::options! { strict_booleans: true })
-                .map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
+            text,
+            serde_saphyr::options! { strict_booleans: true },
+        )
+        .map_err(|e| ManifestError::Parse(e.to_string()))?;
         let mut resources = Resources::builtin();
         let mut objects = Vec::new();
         for doc in docs.into_iter().filter(|d| !d.is_null()) {
             if doc.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition") {
                 resources.add_crd(&doc).map_err(ManifestError::Parse)?;
             }
-            let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| ManifestError::Parse(e.to_string()))?;
+            let obj: DynamicObject =
+                serde_json::from_value(doc).map_err(|e| ManifestError::Parse(e.to_string()))?;
             objects.push(obj);
         }
         for obj in &mut objects {

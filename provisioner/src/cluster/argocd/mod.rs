@@ -71,14 +71,21 @@ impl Settings {
 
     /// Where the install manifest is cached: `<cache>/argocd/install-<version>.yaml`.
     pub fn manifest_path(&self, cache_dir: &Path) -> PathBuf {
-        cache_dir.join("argocd").join(format!("install-{}.yaml", self.argocd.version))
+        cache_dir
+            .join("argocd")
+            .join(format!("install-{}.yaml", self.argocd.version))
     }
 
     /// Reads and verifies the cached install manifest.
     pub fn load_manifest(&self, cache_dir: &Path) -> Result<InstallManifest, String> {
         let path = self.manifest_path(cache_dir);
         let bytes = std::fs::read(&path).map_err(|e| {
-            format!("{}: {e} (download {} there; sha256 {})", path.display(), self.argocd.url, self.argocd.sha256)
+            format!(
+                "{}: {e} (download {} there; sha256 {})",
+                path.display(),
+                self.argocd.url,
+                self.argocd.sha256
+            )
         })?;
         InstallManifest::parse(&bytes, &self.argocd.sha256).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -108,8 +115,13 @@ impl ApiProbe for KubeReadyz {
     fn readyz<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
         async move {
             let client = client_for(kubeconfig).await?;
-            let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
-            let body = client.request_text(req).await.map_err(|e| format!("/readyz: {e}"))?;
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            let body = client
+                .request_text(req)
+                .await
+                .map_err(|e| format!("/readyz: {e}"))?;
             if body.trim() == "ok" {
                 Ok(())
             } else {
@@ -149,7 +161,10 @@ impl ArgoHandOff {
     async fn run(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
         let host = &self.settings.argocd.host;
         if cluster == host {
-            let mut objs = vec![objects::repository_secret(&self.settings), objects::in_cluster_secret(host)];
+            let mut objs = vec![
+                objects::repository_secret(&self.settings),
+                objects::in_cluster_secret(host),
+            ];
             for other in self.settings.clusters.iter().filter(|c| *c != host) {
                 if let Ok(Some(kc)) = self.kubeconfigs.get(other) {
                     objs.push(objects::cluster_secret(other, &kc)?);
@@ -169,7 +184,10 @@ impl ArgoHandOff {
                 .ok_or_else(|| format!("waiting for the ArgoCD host cluster {host} to have a kubeconfig"))?;
             let secret = objects::cluster_secret(cluster, kubeconfig)?;
             let client = client_for(&host_kc).await?;
-            self.installer(client).apply(&secret).await.map_err(|e| e.to_string())
+            self.installer(client)
+                .apply(&secret)
+                .await
+                .map_err(|e| e.to_string())
         }
     }
 }

@@ -40,7 +40,11 @@ fn cluster(name: &str, server: &str, config: Value) -> DynamicObject {
 /// `https://kubernetes.default.svc`), so `destination.name: <host>` works like
 /// `in-cluster` (argo `util/db/cluster.go`).
 pub fn in_cluster_secret(name: &str) -> DynamicObject {
-    cluster(name, "https://kubernetes.default.svc", json!({"tlsClientConfig": {"insecure": false}}))
+    cluster(
+        name,
+        "https://kubernetes.default.svc",
+        json!({"tlsClientConfig": {"insecure": false}}),
+    )
 }
 
 /// Registers another cluster from its admin kubeconfig's current context: server,
@@ -57,13 +61,17 @@ pub fn cluster_secret(name: &str, kubeconfig: &[u8]) -> Result<DynamicObject, St
             .find(|i| want.is_empty() || i.get("name").and_then(Value::as_str) == Some(want))
             .cloned()
     };
-    let ctx = find("contexts", current).and_then(|c| c.get("context").cloned()).unwrap_or(Value::Null);
+    let ctx = find("contexts", current)
+        .and_then(|c| c.get("context").cloned())
+        .unwrap_or(Value::Null);
     let cl_name = ctx.get("cluster").and_then(Value::as_str).unwrap_or("");
     let user_name = ctx.get("user").and_then(Value::as_str).unwrap_or("");
     let cl = find("clusters", cl_name)
         .and_then(|c| c.get("cluster").cloned())
         .ok_or_else(|| format!("kubeconfig of {name}: no cluster"))?;
-    let user = find("users", user_name).and_then(|u| u.get("user").cloned()).unwrap_or(Value::Null);
+    let user = find("users", user_name)
+        .and_then(|u| u.get("user").cloned())
+        .unwrap_or(Value::Null);
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let server = s(&cl, "server").ok_or_else(|| format!("kubeconfig of {name}: no server"))?;
     let mut tls = json!({"insecure": false});
@@ -95,11 +103,17 @@ pub fn app_projects(gitops_dir: &Path) -> Result<Vec<DynamicObject>, String> {
     let mut out = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let docs: Vec<Value> =
-            serde_saphyr::from_str_multiple_with_options(&text, serde_saphyr::options! { strict_booleans: true })
-                .map_err(|e| format!("{}: {e}", p.display()))?;
-        for d in docs.into_iter().filter(|d| d.get("kind").and_then(Value::as_str) == Some("AppProject")) {
-            let mut o: DynamicObject = serde_json::from_value(d).map_err(|e| format!("{}: {e}", p.display()))?;
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
+            &text,
+            serde_saphyr::options! { strict_booleans: true },
+        )
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+        for d in docs
+            .into_iter()
+            .filter(|d| d.get("kind").and_then(Value::as_str) == Some("AppProject"))
+        {
+            let mut o: DynamicObject =
+                serde_json::from_value(d).map_err(|e| format!("{}: {e}", p.display()))?;
             o.metadata.namespace = Some(NAMESPACE.to_string());
             out.push(o);
         }
@@ -154,7 +168,10 @@ current-context: admin@genmachine
 "#;
         let s = cluster_secret("genmachine", kc).unwrap();
         let v = serde_json::to_value(&s).unwrap();
-        assert_eq!(v["metadata"]["labels"]["argocd.argoproj.io/secret-type"], "cluster");
+        assert_eq!(
+            v["metadata"]["labels"]["argocd.argoproj.io/secret-type"],
+            "cluster"
+        );
         assert_eq!(v["stringData"]["server"], "https://10.0.30.10:6443");
         let config: Value = serde_json::from_str(v["stringData"]["config"].as_str().unwrap()).unwrap();
         assert_eq!(config["tlsClientConfig"]["caData"], "Q0E=");

@@ -20,7 +20,8 @@ use super::pb::machine::{
     EventsRequest, ResetRequest,
 };
 use super::{
-    ClusterIdentity, EtcdMemberInfo, ServiceStatus, TalosApi, TalosError, Target, kubeconfig, normalize_key_pem,
+    ClusterIdentity, EtcdMemberInfo, ServiceStatus, TalosApi, TalosError, Target, kubeconfig,
+    normalize_key_pem,
 };
 
 /// The Talos API client for one cluster identity.
@@ -69,7 +70,10 @@ impl TonicTalos {
     }
 
     fn client(&self, target: Target) -> Result<MachineServiceClient<Channel>, TalosError> {
-        let mut channels = self.channels.lock().map_err(|_| TalosError::Identity("channel cache poisoned".into()))?;
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| TalosError::Identity("channel cache poisoned".into()))?;
         if let Some(ch) = channels.get(&target.endpoint) {
             return Ok(MachineServiceClient::new(ch.clone()));
         }
@@ -172,7 +176,9 @@ pub fn classify_bootstrap(result: &Result<(), TalosError>) -> BootstrapOutcome {
             // "error reading from server: EOF" and broken connections (a node rebooting
             // mid-call) surface as Unknown/Internal transport errors.
             Some(Code::Unknown | Code::Internal)
-                if ["EOF", "connection", "transport error"].iter().any(|m| e.to_string().contains(m)) =>
+                if ["EOF", "connection", "transport error"]
+                    .iter()
+                    .any(|m| e.to_string().contains(m)) =>
             {
                 BootstrapOutcome::Retry(e.to_string())
             }
@@ -185,11 +191,19 @@ impl TalosApi for TonicTalos {
     fn version(&self, target: Target) -> BoxFuture<'_, Result<String, TalosError>> {
         self.bounded(target, async move {
             let mut c = self.client(target)?;
-            let resp = c.version(self.request(target, ())).await.map_err(status(target))?.into_inner();
-            let m = resp.messages.into_iter().next().ok_or_else(|| TalosError::Protocol {
-                node: target.endpoint,
-                message: "empty Version response".into(),
-            })?;
+            let resp = c
+                .version(self.request(target, ()))
+                .await
+                .map_err(status(target))?
+                .into_inner();
+            let m = resp
+                .messages
+                .into_iter()
+                .next()
+                .ok_or_else(|| TalosError::Protocol {
+                    node: target.endpoint,
+                    message: "empty Version response".into(),
+                })?;
             meta_error(target, m.metadata.as_ref())?;
             Ok(m.version.map(|v| v.tag).unwrap_or_default())
         })
@@ -215,7 +229,11 @@ impl TalosApi for TonicTalos {
     fn kubeconfig(&self, target: Target) -> BoxFuture<'_, Result<Vec<u8>, TalosError>> {
         self.bounded(target, async move {
             let mut c = self.client(target)?;
-            let mut stream = c.kubeconfig(self.request(target, ())).await.map_err(status(target))?.into_inner();
+            let mut stream = c
+                .kubeconfig(self.request(target, ()))
+                .await
+                .map_err(status(target))?
+                .into_inner();
             let mut archive = Vec::new();
             while let Some(chunk) = stream.message().await.map_err(status(target))? {
                 meta_error(target, chunk.metadata.as_ref())?;
@@ -238,7 +256,11 @@ impl TalosApi for TonicTalos {
     fn service_list(&self, target: Target) -> BoxFuture<'_, Result<Vec<ServiceStatus>, TalosError>> {
         self.bounded(target, async move {
             let mut c = self.client(target)?;
-            let resp = c.service_list(self.request(target, ())).await.map_err(status(target))?.into_inner();
+            let resp = c
+                .service_list(self.request(target, ()))
+                .await
+                .map_err(status(target))?
+                .into_inner();
             let mut out = Vec::new();
             for list in resp.messages {
                 meta_error(target, list.metadata.as_ref())?;
@@ -283,7 +305,11 @@ impl TalosApi for TonicTalos {
     fn reset(&self, target: Target, req: ResetRequest) -> BoxFuture<'_, Result<(), TalosError>> {
         self.bounded(target, async move {
             let mut c = self.client(target)?;
-            let resp = c.reset(self.request(target, req)).await.map_err(status(target))?.into_inner();
+            let resp = c
+                .reset(self.request(target, req))
+                .await
+                .map_err(status(target))?
+                .into_inner();
             for m in &resp.messages {
                 meta_error(target, m.metadata.as_ref())?;
             }

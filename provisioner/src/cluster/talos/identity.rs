@@ -20,7 +20,10 @@ impl fmt::Debug for ClusterIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterIdentity")
             .field("os_ca_pem", &format_args!("{} bytes", self.os_ca_pem.len()))
-            .field("client_cert_pem", &format_args!("{} bytes", self.client_cert_pem.len()))
+            .field(
+                "client_cert_pem",
+                &format_args!("{} bytes", self.client_cert_pem.len()),
+            )
             .field("client_key_pem", &"<redacted>")
             .finish()
     }
@@ -36,8 +39,11 @@ pub trait IdentitySource: Send + Sync + fmt::Debug {
 /// (siderolabs/crypto `x509.go`); rustls' PEM reader only knows `PRIVATE KEY` for
 /// PKCS#8. Same bytes, so relabel.
 pub fn normalize_key_pem(pem: &str) -> String {
-    pem.replace("-----BEGIN ED25519 PRIVATE KEY-----", "-----BEGIN PRIVATE KEY-----")
-        .replace("-----END ED25519 PRIVATE KEY-----", "-----END PRIVATE KEY-----")
+    pem.replace(
+        "-----BEGIN ED25519 PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----",
+    )
+    .replace("-----END ED25519 PRIVATE KEY-----", "-----END PRIVATE KEY-----")
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ pub const MAX_ARCHIVE: usize = 4 << 20;
 /// The `kubeconfig` file inside a Talos kubeconfig archive.
 pub fn unpack(archive: &[u8]) -> Result<Vec<u8>, String> {
     if archive.len() > MAX_ARCHIVE {
-        return Err(format!("kubeconfig archive of {} bytes is too large", archive.len()));
+        return Err(format!(
+            "kubeconfig archive of {} bytes is too large",
+            archive.len()
+        ));
     }
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let entries = tar.entries().map_err(|e| format!("not a tar.gz: {e}"))?;
@@ -32,7 +35,10 @@ pub fn unpack(archive: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Builds the archive a Talos node sends (used by the fake apid).
 pub fn pack(kubeconfig: &[u8]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
     let mut header = tar::Header::new_gnu();
     header.set_size(kubeconfig.len() as u64);
     header.set_mode(0o600);
@@ -55,7 +61,10 @@ mod tests {
         let kc = b"apiVersion: v1\nkind: Config\n";
         assert_eq!(unpack(&pack(kc)).unwrap(), kc);
         assert!(unpack(b"not gzip").is_err());
-        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
         h.set_cksum();

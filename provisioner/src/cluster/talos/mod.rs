@@ -47,7 +47,10 @@ pub struct Target {
 impl Target {
     /// Dial `node` itself.
     pub fn direct(node: IpAddr) -> Self {
-        Self { endpoint: node, node: None }
+        Self {
+            endpoint: node,
+            node: None,
+        }
     }
 
     /// Dial `endpoint` and let it proxy to `node`.
