@@ -92,105 +92,106 @@ async fn hands_off_in_order_once_each_without_discovery() {
     .unwrap();
     let took = started.elapsed();
 
-    let j = kube.journal();
-    let a = &j.applies;
-    let pos = |kind: &str, name: &str| a.iter().position(|x| x.kind == kind && x.name == name);
-    // Namespace first, then the three CRDs before anything else.
-    assert_eq!((a[0].kind.as_str(), a[0].name.as_str()), ("Namespace", "argocd"));
-    assert!(
-        a[1..4].iter().all(|x| x.kind == "CustomResourceDefinition"),
-        "{:?}",
-        &a[..4]
-    );
-    // Every CRD was seen Established before the first custom resource was applied.
-    let first_cr = a
-        .iter()
-        .find(|x| x.kind == "AppProject" || x.kind == "Application")
-        .unwrap()
-        .at;
-    for crd in a.iter().filter(|x| x.kind == "CustomResourceDefinition") {
-        let seen = j
-            .observed_ready
-            .get(&format!("CustomResourceDefinition//{}", crd.name))
-            .expect("CRD never seen Established");
+    {
+        let j = kube.journal();
+        let a = &j.applies;
+        let pos = |kind: &str, name: &str| a.iter().position(|x| x.kind == kind && x.name == name);
+        // Namespace first, then the three CRDs before anything else.
+        assert_eq!((a[0].kind.as_str(), a[0].name.as_str()), ("Namespace", "argocd"));
         assert!(
-            *seen <= first_cr,
-            "{} established after a custom resource was applied",
-            crd.name
+            a[1..4].iter().all(|x| x.kind == "CustomResourceDefinition"),
+            "{:?}",
+            &a[..4]
         );
-        assert!(*seen <= a[4].at, "the rest of the manifest waits for Established");
-    }
-    // Every manifest object exactly once, every apply with our field manager and force.
-    for o in &m.objects {
-        let kind = &o.types.as_ref().unwrap().kind;
-        let n = a
+        // Every CRD was seen Established before the first custom resource was applied.
+        let first_cr = a
             .iter()
-            .filter(|x| &x.kind == kind && x.name == o.name_any() && x.namespace == o.metadata.namespace)
-            .count();
-        assert_eq!(n, 1, "{kind} {} applied {n} times", o.name_any());
-    }
-    assert!(
-        a.iter().all(|x| x.field_manager == FIELD_MANAGER && x.force),
-        "every apply uses one field manager and force"
-    );
-    let mut seen = std::collections::BTreeSet::new();
-    for x in a.iter() {
+            .find(|x| x.kind == "AppProject" || x.kind == "Application")
+            .unwrap()
+            .at;
+        for crd in a.iter().filter(|x| x.kind == "CustomResourceDefinition") {
+            let seen = j
+                .observed_ready
+                .get(&format!("CustomResourceDefinition//{}", crd.name))
+                .expect("CRD never seen Established");
+            assert!(
+                *seen <= first_cr,
+                "{} established after a custom resource was applied",
+                crd.name
+            );
+            assert!(*seen <= a[4].at, "the rest of the manifest waits for Established");
+        }
+        // Every manifest object exactly once, every apply with our field manager and force.
+        for o in &m.objects {
+            let kind = &o.types.as_ref().unwrap().kind;
+            let n = a
+                .iter()
+                .filter(|x| &x.kind == kind && x.name == o.name_any() && x.namespace == o.metadata.namespace)
+                .count();
+            assert_eq!(n, 1, "{kind} {} applied {n} times", o.name_any());
+        }
         assert!(
-            seen.insert((x.kind.clone(), x.namespace.clone(), x.name.clone())),
-            "{} {} applied twice",
-            x.kind,
-            x.name
+            a.iter().all(|x| x.field_manager == FIELD_MANAGER && x.force),
+            "every apply uses one field manager and force"
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for x in a.iter() {
+            assert!(
+                seen.insert((x.kind.clone(), x.namespace.clone(), x.name.clone())),
+                "{} {} applied twice",
+                x.kind,
+                x.name
+            );
+        }
+        // The workloads were seen ready before the GitOps objects; the root app is last.
+        let root = pos("Application", "root").expect("root Application applied");
+        assert_eq!(root, a.len() - 1, "root Application is the last apply");
+        for (kind, name) in AWAITED {
+            let ready = j
+                .observed_ready
+                .get(&format!("{kind}/argocd/{name}"))
+                .unwrap_or_else(|| panic!("{name} never seen ready"));
+            assert!(*ready <= a[root].at, "{name} ready after the root Application");
+            let repo = pos("Secret", "repo-gitops").unwrap();
+            assert!(*ready <= a[repo].at, "{name} ready after the GitOps objects");
+        }
+        let projects: Vec<&str> = a
+            .iter()
+            .filter(|x| x.kind == "AppProject")
+            .map(|x| x.name.as_str())
+            .collect();
+        assert_eq!(
+            projects,
+            [
+                "argocd",
+                "core",
+                "monitoring",
+                "network",
+                "security",
+                "storage",
+                "tools"
+            ]
+        );
+        assert!(pos("Secret", "cluster-genmachine").is_some() && pos("Secret", "cluster-beelink").is_some());
+        let beelink = kube.object("Secret/argocd/cluster-beelink").unwrap();
+        assert_eq!(beelink["stringData"]["server"], "https://10.0.40.10:6443");
+        // No discovery was needed, so the failing metrics.k8s.io group was never asked.
+        assert!(
+            !j.requests.iter().any(|r| r.contains("metrics.k8s.io")),
+            "{:?}",
+            j.requests
+        );
+        assert!(
+            !j.requests
+                .iter()
+                .any(|r| r.ends_with(" /apis") || r.ends_with(" /api")),
+            "no discovery calls"
+        );
+        println!(
+            "hand-off against the fake API server: {} applies in {took:?}",
+            a.len()
         );
     }
-    // The workloads were seen ready before the GitOps objects; the root app is last.
-    let root = pos("Application", "root").expect("root Application applied");
-    assert_eq!(root, a.len() - 1, "root Application is the last apply");
-    for (kind, name) in AWAITED {
-        let ready = j
-            .observed_ready
-            .get(&format!("{kind}/argocd/{name}"))
-            .unwrap_or_else(|| panic!("{name} never seen ready"));
-        assert!(*ready <= a[root].at, "{name} ready after the root Application");
-        let repo = pos("Secret", "repo-gitops").unwrap();
-        assert!(*ready <= a[repo].at, "{name} ready after the GitOps objects");
-    }
-    let projects: Vec<&str> = a
-        .iter()
-        .filter(|x| x.kind == "AppProject")
-        .map(|x| x.name.as_str())
-        .collect();
-    assert_eq!(
-        projects,
-        [
-            "argocd",
-            "core",
-            "monitoring",
-            "network",
-            "security",
-            "storage",
-            "tools"
-        ]
-    );
-    assert!(pos("Secret", "cluster-genmachine").is_some() && pos("Secret", "cluster-beelink").is_some());
-    let beelink = kube.object("Secret/argocd/cluster-beelink").unwrap();
-    assert_eq!(beelink["stringData"]["server"], "https://10.0.40.10:6443");
-    // No discovery was needed, so the failing metrics.k8s.io group was never asked.
-    assert!(
-        !j.requests.iter().any(|r| r.contains("metrics.k8s.io")),
-        "{:?}",
-        j.requests
-    );
-    assert!(
-        !j.requests
-            .iter()
-            .any(|r| r.ends_with(" /apis") || r.ends_with(" /api")),
-        "no discovery calls"
-    );
-    println!(
-        "hand-off against the fake API server: {} applies in {took:?}",
-        a.len()
-    );
-    drop(j);
 
     // Another cluster's hand-off registers it in the host's ArgoCD.
     kubeconfigs.put("genmachine", &kube.kubeconfig()).unwrap();

@@ -58,19 +58,16 @@ pub trait ClusterStore: Send + Sync + std::fmt::Debug {
     fn events(&self, cluster: &str) -> Result<Vec<ClusterEvent>, InventoryError>;
 }
 
+type Records = BTreeMap<String, (BootstrapState, Vec<ClusterEvent>)>;
+
 /// A [`ClusterStore`] in memory, for tests.
 #[derive(Debug, Default)]
 pub struct MemClusterStore {
-    inner: Mutex<BTreeMap<String, (BootstrapState, Vec<ClusterEvent>)>>,
+    inner: Mutex<Records>,
 }
 
 impl MemClusterStore {
-    fn lock(
-        &self,
-    ) -> Result<
-        std::sync::MutexGuard<'_, BTreeMap<String, (BootstrapState, Vec<ClusterEvent>)>>,
-        InventoryError,
-    > {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Records>, InventoryError> {
         self.inner
             .lock()
             .map_err(|_| InventoryError::Backend("cluster store lock poisoned".into()))
