@@ -33,8 +33,20 @@ pub trait KubeconfigStore: Send + Sync + std::fmt::Debug {
 
 /// A [`KubeconfigStore`] in memory: nothing survives a restart, so a resumed workflow
 /// fetches the kubeconfig again (the state machine does that by itself).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemKubeconfigs(Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl std::fmt::Debug for MemKubeconfigs {
+    /// Names the clusters only: kubeconfigs hold admin credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .0
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_tuple("MemKubeconfigs").field(&names).finish()
+    }
+}
 
 impl KubeconfigStore for MemKubeconfigs {
     fn put(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
@@ -254,5 +266,20 @@ impl Orchestrator {
                 tracing::warn!(%ip, %mac, error = %e, "marking machine installed failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_custody_never_prints_contents() {
+        let k = MemKubeconfigs::default();
+        k.put("genmachine", b"client-key-data: SECRET").unwrap();
+        let shown = format!("{k:?}");
+        assert!(shown.contains("genmachine") && !shown.contains("SECRET"), "{shown}");
+        assert_eq!(k.get("genmachine").unwrap().unwrap(), b"client-key-data: SECRET");
+        assert_eq!(k.get("beelink").unwrap(), None);
     }
 }

@@ -134,7 +134,7 @@ impl ApiProbe for KubeReadyz {
 
 /// The [`HandOff`] the orchestrator runs: ArgoCD from the pinned manifest plus the
 /// GitOps objects built by [`objects`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArgoHandOff {
     /// `gitops/settings.yaml`.
     pub settings: Settings,
@@ -148,6 +148,17 @@ pub struct ArgoHandOff {
     pub wait_timeout: Duration,
     /// Between readiness polls.
     pub poll: Duration,
+}
+
+impl std::fmt::Debug for ArgoHandOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArgoHandOff")
+            .field("settings", &self.settings)
+            .field("gitops_dir", &self.gitops_dir)
+            .field("manifest_objects", &self.manifest.objects.len())
+            .field("kubeconfigs", &self.kubeconfigs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ArgoHandOff {
