@@ -278,7 +278,10 @@ mod tests {
         let k = MemKubeconfigs::default();
         k.put("genmachine", b"client-key-data: SECRET").unwrap();
         let shown = format!("{k:?}");
-        assert!(shown.contains("genmachine") && !shown.contains("SECRET"), "{shown}");
+        assert!(
+            shown.contains("genmachine") && !shown.contains("SECRET"),
+            "{shown}"
+        );
         assert_eq!(k.get("genmachine").unwrap().unwrap(), b"client-key-data: SECRET");
         assert_eq!(k.get("beelink").unwrap(), None);
     }
