@@ -152,6 +152,12 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Cluster bootstrap and hand-off progress.
+    Clusters {
+        /// What to show.
+        #[command(subcommand)]
+        cmd: ClustersCmd,
+    },
     /// Print the version.
     Version,
 }
@@ -170,6 +176,18 @@ pub enum ImportFrom {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+}
+
+/// `provisioner clusters ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClustersCmd {
+    /// Where each cluster's bootstrap is (step, since when, last event). Reads the
+    /// store, so run it while `serve` is stopped.
+    Status {
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,

@@ -96,6 +96,7 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             problems.push(format!("configuration: field `unknown_policy`: no profile {p:?}"));
         }
     }
+    let gitops = crate::gitops::check(&cfg.gitops_dir, &cfg.cache_dir(), &clusters, &mut problems);
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
@@ -110,6 +111,16 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
         cat.groups.len(),
         clusters.len()
     );
+    if let Some(g) = gitops {
+        println!(
+            "ok: gitops: {} ArgoCD object(s), {} generated Application(s), schemas: {}",
+            g.objects,
+            g.generated,
+            g.schema
+                .as_deref()
+                .unwrap_or("skipped (install manifest not cached)")
+        );
+    }
     Ok(())
 }
 
@@ -323,6 +334,41 @@ pub fn restore(file: &Path, force: bool, args: &ConfigArgs) -> anyhow::Result<()
     }
     for p in &r.images_mismatched {
         println!("image in the cache differs from the backup: {p}");
+    }
+    Ok(())
+}
+
+/// `provisioner clusters status`.
+pub fn clusters_status(args: &ConfigArgs) -> anyhow::Result<()> {
+    use provisioner_core::cluster::ClusterStore;
+    let cfg = load_config(args)?;
+    let store = RedbInventory::open(&cfg.inventory_path())?;
+    let clusters = store.clusters()?;
+    if clusters.is_empty() {
+        println!("no cluster bootstrap recorded");
+    }
+    for c in clusters {
+        let since = c
+            .step_started
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let node = c
+            .bootstrap_node
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{}\t{}\tsince {since}\tinstalled {}\tbootstrap node {node} ({} call(s))",
+            c.cluster,
+            c.step,
+            c.installed.len(),
+            c.bootstrap_attempts
+        );
+        if let Some(f) = &c.failure {
+            println!("  failed: {f}");
+        }
+        if let Some(e) = store.events(&c.cluster)?.last() {
+            println!("  last event: {:?}: {}", e.kind, e.detail);
+        }
     }
     Ok(())
 }

@@ -99,6 +99,8 @@ pub struct Config {
     pub images_dir: PathBuf,
     /// `infra/` cluster definitions.
     pub infra_dir: PathBuf,
+    /// `gitops/`: the app-of-apps tree and `settings.yaml` (repository URL, ArgoCD pin).
+    pub gitops_dir: PathBuf,
     /// Image cache; defaults to `<state_dir>/images`.
     pub cache_dir: Option<PathBuf>,
     /// What to do with machines no group matches.
@@ -122,6 +124,7 @@ impl Default for Config {
             profiles_dir: PathBuf::from("profiles"),
             images_dir: PathBuf::from("images"),
             infra_dir: PathBuf::from("infra"),
+            gitops_dir: PathBuf::from("gitops"),
             cache_dir: None,
             unknown_policy: UnknownPolicy::Record,
             log_format: LogFormat::Human,
@@ -212,6 +215,7 @@ impl Config {
                 "PROVISIONER_PROFILES_DIR" => self.profiles_dir = v.into(),
                 "PROVISIONER_IMAGES_DIR" => self.images_dir = v.into(),
                 "PROVISIONER_INFRA_DIR" => self.infra_dir = v.into(),
+                "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
                 "PROVISIONER_UNKNOWN_POLICY" => self.unknown_policy = parse("PROVISIONER_UNKNOWN_POLICY", v)?,
                 "PROVISIONER_LOG_FORMAT" => {

@@ -11,12 +11,16 @@
 //! - [`netinfo`]: advertised address, ARP lookups. [`shutdown`]: signals.
 //! - [`backup`]: backup/restore archives. [`state`]: state-dir permissions.
 //! - [`notify`]: systemd readiness and watchdog. [`selftest`]: the `--dry-run` report.
+//! - [`cluster`]: Talos API client, bootstrap orchestrator, ArgoCD hand-off.
+//! - [`gitops`]: `provisioner check` over `gitops/`. [`testing`]: shared test doubles.
 
 pub mod app;
 pub mod backup;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod gitops;
 pub mod http;
 pub mod images;
 pub mod netinfo;
@@ -28,4 +32,5 @@ pub mod snippet;
 pub mod state;
 pub mod store;
 pub mod talos;
+pub mod testing;
 pub mod tftp;

@@ -1,7 +1,7 @@
 //! `provisioner`: parse the command line, set up logging, run.
 
 use clap::Parser;
-use provisioner::cli::{Cli, Command, ImportFrom};
+use provisioner::cli::{Cli, ClustersCmd, Command, ImportFrom};
 use provisioner::config::LogFormat;
 use provisioner::{app, commands};
 
@@ -71,6 +71,9 @@ fn main() -> std::process::ExitCode {
             cfg,
         } => commands::backup(&output, include_images, &cfg),
         Command::Restore { file, force, cfg } => commands::restore(&file, force, &cfg),
+        Command::Clusters {
+            cmd: ClustersCmd::Status { cfg },
+        } => commands::clusters_status(&cfg),
         Command::Version => {
             println!("provisioner {}", env!("CARGO_PKG_VERSION"));
             Ok(())

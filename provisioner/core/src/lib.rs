@@ -11,12 +11,16 @@
 //! - [`infra`]: cluster definitions (`infra/`), validated per distribution.
 //! - [`talos`]: the Talos path's pure parts (cluster model, schematics, secrets as
 //!   data, machine configs, patches, talhelper import).
+//! - [`cluster`]: the cluster bootstrap workflow (pure state machine) and its store seam.
+//! - [`gitops`]: semantic checks over the ArgoCD objects in `gitops/`.
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
 
 pub mod boot;
 pub mod catalog;
+pub mod cluster;
+pub mod gitops;
 pub mod infra;
 pub mod inventory;
 pub mod lifecycle;

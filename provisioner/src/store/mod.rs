@@ -1,6 +1,7 @@
 //! Concrete inventory stores. Only this module names `redb`; everything else sees
 //! `Arc<dyn Inventory>` (ARCHITECTURE.md).
 
+mod clusters;
 mod redb_store;
 mod secrets_redb;
 

@@ -24,10 +24,10 @@ const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 /// The redb-backed [`Inventory`].
 #[derive(Debug)]
 pub struct RedbInventory {
-    db: Database,
+    pub(super) db: Database,
 }
 
-fn backend(e: impl std::fmt::Display) -> InventoryError {
+pub(super) fn backend(e: impl std::fmt::Display) -> InventoryError {
     InventoryError::Backend(e.to_string())
 }
 

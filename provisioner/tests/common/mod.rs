@@ -3,6 +3,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod daemon;
+pub mod fake_kube;
+pub mod pki;
+pub mod talos_lab;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,4 +96,32 @@ pub fn rig(policy: UnknownPolicy) -> Rig {
 
 pub fn app(r: &Rig) -> axum::Router {
     router(r.state.clone())
+}
+
+/// Installs the one rustls crypto provider (aws-lc-rs) as the process default, once
+/// per test binary (crates.md §4).
+pub fn crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// `$PROVISIONER_FIXTURES` (default `<repo>/../shared/fixtures`), if present.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("PROVISIONER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    dir.is_dir().then_some(dir)
+}
+
+/// A fixture file, or `None` after printing a loud SKIPPED line naming it.
+pub fn fixture(rel: &str) -> Option<PathBuf> {
+    match fixtures().map(|d| d.join(rel)).filter(|p| p.is_file()) {
+        Some(p) => Some(p),
+        None => {
+            println!("SKIPPED: fixture {rel} not found (set PROVISIONER_FIXTURES)");
+            None
+        }
+    }
 }

@@ -1,0 +1,22 @@
+//! Compiles the Talos API subset in `proto/` with protox (pure Rust, no `protoc`),
+//! generating both the client and the server (the server backs the fake apid in
+//! tests). The descriptor set is also written out so the conformance test can compare
+//! what we declare with Talos' own descriptors.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/machine/machine.proto", "proto/common/common.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("talos_subset.descriptors"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

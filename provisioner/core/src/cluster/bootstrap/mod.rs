@@ -1,0 +1,263 @@
+//! The cluster bootstrap workflow as a pure state machine: `(plan, state, observation,
+//! now) -> (next state, events, what to do next)`. The daemon persists the returned
+//! state and events in one durable commit *before* it performs the returned work, so a
+//! restart at any point resumes from the last recorded step and never repeats a step
+//! that was recorded as done. That is what keeps `Bootstrap` to exactly one node
+//! (talos.md §16.3 step 5: persist before calling, or a restart risks a split brain).
+//!
+//! Steps (talos.md §10.4, §16.3; argocd-gitops.md §10):
+//! `WaitNodes` (mTLS `Version` answers on every control-plane node; each answer marks
+//! that node's machine `Installed`) → `Bootstrap` (node chosen = lowest IP, recorded,
+//! then `Bootstrap` retried on FailedPrecondition / DeadlineExceeded / connection errors,
+//! `AlreadyExists` = done) → `WaitEtcd` (etcd Running + healthy everywhere, member list
+//! complete, no learner) → `FetchKubeconfig` → `WaitApi` (`/readyz`) → `HandOff`
+//! (ArgoCD install + root app) → `HandedOff`. Any step past its own timeout → `Failed`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ClusterEvent;
+
+mod step;
+
+pub use step::{step, work_for};
+
+/// Where a cluster's bootstrap is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Waiting for every control-plane node to answer `Version` over mTLS.
+    WaitNodes,
+    /// The bootstrap node is recorded; `Bootstrap` is being called on it.
+    Bootstrap,
+    /// Waiting for etcd to be healthy with every member joined.
+    WaitEtcd,
+    /// Fetching the admin kubeconfig through the `Kubeconfig` stream.
+    FetchKubeconfig,
+    /// Waiting for the Kubernetes API's `/readyz`.
+    WaitApi,
+    /// Installing ArgoCD and applying the root app-of-apps.
+    HandOff,
+    /// Done: Git owns the cluster; the appliance never applies to it again.
+    HandedOff,
+    /// A step timed out or failed for good; see [`BootstrapState::failure`].
+    Failed,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Step {
+    /// Whether the workflow has nothing more to do.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::HandedOff | Self::Failed)
+    }
+}
+
+/// How long each step may take before the cluster is marked failed. The defaults
+/// follow talos.md §10.3 (`Version` up to 10 min, here 15 for slow installs) and leave
+/// room for image pulls in the later steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// `WaitNodes`.
+    pub wait_nodes: Duration,
+    /// `Bootstrap` (all retries together).
+    pub bootstrap: Duration,
+    /// `WaitEtcd`.
+    pub wait_etcd: Duration,
+    /// `FetchKubeconfig`.
+    pub fetch_kubeconfig: Duration,
+    /// `WaitApi`.
+    pub wait_api: Duration,
+    /// `HandOff` (ArgoCD install, readiness, root app).
+    pub hand_off: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            wait_nodes: Duration::from_secs(15 * 60),
+            bootstrap: Duration::from_secs(10 * 60),
+            wait_etcd: Duration::from_secs(10 * 60),
+            fetch_kubeconfig: Duration::from_secs(5 * 60),
+            wait_api: Duration::from_secs(10 * 60),
+            hand_off: Duration::from_secs(20 * 60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The limit for `step`; terminal steps have none.
+    pub fn for_step(&self, step: Step) -> Option<Duration> {
+        match step {
+            Step::WaitNodes => Some(self.wait_nodes),
+            Step::Bootstrap => Some(self.bootstrap),
+            Step::WaitEtcd => Some(self.wait_etcd),
+            Step::FetchKubeconfig => Some(self.fetch_kubeconfig),
+            Step::WaitApi => Some(self.wait_api),
+            Step::HandOff => Some(self.hand_off),
+            Step::HandedOff | Step::Failed => None,
+        }
+    }
+}
+
+/// What the workflow is run for: fixed for a cluster, not persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Cluster name (infra/<name>.yaml).
+    pub cluster: String,
+    /// Control-plane node addresses (the talosconfig endpoints; never the VIP).
+    pub control_plane: BTreeSet<IpAddr>,
+    /// Whether this cluster gets ArgoCD; without it the workflow ends after `/readyz`.
+    pub hand_off: bool,
+    /// Per-step limits.
+    pub timeouts: Timeouts,
+    /// Pause between polls of a step that is not done yet.
+    pub poll: Duration,
+}
+
+/// The persisted progress of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapState {
+    /// Cluster name.
+    pub cluster: String,
+    /// Current step.
+    pub step: Step,
+    /// When the current step started (its timeout counts from here).
+    #[serde(with = "time::serde::rfc3339")]
+    pub step_started: OffsetDateTime,
+    /// Control-plane nodes that answered `Version` over mTLS.
+    #[serde(default)]
+    pub installed: BTreeSet<IpAddr>,
+    /// The one node `Bootstrap` goes to, recorded before the first call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_node: Option<IpAddr>,
+    /// `Bootstrap` calls made (including retried ones).
+    #[serde(default)]
+    pub bootstrap_attempts: u32,
+    /// Why the cluster is `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+impl BootstrapState {
+    /// A cluster whose workflow starts now.
+    pub fn new(cluster: &str, now: OffsetDateTime) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            step: Step::WaitNodes,
+            step_started: now,
+            installed: BTreeSet::new(),
+            bootstrap_node: None,
+            bootstrap_attempts: 0,
+            failure: None,
+        }
+    }
+}
+
+/// How one `Bootstrap` call ended, classified per talos.md §10.2/§10.3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapOutcome {
+    /// The node accepted the bootstrap.
+    Accepted,
+    /// `AlreadyExists`: etcd already has data, i.e. a previous call succeeded.
+    AlreadyDone,
+    /// FailedPrecondition (CRI or time sync not ready), DeadlineExceeded, connection
+    /// refused or reset: try again.
+    Retry(String),
+    /// Anything else (e.g. "can only be performed on a control plane node").
+    Fatal(String),
+}
+
+/// One node's view of its etcd service (from `ServiceList`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdService {
+    /// State of the last service event (`Running`, `Preparing`, ...).
+    pub state: String,
+    /// `health.healthy`.
+    pub healthy: bool,
+}
+
+/// One etcd member (from `EtcdMemberList`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    /// Member hostname.
+    pub hostname: String,
+    /// Still a learner (not yet voting).
+    pub is_learner: bool,
+}
+
+/// What the daemon saw when it did the last piece of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The daemon (re)started the workflow. `kubeconfig_available` says whether the
+    /// secret store still holds the kubeconfig (it is not part of this state).
+    Resumed {
+        /// A kubeconfig for this cluster is available.
+        kubeconfig_available: bool,
+    },
+    /// `Version` answers: nodes that answered, and errors of those that did not.
+    Versions {
+        /// Answered over mTLS.
+        ok: BTreeSet<IpAddr>,
+        /// Did not answer, with why.
+        failed: BTreeMap<IpAddr, String>,
+    },
+    /// The `Bootstrap` call ended.
+    Bootstrap(BootstrapOutcome),
+    /// etcd as seen through `ServiceList` on every node and `EtcdMemberList`.
+    Etcd {
+        /// Per node: etcd service state, or `None` if the node did not answer.
+        services: BTreeMap<IpAddr, Option<EtcdService>>,
+        /// Members as one node reports them; empty if nobody answered.
+        members: Vec<EtcdMember>,
+    },
+    /// The kubeconfig was fetched and stored (`Ok`) or not.
+    Kubeconfig(Result<(), String>),
+    /// `/readyz` answered ok (`Ok`) or not.
+    Readyz(Result<(), String>),
+    /// The ArgoCD hand-off finished (`Ok`) or failed in a way worth retrying.
+    HandOff(Result<(), String>),
+}
+
+/// The next piece of I/O the daemon performs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Call `Version` on these nodes.
+    ProbeVersions(BTreeSet<IpAddr>),
+    /// Call `Bootstrap` on this node.
+    Bootstrap(IpAddr),
+    /// `ServiceList` on every control-plane node and `EtcdMemberList`.
+    CheckEtcd,
+    /// Fetch the kubeconfig from this node and store it.
+    FetchKubeconfig(IpAddr),
+    /// Probe `/readyz` with the stored kubeconfig.
+    CheckReadyz,
+    /// Run the ArgoCD hand-off.
+    HandOff,
+}
+
+/// The result of one [`step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The state to persist.
+    pub next: BootstrapState,
+    /// Events to persist with it.
+    pub events: Vec<ClusterEvent>,
+    /// Machines to mark `Installed` (their next netboot boots from disk).
+    pub mark_installed: Vec<IpAddr>,
+    /// What to do after persisting; `None` when the workflow is over.
+    pub work: Option<Work>,
+    /// How long to wait before doing it (a poll interval when the step is not done).
+    pub delay: Duration,
+}

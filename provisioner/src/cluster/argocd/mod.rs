@@ -1,0 +1,210 @@
+//! The GitOps hand-off: install the pinned ArgoCD on the cluster that hosts it, register
+//! clusters, apply the AppProjects and the root app-of-apps from `gitops/`, and never
+//! touch the cluster's workloads again (argocd-gitops.md §10).
+//!
+//! One ArgoCD (on `settings.yaml`'s `argocd.host` cluster) manages every cluster, as
+//! in the seed's "central ArgoCD". The host's hand-off installs it and registers the
+//! clusters whose kubeconfig is known; another cluster's hand-off registers itself in
+//! the host's ArgoCD (a cluster Secret) once the host is up.
+
+pub mod install;
+pub mod manifest;
+pub mod objects;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kube::Client;
+use serde::Deserialize;
+
+use self::install::Installer;
+use self::manifest::InstallManifest;
+use super::orchestrator::{ApiProbe, HandOff, KubeconfigStore};
+
+/// `gitops/settings.yaml`: what the appliance needs to hand clusters to Git.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The GitOps repository (this tree).
+    pub repository: Repository,
+    /// The pinned ArgoCD install.
+    pub argocd: ArgoPin,
+    /// Cluster names as registered in ArgoCD; `manifests/<app>/<cluster>` directory
+    /// names and `destination.name`s must be among them.
+    pub clusters: Vec<String>,
+}
+
+/// The repository ArgoCD syncs from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repository {
+    /// Clone URL; every git source and generator in the tree must use it.
+    pub url: String,
+    /// Branch or tag.
+    pub revision: String,
+}
+
+/// Version, origin and checksum of the ArgoCD install manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgoPin {
+    /// ArgoCD release.
+    pub version: String,
+    /// Where the non-HA `install.yaml` of that release is downloaded from.
+    pub url: String,
+    /// Its SHA-256 (hex).
+    pub sha256: String,
+    /// The cluster ArgoCD runs on.
+    pub host: String,
+}
+
+impl Settings {
+    /// Reads `<gitops_dir>/settings.yaml`.
+    pub fn load(gitops_dir: &Path) -> Result<Self, String> {
+        let path = gitops_dir.join("settings.yaml");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Where the install manifest is cached: `<cache>/argocd/install-<version>.yaml`.
+    pub fn manifest_path(&self, cache_dir: &Path) -> PathBuf {
+        cache_dir
+            .join("argocd")
+            .join(format!("install-{}.yaml", self.argocd.version))
+    }
+
+    /// Reads and verifies the cached install manifest.
+    pub fn load_manifest(&self, cache_dir: &Path) -> Result<InstallManifest, String> {
+        let path = self.manifest_path(cache_dir);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "{}: {e} (download {} there; sha256 {})",
+                path.display(),
+                self.argocd.url,
+                self.argocd.sha256
+            )
+        })?;
+        InstallManifest::parse(&bytes, &self.argocd.sha256).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// A kube client for the cluster behind `kubeconfig` (its current context).
+pub async fn client_for(kubeconfig: &[u8]) -> Result<Client, String> {
+    let text = std::str::from_utf8(kubeconfig).map_err(|e| format!("kubeconfig: {e}"))?;
+    let kc = kube::config::Kubeconfig::from_yaml(text).map_err(|e| format!("kubeconfig: {e}"))?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("kubeconfig: {e}"))?;
+    cfg.connect_timeout = Some(Duration::from_secs(5));
+    cfg.read_timeout = Some(Duration::from_secs(30));
+    // kube retries 429/503/504 with backoff by default; against an aggregated API
+    // whose backend is down that turns one call into a stall of tens of seconds
+    // (argocd-gitops.md §6). Our callers retry on their own, bounded by step timeouts.
+    cfg.default_retry = false;
+    Client::try_from(cfg).map_err(|e| format!("kube client: {e}"))
+}
+
+/// `GET /readyz` through the kubeconfig's credentials.
+#[derive(Debug, Default)]
+pub struct KubeReadyz;
+
+impl ApiProbe for KubeReadyz {
+    fn readyz<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let client = client_for(kubeconfig).await?;
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            let body = client
+                .request_text(req)
+                .await
+                .map_err(|e| format!("/readyz: {e}"))?;
+            if body.trim() == "ok" {
+                Ok(())
+            } else {
+                Err(format!("/readyz answered {:?}", body.trim()))
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The [`HandOff`] the orchestrator runs: ArgoCD from the pinned manifest plus the
+/// GitOps objects built by [`objects`].
+#[derive(Clone)]
+pub struct ArgoHandOff {
+    /// `gitops/settings.yaml`.
+    pub settings: Settings,
+    /// `gitops/` (AppProjects are read from `core/appProjects`).
+    pub gitops_dir: PathBuf,
+    /// The verified install manifest.
+    pub manifest: Arc<InstallManifest>,
+    /// Kubeconfigs of every cluster (the host's, and the ones it registers).
+    pub kubeconfigs: Arc<dyn KubeconfigStore>,
+    /// Per wait inside the install.
+    pub wait_timeout: Duration,
+    /// Between readiness polls.
+    pub poll: Duration,
+}
+
+impl std::fmt::Debug for ArgoHandOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArgoHandOff")
+            .field("settings", &self.settings)
+            .field("gitops_dir", &self.gitops_dir)
+            .field("manifest_objects", &self.manifest.objects.len())
+            .field("kubeconfigs", &self.kubeconfigs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArgoHandOff {
+    fn installer(&self, client: Client) -> Installer {
+        let mut i = Installer::new(client, self.manifest.resources.clone());
+        i.wait_timeout = self.wait_timeout;
+        i.poll = self.poll;
+        i
+    }
+
+    async fn run(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
+        let host = &self.settings.argocd.host;
+        if cluster == host {
+            let mut objs = vec![
+                objects::repository_secret(&self.settings),
+                objects::in_cluster_secret(host),
+            ];
+            for other in self.settings.clusters.iter().filter(|c| *c != host) {
+                if let Ok(Some(kc)) = self.kubeconfigs.get(other) {
+                    objs.push(objects::cluster_secret(other, &kc)?);
+                }
+            }
+            objs.extend(objects::app_projects(&self.gitops_dir)?);
+            objs.push(objects::root_application(&self.settings));
+            let client = client_for(kubeconfig).await?;
+            self.installer(client)
+                .install(&self.manifest, &objs)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            let host_kc = self
+                .kubeconfigs
+                .get(host)?
+                .ok_or_else(|| format!("waiting for the ArgoCD host cluster {host} to have a kubeconfig"))?;
+            let secret = objects::cluster_secret(cluster, kubeconfig)?;
+            let client = client_for(&host_kc).await?;
+            self.installer(client)
+                .apply(&secret)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+impl HandOff for ArgoHandOff {
+    fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+        self.run(cluster, kubeconfig).boxed()
+    }
+}

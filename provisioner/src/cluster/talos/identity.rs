@@ -1,0 +1,73 @@
+//! The client identity for a Talos cluster: the OS CA that signs every apid server
+//! certificate, and the `os:admin` client certificate and key (the talosconfig
+//! identity, talos.md §5.6, §9.3). It comes from the cluster's secrets bundle (issue 4):
+//! [`IdentitySource`] is the seam, so wiring the bundle in is one implementation.
+
+use std::fmt;
+
+/// PEM material for mTLS to a cluster's apid. `Debug` never prints the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    /// The OS CA certificate (Ed25519) that issues apid server certificates.
+    pub os_ca_pem: String,
+    /// The client certificate: O=`os:admin`, EKU clientAuth only, signed by the OS CA.
+    pub client_cert_pem: String,
+    /// Its private key; Talos labels Ed25519 keys `ED25519 PRIVATE KEY` (accepted).
+    pub client_key_pem: String,
+}
+
+impl fmt::Debug for ClusterIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterIdentity")
+            .field("os_ca_pem", &format_args!("{} bytes", self.os_ca_pem.len()))
+            .field(
+                "client_cert_pem",
+                &format_args!("{} bytes", self.client_cert_pem.len()),
+            )
+            .field("client_key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where a cluster's identity comes from (issue 4's secrets bundle implements this).
+pub trait IdentitySource: Send + Sync + fmt::Debug {
+    /// The talosconfig identity of `cluster`.
+    fn talos_identity(&self, cluster: &str) -> Result<ClusterIdentity, String>;
+}
+
+/// Talos writes Ed25519 keys as PKCS#8 DER under the label `ED25519 PRIVATE KEY`
+/// (siderolabs/crypto `x509.go`); rustls' PEM reader only knows `PRIVATE KEY` for
+/// PKCS#8. Same bytes, so relabel.
+pub fn normalize_key_pem(pem: &str) -> String {
+    pem.replace(
+        "-----BEGIN ED25519 PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----",
+    )
+    .replace("-----END ED25519 PRIVATE KEY-----", "-----END PRIVATE KEY-----")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relabels_talos_ed25519_keys_only() {
+        let talos = "-----BEGIN ED25519 PRIVATE KEY-----\nMC4=\n-----END ED25519 PRIVATE KEY-----\n";
+        assert_eq!(
+            normalize_key_pem(talos),
+            "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n"
+        );
+        let ec = "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n";
+        assert_eq!(normalize_key_pem(ec), ec);
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let id = ClusterIdentity {
+            os_ca_pem: "ca".into(),
+            client_cert_pem: "crt".into(),
+            client_key_pem: "SECRET".into(),
+        };
+        assert!(!format!("{id:?}").contains("SECRET"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Test doubles shared by the integration tests and the simulated lab's node agent.
+//! Nothing in the appliance's own paths uses them.
+
+mod apid_auth;
+pub mod fake_apid;

@@ -1,0 +1,68 @@
+//! Fake Talos control-plane nodes on loopback (127.0.0.11, .12, .13 — each its own
+//! address, so the server certificate's IP SAN is checked), sharing one FakeCluster.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use provisioner::cluster::talos::{ClusterIdentity, TonicTalos};
+use provisioner::testing::fake_apid::{self, FakeCluster};
+use tokio_util::sync::CancellationToken;
+
+use super::pki::OsCa;
+
+pub struct TalosLab {
+    pub ca: OsCa,
+    pub cluster: FakeCluster,
+    /// (node IP, where its apid listens)
+    pub nodes: Vec<(IpAddr, SocketAddr)>,
+    shutdown: CancellationToken,
+}
+
+impl TalosLab {
+    /// `n` nodes; `Bootstrap` refused with FailedPrecondition `not_ready` times.
+    pub async fn start(n: u8, not_ready: u32, kubeconfig: &[u8]) -> Self {
+        let ca = OsCa::new();
+        let ips: Vec<IpAddr> = (0..n).map(|i| IpAddr::from([127, 0, 0, 11 + i])).collect();
+        let names: Vec<(IpAddr, String)> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (*ip, format!("talos-{}", i + 1)))
+            .collect();
+        let refs: Vec<(IpAddr, &str)> = names.iter().map(|(ip, h)| (*ip, h.as_str())).collect();
+        let cluster = FakeCluster::new(&refs, not_ready, kubeconfig);
+        let shutdown = CancellationToken::new();
+        let mut nodes = Vec::new();
+        for ip in ips {
+            let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            nodes.push((ip, listener.local_addr().unwrap()));
+            let tls = ca.node_tls(ip);
+            let (cluster, token) = (cluster.clone(), shutdown.clone());
+            tokio::spawn(async move { fake_apid::serve(ip, listener, &tls, cluster, token).await });
+        }
+        Self {
+            ca,
+            cluster,
+            nodes,
+            shutdown,
+        }
+    }
+
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.nodes.iter().map(|(ip, _)| *ip).collect()
+    }
+
+    /// A client presenting `id`, dialling each node's real listener.
+    pub fn client(&self, id: &ClusterIdentity) -> TonicTalos {
+        let mut c = TonicTalos::new(id, 50000, Duration::from_secs(2)).unwrap();
+        for (ip, addr) in &self.nodes {
+            c = c.dial_override(*ip, *addr);
+        }
+        c
+    }
+}
+
+impl Drop for TalosLab {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
