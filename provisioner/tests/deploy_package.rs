@@ -272,7 +272,9 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         .output()
         .unwrap();
     assert!(
-        o.status.success() && stdout(&o).contains("1 machine(s), 1 secret file(s)"),
+        // The seeded blob plus the Talos secret store (secrets.redb, secrets.key) that
+        // the first start creates for infra/genmachine.yaml.
+        o.status.success() && stdout(&o).contains("1 machine(s), 3 secret file(s)"),
         "{}",
         text(&o)
     );
