@@ -11,15 +11,21 @@
 //! - [`infra`]: cluster definitions (`infra/`), validated per distribution.
 //! - [`talos`]: the Talos path's pure parts (cluster model, schematics, secrets as
 //!   data, machine configs, patches, talhelper import).
+//! - [`apitoken`]: operator API tokens (roles, hashed storage trait, in-memory store).
+//! - [`bootloop`]: boot-loop protection as a pure function of the install history.
+//! - [`power`]: how a machine is switched on and off (driver choice per machine).
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
 
+pub mod apitoken;
 pub mod boot;
+pub mod bootloop;
 pub mod catalog;
 pub mod infra;
 pub mod inventory;
 pub mod lifecycle;
 pub mod model;
+pub mod power;
 pub mod render;
 pub mod talos;

@@ -95,7 +95,10 @@ pub fn open_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("chmod 700 {}", dir.display()))?;
-    Ok(Arc::new(RedbSecretStore::open(&dir.join("secrets.redb"), &dir.join("secrets.key"))?))
+    Ok(Arc::new(RedbSecretStore::open(
+        &dir.join("secrets.redb"),
+        &dir.join("secrets.key"),
+    )?))
 }
 
 /// Talos clusters of `infra/`, validated.
