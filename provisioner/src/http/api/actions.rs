@@ -27,7 +27,7 @@ pub struct ReimageResponse {
 
 /// Re-image a machine: `ReimageRequested`, then a Talos reset or a power cycle.
 #[utoipa::path(post, path = "/api/v1/machines/{mac}/reimage", tag = "actions",
-    params(("mac" = String, Path, description = "Boot MAC")),
+    params(("mac" = String, Path, description = "Boot MAC", pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$", example = "52:54:00:12:34:56")),
     responses(
         (status = 202, description = "Requested; the next network boot reinstalls", body = ReimageResponse),
         (status = 401, description = "No or unknown token", body = ErrorBody),
@@ -71,7 +71,7 @@ pub struct PowerResponse {
 /// Switch a machine on, off, or power-cycle it with its power driver.
 #[utoipa::path(post, path = "/api/v1/machines/{mac}/power/{action}", tag = "actions",
     params(
-        ("mac" = String, Path, description = "Boot MAC"),
+        ("mac" = String, Path, description = "Boot MAC", pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$", example = "52:54:00:12:34:56"),
         ("action" = PowerAction, Path, description = "on, off or cycle"),
     ),
     responses(

@@ -178,7 +178,7 @@ pub async fn list(
 
 /// One machine with its timeline.
 #[utoipa::path(get, path = "/api/v1/machines/{mac}", tag = "machines",
-    params(("mac" = String, Path, description = "Boot MAC, any common notation")),
+    params(("mac" = String, Path, description = "Boot MAC, any common notation", pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$", example = "52:54:00:12:34:56")),
     responses(
         (status = 200, description = "The machine", body = MachineDetail),
         (status = 401, description = "No or unknown token", body = ErrorBody),
@@ -205,7 +205,7 @@ pub async fn get(
 
 /// A machine's boot timeline, oldest first.
 #[utoipa::path(get, path = "/api/v1/machines/{mac}/timeline", tag = "machines",
-    params(("mac" = String, Path, description = "Boot MAC")),
+    params(("mac" = String, Path, description = "Boot MAC", pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$", example = "52:54:00:12:34:56")),
     responses(
         (status = 200, description = "Timeline", body = Vec<TimelineEvent>),
         (status = 401, description = "No or unknown token", body = ErrorBody),
@@ -355,7 +355,7 @@ fn validate(st: &ApiState, p: &MachinePatch) -> Result<(), ApiError> {
 
 /// Change labels, profile override, boot-file override or power driver.
 #[utoipa::path(patch, path = "/api/v1/machines/{mac}", tag = "machines",
-    params(("mac" = String, Path, description = "Boot MAC")),
+    params(("mac" = String, Path, description = "Boot MAC", pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$", example = "52:54:00:12:34:56")),
     request_body = MachinePatch,
     responses(
         (status = 200, description = "The updated machine", body = MachineView),
@@ -429,7 +429,7 @@ pub async fn patch(
 
 /// Forget a machine, its timeline and its tokens.
 #[utoipa::path(delete, path = "/api/v1/machines/{mac}", tag = "machines",
-    params(("mac" = String, Path, description = "Boot MAC")),
+    params(("mac" = String, Path, description = "Boot MAC", pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$", example = "52:54:00:12:34:56")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No or unknown token", body = ErrorBody),
