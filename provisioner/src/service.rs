@@ -439,14 +439,16 @@ impl BootService {
             }
         }
         let now = OffsetDateTime::now_utc();
+        let events = vec![event(kind, detail)];
         self.inventory.apply(mac, &mut |cur| {
             let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
             m.last_seen = now;
             Update {
                 machine: Some(m),
-                events: vec![event(kind, detail)],
+                events: events.clone(),
             }
         })?;
+        self.publish(mac, &events);
         Ok(())
     }
 

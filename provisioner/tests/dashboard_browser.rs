@@ -28,7 +28,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send();
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -36,7 +39,11 @@ impl Drop for Driver {
 
 impl Driver {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -44,7 +51,10 @@ impl Driver {
             .spawn()
             .unwrap_or_else(|e| panic!("chromedriver not found ({e}): run tests/setup (chromium-driver)"));
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.get(format!("{base}/status")).send().is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
@@ -63,7 +73,13 @@ impl Driver {
                          format!("--user-data-dir={}", profile.path().display())]
             }
         }}});
-        let v: Value = http.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
+        let v: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         let session = v["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
@@ -120,16 +136,27 @@ impl Driver {
 
     fn click(&self, css: &str) {
         let id = self.find(css).unwrap_or_else(|| panic!("no {css} on the page"));
-        self.cmd(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({})));
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        );
     }
 
     fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).unwrap_or_else(|| panic!("no {css} on the page"));
-        self.cmd(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text })));
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
     }
 
     fn source(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/source", None).as_str().unwrap_or("").to_string()
+        self.cmd(reqwest::Method::GET, "/source", None)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Polls until `css`'s text satisfies `ok`.
@@ -140,7 +167,10 @@ impl Driver {
             if ok(&t) {
                 return t;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; {css} is {t:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; {css} is {t:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -159,7 +189,14 @@ impl Driver {
 }
 
 fn token_after(script: &str, marker: &str) -> String {
-    script.split(marker).nth(1).unwrap().split(['/', ' ', '\n']).next().unwrap().to_string()
+    script
+        .split(marker)
+        .nth(1)
+        .unwrap()
+        .split(['/', ' ', '\n'])
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -171,7 +208,16 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     // Seeded machines: one installing, one unknown.
     let efi = "/ipxe?mac=52-54-00-00-00-02&arch=x86_64&platform=efi";
     assert_eq!(http(d.http, "GET", efi).unwrap().0, 200);
-    assert_eq!(http(d.http, "GET", "/ipxe?mac=52-54-00-00-00-09&arch=i386&platform=pcbios").unwrap().0, 200);
+    assert_eq!(
+        http(
+            d.http,
+            "GET",
+            "/ipxe?mac=52-54-00-00-00-09&arch=i386&platform=pcbios"
+        )
+        .unwrap()
+        .0,
+        200
+    );
     let admin = d.token("admin");
     let base = d.api_url();
 
@@ -183,9 +229,14 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     assert!(b.text("#login-error").contains("Unknown"), "bad token refused");
     b.type_into("#token", &admin);
     b.click("#login");
-    b.wait_text("#machines", "the machine table", |t| t.contains(MAC) && t.contains("52:54:00:00:00:09"));
+    b.wait_text("#machines", "the machine table", |t| {
+        t.contains(MAC) && t.contains("52:54:00:00:00:09")
+    });
     let table = b.text("#machines");
-    assert!(table.contains("Booting") && table.contains("uefi") && table.contains("lab"), "{table}");
+    assert!(
+        table.contains("Booting") && table.contains("uefi") && table.contains("lab"),
+        "{table}"
+    );
 
     b.goto(&format!("{base}/ui/machines/{MAC}"));
     assert_eq!(b.text("#state"), "Booting");
@@ -195,11 +246,18 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     let script = String::from_utf8(script).unwrap();
     let config = token_after(&script, "/config/");
     let callback = token_after(&script, "/callback/");
-    b.wait_text("#timeline", "the new script event", |t| t.matches("ipxe_script_served").count() >= 2);
+    b.wait_text("#timeline", "the new script event", |t| {
+        t.matches("ipxe_script_served").count() >= 2
+    });
     assert_eq!(http(d.http, "GET", &format!("/config/{config}")).unwrap().0, 200);
     b.wait_text("#timeline", "config_served", |t| t.contains("config_served"));
     b.wait_text("#state", "ConfigServed", |t| t == "ConfigServed");
-    assert_eq!(http(d.http, "POST", &format!("/callback/{callback}/installed")).unwrap().0, 200);
+    assert_eq!(
+        http(d.http, "POST", &format!("/callback/{callback}/installed"))
+            .unwrap()
+            .0,
+        200
+    );
     b.wait_text("#state", "Installed", |t| t == "Installed");
     let tl = b.text("#timeline");
     assert!(tl.contains("installed install reported by the machine"), "{tl}");
@@ -226,5 +284,8 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     b.click("#login");
     b.wait_text("#machines", "the machine table", |t| t.contains(MAC));
     b.goto(&format!("{base}/ui/machines/{MAC}"));
-    assert!(b.find("#state").is_some() && b.find("#reimage").is_none(), "read-only sees no re-image");
+    assert!(
+        b.find("#state").is_some() && b.find("#reimage").is_none(),
+        "read-only sees no re-image"
+    );
 }

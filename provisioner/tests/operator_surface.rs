@@ -27,7 +27,12 @@ fn daemon(dir: &std::path::Path) -> Daemon {
     std::fs::write(&cfg, text).unwrap();
     let d = Daemon::start(&cfg);
     for n in 1..=3 {
-        let (st, _) = http(d.http, "GET", &format!("/ipxe?mac=52-54-00-00-00-0{n}&arch=x86_64&platform=efi")).unwrap();
+        let (st, _) = http(
+            d.http,
+            "GET",
+            &format!("/ipxe?mac=52-54-00-00-00-0{n}&arch=x86_64&platform=efi"),
+        )
+        .unwrap();
         assert_eq!(st, 200);
     }
     d
@@ -62,25 +67,44 @@ fn cli_over_the_api() {
     let (ok, out, err) = cli(&d, &reader, &["machines", "ls"]);
     assert!(ok, "{err}");
     assert!(out.starts_with("MAC"), "{out}");
-    assert!(out.contains("52:54:00:00:00:01") && out.contains("Booting") && out.contains("lab"), "{out}");
+    assert!(
+        out.contains("52:54:00:00:00:01") && out.contains("Booting") && out.contains("lab"),
+        "{out}"
+    );
     let (ok, out, _) = cli(&d, &reader, &["machines", "ls", "--json", "--state", "Booting"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
     let (ok, _, err) = cli(&d, &reader, &["machines", "ls", "--state", "Sleeping"]);
-    assert!(!ok && err.contains("422") && err.contains("field `state`"), "{err}");
+    assert!(
+        !ok && err.contains("422") && err.contains("field `state`"),
+        "{err}"
+    );
 
     let (ok, out, _) = cli(&d, &reader, &["machines", "show", "52-54-00-00-00-02"]);
-    assert!(ok && out.contains("Timeline:") && out.contains("ipxe_script_served"), "{out}");
+    assert!(
+        ok && out.contains("Timeline:") && out.contains("ipxe_script_served"),
+        "{out}"
+    );
 
     let (ok, _, err) = cli(&d, &reader, &["machines", "reimage", "52:54:00:00:00:01"]);
     assert!(!ok && err.contains("403"), "read-only cannot re-image: {err}");
     let (ok, out, err) = cli(&d, &admin, &["machines", "reimage", "52:54:00:00:00:01"]);
     assert!(ok, "{err}");
-    assert!(out.contains("ReimageRequested") && out.contains("power_cycle"), "{out}");
-    let (ok, out, _) = cli(&d, &admin, &["machines", "power", "52:54:00:00:00:01", "on", "--json"]);
+    assert!(
+        out.contains("ReimageRequested") && out.contains("power_cycle"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(
+        &d,
+        &admin,
+        &["machines", "power", "52:54:00:00:00:01", "on", "--json"],
+    );
     assert!(ok);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["driver"], "manual");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["driver"],
+        "manual"
+    );
 
     let (ok, out, _) = cli(&d, &reader, &["clusters", "ls"]);
     assert!(ok && out.contains("lab") && out.contains("unavailable"), "{out}");
@@ -110,7 +134,12 @@ fn cli_over_the_api() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seen = None;
     while seen.is_none() && Instant::now() < deadline {
-        http(d.http, "GET", "/ipxe?mac=52-54-00-00-00-07&arch=x86_64&platform=efi").unwrap();
+        http(
+            d.http,
+            "GET",
+            "/ipxe?mac=52-54-00-00-00-07&arch=x86_64&platform=efi",
+        )
+        .unwrap();
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             seen = Some(line);
         }
@@ -118,12 +147,22 @@ fn cli_over_the_api() {
     let _ = follow.kill();
     let _ = follow.wait();
     let line = seen.expect("an event line within 15 s");
-    assert!(line.contains("52:54:00:00:00:07") && line.contains("ipxe_script_served"), "{line}");
+    assert!(
+        line.contains("52:54:00:00:00:07") && line.contains("ipxe_script_served"),
+        "{line}"
+    );
 
     // Tokens are listed without the secret and can be revoked.
     let (ok, out, _) = common::daemon::run(&["token", "ls", "--config", d.config.to_str().unwrap()]);
     assert!(ok && out.lines().count() == 2 && !out.contains("pvt_"), "{out}");
-    let id = out.lines().find(|l| l.contains("read-only")).unwrap().split_whitespace().next().unwrap().to_string();
+    let id = out
+        .lines()
+        .find(|l| l.contains("read-only"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     assert!(common::daemon::run(&["token", "revoke", &id, "--config", d.config.to_str().unwrap()]).0);
     let (ok, _, err) = cli(&d, &reader, &["machines", "ls"]);
     assert!(!ok && err.contains("401"), "revoked: {err}");
@@ -144,8 +183,21 @@ fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         .arg("--tls-verify")
         .arg(d.ca())
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
-        .args(["--max-examples", "10", "--seed", "1", "--phases", "examples,coverage,fuzzing"])
-        .args(["--exclude-path", "/api/v1/events", "--request-timeout", "20", "--no-color"])
+        .args([
+            "--max-examples",
+            "10",
+            "--seed",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+        ])
+        .args([
+            "--exclude-path",
+            "/api/v1/events",
+            "--request-timeout",
+            "20",
+            "--no-color",
+        ])
         .arg("--report-dir")
         .arg(&report)
         .stdout(Stdio::piped())

@@ -16,11 +16,11 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use common::api::{api_rig, boot, call};
 use common::BIOS_MAC;
+use common::api::{api_rig, boot, call};
 use provisioner::power::{
-    OutcomeStatus, PowerConfig, PowerDriver, PowerDrivers, PowerEndpoint, PowerError, Proxmox, Redfish, WakeOnLan,
-    WolConfig, magic_packet,
+    OutcomeStatus, PowerConfig, PowerDriver, PowerDrivers, PowerEndpoint, PowerError, Proxmox, Redfish,
+    WakeOnLan, WolConfig, magic_packet,
 };
 use provisioner_core::model::MacAddr;
 use provisioner_core::power::{PowerAction, PowerSpec};
@@ -39,12 +39,18 @@ impl Drop for Netns {
 }
 
 fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().expect("ip(8) from iproute2");
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip(8) from iproute2");
     assert!(st.success(), "ip {args:?}");
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let fd = std::fs::File::open(&path).unwrap();
@@ -140,7 +146,14 @@ type Answer = fn(&Method, &str) -> (StatusCode, Value);
 async fn record(State((log, answer)): State<(Log, Answer)>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-    let h = |n: header::HeaderName| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let h = |n: header::HeaderName| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     log.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
@@ -183,8 +196,14 @@ const PVE_VM: &str = "/api2/json/nodes/pve1/qemu/101";
 
 fn proxmox_answer(m: &Method, path: &str) -> (StatusCode, Value) {
     match (m.as_str(), path.strip_prefix(PVE_VM)) {
-        ("GET", Some("/status/current")) => (StatusCode::OK, json!({"data": {"status": "running", "vmid": 101}})),
-        ("GET", Some("/config")) => (StatusCode::OK, json!({"data": {"boot": "order=scsi0;ide2;net0", "name": "talos-1"}})),
+        ("GET", Some("/status/current")) => (
+            StatusCode::OK,
+            json!({"data": {"status": "running", "vmid": 101}}),
+        ),
+        ("GET", Some("/config")) => (
+            StatusCode::OK,
+            json!({"data": {"boot": "order=scsi0;ide2;net0", "name": "talos-1"}}),
+        ),
         ("POST", Some(p)) if p.starts_with("/status/") => (StatusCode::OK, json!({"data": "UPID:pve1:0001"})),
         ("PUT", Some("/config")) => (StatusCode::OK, json!({"data": null})),
         _ => (StatusCode::NOT_IMPLEMENTED, json!({"errors": "unexpected call"})),
@@ -224,7 +243,10 @@ async fn proxmox_calls_paths_methods_auth_and_bodies() {
     let o = pve.netboot_next().await.unwrap();
     assert_eq!(o.status, OutcomeStatus::Done, "{}", o.detail);
     let seen = take(&log);
-    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("GET", format!("{PVE_VM}/config").as_str()));
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("GET", format!("{PVE_VM}/config").as_str())
+    );
     assert_eq!(seen[1].method, "PUT");
     assert_eq!(seen[1].path, format!("{PVE_VM}/config"));
     assert_eq!(seen[1].content_type, "application/x-www-form-urlencoded");
@@ -235,9 +257,19 @@ async fn proxmox_calls_paths_methods_auth_and_bodies() {
 #[tokio::test]
 async fn proxmox_errors_name_the_call_not_the_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _log) = fake(|_, _| (StatusCode::INTERNAL_SERVER_ERROR, json!({"errors": "VM 101 not running"}))).await;
+    let (addr, _log) = fake(|_, _| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"errors": "VM 101 not running"}),
+        )
+    })
+    .await;
     let ep = endpoint(addr, "root@pam!p=supersecret", dir.path());
-    let err = Proxmox::new(&ep, "pve1".into(), 101).unwrap().power(PowerAction::On).await.unwrap_err();
+    let err = Proxmox::new(&ep, "pve1".into(), 101)
+        .unwrap()
+        .power(PowerAction::On)
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("status/start") && msg.contains("500"), "{msg}");
     assert!(!msg.contains("supersecret"), "{msg}");
@@ -247,7 +279,10 @@ async fn proxmox_errors_name_the_call_not_the_secret() {
         ..ep
     };
     assert!(matches!(
-        Proxmox::new(&dead, "pve1".into(), 101).unwrap().power(PowerAction::On).await,
+        Proxmox::new(&dead, "pve1".into(), 101)
+            .unwrap()
+            .power(PowerAction::On)
+            .await,
         Err(PowerError::Upstream { .. })
     ));
 }
@@ -261,7 +296,9 @@ fn redfish_answer(m: &Method, path: &str) -> (StatusCode, Value) {
             json!({"Id": "1", "PowerState": "On", "Actions": {"#ComputerSystem.Reset": {
                 "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"}}}),
         ),
-        ("POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset") => (StatusCode::NO_CONTENT, Value::Null),
+        ("POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset") => {
+            (StatusCode::NO_CONTENT, Value::Null)
+        }
         ("PATCH", SYSTEM) => (StatusCode::OK, json!({})),
         _ => (StatusCode::NOT_IMPLEMENTED, json!({})),
     }
@@ -287,18 +324,27 @@ async fn redfish_calls_paths_methods_auth_and_bodies() {
         assert_eq!(seen[1].method, "POST");
         assert_eq!(seen[1].path, "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset");
         assert_eq!(seen[1].content_type, "application/json");
-        assert_eq!(serde_json::from_str::<Value>(&seen[1].body).unwrap(), json!({"ResetType": reset}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&seen[1].body).unwrap(),
+            json!({"ResetType": reset})
+        );
         assert!(seen.iter().all(|s| s.auth == auth), "{seen:?}");
     }
     rf.netboot_next().await.unwrap();
     let seen = take(&log);
-    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("PATCH", SYSTEM));
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("PATCH", SYSTEM)
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&seen[0].body).unwrap(),
         json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
     );
     assert_eq!(seen[0].auth, auth);
-    assert!(Redfish::new(&ep, "/etc/passwd".into()).is_err(), "system must be a Redfish path");
+    assert!(
+        Redfish::new(&ep, "/etc/passwd".into()).is_err(),
+        "system must be a Redfish path"
+    );
 }
 
 #[tokio::test]
@@ -314,7 +360,10 @@ async fn redfish_cycle_of_a_powered_off_system_switches_it_on() {
     let seen = take(&log);
     // No target advertised: the schema's default action path.
     assert_eq!(seen[1].path, "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset");
-    assert_eq!(serde_json::from_str::<Value>(&seen[1].body).unwrap(), json!({"ResetType": "On"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&seen[1].body).unwrap(),
+        json!({"ResetType": "On"})
+    );
 }
 
 #[tokio::test]
@@ -337,7 +386,14 @@ async fn reimage_of_a_proxmox_node_sets_netboot_and_power_cycles() {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (st, v) = call(&r.app, "POST", &format!("/api/v1/machines/{BIOS_MAC}/reimage"), a, None).await;
+    let (st, v) = call(
+        &r.app,
+        "POST",
+        &format!("/api/v1/machines/{BIOS_MAC}/reimage"),
+        a,
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::ACCEPTED);
     let steps: Vec<(&str, &str)> = v["steps"]
         .as_array()
@@ -345,8 +401,19 @@ async fn reimage_of_a_proxmox_node_sets_netboot_and_power_cycles() {
         .iter()
         .map(|s| (s["step"].as_str().unwrap(), s["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(steps, [("state", "done"), ("netboot_next", "done"), ("power_cycle", "done")], "{v}");
-    let calls: Vec<String> = take(&log).into_iter().map(|s| format!("{} {}", s.method, s.path)).collect();
+    assert_eq!(
+        steps,
+        [
+            ("state", "done"),
+            ("netboot_next", "done"),
+            ("power_cycle", "done")
+        ],
+        "{v}"
+    );
+    let calls: Vec<String> = take(&log)
+        .into_iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
     assert_eq!(
         calls,
         [

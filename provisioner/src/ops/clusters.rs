@@ -194,7 +194,7 @@ pub fn views(
                 .iter()
                 .filter_map(|m| {
                     let a = assignment(catalog, m)?;
-                    (a.cluster.as_deref() == Some(f.name.as_str())).then(|| ClusterMachine {
+                    (a.cluster.as_deref() == Some(f.name.as_str())).then_some(ClusterMachine {
                         mac: m.mac,
                         state: m.state,
                         profile: a.profile,

@@ -14,11 +14,13 @@ fn guard() -> LoopGuard {
     }
 }
 
+/// (state, stored history, now, halts?, history kept afterwards)
+type Row = (MachineState, &'static [i64], i64, bool, &'static [i64]);
+
 #[test]
 fn verdict_table() {
     let g = guard();
-    // (state, history, now, halts?, kept history)
-    let table: [(MachineState, &[i64], i64, bool, &[i64]); 8] = [
+    let table: [Row; 8] = [
         (Discovered, &[], 0, false, &[0]),
         (Booting, &[0], 60, false, &[0, 60]),
         (ConfigServed, &[0, 60], 120, false, &[0, 60, 120]),

@@ -17,7 +17,7 @@ use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
-use super::auth::{self, Caller, SESSION_COOKIE, Session};
+use super::auth::{self, Caller, SESSION_COOKIE};
 use super::machines::view;
 use super::params::MacParam;
 use super::{ApiState, clusters};
@@ -157,15 +157,14 @@ async fn logout(State(st): State<ApiState>, headers: HeaderMap) -> Response {
     secure(r)
 }
 
-/// The session, or a redirect to the login page.
-fn need_session(st: &ApiState, headers: &HeaderMap) -> Result<Session, Response> {
-    auth::session(st, headers).ok_or_else(|| secure(Redirect::to("/ui/login").into_response()))
+/// Where a request without a dashboard session goes.
+fn login_redirect() -> Response {
+    secure(Redirect::to("/ui/login").into_response())
 }
 
 async fn machines(State(st): State<ApiState>, headers: HeaderMap) -> Response {
-    let s = match need_session(&st, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
     };
     let inv = st.ops.service.inventory().clone();
     let rows = tokio::task::spawn_blocking(
@@ -199,9 +198,8 @@ async fn machine(
     MacParam(mac): MacParam,
     q: axum::extract::RawQuery,
 ) -> Response {
-    let s = match need_session(&st, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
     };
     let inv = st.ops.service.inventory().clone();
     let r = tokio::task::spawn_blocking(
@@ -246,9 +244,8 @@ async fn reimage(
     MacParam(mac): MacParam,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match need_session(&st, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
     };
     if !s.caller.role.may_mutate() || f.csrf != s.csrf {
         metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
@@ -269,9 +266,8 @@ async fn reimage(
 }
 
 async fn clusters_page(State(st): State<ApiState>, headers: HeaderMap) -> Response {
-    let s = match need_session(&st, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
     };
     match clusters::list(State(st.clone())).await {
         Ok(axum::Json(cs)) => page(
