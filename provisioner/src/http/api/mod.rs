@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod machines;
 pub mod params;
+pub mod patch;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -100,7 +101,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(machines::list))
-        .routes(routes!(machines::get, machines::patch, machines::delete))
+        .routes(routes!(machines::get, patch::patch, patch::delete))
         .routes(routes!(machines::timeline))
         .routes(routes!(actions::reimage))
         .routes(routes!(actions::power))
