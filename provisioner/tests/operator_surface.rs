@@ -113,6 +113,35 @@ fn cli_over_the_api() {
     let (ok, _, err) = cli(&d, "pvt_wrong", &["machines", "ls"]);
     assert!(!ok && err.contains("401"), "{err}");
 
+    // Or everything from the client file, with no flag, variable or local config.
+    let client = d.config.parent().unwrap().join("client.yaml");
+    std::fs::write(
+        &client,
+        format!(
+            "url: {}\ntoken: {reader}\nca: {}\n",
+            d.api_url(),
+            d.ca().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["machines", "ls", "--json"])
+        .env("PROVISIONER_CLIENT_CONFIG", &client)
+        .env_remove("PROVISIONER_API_URL")
+        .env_remove("PROVISIONER_API_TOKEN")
+        .env_remove("PROVISIONER_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
     // events --follow prints new events as they are written.
     let mut follow = Command::new(BIN)
         .args(["events", "--follow", "--config"])
