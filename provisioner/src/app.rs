@@ -119,9 +119,11 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
 
     tracing::info!(
         ca = %tls_files.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "provided".into()),
-        "listening for API on {} (https)",
-        api_sock.local_addr()?
+        cert = %tls_files.cert.display(),
+        "the API serves HTTPS only"
     );
+    // Tools read the address as the last word of this line.
+    tracing::info!("listening for API on {}", api_sock.local_addr()?);
     selftest.listener("API (tcp)", api_sock.local_addr()?);
     let api_router = api::router(api::ApiState {
         ops: Operator {
