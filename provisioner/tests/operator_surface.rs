@@ -207,6 +207,8 @@ fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     // Bounded: few examples per operation, no stateful phase; the event stream never
     // ends by design, so it is left to the router tests.
     let mut child = Command::new("st")
+        // Its example cache (.schemathesis/) goes to the temporary directory.
+        .current_dir(dir.path())
         .args(["run", &format!("{}/api/v1/openapi.json", d.api_url())])
         .args(["-H", &format!("Authorization: Bearer {admin}")])
         .arg("--tls-verify")
