@@ -18,8 +18,11 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{advertised_on, load_catalog};
 use crate::config::Config;
 use crate::http::{api, boot};
+use crate::ops::Operator;
+use crate::ops::clusters::NoBootstrap;
+use crate::power::PowerDrivers;
 use crate::service::BootService;
-use crate::store::RedbInventory;
+use crate::store::{RedbApiTokens, RedbInventory};
 use crate::tftp::{self, BootFiles};
 
 /// Runs the appliance until SIGINT/SIGTERM.
@@ -57,13 +60,15 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
     let (server_ip, base) = advertised_on(&cfg, http.local_addr()?.port());
     let images = Arc::new(catalog.images.clone());
+    let catalog = Arc::new(catalog);
     let booter: Arc<dyn Booter> = Arc::new(CatalogBooter {
-        catalog,
+        catalog: (*catalog).clone(),
         unknown: cfg.unknown_policy.clone(),
     });
     let talos =
         crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
-    let service = BootService::new(booter, inventory.clone(), base.clone());
+    let service =
+        BootService::new(booter, inventory.clone(), base.clone()).with_loop_guard(cfg.boot_loop.guard());
     let service = Arc::new(if talos.is_empty() {
         service
     } else {
@@ -81,9 +86,11 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     });
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
-    let api_sock = tokio::net::TcpListener::bind(cfg.api_listen)
-        .await
+    let api_sock = std::net::TcpListener::bind(cfg.api_listen)
         .with_context(|| format!("binding API on {}", cfg.api_listen))?;
+    api_sock.set_nonblocking(true)?;
+    let tls_files = api::tls::prepare(&cfg.api_tls, &cfg.state_dir, &[server_ip, cfg.api_listen.ip()])?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(api::tls::server_config(&tls_files)?);
     let tftp_sock = std::net::UdpSocket::bind(cfg.tftp_listen)
         .with_context(|| format!("binding TFTP on {}", cfg.tftp_listen))?;
 
@@ -110,13 +117,40 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         .context("HTTP server")
     });
 
+    tracing::info!(
+        ca = %tls_files.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "provided".into()),
+        cert = %tls_files.cert.display(),
+        "the API serves HTTPS only"
+    );
+    // Tools read the address as the last word of this line.
     tracing::info!("listening for API on {}", api_sock.local_addr()?);
     selftest.listener("API (tcp)", api_sock.local_addr()?);
-    let api_router = api::router(inventory.clone());
+    let api_router = api::router(api::ApiState {
+        ops: Operator {
+            service: service.clone(),
+            catalog: catalog.clone(),
+            power: Arc::new(PowerDrivers::new(cfg.power.clone(), cfg.interface.clone())),
+            // Talos Reset needs the Talos API client (bootstrap work): not wired yet.
+            resetter: None,
+        },
+        tokens: Arc::new(RedbApiTokens::new(&cfg.api_tokens_path())),
+        sessions: Arc::default(),
+        infra_dir: cfg.infra_dir.clone(),
+        bootstrap: Arc::new(NoBootstrap),
+        shutdown: shutdown.clone(),
+    });
     let token = shutdown.clone();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
     tasks.spawn(async move {
-        axum::serve(api_sock, api_router)
-            .with_graceful_shutdown(token.cancelled_owned())
+        token.cancelled().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(3)));
+        Ok(())
+    });
+    tasks.spawn(async move {
+        axum_server::from_tcp_rustls(api_sock, tls)?
+            .handle(handle)
+            .serve(api_router.into_make_service_with_connect_info::<SocketAddr>())
             .await
             .context("API server")
     });

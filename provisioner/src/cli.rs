@@ -152,11 +152,60 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
-    /// Cluster bootstrap and hand-off progress.
-    Clusters {
+    /// Cluster bootstrap and hand-off progress, read from the local store (the
+    /// service stopped). `clusters` asks the running appliance's API instead.
+    Bootstrap {
         /// What to show.
         #[command(subcommand)]
-        cmd: ClustersCmd,
+        cmd: BootstrapCmd,
+    },
+    /// Machines through the operator API: ls, show, reimage, power.
+    Machines {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::client::MachinesCmd,
+        /// API endpoint and token.
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+        /// Local appliance configuration (default endpoint and CA).
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Clusters through the operator API: ls, status.
+    Clusters {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::client::ClustersCmd,
+        /// API endpoint and token.
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+        /// Local appliance configuration (default endpoint and CA).
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Boot timeline events: each machine's latest, or live with --follow.
+    Events {
+        /// Stream events as they happen until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only this machine's events (with --follow).
+        #[arg(long)]
+        mac: Option<String>,
+        /// API endpoint and token.
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+        /// Local appliance configuration (default endpoint and CA).
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Operator API tokens (on the appliance host): create, ls, revoke.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::client::token::TokenCmd,
+        /// Configuration source (where the token store is).
+        #[command(flatten)]
+        cfg: ConfigArgs,
     },
     /// Print the version.
     Version,
@@ -182,9 +231,9 @@ pub enum ImportFrom {
     },
 }
 
-/// `provisioner clusters ...`.
+/// `provisioner bootstrap ...`.
 #[derive(Debug, Subcommand)]
-pub enum ClustersCmd {
+pub enum BootstrapCmd {
     /// Where each cluster's bootstrap is (step, since when, last event). Reads the
     /// store, so run it while `serve` is stopped.
     Status {

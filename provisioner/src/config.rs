@@ -7,7 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use provisioner_core::boot::UnknownPolicy;
+use provisioner_core::bootloop::LoopGuard;
 use serde::{Deserialize, Serialize};
+
+use crate::http::api::tls::ApiTls;
+use crate::power::PowerConfig;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,37 @@ impl Default for TftpTuning {
     }
 }
 
+/// Boot-loop protection (`provisioner_core::bootloop`): more than `max_installs`
+/// install boots within `window_minutes` without reaching `Installed` stops installing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootLoopConfig {
+    /// N; 0 disables the protection.
+    pub max_installs: u32,
+    /// M.
+    pub window_minutes: u32,
+}
+
+impl Default for BootLoopConfig {
+    fn default() -> Self {
+        let g = LoopGuard::default();
+        Self {
+            max_installs: g.max_installs,
+            window_minutes: (g.window_secs / 60) as u32,
+        }
+    }
+}
+
+impl BootLoopConfig {
+    /// The core guard.
+    pub fn guard(&self) -> LoopGuard {
+        LoopGuard {
+            max_installs: self.max_installs,
+            window_secs: i64::from(self.window_minutes) * 60,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +144,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// TFTP tuning.
     pub tftp: TftpTuning,
+    /// HTTPS for the API listener (generated certificate unless provided).
+    pub api_tls: ApiTls,
+    /// Boot-loop protection.
+    pub boot_loop: BootLoopConfig,
+    /// Power driver endpoints and Wake-on-LAN.
+    pub power: PowerConfig,
 }
 
 impl Default for Config {
@@ -129,6 +170,9 @@ impl Default for Config {
             unknown_policy: UnknownPolicy::Record,
             log_format: LogFormat::Human,
             tftp: TftpTuning::default(),
+            api_tls: ApiTls::default(),
+            boot_loop: BootLoopConfig::default(),
+            power: PowerConfig::default(),
         }
     }
 }
@@ -241,6 +285,11 @@ impl Config {
         self.cache_dir
             .clone()
             .unwrap_or_else(|| self.state_dir.join("images"))
+    }
+
+    /// The API token store.
+    pub fn api_tokens_path(&self) -> PathBuf {
+        self.state_dir.join("api-tokens.redb")
     }
 
     /// The inventory file.

@@ -6,7 +6,9 @@
 //! - [`config`]: the configuration file, defaults and environment overrides.
 //! - [`service`]: the boot service the protocol servers share (decisions, tokens,
 //!   timeline writes).
-//! - [`http`]: boot path, assets, read-only API. [`tftp`]: TFTP.
+//! - [`http`]: boot path, assets, the operator API and dashboard. [`tftp`]: TFTP.
+//! - [`ops`]: re-imaging, power, clusters. [`power`]: power drivers.
+//! - [`client`]: the CLI's API client (`machines`, `clusters`, `events`, `token`).
 //! - [`store`]: the redb inventory. [`snippet`]: external-DHCP snippets.
 //! - [`netinfo`]: advertised address, ARP lookups. [`shutdown`]: signals.
 //! - [`backup`]: backup/restore archives. [`state`]: state-dir permissions.
@@ -17,6 +19,7 @@
 pub mod app;
 pub mod backup;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod config;
@@ -25,6 +28,8 @@ pub mod http;
 pub mod images;
 pub mod netinfo;
 pub mod notify;
+pub mod ops;
+pub mod power;
 pub mod selftest;
 pub mod service;
 pub mod shutdown;

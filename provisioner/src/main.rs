@@ -1,9 +1,9 @@
 //! `provisioner`: parse the command line, set up logging, run.
 
 use clap::Parser;
-use provisioner::cli::{Cli, ClustersCmd, Command, ImportFrom};
+use provisioner::cli::{BootstrapCmd, Cli, Command, ImportFrom};
 use provisioner::config::LogFormat;
-use provisioner::{app, commands};
+use provisioner::{app, client, commands};
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVISIONER_LOG")
@@ -71,9 +71,18 @@ fn main() -> std::process::ExitCode {
             cfg,
         } => commands::backup(&output, include_images, &cfg),
         Command::Restore { file, force, cfg } => commands::restore(&file, force, &cfg),
-        Command::Clusters {
-            cmd: ClustersCmd::Status { cfg },
+        Command::Bootstrap {
+            cmd: BootstrapCmd::Status { cfg },
         } => commands::clusters_status(&cfg),
+        Command::Machines { cmd, api, cfg } => client::machines(&cmd, &api, &cfg),
+        Command::Clusters { cmd, api, cfg } => client::clusters(&cmd, &api, &cfg),
+        Command::Events {
+            follow,
+            mac,
+            api,
+            cfg,
+        } => client::events(follow, mac.as_deref(), &api, &cfg),
+        Command::Token { cmd, cfg } => client::token::run(&cmd, &cfg),
         Command::Version => {
             println!("provisioner {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -4,12 +4,17 @@
 //!
 //! Methods block on the store (one fsync'd commit); async callers wrap them in
 //! `spawn_blocking`.
+//!
+//! Every event written to a timeline is then published on a broadcast channel
+//! ([`BootService::subscribe`]) for live views (the API's Server-Sent Events): the
+//! inventory write comes first, so a subscriber never sees an event the store lost.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use provisioner_core::boot::{BootDecision, BootRequest, Booter};
+use provisioner_core::bootloop::{LoopGuard, Verdict};
 use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::{Inventory, InventoryError, TokenPurpose, TokenRecord, Update};
 use provisioner_core::lifecycle::{self, Trigger};
@@ -19,6 +24,20 @@ use provisioner_core::render::{self, BootUrls};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+/// One timeline event as published to live subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineEvent {
+    /// Whose timeline it was written to.
+    pub mac: MacAddr,
+    /// The event as stored.
+    pub event: TimelineEvent,
+}
+
+/// Events buffered per subscriber before a slow one starts missing some (it is told
+/// how many it missed: `broadcast::error::RecvError::Lagged`).
+const EVENT_BUFFER: usize = 1024;
 
 /// Why a boot-path request cannot be answered.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +69,10 @@ pub struct BootService {
     peers: Mutex<HashMap<IpAddr, MacAddr>>,
     /// Config renderers by kind; kinds without one get the plain document.
     renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
+    /// Live timeline events, published after each durable write.
+    events: broadcast::Sender<MachineEvent>,
+    /// Boot-loop protection limits.
+    guard: LoopGuard,
 }
 
 /// A fresh 256-bit token, hex-encoded.
@@ -81,6 +104,8 @@ impl BootService {
             base,
             peers: Mutex::new(HashMap::new()),
             renderers: HashMap::new(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            guard: LoopGuard::default(),
         }
     }
 
@@ -89,6 +114,44 @@ impl BootService {
     pub fn with_renderer(mut self, kind: ConfigKind, renderer: Arc<dyn ConfigRenderer>) -> Self {
         self.renderers.insert(kind, renderer);
         self
+    }
+
+    /// Sets the boot-loop protection limits (default: [`LoopGuard::default`]).
+    pub fn with_loop_guard(mut self, guard: LoopGuard) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// A receiver of every timeline event written from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes events already written to `mac`'s timeline. No subscriber is fine.
+    fn publish(&self, mac: MacAddr, events: &[TimelineEvent]) {
+        for event in events {
+            let _ = self.events.send(MachineEvent {
+                mac,
+                event: event.clone(),
+            });
+        }
+    }
+
+    /// Applies an operator change (API) in one durable commit, then publishes the
+    /// events it wrote.
+    pub fn update(
+        &self,
+        mac: MacAddr,
+        change: &mut dyn FnMut(Option<Machine>) -> Update,
+    ) -> Result<Option<Machine>, ServiceError> {
+        let mut written = Vec::new();
+        let stored = self.inventory.apply(mac, &mut |cur| {
+            let u = change(cur);
+            written = u.events.clone();
+            u
+        })?;
+        self.publish(mac, &written);
+        Ok(stored)
     }
 
     /// The base URL of the boot path.
@@ -119,7 +182,33 @@ impl BootService {
             ));
         };
         let machine = self.inventory.get(mac)?;
-        let decision = self.booter.decide(req, machine.as_ref());
+        let mut decision = self.booter.decide(req, machine.as_ref());
+        let now = OffsetDateTime::now_utc();
+        // Boot-loop protection (core::bootloop): only install answers count.
+        let mut history = None;
+        let mut halted = None;
+        if matches!(decision, BootDecision::Install(_)) {
+            let state = machine.as_ref().map(|m| m.state).unwrap_or_default();
+            let past = machine
+                .as_ref()
+                .map(|m| m.install_boots.as_slice())
+                .unwrap_or(&[]);
+            match self.guard.on_install_script(state, past, now.unix_timestamp()) {
+                Verdict::Install { history: h } => history = Some(h),
+                Verdict::Halt { count, history: h } => {
+                    let reason = format!(
+                        "boot loop: {count} install boots within {} min without reaching Installed; \
+                         install stopped until an operator re-images it",
+                        self.guard.window_secs / 60
+                    );
+                    metrics::counter!("provisioner_boot_loops_total").increment(1);
+                    tracing::warn!(%mac, count, "boot loop detected; answering local boot");
+                    history = Some(h);
+                    halted = Some(reason.clone());
+                    decision = BootDecision::LocalBoot { reason };
+                }
+            }
+        }
         let outcome = decision.outcome();
         metrics::counter!("provisioner_boot_decisions_total", "outcome" => outcome).increment(1);
         let urls = match &decision {
@@ -138,8 +227,8 @@ impl BootService {
                     format!("{outcome}: {reason}")
                 }
             };
-            let now = OffsetDateTime::now_utc();
             let install = matches!(decision, BootDecision::Install(_));
+            let mut written = Vec::new();
             self.inventory.apply(mac, &mut |cur| {
                 let mut events = vec![event(EventKind::IpxeScriptServed, detail.clone())];
                 let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
@@ -158,11 +247,23 @@ impl BootService {
                     events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
                     m.state = next;
                 }
+                if let Some(h) = &history {
+                    m.install_boots = h.clone();
+                }
+                if let Some(reason) = &halted {
+                    events.push(event(EventKind::BootLoopDetected, reason.clone()));
+                    if let Ok(next) = lifecycle::next(m.state, Trigger::BootLoopDetected) {
+                        events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
+                        m.state = next;
+                    }
+                }
+                written = events.clone();
                 Update {
                     machine: Some(m),
                     events,
                 }
             })?;
+            self.publish(mac, &written);
             if let Some(ip) = peer {
                 self.remember_peer(ip, mac);
             }
@@ -287,6 +388,7 @@ impl BootService {
     /// Sets the state and appends `ev` (plus a `state_changed` entry) in one commit.
     fn transition(&self, mac: MacAddr, next: MachineState, ev: TimelineEvent) -> Result<(), ServiceError> {
         let now = OffsetDateTime::now_utc();
+        let mut written = Vec::new();
         self.inventory.apply(mac, &mut |cur| {
             let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
             m.last_seen = now;
@@ -295,11 +397,17 @@ impl BootService {
                 events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
                 m.state = next;
             }
+            if next == MachineState::Installed {
+                // It made it: boot-loop counting starts over.
+                m.install_boots.clear();
+            }
+            written = events.clone();
             Update {
                 machine: Some(m),
                 events,
             }
         })?;
+        self.publish(mac, &written);
         Ok(())
     }
 
@@ -307,7 +415,9 @@ impl BootService {
     /// the unknown policy decides who gets a record, and only `/ipxe` applies it).
     pub fn record(&self, mac: MacAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
         if self.inventory.get(mac)?.is_some() {
-            self.inventory.append(mac, &[event(kind, detail)])?;
+            let events = [event(kind, detail)];
+            self.inventory.append(mac, &events)?;
+            self.publish(mac, &events);
         }
         Ok(())
     }
@@ -329,14 +439,16 @@ impl BootService {
             }
         }
         let now = OffsetDateTime::now_utc();
+        let events = vec![event(kind, detail)];
         self.inventory.apply(mac, &mut |cur| {
             let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
             m.last_seen = now;
             Update {
                 machine: Some(m),
-                events: vec![event(kind, detail)],
+                events: events.clone(),
             }
         })?;
+        self.publish(mac, &events);
         Ok(())
     }
 

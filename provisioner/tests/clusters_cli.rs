@@ -1,4 +1,4 @@
-//! `provisioner clusters status` shows where each cluster's bootstrap is.
+//! `provisioner bootstrap status` shows where each cluster's bootstrap is.
 
 mod common;
 
@@ -11,7 +11,7 @@ fn clusters_status_shows_step_failure_and_last_event() {
     let cfg = common::daemon::write_config(dir.path(), dir.path());
     let cfg = cfg.display().to_string();
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
-    let (ok, out, err) = common::daemon::run(&["clusters", "status", "--config", &cfg]);
+    let (ok, out, err) = common::daemon::run(&["bootstrap", "status", "--config", &cfg]);
     assert!(ok, "{err}");
     assert!(out.contains("no cluster bootstrap recorded"), "{out}");
     {
@@ -28,7 +28,7 @@ fn clusters_status_shows_step_failure_and_last_event() {
         };
         store.save(&s, &[ev]).unwrap();
     }
-    let (ok, out, err) = common::daemon::run(&["clusters", "status", "--config", &cfg]);
+    let (ok, out, err) = common::daemon::run(&["bootstrap", "status", "--config", &cfg]);
     assert!(ok, "{err}");
     assert!(
         out.contains("genmachine\tFailed\tsince 1970-01-01T00:00:00Z"),

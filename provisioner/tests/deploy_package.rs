@@ -332,8 +332,33 @@ fn runs_under_systemd(c: &Chroot, work: &Path) {
         }
         assert_eq!(field("Seccomp:"), "2");
         assert_eq!(field("NoNewPrivs:"), "1");
+        // The API is HTTPS with a token: one made by root with the packaged CLI,
+        // which must hand the token store to the service user.
+        let o = b.exec(&[
+            "provisioner",
+            "token",
+            "create",
+            "--role",
+            "read-only",
+            "--config",
+            "/etc/provisioner/provisioner.yaml",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let header = work.join("api-auth-header");
+        std::fs::write(&header, format!("Authorization: Bearer {}\n", stdout(&o).trim())).unwrap();
+        let ca = c.path("/var/lib/provisioner/tls/ca.crt");
         let api = |b: &Booted| {
-            let o = b.in_netns(&["curl", "-s", "-m", "5", "http://127.0.0.1:9090/api/v1/machines"]);
+            let o = b.in_netns(&[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-H",
+                &format!("@{}", header.display()),
+                "https://127.0.0.1:9090/api/v1/machines",
+            ]);
             stdout(&o)
         };
         assert!(

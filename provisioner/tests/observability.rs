@@ -37,9 +37,11 @@ fn metrics_count_requests_bytes_and_decisions() {
         .status();
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let (st, body) = http(d.api, "GET", "/metrics").unwrap();
+    // /metrics needs a token; read-only (what a Prometheus scraper gets) suffices.
+    assert_eq!(d.api_get("/metrics", None).0, 401);
+    let reader = d.token("read-only");
+    let (st, m) = d.api_get("/metrics", Some(&reader));
     assert_eq!(st, 200);
-    let m = String::from_utf8(body).unwrap();
     for want in [
         "provisioner_boot_decisions_total{outcome=\"install\"} 1",
         "provisioner_boot_decisions_total{outcome=\"unknown\"} 1",
@@ -49,6 +51,7 @@ fn metrics_count_requests_bytes_and_decisions() {
         "provisioner_tftp_requests_total{result=\"ok\"} 1",
         "provisioner_tftp_requests_total{result=\"not_found\"} 1",
         "provisioner_tftp_bytes_total 5000",
+        "provisioner_api_auth_failures_total{reason=\"missing\"} 1",
     ] {
         assert!(m.contains(want), "missing `{want}` in\n{m}");
     }
@@ -68,33 +71,37 @@ fn api_views_and_health() {
     common::write_catalog(dir.path());
     let d = Daemon::start(&write_config(dir.path(), dir.path()));
     assert_eq!(http(d.http, "GET", "/healthz").unwrap().0, 200);
-    assert_eq!(http(d.api, "GET", "/healthz").unwrap().0, 200);
+    assert_eq!(d.api_get("/healthz", None).0, 200, "liveness needs no token");
+    // The API listener speaks HTTPS only.
+    assert!(
+        http(d.api, "GET", "/healthz")
+            .map(|(st, _)| st != 200)
+            .unwrap_or(true)
+    );
+    let reader = d.token("read-only");
+    let t = Some(reader.as_str());
     http(
         d.http,
         "GET",
         "/ipxe?mac=52-54-00-00-00-02&arch=x86_64&platform=efi",
     )
     .unwrap();
-    let (st, body) = http(d.api, "GET", "/api/v1/machines/52-54-00-00-00-02").unwrap();
+    let (st, body) = d.api_get("/api/v1/machines/52-54-00-00-00-02", t);
     assert_eq!(st, 200);
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["state"], "Booting");
     assert_eq!(v["timeline"][0]["kind"], "ipxe_script_served");
-    let (st, body) = http(d.api, "GET", "/api/v1/machines/nonsense").unwrap();
+    let (st, body) = d.api_get("/api/v1/machines/nonsense", t);
     assert_eq!(st, 422);
     assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"],
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"],
         "invalid_mac"
     );
+    assert_eq!(d.api_get("/api/v1/machines/52-54-00-00-00-03", t).0, 404);
+    assert_eq!(d.api_get("/api/v1/machines", None).0, 401);
+    let (_, list) = d.api_get("/api/v1/machines", t);
     assert_eq!(
-        http(d.api, "GET", "/api/v1/machines/52-54-00-00-00-03")
-            .unwrap()
-            .0,
-        404
-    );
-    let (_, list) = http(d.api, "GET", "/api/v1/machines").unwrap();
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&list)
+        serde_json::from_str::<serde_json::Value>(&list)
             .unwrap()
             .as_array()
             .unwrap()

@@ -156,6 +156,8 @@ pub struct Appliance {
     config: PathBuf,
     netns: String,
     process: LabProcess,
+    /// Where the API auth header file is, once created.
+    token: std::sync::Mutex<Option<String>>,
 }
 
 impl Appliance {
@@ -188,6 +190,7 @@ impl Appliance {
             config: config.to_owned(),
             netns: lab.netns().to_owned(),
             process,
+            token: std::sync::Mutex::new(None),
         })
     }
 
@@ -235,23 +238,57 @@ impl Appliance {
         dhcp_snippet(&self.config, kind)
     }
 
-    /// GET `path` from the read-only API inside the namespace (busybox wget;
-    /// bounded by `timeout` because Debian's busybox-static wget segfaults on `-T`).
+    /// The `state_dir` of the appliance's configuration.
+    fn state_dir(&self) -> Result<PathBuf> {
+        let text = fs::read_to_string(&self.config)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("state_dir:"))
+            .map(|v| PathBuf::from(v.trim().trim_matches('"')))
+            .context("no state_dir in the lab configuration")
+    }
+
+    /// A file holding the `Authorization` header with a read-only API token
+    /// (`provisioner token create`, made once), so the token never appears on a
+    /// command line or in an error message.
+    fn api_auth_header(&self) -> Result<PathBuf> {
+        let mut slot = self
+            .token
+            .lock()
+            .map_err(|_| anyhow::anyhow!("token lock poisoned"))?;
+        if let Some(t) = slot.as_ref() {
+            return Ok(PathBuf::from(t));
+        }
+        let mut cmd = Command::new(&self.bin);
+        scrub_env(&mut cmd);
+        let out = run(cmd
+            .args(["token", "create", "--role", "read-only", "--config"])
+            .arg(&self.config))?;
+        let file = self.state_dir()?.join("lab-api-auth-header");
+        fs::write(&file, format!("Authorization: Bearer {}\n", out.trim()))?;
+        *slot = Some(file.to_string_lossy().into_owned());
+        Ok(file)
+    }
+
+    /// GET `path` from the operator API inside the namespace: HTTPS with the
+    /// appliance's generated CA and a read-only token (curl; bounded by `-m`).
     pub fn api_get(&self, path: &str) -> Result<String> {
-        let url = format!("http://{}{path}", self.api_listen());
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.netns,
-            "busybox",
-            "timeout",
-            "10",
-            "busybox",
-            "wget",
-            "-q",
-            "-O-",
-            &url,
-        ]))
+        let url = format!("https://{}{path}", self.api_listen());
+        let ca = self.state_dir()?.join("tls/ca.crt");
+        let auth = format!("@{}", self.api_auth_header()?.display());
+        run(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-sS",
+                "--fail-with-body",
+                "-m",
+                "10",
+                "--cacert",
+            ])
+            .arg(&ca)
+            .args(["-H", &auth, &url]))
     }
 
     /// `GET /api/v1/machines/<mac>`, parsed.

@@ -13,11 +13,16 @@
 //!   data, machine configs, patches, talhelper import).
 //! - [`cluster`]: the cluster bootstrap workflow (pure state machine) and its store seam.
 //! - [`gitops`]: semantic checks over the ArgoCD objects in `gitops/`.
+//! - [`apitoken`]: operator API tokens (roles, hashed storage trait, in-memory store).
+//! - [`bootloop`]: boot-loop protection as a pure function of the install history.
+//! - [`power`]: how a machine is switched on and off (driver choice per machine).
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
 
+pub mod apitoken;
 pub mod boot;
+pub mod bootloop;
 pub mod catalog;
 pub mod cluster;
 pub mod gitops;
@@ -25,5 +30,6 @@ pub mod infra;
 pub mod inventory;
 pub mod lifecycle;
 pub mod model;
+pub mod power;
 pub mod render;
 pub mod talos;

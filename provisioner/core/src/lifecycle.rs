@@ -14,6 +14,8 @@ pub enum Trigger {
     InstallReported,
     /// An operator asked for a reinstall.
     Reimage,
+    /// Boot-loop protection stopped installing it ([`crate::bootloop`]).
+    BootLoopDetected,
 }
 
 /// Why a transition is refused.
@@ -31,8 +33,12 @@ pub fn next(state: MachineState, trigger: Trigger) -> Result<MachineState, Refus
     use MachineState::*;
     use Trigger::*;
     match (state, trigger) {
-        // An installed machine only installs again after an explicit reimage.
-        (Installed, InstallScriptServed | ConfigFetched) => Err(Refused { state, trigger }),
+        // An installed machine only installs again after an explicit reimage, and so
+        // does one that boot-loop protection stopped.
+        (Installed | BootLoop, InstallScriptServed | ConfigFetched) => Err(Refused { state, trigger }),
+        // Only an install in progress can loop.
+        (Discovered | Booting | ConfigServed | ReimageRequested, BootLoopDetected) => Ok(BootLoop),
+        (Installed | BootLoop, BootLoopDetected) => Err(Refused { state, trigger }),
         (_, InstallScriptServed) => Ok(Booting),
         // The config token is only issued with an install script, so a fetch without
         // one (Discovered) means a stale or forged token: refuse.
@@ -67,6 +73,14 @@ mod tests {
             (Installed, InstallReported, Some(Installed)),
             (Installed, Reimage, Some(ReimageRequested)),
             (Discovered, Reimage, Some(ReimageRequested)),
+            (BootLoop, Reimage, Some(ReimageRequested)),
+            (BootLoop, InstallScriptServed, None),
+            (BootLoop, ConfigFetched, None),
+            (BootLoop, InstallReported, Some(Installed)),
+            (Booting, BootLoopDetected, Some(BootLoop)),
+            (ConfigServed, BootLoopDetected, Some(BootLoop)),
+            (ReimageRequested, BootLoopDetected, Some(BootLoop)),
+            (Installed, BootLoopDetected, None),
         ];
         for (from, t, want) in table {
             assert_eq!(next(from, t).ok(), want, "{from} + {t:?}");

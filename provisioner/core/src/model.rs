@@ -81,6 +81,7 @@ impl<'de> Deserialize<'de> for MacAddr {
 /// Firmware/CPU class of a booting machine, as far as the boot path can tell
 /// (iPXE `${buildarch}`/`${platform}` or DHCP option 93, RFC 4578 §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     /// x86 legacy BIOS (iPXE `i386` with platform `pcbios`, option 93 = 0).
@@ -129,6 +130,7 @@ impl Arch {
 
 /// Lifecycle of a machine as the appliance sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MachineState {
     /// Seen on the network, nothing served yet.
     #[default]
@@ -141,6 +143,34 @@ pub enum MachineState {
     Installed,
     /// An operator asked for a reinstall; next netboot installs again.
     ReimageRequested,
+    /// It kept network-installing without ever reporting back
+    /// ([`crate::bootloop`]): it gets local boot until an operator re-images it.
+    BootLoop,
+}
+
+impl MachineState {
+    /// Every state, for filters and documentation.
+    pub const ALL: [Self; 6] = [
+        Self::Discovered,
+        Self::Booting,
+        Self::ConfigServed,
+        Self::Installed,
+        Self::ReimageRequested,
+        Self::BootLoop,
+    ];
+}
+
+impl FromStr for MachineState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.to_string() == s)
+            .ok_or_else(|| {
+                let all: Vec<String> = Self::ALL.iter().map(ToString::to_string).collect();
+                format!("{s:?} is not one of {}", all.join(", "))
+            })
+    }
 }
 
 impl fmt::Display for MachineState {
@@ -182,6 +212,13 @@ pub struct Machine {
     /// Per-machine override of the DHCP/TFTP boot file (e.g. `ipxe.efi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_file: Option<String>,
+    /// How the appliance switches it on and off; `None` means by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<crate::power::PowerSpec>,
+    /// Unix times of the install scripts served since it last reported installed,
+    /// oldest first, for boot-loop protection ([`crate::bootloop`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub install_boots: Vec<i64>,
 }
 
 impl Machine {
@@ -198,12 +235,15 @@ impl Machine {
             labels: BTreeMap::new(),
             state: MachineState::Discovered,
             boot_file: None,
+            power: None,
+            install_boots: Vec::new(),
         }
     }
 }
 
 /// What happened in one step of a machine's boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A DHCP packet from the machine was seen.
@@ -222,14 +262,24 @@ pub enum EventKind {
     Installed,
     /// The lifecycle state changed (detail: `From -> To`).
     StateChanged,
+    /// An operator asked for a reinstall (detail: what was done about it).
+    ReimageRequested,
+    /// A power action was attempted (detail: action, driver, outcome).
+    PowerAction,
+    /// An operator changed labels, profile, boot file or power settings.
+    MachineUpdated,
+    /// Too many install boots without reaching `Installed`: install stopped.
+    BootLoopDetected,
 }
 
 /// One entry of a machine's boot timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TimelineEvent {
     /// When it happened.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: OffsetDateTime,
     /// What happened.
     pub kind: EventKind,

@@ -1,5 +1,6 @@
 //! HTTP: the plain boot path for firmware ([`boot`]), asset serving ([`assets`]) and
-//! the read-only operator views ([`api`]). The boot router carries no API route.
+//! the operator API, metrics and dashboard on their own HTTPS listener ([`api`]). The
+//! boot router carries no API route.
 
 pub mod api;
 pub mod assets;

@@ -167,3 +167,50 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+impl Daemon {
+    /// The generated CA of the API listener (`<state_dir>/tls/ca.crt`).
+    pub fn ca(&self) -> PathBuf {
+        self.config.parent().unwrap().join("state/tls/ca.crt")
+    }
+
+    /// `provisioner token create --role <role>` against this daemon's state.
+    pub fn token(&self, role: &str) -> String {
+        let (ok, out, err) = run(&[
+            "token",
+            "create",
+            "--role",
+            role,
+            "--config",
+            self.config.to_str().unwrap(),
+        ]);
+        assert!(ok, "token create failed: {err}");
+        assert!(!err.contains("pvt_"), "the token is printed on stdout only");
+        out.trim().to_string()
+    }
+
+    /// An HTTPS client trusting only the daemon's CA.
+    pub fn api_client(&self) -> reqwest::blocking::Client {
+        let pem = std::fs::read(self.ca()).unwrap();
+        reqwest::blocking::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+
+    /// `https://127.0.0.1:<api port>`.
+    pub fn api_url(&self) -> String {
+        format!("https://{}", self.api)
+    }
+
+    /// GET on the API with an optional bearer token: (status, body).
+    pub fn api_get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.api_client().get(format!("{}{path}", self.api_url()));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    }
+}

@@ -2,6 +2,7 @@
 //! routers/services over an in-memory inventory.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod api;
 pub mod daemon;
 pub mod fake_kube;
 pub mod pki;

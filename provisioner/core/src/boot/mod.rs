@@ -170,6 +170,13 @@ impl Booter for CatalogBooter {
                 reason: "installed; booting from local disk".into(),
             };
         }
+        if let Some(m) = machine
+            && m.state == MachineState::BootLoop
+        {
+            return BootDecision::LocalBoot {
+                reason: "boot loop detected; install stopped until an operator re-images it".into(),
+            };
+        }
         let override_profile = machine.and_then(|m| m.profile.clone());
         let (profile_id, group, metadata) = if let Some(p) = override_profile {
             (p, None, BTreeMap::new())

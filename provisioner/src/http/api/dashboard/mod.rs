@@ -1,0 +1,280 @@
+//! The dashboard: server-rendered pages on the API listener (minijinja templates with
+//! HTML auto-escaping; no CDN, one small script for the live timeline).
+//!
+//! Pages need a dashboard session (log in with an API token). The only mutation,
+//! re-image, is a form that needs an admin session and echoes the session's CSRF
+//! token; the session cookie is `HttpOnly; Secure; SameSite=Strict`.
+
+use std::sync::OnceLock;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use minijinja::value::Serde;
+use minijinja::{Environment, Value, context};
+use serde::Deserialize;
+
+use super::auth::{self, Caller, SESSION_COOKIE};
+use super::machines::view;
+use super::params::MacParam;
+use super::{ApiState, clusters};
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, src) in [
+            ("base.html", include_str!("base.html")),
+            ("login.html", include_str!("login.html")),
+            ("machines.html", include_str!("machines.html")),
+            ("machine.html", include_str!("machine.html")),
+            ("clusters.html", include_str!("clusters.html")),
+        ] {
+            // Templates are compiled into the binary; a syntax error is a build bug
+            // caught by the dashboard tests.
+            if let Err(e) = env.add_template(name, src) {
+                tracing::error!(template = name, error = %e, "dashboard template does not compile");
+            }
+        }
+        env
+    })
+}
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    match env().get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => {
+            secure((status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+        }
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "dashboard page failed to render");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The dashboard routes (merged into the API router).
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/machines") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/machines") }))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/machines", get(machines))
+        .route("/ui/machines/{mac}", get(machine))
+        .route("/ui/machines/{mac}/reimage", post(reimage))
+        .route("/ui/clusters", get(clusters_page))
+        .route(
+            "/ui/static/app.css",
+            get(|| async {
+                secure(([(header::CONTENT_TYPE, "text/css")], include_str!("app.css")).into_response())
+            }),
+        )
+        .route(
+            "/ui/static/timeline.js",
+            get(|| async {
+                secure(
+                    (
+                        [(header::CONTENT_TYPE, "text/javascript")],
+                        include_str!("timeline.js"),
+                    )
+                        .into_response(),
+                )
+            }),
+        )
+}
+
+fn role_name(c: &Caller) -> String {
+    c.role.to_string()
+}
+
+async fn login_form() -> Response {
+    page(StatusCode::OK, "login.html", context! {})
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(st): State<ApiState>, Form(f): Form<LoginForm>) -> Response {
+    match auth::verify_token(st.tokens.clone(), f.token.trim().to_string()).await {
+        Ok(Some(caller)) => {
+            let id = st.sessions.open(caller);
+            let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict");
+            let mut r = Redirect::to("/ui/machines").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            secure(r)
+        }
+        Ok(None) => {
+            metrics::counter!("provisioner_api_auth_failures_total", "reason" => "dashboard_login")
+                .increment(1);
+            tracing::warn!(
+                route = "/ui/login",
+                reason = "dashboard_login",
+                "API authentication failed"
+            );
+            page(
+                StatusCode::UNAUTHORIZED,
+                "login.html",
+                context! { error => "Unknown or revoked token." },
+            )
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn logout(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(id) = auth::session_cookie(&headers) {
+        st.sessions.close(&id);
+    }
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "provisioner_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    secure(r)
+}
+
+/// Where a request without a dashboard session goes.
+fn login_redirect() -> Response {
+    secure(Redirect::to("/ui/login").into_response())
+}
+
+async fn machines(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
+    };
+    let inv = st.ops.service.inventory().clone();
+    let rows = tokio::task::spawn_blocking(
+        move || -> Result<Vec<_>, provisioner_core::inventory::InventoryError> {
+            let mut out = Vec::new();
+            for m in inv.list()? {
+                let last = inv.timeline(m.mac)?.pop();
+                out.push((m, last));
+            }
+            Ok(out)
+        },
+    )
+    .await;
+    match rows {
+        Ok(Ok(rows)) => {
+            let views: Vec<_> = rows.iter().map(|(m, l)| view(&st, m, l.clone())).collect();
+            page(
+                StatusCode::OK,
+                "machines.html",
+                context! { role => role_name(&s.caller), machines => Value::from(Serde(&views)) },
+            )
+        }
+        Ok(Err(e)) => super::error::ApiError::from(e).into_response(),
+        Err(e) => super::error::ApiError::from(e).into_response(),
+    }
+}
+
+async fn machine(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    MacParam(mac): MacParam,
+    q: axum::extract::RawQuery,
+) -> Response {
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
+    };
+    let inv = st.ops.service.inventory().clone();
+    let r = tokio::task::spawn_blocking(
+        move || -> Result<_, provisioner_core::inventory::InventoryError> {
+            Ok(match inv.get(mac)? {
+                Some(m) => Some((inv.timeline(mac)?, m)),
+                None => None,
+            })
+        },
+    )
+    .await;
+    let (timeline, m) = match r {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return (StatusCode::NOT_FOUND, format!("no machine {mac}\n")).into_response(),
+        Ok(Err(e)) => return super::error::ApiError::from(e).into_response(),
+        Err(e) => return super::error::ApiError::from(e).into_response(),
+    };
+    let notice = (q.0.as_deref() == Some("reimaged=1"))
+        .then_some("Re-image requested: the next network boot reinstalls this machine.");
+    page(
+        StatusCode::OK,
+        "machine.html",
+        context! {
+            role => role_name(&s.caller),
+            admin => s.caller.role.may_mutate(),
+            csrf => s.csrf,
+            notice => notice,
+            m => Value::from(Serde(view(&st, &m, timeline.last().cloned()))),
+            timeline => Value::from(Serde(&timeline)),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn reimage(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    MacParam(mac): MacParam,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
+    };
+    if !s.caller.role.may_mutate() || f.csrf != s.csrf {
+        metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
+        tracing::warn!(
+            route = "/ui/machines/{mac}/reimage",
+            reason = "forbidden",
+            "API authentication failed"
+        );
+        return (StatusCode::FORBIDDEN, "re-image needs an admin session\n").into_response();
+    }
+    match st.ops.reimage(mac).await {
+        Ok(_) => {
+            tracing::info!(%mac, token = %s.caller.token_id, "re-image requested from the dashboard");
+            secure(Redirect::to(&format!("/ui/machines/{mac}?reimaged=1")).into_response())
+        }
+        Err(e) => super::error::ApiError::from(e).into_response(),
+    }
+}
+
+async fn clusters_page(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+    let Some(s) = auth::session(&st, &headers) else {
+        return login_redirect();
+    };
+    match clusters::list(State(st.clone())).await {
+        Ok(axum::Json(cs)) => page(
+            StatusCode::OK,
+            "clusters.html",
+            context! { role => role_name(&s.caller), clusters => Value::from(Serde(&cs)) },
+        ),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,220 @@
+//! Clusters as the appliance sees them today: the files in `infra/`, the profiles that
+//! name them, and the machines those profiles install. The bootstrap orchestrator
+//! (another part of the appliance) reports its steps through [`BootstrapProgress`];
+//! the JSON already carries a `bootstrap` object with ordered steps so it can.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use provisioner_core::catalog::{Catalog, ConfigKind};
+use provisioner_core::model::{MacAddr, Machine, MachineState};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::assignment;
+
+/// A cluster definition file in `infra/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFile {
+    /// `clusterName` (or `name`, or the file stem).
+    pub name: String,
+    /// The file.
+    pub source: PathBuf,
+}
+
+/// Reads the cluster names of `infra/*.yaml`. Files that do not parse are skipped
+/// here: `provisioner check` reports them with file and field.
+pub fn read_infra(dir: &Path) -> Vec<ClusterFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ClusterFile> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let v: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
+            let name = v
+                .get("clusterName")
+                .or_else(|| v.get("name"))
+                .and_then(|n| n.as_str())
+                .map(str::to_string)
+                .or_else(|| path.file_stem()?.to_str().map(str::to_string))?;
+            Some(ClusterFile { name, source: path })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Phase of a cluster's bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BootstrapPhase {
+    /// No bootstrap reporter in this build: nothing is known.
+    Unavailable,
+    /// Not started.
+    Pending,
+    /// In progress.
+    Running,
+    /// Finished.
+    Done,
+    /// Stopped on a failed step.
+    Failed,
+}
+
+/// Status of one bootstrap step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BootstrapStepStatus {
+    /// Not reached yet.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished.
+    Done,
+    /// Failed (detail says why).
+    Failed,
+    /// Not needed.
+    Skipped,
+}
+
+/// One bootstrap step (e.g. `wait_installed`, `talos_bootstrap`, `kubeconfig`,
+/// `gitops_handoff`), in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BootstrapStep {
+    /// Stable step name.
+    pub name: String,
+    /// Status.
+    pub status: BootstrapStepStatus,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it finished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Details for people.
+    pub detail: String,
+}
+
+/// A cluster's bootstrap as reported by the orchestrator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BootstrapStatus {
+    /// Overall phase.
+    pub phase: BootstrapPhase,
+    /// Steps in order.
+    pub steps: Vec<BootstrapStep>,
+    /// Details for people.
+    pub detail: String,
+}
+
+/// Where bootstrap progress comes from; the orchestrator implements it.
+pub trait BootstrapProgress: Send + Sync + std::fmt::Debug {
+    /// The status of `cluster`.
+    fn status(&self, cluster: &str) -> BootstrapStatus;
+}
+
+/// The reporter used until the orchestrator is wired in.
+#[derive(Debug, Default)]
+pub struct NoBootstrap;
+
+impl BootstrapProgress for NoBootstrap {
+    fn status(&self, _cluster: &str) -> BootstrapStatus {
+        BootstrapStatus {
+            phase: BootstrapPhase::Unavailable,
+            steps: Vec::new(),
+            detail: "no bootstrap orchestrator in this build".into(),
+        }
+    }
+}
+
+/// A machine that belongs to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ClusterMachine {
+    /// Boot MAC.
+    #[schema(value_type = String, example = "52:54:00:12:34:56")]
+    pub mac: MacAddr,
+    /// Lifecycle state.
+    pub state: MachineState,
+    /// Its profile.
+    pub profile: String,
+    /// Last contact.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+}
+
+/// One cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// Name.
+    pub name: String,
+    /// Definition file.
+    pub source: String,
+    /// `talos`, `k0s` or `unknown`, from the config kind of its profiles.
+    pub kind: String,
+    /// Profiles naming this cluster.
+    pub profiles: Vec<String>,
+    /// Machines per state.
+    pub states: BTreeMap<String, usize>,
+    /// Machines in it.
+    pub machines: Vec<ClusterMachine>,
+    /// Bootstrap progress.
+    pub bootstrap: BootstrapStatus,
+}
+
+/// Builds the view of every cluster in `files`.
+pub fn views(
+    files: &[ClusterFile],
+    catalog: &Catalog,
+    machines: &[Machine],
+    progress: &dyn BootstrapProgress,
+) -> Vec<ClusterView> {
+    files
+        .iter()
+        .map(|f| {
+            let profiles: Vec<String> = catalog
+                .profiles
+                .values()
+                .filter(|p| p.cluster.as_deref() == Some(f.name.as_str()))
+                .map(|p| p.id.clone())
+                .collect();
+            let kinds: Vec<ConfigKind> = profiles
+                .iter()
+                .filter_map(|p| catalog.profiles.get(p))
+                .map(|p| p.config)
+                .collect();
+            let kind = if !kinds.is_empty() && kinds.iter().all(|k| *k == ConfigKind::Talos) {
+                "talos"
+            } else if !kinds.is_empty() && kinds.iter().all(|k| *k == ConfigKind::Flatcar) {
+                "k0s"
+            } else {
+                "unknown"
+            };
+            let members: Vec<ClusterMachine> = machines
+                .iter()
+                .filter_map(|m| {
+                    let a = assignment(catalog, m)?;
+                    (a.cluster.as_deref() == Some(f.name.as_str())).then_some(ClusterMachine {
+                        mac: m.mac,
+                        state: m.state,
+                        profile: a.profile,
+                        last_seen: m.last_seen,
+                    })
+                })
+                .collect();
+            let mut states = BTreeMap::new();
+            for m in &members {
+                *states.entry(m.state.to_string()).or_insert(0) += 1;
+            }
+            ClusterView {
+                name: f.name.clone(),
+                source: f.source.display().to_string(),
+                kind: kind.into(),
+                profiles,
+                states,
+                machines: members,
+                bootstrap: progress.status(&f.name),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,141 @@
+//! An operator-API router over in-memory stores, with admin and read-only tokens, a
+//! catalog with a plain and a Talos profile, and an `infra/lab.yaml` cluster.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use provisioner::http::api::{self, ApiState};
+use provisioner::ops::Operator;
+use provisioner::ops::clusters::NoBootstrap;
+use provisioner::ops::reset::NodeResetter;
+use provisioner::power::{PowerConfig, PowerDrivers, WolConfig};
+use provisioner::service::BootService;
+use provisioner_core::apitoken::{MemApiTokens, Role};
+use provisioner_core::boot::{BootRequest, CatalogBooter, UnknownPolicy};
+use provisioner_core::bootloop::LoopGuard;
+use provisioner_core::catalog;
+use provisioner_core::inventory::{Inventory, MemInventory};
+use tower::ServiceExt;
+
+pub const TALOS_MAC: &str = "52:54:00:00:00:03";
+
+pub struct ApiRig {
+    pub app: Router,
+    pub state: ApiState,
+    pub service: Arc<BootService>,
+    pub inventory: Arc<dyn Inventory>,
+    pub admin: String,
+    pub reader: String,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> ApiRig {
+    let dir = tempfile::tempdir().unwrap();
+    super::write_catalog(dir.path());
+    std::fs::write(
+        dir.path().join("profiles/profiles/talos-cp.yaml"),
+        "id: talos-cp\nimage: test-img\nconfig: talos\ncluster: lab\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("profiles/groups/talos.yaml"),
+        format!("id: talos\nprofile: talos-cp\nselector: {{ mac: \"{TALOS_MAC}\" }}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("infra")).unwrap();
+    std::fs::write(dir.path().join("infra/lab.yaml"), "clusterName: lab\n").unwrap();
+    let cat = catalog::load(&dir.path().join("images"), &dir.path().join("profiles")).unwrap();
+    let inventory: Arc<dyn Inventory> = Arc::new(MemInventory::new());
+    let booter = Arc::new(CatalogBooter {
+        catalog: cat.clone(),
+        unknown: UnknownPolicy::Record,
+    });
+    let service = Arc::new(
+        BootService::new(booter, inventory.clone(), super::BASE.into()).with_loop_guard(LoopGuard {
+            max_installs: 3,
+            window_secs: 600,
+        }),
+    );
+    let tokens = Arc::new(MemApiTokens::new());
+    let admin = provisioner::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
+        .unwrap()
+        .0;
+    let reader = provisioner::client::token::create(tokens.as_ref(), Role::ReadOnly, "test reader")
+        .unwrap()
+        .0;
+    let state = ApiState {
+        ops: Operator {
+            service: service.clone(),
+            catalog: Arc::new(cat),
+            power: Arc::new(PowerDrivers::new(power, None)),
+            resetter,
+        },
+        tokens,
+        sessions: Arc::default(),
+        infra_dir: dir.path().join("infra"),
+        bootstrap: Arc::new(NoBootstrap),
+        shutdown: Default::default(),
+    };
+    ApiRig {
+        app: api::router(state.clone()),
+        state,
+        service,
+        inventory,
+        admin,
+        reader,
+        dir,
+    }
+}
+
+/// Power settings that keep Wake-on-LAN on loopback.
+pub fn loopback_power() -> PowerConfig {
+    PowerConfig {
+        wol: WolConfig {
+            target: "127.0.0.1:9".parse().unwrap(),
+            interface: None,
+        },
+        ..Default::default()
+    }
+}
+
+/// Serves an install script to `mac` (seeds the inventory like a real boot).
+pub fn boot(service: &BootService, mac: &str) -> String {
+    let q = format!("mac={}&arch=x86_64&platform=efi", mac.replace(':', "-"));
+    service.ipxe_script(&BootRequest::from_query(&q), None).unwrap().0
+}
+
+/// One request through the router: (status, JSON body or Null).
+pub async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(v) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into())
+        }
+    });
+    (status, v)
+}
