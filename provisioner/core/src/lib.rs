@@ -13,6 +13,7 @@
 //!   data, machine configs, patches, talhelper import).
 //! - [`cluster`]: the cluster bootstrap workflow (pure state machine) and its store seam.
 //! - [`gitops`]: semantic checks over the ArgoCD objects in `gitops/`.
+//! - [`dhcp`]: DHCP/proxyDHCP classification, boot-file choice, replies and leases.
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
@@ -22,6 +23,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod gitops;
 pub mod infra;
+pub mod dhcp;
 pub mod inventory;
 pub mod lifecycle;
 pub mod model;

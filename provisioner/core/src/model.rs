@@ -206,8 +206,11 @@ impl Machine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// A DHCP packet from the machine was seen.
+    /// A DHCP packet from the machine was seen (detail: type, port, personality,
+    /// classification).
     DhcpSeen,
+    /// The appliance answered a DHCP packet (detail: OFFER/ACK/NAK, address, boot file).
+    DhcpSent,
     /// A file was served over TFTP.
     TftpServed,
     /// An iPXE script was served (detail: the decision).

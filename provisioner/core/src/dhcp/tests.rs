@@ -1,0 +1,368 @@
+//! Table tests of classification, boot-file choice, proxy replies, reply addressing
+//! and the full personality; plus a property test over decode → classify → reply.
+
+mod full_mode;
+mod fuzz;
+
+use std::net::Ipv4Addr;
+
+use super::bootfile::{BootFiles, BootTarget, NoBoot, choose};
+use super::classify::{ClientKind, classify};
+use super::reply::{Destination, PXE_DISCOVERY_CONTROL_USE_BOOTFILE, Port, Responder, destination, proxy};
+use super::v4::{Architecture, DhcpOption, Flags, Message, MessageType, OptionCode, UnknownOption};
+use super::wire::{self, WireError};
+use crate::model::{Arch, MacAddr};
+
+const BASE: &str = "http://10.9.0.1:8080";
+const MAC: [u8; 6] = [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc];
+
+fn responder() -> Responder {
+    Responder {
+        server_id: Ipv4Addr::new(10, 9, 0, 1),
+        next_server: Ipv4Addr::new(10, 9, 0, 1),
+    }
+}
+
+/// A request as a client would send it.
+#[derive(Default, Clone)]
+struct Req {
+    t: Option<MessageType>,
+    arch: Option<u16>,
+    vendor: Option<&'static [u8]>,
+    user_class: Option<&'static [u8]>,
+    ipxe_175: bool,
+    guid: Option<Vec<u8>>,
+    server_id: Option<Ipv4Addr>,
+    requested: Option<Ipv4Addr>,
+    ciaddr: Option<Ipv4Addr>,
+    giaddr: Option<Ipv4Addr>,
+    broadcast: bool,
+}
+
+impl Req {
+    fn msg(&self) -> Message {
+        let mut m = Message::new(
+            self.ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            self.giaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            &MAC,
+        );
+        m.set_xid(0x1234_5678);
+        if self.broadcast {
+            m.set_flags(Flags::default().set_broadcast());
+        }
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(self.t.unwrap_or(MessageType::Discover)));
+        if let Some(a) = self.arch {
+            o.insert(DhcpOption::ClientSystemArchitecture(Architecture(a)));
+        }
+        if let Some(v) = self.vendor {
+            o.insert(DhcpOption::ClassIdentifier(v.to_vec()));
+        }
+        if let Some(u) = self.user_class {
+            o.insert(DhcpOption::UserClass(u.to_vec()));
+        }
+        if self.ipxe_175 {
+            o.insert(DhcpOption::Unknown(UnknownOption::new(
+                OptionCode::Unknown(175),
+                vec![177, 5, 1, 0x80, 0x86, 0x10, 0x0e],
+            )));
+        }
+        if let Some(g) = &self.guid {
+            o.insert(DhcpOption::ClientMachineIdentifier(g.clone()));
+        }
+        if let Some(s) = self.server_id {
+            o.insert(DhcpOption::ServerIdentifier(s));
+        }
+        if let Some(r) = self.requested {
+            o.insert(DhcpOption::RequestedIpAddress(r));
+        }
+        m
+    }
+
+    /// Encoded and decoded again, as the server sees it.
+    fn wire(&self) -> Message {
+        wire::decode(&wire::encode(&self.msg()).unwrap()).unwrap()
+    }
+}
+
+fn pxe(arch: u16) -> Req {
+    Req {
+        arch: Some(arch),
+        vendor: Some(b"PXEClient:Arch:00007:UNDI:003016"),
+        ..Req::default()
+    }
+}
+
+fn opt<'a>(m: &'a Message, code: OptionCode) -> Option<&'a DhcpOption> {
+    m.opts().get(code)
+}
+
+#[test]
+fn classification_table() {
+    let http: &[u8] = b"HTTPClient:Arch:00016:UNDI:003001";
+    // (request, kind, arch, arch code)
+    let cases: Vec<(&str, Req, ClientKind, Arch, Option<u16>)> = vec![
+        ("bios pxe", pxe(0), ClientKind::Pxe, Arch::X86Bios, Some(0)),
+        ("x64 uefi pxe", pxe(7), ClientKind::Pxe, Arch::X86_64Efi, Some(7)),
+        ("x64 uefi as 9 (proxmox)", pxe(9), ClientKind::Pxe, Arch::X86_64Efi, Some(9)),
+        ("arm64 uefi pxe", pxe(11), ClientKind::Pxe, Arch::Arm64Efi, Some(11)),
+        ("ia32 uefi: no binary", pxe(6), ClientKind::Pxe, Arch::Unknown, Some(6)),
+        (
+            "x64 http boot",
+            Req { arch: Some(16), vendor: Some(http), ..Req::default() },
+            ClientKind::HttpBoot,
+            Arch::X86_64Efi,
+            Some(16),
+        ),
+        (
+            "arm64 http boot, arch only",
+            Req { arch: Some(19), ..Req::default() },
+            ClientKind::HttpBoot,
+            Arch::Arm64Efi,
+            Some(19),
+        ),
+        (
+            "http vendor class without option 93",
+            Req { vendor: Some(http), ..Req::default() },
+            ClientKind::HttpBoot,
+            Arch::X86_64Efi,
+            Some(16),
+        ),
+        (
+            "ipxe by user class",
+            Req { user_class: Some(b"iPXE"), ..pxe(0) },
+            ClientKind::Ipxe,
+            Arch::X86Bios,
+            Some(0),
+        ),
+        (
+            "ipxe by rfc 3004 user class list",
+            Req { user_class: Some(b"\x03foo\x04iPXE"), ..pxe(7) },
+            ClientKind::Ipxe,
+            Arch::X86_64Efi,
+            Some(7),
+        ),
+        ("ipxe by option 175", Req { ipxe_175: true, ..pxe(7) }, ClientKind::Ipxe, Arch::X86_64Efi, Some(7)),
+        (
+            "arch from vendor class when 93 is missing",
+            Req { vendor: Some(b"PXEClient:Arch:00011:UNDI:003016"), ..Req::default() },
+            ClientKind::Pxe,
+            Arch::Arm64Efi,
+            Some(11),
+        ),
+        (
+            "pre-RFC 4578 PXE ROM is BIOS",
+            Req { vendor: Some(b"PXEClient"), ..Req::default() },
+            ClientKind::Pxe,
+            Arch::X86Bios,
+            None,
+        ),
+        ("plain client", Req::default(), ClientKind::Plain, Arch::Unknown, None),
+        (
+            "user class that only contains iPXE as a substring",
+            Req { user_class: Some(b"\x05xiPXE"), ..Req::default() },
+            ClientKind::Plain,
+            Arch::Unknown,
+            None,
+        ),
+    ];
+    for (name, req, kind, arch, code) in cases {
+        let c = classify(&req.wire()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((c.kind, c.arch, c.arch_code), (kind, arch, code), "{name}");
+        assert_eq!(c.mac, MacAddr(MAC), "{name}");
+    }
+}
+
+#[test]
+fn option_97_guid_becomes_smbios_uuid() {
+    let mut g = vec![0u8];
+    g.extend([0x78, 0x56, 0x34, 0x12, 0x34, 0x12, 0x78, 0x56, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let c = classify(&Req { guid: Some(g), ..pxe(7) }.wire()).unwrap();
+    assert_eq!(c.uuid.as_deref(), Some("12345678-1234-5678-0102-030405060708"));
+    let c = classify(&Req { guid: Some(vec![0; 17]), ..pxe(7) }.wire()).unwrap();
+    assert_eq!(c.uuid, None, "all-zero GUID is no UUID");
+}
+
+#[test]
+fn rejects_non_requests_bootp_and_odd_hardware() {
+    let mut reply = pxe(0).msg();
+    reply.set_opcode(super::v4::Opcode::BootReply);
+    assert_eq!(classify(&reply).unwrap_err().reason(), "not_request");
+    let mut bootp = pxe(0).msg();
+    bootp.opts_mut().remove(OptionCode::MessageType);
+    assert_eq!(classify(&bootp).unwrap_err().reason(), "bootp");
+    // hlen beyond chaddr's 16 bytes: dhcproto's chaddr() would slice out of range.
+    let mut b = wire::encode(&pxe(0).msg()).unwrap();
+    b[2] = 200;
+    let m = wire::decode(&b).unwrap();
+    assert_eq!(classify(&m).unwrap_err().reason(), "not_ethernet");
+}
+
+#[test]
+fn decode_checks_cookie_and_length() {
+    let good = wire::encode(&pxe(0).msg()).unwrap();
+    assert!(wire::decode(&good).is_ok());
+    assert_eq!(wire::decode(&good[..200]), Err(WireError::TooShort(200)));
+    let mut bad = good.clone();
+    bad[236] = 0;
+    assert_eq!(wire::decode(&bad), Err(WireError::NoCookie));
+    // DISCOVER with option 94 of length 1 instead of 3 (crates.md §5.1 reproducer):
+    // with the dev-profile override this decodes instead of hitting debug_assert!.
+    let mut short94 = good[..240].to_vec();
+    short94.extend([53, 1, 1, 94, 1, 1, 255]);
+    let _ = wire::decode(&short94);
+}
+
+#[test]
+fn boot_file_table() {
+    let files = BootFiles::default();
+    let c = |r: Req| classify(&r.wire()).unwrap();
+    let ipxe = format!("{BASE}/boot.ipxe");
+    let http = |f: &str| BootTarget::Http(format!("{BASE}/bin/{f}"));
+    let tftp = |f: &str| BootTarget::Tftp(f.into());
+    let cases: Vec<(&str, Req, Option<&str>, Result<BootTarget, NoBoot>)> = vec![
+        ("bios", pxe(0), None, Ok(tftp("undionly.kpxe"))),
+        ("x64 uefi", pxe(7), None, Ok(tftp("snponly.efi"))),
+        ("x64 uefi 9", pxe(9), None, Ok(tftp("snponly.efi"))),
+        ("arm64", pxe(11), None, Ok(tftp("snp-arm64.efi"))),
+        ("ia32 unsupported", pxe(6), None, Err(NoBoot::UnsupportedArch(Some(6)))),
+        ("override", pxe(7), Some("ipxe.efi"), Ok(tftp("ipxe.efi"))),
+        ("override url", pxe(7), Some("http://x/y.efi"), Ok(BootTarget::Http("http://x/y.efi".into()))),
+        (
+            "ipxe ignores override",
+            Req { user_class: Some(b"iPXE"), ..pxe(0) },
+            Some("ipxe.efi"),
+            Ok(BootTarget::Http(ipxe.clone())),
+        ),
+        (
+            "http boot",
+            Req { arch: Some(16), vendor: Some(b"HTTPClient"), ..Req::default() },
+            None,
+            Ok(http("ipxe.efi")),
+        ),
+        (
+            "http boot override",
+            Req { arch: Some(16), vendor: Some(b"HTTPClient"), ..Req::default() },
+            Some("snponly.efi"),
+            Ok(http("snponly.efi")),
+        ),
+        ("plain", Req::default(), None, Err(NoBoot::NotBooting)),
+    ];
+    for (name, req, ov, want) in cases {
+        assert_eq!(choose(&c(req), &files, BASE, ov), want, "{name}");
+    }
+}
+
+#[test]
+fn proxy_offer_carries_every_boot_field() {
+    let guid: Vec<u8> = (0..17).collect();
+    let req = Req { guid: Some(guid.clone()), ..pxe(0) }.wire();
+    let c = classify(&req).unwrap();
+    let target = choose(&c, &BootFiles::default(), BASE, None).unwrap();
+    let offer = proxy(&req, &c, &target, &responder(), Port::Dhcp).expect("offer");
+    let back = wire::decode(&wire::encode(&offer).unwrap()).unwrap();
+    assert_eq!(back.opts().msg_type(), Some(MessageType::Offer));
+    assert_eq!(back.xid(), 0x1234_5678);
+    assert_eq!(back.yiaddr(), Ipv4Addr::UNSPECIFIED, "proxy never assigns");
+    assert_eq!(back.siaddr(), responder().next_server, "siaddr = next-server");
+    assert_eq!(wire::header_str(back.fname()).as_deref(), Some("undionly.kpxe"), "BOOTP file");
+    assert_eq!(opt(&back, OptionCode::BootfileName), Some(&DhcpOption::BootfileName(b"undionly.kpxe".to_vec())));
+    assert_eq!(opt(&back, OptionCode::TFTPServerName), Some(&DhcpOption::TFTPServerName(b"10.9.0.1".to_vec())));
+    assert_eq!(opt(&back, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(responder().server_id)));
+    assert_eq!(opt(&back, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec())));
+    assert_eq!(opt(&back, OptionCode::ClientMachineIdentifier), Some(&DhcpOption::ClientMachineIdentifier(guid)));
+    assert_eq!(
+        opt(&back, OptionCode::VendorExtensions),
+        Some(&DhcpOption::VendorExtensions(PXE_DISCOVERY_CONTROL_USE_BOOTFILE.to_vec())),
+        "BIOS gets discovery control 8"
+    );
+}
+
+#[test]
+fn proxy_uefi_offer_omits_43_so_edk2_asks_4011() {
+    let req = pxe(7).wire();
+    let c = classify(&req).unwrap();
+    let t = choose(&c, &BootFiles::default(), BASE, None).unwrap();
+    let offer = proxy(&req, &c, &t, &responder(), Port::Dhcp).unwrap();
+    assert!(opt(&offer, OptionCode::VendorExtensions).is_none());
+    // The REQUEST to 4011 gets an ACK with the file.
+    let req4011 = Req { t: Some(MessageType::Request), ciaddr: Some(Ipv4Addr::new(10, 9, 0, 50)), ..pxe(7) }.wire();
+    let c = classify(&req4011).unwrap();
+    let ack = proxy(&req4011, &c, &t, &responder(), Port::PxeBootServer).expect("4011 ack");
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(wire::header_str(ack.fname()).as_deref(), Some("snponly.efi"));
+    assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
+}
+
+#[test]
+fn proxy_http_boot_answer_says_httpclient_with_a_url() {
+    let req = Req { arch: Some(16), vendor: Some(b"HTTPClient:Arch:00016:UNDI:003001"), ..Req::default() }.wire();
+    let c = classify(&req).unwrap();
+    let t = choose(&c, &BootFiles::default(), BASE, None).unwrap();
+    let offer = proxy(&req, &c, &t, &responder(), Port::Dhcp).unwrap();
+    assert_eq!(opt(&offer, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec())));
+    let url = format!("{BASE}/bin/ipxe.efi");
+    assert_eq!(opt(&offer, OptionCode::BootfileName), Some(&DhcpOption::BootfileName(url.clone().into_bytes())));
+    assert_eq!(wire::header_str(offer.fname()).as_deref(), Some(url.as_str()));
+    assert!(opt(&offer, OptionCode::TFTPServerName).is_none(), "no TFTP for HTTP boot");
+}
+
+#[test]
+fn proxy_stays_silent_when_it_must() {
+    let t = BootTarget::Tftp("undionly.kpxe".into());
+    let cases: Vec<(&str, Req, Port)> = vec![
+        ("plain client on 67", Req::default(), Port::Dhcp),
+        ("plain client on 4011", Req { t: Some(MessageType::Request), ..Req::default() }, Port::PxeBootServer),
+        (
+            "REQUEST selecting another server",
+            Req { t: Some(MessageType::Request), server_id: Some(Ipv4Addr::new(10, 9, 0, 254)), ..pxe(0) },
+            Port::Dhcp,
+        ),
+        ("REQUEST naming no server on 67", Req { t: Some(MessageType::Request), ..pxe(0) }, Port::Dhcp),
+        ("DISCOVER on 4011", pxe(0), Port::PxeBootServer),
+        ("RELEASE", Req { t: Some(MessageType::Release), ..pxe(0) }, Port::Dhcp),
+    ];
+    for (name, req, port) in cases {
+        let m = req.wire();
+        let c = classify(&m).unwrap();
+        assert!(proxy(&m, &c, &t, &responder(), port).is_none(), "{name}");
+    }
+    let ours = Req { t: Some(MessageType::Request), server_id: Some(responder().server_id), ..pxe(0) }.wire();
+    let c = classify(&ours).unwrap();
+    assert!(proxy(&ours, &c, &t, &responder(), Port::Dhcp).is_some(), "REQUEST naming us is ACKed");
+}
+
+#[test]
+fn reply_addressing_follows_rfc_2131_4_1() {
+    let relay = Ipv4Addr::new(10, 8, 0, 1);
+    let cases: Vec<(&str, Req, MessageType, Destination)> = vec![
+        ("relay", Req { giaddr: Some(relay), ..pxe(0) }, MessageType::Offer, Destination::Relay(relay)),
+        ("relay nak", Req { giaddr: Some(relay), ..pxe(0) }, MessageType::Nak, Destination::Relay(relay)),
+        (
+            "renewing client",
+            Req { ciaddr: Some(Ipv4Addr::new(10, 9, 0, 9)), ..Req::default() },
+            MessageType::Ack,
+            Destination::Unicast(Ipv4Addr::new(10, 9, 0, 9)),
+        ),
+        (
+            "nak is broadcast",
+            Req { ciaddr: Some(Ipv4Addr::new(10, 9, 0, 9)), ..Req::default() },
+            MessageType::Nak,
+            Destination::Broadcast,
+        ),
+        ("broadcast flag", Req { broadcast: true, ..Req::default() }, MessageType::Offer, Destination::Broadcast),
+        ("no address yet", Req::default(), MessageType::Offer, Destination::Broadcast),
+    ];
+    for (name, req, t, want) in cases {
+        let m = req.wire();
+        let c = classify(&m).unwrap();
+        let mut reply = super::reply::skeleton(&m, &c, t, responder().server_id);
+        assert_eq!(destination(&m, &mut reply), want, "{name}");
+        assert_eq!(reply.giaddr(), m.giaddr(), "{name}: giaddr echoed");
+        if name == "relay nak" {
+            assert!(reply.flags().broadcast(), "NAK via relay sets the broadcast bit");
+        }
+    }
+}
