@@ -109,6 +109,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// TFTP tuning.
     pub tftp: TftpTuning,
+    /// Built-in DHCP (`off`, `proxy` or `full`).
+    pub dhcp: crate::dhcp::settings::DhcpSettings,
 }
 
 impl Default for Config {
@@ -129,6 +131,7 @@ impl Default for Config {
             unknown_policy: UnknownPolicy::Record,
             log_format: LogFormat::Human,
             tftp: TftpTuning::default(),
+            dhcp: Default::default(),
         }
     }
 }
@@ -217,6 +220,14 @@ impl Config {
                 "PROVISIONER_INFRA_DIR" => self.infra_dir = v.into(),
                 "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
+                "PROVISIONER_DHCP_MODE" => {
+                    self.dhcp.mode = serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
+                        ConfigError::Env {
+                            var: "PROVISIONER_DHCP_MODE",
+                            message: format!("{v:?} is not off, proxy or full"),
+                        }
+                    })?;
+                }
                 "PROVISIONER_UNKNOWN_POLICY" => self.unknown_policy = parse("PROVISIONER_UNKNOWN_POLICY", v)?,
                 "PROVISIONER_LOG_FORMAT" => {
                     self.log_format = match v {

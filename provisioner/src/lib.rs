@@ -6,7 +6,7 @@
 //! - [`config`]: the configuration file, defaults and environment overrides.
 //! - [`service`]: the boot service the protocol servers share (decisions, tokens,
 //!   timeline writes).
-//! - [`http`]: boot path, assets, read-only API. [`tftp`]: TFTP.
+//! - [`http`]: boot path, assets, read-only API. [`tftp`]: TFTP. [`dhcp`]: DHCP servers.
 //! - [`store`]: the redb inventory. [`snippet`]: external-DHCP snippets.
 //! - [`netinfo`]: advertised address, ARP lookups. [`shutdown`]: signals.
 //! - [`backup`]: backup/restore archives. [`state`]: state-dir permissions.
@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod gitops;
+pub mod dhcp;
 pub mod http;
 pub mod images;
 pub mod netinfo;

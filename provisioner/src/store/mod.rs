@@ -1,9 +1,11 @@
-//! Concrete inventory stores. Only this module names `redb`; everything else sees
-//! `Arc<dyn Inventory>` (ARCHITECTURE.md).
+//! Concrete stores. Only this module names `redb`; everything else sees
+//! `Arc<dyn Inventory>` and `Arc<dyn LeaseStore>` (ARCHITECTURE.md).
 
 mod clusters;
+mod redb_leases;
 mod redb_store;
 mod secrets_redb;
 
+pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;
 pub use secrets_redb::{RedbSecretStore, load_or_create_identity};
