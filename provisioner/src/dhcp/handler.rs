@@ -160,8 +160,9 @@ impl Handler {
             (Personality::Off, Port::Dhcp) => None,
         };
         let Some(mut reply) = reply else {
-            if client.kind.is_boot() && port == Port::Dhcp && self.personality == Personality::Proxy {
-                dropped("proxy_no_answer");
+            if self.personality == Personality::Proxy || port == Port::PxeBootServer {
+                // A proxy answers boot clients only, and only when the booter says so.
+                dropped(if client.kind.is_boot() { "proxy_no_answer" } else { "not_boot_client" });
             }
             return (None, note(events));
         };

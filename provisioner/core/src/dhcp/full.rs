@@ -17,7 +17,7 @@ use super::v4::{DhcpOption, Message, MessageType};
 use crate::model::MacAddr;
 
 /// How long an OFFER keeps its address from other clients (RFC 2131 §4.3.1
-/// suggests a short reservation; ISC uses 60 s... we use 30 s).
+/// leaves the hold time to the server).
 pub const OFFER_HOLD_SECS: i64 = 30;
 /// How long a declined address stays out of the pool (RFC 2131 §4.3.3 leaves it to
 /// the server; ISC marks it abandoned).
@@ -170,6 +170,11 @@ impl FullServer {
     ) -> Result<Outcome, LeaseError> {
         let _serial = self.commit.lock().map_err(|_| LeaseError::Backend("engine lock poisoned".into()))?;
         let mac = client.mac;
+        // One subnet is served: a relay on another subnet is not ours to answer.
+        let giaddr = req.giaddr();
+        if !giaddr.is_unspecified() && !self.cfg.subnet.contains_host(giaddr) {
+            return Ok(Outcome::Silent("relay_subnet_not_served"));
+        }
         let ours = |sid: Option<Ipv4Addr>| sid.is_none_or(|s| s == responder.server_id);
         match client.msg_type {
             MessageType::Discover => {
