@@ -148,7 +148,11 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         };
         let handler = Arc::new(crate::dhcp::handler::Handler {
             personality: cfg.dhcp.mode,
-            full: cfg.dhcp.full_config().map_err(anyhow::Error::msg)?.map(FullServer::new),
+            full: cfg
+                .dhcp
+                .full_config()
+                .map_err(anyhow::Error::msg)?
+                .map(FullServer::new),
             leases,
             service: service.clone(),
             files: cfg.dhcp.boot_files.clone(),
@@ -240,8 +244,12 @@ fn dhcp_sockets(cfg: &Config) -> anyhow::Result<Vec<(Port, std::net::UdpSocket)>
             continue;
         }
         let addr = std::net::SocketAddrV4::new(d.listen, number);
-        let sock = crate::dhcp::socket::bind(addr, iface)
-            .with_context(|| format!("binding DHCP on {addr}{}", iface.map(|i| format!(" ({i})")).unwrap_or_default()))?;
+        let sock = crate::dhcp::socket::bind(addr, iface).with_context(|| {
+            format!(
+                "binding DHCP on {addr}{}",
+                iface.map(|i| format!(" ({i})")).unwrap_or_default()
+            )
+        })?;
         let what = match port {
             Port::Dhcp => "DHCP",
             Port::PxeBootServer => "PXE boot server",

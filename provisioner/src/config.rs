@@ -221,12 +221,13 @@ impl Config {
                 "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
                 "PROVISIONER_DHCP_MODE" => {
-                    self.dhcp.mode = serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
-                        ConfigError::Env {
-                            var: "PROVISIONER_DHCP_MODE",
-                            message: format!("{v:?} is not off, proxy or full"),
-                        }
-                    })?;
+                    self.dhcp.mode =
+                        serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
+                            ConfigError::Env {
+                                var: "PROVISIONER_DHCP_MODE",
+                                message: format!("{v:?} is not off, proxy or full"),
+                            }
+                        })?;
                 }
                 "PROVISIONER_UNKNOWN_POLICY" => self.unknown_policy = parse("PROVISIONER_UNKNOWN_POLICY", v)?,
                 "PROVISIONER_LOG_FORMAT" => {

@@ -26,10 +26,15 @@ impl Lab {
         let ns = format!("{}-p{idx}", self.netns());
         remove_netns(&ns);
         run(Command::new("ip").args(["netns", "add", &ns]))?;
-        let peer = Peer { ns, mac: mac.to_owned() };
+        let peer = Peer {
+            ns,
+            mac: mac.to_owned(),
+        };
         let lab_ip = |args: &[&str]| run(Command::new("ip").args(["-n", self.netns()]).args(args));
         let host_end = format!("vp{idx}");
-        lab_ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &peer.ns])?;
+        lab_ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &peer.ns,
+        ])?;
         lab_ip(&["link", "set", &host_end, "master", "br0"])?;
         lab_ip(&["link", "set", &host_end, "up"])?;
         let p = |args: &[&str]| run(Command::new("ip").args(["-n", &peer.ns]).args(args));

@@ -64,14 +64,19 @@ fn events(log: &Path) -> String {
 }
 
 fn wait_event(log: &Path, needle: &str, secs: u64) -> Result<()> {
-    wait_for(Duration::from_secs(secs), &format!("{needle:?} in {}", log.display()), || {
-        Ok(events(log).contains(needle).then_some(()))
-    })
+    wait_for(
+        Duration::from_secs(secs),
+        &format!("{needle:?} in {}", log.display()),
+        || Ok(events(log).contains(needle).then_some(())),
+    )
     .map_err(|e| anyhow::anyhow!("{e}\nevents so far:\n{}", events(log)))
 }
 
 fn lease_of(a: &provisioner_e2e::Appliance, mac: &str) -> Result<Option<(String, String)>> {
-    Ok(leases(a)?.into_iter().find(|(m, _, _)| m == mac).map(|(_, ip, st)| (ip, st)))
+    Ok(leases(a)?
+        .into_iter()
+        .find(|(m, _, _)| m == mac)
+        .map(|(_, ip, st)| (ip, st)))
 }
 
 #[test]
@@ -89,7 +94,13 @@ fn full_mode_real_clients_lease_renew_release_and_reservation() -> Result<()> {
     // busybox udhcpc: lease, renew at T1 (5 s), release on SIGUSR2.
     let u = lab.peer(1, UDHCPC_MAC, None)?;
     let (us, ulog) = udhcpc_script(dir, "udhcpc")?;
-    let mut udhcpc = u.spawn(&lab, &["busybox", "udhcpc", "-f", "-i", "eth0", "-s", &us, "-t", "5", "-T", "2"], &dir.join("udhcpc.log"))?;
+    let mut udhcpc = u.spawn(
+        &lab,
+        &[
+            "busybox", "udhcpc", "-f", "-i", "eth0", "-s", &us, "-t", "5", "-T", "2",
+        ],
+        &dir.join("udhcpc.log"),
+    )?;
     // ISC dhclient alongside it.
     let d = lab.peer(2, DHCLIENT_MAC, None)?;
     let (ds, dlog) = dhclient_script(dir)?;
@@ -99,7 +110,14 @@ fn full_mode_real_clients_lease_renew_release_and_reservation() -> Result<()> {
     let dargs = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = ["dhclient", "-v", "-cf"].iter().map(|s| s.to_string()).collect();
         v.push(cf.display().to_string());
-        v.extend(["-lf".into(), lf.display().to_string(), "-pf".into(), pf.display().to_string(), "-sf".into(), ds.clone()]);
+        v.extend([
+            "-lf".into(),
+            lf.display().to_string(),
+            "-pf".into(),
+            pf.display().to_string(),
+            "-sf".into(),
+            ds.clone(),
+        ]);
         v.extend(extra.iter().map(|s| s.to_string()));
         v.push("eth0".into());
         v
@@ -121,8 +139,14 @@ fn full_mode_real_clients_lease_renew_release_and_reservation() -> Result<()> {
         let last: u8 = a.rsplit('.').next().unwrap().parse()?;
         assert!((100..=150).contains(&last), "{a} is in the pool");
     }
-    assert_eq!(lease_of(&appliance, UDHCPC_MAC)?, Some((uaddr.clone(), "active".into())));
-    assert_eq!(lease_of(&appliance, DHCLIENT_MAC)?, Some((daddr.clone(), "active".into())));
+    assert_eq!(
+        lease_of(&appliance, UDHCPC_MAC)?,
+        Some((uaddr.clone(), "active".into()))
+    );
+    assert_eq!(
+        lease_of(&appliance, DHCLIENT_MAC)?,
+        Some((daddr.clone(), "active".into()))
+    );
 
     // Both renew at T1 by unicast to the server (lease 10 s).
     wait_event(&ulog, &format!("renew {uaddr}"), 20)?;
@@ -131,8 +155,14 @@ fn full_mode_real_clients_lease_renew_release_and_reservation() -> Result<()> {
     // The reserved MAC gets its address (udhcpc, quit after the lease).
     let r = lab.peer(3, RESERVED_MAC, None)?;
     let (rs, rlog) = udhcpc_script(dir, "reserved")?;
-    r.exec(&["busybox", "udhcpc", "-q", "-n", "-i", "eth0", "-s", &rs, "-t", "5", "-T", "2"])?;
-    assert!(events(&rlog).contains(&format!("bound {p}.50 ")), "reserved address: {}", events(&rlog));
+    r.exec(&[
+        "busybox", "udhcpc", "-q", "-n", "-i", "eth0", "-s", &rs, "-t", "5", "-T", "2",
+    ])?;
+    assert!(
+        events(&rlog).contains(&format!("bound {p}.50 ")),
+        "reserved address: {}",
+        events(&rlog)
+    );
 
     // Release: udhcpc on SIGUSR2, dhclient with -r.
     u.exec(&["busybox", "kill", "-USR2", &udhcpc.pid().to_string()])?;
@@ -141,9 +171,15 @@ fn full_mode_real_clients_lease_renew_release_and_reservation() -> Result<()> {
     let dr: Vec<&str> = dr.iter().map(String::as_str).collect();
     d.exec(&dr)?;
     wait_for(Duration::from_secs(10), "both leases released", || {
-        let (ul, dl) = (lease_of(&appliance, UDHCPC_MAC)?, lease_of(&appliance, DHCLIENT_MAC)?);
-        Ok((ul == Some((uaddr.clone(), "released".into())) && dl == Some((daddr.clone(), "released".into())))
-            .then_some(()))
+        let (ul, dl) = (
+            lease_of(&appliance, UDHCPC_MAC)?,
+            lease_of(&appliance, DHCLIENT_MAC)?,
+        );
+        Ok(
+            (ul == Some((uaddr.clone(), "released".into()))
+                && dl == Some((daddr.clone(), "released".into())))
+            .then_some(()),
+        )
     })?;
     udhcpc.kill_9();
     Ok(())
@@ -160,17 +196,31 @@ fn proxy_mode_gives_plain_clients_nothing_but_answers_pxe_and_relays() -> Result
 
     let u = lab.peer(1, UDHCPC_MAC, None)?;
     let (us, ulog) = udhcpc_script(dir, "udhcpc")?;
-    let st = u.command(&["busybox", "udhcpc", "-q", "-n", "-i", "eth0", "-s", &us, "-t", "3", "-T", "1"]).status()?;
-    assert!(!st.success(), "udhcpc must get no lease from a proxy: {}", events(&ulog));
+    let st = u
+        .command(&[
+            "busybox", "udhcpc", "-q", "-n", "-i", "eth0", "-s", &us, "-t", "3", "-T", "1",
+        ])
+        .status()?;
+    assert!(
+        !st.success(),
+        "udhcpc must get no lease from a proxy: {}",
+        events(&ulog)
+    );
     assert!(!events(&ulog).contains("bound"), "{}", events(&ulog));
 
     let d = lab.peer(2, DHCLIENT_MAC, None)?;
     let (ds, dlog) = dhclient_script(dir)?;
     let cf = dir.join("dhclient.conf");
     fs::write(&cf, "timeout 4;\nretry 1;\n")?;
-    let (cf, lf, pf) = (cf.display().to_string(), dir.join("dl.leases").display().to_string(), dir.join("dl.pid").display().to_string());
+    let (cf, lf, pf) = (
+        cf.display().to_string(),
+        dir.join("dl.leases").display().to_string(),
+        dir.join("dl.pid").display().to_string(),
+    );
     let st = d
-        .command(&["dhclient", "-1", "-v", "-cf", &cf, "-lf", &lf, "-pf", &pf, "-sf", &ds, "eth0"])
+        .command(&[
+            "dhclient", "-1", "-v", "-cf", &cf, "-lf", &lf, "-pf", &pf, "-sf", &ds, "eth0",
+        ])
         .status()?;
     assert!(!st.success(), "dhclient must get no lease from a proxy");
     assert!(!events(&dlog).contains("BOUND"), "{}", events(&dlog));
@@ -182,14 +232,34 @@ fn proxy_mode_gives_plain_clients_nothing_but_answers_pxe_and_relays() -> Result
 
     // Positive control from a peer with an address: a PXE DISCOVER gets a proxy
     // OFFER (broadcast), the REQUEST to 4011 an ACK (unicast), both with the file.
-    let pxe = lab.peer(3, "52:54:00:d0:00:04", Some(&format!("{}.3/24", lab.subnet_prefix())))?;
+    let pxe = lab.peer(
+        3,
+        "52:54:00:d0:00:04",
+        Some(&format!("{}.3/24", lab.subnet_prefix())),
+    )?;
     let relay_ip: Ipv4Addr = format!("{}.4", lab.subnet_prefix()).parse()?;
     let relay = lab.peer(4, "52:54:00:d0:00:05", Some(&format!("{relay_ip}/24")))?;
     let (offer, ack) = in_netns(pxe.netns(), move || -> Result<_> {
         let s = udp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))?;
-        let req = Req { mac: [0x52, 0x54, 0, 0xd0, 0, 4], xid: 7, vendor: Some("PXEClient:Arch:00000:UNDI:002001"), arch: Some(0), ..Req::default() };
-        let offer = exchange(&s, &req, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67), Duration::from_secs(5))?;
-        let req = Req { t: Some(MessageType::Request), xid: 8, ciaddr: Some("0.0.0.0".parse()?), ..req };
+        let req = Req {
+            mac: [0x52, 0x54, 0, 0xd0, 0, 4],
+            xid: 7,
+            vendor: Some("PXEClient:Arch:00000:UNDI:002001"),
+            arch: Some(0),
+            ..Req::default()
+        };
+        let offer = exchange(
+            &s,
+            &req,
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+            Duration::from_secs(5),
+        )?;
+        let req = Req {
+            t: Some(MessageType::Request),
+            xid: 8,
+            ciaddr: Some("0.0.0.0".parse()?),
+            ..req
+        };
         let ack = exchange(&s, &req, SocketAddrV4::new(server, 4011), Duration::from_secs(5))?;
         Ok((offer, ack))
     })?;
@@ -203,11 +273,22 @@ fn proxy_mode_gives_plain_clients_nothing_but_answers_pxe_and_relays() -> Result
     // A relayed PXE DISCOVER: the proxy OFFER goes to giaddr:67 by unicast.
     let relayed = in_netns(relay.netns(), move || -> Result<_> {
         let s = udp(SocketAddrV4::new(relay_ip, 67))?;
-        let req = Req { mac: [0x52, 0x54, 0, 0xd0, 0, 9], xid: 9, giaddr: Some(relay_ip), vendor: Some("PXEClient:Arch:00007:UNDI:003016"), arch: Some(7), ..Req::default() };
+        let req = Req {
+            mac: [0x52, 0x54, 0, 0xd0, 0, 9],
+            xid: 9,
+            giaddr: Some(relay_ip),
+            vendor: Some("PXEClient:Arch:00007:UNDI:003016"),
+            arch: Some(7),
+            ..Req::default()
+        };
         exchange(&s, &req, SocketAddrV4::new(server, 67), Duration::from_secs(5))
     })?;
     assert_eq!(relayed.kind(), Some(MessageType::Offer));
-    assert_eq!(relayed.from, std::net::SocketAddr::from((server, 67)), "from the address the relay targeted");
+    assert_eq!(
+        relayed.from,
+        std::net::SocketAddr::from((server, 67)),
+        "from the address the relay targeted"
+    );
     assert_eq!(relayed.msg.giaddr(), relay_ip);
     assert_eq!(relayed.bootfile().as_deref(), Some("snponly.efi"));
     Ok(())
@@ -225,14 +306,29 @@ fn full_mode_relay_is_answered_by_unicast_to_giaddr() -> Result<()> {
     let (offer, ack) = in_netns(relay.netns(), move || -> Result<_> {
         let s = udp(SocketAddrV4::new(relay_ip, 67))?;
         let mac = [0x52, 0x54, 0, 0xd0, 1, 1];
-        let req = Req { mac, xid: 21, giaddr: Some(relay_ip), ..Req::default() };
+        let req = Req {
+            mac,
+            xid: 21,
+            giaddr: Some(relay_ip),
+            ..Req::default()
+        };
         let offer = exchange(&s, &req, SocketAddrV4::new(server, 67), Duration::from_secs(5))?;
-        let req = Req { t: Some(MessageType::Request), xid: 22, requested: Some(offer.msg.yiaddr()), server_id: offer.server_id(), ..req };
+        let req = Req {
+            t: Some(MessageType::Request),
+            xid: 22,
+            requested: Some(offer.msg.yiaddr()),
+            server_id: offer.server_id(),
+            ..req
+        };
         let ack = exchange(&s, &req, SocketAddrV4::new(server, 67), Duration::from_secs(5))?;
         Ok((offer, ack))
     })?;
     assert_eq!(offer.kind(), Some(MessageType::Offer));
-    assert_eq!(offer.from, std::net::SocketAddr::from((server, 67)), "unicast to the relay, from :67");
+    assert_eq!(
+        offer.from,
+        std::net::SocketAddr::from((server, 67)),
+        "unicast to the relay, from :67"
+    );
     assert_eq!(offer.msg.giaddr(), relay_ip);
     assert_eq!(ack.kind(), Some(MessageType::Ack));
     assert_eq!(ack.msg.yiaddr(), offer.msg.yiaddr());
@@ -251,7 +347,20 @@ fn full_mode_refuses_to_start_next_to_another_dhcp_server_unless_forced() -> Res
     let pidfile = format!("--pid-file={}", dir.join("other.pid").display());
     let mut dnsmasq = other.spawn(
         &lab,
-        &["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--interface=eth0", "--bind-interfaces", "--no-ping", "--log-facility=-", "--user=root", &range, &leasefile, &pidfile],
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=eth0",
+            "--bind-interfaces",
+            "--no-ping",
+            "--log-facility=-",
+            "--user=root",
+            &range,
+            &leasefile,
+            &pidfile,
+        ],
         &dir.join("other-dnsmasq.log"),
     )?;
     dnsmasq.wait_for_log("DHCP, IP range", Duration::from_secs(15))?;
@@ -259,7 +368,12 @@ fn full_mode_refuses_to_start_next_to_another_dhcp_server_unless_forced() -> Res
     let config = site(&lab, &full_yaml(&lab, "  probe_secs: 2\n"))?;
     let bin = provisioner_e2e::appliance::provisioner_bin()?;
     let out = lab
-        .command(&[&bin.to_string_lossy(), "serve", "--config", &config.to_string_lossy()])
+        .command(&[
+            &bin.to_string_lossy(),
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+        ])
         .env("NO_COLOR", "1")
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -33,7 +33,12 @@ fn mac_str(m: [u8; 6]) -> String {
 }
 
 /// DORA for `CLIENTS` MACs as fast as replies come; returns every (mac, ip) ACKed.
-fn storm(relay: Ipv4Addr, server: Ipv4Addr, progress: mpsc::Sender<usize>, killed: Arc<AtomicBool>) -> Result<Vec<(String, Ipv4Addr)>> {
+fn storm(
+    relay: Ipv4Addr,
+    server: Ipv4Addr,
+    progress: mpsc::Sender<usize>,
+    killed: Arc<AtomicBool>,
+) -> Result<Vec<(String, Ipv4Addr)>> {
     let sock = udp(SocketAddrV4::new(relay, 67))?;
     sock.set_read_timeout(Some(Duration::from_millis(5)))?;
     let dst = SocketAddrV4::new(server, 67);
@@ -48,20 +53,29 @@ fn storm(relay: Ipv4Addr, server: Ipv4Addr, progress: mpsc::Sender<usize>, kille
             killed_at = Some(Instant::now());
         }
         // Drain what the dead server sent before it died, then stop.
-        if killed_at.is_some_and(|t| t.elapsed() > Duration::from_millis(500)) || started.elapsed() > Duration::from_secs(60) {
+        if killed_at.is_some_and(|t| t.elapsed() > Duration::from_millis(500))
+            || started.elapsed() > Duration::from_secs(60)
+        {
             break;
         }
         if killed_at.is_none() {
             for _ in 0..8 {
                 if next < CLIENTS {
-                    let r = Req { mac: mac(next), xid: next, giaddr: Some(relay), ..Req::default() };
+                    let r = Req {
+                        mac: mac(next),
+                        xid: next,
+                        giaddr: Some(relay),
+                        ..Req::default()
+                    };
                     let _ = sock.send_to(&r.encode(), dst);
                     next += 1;
                 }
             }
         }
         while let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else { continue };
+            let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                continue;
+            };
             let i = m.xid();
             match m.opts().msg_type() {
                 Some(MessageType::Offer) if killed_at.is_none() => {
@@ -70,7 +84,15 @@ fn storm(relay: Ipv4Addr, server: Ipv4Addr, progress: mpsc::Sender<usize>, kille
                         Some(DhcpOption::ServerIdentifier(s)) => Some(*s),
                         _ => None,
                     };
-                    let r = Req { mac: mac(i), xid: i, giaddr: Some(relay), t: Some(MessageType::Request), requested: Some(m.yiaddr()), server_id: sid, ..Req::default() };
+                    let r = Req {
+                        mac: mac(i),
+                        xid: i,
+                        giaddr: Some(relay),
+                        t: Some(MessageType::Request),
+                        requested: Some(m.yiaddr()),
+                        server_id: sid,
+                        ..Req::default()
+                    };
                     let _ = sock.send_to(&r.encode(), dst);
                 }
                 Some(MessageType::Ack) => {
@@ -92,7 +114,10 @@ fn sigkill_during_a_lease_storm_loses_no_acked_lease() -> Result<()> {
     // The widest pool the lab's /24 allows (.10-.250): 4000 clients compete for it,
     // so the storm is still running when the kill comes.
     let extra = "  lease_time_secs: 3600\n  max_in_flight: 64\n".to_string();
-    let yaml = full_yaml(&lab, &extra).replace(&format!("start: {p}.100, end: {p}.150"), &format!("start: {p}.10, end: {p}.250"));
+    let yaml = full_yaml(&lab, &extra).replace(
+        &format!("start: {p}.100, end: {p}.150"),
+        &format!("start: {p}.10, end: {p}.250"),
+    );
     let config = site(&lab, &yaml)?;
     let mut appliance = start(&lab, &config)?;
     let server: Ipv4Addr = lab.ip().parse()?;
@@ -116,12 +141,21 @@ fn sigkill_during_a_lease_storm_loses_no_acked_lease() -> Result<()> {
     killed.store(true, Ordering::SeqCst);
     let acked = storm.join().expect("storm thread")?;
     assert!(acked.len() >= KILL_AFTER, "{} ACKs", acked.len());
-    assert!(acked.len() < 241, "the pool (241 addresses) was not exhausted before the kill: {}", acked.len());
+    assert!(
+        acked.len() < 241,
+        "the pool (241 addresses) was not exhausted before the kill: {}",
+        acked.len()
+    );
 
     // Restart on the same state; the API answers once the new process is up.
     let restarted = provisioner_e2e::Appliance::start(&lab, &config)?;
-    let stored = wait_for(Duration::from_secs(30), "the restarted appliance's lease API", || Ok(leases(&restarted).ok()))?;
-    let stored: HashMap<String, (String, String)> = stored.into_iter().map(|(m, ip, st)| (m, (ip, st))).collect();
+    let stored = wait_for(
+        Duration::from_secs(30),
+        "the restarted appliance's lease API",
+        || Ok(leases(&restarted).ok()),
+    )?;
+    let stored: HashMap<String, (String, String)> =
+        stored.into_iter().map(|(m, ip, st)| (m, (ip, st))).collect();
     let mut lost = Vec::new();
     for (m, ip) in &acked {
         match stored.get(m) {
@@ -129,7 +163,18 @@ fn sigkill_during_a_lease_storm_loses_no_acked_lease() -> Result<()> {
             other => lost.push(format!("{m} acked {ip}, stored {other:?}")),
         }
     }
-    assert!(lost.is_empty(), "{} of {} ACKed leases lost:\n{}", lost.len(), acked.len(), lost.join("\n"));
-    eprintln!("storm: {} leases ACKed before SIGKILL, all {} found after restart ({} stored)", acked.len(), acked.len(), stored.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} ACKed leases lost:\n{}",
+        lost.len(),
+        acked.len(),
+        lost.join("\n")
+    );
+    eprintln!(
+        "storm: {} leases ACKed before SIGKILL, all {} found after restart ({} stored)",
+        acked.len(),
+        acked.len(),
+        stored.len()
+    );
     Ok(())
 }

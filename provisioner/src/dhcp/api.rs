@@ -13,7 +13,9 @@ use provisioner_core::dhcp::lease::LeaseStore;
 
 /// The leases router.
 pub fn router(leases: Arc<dyn LeaseStore>) -> Router {
-    Router::new().route("/api/v1/leases", get(list)).with_state(leases)
+    Router::new()
+        .route("/api/v1/leases", get(list))
+        .with_state(leases)
 }
 
 async fn list(State(leases): State<Arc<dyn LeaseStore>>) -> Response {

@@ -84,7 +84,13 @@ fn type_name(t: MessageType) -> String {
 
 impl Handler {
     /// Handles one datagram that arrived on `port`. Never panics on bad input.
-    pub fn handle(&self, buf: &[u8], port: Port, arrival: &Arrival, now: i64) -> (Option<Outgoing>, Option<Note>) {
+    pub fn handle(
+        &self,
+        buf: &[u8],
+        port: Port,
+        arrival: &Arrival,
+        now: i64,
+    ) -> (Option<Outgoing>, Option<Note>) {
         let msg = match wire::decode(buf) {
             Ok(m) => m,
             Err(e) => {
@@ -119,14 +125,23 @@ impl Handler {
             self.personality,
             client.kind.label(),
             client.arch_code.map_or("-".into(), |c| c.to_string()),
-            if msg.giaddr().is_unspecified() { String::new() } else { format!(", relay {}", msg.giaddr()) },
+            if msg.giaddr().is_unspecified() {
+                String::new()
+            } else {
+                format!(", relay {}", msg.giaddr())
+            },
         );
         let mut events = vec![event(EventKind::DhcpSeen, seen)];
         // Only machines the inventory knows or should know get a timeline: a plain
         // client's packets cost no write.
         let keep = create || machine.is_some();
         let note = |events: Vec<TimelineEvent>| {
-            keep.then(|| Note { mac: client.mac, create, client: client.clone(), events })
+            keep.then(|| Note {
+                mac: client.mac,
+                create,
+                client: client.clone(),
+                events,
+            })
         };
 
         let reply: Option<Message> = match (self.personality, port) {
@@ -142,7 +157,10 @@ impl Handler {
                 match full.handle(&*self.leases, &msg, &client, &responder, target.as_ref(), now) {
                     Ok(Outcome::Reply { msg, .. }) => Some(*msg),
                     Ok(Outcome::Recorded(l)) => {
-                        events.push(event(EventKind::DhcpSeen, format!("{:?} lease {} recorded", l.state, l.ip)));
+                        events.push(event(
+                            EventKind::DhcpSeen,
+                            format!("{:?} lease {} recorded", l.state, l.ip),
+                        ));
                         None
                     }
                     Ok(Outcome::Silent(reason)) => {
@@ -162,7 +180,11 @@ impl Handler {
         let Some(mut reply) = reply else {
             if self.personality == Personality::Proxy || port == Port::PxeBootServer {
                 // A proxy answers boot clients only, and only when the booter says so.
-                dropped(if client.kind.is_boot() { "proxy_no_answer" } else { "not_boot_client" });
+                dropped(if client.kind.is_boot() {
+                    "proxy_no_answer"
+                } else {
+                    "not_boot_client"
+                });
             }
             return (None, note(events));
         };
@@ -238,24 +260,32 @@ impl Handler {
     /// one commit. Failures are logged: the reply is already out.
     pub fn record(&self, note: Note) {
         let now = OffsetDateTime::now_utc();
-        let Note { mac, create, client, events } = note;
-        let r = self.service.inventory().apply(mac, &mut |cur: Option<Machine>| match cur {
-            None if !create => Update::default(),
-            cur => {
-                let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
-                m.last_seen = now;
-                if client.arch != Default::default() {
-                    m.arch = client.arch;
+        let Note {
+            mac,
+            create,
+            client,
+            events,
+        } = note;
+        let r = self
+            .service
+            .inventory()
+            .apply(mac, &mut |cur: Option<Machine>| match cur {
+                None if !create => Update::default(),
+                cur => {
+                    let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
+                    m.last_seen = now;
+                    if client.arch != Default::default() {
+                        m.arch = client.arch;
+                    }
+                    if m.uuid.is_none() {
+                        m.uuid = client.uuid.clone();
+                    }
+                    Update {
+                        machine: Some(m),
+                        events: events.clone(),
+                    }
                 }
-                if m.uuid.is_none() {
-                    m.uuid = client.uuid.clone();
-                }
-                Update {
-                    machine: Some(m),
-                    events: events.clone(),
-                }
-            }
-        });
+            });
         if let Err(e) = r {
             tracing::warn!(error = %e, %mac, "recording DHCP timeline failed");
         }

@@ -78,7 +78,10 @@ mod tests {
         assert!((0..3).all(|_| l.allow(mac, t0)), "burst of 3");
         assert!(!l.allow(mac, t0), "fourth at once is refused");
         assert!(l.allow([9; 6], t0), "other MACs unaffected");
-        assert!(l.allow(mac, t0 + Duration::from_millis(500)), "one token after 0.5 s at 2/s");
+        assert!(
+            l.allow(mac, t0 + Duration::from_millis(500)),
+            "one token after 0.5 s at 2/s"
+        );
         assert!(!l.allow(mac, t0 + Duration::from_millis(500)));
     }
 

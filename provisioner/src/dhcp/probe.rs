@@ -27,9 +27,17 @@ pub fn other_servers(interface: Option<&str>, wait: Duration) -> io::Result<Vec<
     let xid: u32 = rand::random();
     let mut mac = [0x02, 0, 0, 0, 0, 0];
     mac[2..].copy_from_slice(&xid.to_be_bytes());
-    let mut m = Message::new_with_id(xid, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &mac);
+    let mut m = Message::new_with_id(
+        xid,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &mac,
+    );
     m.set_flags(Flags::default().set_broadcast());
-    m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Discover));
     let bytes = wire::encode(&m).map_err(io::Error::other)?;
     sock.send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))?;
     let deadline = Instant::now() + wait;
@@ -47,7 +55,10 @@ pub fn other_servers(interface: Option<&str>, wait: Duration) -> io::Result<Vec<
             Err(e) => return Err(e),
         };
         let Ok(r) = wire::decode(&buf[..n]) else { continue };
-        if r.opcode() != Opcode::BootReply || r.xid() != xid || r.opts().msg_type() != Some(MessageType::Offer) {
+        if r.opcode() != Opcode::BootReply
+            || r.xid() != xid
+            || r.opts().msg_type() != Some(MessageType::Offer)
+        {
             continue;
         }
         let server = match r.opts().get(OptionCode::ServerIdentifier) {
@@ -57,7 +68,10 @@ pub fn other_servers(interface: Option<&str>, wait: Duration) -> io::Result<Vec<
                 std::net::IpAddr::V6(_) => continue,
             },
         };
-        let a = Answer { server, offered: r.yiaddr() };
+        let a = Answer {
+            server,
+            offered: r.yiaddr(),
+        };
         if !answers.contains(&a) {
             answers.push(a);
         }

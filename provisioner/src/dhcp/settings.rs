@@ -117,7 +117,9 @@ impl DhcpSettings {
             if subnet.contains_host(ip) {
                 Ok(())
             } else {
-                Err(format!("{what} {ip} is not a host address of dhcp.subnet {subnet}"))
+                Err(format!(
+                    "{what} {ip} is not a host address of dhcp.subnet {subnet}"
+                ))
             }
         };
         if let Some(p) = self.pool {
@@ -138,9 +140,15 @@ impl DhcpSettings {
         for r in &self.reservations {
             in_subnet(r.ip, &format!("dhcp.reservations[{}].ip", r.mac))?;
             if let Some(other) = seen.insert(r.ip, r.mac) {
-                return Err(format!("dhcp.reservations: {} is reserved for both {other} and {}", r.ip, r.mac));
+                return Err(format!(
+                    "dhcp.reservations: {} is reserved for both {other} and {}",
+                    r.ip, r.mac
+                ));
             }
-            let res = Reservation { ip: r.ip, hostname: r.hostname.clone() };
+            let res = Reservation {
+                ip: r.ip,
+                hostname: r.hostname.clone(),
+            };
             if reservations.insert(r.mac, res).is_some() {
                 return Err(format!("dhcp.reservations: {} appears twice", r.mac));
             }
@@ -165,7 +173,10 @@ mod tests {
         DhcpSettings {
             mode: Personality::Full,
             subnet: Some("10.9.0.0/24".parse().unwrap()),
-            pool: Some(PoolRange { start: "10.9.0.100".parse().unwrap(), end: "10.9.0.150".parse().unwrap() }),
+            pool: Some(PoolRange {
+                start: "10.9.0.100".parse().unwrap(),
+                end: "10.9.0.150".parse().unwrap(),
+            }),
             ..DhcpSettings::default()
         }
     }
@@ -178,13 +189,24 @@ mod tests {
         s.subnet = None;
         assert!(s.full_config().unwrap_err().contains("dhcp.subnet"));
         let mut s = full();
-        s.pool = Some(PoolRange { start: "10.9.1.1".parse().unwrap(), end: "10.9.0.150".parse().unwrap() });
+        s.pool = Some(PoolRange {
+            start: "10.9.1.1".parse().unwrap(),
+            end: "10.9.0.150".parse().unwrap(),
+        });
         assert!(s.full_config().unwrap_err().contains("dhcp.pool.start"));
         let mut s = full();
         let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
         s.reservations = vec![
-            ReservationEntry { mac, ip: "10.9.0.5".parse().unwrap(), hostname: None },
-            ReservationEntry { mac, ip: "10.9.0.6".parse().unwrap(), hostname: None },
+            ReservationEntry {
+                mac,
+                ip: "10.9.0.5".parse().unwrap(),
+                hostname: None,
+            },
+            ReservationEntry {
+                mac,
+                ip: "10.9.0.6".parse().unwrap(),
+                hostname: None,
+            },
         ];
         assert!(s.full_config().unwrap_err().contains("appears twice"));
     }

@@ -31,9 +31,8 @@ pub fn bind(addr: SocketAddrV4, interface: Option<&str>) -> io::Result<std::net:
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
     if let Some(dev) = interface {
-        s.bind_device(Some(dev.as_bytes())).map_err(|e| {
-            io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}"))
-        })?;
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
     }
     s.set_nonblocking(true)?;
     socket::setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
@@ -70,7 +69,13 @@ pub fn try_recv(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Arrival
 /// Sends `data` to `dst` from local address `from`; `ifindex` (non-zero) pins the
 /// egress interface, which a limited broadcast (255.255.255.255) needs on a
 /// multi-homed host.
-pub fn send(fd: &impl AsRawFd, data: &[u8], dst: SocketAddrV4, from: Ipv4Addr, ifindex: i32) -> io::Result<usize> {
+pub fn send(
+    fd: &impl AsRawFd,
+    data: &[u8],
+    dst: SocketAddrV4,
+    from: Ipv4Addr,
+    ifindex: i32,
+) -> io::Result<usize> {
     let info = libc::in_pktinfo {
         ipi_ifindex: ifindex,
         ipi_spec_dst: libc::in_addr {
@@ -80,6 +85,12 @@ pub fn send(fd: &impl AsRawFd, data: &[u8], dst: SocketAddrV4, from: Ipv4Addr, i
     };
     let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
     let addr = SockaddrIn::from(dst);
-    socket::sendmsg(fd.as_raw_fd(), &[IoSlice::new(data)], &cmsgs, MsgFlags::empty(), Some(&addr))
-        .map_err(io::Error::from)
+    socket::sendmsg(
+        fd.as_raw_fd(),
+        &[IoSlice::new(data)],
+        &cmsgs,
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .map_err(io::Error::from)
 }

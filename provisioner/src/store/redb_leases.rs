@@ -64,7 +64,11 @@ impl LeaseStore for RedbLeases {
     fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let ips = txn.open_table(BY_IP).map_err(backend)?;
-        let Some(mac) = ips.get(u32::from(ip)).map_err(backend)?.map(|v| v.value().to_string()) else {
+        let Some(mac) = ips
+            .get(u32::from(ip))
+            .map_err(backend)?
+            .map(|v| v.value().to_string())
+        else {
             return Ok(None);
         };
         let t = txn.open_table(BY_MAC).map_err(backend)?;
@@ -81,7 +85,10 @@ impl LeaseStore for RedbLeases {
         {
             let mut ips = txn.open_table(BY_IP).map_err(backend)?;
             let mut macs = txn.open_table(BY_MAC).map_err(backend)?;
-            if let Some(holder) = ips.get(u32::from(lease.ip)).map_err(backend)?.map(|v| v.value().to_string())
+            if let Some(holder) = ips
+                .get(u32::from(lease.ip))
+                .map_err(backend)?
+                .map(|v| v.value().to_string())
                 && holder != key
             {
                 let holder = holder.parse().map_err(backend)?;
@@ -114,7 +121,10 @@ impl LeaseStore for RedbLeases {
                 .map(|v| decode(&key, v.value()))
                 .transpose()?;
             if let Some(l) = &old {
-                txn.open_table(BY_IP).map_err(backend)?.remove(u32::from(l.ip)).map_err(backend)?;
+                txn.open_table(BY_IP)
+                    .map_err(backend)?
+                    .remove(u32::from(l.ip))
+                    .map_err(backend)?;
             }
             old
         };

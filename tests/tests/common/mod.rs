@@ -17,7 +17,14 @@ use provisioner_e2e::{Appliance, Lab};
 /// machines) and `dhcp_yaml` as the `dhcp:` section; returns the config path.
 pub fn site(lab: &Lab, dhcp_yaml: &str) -> Result<PathBuf> {
     let root = lab.dir().join("dhcp-site");
-    for d in ["state", "profiles/groups", "profiles/profiles", "images", "cache", "infra"] {
+    for d in [
+        "state",
+        "profiles/groups",
+        "profiles/profiles",
+        "images",
+        "cache",
+        "infra",
+    ] {
         fs::create_dir_all(root.join(d))?;
     }
     let config = root.join("provisioner.yaml");
@@ -38,7 +45,11 @@ pub fn site(lab: &Lab, dhcp_yaml: &str) -> Result<PathBuf> {
 /// The `dhcp:` lines for full mode on the lab subnet with pool .100-.150.
 pub fn full_yaml(lab: &Lab, extra: &str) -> String {
     let p = lab.subnet_prefix();
-    let probe = if extra.contains("probe_secs") { "" } else { "  probe_secs: 1\n" };
+    let probe = if extra.contains("probe_secs") {
+        ""
+    } else {
+        "  probe_secs: 1\n"
+    };
     format!(
         "  mode: full\n  interface: br0\n  subnet: {p}.0/24\n  pool: {{ start: {p}.100, end: {p}.150 }}\n\
          \x20 router: {p}.1\n  dns: [{p}.1]\n{probe}{extra}"
@@ -96,7 +107,14 @@ pub struct Req {
 impl Req {
     pub fn encode(&self) -> Vec<u8> {
         let z = Ipv4Addr::UNSPECIFIED;
-        let mut m = Message::new_with_id(self.xid, self.ciaddr.unwrap_or(z), z, z, self.giaddr.unwrap_or(z), &self.mac);
+        let mut m = Message::new_with_id(
+            self.xid,
+            self.ciaddr.unwrap_or(z),
+            z,
+            z,
+            self.giaddr.unwrap_or(z),
+            &self.mac,
+        );
         if self.giaddr.is_some() {
             m.set_hops(1);
         }
@@ -115,7 +133,9 @@ impl Req {
             o.insert(DhcpOption::ClassIdentifier(v.as_bytes().to_vec()));
         }
         if let Some(a) = self.arch {
-            o.insert(DhcpOption::ClientSystemArchitecture(dhcproto::v4::Architecture(a)));
+            o.insert(DhcpOption::ClientSystemArchitecture(dhcproto::v4::Architecture(
+                a,
+            )));
         }
         let mut buf = Vec::new();
         m.encode(&mut Encoder::new(&mut buf)).expect("encode");
@@ -162,7 +182,14 @@ pub fn exchange(sock: &UdpSocket, req: &Req, dst: SocketAddrV4, wait: Duration) 
         sock.set_read_timeout(Some(left))?;
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         if let Ok(msg) = Message::decode(&mut Decoder::new(&buf[..n]))

@@ -52,7 +52,9 @@ impl Subnet {
 impl std::str::FromStr for Subnet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected a.b.c.d/len"))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected a.b.c.d/len"))?;
         let ip: Ipv4Addr = a.parse().map_err(|e| format!("{s:?}: {e}"))?;
         let prefix: u8 = p.parse().map_err(|e| format!("{s:?}: {e}"))?;
         if !(8..=30).contains(&prefix) {
@@ -60,7 +62,10 @@ impl std::str::FromStr for Subnet {
         }
         let sub = Self { network: ip, prefix };
         if u32::from(ip) & !u32::from(sub.mask()) != 0 {
-            return Err(format!("{s:?}: host bits set (did you mean {}/{prefix}?)", Ipv4Addr::from(u32::from(ip) & u32::from(sub.mask()))));
+            return Err(format!(
+                "{s:?}: host bits set (did you mean {}/{prefix}?)",
+                Ipv4Addr::from(u32::from(ip) & u32::from(sub.mask()))
+            ));
         }
         Ok(sub)
     }
@@ -168,7 +173,10 @@ impl FullServer {
         boot: Option<&BootTarget>,
         now: i64,
     ) -> Result<Outcome, LeaseError> {
-        let _serial = self.commit.lock().map_err(|_| LeaseError::Backend("engine lock poisoned".into()))?;
+        let _serial = self
+            .commit
+            .lock()
+            .map_err(|_| LeaseError::Backend("engine lock poisoned".into()))?;
         let mac = client.mac;
         // One subnet is served: a relay on another subnet is not ours to answer.
         let giaddr = req.giaddr();
@@ -187,7 +195,10 @@ impl FullServer {
                 }
                 let mut m = self.answer(req, client, responder, MessageType::Offer, Some(ip), boot);
                 self.lease_options(&mut m, client, ip);
-                Ok(Outcome::Reply { msg: Box::new(m), lease: None })
+                Ok(Outcome::Reply {
+                    msg: Box::new(m),
+                    lease: None,
+                })
             }
             MessageType::Request => {
                 // RFC 2131 §4.3.2: SELECTING names a server; INIT-REBOOT carries option
@@ -203,7 +214,10 @@ impl FullServer {
                 };
                 if !self.allowed(store, mac, ip, now)? {
                     let m = skeleton(req, client, MessageType::Nak, responder.server_id);
-                    return Ok(Outcome::Reply { msg: Box::new(m), lease: None });
+                    return Ok(Outcome::Reply {
+                        msg: Box::new(m),
+                        lease: None,
+                    });
                 }
                 let lease = Lease {
                     mac,
@@ -216,7 +230,10 @@ impl FullServer {
                 self.drop_offer(mac);
                 let mut m = self.answer(req, client, responder, MessageType::Ack, Some(ip), boot);
                 self.lease_options(&mut m, client, ip);
-                Ok(Outcome::Reply { msg: Box::new(m), lease: Some(lease) })
+                Ok(Outcome::Reply {
+                    msg: Box::new(m),
+                    lease: Some(lease),
+                })
             }
             MessageType::Release => {
                 if !ours(client.server_id) {
@@ -233,13 +250,22 @@ impl FullServer {
                 }
             }
             MessageType::Decline => {
-                let Some(ip) = client.requested_ip.filter(|ip| self.cfg.subnet.contains_host(*ip)) else {
+                let Some(ip) = client
+                    .requested_ip
+                    .filter(|ip| self.cfg.subnet.contains_host(*ip))
+                else {
                     return Ok(Outcome::Silent("decline_without_address"));
                 };
                 if !ours(client.server_id) || !self.allowed(store, mac, ip, now)? {
                     return Ok(Outcome::Silent("decline_not_ours"));
                 }
-                let l = Lease { mac, ip, expires: now + DECLINE_HOLD_SECS, hostname: None, state: LeaseState::Declined };
+                let l = Lease {
+                    mac,
+                    ip,
+                    expires: now + DECLINE_HOLD_SECS,
+                    hostname: None,
+                    state: LeaseState::Declined,
+                };
                 self.commit(store, &l, now)?;
                 self.drop_offer(mac);
                 Ok(Outcome::Recorded(l))
@@ -248,7 +274,10 @@ impl FullServer {
                 // RFC 2131 §4.3.5: configuration only; no yiaddr, no lease time.
                 let mut m = self.answer(req, client, responder, MessageType::Ack, None, boot);
                 self.network_options(&mut m, client);
-                Ok(Outcome::Reply { msg: Box::new(m), lease: None })
+                Ok(Outcome::Reply {
+                    msg: Box::new(m),
+                    lease: None,
+                })
             }
             _ => Ok(Outcome::Silent("unhandled_message_type")),
         }
@@ -341,7 +370,13 @@ impl FullServer {
     }
 
     /// Whether `mac` may hold `ip` at `now`.
-    fn allowed(&self, store: &dyn LeaseStore, mac: MacAddr, ip: Ipv4Addr, now: i64) -> Result<bool, LeaseError> {
+    fn allowed(
+        &self,
+        store: &dyn LeaseStore,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        now: i64,
+    ) -> Result<bool, LeaseError> {
         if !self.cfg.subnet.contains_host(ip) || self.reserved_for_other(ip, mac) {
             return Ok(false);
         }
@@ -387,7 +422,10 @@ impl FullServer {
         let Some((start, end)) = self.cfg.pool.map(|(s, e)| (u32::from(s), u32::from(e))) else {
             return Ok(None);
         };
-        let mut cursor = self.cursor.lock().map_err(|_| LeaseError::Backend("cursor lock poisoned".into()))?;
+        let mut cursor = self
+            .cursor
+            .lock()
+            .map_err(|_| LeaseError::Backend("cursor lock poisoned".into()))?;
         let size = end - start + 1;
         for i in 0..size {
             let n = start + (cursor.wrapping_sub(start).wrapping_add(i)) % size;
@@ -406,7 +444,10 @@ impl FullServer {
             && old.mac != lease.mac
         {
             if old.holds_address(now) {
-                return Err(LeaseError::Conflict { ip: lease.ip, holder: old.mac });
+                return Err(LeaseError::Conflict {
+                    ip: lease.ip,
+                    holder: old.mac,
+                });
             }
             store.remove(old.mac)?;
         }

@@ -106,63 +106,121 @@ fn classification_table() {
     let cases: Vec<(&str, Req, ClientKind, Arch, Option<u16>)> = vec![
         ("bios pxe", pxe(0), ClientKind::Pxe, Arch::X86Bios, Some(0)),
         ("x64 uefi pxe", pxe(7), ClientKind::Pxe, Arch::X86_64Efi, Some(7)),
-        ("x64 uefi as 9 (proxmox)", pxe(9), ClientKind::Pxe, Arch::X86_64Efi, Some(9)),
-        ("arm64 uefi pxe", pxe(11), ClientKind::Pxe, Arch::Arm64Efi, Some(11)),
-        ("ia32 uefi: no binary", pxe(6), ClientKind::Pxe, Arch::Unknown, Some(6)),
+        (
+            "x64 uefi as 9 (proxmox)",
+            pxe(9),
+            ClientKind::Pxe,
+            Arch::X86_64Efi,
+            Some(9),
+        ),
+        (
+            "arm64 uefi pxe",
+            pxe(11),
+            ClientKind::Pxe,
+            Arch::Arm64Efi,
+            Some(11),
+        ),
+        (
+            "ia32 uefi: no binary",
+            pxe(6),
+            ClientKind::Pxe,
+            Arch::Unknown,
+            Some(6),
+        ),
         (
             "x64 http boot",
-            Req { arch: Some(16), vendor: Some(http), ..Req::default() },
+            Req {
+                arch: Some(16),
+                vendor: Some(http),
+                ..Req::default()
+            },
             ClientKind::HttpBoot,
             Arch::X86_64Efi,
             Some(16),
         ),
         (
             "arm64 http boot, arch only",
-            Req { arch: Some(19), ..Req::default() },
+            Req {
+                arch: Some(19),
+                ..Req::default()
+            },
             ClientKind::HttpBoot,
             Arch::Arm64Efi,
             Some(19),
         ),
         (
             "http vendor class without option 93",
-            Req { vendor: Some(http), ..Req::default() },
+            Req {
+                vendor: Some(http),
+                ..Req::default()
+            },
             ClientKind::HttpBoot,
             Arch::X86_64Efi,
             Some(16),
         ),
         (
             "ipxe by user class",
-            Req { user_class: Some(b"iPXE"), ..pxe(0) },
+            Req {
+                user_class: Some(b"iPXE"),
+                ..pxe(0)
+            },
             ClientKind::Ipxe,
             Arch::X86Bios,
             Some(0),
         ),
         (
             "ipxe by rfc 3004 user class list",
-            Req { user_class: Some(b"\x03foo\x04iPXE"), ..pxe(7) },
+            Req {
+                user_class: Some(b"\x03foo\x04iPXE"),
+                ..pxe(7)
+            },
             ClientKind::Ipxe,
             Arch::X86_64Efi,
             Some(7),
         ),
-        ("ipxe by option 175", Req { ipxe_175: true, ..pxe(7) }, ClientKind::Ipxe, Arch::X86_64Efi, Some(7)),
+        (
+            "ipxe by option 175",
+            Req {
+                ipxe_175: true,
+                ..pxe(7)
+            },
+            ClientKind::Ipxe,
+            Arch::X86_64Efi,
+            Some(7),
+        ),
         (
             "arch from vendor class when 93 is missing",
-            Req { vendor: Some(b"PXEClient:Arch:00011:UNDI:003016"), ..Req::default() },
+            Req {
+                vendor: Some(b"PXEClient:Arch:00011:UNDI:003016"),
+                ..Req::default()
+            },
             ClientKind::Pxe,
             Arch::Arm64Efi,
             Some(11),
         ),
         (
             "pre-RFC 4578 PXE ROM is BIOS",
-            Req { vendor: Some(b"PXEClient"), ..Req::default() },
+            Req {
+                vendor: Some(b"PXEClient"),
+                ..Req::default()
+            },
             ClientKind::Pxe,
             Arch::X86Bios,
             None,
         ),
-        ("plain client", Req::default(), ClientKind::Plain, Arch::Unknown, None),
+        (
+            "plain client",
+            Req::default(),
+            ClientKind::Plain,
+            Arch::Unknown,
+            None,
+        ),
         (
             "user class that only contains iPXE as a substring",
-            Req { user_class: Some(b"\x05xiPXE"), ..Req::default() },
+            Req {
+                user_class: Some(b"\x05xiPXE"),
+                ..Req::default()
+            },
             ClientKind::Plain,
             Arch::Unknown,
             None,
@@ -178,10 +236,26 @@ fn classification_table() {
 #[test]
 fn option_97_guid_becomes_smbios_uuid() {
     let mut g = vec![0u8];
-    g.extend([0x78, 0x56, 0x34, 0x12, 0x34, 0x12, 0x78, 0x56, 1, 2, 3, 4, 5, 6, 7, 8]);
-    let c = classify(&Req { guid: Some(g), ..pxe(7) }.wire()).unwrap();
+    g.extend([
+        0x78, 0x56, 0x34, 0x12, 0x34, 0x12, 0x78, 0x56, 1, 2, 3, 4, 5, 6, 7, 8,
+    ]);
+    let c = classify(
+        &Req {
+            guid: Some(g),
+            ..pxe(7)
+        }
+        .wire(),
+    )
+    .unwrap();
     assert_eq!(c.uuid.as_deref(), Some("12345678-1234-5678-0102-030405060708"));
-    let c = classify(&Req { guid: Some(vec![0; 17]), ..pxe(7) }.wire()).unwrap();
+    let c = classify(
+        &Req {
+            guid: Some(vec![0; 17]),
+            ..pxe(7)
+        }
+        .wire(),
+    )
+    .unwrap();
     assert_eq!(c.uuid, None, "all-zero GUID is no UUID");
 }
 
@@ -227,24 +301,45 @@ fn boot_file_table() {
         ("x64 uefi", pxe(7), None, Ok(tftp("snponly.efi"))),
         ("x64 uefi 9", pxe(9), None, Ok(tftp("snponly.efi"))),
         ("arm64", pxe(11), None, Ok(tftp("snp-arm64.efi"))),
-        ("ia32 unsupported", pxe(6), None, Err(NoBoot::UnsupportedArch(Some(6)))),
+        (
+            "ia32 unsupported",
+            pxe(6),
+            None,
+            Err(NoBoot::UnsupportedArch(Some(6))),
+        ),
         ("override", pxe(7), Some("ipxe.efi"), Ok(tftp("ipxe.efi"))),
-        ("override url", pxe(7), Some("http://x/y.efi"), Ok(BootTarget::Http("http://x/y.efi".into()))),
+        (
+            "override url",
+            pxe(7),
+            Some("http://x/y.efi"),
+            Ok(BootTarget::Http("http://x/y.efi".into())),
+        ),
         (
             "ipxe ignores override",
-            Req { user_class: Some(b"iPXE"), ..pxe(0) },
+            Req {
+                user_class: Some(b"iPXE"),
+                ..pxe(0)
+            },
             Some("ipxe.efi"),
             Ok(BootTarget::Http(ipxe.clone())),
         ),
         (
             "http boot",
-            Req { arch: Some(16), vendor: Some(b"HTTPClient"), ..Req::default() },
+            Req {
+                arch: Some(16),
+                vendor: Some(b"HTTPClient"),
+                ..Req::default()
+            },
             None,
             Ok(http("ipxe.efi")),
         ),
         (
             "http boot override",
-            Req { arch: Some(16), vendor: Some(b"HTTPClient"), ..Req::default() },
+            Req {
+                arch: Some(16),
+                vendor: Some(b"HTTPClient"),
+                ..Req::default()
+            },
             Some("snponly.efi"),
             Ok(http("snponly.efi")),
         ),
@@ -258,7 +353,11 @@ fn boot_file_table() {
 #[test]
 fn proxy_offer_carries_every_boot_field() {
     let guid: Vec<u8> = (0..17).collect();
-    let req = Req { guid: Some(guid.clone()), ..pxe(0) }.wire();
+    let req = Req {
+        guid: Some(guid.clone()),
+        ..pxe(0)
+    }
+    .wire();
     let c = classify(&req).unwrap();
     let target = choose(&c, &BootFiles::default(), BASE, None).unwrap();
     let offer = proxy(&req, &c, &target, &responder(), Port::Dhcp).expect("offer");
@@ -267,15 +366,36 @@ fn proxy_offer_carries_every_boot_field() {
     assert_eq!(back.xid(), 0x1234_5678);
     assert_eq!(back.yiaddr(), Ipv4Addr::UNSPECIFIED, "proxy never assigns");
     assert_eq!(back.siaddr(), responder().next_server, "siaddr = next-server");
-    assert_eq!(wire::header_str(back.fname()).as_deref(), Some("undionly.kpxe"), "BOOTP file");
-    assert_eq!(opt(&back, OptionCode::BootfileName), Some(&DhcpOption::BootfileName(b"undionly.kpxe".to_vec())));
-    assert_eq!(opt(&back, OptionCode::TFTPServerName), Some(&DhcpOption::TFTPServerName(b"10.9.0.1".to_vec())));
-    assert_eq!(opt(&back, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(responder().server_id)));
-    assert_eq!(opt(&back, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec())));
-    assert_eq!(opt(&back, OptionCode::ClientMachineIdentifier), Some(&DhcpOption::ClientMachineIdentifier(guid)));
+    assert_eq!(
+        wire::header_str(back.fname()).as_deref(),
+        Some("undionly.kpxe"),
+        "BOOTP file"
+    );
+    assert_eq!(
+        opt(&back, OptionCode::BootfileName),
+        Some(&DhcpOption::BootfileName(b"undionly.kpxe".to_vec()))
+    );
+    assert_eq!(
+        opt(&back, OptionCode::TFTPServerName),
+        Some(&DhcpOption::TFTPServerName(b"10.9.0.1".to_vec()))
+    );
+    assert_eq!(
+        opt(&back, OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(responder().server_id))
+    );
+    assert_eq!(
+        opt(&back, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    assert_eq!(
+        opt(&back, OptionCode::ClientMachineIdentifier),
+        Some(&DhcpOption::ClientMachineIdentifier(guid))
+    );
     assert_eq!(
         opt(&back, OptionCode::VendorExtensions),
-        Some(&DhcpOption::VendorExtensions(PXE_DISCOVERY_CONTROL_USE_BOOTFILE.to_vec())),
+        Some(&DhcpOption::VendorExtensions(
+            PXE_DISCOVERY_CONTROL_USE_BOOTFILE.to_vec()
+        )),
         "BIOS gets discovery control 8"
     );
 }
@@ -288,7 +408,12 @@ fn proxy_uefi_offer_omits_43_so_edk2_asks_4011() {
     let offer = proxy(&req, &c, &t, &responder(), Port::Dhcp).unwrap();
     assert!(opt(&offer, OptionCode::VendorExtensions).is_none());
     // The REQUEST to 4011 gets an ACK with the file.
-    let req4011 = Req { t: Some(MessageType::Request), ciaddr: Some(Ipv4Addr::new(10, 9, 0, 50)), ..pxe(7) }.wire();
+    let req4011 = Req {
+        t: Some(MessageType::Request),
+        ciaddr: Some(Ipv4Addr::new(10, 9, 0, 50)),
+        ..pxe(7)
+    }
+    .wire();
     let c = classify(&req4011).unwrap();
     let ack = proxy(&req4011, &c, &t, &responder(), Port::PxeBootServer).expect("4011 ack");
     assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
@@ -298,15 +423,29 @@ fn proxy_uefi_offer_omits_43_so_edk2_asks_4011() {
 
 #[test]
 fn proxy_http_boot_answer_says_httpclient_with_a_url() {
-    let req = Req { arch: Some(16), vendor: Some(b"HTTPClient:Arch:00016:UNDI:003001"), ..Req::default() }.wire();
+    let req = Req {
+        arch: Some(16),
+        vendor: Some(b"HTTPClient:Arch:00016:UNDI:003001"),
+        ..Req::default()
+    }
+    .wire();
     let c = classify(&req).unwrap();
     let t = choose(&c, &BootFiles::default(), BASE, None).unwrap();
     let offer = proxy(&req, &c, &t, &responder(), Port::Dhcp).unwrap();
-    assert_eq!(opt(&offer, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec())));
+    assert_eq!(
+        opt(&offer, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
+    );
     let url = format!("{BASE}/bin/ipxe.efi");
-    assert_eq!(opt(&offer, OptionCode::BootfileName), Some(&DhcpOption::BootfileName(url.clone().into_bytes())));
+    assert_eq!(
+        opt(&offer, OptionCode::BootfileName),
+        Some(&DhcpOption::BootfileName(url.clone().into_bytes()))
+    );
     assert_eq!(wire::header_str(offer.fname()).as_deref(), Some(url.as_str()));
-    assert!(opt(&offer, OptionCode::TFTPServerName).is_none(), "no TFTP for HTTP boot");
+    assert!(
+        opt(&offer, OptionCode::TFTPServerName).is_none(),
+        "no TFTP for HTTP boot"
+    );
 }
 
 #[test]
@@ -314,46 +453,114 @@ fn proxy_stays_silent_when_it_must() {
     let t = BootTarget::Tftp("undionly.kpxe".into());
     let cases: Vec<(&str, Req, Port)> = vec![
         ("plain client on 67", Req::default(), Port::Dhcp),
-        ("plain client on 4011", Req { t: Some(MessageType::Request), ..Req::default() }, Port::PxeBootServer),
+        (
+            "plain client on 4011",
+            Req {
+                t: Some(MessageType::Request),
+                ..Req::default()
+            },
+            Port::PxeBootServer,
+        ),
         (
             "REQUEST selecting another server",
-            Req { t: Some(MessageType::Request), server_id: Some(Ipv4Addr::new(10, 9, 0, 254)), ..pxe(0) },
+            Req {
+                t: Some(MessageType::Request),
+                server_id: Some(Ipv4Addr::new(10, 9, 0, 254)),
+                ..pxe(0)
+            },
             Port::Dhcp,
         ),
-        ("REQUEST naming no server on 67", Req { t: Some(MessageType::Request), ..pxe(0) }, Port::Dhcp),
+        (
+            "REQUEST naming no server on 67",
+            Req {
+                t: Some(MessageType::Request),
+                ..pxe(0)
+            },
+            Port::Dhcp,
+        ),
         ("DISCOVER on 4011", pxe(0), Port::PxeBootServer),
-        ("RELEASE", Req { t: Some(MessageType::Release), ..pxe(0) }, Port::Dhcp),
+        (
+            "RELEASE",
+            Req {
+                t: Some(MessageType::Release),
+                ..pxe(0)
+            },
+            Port::Dhcp,
+        ),
     ];
     for (name, req, port) in cases {
         let m = req.wire();
         let c = classify(&m).unwrap();
         assert!(proxy(&m, &c, &t, &responder(), port).is_none(), "{name}");
     }
-    let ours = Req { t: Some(MessageType::Request), server_id: Some(responder().server_id), ..pxe(0) }.wire();
+    let ours = Req {
+        t: Some(MessageType::Request),
+        server_id: Some(responder().server_id),
+        ..pxe(0)
+    }
+    .wire();
     let c = classify(&ours).unwrap();
-    assert!(proxy(&ours, &c, &t, &responder(), Port::Dhcp).is_some(), "REQUEST naming us is ACKed");
+    assert!(
+        proxy(&ours, &c, &t, &responder(), Port::Dhcp).is_some(),
+        "REQUEST naming us is ACKed"
+    );
 }
 
 #[test]
 fn reply_addressing_follows_rfc_2131_4_1() {
     let relay = Ipv4Addr::new(10, 8, 0, 1);
     let cases: Vec<(&str, Req, MessageType, Destination)> = vec![
-        ("relay", Req { giaddr: Some(relay), ..pxe(0) }, MessageType::Offer, Destination::Relay(relay)),
-        ("relay nak", Req { giaddr: Some(relay), ..pxe(0) }, MessageType::Nak, Destination::Relay(relay)),
+        (
+            "relay",
+            Req {
+                giaddr: Some(relay),
+                ..pxe(0)
+            },
+            MessageType::Offer,
+            Destination::Relay(relay),
+        ),
+        (
+            "relay nak",
+            Req {
+                giaddr: Some(relay),
+                ..pxe(0)
+            },
+            MessageType::Nak,
+            Destination::Relay(relay),
+        ),
         (
             "renewing client",
-            Req { ciaddr: Some(Ipv4Addr::new(10, 9, 0, 9)), ..Req::default() },
+            Req {
+                ciaddr: Some(Ipv4Addr::new(10, 9, 0, 9)),
+                ..Req::default()
+            },
             MessageType::Ack,
             Destination::Unicast(Ipv4Addr::new(10, 9, 0, 9)),
         ),
         (
             "nak is broadcast",
-            Req { ciaddr: Some(Ipv4Addr::new(10, 9, 0, 9)), ..Req::default() },
+            Req {
+                ciaddr: Some(Ipv4Addr::new(10, 9, 0, 9)),
+                ..Req::default()
+            },
             MessageType::Nak,
             Destination::Broadcast,
         ),
-        ("broadcast flag", Req { broadcast: true, ..Req::default() }, MessageType::Offer, Destination::Broadcast),
-        ("no address yet", Req::default(), MessageType::Offer, Destination::Broadcast),
+        (
+            "broadcast flag",
+            Req {
+                broadcast: true,
+                ..Req::default()
+            },
+            MessageType::Offer,
+            Destination::Broadcast,
+        ),
+        (
+            "no address yet",
+            Req::default(),
+            MessageType::Offer,
+            Destination::Broadcast,
+        ),
     ];
     for (name, req, t, want) in cases {
         let m = req.wire();

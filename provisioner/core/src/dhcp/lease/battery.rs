@@ -53,7 +53,11 @@ fn moving_a_mac_frees_its_old_address(s: &dyn LeaseStore) {
     s.put(&lease(1, 10)).unwrap();
     s.put(&lease(1, 11)).unwrap();
     assert_eq!(s.by_ip(ip(10)).unwrap(), None, "old address freed");
-    assert_eq!(s.by_ip(ip(11)).unwrap().map(|l| l.mac), Some(mac(1)), "new address held");
+    assert_eq!(
+        s.by_ip(ip(11)).unwrap().map(|l| l.mac),
+        Some(mac(1)),
+        "new address held"
+    );
     s.put(&lease(2, 10)).unwrap();
     assert_eq!(s.list().unwrap().len(), 2, "two leases");
 }
@@ -67,16 +71,28 @@ fn one_mac_per_address(s: &dyn LeaseStore) {
         other => panic!("second MAC on one address must conflict, got {other:?}"),
     }
     assert_eq!(s.by_mac(mac(2)).unwrap(), None, "failed put stored nothing");
-    assert_eq!(s.by_ip(ip(10)).unwrap().map(|l| l.mac), Some(mac(1)), "holder kept");
+    assert_eq!(
+        s.by_ip(ip(10)).unwrap().map(|l| l.mac),
+        Some(mac(1)),
+        "holder kept"
+    );
 }
 
 fn remove_frees_both_keys(s: &dyn LeaseStore) {
     s.put(&lease(1, 10)).unwrap();
-    assert_eq!(s.remove(mac(1)).unwrap(), Some(lease(1, 10)), "remove returns the lease");
+    assert_eq!(
+        s.remove(mac(1)).unwrap(),
+        Some(lease(1, 10)),
+        "remove returns the lease"
+    );
     assert_eq!(s.remove(mac(1)).unwrap(), None, "second remove finds nothing");
     assert_eq!(s.by_ip(ip(10)).unwrap(), None, "address freed");
     s.put(&lease(2, 10)).unwrap();
-    assert_eq!(s.by_ip(ip(10)).unwrap().map(|l| l.mac), Some(mac(2)), "address reusable");
+    assert_eq!(
+        s.by_ip(ip(10)).unwrap().map(|l| l.mac),
+        Some(mac(2)),
+        "address reusable"
+    );
 }
 
 fn list_is_ordered_by_address(s: &dyn LeaseStore) {
@@ -84,7 +100,11 @@ fn list_is_ordered_by_address(s: &dyn LeaseStore) {
         s.put(&lease(m, i)).unwrap();
     }
     let ips: Vec<_> = s.list().unwrap().iter().map(|l| l.ip).collect();
-    assert_eq!(ips, vec![ip(5), ip(17), ip(30), ip(200)], "list ordered by address");
+    assert_eq!(
+        ips,
+        vec![ip(5), ip(17), ip(30), ip(200)],
+        "list ordered by address"
+    );
 }
 
 fn states_round_trip(s: &dyn LeaseStore) {

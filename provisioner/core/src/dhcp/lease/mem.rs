@@ -69,7 +69,11 @@ impl LeaseStore for MemLeases {
 
     fn list(&self) -> Result<Vec<Lease>, LeaseError> {
         let m = self.lock()?;
-        Ok(m.by_ip.values().filter_map(|mac| m.by_mac.get(mac)).cloned().collect())
+        Ok(m.by_ip
+            .values()
+            .filter_map(|mac| m.by_mac.get(mac))
+            .cloned()
+            .collect())
     }
 }
 

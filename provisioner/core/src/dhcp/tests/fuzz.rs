@@ -42,9 +42,20 @@ fn seeds() -> Vec<Vec<u8>> {
     let reqs = [
         pxe(0),
         pxe(7),
-        Req { user_class: Some(b"iPXE"), ..pxe(7) },
-        Req { arch: Some(16), vendor: Some(b"HTTPClient"), ..Req::default() },
-        Req { t: Some(super::MessageType::Request), requested: Some(std::net::Ipv4Addr::new(10, 9, 0, 100)), ..Req::default() },
+        Req {
+            user_class: Some(b"iPXE"),
+            ..pxe(7)
+        },
+        Req {
+            arch: Some(16),
+            vendor: Some(b"HTTPClient"),
+            ..Req::default()
+        },
+        Req {
+            t: Some(super::MessageType::Request),
+            requested: Some(std::net::Ipv4Addr::new(10, 9, 0, 100)),
+            ..Req::default()
+        },
     ];
     reqs.iter().map(|r| wire::encode(&r.msg()).unwrap()).collect()
 }
@@ -52,7 +63,10 @@ fn seeds() -> Vec<Vec<u8>> {
 fn full() -> FullServer {
     FullServer::new(super::super::full::FullConfig {
         subnet: "10.9.0.0/24".parse().unwrap(),
-        pool: Some((std::net::Ipv4Addr::new(10, 9, 0, 100), std::net::Ipv4Addr::new(10, 9, 0, 200))),
+        pool: Some((
+            std::net::Ipv4Addr::new(10, 9, 0, 100),
+            std::net::Ipv4Addr::new(10, 9, 0, 200),
+        )),
         router: None,
         dns: vec![],
         domain: None,
