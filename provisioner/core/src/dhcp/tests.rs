@@ -95,7 +95,7 @@ fn pxe(arch: u16) -> Req {
     }
 }
 
-fn opt<'a>(m: &'a Message, code: OptionCode) -> Option<&'a DhcpOption> {
+fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
     m.opts().get(code)
 }
 
@@ -296,7 +296,8 @@ fn boot_file_table() {
     let ipxe = format!("{BASE}/boot.ipxe");
     let http = |f: &str| BootTarget::Http(format!("{BASE}/bin/{f}"));
     let tftp = |f: &str| BootTarget::Tftp(f.into());
-    let cases: Vec<(&str, Req, Option<&str>, Result<BootTarget, NoBoot>)> = vec![
+    type Case<'a> = (&'a str, Req, Option<&'a str>, Result<BootTarget, NoBoot>);
+    let cases: Vec<Case<'_>> = vec![
         ("bios", pxe(0), None, Ok(tftp("undionly.kpxe"))),
         ("x64 uefi", pxe(7), None, Ok(tftp("snponly.efi"))),
         ("x64 uefi 9", pxe(9), None, Ok(tftp("snponly.efi"))),
