@@ -145,7 +145,7 @@ fn http_boot_only_macs_get_no_pxe_offer_but_do_get_http_boot() {
         .insert(DhcpOption::ClientSystemArchitecture(Architecture(16)));
     let (out, _) = h.handle(&wire::encode(&m).unwrap(), Port::Dhcp, &arrival(), 0);
     let out = out.unwrap();
-    assert_eq!(file_of(&out.bytes), Some(format!("{BASE}/bin/ipxe.efi")));
+    assert_eq!(file_of(&out.bytes), Some(format!("{BASE}/bin/snponly.efi")));
     let d = wire::decode(&out.bytes).unwrap();
     assert_eq!(
         d.opts().get(OptionCode::ClassIdentifier),

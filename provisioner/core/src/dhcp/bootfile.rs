@@ -19,8 +19,8 @@ pub struct BootFiles {
     pub efi_x64: String,
     /// arm64 UEFI (11) over TFTP.
     pub efi_arm64: String,
-    /// x86-64 UEFI HTTP Boot (16): served from `/bin/` on the boot path. A full iPXE
-    /// build, since HTTP Boot firmware has no PXE base code for `snponly` to reuse.
+    /// x86-64 UEFI HTTP Boot (16): served from `/bin/` on the boot path. `snponly`
+    /// drives the NIC through the firmware's SNP, which HTTP Boot firmware has too.
     pub http_x64: String,
     /// arm64 UEFI HTTP Boot (19).
     pub http_arm64: String,
@@ -32,8 +32,8 @@ impl Default for BootFiles {
             bios: "undionly.kpxe".into(),
             efi_x64: "snponly.efi".into(),
             efi_arm64: "snp-arm64.efi".into(),
-            http_x64: "ipxe.efi".into(),
-            http_arm64: "ipxe-arm64.efi".into(),
+            http_x64: "snponly.efi".into(),
+            http_arm64: "snp-arm64.efi".into(),
         }
     }
 }

@@ -419,6 +419,17 @@ impl FullServer {
         {
             return Ok(Some(ip));
         }
+        // A retransmitted DISCOVER gets the address it was already offered.
+        let held = self.offers.lock().ok().and_then(|o| {
+            o.iter()
+                .find(|(_, (m, until))| *m == mac && *until > now)
+                .map(|(ip, _)| *ip)
+        });
+        if let Some(ip) = held
+            && self.allowed(store, mac, ip, now)?
+        {
+            return Ok(Some(ip));
+        }
         let Some((start, end)) = self.cfg.pool.map(|(s, e)| (u32::from(s), u32::from(e))) else {
             return Ok(None);
         };

@@ -332,7 +332,7 @@ fn boot_file_table() {
                 ..Req::default()
             },
             None,
-            Ok(http("ipxe.efi")),
+            Ok(http("snponly.efi")),
         ),
         (
             "http boot override",
@@ -341,8 +341,8 @@ fn boot_file_table() {
                 vendor: Some(b"HTTPClient"),
                 ..Req::default()
             },
-            Some("snponly.efi"),
-            Ok(http("snponly.efi")),
+            Some("ipxe.efi"),
+            Ok(http("ipxe.efi")),
         ),
         ("plain", Req::default(), None, Err(NoBoot::NotBooting)),
     ];
@@ -437,7 +437,7 @@ fn proxy_http_boot_answer_says_httpclient_with_a_url() {
         opt(&offer, OptionCode::ClassIdentifier),
         Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
     );
-    let url = format!("{BASE}/bin/ipxe.efi");
+    let url = format!("{BASE}/bin/snponly.efi");
     assert_eq!(
         opt(&offer, OptionCode::BootfileName),
         Some(&DhcpOption::BootfileName(url.clone().into_bytes()))
