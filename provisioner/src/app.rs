@@ -11,6 +11,7 @@ use anyhow::Context;
 use provisioner_core::boot::{Booter, CatalogBooter};
 use provisioner_core::dhcp::Personality;
 use provisioner_core::dhcp::full::FullServer;
+use provisioner_core::dhcp::lease::GroupCommit;
 use provisioner_core::dhcp::reply::Port;
 use provisioner_core::inventory::Inventory;
 use provisioner_core::model::EventKind;
@@ -89,8 +90,10 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         .with_context(|| format!("binding API on {}", cfg.api_listen))?;
     let tftp_sock = std::net::UdpSocket::bind(cfg.tftp_listen)
         .with_context(|| format!("binding TFTP on {}", cfg.tftp_listen))?;
-    let leases: Arc<dyn provisioner_core::dhcp::lease::LeaseStore> =
-        Arc::new(RedbLeases::open(&cfg.state_dir.join("leases.redb"))?);
+    // Leases live in memory and on disk; concurrent ACKs share one fsync.
+    let leases: Arc<dyn provisioner_core::dhcp::lease::LeaseStore> = Arc::new(GroupCommit::new(Arc::new(
+        RedbLeases::open(&cfg.state_dir.join("leases.redb"))?,
+    ))?);
     let dhcp = dhcp_sockets(&cfg)?;
 
     let shutdown = CancellationToken::new();

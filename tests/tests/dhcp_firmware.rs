@@ -150,7 +150,11 @@ fn boot(name: &str, mode: Mode, fw: Firmware, mac: &str) -> Result<()> {
         let assigned = details.iter().any(|(k, d)| {
             k == "dhcp_sent" && (d.starts_with(&format!("OFFER {p}.")) || d.starts_with(&format!("ACK {p}.")))
         });
-        assert!(!assigned, "a proxy never assigns an address:\n{}", timeline::render(m));
+        assert!(
+            !assigned,
+            "a proxy never assigns an address:\n{}",
+            timeline::render(m)
+        );
     }
     eprintln!(
         "TIMING {mode:?} {fw:?}: config fetched after {:.1}s",

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use provisioner_core::dhcp::lease::{Lease, LeaseError, LeaseStore};
+use provisioner_core::dhcp::lease::{Lease, LeaseError, LeaseOp, LeaseStore};
 use provisioner_core::model::MacAddr;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -50,6 +50,71 @@ impl RedbLeases {
     }
 }
 
+type Tables<'t> = (
+    redb::Table<'t, &'static str, &'static [u8]>,
+    redb::Table<'t, u32, &'static str>,
+);
+
+/// `put` inside an open write transaction.
+fn put_in(t: &mut Tables<'_>, lease: &Lease) -> Result<(), LeaseError> {
+    let (macs, ips) = t;
+    let key = lease.mac.to_string();
+    let value = serde_json::to_vec(lease).map_err(backend)?;
+    if let Some(holder) = ips
+        .get(u32::from(lease.ip))
+        .map_err(backend)?
+        .map(|v| v.value().to_string())
+        && holder != key
+    {
+        let holder = holder.parse().map_err(backend)?;
+        return Err(LeaseError::Conflict { ip: lease.ip, holder });
+    }
+    let old = macs
+        .insert(key.as_str(), value.as_slice())
+        .map_err(backend)?
+        .map(|v| decode(&key, v.value()))
+        .transpose()?;
+    if let Some(old) = old
+        && old.ip != lease.ip
+    {
+        ips.remove(u32::from(old.ip)).map_err(backend)?;
+    }
+    ips.insert(u32::from(lease.ip), key.as_str()).map_err(backend)?;
+    Ok(())
+}
+
+/// `remove` inside an open write transaction.
+fn remove_in(t: &mut Tables<'_>, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
+    let (macs, ips) = t;
+    let key = mac.to_string();
+    let old = macs
+        .remove(key.as_str())
+        .map_err(backend)?
+        .map(|v| decode(&key, v.value()))
+        .transpose()?;
+    if let Some(l) = &old {
+        ips.remove(u32::from(l.ip)).map_err(backend)?;
+    }
+    Ok(old)
+}
+
+impl RedbLeases {
+    /// Runs `f` in one write transaction and commits (fsync) only if it succeeds;
+    /// on error the transaction is dropped, which aborts it.
+    fn write<T>(&self, f: impl FnOnce(&mut Tables<'_>) -> Result<T, LeaseError>) -> Result<T, LeaseError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        let out = {
+            let mut t = (
+                txn.open_table(BY_MAC).map_err(backend)?,
+                txn.open_table(BY_IP).map_err(backend)?,
+            );
+            f(&mut t)?
+        };
+        txn.commit().map_err(backend)?;
+        Ok(out)
+    }
+}
+
 impl LeaseStore for RedbLeases {
     fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
         let key = mac.to_string();
@@ -79,57 +144,26 @@ impl LeaseStore for RedbLeases {
     }
 
     fn put(&self, lease: &Lease) -> Result<(), LeaseError> {
-        let key = lease.mac.to_string();
-        let value = serde_json::to_vec(lease).map_err(backend)?;
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut ips = txn.open_table(BY_IP).map_err(backend)?;
-            let mut macs = txn.open_table(BY_MAC).map_err(backend)?;
-            if let Some(holder) = ips
-                .get(u32::from(lease.ip))
-                .map_err(backend)?
-                .map(|v| v.value().to_string())
-                && holder != key
-            {
-                let holder = holder.parse().map_err(backend)?;
-                // Dropping `txn` uncommitted aborts it: nothing is written.
-                return Err(LeaseError::Conflict { ip: lease.ip, holder });
-            }
-            let old = macs
-                .insert(key.as_str(), value.as_slice())
-                .map_err(backend)?
-                .map(|v| decode(&key, v.value()))
-                .transpose()?;
-            if let Some(old) = old
-                && old.ip != lease.ip
-            {
-                ips.remove(u32::from(old.ip)).map_err(backend)?;
-            }
-            ips.insert(u32::from(lease.ip), key.as_str()).map_err(backend)?;
-        }
-        txn.commit().map_err(backend)
+        self.write(|t| put_in(t, lease))
     }
 
     fn remove(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
-        let key = mac.to_string();
-        let txn = self.db.begin_write().map_err(backend)?;
-        let old = {
-            let mut macs = txn.open_table(BY_MAC).map_err(backend)?;
-            let old = macs
-                .remove(key.as_str())
-                .map_err(backend)?
-                .map(|v| decode(&key, v.value()))
-                .transpose()?;
-            if let Some(l) = &old {
-                txn.open_table(BY_IP)
-                    .map_err(backend)?
-                    .remove(u32::from(l.ip))
-                    .map_err(backend)?;
+        self.write(|t| remove_in(t, mac))
+    }
+
+    /// One transaction, one fsync for the whole batch.
+    fn apply_batch(&self, ops: &[LeaseOp]) -> Result<(), LeaseError> {
+        self.write(|t| {
+            for op in ops {
+                match op {
+                    LeaseOp::Put(l) => put_in(t, l)?,
+                    LeaseOp::Remove(m) => {
+                        remove_in(t, *m)?;
+                    }
+                }
             }
-            old
-        };
-        txn.commit().map_err(backend)?;
-        Ok(old)
+            Ok(())
+        })
     }
 
     fn list(&self) -> Result<Vec<Lease>, LeaseError> {

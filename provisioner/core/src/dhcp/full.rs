@@ -1,7 +1,9 @@
 //! The `full` personality: authoritative DHCP for one subnet with static
 //! reservations and an optional dynamic pool (RFC 2131 §4.3). Offers are held in
 //! memory for a short time so concurrent DISCOVERs get distinct addresses; leases
-//! are written to the [`LeaseStore`] (durably) before the ACK is returned.
+//! are written to the [`LeaseStore`] (durably) before the ACK is returned. Address
+//! decisions are serialised; the durable writes are not, so a group-committing
+//! store ([`super::lease::GroupCommit`]) can batch them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -141,7 +143,7 @@ pub struct FullServer {
     offers: Mutex<HashMap<Ipv4Addr, (MacAddr, i64)>>,
     /// Where the next pool scan starts, so a storm allocates in O(1) per client.
     cursor: Mutex<u32>,
-    /// Serialises allocate-then-commit so two clients never get one address.
+    /// Serialises address decisions (pick, allowed); commits run outside it.
     commit: Mutex<()>,
 }
 
@@ -173,10 +175,6 @@ impl FullServer {
         boot: Option<&BootTarget>,
         now: i64,
     ) -> Result<Outcome, LeaseError> {
-        let _serial = self
-            .commit
-            .lock()
-            .map_err(|_| LeaseError::Backend("engine lock poisoned".into()))?;
         let mac = client.mac;
         // One subnet is served: a relay on another subnet is not ours to answer.
         let giaddr = req.giaddr();
@@ -186,13 +184,16 @@ impl FullServer {
         let ours = |sid: Option<Ipv4Addr>| sid.is_none_or(|s| s == responder.server_id);
         match client.msg_type {
             MessageType::Discover => {
+                let guard = self.decide_lock()?;
                 let Some(ip) = self.pick(store, mac, client.requested_ip, now)? else {
                     return Ok(Outcome::Silent("no_address"));
                 };
+                // Held before the lock is released, so the next DISCOVER skips it.
                 if let Ok(mut o) = self.offers.lock() {
                     o.retain(|_, (_, until)| *until > now);
                     o.insert(ip, (mac, now + OFFER_HOLD_SECS));
                 }
+                drop(guard);
                 let mut m = self.answer(req, client, responder, MessageType::Offer, Some(ip), boot);
                 self.lease_options(&mut m, client, ip);
                 Ok(Outcome::Reply {
@@ -212,13 +213,18 @@ impl FullServer {
                     (None, c) if !c.is_unspecified() => c,
                     _ => return Ok(Outcome::Silent("request_without_address")),
                 };
-                if !self.allowed(store, mac, ip, now)? {
+                let nak = || {
                     let m = skeleton(req, client, MessageType::Nak, responder.server_id);
-                    return Ok(Outcome::Reply {
+                    Ok(Outcome::Reply {
                         msg: Box::new(m),
                         lease: None,
-                    });
+                    })
+                };
+                let guard = self.decide_lock()?;
+                if !self.allowed(store, mac, ip, now)? {
+                    return nak();
                 }
+                drop(guard);
                 let lease = Lease {
                     mac,
                     ip,
@@ -226,7 +232,13 @@ impl FullServer {
                     hostname: self.hostname(client),
                     state: LeaseState::Active,
                 };
-                self.commit(store, &lease, now)?;
+                // The commit waits for the disk outside the decision lock, so
+                // concurrent clients share fsyncs (GroupCommit); the store's own
+                // one-MAC-per-address check settles a race, and the loser is NAKed.
+                match self.commit(store, &lease, now) {
+                    Err(LeaseError::Conflict { .. }) => return nak(),
+                    r => r?,
+                }
                 self.drop_offer(mac);
                 let mut m = self.answer(req, client, responder, MessageType::Ack, Some(ip), boot);
                 self.lease_options(&mut m, client, ip);
@@ -256,9 +268,11 @@ impl FullServer {
                 else {
                     return Ok(Outcome::Silent("decline_without_address"));
                 };
+                let guard = self.decide_lock()?;
                 if !ours(client.server_id) || !self.allowed(store, mac, ip, now)? {
                     return Ok(Outcome::Silent("decline_not_ours"));
                 }
+                drop(guard);
                 let l = Lease {
                     mac,
                     ip,
@@ -281,6 +295,12 @@ impl FullServer {
             }
             _ => Ok(Outcome::Silent("unhandled_message_type")),
         }
+    }
+
+    fn decide_lock(&self) -> Result<std::sync::MutexGuard<'_, ()>, LeaseError> {
+        self.commit
+            .lock()
+            .map_err(|_| LeaseError::Backend("engine lock poisoned".into()))
     }
 
     fn answer(

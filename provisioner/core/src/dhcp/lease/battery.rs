@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Lease, LeaseError, LeaseState, LeaseStore};
+use super::{Lease, LeaseError, LeaseOp, LeaseState, LeaseStore};
 use crate::model::MacAddr;
 
 /// A factory of empty stores.
@@ -18,6 +18,7 @@ pub fn run_all(make: Factory<'_>) {
     remove_frees_both_keys(&*make());
     list_is_ordered_by_address(&*make());
     states_round_trip(&*make());
+    batch_applies_in_order(&*make());
 }
 
 fn mac(n: u8) -> MacAddr {
@@ -115,4 +116,31 @@ fn states_round_trip(s: &dyn LeaseStore) {
         s.put(&l).unwrap();
         assert_eq!(s.by_mac(mac(m)).unwrap(), Some(l), "{state:?} round-trips");
     }
+}
+
+fn batch_applies_in_order(s: &dyn LeaseStore) {
+    s.put(&lease(9, 90)).unwrap();
+    s.apply_batch(&[
+        LeaseOp::Put(lease(1, 10)),
+        LeaseOp::Put(lease(1, 11)),
+        LeaseOp::Remove(mac(9)),
+        LeaseOp::Put(lease(2, 90)),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.by_mac(mac(1)).unwrap().map(|l| l.ip),
+        Some(ip(11)),
+        "later put wins"
+    );
+    assert_eq!(
+        s.by_ip(ip(10)).unwrap(),
+        None,
+        "moved address freed inside the batch"
+    );
+    assert_eq!(
+        s.by_ip(ip(90)).unwrap().map(|l| l.mac),
+        Some(mac(2)),
+        "removed then reused in one batch"
+    );
+    assert_eq!(s.by_mac(mac(9)).unwrap(), None, "removed");
 }

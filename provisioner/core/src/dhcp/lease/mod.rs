@@ -7,6 +7,7 @@
 //! commit the binding to persistent storage before acknowledging).
 
 pub mod battery;
+mod group;
 mod mem;
 
 use std::net::Ipv4Addr;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::MacAddr;
 
+pub use group::GroupCommit;
 pub use mem::MemLeases;
 
 /// Where a lease stands.
@@ -82,6 +84,15 @@ pub enum LeaseError {
     },
 }
 
+/// One write of a batch ([`LeaseStore::apply_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// [`LeaseStore::put`].
+    Put(Lease),
+    /// [`LeaseStore::remove`].
+    Remove(MacAddr),
+}
+
 /// Lease storage: at most one lease per MAC and one per address.
 pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// The lease of `mac`, whatever its state.
@@ -96,4 +107,18 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     fn remove(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError>;
     /// Every lease, ordered by address.
     fn list(&self) -> Result<Vec<Lease>, LeaseError>;
+    /// Applies `ops` in order; durable when it returns `Ok`. Backends that can do
+    /// it in one commit (redb: one transaction, one fsync) override this, which is
+    /// what makes [`GroupCommit`] pay one fsync for many ACKs.
+    fn apply_batch(&self, ops: &[LeaseOp]) -> Result<(), LeaseError> {
+        for op in ops {
+            match op {
+                LeaseOp::Put(l) => self.put(l)?,
+                LeaseOp::Remove(m) => {
+                    self.remove(*m)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
