@@ -35,6 +35,8 @@ pub fn bind(addr: SocketAddrV4, interface: Option<&str>) -> io::Result<std::net:
             .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
     }
     s.set_nonblocking(true)?;
+    // Boot storms arrive in bursts; the kernel caps this at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
     socket::setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
     s.bind(&SocketAddr::V4(addr).into())?;
     Ok(s.into())
