@@ -324,6 +324,33 @@ mod tests {
     }
 
     #[test]
+    fn dhcp_section_and_mode_override() {
+        let cfg = Config::from_yaml(
+            Path::new("c.yaml"),
+            "dhcp:\n  mode: full\n  subnet: 10.9.0.0/24\n  reservations:\n    - { mac: 52-54-00-00-00-01, ip: 10.9.0.5 }\n",
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.dhcp.mode, provisioner_core::dhcp::Personality::Full);
+        assert_eq!(cfg.dhcp.port, 67, "nested defaults kept");
+        assert_eq!(cfg.dhcp.full_config().unwrap().unwrap().reservations.len(), 1);
+        let err =
+            Config::from_yaml(Path::new("c.yaml"), "dhcp:\n  mdoe: full\n", &Config::default()).unwrap_err();
+        assert!(err.to_string().contains("mdoe"), "{err}");
+        let mut cfg = cfg;
+        let env: BTreeMap<_, _> = [("PROVISIONER_DHCP_MODE".to_string(), "proxy".to_string())].into();
+        cfg.apply_env(&env).unwrap();
+        assert_eq!(cfg.dhcp.mode, provisioner_core::dhcp::Personality::Proxy);
+        let bad: BTreeMap<_, _> = [("PROVISIONER_DHCP_MODE".to_string(), "on".to_string())].into();
+        assert!(
+            cfg.apply_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("off, proxy or full")
+        );
+    }
+
+    #[test]
     fn unprivileged_uses_high_ports() {
         let c = Config::unprivileged(Some(Path::new("/home/u")));
         assert!(c.http_listen.port() > 1024 && c.tftp_listen.port() > 1024);

@@ -21,14 +21,14 @@ RATES=${RATES:-"250 500 1000 2000 3000 4000 6000 8000"}
 SECS=${SECS:-10}
 out="$here/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
-work=$(mktemp -d /var/tmp/pbench-dhcp.XXXXXX)
 S=pbench-dhcp-srv C=pbench-dhcp-cli
+work=""
 cleanup() {
   for ns in $S $C; do
     for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del $ns 2>/dev/null || true
   done
-  rm -rf "$work"
+  [ -n "$work" ] && rm -rf "$work"
 }
 trap cleanup EXIT
 cleanup

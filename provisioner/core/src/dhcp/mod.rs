@@ -18,6 +18,7 @@ pub mod classify;
 pub mod full;
 pub mod lease;
 pub mod reply;
+pub mod subnet;
 pub mod wire;
 
 /// The codec, re-exported so callers name one version of it.
