@@ -41,7 +41,7 @@ ip -n $S link set bd0 up; ip -n $C link set bd1 up
 
 {
   echo "# DHCP benchmark $(date -u +%FT%TZ)"
-  echo "host: $(nproc) cores, $(uname -r); $(perfdhcp -v 2>&1 | head -1 || true)"
+  echo "host: $(nproc) cores, $(uname -r), load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
   echo "kea: $(kea-dhcp4 -v 2>&1 | head -1); dnsmasq: $(dnsmasq --version | head -1)"
   echo "appliance: $bin ($(git -C "$repo" rev-parse --short HEAD))"
 } > "$out/summary.txt"
