@@ -167,10 +167,12 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             cfg.dhcp.per_mac_rate,
             cfg.dhcp.per_mac_burst,
         ));
+        let recorder = crate::dhcp::handler::Recorder::spawn(service.clone(), 16_384)?;
         for (port, sock) in dhcp {
             let (handler, limits, token) = (handler.clone(), limits.clone(), shutdown.clone());
+            let recorder = recorder.clone();
             tasks.spawn(async move {
-                crate::dhcp::server::serve(sock, port, handler, limits, token)
+                crate::dhcp::server::serve(sock, port, handler, limits, recorder, token)
                     .await
                     .context("DHCP server")
             });

@@ -259,35 +259,71 @@ impl Handler {
     /// Writes a note's events (and the machine record for recorded boot clients) in
     /// one commit. Failures are logged: the reply is already out.
     pub fn record(&self, note: Note) {
-        let now = OffsetDateTime::now_utc();
-        let Note {
-            mac,
-            create,
-            client,
-            events,
-        } = note;
-        let r = self
-            .service
-            .inventory()
-            .apply(mac, &mut |cur: Option<Machine>| match cur {
-                None if !create => Update::default(),
-                cur => {
-                    let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
-                    m.last_seen = now;
-                    if client.arch != Default::default() {
-                        m.arch = client.arch;
-                    }
-                    if m.uuid.is_none() {
-                        m.uuid = client.uuid.clone();
-                    }
-                    Update {
-                        machine: Some(m),
-                        events: events.clone(),
-                    }
+        record(&self.service, note);
+    }
+}
+
+/// Writes the timeline of DHCP notes on its own thread, so replies never wait for
+/// the inventory's fsync. The queue is bounded: when it is full (a storm faster
+/// than the disk), notes are dropped and counted, never the replies.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    tx: std::sync::mpsc::SyncSender<Note>,
+}
+
+impl Recorder {
+    /// Starts the writer thread with room for `capacity` pending notes. The thread
+    /// ends when every clone of the recorder is dropped.
+    pub fn spawn(service: Arc<BootService>, capacity: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Note>(capacity);
+        std::thread::Builder::new()
+            .name("dhcp-timeline".into())
+            .spawn(move || {
+                for note in rx {
+                    record(&service, note);
                 }
-            });
-        if let Err(e) = r {
-            tracing::warn!(error = %e, %mac, "recording DHCP timeline failed");
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// Queues `note`, or drops and counts it if the queue is full.
+    pub fn submit(&self, note: Note) {
+        if self.tx.try_send(note).is_err() {
+            metrics::counter!("provisioner_dhcp_timeline_dropped_total").increment(1);
         }
+    }
+}
+
+/// Writes a note's events (and the machine record for recorded boot clients) in
+/// one commit. Failures are logged: the reply is already out.
+fn record(service: &BootService, note: Note) {
+    let now = OffsetDateTime::now_utc();
+    let Note {
+        mac,
+        create,
+        client,
+        events,
+    } = note;
+    let r = service
+        .inventory()
+        .apply(mac, &mut |cur: Option<Machine>| match cur {
+            None if !create => Update::default(),
+            cur => {
+                let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
+                m.last_seen = now;
+                if client.arch != Default::default() {
+                    m.arch = client.arch;
+                }
+                if m.uuid.is_none() {
+                    m.uuid = client.uuid.clone();
+                }
+                Update {
+                    machine: Some(m),
+                    events: events.clone(),
+                }
+            }
+        });
+    if let Err(e) = r {
+        tracing::warn!(error = %e, %mac, "recording DHCP timeline failed");
     }
 }

@@ -1,8 +1,8 @@
 //! The socket loops: one per bound socket (67, and 4011 for the PXE boot server).
 //! Each datagram takes an in-flight slot and passes the per-MAC limit, or is
 //! dropped and counted; accepted ones are handled on the blocking pool (the lease
-//! commit and timeline write are durable), and the reply is sent from the same
-//! socket with IP_PKTINFO addressing. Shutdown: stop reading when the token is
+//! commit is durable before the reply), the reply is sent from the same socket
+//! with IP_PKTINFO addressing, and the timeline entry goes to the [`Recorder`]. Shutdown: stop reading when the token is
 //! cancelled, then give in-flight requests a short deadline.
 
 use std::io;
@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{Handler, dropped};
+use super::handler::{Handler, Recorder, dropped};
 use super::limits::{Limits, raw_chaddr};
 use super::socket;
 
@@ -25,6 +25,7 @@ pub async fn serve(
     port: Port,
     handler: Arc<Handler>,
     limits: Arc<Limits>,
+    recorder: Recorder,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     sock.set_nonblocking(true)?;
@@ -60,7 +61,7 @@ pub async fn serve(
             continue;
         }
         let data = data.to_vec();
-        let (handler, sock) = (handler.clone(), sock.clone());
+        let (handler, sock, recorder) = (handler.clone(), sock.clone(), recorder.clone());
         tasks.spawn_blocking(move || {
             let _permit = permit;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -78,7 +79,7 @@ pub async fn serve(
                 }
             }
             if let Some(n) = note {
-                handler.record(n);
+                recorder.submit(n);
             }
         });
     }

@@ -28,7 +28,7 @@ cleanup() {
     for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del $ns 2>/dev/null || true
   done
-  [ -n "$work" ] && rm -rf "$work"
+  if [ -n "$work" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 cleanup
