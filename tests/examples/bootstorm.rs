@@ -74,8 +74,9 @@ fn main() {
     errors.sort();
     errors.dedup();
     println!(
-        "machines={n} ok={ok} failed={} seconds={secs:.1} bytes={bytes} errors={:?}",
+        "machines={n} ok={ok} failed={} seconds={secs:.1} bytes={bytes} tftp_retransmits={} errors={:?}",
         n - ok,
+        RETRANSMITS.load(std::sync::atomic::Ordering::Relaxed),
         errors.iter().take(5).collect::<Vec<_>>()
     );
     if ok != n {
@@ -195,12 +196,15 @@ fn dhcp(
         let Some(ack) = recv(rx, xid, MessageType::Ack, wait) else {
             continue;
         };
+        // Option 67, else the BOOTP `file` header (dnsmasq uses the header unless
+        // the client asks for option 67; PXE ROMs read both).
         let file = match ack.opts().get(OptionCode::BootfileName) {
-            Some(DhcpOption::BootfileName(f)) => {
-                String::from_utf8_lossy(f).trim_end_matches('\0').to_string()
-            }
-            _ => return Err("ACK without a boot file".into()),
-        };
+            Some(DhcpOption::BootfileName(f)) => Some(f.clone()),
+            _ => ack.fname().map(<[u8]>::to_vec),
+        }
+        .map(|f| String::from_utf8_lossy(&f).trim_end_matches('\0').to_string())
+        .filter(|f| !f.is_empty())
+        .ok_or("ACK without a boot file")?;
         let siaddr = if ack.siaddr().is_unspecified() {
             server
         } else {
@@ -223,21 +227,41 @@ fn recv(rx: &Receiver<Message>, xid: u32, t: MessageType, wait: Duration) -> Opt
 }
 
 /// A TFTP read (RFC 1350) with blksize 1468 (RFC 2348); returns the bytes read.
+/// Like firmware, it retransmits its last packet (the RRQ or the last ACK) after
+/// one second of silence, up to five times.
 fn tftp(server: Ipv4Addr, file: &str) -> Result<u64, String> {
     let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
+    s.set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| e.to_string())?;
     let mut rrq = vec![0, 1];
     for part in [file, "octet", "blksize", "1468"] {
         rrq.extend_from_slice(part.as_bytes());
         rrq.push(0);
     }
-    s.send_to(&rrq, SocketAddrV4::new(server, 69))
-        .map_err(|e| e.to_string())?;
-    let (mut total, mut expect, mut blksize) = (0u64, 1u16, 512usize);
+    let mut last: (Vec<u8>, std::net::SocketAddr) = (rrq, SocketAddrV4::new(server, 69).into());
+    s.send_to(&last.0, last.1).map_err(|e| e.to_string())?;
+    let (mut total, mut expect, mut blksize, mut silent) = (0u64, 1u16, 512usize, 0u32);
     let mut buf = [0u8; 2048];
     loop {
-        let (n, from) = s.recv_from(&mut buf).map_err(|e| format!("TFTP {file}: {e}"))?;
+        let (n, from) = match s.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                silent += 1;
+                if silent > 5 {
+                    return Err(format!("TFTP {file}: no answer after 5 retransmissions"));
+                }
+                metrics_retransmit();
+                s.send_to(&last.0, last.1).map_err(|e| e.to_string())?;
+                continue;
+            }
+            Err(e) => return Err(format!("TFTP {file}: {e}")),
+        };
+        silent = 0;
         match u16::from_be_bytes([buf[0], buf[1]]) {
             6 => {
                 // OACK: accept the options, ACK block 0.
@@ -248,12 +272,13 @@ fn tftp(server: Ipv4Addr, file: &str) -> Result<u64, String> {
                 {
                     blksize = v.parse().unwrap_or(512);
                 }
-                s.send_to(&[0, 4, 0, 0], from).map_err(|e| e.to_string())?;
+                last = (vec![0, 4, 0, 0], from);
+                s.send_to(&last.0, from).map_err(|e| e.to_string())?;
             }
             3 => {
                 let block = u16::from_be_bytes([buf[2], buf[3]]);
-                s.send_to(&[0, 4, buf[2], buf[3]], from)
-                    .map_err(|e| e.to_string())?;
+                last = (vec![0, 4, buf[2], buf[3]], from);
+                s.send_to(&last.0, from).map_err(|e| e.to_string())?;
                 if block == expect {
                     total += (n - 4) as u64;
                     expect = expect.wrapping_add(1);
@@ -266,6 +291,12 @@ fn tftp(server: Ipv4Addr, file: &str) -> Result<u64, String> {
             op => return Err(format!("TFTP opcode {op}")),
         }
     }
+}
+
+static RETRANSMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn metrics_retransmit() {
+    RETRANSMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// GET over a fresh connection; the body is kept only when `keep` (else counted).
