@@ -21,9 +21,9 @@
 pub mod boot;
 pub mod catalog;
 pub mod cluster;
+pub mod dhcp;
 pub mod gitops;
 pub mod infra;
-pub mod dhcp;
 pub mod inventory;
 pub mod lifecycle;
 pub mod model;
