@@ -67,6 +67,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     });
     let talos =
         crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
+    // Full-mode DHCP reserves each Talos node's address for its MAC.
+    let infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
     let service = BootService::new(booter, inventory.clone(), base.clone());
     let service = Arc::new(if talos.is_empty() {
         service
@@ -153,7 +155,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             personality: cfg.dhcp.mode,
             full: cfg
                 .dhcp
-                .full_config()
+                .full_config_with(&infra_reservations)
                 .map_err(anyhow::Error::msg)?
                 .map(FullServer::new),
             leases,

@@ -8,6 +8,7 @@ use provisioner_core::dhcp::Personality;
 use provisioner_core::dhcp::bootfile::BootFiles;
 use provisioner_core::dhcp::full::{FullConfig, Reservation, Subnet};
 use provisioner_core::model::MacAddr;
+use provisioner_core::talos::TalosCluster;
 use serde::{Deserialize, Serialize};
 
 /// A dynamic range, inclusive.
@@ -109,6 +110,14 @@ impl DhcpSettings {
     /// Checks the `full` settings and builds the engine's config (`None` in the
     /// other modes). Errors name the field.
     pub fn full_config(&self) -> Result<Option<FullConfig>, String> {
+        self.full_config_with(&[])
+    }
+
+    /// Like [`full_config`](Self::full_config), plus reservations from `infra/`
+    /// ([`talos_reservations`]): the config's own entries win for a MAC, infra
+    /// entries outside the subnet are left out, and one address for two MACs is an
+    /// error naming both.
+    pub fn full_config_with(&self, infra: &[ReservationEntry]) -> Result<Option<FullConfig>, String> {
         if self.mode != Personality::Full {
             return Ok(None);
         }
@@ -137,7 +146,11 @@ impl DhcpSettings {
         }
         let mut reservations = BTreeMap::new();
         let mut seen = BTreeMap::new();
-        for r in &self.reservations {
+        let own: std::collections::BTreeSet<MacAddr> = self.reservations.iter().map(|r| r.mac).collect();
+        let from_infra = infra
+            .iter()
+            .filter(|r| !own.contains(&r.mac) && subnet.contains_host(r.ip));
+        for r in self.reservations.iter().chain(from_infra) {
             in_subnet(r.ip, &format!("dhcp.reservations[{}].ip", r.mac))?;
             if let Some(other) = seen.insert(r.ip, r.mac) {
                 return Err(format!(
@@ -163,6 +176,27 @@ impl DhcpSettings {
             reservations,
         }))
     }
+}
+
+/// Reservations from the Talos cluster files in `infra/`: every node with a `mac`
+/// and an `ipAddress` (the first of a comma-separated list, without a prefix
+/// length) gets that address, named after its hostname. k0s files carry no node
+/// addresses the appliance reads yet.
+pub fn talos_reservations(clusters: &BTreeMap<String, TalosCluster>) -> Vec<ReservationEntry> {
+    clusters
+        .values()
+        .flat_map(|c| &c.nodes)
+        .filter_map(|n| {
+            let mac = n.mac?;
+            let first = n.ip_address.split(',').next()?.trim();
+            let ip = first.split('/').next()?.parse().ok()?;
+            Some(ReservationEntry {
+                mac,
+                ip,
+                hostname: (!n.hostname.is_empty()).then(|| n.hostname.clone()),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -209,5 +243,74 @@ mod tests {
             },
         ];
         assert!(s.full_config().unwrap_err().contains("appears twice"));
+    }
+}
+
+#[cfg(test)]
+mod infra_tests {
+    use provisioner_core::talos::cluster::TalosNode;
+
+    use super::*;
+
+    fn node(host: &str, mac: Option<&str>, ip: &str) -> TalosNode {
+        TalosNode {
+            hostname: host.into(),
+            ip_address: ip.into(),
+            mac: mac.map(|m| m.parse().unwrap()),
+            ..TalosNode::default()
+        }
+    }
+
+    #[test]
+    fn talos_nodes_become_reservations_and_config_wins() {
+        let mut c = TalosCluster {
+            cluster_name: "lab".into(),
+            ..TalosCluster::default()
+        };
+        c.nodes = vec![
+            node("cp1", Some("52:54:00:00:00:11"), "10.9.0.11/24, 10.9.0.99"),
+            node("w1", Some("52:54:00:00:00:12"), "10.9.0.12"),
+            node("nomac", None, "10.9.0.13"),
+            node("elsewhere", Some("52:54:00:00:00:14"), "192.0.2.1"),
+        ];
+        let infra = talos_reservations(&BTreeMap::from([("lab".to_string(), c)]));
+        assert_eq!(infra.len(), 3, "nodes without a MAC are skipped: {infra:?}");
+        assert_eq!(
+            infra[0].ip,
+            "10.9.0.11".parse::<Ipv4Addr>().unwrap(),
+            "first address, no prefix"
+        );
+        let mut s = DhcpSettings {
+            mode: Personality::Full,
+            subnet: Some("10.9.0.0/24".parse().unwrap()),
+            ..DhcpSettings::default()
+        };
+        s.reservations = vec![ReservationEntry {
+            mac: "52:54:00:00:00:12".parse().unwrap(),
+            ip: "10.9.0.50".parse().unwrap(),
+            hostname: None,
+        }];
+        let full = s.full_config_with(&infra).unwrap().unwrap();
+        let r = |m: &str| {
+            full.reservations
+                .get(&m.parse().unwrap())
+                .map(|r| (r.ip.to_string(), r.hostname.clone()))
+        };
+        assert_eq!(
+            r("52:54:00:00:00:11"),
+            Some(("10.9.0.11".into(), Some("cp1".into())))
+        );
+        assert_eq!(
+            r("52:54:00:00:00:12"),
+            Some(("10.9.0.50".into(), None)),
+            "the config wins"
+        );
+        assert_eq!(r("52:54:00:00:00:14"), None, "outside the subnet: left out");
+        s.reservations[0].ip = "10.9.0.11".parse().unwrap();
+        assert!(
+            s.full_config_with(&infra)
+                .unwrap_err()
+                .contains("reserved for both")
+        );
     }
 }
