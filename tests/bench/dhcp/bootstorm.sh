@@ -100,9 +100,9 @@ NGINX
 ip netns exec $S dnsmasq -d --conf-file=/dev/null --port=0 --interface=bs0 --bind-interfaces --no-ping \
   --dhcp-authoritative --dhcp-lease-max=1000000 --dhcp-range=10.97.1.0,10.97.250.255,255.255.0.0,1h \
   --dhcp-leasefile="$work/dnsmasq.leases" --enable-tftp --tftp-root=/usr/lib/ipxe --dhcp-boot=undionly.kpxe,,10.97.0.1 \
-  --user=root --pid-file="$work/dnsmasq.pid" > "$out/dnsmasq.log" 2>&1 &
+  --user=root --pid-file="$work/dnsmasq.pid" > "$work/dnsmasq.log" 2>&1 &
 dm=$!
-ip netns exec $S nginx -c "$work/nginx.conf" > "$out/nginx.log" 2>&1 &
+ip netns exec $S nginx -c "$work/nginx.conf" > "$work/nginx.log" 2>&1 &
 ng=$!
 sleep 2
 ip netns exec $C "$gen" 10.97.0.1 10.97.0.2 "$n" 8081 > "$out/peers-storm.txt" 2>&1 || true
