@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use provisioner_core::boot::{Booter, CatalogBooter};
+use provisioner_core::dhcp::Personality;
+use provisioner_core::dhcp::full::FullServer;
+use provisioner_core::dhcp::lease::GroupCommit;
+use provisioner_core::dhcp::reply::Port;
 use provisioner_core::inventory::Inventory;
 use provisioner_core::model::EventKind;
 use provisioner_core::render;
@@ -22,7 +26,7 @@ use crate::ops::Operator;
 use crate::ops::clusters::NoBootstrap;
 use crate::power::PowerDrivers;
 use crate::service::BootService;
-use crate::store::{RedbApiTokens, RedbInventory};
+use crate::store::{RedbApiTokens, RedbInventory, RedbLeases};
 use crate::tftp::{self, BootFiles};
 
 /// Runs the appliance until SIGINT/SIGTERM.
@@ -67,6 +71,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     });
     let talos =
         crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
+    // Full-mode DHCP reserves each Talos node's address for its MAC.
+    let infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
     let service =
         BootService::new(booter, inventory.clone(), base.clone()).with_loop_guard(cfg.boot_loop.guard());
     let service = Arc::new(if talos.is_empty() {
@@ -93,6 +99,11 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(api::tls::server_config(&tls_files)?);
     let tftp_sock = std::net::UdpSocket::bind(cfg.tftp_listen)
         .with_context(|| format!("binding TFTP on {}", cfg.tftp_listen))?;
+    // Leases live in memory and on disk; concurrent ACKs share one fsync.
+    let leases: Arc<dyn provisioner_core::dhcp::lease::LeaseStore> = Arc::new(GroupCommit::new(Arc::new(
+        RedbLeases::open(&cfg.state_dir.join("leases.redb"))?,
+    ))?);
+    let dhcp = dhcp_sockets(&cfg)?;
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -138,7 +149,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         infra_dir: cfg.infra_dir.clone(),
         bootstrap: Arc::new(NoBootstrap),
         shutdown: shutdown.clone(),
-    });
+    })
+    .merge(crate::dhcp::api::router(leases.clone()));
     let token = shutdown.clone();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
@@ -169,6 +181,40 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             .await
             .context("TFTP server")
     });
+
+    if !dhcp.is_empty() {
+        let std::net::IpAddr::V4(next_server) = server_ip else {
+            anyhow::bail!("DHCP needs an IPv4 server_ip, not {server_ip}");
+        };
+        let handler = Arc::new(crate::dhcp::handler::Handler {
+            personality: cfg.dhcp.mode,
+            full: cfg
+                .dhcp
+                .full_config_with(&infra_reservations)
+                .map_err(anyhow::Error::msg)?
+                .map(FullServer::new),
+            leases,
+            service: service.clone(),
+            files: cfg.dhcp.boot_files.clone(),
+            next_server,
+            http_boot_only: cfg.dhcp.http_boot_only.iter().copied().collect(),
+        });
+        let limits = Arc::new(crate::dhcp::limits::Limits::new(
+            cfg.dhcp.max_in_flight,
+            cfg.dhcp.per_mac_rate,
+            cfg.dhcp.per_mac_burst,
+        ));
+        let recorder = crate::dhcp::handler::Recorder::spawn(service.clone(), 16_384)?;
+        for (port, sock) in dhcp {
+            let (handler, limits, token) = (handler.clone(), limits.clone(), shutdown.clone());
+            let recorder = recorder.clone();
+            tasks.spawn(async move {
+                crate::dhcp::server::serve(sock, port, handler, limits, recorder, token)
+                    .await
+                    .context("DHCP server")
+            });
+        }
+    }
 
     tracing::info!(%server_ip, %base, "provisioner ready");
     if dry_run {
@@ -201,6 +247,59 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         tracing::warn!("servers did not stop within 5 s; exiting anyway");
     }
     Ok(())
+}
+
+/// Binds the DHCP sockets for `dhcp.mode` (none when `off`). In `full` mode it first
+/// probes for another DHCP server and refuses to start if one answers, unless
+/// `dhcp.force` is set.
+fn dhcp_sockets(cfg: &Config) -> anyhow::Result<Vec<(Port, std::net::UdpSocket)>> {
+    let d = &cfg.dhcp;
+    if d.mode == Personality::Off {
+        return Ok(Vec::new());
+    }
+    d.full_config().map_err(anyhow::Error::msg)?;
+    let iface = d.interface.as_deref().or(cfg.interface.as_deref());
+    if d.mode == Personality::Full && d.probe_secs > 0 {
+        let answers = crate::dhcp::probe::other_servers(iface, Duration::from_secs(d.probe_secs))
+            .context("probing for other DHCP servers (set dhcp.probe_secs: 0 to skip)")?;
+        if !answers.is_empty() {
+            let list: Vec<String> = answers
+                .iter()
+                .map(|a| format!("{} (offered {})", a.server, a.offered))
+                .collect();
+            if !d.force {
+                anyhow::bail!(
+                    "another DHCP server answers on this segment: {}; refusing to start full mode \
+                     (use dhcp.mode: proxy next to it, or set dhcp.force: true)",
+                    list.join(", ")
+                );
+            }
+            tracing::warn!(servers = %list.join(", "), "another DHCP server answers; starting anyway (dhcp.force)");
+        } else {
+            tracing::info!("no other DHCP server answered the probe");
+        }
+    }
+    let mut out = Vec::new();
+    let ports = [(Port::Dhcp, d.port), (Port::PxeBootServer, d.pxe_port)];
+    for (port, number) in ports {
+        if number == 0 {
+            continue;
+        }
+        let addr = std::net::SocketAddrV4::new(d.listen, number);
+        let sock = crate::dhcp::socket::bind(addr, iface).with_context(|| {
+            format!(
+                "binding DHCP on {addr}{}",
+                iface.map(|i| format!(" ({i})")).unwrap_or_default()
+            )
+        })?;
+        let what = match port {
+            Port::Dhcp => "DHCP",
+            Port::PxeBootServer => "PXE boot server",
+        };
+        tracing::info!(mode = %d.mode, "listening for {what} on {}", sock.local_addr()?);
+        out.push((port, sock));
+    }
+    Ok(out)
 }
 
 /// Records completed TFTP transfers on the machine's timeline. The client's MAC comes

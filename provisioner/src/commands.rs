@@ -74,6 +74,9 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
         }
     };
     let clusters = check_infra(&cfg, cat.as_ref(), &mut problems);
+    if let Err(e) = cfg.dhcp.full_config() {
+        problems.push(format!("configuration: {e}"));
+    }
     if let Some(cat) = &cat {
         for p in cat.profiles.values() {
             if let Some(c) = &p.cluster

@@ -150,6 +150,8 @@ pub struct Config {
     pub boot_loop: BootLoopConfig,
     /// Power driver endpoints and Wake-on-LAN.
     pub power: PowerConfig,
+    /// Built-in DHCP (`off`, `proxy` or `full`).
+    pub dhcp: crate::dhcp::settings::DhcpSettings,
 }
 
 impl Default for Config {
@@ -173,6 +175,7 @@ impl Default for Config {
             api_tls: ApiTls::default(),
             boot_loop: BootLoopConfig::default(),
             power: PowerConfig::default(),
+            dhcp: Default::default(),
         }
     }
 }
@@ -261,6 +264,15 @@ impl Config {
                 "PROVISIONER_INFRA_DIR" => self.infra_dir = v.into(),
                 "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
+                "PROVISIONER_DHCP_MODE" => {
+                    self.dhcp.mode =
+                        serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
+                            ConfigError::Env {
+                                var: "PROVISIONER_DHCP_MODE",
+                                message: format!("{v:?} is not off, proxy or full"),
+                            }
+                        })?;
+                }
                 "PROVISIONER_UNKNOWN_POLICY" => self.unknown_policy = parse("PROVISIONER_UNKNOWN_POLICY", v)?,
                 "PROVISIONER_LOG_FORMAT" => {
                     self.log_format = match v {
@@ -357,6 +369,33 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("PROVISIONER_TFTP_LISTEN")
+        );
+    }
+
+    #[test]
+    fn dhcp_section_and_mode_override() {
+        let cfg = Config::from_yaml(
+            Path::new("c.yaml"),
+            "dhcp:\n  mode: full\n  subnet: 10.9.0.0/24\n  reservations:\n    - { mac: 52-54-00-00-00-01, ip: 10.9.0.5 }\n",
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.dhcp.mode, provisioner_core::dhcp::Personality::Full);
+        assert_eq!(cfg.dhcp.port, 67, "nested defaults kept");
+        assert_eq!(cfg.dhcp.full_config().unwrap().unwrap().reservations.len(), 1);
+        let err =
+            Config::from_yaml(Path::new("c.yaml"), "dhcp:\n  mdoe: full\n", &Config::default()).unwrap_err();
+        assert!(err.to_string().contains("mdoe"), "{err}");
+        let mut cfg = cfg;
+        let env: BTreeMap<_, _> = [("PROVISIONER_DHCP_MODE".to_string(), "proxy".to_string())].into();
+        cfg.apply_env(&env).unwrap();
+        assert_eq!(cfg.dhcp.mode, provisioner_core::dhcp::Personality::Proxy);
+        let bad: BTreeMap<_, _> = [("PROVISIONER_DHCP_MODE".to_string(), "on".to_string())].into();
+        assert!(
+            cfg.apply_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("off, proxy or full")
         );
     }
 

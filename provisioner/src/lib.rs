@@ -9,6 +9,7 @@
 //! - [`http`]: boot path, assets, the operator API and dashboard. [`tftp`]: TFTP.
 //! - [`ops`]: re-imaging, power, clusters. [`power`]: power drivers.
 //! - [`client`]: the CLI's API client (`machines`, `clusters`, `events`, `token`).
+//! - [`http`]: boot path, assets, read-only API. [`tftp`]: TFTP. [`dhcp`]: DHCP servers.
 //! - [`store`]: the redb inventory. [`snippet`]: external-DHCP snippets.
 //! - [`netinfo`]: advertised address, ARP lookups. [`shutdown`]: signals.
 //! - [`backup`]: backup/restore archives. [`state`]: state-dir permissions.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod dhcp;
 pub mod gitops;
 pub mod http;
 pub mod images;

@@ -17,6 +17,10 @@ pub enum Target {
     Kea,
     /// ISC dhcpd (`dhcpd.conf` statements).
     Isc,
+    /// OPNsense (the DHCPv4 "Network booting" fields, or its Dnsmasq service).
+    Opnsense,
+    /// MikroTik RouterOS 7 (`/ip dhcp-server` commands with option matchers).
+    Mikrotik,
 }
 
 /// Boot file names and URLs the snippets point at.
@@ -50,6 +54,8 @@ pub fn render(target: Target, c: &Chain) -> String {
         Target::Dnsmasq => dnsmasq(c),
         Target::Kea => kea(c),
         Target::Isc => isc(c),
+        Target::Opnsense => crate::dhcp::snippets::opnsense(c, &dnsmasq(c)),
+        Target::Mikrotik => crate::dhcp::snippets::mikrotik(c),
     }
 }
 

@@ -13,12 +13,14 @@
 //!   busybox httpd as peers (`Lab::dnsmasq`, `Lab::httpd`).
 //! - [`qemu`]: firmware classes and VMs with a captured serial console.
 //! - [`appliance`]: runs `provisioner serve` in a lab and reads its export.
+//! - [`peer`]: a namespace on the lab bridge for DHCP clients, relays and peers.
 //! - [`timeline`]: assertions over the exported machine timeline.
 
 pub mod appliance;
 mod cpio;
 pub mod lab;
 pub mod payload;
+pub mod peer;
 mod peers;
 pub mod qemu;
 pub mod timeline;

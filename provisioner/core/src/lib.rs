@@ -16,6 +16,7 @@
 //! - [`apitoken`]: operator API tokens (roles, hashed storage trait, in-memory store).
 //! - [`bootloop`]: boot-loop protection as a pure function of the install history.
 //! - [`power`]: how a machine is switched on and off (driver choice per machine).
+//! - [`dhcp`]: DHCP/proxyDHCP classification, boot-file choice, replies and leases.
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
@@ -25,6 +26,7 @@ pub mod boot;
 pub mod bootloop;
 pub mod catalog;
 pub mod cluster;
+pub mod dhcp;
 pub mod gitops;
 pub mod infra;
 pub mod inventory;

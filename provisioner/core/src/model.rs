@@ -246,8 +246,11 @@ impl Machine {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// A DHCP packet from the machine was seen.
+    /// A DHCP packet from the machine was seen (detail: type, port, personality,
+    /// classification).
     DhcpSeen,
+    /// The appliance answered a DHCP packet (detail: OFFER/ACK/NAK, address, boot file).
+    DhcpSent,
     /// A file was served over TFTP.
     TftpServed,
     /// An iPXE script was served (detail: the decision).

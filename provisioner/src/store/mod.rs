@@ -1,11 +1,13 @@
 //! Concrete stores. Only this module names `redb`; everything else sees
-//! `Arc<dyn Inventory>` and `Arc<dyn ApiTokenStore>` (ARCHITECTURE.md).
+//! `Arc<dyn Inventory>`, `Arc<dyn ApiTokenStore>` and `Arc<dyn LeaseStore>` (ARCHITECTURE.md).
 
 mod clusters;
+mod redb_leases;
 mod redb_store;
 mod redb_tokens;
 mod secrets_redb;
 
+pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;
 pub use redb_tokens::RedbApiTokens;
 pub use secrets_redb::{RedbSecretStore, load_or_create_identity};

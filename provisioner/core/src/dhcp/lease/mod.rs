@@ -1,0 +1,124 @@
+//! Leases of the `full` personality and the storage seam for them.
+//!
+//! [`LeaseStore`] follows the inventory's pattern: the daemon's redb store and the
+//! in-memory [`MemLeases`] implement it, and [`battery`] runs one suite against
+//! both. A method that returns `Ok` has made its write durable for that backend,
+//! so the server may send the ACK right after (RFC 2131 §4.3.2 asks servers to
+//! commit the binding to persistent storage before acknowledging).
+
+pub mod battery;
+mod group;
+mod mem;
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::MacAddr;
+
+pub use group::GroupCommit;
+pub use mem::MemLeases;
+
+/// Where a lease stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Bound until `expires`.
+    Active,
+    /// Given back (DHCPRELEASE); kept so the client gets the same address again.
+    Released,
+    /// The client found the address in use (DHCPDECLINE); the address is not
+    /// offered to anyone until `expires`.
+    Declined,
+}
+
+/// One binding of a MAC to an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    /// The client.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Unix seconds when the binding (or the decline hold) ends.
+    pub expires: i64,
+    /// Option 12 from the client, or the reservation's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// See [`LeaseState`].
+    pub state: LeaseState,
+}
+
+impl Lease {
+    /// Whether the address is unavailable to other clients at `now`.
+    pub fn holds_address(&self, now: i64) -> bool {
+        match self.state {
+            LeaseState::Active | LeaseState::Declined => self.expires > now,
+            LeaseState::Released => false,
+        }
+    }
+}
+
+/// Lease storage failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// The backend failed (I/O, corruption, lock).
+    #[error("lease store backend: {0}")]
+    Backend(String),
+    /// A stored record does not decode.
+    #[error("lease record for {key} is corrupt: {message}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// The address is recorded for another MAC (remove that lease first).
+    #[error("{ip} is leased to {holder}")]
+    Conflict {
+        /// The address.
+        ip: Ipv4Addr,
+        /// Its current holder.
+        holder: MacAddr,
+    },
+}
+
+/// One write of a batch ([`LeaseStore::apply_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// [`LeaseStore::put`].
+    Put(Lease),
+    /// [`LeaseStore::remove`].
+    Remove(MacAddr),
+}
+
+/// Lease storage: at most one lease per MAC and one per address.
+pub trait LeaseStore: Send + Sync + std::fmt::Debug {
+    /// The lease of `mac`, whatever its state.
+    fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError>;
+    /// The lease recorded on `ip`, whatever its state.
+    fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseError>;
+    /// Stores `lease`, replacing the MAC's previous lease (and freeing its old
+    /// address). Fails with [`LeaseError::Conflict`] if another MAC's lease is
+    /// recorded on the address. Durable when it returns `Ok`.
+    fn put(&self, lease: &Lease) -> Result<(), LeaseError>;
+    /// Deletes `mac`'s lease, returning it. Durable when it returns `Ok`.
+    fn remove(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError>;
+    /// Every lease, ordered by address.
+    fn list(&self) -> Result<Vec<Lease>, LeaseError>;
+    /// Applies `ops` in order; durable when it returns `Ok`. Backends that can do
+    /// it in one commit (redb: one transaction, one fsync) override this, which is
+    /// what makes [`GroupCommit`] pay one fsync for many ACKs.
+    fn apply_batch(&self, ops: &[LeaseOp]) -> Result<(), LeaseError> {
+        for op in ops {
+            match op {
+                LeaseOp::Put(l) => self.put(l)?,
+                LeaseOp::Remove(m) => {
+                    self.remove(*m)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! The built-in DHCP servers (issue 3; boot-protocols.md §3). Policy is in
+//! `provisioner_core::dhcp`; this module owns sockets, limits and wiring:
+//! - [`settings`]: the `dhcp:` config section.
+//! - [`socket`]: binding (SO_BINDTODEVICE, SO_BROADCAST) and IP_PKTINFO I/O.
+//! - [`server`]: the receive loop with load shedding; [`limits`]: its limits.
+//! - [`handler`]: one datagram → one reply, plus the timeline entry.
+//! - [`probe`]: the "is another DHCP server here?" check before `full` mode.
+//! - [`api`]: `GET /api/v1/leases`. [`snippets`]: OPNsense and MikroTik snippets.
+
+pub mod api;
+pub mod handler;
+pub mod limits;
+pub mod probe;
+pub mod server;
+pub mod settings;
+pub mod snippets;
+pub mod socket;

@@ -1,0 +1,316 @@
+//! The `dhcp:` section of the configuration file, and its validation into the
+//! core's [`FullConfig`].
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use provisioner_core::dhcp::Personality;
+use provisioner_core::dhcp::bootfile::BootFiles;
+use provisioner_core::dhcp::full::{FullConfig, Reservation, Subnet};
+use provisioner_core::model::MacAddr;
+use provisioner_core::talos::TalosCluster;
+use serde::{Deserialize, Serialize};
+
+/// A dynamic range, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRange {
+    /// First address.
+    pub start: Ipv4Addr,
+    /// Last address.
+    pub end: Ipv4Addr,
+}
+
+/// One static reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationEntry {
+    /// The client.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Option 12 to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// `dhcp:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhcpSettings {
+    /// `off` (external DHCP), `proxy` or `full`.
+    pub mode: Personality,
+    /// Interface to bind (SO_BINDTODEVICE); defaults to the top-level `interface`.
+    /// Without one the sockets take every interface and IP_PKTINFO tells them apart.
+    pub interface: Option<String>,
+    /// Address the sockets bind (0.0.0.0 to receive broadcasts).
+    pub listen: Ipv4Addr,
+    /// DHCP server port (67).
+    pub port: u16,
+    /// PXE boot server port (4011); 0 disables it.
+    pub pxe_port: u16,
+    /// `full`: the subnet served, e.g. `10.0.0.0/24`.
+    pub subnet: Option<Subnet>,
+    /// `full`: dynamic range; without it only reservations get addresses.
+    pub pool: Option<PoolRange>,
+    /// `full`: option 3.
+    pub router: Option<Ipv4Addr>,
+    /// `full`: option 6.
+    pub dns: Vec<Ipv4Addr>,
+    /// `full`: option 15.
+    pub domain: Option<String>,
+    /// `full`: lease time in seconds.
+    pub lease_time_secs: u32,
+    /// `full`: static reservations.
+    pub reservations: Vec<ReservationEntry>,
+    /// Binary names per architecture.
+    pub boot_files: BootFiles,
+    /// MACs that get no PXE boot file (only iPXE and UEFI HTTP Boot answers), so
+    /// firmware with both falls through to HTTP Boot.
+    pub http_boot_only: Vec<MacAddr>,
+    /// `full`: start even if another DHCP server answers the probe.
+    pub force: bool,
+    /// `full`: how long the startup probe listens for other servers (0 skips it).
+    pub probe_secs: u64,
+    /// Requests handled at once; more are dropped and counted (load shedding).
+    pub max_in_flight: usize,
+    /// Sustained packets per second accepted from one MAC.
+    pub per_mac_rate: u32,
+    /// Burst accepted from one MAC.
+    pub per_mac_burst: u32,
+}
+
+impl Default for DhcpSettings {
+    fn default() -> Self {
+        Self {
+            mode: Personality::Off,
+            interface: None,
+            listen: Ipv4Addr::UNSPECIFIED,
+            port: 67,
+            pxe_port: 4011,
+            subnet: None,
+            pool: None,
+            router: None,
+            dns: Vec::new(),
+            domain: None,
+            lease_time_secs: 3600,
+            reservations: Vec::new(),
+            boot_files: BootFiles::default(),
+            http_boot_only: Vec::new(),
+            force: false,
+            probe_secs: 3,
+            max_in_flight: 256,
+            per_mac_rate: 10,
+            per_mac_burst: 30,
+        }
+    }
+}
+
+impl DhcpSettings {
+    /// Checks the `full` settings and builds the engine's config (`None` in the
+    /// other modes). Errors name the field.
+    pub fn full_config(&self) -> Result<Option<FullConfig>, String> {
+        self.full_config_with(&[])
+    }
+
+    /// Like [`full_config`](Self::full_config), plus reservations from `infra/`
+    /// ([`talos_reservations`]): the config's own entries win for a MAC, infra
+    /// entries outside the subnet are left out, and one address for two MACs is an
+    /// error naming both.
+    pub fn full_config_with(&self, infra: &[ReservationEntry]) -> Result<Option<FullConfig>, String> {
+        if self.mode != Personality::Full {
+            return Ok(None);
+        }
+        let subnet = self.subnet.ok_or("dhcp.subnet is required in full mode")?;
+        let in_subnet = |ip: Ipv4Addr, what: &str| {
+            if subnet.contains_host(ip) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} {ip} is not a host address of dhcp.subnet {subnet}"
+                ))
+            }
+        };
+        if let Some(p) = self.pool {
+            in_subnet(p.start, "dhcp.pool.start")?;
+            in_subnet(p.end, "dhcp.pool.end")?;
+            if u32::from(p.start) > u32::from(p.end) {
+                return Err(format!("dhcp.pool: start {} is after end {}", p.start, p.end));
+            }
+        }
+        if let Some(r) = self.router {
+            in_subnet(r, "dhcp.router")?;
+        }
+        if self.lease_time_secs < 4 {
+            return Err("dhcp.lease_time_secs must be at least 4".into());
+        }
+        let mut reservations = BTreeMap::new();
+        let mut seen = BTreeMap::new();
+        let own: std::collections::BTreeSet<MacAddr> = self.reservations.iter().map(|r| r.mac).collect();
+        let from_infra = infra
+            .iter()
+            .filter(|r| !own.contains(&r.mac) && subnet.contains_host(r.ip));
+        for r in self.reservations.iter().chain(from_infra) {
+            in_subnet(r.ip, &format!("dhcp.reservations[{}].ip", r.mac))?;
+            if let Some(other) = seen.insert(r.ip, r.mac) {
+                return Err(format!(
+                    "dhcp.reservations: {} is reserved for both {other} and {}",
+                    r.ip, r.mac
+                ));
+            }
+            let res = Reservation {
+                ip: r.ip,
+                hostname: r.hostname.clone(),
+            };
+            if reservations.insert(r.mac, res).is_some() {
+                return Err(format!("dhcp.reservations: {} appears twice", r.mac));
+            }
+        }
+        Ok(Some(FullConfig {
+            subnet,
+            pool: self.pool.map(|p| (p.start, p.end)),
+            router: self.router,
+            dns: self.dns.clone(),
+            domain: self.domain.clone(),
+            lease_secs: self.lease_time_secs,
+            reservations,
+        }))
+    }
+}
+
+/// Reservations from the Talos cluster files in `infra/`: every node with a `mac`
+/// and an `ipAddress` (the first of a comma-separated list, without a prefix
+/// length) gets that address, named after its hostname. k0s files carry no node
+/// addresses the appliance reads yet.
+pub fn talos_reservations(clusters: &BTreeMap<String, TalosCluster>) -> Vec<ReservationEntry> {
+    clusters
+        .values()
+        .flat_map(|c| &c.nodes)
+        .filter_map(|n| {
+            let mac = n.mac?;
+            let first = n.ip_address.split(',').next()?.trim();
+            let ip = first.split('/').next()?.parse().ok()?;
+            Some(ReservationEntry {
+                mac,
+                ip,
+                hostname: (!n.hostname.is_empty()).then(|| n.hostname.clone()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> DhcpSettings {
+        DhcpSettings {
+            mode: Personality::Full,
+            subnet: Some("10.9.0.0/24".parse().unwrap()),
+            pool: Some(PoolRange {
+                start: "10.9.0.100".parse().unwrap(),
+                end: "10.9.0.150".parse().unwrap(),
+            }),
+            ..DhcpSettings::default()
+        }
+    }
+
+    #[test]
+    fn full_validation_names_the_field() {
+        assert!(full().full_config().unwrap().is_some());
+        assert_eq!(DhcpSettings::default().full_config().unwrap(), None);
+        let mut s = full();
+        s.subnet = None;
+        assert!(s.full_config().unwrap_err().contains("dhcp.subnet"));
+        let mut s = full();
+        s.pool = Some(PoolRange {
+            start: "10.9.1.1".parse().unwrap(),
+            end: "10.9.0.150".parse().unwrap(),
+        });
+        assert!(s.full_config().unwrap_err().contains("dhcp.pool.start"));
+        let mut s = full();
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        s.reservations = vec![
+            ReservationEntry {
+                mac,
+                ip: "10.9.0.5".parse().unwrap(),
+                hostname: None,
+            },
+            ReservationEntry {
+                mac,
+                ip: "10.9.0.6".parse().unwrap(),
+                hostname: None,
+            },
+        ];
+        assert!(s.full_config().unwrap_err().contains("appears twice"));
+    }
+}
+
+#[cfg(test)]
+mod infra_tests {
+    use provisioner_core::talos::cluster::TalosNode;
+
+    use super::*;
+
+    fn node(host: &str, mac: Option<&str>, ip: &str) -> TalosNode {
+        TalosNode {
+            hostname: host.into(),
+            ip_address: ip.into(),
+            mac: mac.map(|m| m.parse().unwrap()),
+            ..TalosNode::default()
+        }
+    }
+
+    #[test]
+    fn talos_nodes_become_reservations_and_config_wins() {
+        let mut c = TalosCluster {
+            cluster_name: "lab".into(),
+            ..TalosCluster::default()
+        };
+        c.nodes = vec![
+            node("cp1", Some("52:54:00:00:00:11"), "10.9.0.11/24, 10.9.0.99"),
+            node("w1", Some("52:54:00:00:00:12"), "10.9.0.12"),
+            node("nomac", None, "10.9.0.13"),
+            node("elsewhere", Some("52:54:00:00:00:14"), "192.0.2.1"),
+        ];
+        let infra = talos_reservations(&BTreeMap::from([("lab".to_string(), c)]));
+        assert_eq!(infra.len(), 3, "nodes without a MAC are skipped: {infra:?}");
+        assert_eq!(
+            infra[0].ip,
+            "10.9.0.11".parse::<Ipv4Addr>().unwrap(),
+            "first address, no prefix"
+        );
+        let mut s = DhcpSettings {
+            mode: Personality::Full,
+            subnet: Some("10.9.0.0/24".parse().unwrap()),
+            ..DhcpSettings::default()
+        };
+        s.reservations = vec![ReservationEntry {
+            mac: "52:54:00:00:00:12".parse().unwrap(),
+            ip: "10.9.0.50".parse().unwrap(),
+            hostname: None,
+        }];
+        let full = s.full_config_with(&infra).unwrap().unwrap();
+        let r = |m: &str| {
+            full.reservations
+                .get(&m.parse().unwrap())
+                .map(|r| (r.ip.to_string(), r.hostname.clone()))
+        };
+        assert_eq!(
+            r("52:54:00:00:00:11"),
+            Some(("10.9.0.11".into(), Some("cp1".into())))
+        );
+        assert_eq!(
+            r("52:54:00:00:00:12"),
+            Some(("10.9.0.50".into(), None)),
+            "the config wins"
+        );
+        assert_eq!(r("52:54:00:00:00:14"), None, "outside the subnet: left out");
+        s.reservations[0].ip = "10.9.0.11".parse().unwrap();
+        assert!(
+            s.full_config_with(&infra)
+                .unwrap_err()
+                .contains("reserved for both")
+        );
+    }
+}
