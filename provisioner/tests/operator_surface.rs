@@ -14,7 +14,13 @@ use common::daemon::{BIN, Daemon, http, write_config};
 fn daemon(dir: &std::path::Path) -> Daemon {
     common::write_catalog(dir);
     std::fs::create_dir_all(dir.join("infra")).unwrap();
-    std::fs::write(dir.join("infra/lab.yaml"), "clusterName: lab\n").unwrap();
+    // A k0s cluster file: the smallest valid cluster definition (a Talos one needs
+    // versions, endpoint and nodes).
+    std::fs::write(
+        dir.join("infra/lab.yaml"),
+        "clusterName: lab\ndistribution: k0s\nnodes:\n  - hostname: lab-1\n    controlPlane: true\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("profiles/profiles/lab.yaml"),
         "id: lab\nimage: test-img\nconfig: plain\ncluster: lab\n",
