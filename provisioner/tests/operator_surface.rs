@@ -14,7 +14,11 @@ use common::daemon::{BIN, Daemon, http, write_config};
 fn daemon(dir: &std::path::Path) -> Daemon {
     common::write_catalog(dir);
     std::fs::create_dir_all(dir.join("infra")).unwrap();
-    std::fs::write(dir.join("infra/lab.yaml"), "clusterName: lab\n").unwrap();
+    std::fs::write(
+        dir.join("infra/lab.yaml"),
+        "clusterName: lab\ndistribution: k0s\nnodes:\n  - { hostname: node-1, controlPlane: true }\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("profiles/profiles/lab.yaml"),
         "id: lab\nimage: test-img\nconfig: plain\ncluster: lab\n",
@@ -107,7 +111,10 @@ fn cli_over_the_api() {
     );
 
     let (ok, out, _) = cli(&d, &reader, &["clusters", "ls"]);
-    assert!(ok && out.contains("lab") && out.contains("unavailable"), "{out}");
+    assert!(
+        ok && out.contains("lab") && out.contains("pending"),
+        "bootstrap not started: {out}"
+    );
     let (ok, out, _) = cli(&d, &reader, &["clusters", "status", "lab"]);
     assert!(ok && out.contains("52:54:00:00:00:03"), "{out}");
     let (ok, _, err) = cli(&d, "pvt_wrong", &["machines", "ls"]);
