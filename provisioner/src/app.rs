@@ -23,7 +23,7 @@ use crate::commands::{advertised_on, load_catalog};
 use crate::config::Config;
 use crate::http::{api, boot};
 use crate::ops::Operator;
-use crate::ops::clusters::NoBootstrap;
+use crate::ops::bootstrap_view::StoreBootstrap;
 use crate::power::PowerDrivers;
 use crate::service::BootService;
 use crate::store::{RedbApiTokens, RedbInventory, RedbLeases};
@@ -48,7 +48,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         .with_context(|| format!("chmod 700 {}", cfg.state_dir.display()))?;
     let cache_dir = cfg.cache_dir();
     std::fs::create_dir_all(&cache_dir).with_context(|| cache_dir.display().to_string())?;
-    let inventory: Arc<dyn Inventory> = Arc::new(RedbInventory::open(&cfg.inventory_path())?);
+    let store = Arc::new(RedbInventory::open(&cfg.inventory_path())?);
+    let inventory: Arc<dyn Inventory> = store.clone();
     // Files root left in the state directory (import/restore run as root) become
     // the service user's where possible; a failure here is not fatal to serving.
     if let Err(e) = crate::state::adopt(&cfg.state_dir) {
@@ -147,7 +148,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         tokens: Arc::new(RedbApiTokens::new(&cfg.api_tokens_path())),
         sessions: Arc::default(),
         infra_dir: cfg.infra_dir.clone(),
-        bootstrap: Arc::new(NoBootstrap),
+        // The orchestrator's progress, from the same store.
+        bootstrap: Arc::new(StoreBootstrap(store.clone())),
         shutdown: shutdown.clone(),
     })
     .merge(crate::dhcp::api::router(leases.clone()));

@@ -1,7 +1,7 @@
 //! Clusters as the appliance sees them today: the files in `infra/`, the profiles that
 //! name them, and the machines those profiles install. The bootstrap orchestrator
-//! (another part of the appliance) reports its steps through [`BootstrapProgress`];
-//! the JSON already carries a `bootstrap` object with ordered steps so it can.
+//! reports its steps through [`BootstrapProgress`] (`super::bootstrap_view` reads
+//! them from its store); the JSON carries a `bootstrap` object with ordered steps.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@
 //! - any other node (Flatcar/k0s, plain) gets "network boot next" and a power cycle
 //!   from its power driver.
 
+pub mod bootstrap_view;
 pub mod clusters;
 pub mod reset;
 

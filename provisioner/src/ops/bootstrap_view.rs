@@ -1,0 +1,162 @@
+//! The bootstrap orchestrator's progress (`core::cluster::ClusterStore`) as the
+//! API's per-cluster `bootstrap` object: its steps in workflow order, each done,
+//! running, failed or pending.
+
+use std::sync::Arc;
+
+use provisioner_core::cluster::bootstrap::{BootstrapState, Step};
+use provisioner_core::cluster::{ClusterEventKind, ClusterStore};
+
+use super::clusters::{
+    BootstrapPhase, BootstrapProgress, BootstrapStatus, BootstrapStep, BootstrapStepStatus,
+};
+
+/// The workflow's working steps, in order (`HandedOff` and `Failed` are outcomes).
+const ORDER: [Step; 6] = [
+    Step::WaitNodes,
+    Step::Bootstrap,
+    Step::WaitEtcd,
+    Step::FetchKubeconfig,
+    Step::WaitApi,
+    Step::HandOff,
+];
+
+/// Reads bootstrap progress from the orchestrator's store.
+#[derive(Debug, Clone)]
+pub struct StoreBootstrap(pub Arc<dyn ClusterStore>);
+
+impl StoreBootstrap {
+    /// Which working step a failed cluster stopped in: the `From` of its last
+    /// `From -> Failed` step change.
+    fn failed_at(&self, cluster: &str) -> Option<usize> {
+        let events = self.0.events(cluster).ok()?;
+        let change = events
+            .iter()
+            .rev()
+            .find(|e| e.kind == ClusterEventKind::StepChanged && e.detail.contains("-> Failed"))?;
+        let from = change.detail.split(" -> ").next()?.trim();
+        ORDER.iter().position(|s| s.to_string() == from)
+    }
+
+    fn view(&self, s: &BootstrapState) -> BootstrapStatus {
+        let (phase, current) = match s.step {
+            Step::HandedOff => (BootstrapPhase::Done, ORDER.len()),
+            Step::Failed => (
+                BootstrapPhase::Failed,
+                self.failed_at(&s.cluster).unwrap_or(ORDER.len()),
+            ),
+            step => (
+                BootstrapPhase::Running,
+                ORDER.iter().position(|x| *x == step).unwrap_or(0),
+            ),
+        };
+        let steps = ORDER
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let status = match i.cmp(&current) {
+                    std::cmp::Ordering::Less => BootstrapStepStatus::Done,
+                    std::cmp::Ordering::Equal if phase == BootstrapPhase::Failed => {
+                        BootstrapStepStatus::Failed
+                    }
+                    std::cmp::Ordering::Equal => BootstrapStepStatus::Running,
+                    std::cmp::Ordering::Greater => BootstrapStepStatus::Pending,
+                };
+                BootstrapStep {
+                    name: step.to_string(),
+                    status,
+                    started_at: (i == current).then_some(s.step_started),
+                    finished_at: None,
+                    detail: if i == current {
+                        s.failure.clone().unwrap_or_default()
+                    } else {
+                        String::new()
+                    },
+                }
+            })
+            .collect();
+        let detail = match (&s.failure, s.bootstrap_node) {
+            (Some(f), _) => f.clone(),
+            (None, Some(n)) => format!("{} node(s) installed; bootstrap node {n}", s.installed.len()),
+            (None, None) => format!("{} node(s) installed", s.installed.len()),
+        };
+        BootstrapStatus { phase, steps, detail }
+    }
+}
+
+impl BootstrapProgress for StoreBootstrap {
+    fn status(&self, cluster: &str) -> BootstrapStatus {
+        match self.0.load(cluster) {
+            Ok(Some(s)) => self.view(&s),
+            Ok(None) => BootstrapStatus {
+                phase: BootstrapPhase::Pending,
+                steps: ORDER
+                    .iter()
+                    .map(|s| BootstrapStep {
+                        name: s.to_string(),
+                        status: BootstrapStepStatus::Pending,
+                        started_at: None,
+                        finished_at: None,
+                        detail: String::new(),
+                    })
+                    .collect(),
+                detail: "bootstrap not started".into(),
+            },
+            Err(e) => BootstrapStatus {
+                phase: BootstrapPhase::Unavailable,
+                steps: Vec::new(),
+                detail: format!("bootstrap store: {e}"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use provisioner_core::cluster::{ClusterEvent, MemClusterStore};
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn statuses(v: &BootstrapStatus) -> Vec<BootstrapStepStatus> {
+        v.steps.iter().map(|s| s.status).collect()
+    }
+
+    #[test]
+    fn steps_follow_the_orchestrator_state() {
+        use BootstrapStepStatus::*;
+        let store = Arc::new(MemClusterStore::default());
+        let view = StoreBootstrap(store.clone());
+        let none = view.status("lab");
+        assert_eq!(none.phase, BootstrapPhase::Pending);
+        assert_eq!(statuses(&none), [Pending; 6]);
+
+        let mut s = BootstrapState::new("lab", OffsetDateTime::UNIX_EPOCH);
+        s.step = Step::WaitEtcd;
+        store.save(&s, &[]).unwrap();
+        let v = view.status("lab");
+        assert_eq!(v.phase, BootstrapPhase::Running);
+        assert_eq!(statuses(&v), [Done, Done, Running, Pending, Pending, Pending]);
+        assert_eq!(v.steps[2].name, "WaitEtcd");
+        assert_eq!(v.steps[2].started_at, Some(OffsetDateTime::UNIX_EPOCH));
+
+        s.step = Step::Failed;
+        s.failure = Some("step WaitEtcd timed out after 600s".into());
+        let ev = ClusterEvent {
+            at: OffsetDateTime::UNIX_EPOCH,
+            kind: ClusterEventKind::StepChanged,
+            detail: "WaitEtcd -> Failed: timed out".into(),
+        };
+        store.save(&s, &[ev]).unwrap();
+        let v = view.status("lab");
+        assert_eq!(v.phase, BootstrapPhase::Failed);
+        assert_eq!(statuses(&v), [Done, Done, Failed, Pending, Pending, Pending]);
+        assert!(v.steps[2].detail.contains("timed out"));
+
+        s.step = Step::HandedOff;
+        s.failure = None;
+        store.save(&s, &[]).unwrap();
+        let v = view.status("lab");
+        assert_eq!((v.phase, statuses(&v)), (BootstrapPhase::Done, vec![Done; 6]));
+    }
+}
