@@ -190,6 +190,28 @@ fn cli_pulls_flatcar_and_k0s_then_imports_for_air_gap() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("downloaded"), "{out}");
 
+    // With the mirror filled, `k0s ignition` prints a node's config (stdout is a
+    // pipe here; on a terminal it refuses, the config holds keys).
+    for (node, stage) in [("beelink-1", "1"), ("beelink-2", "2")] {
+        let (ok, out, err) = run(&[
+            "k0s", "ignition", "--node", node, "--stage", stage, "--config", cfg,
+        ]);
+        assert!(ok, "{err}");
+        let ign: provisioner_core::k0s::ignition::Ignition = serde_json::from_str(&out).unwrap();
+        assert_eq!(ign.ignition.version, "3.3.0");
+        let f = tmp.path().join(format!("{node}.ign"));
+        std::fs::write(&f, &out).unwrap();
+        let v = Command::new("ignition-validate")
+            .arg(&f)
+            .output()
+            .expect("ignition-validate (tests/setup installs it)");
+        assert!(
+            v.status.success(),
+            "{node}: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+    }
+
     // Air-gapped: a second site imports the same files; a file whose bytes differ
     // from the release list is refused.
     let site2 = tempfile::tempdir().unwrap();
