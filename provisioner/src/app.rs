@@ -76,7 +76,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
     let service =
         BootService::new(booter, inventory.clone(), base.clone()).with_loop_guard(cfg.boot_loop.guard());
-    let service = Arc::new(if talos.is_empty() {
+    let service = if talos.is_empty() {
         service
     } else {
         let secrets = crate::talos::commands::open_secrets(&cfg)?;
@@ -90,7 +90,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         }
         let renderer = crate::talos::renderer::TalosRenderer::new(talos, secrets);
         service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer))
-    });
+    };
+    let service = Arc::new(crate::k0s::attach(service, &cfg, &cache_dir)?);
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
     let api_sock = std::net::TcpListener::bind(cfg.api_listen)

@@ -207,6 +207,15 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// k0s on Flatcar: admin kubeconfig and a node's Ignition.
+    K0s {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: crate::k0s::commands::K0sCommand,
+        /// Configuration source.
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
     /// Print the version.
     Version,
 }

@@ -179,6 +179,7 @@ fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) 
                 }
             }
         }
+        crate::k0s::check_groups(&infra.k0s, cat, problems);
     }
     infra.names().into_iter().collect()
 }

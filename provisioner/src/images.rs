@@ -21,6 +21,9 @@ use tokio::io::AsyncWriteExt;
 /// The recorded checksums file in each image folder.
 pub const SUMS: &str = "SHA256SUMS";
 
+/// The Flatcar PXE image descriptor `pull flatcar` fills by default.
+pub const FLATCAR_IMAGE: &str = "flatcar-stable-amd64";
+
 /// Default Image Factory.
 pub const FACTORY: &str = "https://factory.talos.dev";
 
@@ -268,17 +271,23 @@ pub fn list(cache: &Path, images: &BTreeMap<String, Image>) -> Vec<Listed> {
 /// `provisioner images …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ImagesCommand {
-    /// Download an image's files into the cache.
+    /// Download an image's files into the cache: Talos from the Image Factory;
+    /// Flatcar (PXE kernel + initramfs, disk image + signature for the mirror) or a
+    /// k0s release (binary checked against its sha256sums.txt) from upstream.
     Pull {
-        /// Which kind of image (only `talos` for now).
-        #[arg(value_parser = ["talos"])]
+        /// `talos`, `flatcar` or `k0s`.
+        #[arg(value_parser = ["talos", "flatcar", "k0s"])]
         kind: String,
-        /// Talos version, e.g. v1.11.6.
+        /// Talos version (v1.11.6), Flatcar release (4459.2.0) or k0s tag (v1.36.3+k0s.2).
         #[arg(long)]
         version: String,
-        /// Image Factory schematic ID.
-        #[arg(long)]
-        schematic: String,
+        /// Image Factory schematic ID (Talos only).
+        #[arg(long, required_if_eq("kind", "talos"))]
+        schematic: Option<String>,
+        /// Upstream base URL for flatcar/k0s (default: Flatcar's stable channel, k0s's
+        /// GitHub releases).
+        #[arg(long, env = "PROVISIONER_MIRROR_UPSTREAM")]
+        base: Option<String>,
         /// Image Factory base URL.
         #[arg(long, env = "PROVISIONER_IMAGE_FACTORY", default_value = FACTORY)]
         factory: String,
@@ -286,11 +295,18 @@ pub enum ImagesCommand {
         #[arg(long)]
         image: Option<String>,
     },
-    /// Copy already-downloaded files into the cache (air-gapped installs).
+    /// Copy already-downloaded files into the cache (air-gapped installs). With
+    /// `--mirror flatcar|k0s --version V`: Flatcar or k0s release files.
     Import {
-        /// Image id from images/.
+        /// Image id from images/ (Flatcar: the PXE image, default flatcar-stable-amd64).
+        #[arg(long, required_unless_present = "mirror")]
+        image: Option<String>,
+        /// Import Flatcar or k0s release files into the mirror.
+        #[arg(long, value_parser = ["flatcar", "k0s"], requires = "version")]
+        mirror: Option<String>,
+        /// The Flatcar release or k0s tag (with `--mirror`).
         #[arg(long)]
-        image: String,
+        version: Option<String>,
         /// The files (named as in the descriptor).
         files: Vec<PathBuf>,
     },
@@ -317,12 +333,23 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
     let cache = cfg.cache_dir();
     match cmd {
         ImagesCommand::Pull {
-            kind: _,
+            kind,
+            version,
+            base,
+            image,
+            ..
+        } if kind != "talos" => {
+            let image = image.as_deref().unwrap_or(FLATCAR_IMAGE);
+            crate::k0s::commands::pull(&cfg, &kind, &version, base.as_deref(), image)?;
+        }
+        ImagesCommand::Pull {
             version,
             schematic,
             factory,
             image,
+            ..
         } => {
+            let schematic = schematic.unwrap_or_default();
             if schematic.len() != 64 || !schematic.chars().all(|c| c.is_ascii_hexdigit()) {
                 bail!("--schematic: {schematic:?} is not a 64-hex-digit schematic ID");
             }
@@ -349,7 +376,18 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
                 println!("{}/{file}: {what}, sha256 {sum}", img.id);
             }
         }
-        ImagesCommand::Import { image, files } => {
+        ImagesCommand::Import {
+            image,
+            mirror: Some(kind),
+            version,
+            files,
+        } => {
+            let image = image.as_deref().unwrap_or(FLATCAR_IMAGE);
+            let version = version.unwrap_or_default();
+            crate::k0s::commands::import(&cfg, &kind, &version, image, &files)?;
+        }
+        ImagesCommand::Import { image, files, .. } => {
+            let image = image.unwrap_or_default();
             let img = cat
                 .images
                 .get(&image)

@@ -10,6 +10,7 @@
 //! - [`ops`]: re-imaging, power, clusters. [`power`]: power drivers.
 //! - [`client`]: the CLI's API client (`machines`, `clusters`, `events`, `token`).
 //! - [`http`]: boot path, assets, read-only API. [`tftp`]: TFTP. [`dhcp`]: DHCP servers.
+//! - [`k0s`]: the k0s path (PKI, encrypted secrets, Flatcar/k0s mirror, Ignition renderer).
 //! - [`store`]: the redb inventory. [`snippet`]: external-DHCP snippets.
 //! - [`netinfo`]: advertised address, ARP lookups. [`shutdown`]: signals.
 //! - [`backup`]: backup/restore archives. [`state`]: state-dir permissions.
@@ -28,6 +29,7 @@ pub mod dhcp;
 pub mod gitops;
 pub mod http;
 pub mod images;
+pub mod k0s;
 pub mod netinfo;
 pub mod notify;
 pub mod ops;

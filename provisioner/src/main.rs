@@ -83,6 +83,7 @@ fn main() -> std::process::ExitCode {
             cfg,
         } => client::events(follow, mac.as_deref(), &api, &cfg),
         Command::Token { cmd, cfg } => client::token::run(&cmd, &cfg),
+        Command::K0s { cmd, cfg } => provisioner::k0s::commands::run(cmd, &cfg),
         Command::Version => {
             println!("provisioner {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -13,13 +13,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use provisioner_core::boot::{BootDecision, BootRequest, Booter};
+use provisioner_core::boot::{BootDecision, BootRequest, Booter, InstallPlan};
 use provisioner_core::bootloop::{LoopGuard, Verdict};
 use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::{Inventory, InventoryError, TokenPurpose, TokenRecord, Update};
+use provisioner_core::k0s::progress;
 use provisioner_core::lifecycle::{self, Trigger};
 use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
-use provisioner_core::render::config::{ConfigRenderer, PlainRenderer};
+use provisioner_core::render::config::{ConfigRenderer, ConfigUrls, PlainRenderer};
 use provisioner_core::render::{self, BootUrls};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -57,6 +58,15 @@ pub enum ServiceError {
     Render(String),
 }
 
+/// A rendered config and its media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigBody {
+    /// The document.
+    pub body: String,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+}
+
 /// Shared boot-path logic.
 #[derive(Debug)]
 pub struct BootService {
@@ -81,6 +91,22 @@ fn new_token() -> String {
     rand::rng().fill_bytes(&mut b);
     hex::encode(b)
 }
+
+/// A callback token derived from the config token the machine presents, so the
+/// config renderer can embed the same callback URLs the kernel command line
+/// carries without the store keeping any token in the clear. SHA-256 with a label
+/// per purpose: the callback token reveals nothing about the config token.
+fn derived_token(config_token: &str, label: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"provisioner callback token\0");
+    h.update(label.as_bytes());
+    h.update(b"\0");
+    h.update(config_token.as_bytes());
+    hex::encode(h.finalize())
+}
+
+const INSTALLED: &str = "installed";
+const K0S_INSTALLED: &str = "k0s-installed";
 
 /// Stores key tokens by SHA-256, so a copy of the store holds no usable token.
 pub fn token_key(token: &str) -> String {
@@ -109,8 +135,25 @@ impl BootService {
         }
     }
 
-    /// Serves `kind` configs with `renderer` (e.g. the Talos renderer for
-    /// `ConfigKind::Talos`). Kinds without a renderer get the plain document.
+    /// The callback URLs that belong to a config token.
+    fn config_urls(&self, config_token: &str) -> ConfigUrls {
+        ConfigUrls {
+            base: self.base.clone(),
+            installed: format!(
+                "{}/callback/{}/{INSTALLED}",
+                self.base,
+                derived_token(config_token, INSTALLED)
+            ),
+            k0s_installed: format!(
+                "{}/callback/{}/{K0S_INSTALLED}",
+                self.base,
+                derived_token(config_token, K0S_INSTALLED)
+            ),
+        }
+    }
+
+    /// Serves `kind` configs with `renderer` (the Talos renderer for
+    /// `ConfigKind::Talos`, the Flatcar one for `ConfigKind::Flatcar`). Kinds without a renderer get the plain document.
     pub fn with_renderer(mut self, kind: ConfigKind, renderer: Arc<dyn ConfigRenderer>) -> Self {
         self.renderers.insert(kind, renderer);
         self
@@ -212,7 +255,7 @@ impl BootService {
         let outcome = decision.outcome();
         metrics::counter!("provisioner_boot_decisions_total", "outcome" => outcome).increment(1);
         let urls = match &decision {
-            BootDecision::Install(_) => self.issue_tokens(mac)?,
+            BootDecision::Install(plan) => self.issue_tokens(mac, plan)?,
             _ => BootUrls {
                 base: self.base.clone(),
                 config: String::new(),
@@ -271,31 +314,37 @@ impl BootService {
         Ok((render::ipxe::machine_script(mac, &decision, &urls), outcome))
     }
 
-    /// Issues a new config token and callback token for `mac`, revoking older ones.
-    fn issue_tokens(&self, mac: MacAddr) -> Result<BootUrls, ServiceError> {
+    /// Issues a new config token and its callback token(s) for `mac`, revoking older
+    /// ones. Flatcar machines also get the `K0sInstalled` callback token.
+    fn issue_tokens(&self, mac: MacAddr, plan: &InstallPlan) -> Result<BootUrls, ServiceError> {
         let now = OffsetDateTime::now_utc();
         let config = new_token();
-        let callback = new_token();
-        self.inventory.issue_token(
-            &token_key(&config),
-            &TokenRecord {
-                mac,
-                purpose: TokenPurpose::Config,
-                issued_at: now,
-            },
+        let issue = |token: &str, purpose| {
+            self.inventory.issue_token(
+                &token_key(token),
+                &TokenRecord {
+                    mac,
+                    purpose,
+                    issued_at: now,
+                },
+            )
+        };
+        issue(&config, TokenPurpose::Config)?;
+        issue(
+            &derived_token(&config, INSTALLED),
+            TokenPurpose::InstalledCallback,
         )?;
-        self.inventory.issue_token(
-            &token_key(&callback),
-            &TokenRecord {
-                mac,
-                purpose: TokenPurpose::InstalledCallback,
-                issued_at: now,
-            },
-        )?;
+        if plan.profile.config == ConfigKind::Flatcar {
+            issue(
+                &derived_token(&config, K0S_INSTALLED),
+                TokenPurpose::K0sInstalledCallback,
+            )?;
+        }
+        let urls = self.config_urls(&config);
         Ok(BootUrls {
             base: self.base.clone(),
             config: format!("{}/config/{config}", self.base),
-            callback: format!("{}/callback/{callback}/installed", self.base),
+            callback: urls.installed,
         })
     }
 
@@ -315,20 +364,28 @@ impl BootService {
         }
     }
 
+    /// The plan a known machine is being installed with, if it is installing.
+    fn plan_of(&self, mac: MacAddr, machine: Option<&Machine>) -> Option<InstallPlan> {
+        let req = BootRequest {
+            mac: Some(mac),
+            uuid: machine.and_then(|m| m.uuid.clone()),
+            serial: machine.and_then(|m| m.serial.clone()),
+            arch: machine.map(|m| m.arch).unwrap_or_default(),
+            hostname: None,
+        };
+        match self.booter.decide(&req, machine) {
+            BootDecision::Install(plan) => Some(*plan),
+            _ => None,
+        }
+    }
+
     /// Answers `/config/<token>`: consumes the token and renders the machine's config.
     /// The state change and timeline entry are durable before the body is returned.
-    pub fn config(&self, token: &str, peer: Option<IpAddr>) -> Result<String, ServiceError> {
+    pub fn config(&self, token: &str, peer: Option<IpAddr>) -> Result<ConfigBody, ServiceError> {
         let rec = self.take(token, TokenPurpose::Config)?;
         let mac = rec.mac;
         let machine = self.inventory.get(mac)?;
-        let req = BootRequest {
-            mac: Some(mac),
-            uuid: machine.as_ref().and_then(|m| m.uuid.clone()),
-            serial: machine.as_ref().and_then(|m| m.serial.clone()),
-            arch: machine.as_ref().map(|m| m.arch).unwrap_or_default(),
-            hostname: None,
-        };
-        let BootDecision::Install(plan) = self.booter.decide(&req, machine.as_ref()) else {
+        let Some(plan) = self.plan_of(mac, machine.as_ref()) else {
             self.record(
                 mac,
                 EventKind::TokenRejected,
@@ -339,15 +396,15 @@ impl BootService {
         let state = machine.map(|m| m.state).unwrap_or_default();
         let next = lifecycle::next(state, Trigger::ConfigFetched)
             .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        let body = match self.renderers.get(&plan.profile.config) {
-            Some(r) => r.render(mac, &plan),
-            None => PlainRenderer.render(mac, &plan),
+        let renderer: &dyn ConfigRenderer = match self.renderers.get(&plan.profile.config) {
+            Some(r) => r.as_ref(),
+            None => &PlainRenderer,
         };
-        let body = match body {
+        let body = match renderer.render_with(mac, &plan, &self.config_urls(token)) {
             Ok(b) => b,
             Err(why) => {
-                // Put the token back: the fault is ours, and Talos retries the fetch
-                // with backoff (talos.md §3.5), so the fix can still reach it.
+                // Put the token back: the fault is ours (missing secrets or mirror
+                // files), and the machine's retries can succeed once it is fixed.
                 self.inventory.issue_token(&token_key(token), &rec)?;
                 self.record(
                     mac,
@@ -357,30 +414,80 @@ impl BootService {
                 return Err(ServiceError::Render(why));
             }
         };
+        let what = match plan.profile.config {
+            ConfigKind::Flatcar => format!(" (Flatcar stage-1 Ignition; {})", progress::STAGE1_MARKER),
+            k => format!(" ({k:?})"),
+        };
         self.transition(
             mac,
             next,
-            event(
-                EventKind::ConfigServed,
-                format!("{} bytes ({:?})", body.len(), plan.profile.config),
-            ),
+            event(EventKind::ConfigServed, format!("{} bytes{what}", body.len())),
         )?;
         if let Some(ip) = peer {
             self.remember_peer(ip, mac);
         }
-        Ok(body)
+        Ok(ConfigBody {
+            body,
+            content_type: renderer.content_type(),
+        })
     }
 
-    /// Answers `/callback/<token>/installed`.
+    /// Answers `/callback/<token>/installed`. On the Flatcar path this is
+    /// `DiskInstalled`: the state becomes `Installed` (next netboot: local disk) and
+    /// the timeline records the k0s sub-state.
     pub fn installed(&self, token: &str) -> Result<MacAddr, ServiceError> {
         let rec = self.take(token, TokenPurpose::InstalledCallback)?;
-        let state = self.inventory.get(rec.mac)?.map(|m| m.state).unwrap_or_default();
+        let machine = self.inventory.get(rec.mac)?;
+        let state = machine.as_ref().map(|m| m.state).unwrap_or_default();
+        let flatcar = self
+            .plan_of(rec.mac, machine.as_ref())
+            .is_some_and(|p| p.profile.config == ConfigKind::Flatcar);
         let next = lifecycle::next(state, Trigger::InstallReported)
             .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        let ev = if flatcar {
+            let (phase, _) = progress::from_timeline(&self.inventory.timeline(rec.mac)?);
+            progress::step(phase, progress::Signal::DiskInstalled)
+                .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+            event(
+                EventKind::DiskInstalled,
+                "flatcar-install finished; next netboot boots the disk; k0s: DiskInstalled, \
+                 waiting for K0sInstalled",
+            )
+        } else {
+            event(EventKind::Installed, "install reported by the machine")
+        };
+        self.transition(rec.mac, next, ev)?;
+        Ok(rec.mac)
+    }
+
+    /// Answers `/callback/<token>/k0s-installed`: the Flatcar machine's first disk
+    /// boot installed and started k0s. The state stays `Installed`; the timeline
+    /// gets `k0s_installed`. Refused unless the k0s phase is `DiskInstalled`.
+    pub fn k0s_installed(&self, token: &str) -> Result<MacAddr, ServiceError> {
+        let rec = self.take(token, TokenPurpose::K0sInstalledCallback)?;
+        let state = self.inventory.get(rec.mac)?.map(|m| m.state).unwrap_or_default();
+        let (phase, _) = progress::from_timeline(&self.inventory.timeline(rec.mac)?);
+        let refused = |why: String| {
+            self.record(
+                rec.mac,
+                EventKind::TokenRejected,
+                &format!("k0s callback refused: {why}"),
+            )?;
+            Err(ServiceError::Conflict(why))
+        };
+        if state != MachineState::Installed {
+            return refused(format!("{} is {state}, not Installed", rec.mac));
+        }
+        if let Err(e) = progress::step(phase, progress::Signal::K0sInstalled) {
+            return refused(e.to_string());
+        }
         self.transition(
             rec.mac,
-            next,
-            event(EventKind::Installed, "install reported by the machine"),
+            state,
+            event(
+                EventKind::K0sInstalled,
+                "k0s installed and started; k0s: K0sInstalled",
+            ),
         )?;
         Ok(rec.mac)
     }

@@ -273,8 +273,9 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         .unwrap();
     assert!(
         // The seeded blob plus the Talos secret store (secrets.redb, secrets.key) that
-        // the first start creates for infra/genmachine.yaml.
-        o.status.success() && stdout(&o).contains("1 machine(s), 3 secret file(s)"),
+        // the first start creates for infra/genmachine.yaml, and the k0s secrets
+        // (k0s/beelink.age) it creates for infra/beelink.yaml.
+        o.status.success() && stdout(&o).contains("1 machine(s), 4 secret file(s)"),
         "{}",
         text(&o)
     );

@@ -14,11 +14,12 @@ use common::daemon::{BIN, Daemon, http, write_config};
 fn daemon(dir: &std::path::Path) -> Daemon {
     common::write_catalog(dir);
     std::fs::create_dir_all(dir.join("infra")).unwrap();
-    // A k0s cluster file: the smallest valid cluster definition (a Talos one needs
-    // versions, endpoint and nodes).
+    // A valid cluster definition: since the Talos and k0s paths validate infra/ at
+    // start, a bare `clusterName` no longer loads.
     std::fs::write(
         dir.join("infra/lab.yaml"),
-        "clusterName: lab\ndistribution: k0s\nnodes:\n  - hostname: lab-1\n    controlPlane: true\n",
+        "distribution: k0s\nclusterName: lab\nk0sVersion: v1.36.3+k0s.2\nflatcarVersion: 4459.2.0\n\
+         nodes: [{hostname: c1, controlPlane: true, ipAddress: 10.0.0.11}]\n",
     )
     .unwrap();
     std::fs::write(

@@ -2,9 +2,9 @@
 //!
 //! A `distribution:` field says which format a file uses: `talos` (the default, so
 //! talhelper-style files need nothing extra) is validated fully by
-//! [`crate::talos::TalosCluster::validate`]; `k0s` files are checked for what every
-//! cluster has (name, nodes with unique hostnames, at least one controller) until
-//! the k0s path defines its format. Errors name file and field, like the catalog's.
+//! [`crate::talos::TalosCluster::validate`]; `k0s` files by
+//! [`crate::k0s::K0sCluster::validate`]. Errors name file and field, like the
+//! catalog's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::catalog::{CatalogError, FieldError};
+use crate::k0s::K0sCluster;
 use crate::talos::TalosCluster;
 
 /// Every cluster definition found.
@@ -19,8 +20,8 @@ use crate::talos::TalosCluster;
 pub struct Infra {
     /// Talos clusters by name.
     pub talos: BTreeMap<String, TalosCluster>,
-    /// Other clusters by name, with their distribution.
-    pub other: BTreeMap<String, String>,
+    /// k0s clusters by name.
+    pub k0s: BTreeMap<String, K0sCluster>,
     /// Which file each cluster came from.
     pub sources: BTreeMap<String, PathBuf>,
 }
@@ -28,7 +29,7 @@ pub struct Infra {
 impl Infra {
     /// Every cluster name.
     pub fn names(&self) -> BTreeSet<String> {
-        self.talos.keys().chain(self.other.keys()).cloned().collect()
+        self.talos.keys().chain(self.k0s.keys()).cloned().collect()
     }
 }
 
@@ -103,10 +104,24 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
                 }
                 Err(e) => errs.push(err(&path, "(document)", e.to_string())),
             },
-            "k0s" => {
-                check_generic(&path, &value, &mut errs);
-                infra.other.insert(stem.clone(), dist);
-            }
+            "k0s" => match serde_json::from_value::<K0sCluster>(value) {
+                Ok(c) => {
+                    for (f, m) in c.validate() {
+                        errs.push(err(&path, f, m));
+                    }
+                    infra.k0s.insert(stem.clone(), c);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let field = msg
+                        .split("field `")
+                        .nth(1)
+                        .and_then(|r| r.split('`').next())
+                        .unwrap_or("(document)")
+                        .to_string();
+                    errs.push(err(&path, field, msg));
+                }
+            },
             other => errs.push(err(
                 &path,
                 "distribution",
@@ -119,38 +134,5 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
         Ok(infra)
     } else {
         Err(CatalogError(errs))
-    }
-}
-
-/// What every cluster file has, whatever its distribution.
-fn check_generic(path: &Path, v: &Value, errs: &mut Vec<FieldError>) {
-    let Some(nodes) = v.get("nodes").and_then(Value::as_array) else {
-        errs.push(err(path, "nodes", "missing or not a list"));
-        return;
-    };
-    let mut seen = BTreeSet::new();
-    let mut controllers = 0;
-    for (i, n) in nodes.iter().enumerate() {
-        match n.get("hostname").and_then(Value::as_str) {
-            Some(h) if !h.is_empty() => {
-                if !seen.insert(h.to_string()) {
-                    errs.push(err(
-                        path,
-                        format!("nodes[{i}].hostname"),
-                        format!("{h:?} is used by another node"),
-                    ));
-                }
-            }
-            _ => errs.push(err(path, format!("nodes[{i}].hostname"), "missing")),
-        }
-        match n.get("controlPlane") {
-            None => {}
-            Some(Value::Bool(true)) => controllers += 1,
-            Some(Value::Bool(false)) => {}
-            Some(_) => errs.push(err(path, format!("nodes[{i}].controlPlane"), "not true or false")),
-        }
-    }
-    if controllers == 0 {
-        errs.push(err(path, "nodes", "no controlPlane: true node"));
     }
 }

@@ -17,6 +17,8 @@
 //! - [`bootloop`]: boot-loop protection as a pure function of the install history.
 //! - [`power`]: how a machine is switched on and off (driver choice per machine).
 //! - [`dhcp`]: DHCP/proxyDHCP classification, boot-file choice, replies and leases.
+//! - [`k0s`]: the k0s path's pure parts (cluster definition, ClusterConfig, join
+//!   tokens, Flatcar Ignition, the k0s sub-state machine).
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
@@ -30,6 +32,7 @@ pub mod dhcp;
 pub mod gitops;
 pub mod infra;
 pub mod inventory;
+pub mod k0s;
 pub mod lifecycle;
 pub mod model;
 pub mod power;

@@ -263,6 +263,11 @@ pub enum EventKind {
     TokenRejected,
     /// The installed OS reported back.
     Installed,
+    /// Flatcar path: `flatcar-install` finished (the machine's state becomes
+    /// `Installed`, so its next netboot boots the disk); k0s comes next.
+    DiskInstalled,
+    /// Flatcar path: k0s was installed and started on the first disk boot.
+    K0sInstalled,
     /// The lifecycle state changed (detail: `From -> To`).
     StateChanged,
     /// An operator asked for a reinstall (detail: what was done about it).

@@ -45,6 +45,8 @@ pub fn router(state: BootState) -> Router {
         .route("/bin/{file}", get(binary))
         .route("/config/{token}", get(config))
         .route("/callback/{token}/installed", post(installed))
+        .route("/callback/{token}/k0s-installed", post(k0s_installed))
+        .route("/mirror/{kind}/{version}/{file}", get(super::mirror::serve))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
         .layer(middleware::from_fn(observe))
@@ -140,12 +142,12 @@ async fn config(
 ) -> Response {
     let svc = st.service.clone();
     match tokio::task::spawn_blocking(move || svc.config(&token, Some(peer.ip()))).await {
-        Ok(Ok(body)) => (
+        Ok(Ok(c)) => (
             [
-                (header::CONTENT_TYPE, "application/yaml"),
+                (header::CONTENT_TYPE, c.content_type),
                 (header::CACHE_CONTROL, "no-store"),
             ],
-            body,
+            c.body,
         )
             .into_response(),
         Ok(Err(e)) => service_error(e),
@@ -165,7 +167,19 @@ async fn installed(State(st): State<BootState>, Path(token): Path<String>) -> Re
     }
 }
 
-fn service_error(e: ServiceError) -> Response {
+async fn k0s_installed(State(st): State<BootState>, Path(token): Path<String>) -> Response {
+    let svc = st.service.clone();
+    match tokio::task::spawn_blocking(move || svc.k0s_installed(&token)).await {
+        Ok(Ok(mac)) => {
+            tracing::info!(%mac, "machine reported k0s installed");
+            (StatusCode::OK, "ok\n").into_response()
+        }
+        Ok(Err(e)) => service_error(e),
+        Err(e) => internal(e),
+    }
+}
+
+pub(super) fn service_error(e: ServiceError) -> Response {
     match e {
         ServiceError::BadToken => {
             metrics::counter!("provisioner_token_rejected_total").increment(1);

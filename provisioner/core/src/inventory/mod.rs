@@ -54,8 +54,10 @@ pub enum InventoryError {
 pub enum TokenPurpose {
     /// Fetch the machine config once.
     Config,
-    /// Report the install finished, once.
+    /// Report the install finished, once (Flatcar: `DiskInstalled`).
     InstalledCallback,
+    /// Flatcar path: report k0s installed, once.
+    K0sInstalledCallback,
 }
 
 /// A live one-time token. Stores key it by a hash of the token, never the token.

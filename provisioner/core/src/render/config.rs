@@ -39,13 +39,46 @@ pub fn plain(mac: MacAddr, plan: &InstallPlan) -> String {
     serde_saphyr::to_string(&doc).unwrap_or_default()
 }
 
+/// One-time URLs a config may embed, minted by the daemon for this fetch. The
+/// callback tokens are derived from the config token the machine presented, so
+/// they equal the ones on the kernel command line (`provisioner.callback=`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigUrls {
+    /// Base of the plain-HTTP boot path (no trailing `/`).
+    pub base: String,
+    /// The "installed" callback (Flatcar: `DiskInstalled`).
+    pub installed: String,
+    /// The Flatcar path's `K0sInstalled` callback.
+    pub k0s_installed: String,
+}
+
+impl std::fmt::Debug for ConfigUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URLs carry tokens.
+        f.debug_struct("ConfigUrls")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Renders the document a machine fetches through its one-time config URL. The boot
 /// service picks one per [`ConfigKind`]: [`PlainRenderer`] for `plain`, the daemon's
-/// Talos renderer for `talos`; k0s/Flatcar plug in the same way.
+/// Talos and Flatcar renderers for theirs.
 pub trait ConfigRenderer: Send + Sync + std::fmt::Debug {
     /// The config for `mac` installing `plan`. The error is shown to operators (logs,
     /// timeline) and must not contain secret material.
     fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, String>;
+
+    /// As [`ConfigRenderer::render`], for renderers that embed one-time URLs.
+    fn render_with(&self, mac: MacAddr, plan: &InstallPlan, urls: &ConfigUrls) -> Result<String, String> {
+        let _ = urls;
+        self.render(mac, plan)
+    }
+
+    /// The `Content-Type` of the rendered document.
+    fn content_type(&self) -> &'static str {
+        "application/yaml"
+    }
 }
 
 /// The plain machine document ([`plain`]).

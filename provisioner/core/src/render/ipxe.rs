@@ -57,6 +57,9 @@ pub fn machine_script(mac: MacAddr, decision: &BootDecision, urls: &BootUrls) ->
     }
 }
 
+/// Kernel argument that makes Flatcar run Ignition (first boot).
+pub const FLATCAR_FIRST_BOOT: &str = "flatcar.first_boot=1";
+
 /// The kernel command line an install gets (also printed by `provisioner render`).
 pub fn kernel_args(plan: &InstallPlan, urls: &BootUrls) -> Vec<String> {
     let mut args: Vec<String> = plan
@@ -67,6 +70,12 @@ pub fn kernel_args(plan: &InstallPlan, urls: &BootUrls) -> Vec<String> {
         .collect();
     args.extend(plan.image.args.iter().cloned());
     args.extend(plan.profile.args.iter().cloned());
+    // Flatcar runs Ignition only on a first boot (flatcar-docs booting-with-pxe.md):
+    // the config kind brings the flag, so any image (the lab payload too) booted
+    // with `config: flatcar` gets the same kernel line.
+    if plan.profile.config == ConfigKind::Flatcar && !args.iter().any(|a| a == FLATCAR_FIRST_BOOT) {
+        args.push(FLATCAR_FIRST_BOOT.into());
+    }
     if let Some(key) = plan.profile.config.kernel_arg() {
         args.push(format!("{key}={}", urls.config));
     }

@@ -14,6 +14,7 @@ pub mod clusters;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod k0s;
 pub mod machines;
 pub mod params;
 pub mod patch;
@@ -103,6 +104,7 @@ pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(machines::list))
         .routes(routes!(machines::get, patch::patch, patch::delete))
         .routes(routes!(machines::timeline))
+        .routes(routes!(k0s::status))
         .routes(routes!(actions::reimage))
         .routes(routes!(actions::power))
         .routes(routes!(catalog::profiles))

@@ -1,0 +1,183 @@
+//! `provisioner k0s …`: the admin kubeconfig and a node's Ignition configs; the
+//! mirror's `pull`/`import` behind `provisioner images pull|import`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use provisioner_core::k0s::K0sCluster;
+use provisioner_core::render::config::ConfigUrls;
+
+use super::mirror::Kind;
+use super::secrets::{FileSecretStore, K0sSecretStore};
+use super::{download, ensure_secrets, load_clusters, pki, renderer};
+use crate::cli::ConfigArgs;
+use crate::config::Config;
+
+/// `provisioner k0s …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum K0sCommand {
+    /// Write the appliance's admin kubeconfig (O=system:masters client certificate,
+    /// valid 30 days) for a cluster; file mode 0600.
+    Kubeconfig {
+        /// Cluster name (default: the only k0s cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Output file (default stdout).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Print a node's Ignition config (stage 1 with stage 2 inside, or stage 2), with
+    /// placeholder callback URLs. Contains secrets: refused on a terminal.
+    Ignition {
+        /// Node hostname from infra/.
+        #[arg(long)]
+        node: String,
+        /// 1 or 2.
+        #[arg(long, default_value_t = 1)]
+        stage: u8,
+    },
+}
+
+/// Opens the encrypted k0s secret store of `cfg`.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn K0sSecretStore>> {
+    Ok(Arc::new(FileSecretStore::open(&cfg.state_dir)?))
+}
+
+fn one_cluster(cfg: &Config, name: Option<&str>) -> anyhow::Result<K0sCluster> {
+    let clusters = load_clusters(&cfg.infra_dir)?;
+    match name {
+        Some(n) => clusters
+            .get(n)
+            .cloned()
+            .with_context(|| format!("no k0s cluster {n:?} in {}", cfg.infra_dir.display())),
+        None if clusters.len() == 1 => Ok(clusters.into_values().next().expect("one")),
+        None => bail!(
+            "{} k0s clusters in {}: pass --cluster",
+            clusters.len(),
+            cfg.infra_dir.display()
+        ),
+    }
+}
+
+/// Pulls into the mirror; prints one line per file.
+pub fn pull(cfg: &Config, kind: &str, version: &str, base: Option<&str>, image: &str) -> anyhow::Result<()> {
+    let cache = cfg.cache_dir();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let placed = match Kind::parse(kind) {
+        Some(Kind::Flatcar) => {
+            let cat = crate::commands::load_catalog(cfg)?;
+            let img = cat
+                .images
+                .get(image)
+                .with_context(|| format!("no image {image:?} in {}", cfg.images_dir.display()))?;
+            rt.block_on(download::pull_flatcar(
+                &client,
+                &cache,
+                base.unwrap_or(download::FLATCAR_BASE),
+                version,
+                img,
+            ))?
+        }
+        Some(Kind::K0s) => rt.block_on(download::pull_k0s(
+            &client,
+            &cache,
+            base.unwrap_or(download::K0S_BASE),
+            version,
+        ))?,
+        None => bail!("{kind:?} is not flatcar or k0s"),
+    };
+    for p in placed {
+        let what = if p.fetched { "downloaded" } else { "already cached" };
+        println!("{}: {what}, sha256 {}", p.path.display(), p.sha256);
+    }
+    Ok(())
+}
+
+/// Imports into the mirror; prints one line per file.
+pub fn import(cfg: &Config, kind: &str, version: &str, image: &str, files: &[PathBuf]) -> anyhow::Result<()> {
+    let kind = Kind::parse(kind).with_context(|| format!("{kind:?} is not flatcar or k0s"))?;
+    let cat = crate::commands::load_catalog(cfg)?;
+    let img = if kind == Kind::Flatcar {
+        cat.images.get(image)
+    } else {
+        None
+    };
+    for p in download::import(&cfg.cache_dir(), kind, version, img, files)? {
+        println!("{}: imported, sha256 {}", p.path.display(), p.sha256);
+    }
+    Ok(())
+}
+
+/// Runs a `k0s` subcommand.
+pub fn run(cmd: K0sCommand, args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = crate::commands::load_config(args)?;
+    match cmd {
+        K0sCommand::Kubeconfig { cluster, output } => {
+            let c = one_cluster(&cfg, cluster.as_deref())?;
+            let store = open_store(&cfg)?;
+            ensure_secrets(
+                &[(c.cluster_name.clone(), c.clone())].into(),
+                store.as_ref(),
+                time::OffsetDateTime::now_utc(),
+            )?;
+            let s = store.get(&c.cluster_name)?.context("secrets vanished")?;
+            let url = c.api_url().context("the controller has no ipAddress")?;
+            let kc = pki::admin_kubeconfig(&c.cluster_name, &url, &s, time::OffsetDateTime::now_utc())?;
+            let text = kc.to_yaml();
+            match output {
+                Some(path) => {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| path.display().to_string())?;
+                    f.write_all(text.as_bytes())?;
+                    eprintln!(
+                        "wrote {} (cluster {}, server {url})",
+                        path.display(),
+                        c.cluster_name
+                    );
+                }
+                None => print!("{text}"),
+            }
+        }
+        K0sCommand::Ignition { node, stage } => {
+            use std::io::IsTerminal;
+            if std::io::stdout().is_terminal() {
+                bail!("the Ignition config holds the cluster CA key: redirect it to a file");
+            }
+            let clusters = load_clusters(&cfg.infra_dir)?;
+            let c = clusters
+                .values()
+                .find(|c| c.node(&node).is_some())
+                .with_context(|| {
+                    format!("no k0s cluster in {} has node {node:?}", cfg.infra_dir.display())
+                })?;
+            let store = open_store(&cfg)?;
+            ensure_secrets(&clusters, store.as_ref(), time::OffsetDateTime::now_utc())?;
+            let s = store.get(&c.cluster_name)?.context("secrets vanished")?;
+            let (_, base) = crate::commands::advertised(&cfg);
+            let urls = ConfigUrls {
+                installed: format!("{base}/callback/TOKEN/installed"),
+                k0s_installed: format!("{base}/callback/TOKEN/k0s-installed"),
+                base,
+            };
+            let n =
+                renderer::node_configs(c, &node, &s, &cfg.cache_dir(), &urls).map_err(anyhow::Error::msg)?;
+            match stage {
+                1 => println!("{}", n.stage1.to_json()),
+                2 => println!("{}", n.stage2.to_json()),
+                _ => bail!("--stage is 1 or 2"),
+            }
+        }
+    }
+    Ok(())
+}

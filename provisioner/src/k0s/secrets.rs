@@ -1,0 +1,167 @@
+//! The k0s secrets of one cluster and where they live.
+//!
+//! [`K0sSecrets`] holds the CA, the service-account key pair and the worker join
+//! tokens. [`FileSecretStore`] keeps one age-encrypted file per cluster under
+//! `<state_dir>/secrets/k0s/` (X25519 + ChaCha20-Poly1305, the age v1 format,
+//! crates.md §5.6), written atomically (temp file, fsync, rename); the age
+//! identity is `<state_dir>/secrets/secrets.key` (0600), shared with the Talos store. The
+//! files alone reveal nothing, and backups pick them up with `secrets/`.
+//! Nothing here logs a key or token.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use provisioner_core::k0s::token::BootstrapToken;
+use serde::{Deserialize, Serialize};
+
+/// One cluster's secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K0sSecrets {
+    /// Cluster CA certificate (PEM).
+    pub ca_crt: String,
+    /// Cluster CA key (PKCS#8 PEM).
+    pub ca_key: String,
+    /// Service-account signing key (PKCS#8 PEM).
+    pub sa_key: String,
+    /// Service-account public key (SPKI PEM).
+    pub sa_pub: String,
+    /// Worker join tokens by hostname.
+    #[serde(default)]
+    pub worker_tokens: BTreeMap<String, BootstrapToken>,
+}
+
+impl std::fmt::Debug for K0sSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("K0sSecrets")
+            .field("workers", &self.worker_tokens.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Store failures (never secret material).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// I/O or encryption failed.
+    #[error("k0s secret store: {0}")]
+    Backend(String),
+    /// A stored file does not decrypt or decode.
+    #[error("k0s secret store: secrets of cluster {cluster:?} cannot be read: {message}")]
+    Corrupt {
+        /// Which cluster.
+        cluster: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// k0s secrets by cluster name.
+pub trait K0sSecretStore: Send + Sync + std::fmt::Debug {
+    /// The secrets of `cluster`, if any.
+    fn get(&self, cluster: &str) -> Result<Option<K0sSecrets>, StoreError>;
+    /// Stores (replaces) them, durably.
+    fn put(&self, cluster: &str, s: &K0sSecrets) -> Result<(), StoreError>;
+}
+
+/// In-memory store (tests).
+#[derive(Debug, Default)]
+pub struct MemSecretStore(Mutex<BTreeMap<String, K0sSecrets>>);
+
+impl K0sSecretStore for MemSecretStore {
+    fn get(&self, cluster: &str) -> Result<Option<K0sSecrets>, StoreError> {
+        let m = self
+            .0
+            .lock()
+            .map_err(|_| StoreError::Backend("poisoned lock".into()))?;
+        Ok(m.get(cluster).cloned())
+    }
+    fn put(&self, cluster: &str, s: &K0sSecrets) -> Result<(), StoreError> {
+        let mut m = self
+            .0
+            .lock()
+            .map_err(|_| StoreError::Backend("poisoned lock".into()))?;
+        m.insert(cluster.into(), s.clone());
+        Ok(())
+    }
+}
+
+/// Age-encrypted files, one per cluster.
+pub struct FileSecretStore {
+    dir: PathBuf,
+    identity: age::x25519::Identity,
+}
+
+impl std::fmt::Debug for FileSecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSecretStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{}: {e}", path.display()))
+}
+
+impl FileSecretStore {
+    /// The store under `<state_dir>/secrets/k0s`, keyed by the age identity in
+    /// `<state_dir>/secrets/secrets.key` (the Talos store's, created 0600 if absent).
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let secrets = state_dir.join(crate::backup::SECRETS_DIR);
+        let dir = secrets.join("k0s");
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let identity = crate::store::load_or_create_identity(&secrets.join("secrets.key"))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self { dir, identity })
+    }
+
+    fn path(&self, cluster: &str) -> PathBuf {
+        self.dir.join(format!("{cluster}.age"))
+    }
+}
+
+impl K0sSecretStore for FileSecretStore {
+    fn get(&self, cluster: &str) -> Result<Option<K0sSecrets>, StoreError> {
+        let path = self.path(cluster);
+        let ct = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path, e)),
+        };
+        let corrupt = |message: &str| StoreError::Corrupt {
+            cluster: cluster.into(),
+            message: message.into(),
+        };
+        let pt =
+            age::decrypt(&self.identity, &ct).map_err(|_| corrupt("does not decrypt with secrets.key"))?;
+        serde_json::from_slice(&pt)
+            .map(Some)
+            .map_err(|_| corrupt("not a k0s secrets document"))
+    }
+
+    fn put(&self, cluster: &str, s: &K0sSecrets) -> Result<(), StoreError> {
+        let pt = serde_json::to_vec(s).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let ct =
+            age::encrypt(&self.identity.to_public(), &pt).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let path = self.path(cluster);
+        let tmp = path.with_extension("age.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io(&tmp, e))?;
+        f.write_all(&ct)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        // The rename is durable once the directory entry is.
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(&self.dir, e))
+    }
+}
