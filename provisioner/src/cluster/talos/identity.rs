@@ -35,6 +35,42 @@ pub trait IdentitySource: Send + Sync + fmt::Debug {
     fn talos_identity(&self, cluster: &str) -> Result<ClusterIdentity, String>;
 }
 
+/// [`IdentitySource`] over the secrets bundles (issue 4's store): the OS CA from the
+/// bundle, and an `os:admin` client certificate minted from it on each call (Ed25519,
+/// cheap), exactly what `talosctl gen config` puts in a talosconfig.
+#[derive(Debug, Clone)]
+pub struct BundleIdentity {
+    secrets: std::sync::Arc<dyn crate::talos::store::SecretStore>,
+}
+
+impl BundleIdentity {
+    /// Identities from `secrets`.
+    pub fn new(secrets: std::sync::Arc<dyn crate::talos::store::SecretStore>) -> Self {
+        Self { secrets }
+    }
+}
+
+impl IdentitySource for BundleIdentity {
+    fn talos_identity(&self, cluster: &str) -> Result<ClusterIdentity, String> {
+        use provisioner_core::talos::secrets::pem_field;
+        let bundle = self
+            .secrets
+            .get(cluster)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("cluster {cluster:?} has no secrets bundle"))?;
+        let (crt, key) = crate::talos::pki::admin_client_cert(&bundle, time::OffsetDateTime::now_utc())
+            .map_err(|e| e.to_string())?;
+        let (_, os_ca_pem) = pem_field("certs.os.crt", &bundle.certs.os.crt)?;
+        let (_, client_cert_pem) = pem_field("client crt", &crt)?;
+        let (_, client_key_pem) = pem_field("client key", &key)?;
+        Ok(ClusterIdentity {
+            os_ca_pem,
+            client_cert_pem,
+            client_key_pem: normalize_key_pem(&client_key_pem),
+        })
+    }
+}
+
 /// Talos writes Ed25519 keys as PKCS#8 DER under the label `ED25519 PRIVATE KEY`
 /// (siderolabs/crypto `x509.go`); rustls' PEM reader only knows `PRIVATE KEY` for
 /// PKCS#8. Same bytes, so relabel.
@@ -59,6 +95,38 @@ mod tests {
         );
         let ec = "-----BEGIN EC PRIVATE KEY-----\nx\n-----END EC PRIVATE KEY-----\n";
         assert_eq!(normalize_key_pem(ec), ec);
+    }
+
+    #[test]
+    fn bundle_identity_mints_an_admin_cert_from_the_os_ca() {
+        use crate::talos::store::{MemSecretStore, SecretStore};
+        let store = std::sync::Arc::new(MemSecretStore::new());
+        let bundle = crate::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+        store.put("lab", &bundle).unwrap();
+        let src = BundleIdentity::new(store);
+        assert!(
+            src.talos_identity("other")
+                .unwrap_err()
+                .contains("no secrets bundle")
+        );
+        let id = src.talos_identity("lab").unwrap();
+        assert!(id.os_ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(id.client_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let der = rustls_pemfile_der(&id.client_cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let org: Vec<_> = cert
+            .subject()
+            .iter_organization()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        assert_eq!(org, ["os:admin"]);
+        assert!(!format!("{src:?}").contains("PRIVATE"));
+    }
+
+    fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD.decode(body).unwrap()
     }
 
     #[test]
