@@ -9,9 +9,7 @@
 //! Nothing here logs a key or token.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use provisioner_core::k0s::token::BootstrapToken;
@@ -88,55 +86,34 @@ impl K0sSecretStore for MemSecretStore {
     }
 }
 
-/// Age-encrypted files, one per cluster.
-pub struct FileSecretStore {
-    dir: PathBuf,
-    identity: age::x25519::Identity,
-}
-
-impl std::fmt::Debug for FileSecretStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSecretStore")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
-    }
-}
-
-fn io(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{}: {e}", path.display()))
-}
+/// Age-encrypted files, one per cluster, under `<state_dir>/secrets/k0s`.
+#[derive(Debug)]
+pub struct FileSecretStore(crate::store::AgeFiles);
 
 impl FileSecretStore {
     /// The store under `<state_dir>/secrets/k0s`, keyed by the age identity in
     /// `<state_dir>/secrets/secrets.key` (the Talos store's, created 0600 if absent).
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        let secrets = state_dir.join(crate::backup::SECRETS_DIR);
-        let dir = secrets.join("k0s");
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let identity = crate::store::load_or_create_identity(&secrets.join("secrets.key"))
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self { dir, identity })
-    }
-
-    fn path(&self, cluster: &str) -> PathBuf {
-        self.dir.join(format!("{cluster}.age"))
+        crate::store::AgeFiles::open(state_dir, "k0s")
+            .map(Self)
+            .map_err(|e| StoreError::Backend(e.to_string()))
     }
 }
 
 impl K0sSecretStore for FileSecretStore {
     fn get(&self, cluster: &str) -> Result<Option<K0sSecrets>, StoreError> {
-        let path = self.path(cluster);
-        let ct = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path, e)),
-        };
         let corrupt = |message: &str| StoreError::Corrupt {
             cluster: cluster.into(),
             message: message.into(),
         };
-        let pt =
-            age::decrypt(&self.identity, &ct).map_err(|_| corrupt("does not decrypt with secrets.key"))?;
+        let pt = match self.0.read(cluster) {
+            Ok(None) => return Ok(None),
+            Ok(Some(pt)) => pt,
+            Err(crate::store::AgeFileError::Undecryptable { .. }) => {
+                return Err(corrupt("does not decrypt with secrets.key"));
+            }
+            Err(e) => return Err(StoreError::Backend(e.to_string())),
+        };
         serde_json::from_slice(&pt)
             .map(Some)
             .map_err(|_| corrupt("not a k0s secrets document"))
@@ -144,24 +121,8 @@ impl K0sSecretStore for FileSecretStore {
 
     fn put(&self, cluster: &str, s: &K0sSecrets) -> Result<(), StoreError> {
         let pt = serde_json::to_vec(s).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let ct =
-            age::encrypt(&self.identity.to_public(), &pt).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let path = self.path(cluster);
-        let tmp = path.with_extension("age.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, e))?;
-        f.write_all(&ct)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-        // The rename is durable once the directory entry is.
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io(&self.dir, e))
+        self.0
+            .write(cluster, &pt)
+            .map_err(|e| StoreError::Backend(e.to_string()))
     }
 }

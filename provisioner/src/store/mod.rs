@@ -1,12 +1,14 @@
 //! Concrete stores. Only this module names `redb`; everything else sees
 //! `Arc<dyn Inventory>`, `Arc<dyn ApiTokenStore>` and `Arc<dyn LeaseStore>` (ARCHITECTURE.md).
 
+mod age_files;
 mod clusters;
 mod redb_leases;
 mod redb_store;
 mod redb_tokens;
 mod secrets_redb;
 
+pub use age_files::{AgeFileError, AgeFiles, AgeKubeconfigs};
 pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;
 pub use redb_tokens::RedbApiTokens;
