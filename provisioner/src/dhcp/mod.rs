@@ -5,7 +5,7 @@
 //! - [`server`]: the receive loop with load shedding; [`limits`]: its limits.
 //! - [`handler`]: one datagram → one reply, plus the timeline entry.
 //! - [`probe`]: the "is another DHCP server here?" check before `full` mode.
-//! - [`api`]: `GET /api/v1/leases`. [`snippets`]: OPNsense and MikroTik snippets.
+//! - [`api`]: `GET /api/v1/leases`.
 
 pub mod api;
 pub mod handler;
@@ -13,5 +13,4 @@ pub mod limits;
 pub mod probe;
 pub mod server;
 pub mod settings;
-pub mod snippets;
 pub mod socket;

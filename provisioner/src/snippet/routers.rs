@@ -1,9 +1,9 @@
 //! External-DHCP snippets for routers (`provisioner dhcp-snippet --for opnsense|
-//! mikrotik`), next to the dnsmasq/Kea/ISC ones in `crate::snippet`. Same chain:
+//! mikrotik`), next to the dnsmasq/Kea/ISC ones in the parent module. Same chain:
 //! iPXE (user class `iPXE`) gets `/boot.ipxe`, UEFI HTTP Boot gets an `http://`
 //! URL with option 60 `HTTPClient`, firmware PXE gets an iPXE binary by option 93.
 
-use crate::snippet::Chain;
+use super::Chain;
 
 /// OPNsense: the ISC DHCPv4 service's "Network booting" fields (Services → ISC
 /// DHCPv4 → [interface]), which map to the same classes; or, for the Dnsmasq

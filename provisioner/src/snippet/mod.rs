@@ -6,6 +6,8 @@
 //! Architectures are RFC 4578 option 93 values: 0 BIOS, 7/9 x86-64 UEFI, 11 arm64
 //! UEFI, 16 x86-64 UEFI HTTP.
 
+mod routers;
+
 use std::net::IpAddr;
 
 /// Which external server to print for.
@@ -54,8 +56,8 @@ pub fn render(target: Target, c: &Chain) -> String {
         Target::Dnsmasq => dnsmasq(c),
         Target::Kea => kea(c),
         Target::Isc => isc(c),
-        Target::Opnsense => crate::dhcp::snippets::opnsense(c, &dnsmasq(c)),
-        Target::Mikrotik => crate::dhcp::snippets::mikrotik(c),
+        Target::Opnsense => routers::opnsense(c, &dnsmasq(c)),
+        Target::Mikrotik => routers::mikrotik(c),
     }
 }
 
