@@ -13,7 +13,7 @@ use provisioner_core::k0s::ignition::{self, ControllerPki, Ignition, Role, Stage
 use provisioner_core::k0s::token::{self, Kubeconfig};
 use provisioner_core::k0s::{K0sCluster, clusterconfig};
 use provisioner_core::model::MacAddr;
-use provisioner_core::render::config::{ConfigRenderer, ConfigUrls};
+use provisioner_core::render::config::{ConfigRenderer, ConfigUrls, check_bound, cluster_node};
 
 use super::mirror::{self, Kind};
 use super::secrets::{K0sSecretStore, K0sSecrets};
@@ -145,29 +145,15 @@ impl ConfigRenderer for FlatcarRenderer {
     }
 
     fn render_with(&self, mac: MacAddr, plan: &InstallPlan, urls: &ConfigUrls) -> Result<String, String> {
-        let profile = &plan.profile.id;
-        let name = plan
-            .profile
-            .cluster
-            .as_deref()
-            .ok_or_else(|| format!("profile {profile:?} has config flatcar but no `cluster`"))?;
+        let (name, host) = cluster_node(mac, plan, "flatcar")?;
         let cluster = self
             .clusters
             .get(name)
-            .ok_or_else(|| format!("profile {profile:?}: no k0s cluster {name:?} in infra/"))?;
-        let host = plan
-            .metadata
-            .get("hostname")
-            .ok_or_else(|| format!("the group selecting {mac} has no metadata `hostname`"))?;
+            .ok_or_else(|| format!("profile {:?}: no k0s cluster {name:?} in infra/", plan.profile.id))?;
         let node = cluster
             .node(host)
             .ok_or_else(|| format!("cluster {name:?} has no node {host:?}"))?;
-        // A node pinned to a MAC serves its config (and its secrets) to that MAC only.
-        if let Some(want) = node.mac
-            && want != mac
-        {
-            return Err(format!("node {host:?} is bound to {want}, not {mac}"));
-        }
+        check_bound(host, node.mac, mac)?;
         let secrets = self
             .secrets
             .get(name)

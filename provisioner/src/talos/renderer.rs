@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use provisioner_core::boot::InstallPlan;
 use provisioner_core::model::MacAddr;
-use provisioner_core::render::config::ConfigRenderer;
+use provisioner_core::render::config::{ConfigRenderer, check_bound, cluster_node};
 use provisioner_core::talos::{self, TalosCluster};
 
 use super::store::SecretStore;
@@ -30,29 +30,17 @@ impl TalosRenderer {
 
 impl ConfigRenderer for TalosRenderer {
     fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, String> {
-        let profile = &plan.profile.id;
-        let name = plan
-            .profile
-            .cluster
-            .as_deref()
-            .ok_or_else(|| format!("profile {profile:?} has config talos but no `cluster`"))?;
-        let cluster = self
-            .clusters
-            .get(name)
-            .ok_or_else(|| format!("profile {profile:?}: no Talos cluster {name:?} in infra/"))?;
-        let host = plan
-            .metadata
-            .get("hostname")
-            .ok_or_else(|| format!("the group selecting {mac} has no metadata `hostname`"))?;
+        let (name, host) = cluster_node(mac, plan, "talos")?;
+        let cluster = self.clusters.get(name).ok_or_else(|| {
+            format!(
+                "profile {:?}: no Talos cluster {name:?} in infra/",
+                plan.profile.id
+            )
+        })?;
         let node = cluster
             .node(host)
             .ok_or_else(|| format!("cluster {name:?} has no node {host:?}"))?;
-        // A node pinned to a MAC serves its config to that MAC only.
-        if let Some(want) = node.mac
-            && want != mac
-        {
-            return Err(format!("node {host:?} is bound to {want}, not {mac}"));
-        }
+        check_bound(host, node.mac, mac)?;
         let secrets = self
             .secrets
             .get(name)

@@ -90,3 +90,32 @@ impl ConfigRenderer for PlainRenderer {
         Ok(plain(mac, plan))
     }
 }
+
+/// Which cluster node a plan installs: the profile's `cluster` and the selecting
+/// group's `hostname` metadata. `kind` names the config kind in errors.
+pub fn cluster_node<'a>(
+    mac: MacAddr,
+    plan: &'a InstallPlan,
+    kind: &str,
+) -> Result<(&'a str, &'a str), String> {
+    let profile = &plan.profile.id;
+    let cluster = plan
+        .profile
+        .cluster
+        .as_deref()
+        .ok_or_else(|| format!("profile {profile:?} has config {kind} but no `cluster`"))?;
+    let host = plan
+        .metadata
+        .get("hostname")
+        .ok_or_else(|| format!("the group selecting {mac} has no metadata `hostname`"))?;
+    Ok((cluster, host))
+}
+
+/// A node pinned to a MAC in `infra/` serves its config (and the secrets in it) to
+/// that MAC only.
+pub fn check_bound(host: &str, bound: Option<MacAddr>, mac: MacAddr) -> Result<(), String> {
+    match bound {
+        Some(want) if want != mac => Err(format!("node {host:?} is bound to {want}, not {mac}")),
+        _ => Ok(()),
+    }
+}
