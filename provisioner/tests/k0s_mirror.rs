@@ -5,6 +5,10 @@
 //! image cache), `images import --mirror` for air-gapped sites, the encrypted
 //! secret store, `provisioner check` on infra/beelink.yaml, and `k0s kubeconfig`.
 
+mod common;
+
+use common::cli::{repo, repo_config, run};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -16,13 +20,8 @@ use provisioner::k0s::mirror::{self, Kind};
 use provisioner::k0s::secrets::{FileSecretStore, K0sSecretStore};
 use provisioner::k0s::{download, pki};
 
-const BIN: &str = env!("CARGO_BIN_EXE_provisioner");
 const K0S: &str = "v1.36.3+k0s.2";
 const FLATCAR: &str = "4459.2.0";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Serves `<root>/<a>/<b>` at `/<a>/<b>` (percent-decoded, as GitHub does for `%2B`).
 async fn upstream(root: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
@@ -60,38 +59,6 @@ fn publish_k0s(root: &Path, binary: &[u8], listed: &[u8]) {
         ),
     )
     .unwrap();
-}
-
-fn config(dir: &Path, infra: &Path) -> PathBuf {
-    let q = |p: &Path| format!("\"{}\"", p.display());
-    let cfg = dir.join("provisioner.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir: {}\nprofiles_dir: {}\nimages_dir: {}\ninfra_dir: {}\nserver_ip: 10.0.0.1\n",
-            q(&dir.join("state")),
-            q(&repo().join("profiles")),
-            q(&repo().join("images")),
-            q(infra)
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PROVISIONER_") {
-            cmd.env_remove(k);
-        }
-    }
-    let o = cmd.args(args).output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,7 +114,7 @@ fn cli_pulls_flatcar_and_k0s_then_imports_for_air_gap() {
     publish_k0s(&root, &k0s, &k0s);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (base, _server) = rt.block_on(upstream(root.clone()));
-    let cfg = config(tmp.path(), &repo().join("infra"));
+    let cfg = repo_config(tmp.path(), &repo().join("infra"), "server_ip: 10.0.0.1\n");
     let cfg = cfg.to_str().unwrap();
 
     let (ok, out, err) = run(&[
@@ -215,7 +182,7 @@ fn cli_pulls_flatcar_and_k0s_then_imports_for_air_gap() {
     // Air-gapped: a second site imports the same files; a file whose bytes differ
     // from the release list is refused.
     let site2 = tempfile::tempdir().unwrap();
-    let cfg2 = config(site2.path(), &repo().join("infra"));
+    let cfg2 = repo_config(site2.path(), &repo().join("infra"), "server_ip: 10.0.0.1\n");
     let cfg2 = cfg2.to_str().unwrap();
     let kd = root.join(K0S);
     let (b, s) = (kd.join(mirror::k0s_binary(K0S)), kd.join(mirror::K0S_SUMS));
@@ -318,7 +285,7 @@ fn check_validates_beelink_and_names_file_and_field() {
     )
     .unwrap();
     std::fs::copy(repo().join("infra/beelink.yaml"), infra.join("beelink.yaml")).unwrap();
-    let cfg = config(tmp.path(), &infra);
+    let cfg = repo_config(tmp.path(), &infra, "server_ip: 10.0.0.1\n");
     let (ok, out, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(ok, "the shipped tree must pass: {out}{err}");
 
@@ -347,7 +314,7 @@ fn check_validates_beelink_and_names_file_and_field() {
 #[test]
 fn kubeconfig_for_the_cluster_is_written_0600() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), &repo().join("infra"));
+    let cfg = repo_config(tmp.path(), &repo().join("infra"), "server_ip: 10.0.0.1\n");
     let out = tmp.path().join("beelink.kubeconfig");
     let (ok, stdout, err) = run(&[
         "k0s",

@@ -3,52 +3,14 @@
 //! config, `talos schematic` prints the GenMachine schematic ID, and `import
 //! talhelper` converts talhelper's example, listing what it could not import.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_provisioner");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A config using the repository's data and a private state dir.
-fn config(dir: &Path, infra: &Path) -> PathBuf {
-    let q = |p: &Path| format!("\"{}\"", p.display());
-    let cfg = dir.join("provisioner.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir: {}\nprofiles_dir: {}\nimages_dir: {}\ninfra_dir: {}\n",
-            q(&dir.join("state")),
-            q(&repo().join("profiles")),
-            q(&repo().join("images")),
-            q(infra)
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PROVISIONER_") {
-            cmd.env_remove(k);
-        }
-    }
-    let o = cmd.args(args).output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::cli::{repo, repo_config, run};
 
 #[test]
 fn talos_config_for_a_node_after_secrets_gen() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), &repo().join("infra"));
+    let cfg = repo_config(tmp.path(), &repo().join("infra"), "");
     let cfg = cfg.to_str().unwrap();
     let (ok, out, err) = run(&["check", "--config", cfg]);
     assert!(ok, "{out}{err}");
@@ -112,7 +74,7 @@ fn talos_config_for_a_node_after_secrets_gen() {
         0o600
     );
     let tmp2 = tempfile::tempdir().unwrap();
-    let cfg2 = config(tmp2.path(), &repo().join("infra"));
+    let cfg2 = repo_config(tmp2.path(), &repo().join("infra"), "");
     let cfg2 = cfg2.to_str().unwrap();
     let (ok, _, err) = run(&[
         "talos",
@@ -149,7 +111,7 @@ fn check_names_file_and_field_in_infra() {
             ),
     )
     .unwrap();
-    let cfg = config(tmp.path(), &infra);
+    let cfg = repo_config(tmp.path(), &infra, "");
     let (ok, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(!ok);
     assert!(
@@ -164,16 +126,11 @@ fn check_names_file_and_field_in_infra() {
 
 #[test]
 fn import_talhelper_example() {
-    let fixtures = std::env::var_os("PROVISIONER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/fixtures"));
-    let talconfig = fixtures.join("talhelper/talconfig.yaml");
-    if !talconfig.is_file() {
-        println!("SKIPPED: no talhelper fixture at {}", talconfig.display());
+    let Some(talconfig) = common::fixture("talhelper/talconfig.yaml") else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), &tmp.path().join("infra"));
+    let cfg = repo_config(tmp.path(), &tmp.path().join("infra"), "");
     std::fs::create_dir_all(tmp.path().join("infra")).unwrap();
     for f in ["beelink.yaml", "genmachine.yaml"] {
         std::fs::copy(repo().join("infra").join(f), tmp.path().join("infra").join(f)).unwrap();

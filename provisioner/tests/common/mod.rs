@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod api;
+pub mod cli;
 pub mod daemon;
 pub mod fake_kube;
 pub mod pki;
