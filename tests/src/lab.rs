@@ -217,7 +217,10 @@ fn sweep_stale_labs() {
 }
 
 /// Kills everything still running in `ns` and deletes it (taps go with it).
-fn remove_netns(ns: &str) {
+pub(crate) fn remove_netns(ns: &str) {
+    if !Path::new("/run/netns").join(ns).exists() {
+        return;
+    }
     for _ in 0..3 {
         let pids = Command::new("ip")
             .args(["netns", "pids", ns])

@@ -3,9 +3,9 @@
 //! `udhcpc`, ISC `dhclient`), a test relay agent or a second DHCP server run
 //! there, so they see the appliance exactly as a machine on the segment would.
 
+use crate::lab::remove_netns;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -97,24 +97,4 @@ impl Drop for Peer {
     fn drop(&mut self) {
         remove_netns(&self.ns);
     }
-}
-
-fn remove_netns(ns: &str) {
-    if !Path::new("/run/netns").join(ns).exists() {
-        return;
-    }
-    for _ in 0..3 {
-        let pids = Command::new("ip")
-            .args(["netns", "pids", ns])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let pids: Vec<&str> = pids.split_whitespace().collect();
-        if pids.is_empty() {
-            break;
-        }
-        let _ = Command::new("busybox").arg("kill").arg("-9").args(&pids).output();
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = Command::new("ip").args(["netns", "del", ns]).output();
 }
