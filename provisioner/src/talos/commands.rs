@@ -206,7 +206,12 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
                 .context("no secrets bundle for this cluster")?;
             let text = match sops_age_recipient {
                 Some(r) => {
+                    // sops re-formats `lastmodified` with Go's RFC 3339 layout (whole
+                    // seconds) before using it as the MAC's additional data, so a
+                    // fractional timestamp would make the MAC undecryptable for it.
                     let now = OffsetDateTime::now_utc()
+                        .replace_nanosecond(0)
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
                         .format(&time::format_description::well_known::Rfc3339)
                         .unwrap_or_default();
                     super::sops::encrypt_yaml(&b.to_yaml(), &r, &now).map_err(anyhow::Error::msg)?

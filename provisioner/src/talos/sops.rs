@@ -7,8 +7,9 @@
 //! IV; the additional data of a value is its key path joined with `:` plus a final
 //! `:`; the MAC is the upper-case hex SHA-512 over every plaintext value in document
 //! order, itself encrypted with the `lastmodified` string as additional data.
-//! Compatibility with files written by the Go `sops` binary is unconfirmed: no such
-//! file is available offline, so tests use this module's own encoder.
+//! `lastmodified` must be whole-second RFC 3339: sops re-formats it before using it
+//! as additional data. provisioner/tests/talos_sops.rs checks both directions
+//! against the real `sops` binary.
 
 use std::io::Read;
 
