@@ -185,6 +185,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             .context("TFTP server")
     });
 
+    let mut timeline_writer = None;
     if !dhcp.is_empty() {
         let std::net::IpAddr::V4(next_server) = server_ip else {
             anyhow::bail!("DHCP needs an IPv4 server_ip, not {server_ip}");
@@ -207,7 +208,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             cfg.dhcp.per_mac_rate,
             cfg.dhcp.per_mac_burst,
         ));
-        let recorder = crate::dhcp::handler::Recorder::spawn(service.clone(), 16_384)?;
+        let (recorder, writer) = crate::dhcp::handler::Recorder::spawn(service.clone(), 16_384)?;
+        timeline_writer = Some(writer);
         for (port, sock) in dhcp {
             let (handler, limits, token) = (handler.clone(), limits.clone(), shutdown.clone());
             let recorder = recorder.clone();
@@ -248,6 +250,17 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     };
     if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
         tracing::warn!("servers did not stop within 5 s; exiting anyway");
+    }
+    // The DHCP servers (and their recorder clones) are gone: the writer thread now
+    // finishes the queued timeline notes and ends.
+    if let Some(writer) = timeline_writer {
+        let flushed = tokio::task::spawn_blocking(move || writer.join());
+        if tokio::time::timeout(Duration::from_secs(5), flushed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("DHCP timeline notes not written within 5 s; exiting anyway");
+        }
     }
     Ok(())
 }

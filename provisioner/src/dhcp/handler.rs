@@ -273,17 +273,21 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer thread with room for `capacity` pending notes. The thread
-    /// ends when every clone of the recorder is dropped.
-    pub fn spawn(service: Arc<BootService>, capacity: usize) -> std::io::Result<Self> {
+    /// writes what is queued and ends when every clone of the recorder is dropped;
+    /// join the returned handle at shutdown so queued notes are not lost on SIGTERM.
+    pub fn spawn(
+        service: Arc<BootService>,
+        capacity: usize,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Note>(capacity);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("dhcp-timeline".into())
             .spawn(move || {
                 for note in rx {
                     record(&service, note);
                 }
             })?;
-        Ok(Self { tx })
+        Ok((Self { tx }, writer))
     }
 
     /// Queues `note`, or drops and counts it if the queue is full.
@@ -325,5 +329,58 @@ fn record(service: &BootService, note: Note) {
         });
     if let Err(e) = r {
         tracing::warn!(error = %e, %mac, "recording DHCP timeline failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shutdown drops the servers' recorders and joins the writer: every note queued
+    /// before that is in the inventory afterwards.
+    #[test]
+    fn joined_writer_has_written_every_queued_note() {
+        use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
+        use provisioner_core::dhcp::v4::DhcpOption;
+        use provisioner_core::inventory::MemInventory;
+        let booter = Arc::new(CatalogBooter {
+            catalog: Default::default(),
+            unknown: UnknownPolicy::Record,
+        });
+        let service = Arc::new(BootService::new(
+            booter,
+            Arc::new(MemInventory::new()),
+            "http://10.0.0.1".into(),
+        ));
+        let (recorder, writer) = Recorder::spawn(service.clone(), 1024).unwrap();
+        let macs: Vec<[u8; 6]> = (0..200u8).map(|i| [0x52, 0x54, 0, 0, 1, i]).collect();
+        for mac in &macs {
+            let mut m = Message::new_with_id(
+                1,
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                mac,
+            );
+            m.opts_mut()
+                .insert(DhcpOption::MessageType(MessageType::Discover));
+            let client = classify(&m).unwrap();
+            recorder.submit(Note {
+                mac: client.mac,
+                create: true,
+                client,
+                events: vec![event(EventKind::DhcpSeen, "DISCOVER".into())],
+            });
+        }
+        drop(recorder);
+        writer.join().unwrap();
+        for mac in macs {
+            let mac = MacAddr(mac);
+            assert!(
+                service.inventory().get(mac).unwrap().is_some(),
+                "{mac} not written"
+            );
+        }
     }
 }
