@@ -76,22 +76,28 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
     let service =
         BootService::new(booter, inventory.clone(), base.clone()).with_loop_guard(cfg.boot_loop.guard());
-    let service = if talos.is_empty() {
-        service
+    let talos_secrets = if talos.is_empty() {
+        None
     } else {
-        let secrets = crate::talos::commands::open_secrets(&cfg)?;
-        for name in talos.keys() {
-            // Zero-touch: a cluster without a bundle gets one at first start.
-            if secrets.get(name)?.is_none() {
-                let bundle = crate::talos::pki::generate(time::OffsetDateTime::now_utc())?;
-                secrets.put(name, &bundle)?;
-                tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
+        Some(crate::talos::commands::open_secrets(&cfg)?)
+    };
+    let service = match &talos_secrets {
+        None => service,
+        Some(secrets) => {
+            for name in talos.keys() {
+                // Zero-touch: a cluster without a bundle gets one at first start.
+                if secrets.get(name)?.is_none() {
+                    let bundle = crate::talos::pki::generate(time::OffsetDateTime::now_utc())?;
+                    secrets.put(name, &bundle)?;
+                    tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
+                }
             }
+            let renderer = crate::talos::renderer::TalosRenderer::new(talos.clone(), secrets.clone());
+            service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer))
         }
-        let renderer = crate::talos::renderer::TalosRenderer::new(talos, secrets);
-        service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer))
     };
     let service = Arc::new(crate::k0s::attach(service, &cfg, &cache_dir)?);
+    let k0s = crate::k0s::load_clusters(&cfg.infra_dir)?;
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
     let api_sock = std::net::TcpListener::bind(cfg.api_listen)
@@ -143,8 +149,16 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             service: service.clone(),
             catalog: catalog.clone(),
             power: Arc::new(PowerDrivers::new(cfg.power.clone(), cfg.interface.clone())),
-            // Talos Reset needs the Talos API client (bootstrap work): not wired yet.
-            resetter: None,
+            // Re-imaging a Talos node: Reset over the Talos API with the cluster's
+            // os:admin identity from its secrets bundle.
+            resetter: talos_secrets.as_ref().map(|s| {
+                Arc::new(crate::ops::talos_reset::TalosResetter::new(
+                    talos.clone(),
+                    Arc::new(crate::cluster::talos::BundleIdentity::new(s.clone())),
+                    cfg.talos.api_port,
+                    Duration::from_secs(5),
+                )) as Arc<dyn crate::ops::reset::NodeResetter>
+            }),
         },
         tokens: Arc::new(RedbApiTokens::new(&cfg.api_tokens_path())),
         sessions: Arc::default(),
@@ -152,8 +166,19 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         // The orchestrator's progress, from the same store.
         bootstrap: Arc::new(StoreBootstrap(store.clone())),
         shutdown: shutdown.clone(),
-    })
-    .merge(crate::dhcp::api::router(leases.clone()));
+        credentials: Arc::new(crate::ops::credentials::StoreCredentials {
+            talos: talos.clone(),
+            talos_secrets: talos_secrets.clone(),
+            kubeconfigs: Arc::new(crate::store::AgeKubeconfigs::open(&cfg.state_dir)?),
+            k0s_secrets: if k0s.is_empty() {
+                None
+            } else {
+                Some(crate::k0s::commands::open_store(&cfg)?)
+            },
+            k0s,
+        }),
+        leases: leases.clone(),
+    });
     let token = shutdown.clone();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();

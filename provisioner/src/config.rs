@@ -152,6 +152,25 @@ pub struct Config {
     pub power: PowerConfig,
     /// Built-in DHCP (`off`, `proxy` or `full`).
     pub dhcp: crate::dhcp::settings::DhcpSettings,
+    /// How the appliance reaches Talos nodes' API.
+    pub talos: TalosSettings,
+}
+
+/// `talos:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TalosSettings {
+    /// The port of every node's Talos API (apid), 50000 unless a test or a port
+    /// forward says otherwise.
+    pub api_port: u16,
+}
+
+impl Default for TalosSettings {
+    fn default() -> Self {
+        Self {
+            api_port: crate::cluster::talos::APID_PORT,
+        }
+    }
 }
 
 impl Default for Config {
@@ -176,6 +195,7 @@ impl Default for Config {
             boot_loop: BootLoopConfig::default(),
             power: PowerConfig::default(),
             dhcp: Default::default(),
+            talos: TalosSettings::default(),
         }
     }
 }

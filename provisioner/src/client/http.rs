@@ -79,6 +79,21 @@ impl ApiClient {
         Self::finish(resp)
     }
 
+    /// GET `path` as raw bytes (credential downloads); errors as for JSON calls.
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("GET {}{path}", self.base))?;
+        if !resp.status().is_success() {
+            Self::finish(resp)?;
+            bail!("unexpected answer");
+        }
+        Ok(resp.bytes()?.to_vec())
+    }
+
     /// POST with no body, JSON answer.
     pub fn post(&self, path: &str) -> anyhow::Result<Value> {
         let resp = self

@@ -96,6 +96,23 @@ pub enum ClustersCmd {
         /// Cluster name.
         name: String,
     },
+    /// The cluster-admin kubeconfig (admin token): stdout, or a 0600 file with `-o`.
+    Kubeconfig {
+        /// Cluster name.
+        name: String,
+        /// Write here (mode 0600) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// A fresh `os:admin` talosconfig of a Talos cluster (admin token): stdout, or a
+    /// 0600 file with `-o`.
+    Talosconfig {
+        /// Cluster name.
+        name: String,
+        /// Write here (mode 0600) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,7 +224,35 @@ pub fn clusters(cmd: &ClustersCmd, api: &ApiArgs, cfg: &ConfigArgs) -> anyhow::R
             let v = c.get(&format!("/api/v1/clusters/{}", http::seg(name)), &[])?;
             output::print(api.json, &v, output::cluster_status)
         }
+        ClustersCmd::Kubeconfig { name, output } => credential(&c, name, "kubeconfig", output.as_deref()),
+        ClustersCmd::Talosconfig { name, output } => credential(&c, name, "talosconfig", output.as_deref()),
     }
+}
+
+/// Downloads a cluster credential to stdout or to a new 0600 file (created with that
+/// mode, so it is never readable by others, even briefly).
+fn credential(c: &ApiClient, name: &str, what: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let body = c.get_bytes(&format!("/api/v1/clusters/{}/{what}", http::seg(name)))?;
+    match out {
+        Some(path) => {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| path.display().to_string())?;
+            // An existing file keeps its mode on open: tighten it.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            eprintln!("wrote {} ({what} of cluster {name})", path.display());
+        }
+        None => std::io::stdout().write_all(&body)?,
+    }
+    Ok(())
 }
 
 /// `provisioner events`: with `--follow`, every new timeline event as it happens

@@ -11,7 +11,9 @@
 
 pub mod bootstrap_view;
 pub mod clusters;
+pub mod credentials;
 pub mod reset;
+pub mod talos_reset;
 
 use std::sync::Arc;
 
@@ -118,7 +120,8 @@ pub struct Operator {
     pub catalog: Arc<Catalog>,
     /// Power drivers.
     pub power: Arc<PowerDrivers>,
-    /// Talos reset; `None` until the Talos API client exists (bootstrap work).
+    /// Talos reset over the Talos API ([`talos_reset::TalosResetter`]); `None` when
+    /// `infra/` has no Talos cluster (the step then names the manual command).
     pub resetter: Option<Arc<dyn NodeResetter>>,
 }
 

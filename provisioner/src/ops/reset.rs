@@ -1,10 +1,9 @@
 //! Resetting an installed node through its OS before a reinstall.
 //!
 //! For Talos this is the machine API's `Reset` (graceful for a healthy control-plane
-//! member, wiping the STATE and EPHEMERAL partitions, then reboot). The Talos API
-//! client belongs to the cluster-bootstrap work; until it exists the appliance has no
-//! implementation of this trait and re-imaging a Talos node reports the manual
-//! command instead of pretending to reset it.
+//! member, wiping the STATE and EPHEMERAL partitions, then reboot): implemented by
+//! [`super::talos_reset::TalosResetter`]. Without one (no Talos cluster in `infra/`)
+//! re-imaging a Talos node reports the manual command instead of pretending.
 
 use futures::future::BoxFuture;
 use provisioner_core::model::Machine;

@@ -45,6 +45,8 @@ struct Model {
     learner_polls: u32,
     kubeconfig: Vec<u8>,
     calls: Vec<Call>,
+    /// Accepted `Reset` requests: (node called, request).
+    resets: Vec<(IpAddr, ResetRequest)>,
 }
 
 /// The shared state of a fake Talos cluster; clone it into every node server.
@@ -66,6 +68,7 @@ impl FakeCluster {
                 learner_polls: 1,
                 kubeconfig: kubeconfig.to_vec(),
                 calls: Vec::new(),
+                resets: Vec::new(),
             })),
         }
     }
@@ -91,6 +94,17 @@ impl FakeCluster {
     /// The node etcd was bootstrapped on.
     pub fn bootstrapped_on(&self) -> Option<IpAddr> {
         self.lock().bootstrapped_on
+    }
+
+    /// Marks etcd as bootstrapped on `node` (a cluster already running: `ServiceList`
+    /// then reports etcd `Running` and healthy on every node).
+    pub fn mark_bootstrapped(&self, node: IpAddr) {
+        self.lock().bootstrapped_on = Some(node);
+    }
+
+    /// Every accepted `Reset` request, in order: (node whose apid was called, request).
+    pub fn resets(&self) -> Vec<(IpAddr, ResetRequest)> {
+        self.lock().resets.clone()
     }
 
     fn record(&self, node: IpAddr, method: &'static str, code: Code, nodes: Option<String>) {
@@ -309,6 +323,10 @@ impl MachineService for FakeNode {
 
     async fn reset(&self, req: Request<ResetRequest>) -> Result<Response<ResetResponse>, Status> {
         let nodes = self.check(&req, "Reset", Role::Admin)?;
+        self.cluster
+            .lock()
+            .resets
+            .push((self.node, req.get_ref().clone()));
         let r = Ok(Response::new(ResetResponse {
             messages: vec![Reset {
                 metadata: self.meta(),

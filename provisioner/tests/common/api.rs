@@ -9,7 +9,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use provisioner::http::api::{self, ApiState};
+use provisioner::cluster::orchestrator::MemKubeconfigs;
 use provisioner::ops::Operator;
+use provisioner::ops::credentials::StoreCredentials;
 use provisioner::ops::clusters::NoBootstrap;
 use provisioner::ops::reset::NodeResetter;
 use provisioner::power::{PowerConfig, PowerDrivers, WolConfig};
@@ -79,6 +81,8 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
         infra_dir: dir.path().join("infra"),
         bootstrap: Arc::new(NoBootstrap),
         shutdown: Default::default(),
+        credentials: Arc::new(no_credentials()),
+        leases: Arc::new(provisioner_core::dhcp::lease::MemLeases::default()),
     };
     ApiRig {
         app: api::router(state.clone()),
@@ -88,6 +92,17 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
         admin,
         reader,
         dir,
+    }
+}
+
+/// Credentials over empty stores: every cluster is unknown.
+pub fn no_credentials() -> StoreCredentials {
+    StoreCredentials {
+        talos: Default::default(),
+        talos_secrets: None,
+        kubeconfigs: Arc::new(MemKubeconfigs::default()),
+        k0s: Default::default(),
+        k0s_secrets: None,
     }
 }
 

@@ -5,16 +5,18 @@
 //!
 //! Access ([`auth`]): `/healthz` and `/api/v1/openapi.json` are open (no data);
 //! `/metrics` and every `/api/v1` route need a token (read-only suffices for reads and
-//! for Prometheus); mutating calls need an admin token.
+//! for Prometheus); mutating calls and cluster credential downloads need an admin token.
 
 pub mod actions;
 pub mod auth;
 pub mod catalog;
 pub mod clusters;
+pub mod credentials;
 pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod k0s;
+pub mod leases;
 pub mod machines;
 pub mod params;
 pub mod patch;
@@ -30,6 +32,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use provisioner_core::apitoken::ApiTokenStore;
+use provisioner_core::dhcp::lease::LeaseStore;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -38,6 +41,7 @@ use utoipa_axum::routes;
 
 use crate::ops::Operator;
 use crate::ops::clusters::BootstrapProgress;
+use crate::ops::credentials::ClusterCredentials;
 use error::ApiError;
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -69,11 +73,15 @@ pub struct ApiState {
     pub bootstrap: Arc<dyn BootstrapProgress>,
     /// Ends live streams at shutdown.
     pub shutdown: CancellationToken,
+    /// Cluster-admin credentials (talosconfig, kubeconfig) for admin tokens.
+    pub credentials: Arc<dyn ClusterCredentials>,
+    /// DHCP leases (`full` mode; empty otherwise).
+    pub leases: Arc<dyn LeaseStore>,
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "provisioner operator API", description = "Machines, re-imaging, power, timelines, catalog and clusters of the provisioner appliance. Bearer tokens: `provisioner token create --role admin|read-only`; reads need any token, every other method an admin token."),
+    info(title = "provisioner operator API", description = "Machines, re-imaging, power, timelines, catalog and clusters of the provisioner appliance. Bearer tokens: `provisioner token create --role admin|read-only`; reads need any token, every other method an admin token; cluster credentials (talosconfig, kubeconfig) need an admin token too."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
@@ -82,6 +90,7 @@ pub struct ApiState {
         (name = "catalog", description = "Profiles and images (read-only)"),
         (name = "clusters", description = "Clusters from infra/"),
         (name = "events", description = "Live timeline events (SSE)"),
+        (name = "dhcp", description = "Built-in DHCP server leases"),
     )
 )]
 struct ApiDoc;
@@ -113,6 +122,9 @@ pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(catalog::image))
         .routes(routes!(clusters::list))
         .routes(routes!(clusters::get))
+        .routes(routes!(credentials::talosconfig))
+        .routes(routes!(credentials::kubeconfig))
+        .routes(routes!(leases::list))
         .routes(routes!(events::stream))
         .split_for_parts()
 }

@@ -21,6 +21,7 @@ pub use mem::MemLeases;
 
 /// Where a lease stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
     /// Bound until `expires`.
@@ -34,11 +35,14 @@ pub enum LeaseState {
 
 /// One binding of a MAC to an address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Lease {
     /// The client.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "52:54:00:12:34:56"))]
     pub mac: MacAddr,
     /// Its address.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Ipv4))]
     pub ip: Ipv4Addr,
     /// Unix seconds when the binding (or the decline hold) ends.
     pub expires: i64,
