@@ -31,6 +31,20 @@ impl OsCa {
         }
     }
 
+    /// The OS CA of a cluster's secrets bundle (so the appliance's own identity
+    /// minted from that bundle is accepted by the fake apid).
+    pub fn from_bundle(b: &provisioner_core::talos::SecretsBundle) -> Self {
+        use provisioner_core::talos::secrets::pem_field;
+        crate::common::crypto();
+        let (_, pem) = pem_field("os crt", &b.certs.os.crt).unwrap();
+        let (_, key_pem) = pem_field("os key", &b.certs.os.key).unwrap();
+        let key = provisioner::talos::pki::key_from_talos_pem(&key_pem).unwrap();
+        Self {
+            issuer: Issuer::from_ca_cert_pem(&pem, key).unwrap(),
+            pem,
+        }
+    }
+
     /// apid's server certificate: Ed25519, SAN = node IP, EKU serverAuth.
     pub fn node_tls(&self, ip: IpAddr) -> NodeTls {
         let key = KeyPair::generate_for(&PKCS_ED25519).unwrap();

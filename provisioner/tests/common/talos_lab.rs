@@ -47,6 +47,56 @@ impl TalosLab {
         }
     }
 
+    /// `n` nodes whose apids all listen on one port (each on its own loopback
+    /// address), as real nodes do on 50000, with TLS from `ca`; etcd not bootstrapped.
+    pub async fn start_on_one_port(ca: OsCa, n: u8, kubeconfig: &[u8]) -> Self {
+        let ips: Vec<IpAddr> = (0..n).map(|i| IpAddr::from([127, 0, 0, 11 + i])).collect();
+        let names: Vec<(IpAddr, String)> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (*ip, format!("talos-{}", i + 1)))
+            .collect();
+        let refs: Vec<(IpAddr, &str)> = names.iter().map(|(ip, h)| (*ip, h.as_str())).collect();
+        let cluster = FakeCluster::new(&refs, 0, kubeconfig);
+        // The first node picks a free port; the others may find it taken: retry.
+        let listeners = 'found: {
+            for _ in 0..20 {
+                let first = tokio::net::TcpListener::bind((ips[0], 0)).await.unwrap();
+                let port = first.local_addr().unwrap().port();
+                let mut all = vec![first];
+                for ip in &ips[1..] {
+                    match tokio::net::TcpListener::bind((*ip, port)).await {
+                        Ok(l) => all.push(l),
+                        Err(_) => break,
+                    }
+                }
+                if all.len() == ips.len() {
+                    break 'found all;
+                }
+            }
+            panic!("no port free on every loopback node address");
+        };
+        let shutdown = CancellationToken::new();
+        let mut nodes = Vec::new();
+        for (ip, listener) in ips.into_iter().zip(listeners) {
+            nodes.push((ip, listener.local_addr().unwrap()));
+            let tls = ca.node_tls(ip);
+            let (cluster, token) = (cluster.clone(), shutdown.clone());
+            tokio::spawn(async move { fake_apid::serve(ip, listener, &tls, cluster, token).await });
+        }
+        Self {
+            ca,
+            cluster,
+            nodes,
+            shutdown,
+        }
+    }
+
+    /// The port every node listens on (see [`Self::start_on_one_port`]).
+    pub fn port(&self) -> u16 {
+        self.nodes[0].1.port()
+    }
+
     pub fn ips(&self) -> Vec<IpAddr> {
         self.nodes.iter().map(|(ip, _)| *ip).collect()
     }
