@@ -123,6 +123,44 @@ fn cli_over_the_api() {
     let (ok, _, err) = cli(&d, "pvt_wrong", &["machines", "ls"]);
     assert!(!ok && err.contains("401"), "{err}");
 
+    // Cluster credentials: admin only; `-o` writes a 0600 file, else stdout.
+    let (ok, out, err) = cli(&d, &reader, &["clusters", "kubeconfig", "lab"]);
+    assert!(!ok && err.contains("403") && out.is_empty(), "{err}");
+    let kc = dir.path().join("lab.kubeconfig");
+    let (ok, _, err) = cli(
+        &d,
+        &admin,
+        &["clusters", "kubeconfig", "lab", "-o", kc.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kc).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&kc).unwrap();
+    assert!(
+        text.contains("kind: Config") && text.contains("https://10.0.0.11:6443"),
+        "the k0s admin kubeconfig"
+    );
+    let (ok, out, _) = cli(&d, &admin, &["clusters", "kubeconfig", "lab"]);
+    let doc: serde_json::Value = serde_saphyr::from_str(&out).unwrap_or_default();
+    let key = doc["users"][0]["user"]["client-key-data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(ok && key.len() > 100, "stdout carries the kubeconfig");
+    let (ok, _, err) = cli(&d, &admin, &["clusters", "talosconfig", "lab"]);
+    assert!(
+        !ok && err.contains("404") && err.contains("talosconfig_not_available"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(
+        log.contains("cluster credential downloaded") && !log.contains(&key[..64]),
+        "audited, never logged"
+    );
+
     // Or everything from the client file, with no flag, variable or local config.
     let client = d.config.parent().unwrap().join("client.yaml");
     std::fs::write(
