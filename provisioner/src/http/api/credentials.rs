@@ -97,7 +97,7 @@ async fn download(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/talosconfig", tag = "clusters",
     params(("id" = String, Path, description = "Cluster name")),
     responses(
-        (status = 200, description = "talosconfig YAML", body = String, content_type = "application/yaml"),
+        (status = 200, description = "talosconfig (a YAML document)", body = serde_json::Value, content_type = "application/yaml"),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Not an admin token", body = ErrorBody),
         (status = 404, description = "No such cluster (`cluster_not_found`) or no talosconfig for it (`talosconfig_not_available`)", body = ErrorBody),
@@ -117,7 +117,7 @@ pub async fn talosconfig(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/kubeconfig", tag = "clusters",
     params(("id" = String, Path, description = "Cluster name")),
     responses(
-        (status = 200, description = "kubeconfig YAML", body = String, content_type = "application/yaml"),
+        (status = 200, description = "kubeconfig (a YAML document)", body = serde_json::Value, content_type = "application/yaml"),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Not an admin token", body = ErrorBody),
         (status = 404, description = "No such cluster (`cluster_not_found`) or no kubeconfig yet (`kubeconfig_not_available`)", body = ErrorBody),
