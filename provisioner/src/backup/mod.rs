@@ -10,7 +10,13 @@
 //! 3. `secrets/<path>`: every regular file under `<state_dir>/secrets/`, byte for byte.
 //!    They are whatever the secrets store wrote (encrypted at rest); a backup never
 //!    decrypts anything;
-//! 4. `images/<id>/<file>`: the image cache files, only with `--include-images`
+//!    This includes the Talos bundles, the k0s PKI (`secrets/k0s/`) and the admin
+//!    kubeconfigs the bootstrap fetched (`secrets/kubeconfigs/`);
+//! 4. `state/<path>`: the other state the appliance cannot regenerate without
+//!    breaking its clients ([`STATE_FILES`], [`STATE_DIRS`]): the API token store
+//!    (tokens given to people and Prometheus keep working) and the API listener's
+//!    TLS files (`tls/`: clients keep trusting the same CA);
+//! 5. `images/<id>/<file>`: the image cache files, only with `--include-images`
 //!    (kernels and initrds are large and can be fetched again; the manifest's hashes
 //!    tell whether a cache matches).
 //!
@@ -34,6 +40,15 @@ pub const FORMAT: &str = "provisioner-backup";
 pub const FORMAT_VERSION: u32 = 1;
 /// Directory under the state directory whose files are backed up verbatim.
 pub const SECRETS_DIR: &str = "secrets";
+
+/// Files directly in the state directory that are backed up verbatim (the API token
+/// store: hashed tokens; the service is stopped while a backup runs).
+pub const STATE_FILES: &[&str] = &["api-tokens.redb"];
+/// Directories under the state directory backed up verbatim (the generated API CA
+/// and certificate, `http::api::tls`).
+pub const STATE_DIRS: &[&str] = &["tls"];
+/// Archive prefix of [`STATE_FILES`] and [`STATE_DIRS`].
+const STATE_PREFIX: &str = "state/";
 
 const MANIFEST: &str = "backup.json";
 const INVENTORY: &str = "inventory.json";
@@ -101,6 +116,10 @@ pub struct Manifest {
     pub machines: usize,
     /// Files under `secrets/`, all included.
     pub secrets: Vec<FileEntry>,
+    /// [`STATE_FILES`] and files under [`STATE_DIRS`], relative to the state
+    /// directory, all included (absent from backups of older versions).
+    #[serde(default)]
+    pub state: Vec<FileEntry>,
     /// The image cache, relative to the cache directory.
     pub images: Vec<FileEntry>,
     /// Whether the image files themselves are in the archive.
@@ -169,6 +188,37 @@ fn relative(dir: &Path, path: &Path) -> Result<String, BackupError> {
         .ok_or_else(|| BackupError::Format(format!("{}: not UTF-8", path.display())))
 }
 
+/// [`STATE_FILES`] and the files under [`STATE_DIRS`] that exist in `state_dir`,
+/// relative to it, sorted by path.
+pub fn state_manifest(state_dir: &Path) -> Result<Vec<FileEntry>, BackupError> {
+    let mut out = Vec::new();
+    for f in STATE_FILES {
+        let path = state_dir.join(f);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => {
+                let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+                let (sha256, size) = hash_reader(file).map_err(io_err(&path))?;
+                out.push(FileEntry {
+                    path: (*f).to_string(),
+                    size,
+                    sha256,
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    for d in STATE_DIRS {
+        out.extend(manifest_of(&state_dir.join(d))?.into_iter().map(|e| FileEntry {
+            path: format!("{d}/{}", e.path),
+            ..e
+        }));
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
 /// Checks that an archive path is relative and plain (no `..`, no root), so a crafted
 /// backup cannot write outside the state directory.
 fn safe_relative(path: &str) -> Result<PathBuf, BackupError> {
@@ -210,6 +260,7 @@ pub fn create(
         store_schema_version,
         machines: snapshot.machines.len(),
         secrets: manifest_of(&secrets_dir)?,
+        state: state_manifest(src.state_dir)?,
         images: manifest_of(src.cache_dir)?,
         images_included: src.include_images,
     };
@@ -231,6 +282,12 @@ pub fn create(
         .secrets
         .iter()
         .map(|e| (format!("{SECRETS_DIR}/{}", e.path), secrets_dir.join(&e.path), e))
+        .chain(
+            manifest
+                .state
+                .iter()
+                .map(|e| (format!("{STATE_PREFIX}{}", e.path), src.state_dir.join(&e.path), e)),
+        )
         .collect();
     if src.include_images {
         files.extend(

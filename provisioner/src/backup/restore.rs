@@ -10,8 +10,8 @@ use std::path::Path;
 use provisioner_core::inventory::{Inventory, InventoryError, SCHEMA_VERSION, Snapshot};
 
 use super::{
-    BackupError, FileEntry, HashingReader, INVENTORY, MANIFEST, Manifest, SECRETS_DIR, Sources, check_format,
-    hash_reader, io_err, manifest_of, safe_relative,
+    BackupError, FileEntry, HashingReader, INVENTORY, MANIFEST, Manifest, SECRETS_DIR, STATE_PREFIX, Sources,
+    check_format, hash_reader, io_err, manifest_of, safe_relative, state_manifest,
 };
 
 /// Largest `backup.json` or `inventory.json` read into memory (a bad file cannot
@@ -32,6 +32,8 @@ pub struct RestoreReport {
     pub manifest: Manifest,
     /// Secret files written.
     pub secrets_restored: usize,
+    /// State files written (API tokens, API TLS files).
+    pub state_restored: usize,
     /// Image files written from the archive.
     pub images_restored: usize,
     /// Manifest images in the cache with the right hash after the restore (restored
@@ -99,15 +101,25 @@ pub fn restore(
         if !manifest_of(&secrets_dir)?.is_empty() {
             return Err(BackupError::NotEmpty(secrets_dir.display().to_string()));
         }
+        // Only what the backup would overwrite: a fresh state directory has none.
+        let present = state_manifest(target.state_dir)?;
+        if let Some(e) = present.iter().find(|p| manifest.state.iter().any(|m| m.path == p.path)) {
+            return Err(BackupError::NotEmpty(
+                target.state_dir.join(&e.path).display().to_string(),
+            ));
+        }
     }
 
     let mut secrets_done = BTreeSet::new();
+    let mut state_done = BTreeSet::new();
     let mut images_restored = 0;
     for entry in entries {
         let mut entry = entry.map_err(io_err(file))?;
         let name = entry.path().map_err(io_err(file))?.to_string_lossy().into_owned();
         let (listed, dir, rel) = if let Some(rel) = name.strip_prefix("secrets/") {
             (&manifest.secrets, secrets_dir.as_path(), rel)
+        } else if let Some(rel) = name.strip_prefix(STATE_PREFIX) {
+            (&manifest.state, target.state_dir, rel)
         } else if let Some(rel) = name.strip_prefix("images/").filter(|_| manifest.images_included) {
             (&manifest.images, target.cache_dir, rel)
         } else {
@@ -122,6 +134,8 @@ pub fn restore(
         write_checked(&mut entry, dir, rel, expected, &name)?;
         if name.starts_with("secrets/") {
             secrets_done.insert(rel.to_string());
+        } else if name.starts_with(STATE_PREFIX) {
+            state_done.insert(rel.to_string());
         } else {
             images_restored += 1;
         }
@@ -130,11 +144,12 @@ pub fn restore(
         .secrets
         .iter()
         .filter(|e| !secrets_done.contains(&e.path))
+        .chain(manifest.state.iter().filter(|e| !state_done.contains(&e.path)))
         .map(|e| e.path.as_str())
         .collect();
     if !missing.is_empty() {
         return Err(BackupError::Format(format!(
-            "backup is incomplete: secrets {missing:?} listed but absent"
+            "backup is incomplete: files {missing:?} listed but absent"
         )));
     }
 
@@ -156,6 +171,7 @@ pub fn restore(
     }
     Ok(RestoreReport {
         secrets_restored: secrets_done.len(),
+        state_restored: state_done.len(),
         images_restored,
         images_present,
         images_missing,

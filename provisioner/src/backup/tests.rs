@@ -243,3 +243,55 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
     let err = restore_into(&not_tar, dir.path(), &MemInventory::new(), true).unwrap_err();
     assert!(err.to_string().contains("backup"), "{err}");
 }
+
+#[test]
+fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
+    use crate::cluster::orchestrator::KubeconfigStore;
+    use provisioner_core::apitoken::{ApiTokenStore, Role};
+    let (dir, inv) = seeded();
+    let s = dir.path().join("state");
+    let tokens = crate::store::RedbApiTokens::new(&s.join("api-tokens.redb"));
+    let (token, rec) = crate::client::token::create(&tokens, Role::Admin, "ops").unwrap();
+    drop(tokens);
+    let tls = crate::http::api::tls::prepare(&Default::default(), &s, &["127.0.0.1".parse().unwrap()]).unwrap();
+    let kubeconfig = b"apiVersion: v1\nkind: Config\n".to_vec();
+    crate::store::AgeKubeconfigs::open(&s)
+        .unwrap()
+        .put("lab", &kubeconfig)
+        .unwrap();
+
+    let (file, m) = backup(dir.path(), &inv, false);
+    let state: Vec<&str> = m.state.iter().map(|e| e.path.as_str()).collect();
+    assert!(state.contains(&"api-tokens.redb"), "{state:?}");
+    assert!(state.contains(&"tls/api.key") && state.contains(&"tls/ca.crt"), "{state:?}");
+    assert!(m.secrets.iter().any(|e| e.path == "kubeconfigs/lab.age"), "{:?}", m.secrets);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let r = restore_into(&file, fresh.path(), &MemInventory::new(), false).unwrap();
+    assert_eq!(r.state_restored, m.state.len());
+    let new_state = fresh.path().join("state");
+    // The token given out before still authenticates; clients keep trusting the CA.
+    let tokens = crate::store::RedbApiTokens::new(&new_state.join("api-tokens.redb"));
+    assert_eq!(
+        tokens.lookup(&crate::service::token_key(&token)).unwrap(),
+        Some(rec)
+    );
+    for f in [tls.cert, tls.key, tls.ca.unwrap()] {
+        let rel = f.strip_prefix(&s).unwrap();
+        assert_eq!(std::fs::read(new_state.join(rel)).unwrap(), std::fs::read(&f).unwrap());
+    }
+    assert_eq!(
+        crate::store::AgeKubeconfigs::open(&new_state)
+            .unwrap()
+            .get("lab")
+            .unwrap(),
+        Some(kubeconfig)
+    );
+
+    // A state directory that already has TLS files is not overwritten unforced.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("state/tls")).unwrap();
+    std::fs::write(other.path().join("state/tls/ca.crt"), b"other").unwrap();
+    let err = restore_into(&file, other.path(), &MemInventory::new(), false).unwrap_err();
+    assert!(err.to_string().contains("tls/ca.crt"), "{err}");
+}
