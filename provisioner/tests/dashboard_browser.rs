@@ -1,7 +1,8 @@
 //! The dashboard in headless Chromium (Debian's `chromium` + `chromium-driver`, driven
 //! over the W3C WebDriver protocol): log in with an admin token, open a seeded
-//! machine, watch its timeline update live while a simulated boot progresses over
-//! HTTP (`/ipxe`, `/config`, `/callback`), click re-image, and save screenshots under
+//! machine, watch its timeline update live (no reload) while a simulated boot
+//! progresses over HTTP (`/ipxe`, the kernel asset, `/config`, `/callback`), click
+//! re-image, and save screenshots under
 //! the target directory (paths printed).
 
 mod common;
@@ -249,6 +250,14 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     b.wait_text("#timeline", "the new script event", |t| {
         t.matches("ipxe_script_served").count() >= 2
     });
+    // The kernel the script names (the asset event is attributed by peer address).
+    let kernel = script
+        .split_whitespace()
+        .find(|w| w.contains("/assets/"))
+        .map(|w| &w[w.find("/assets/").unwrap()..])
+        .unwrap_or_else(|| panic!("no asset URL in {script}"));
+    assert_eq!(http(d.http, "GET", kernel).unwrap().0, 200);
+    b.wait_text("#timeline", "asset_served", |t| t.contains("asset_served"));
     assert_eq!(http(d.http, "GET", &format!("/config/{config}")).unwrap().0, 200);
     b.wait_text("#timeline", "config_served", |t| t.contains("config_served"));
     b.wait_text("#state", "ConfigServed", |t| t == "ConfigServed");
