@@ -79,9 +79,17 @@ async fn credentials_are_for_admins_only_with_stable_404_codes() {
         "/api/v1/clusters/beelink/kubeconfig",
     ] {
         let (st, e) = call(&c.app, "GET", path, None, None).await;
-        assert_eq!((st, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{path}");
+        assert_eq!(
+            (st, e["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{path}"
+        );
         let (st, e) = call(&c.app, "GET", path, reader, None).await;
-        assert_eq!((st, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{path}");
+        assert_eq!(
+            (st, e["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{path}"
+        );
         assert!(!e.to_string().contains("PRIVATE KEY"), "{path}");
     }
 
@@ -97,10 +105,16 @@ async fn credentials_are_for_admins_only_with_stable_404_codes() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let tc: serde_json::Value = serde_saphyr::from_slice(&body).unwrap();
     assert_eq!(tc["context"], "lab");
-    assert_eq!(tc["contexts"]["lab"]["endpoints"], serde_json::json!(["10.0.0.11"]));
+    assert_eq!(
+        tc["contexts"]["lab"]["endpoints"],
+        serde_json::json!(["10.0.0.11"])
+    );
     assert_eq!(tc["contexts"]["lab"]["ca"].as_str(), Some(c.os_ca.as_str()));
     for k in ["crt", "key"] {
-        assert!(tc["contexts"]["lab"][k].as_str().is_some_and(|v| !v.is_empty()), "{k}");
+        assert!(
+            tc["contexts"]["lab"][k].as_str().is_some_and(|v| !v.is_empty()),
+            "{k}"
+        );
     }
 
     // Talos kubeconfig: 404 until the orchestrator stored one, then exactly it.
@@ -127,7 +141,14 @@ async fn credentials_are_for_admins_only_with_stable_404_codes() {
         (StatusCode::NOT_FOUND, Some("talosconfig_not_available"))
     );
     for what in ["talosconfig", "kubeconfig"] {
-        let (st, e) = call(&c.app, "GET", &format!("/api/v1/clusters/nope/{what}"), admin, None).await;
+        let (st, e) = call(
+            &c.app,
+            "GET",
+            &format!("/api/v1/clusters/nope/{what}"),
+            admin,
+            None,
+        )
+        .await;
         assert_eq!(
             (st, e["code"].as_str()),
             (StatusCode::NOT_FOUND, Some("cluster_not_found"))
@@ -148,7 +169,10 @@ async fn leases_need_a_token_and_are_documented() {
         })
         .unwrap();
     let (st, e) = call(&c.app, "GET", "/api/v1/leases", None, None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
     let (st, v) = call(&c.app, "GET", "/api/v1/leases", Some(&c.rig.reader), None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v[0]["mac"], "52:54:00:00:00:09");

@@ -106,7 +106,12 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
         };
         let old = boot();
         let (st, body) = http(daemon.http, "GET", &old).unwrap();
-        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body).lines().next().unwrap_or(""));
+        assert_eq!(
+            st,
+            200,
+            "{}",
+            String::from_utf8_lossy(&body).lines().next().unwrap_or("")
+        );
         // A running cluster: etcd healthy on every node.
         cluster.mark_bootstrapped(ip(1));
 
@@ -123,7 +128,10 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
         assert_eq!(v["steps"][1]["step"], "talos_reset", "{v}");
         assert_eq!(v["steps"][1]["status"], "done", "{v}");
         let detail = v["steps"][1]["detail"].as_str().unwrap();
-        assert!(detail.contains("graceful=true") && detail.contains("STATE and EPHEMERAL"), "{detail}");
+        assert!(
+            detail.contains("graceful=true") && detail.contains("STATE and EPHEMERAL"),
+            "{detail}"
+        );
 
         let resets = cluster.resets();
         assert_eq!(resets.len(), 1, "{resets:?}");
@@ -190,21 +198,40 @@ async fn unhealthy_etcd_or_a_lone_control_plane_node_means_a_non_graceful_reset(
     assert_eq!(wiped(&resets[0].1), [("STATE", true), ("EPHEMERAL", true)]);
 
     // The only control-plane node cannot leave etcd gracefully.
-    let one = infra().replace("    controlPlane: true\n    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:02\"", "    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:02\"")
-        .replace("    controlPlane: true\n    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:03\"", "    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:03\"");
+    let one = infra()
+        .replace(
+            "    controlPlane: true\n    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:02\"",
+            "    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:02\"",
+        )
+        .replace(
+            "    controlPlane: true\n    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:03\"",
+            "    installDisk: /dev/vda\n    mac: \"52:54:00:00:10:03\"",
+        );
     lab.cluster.mark_bootstrapped(ip(1));
-    let detail = resetter(&lab, &one).reset(&machine(MAC1), Some("lab")).await.unwrap();
-    assert!(detail.contains("graceful=false") && detail.contains("only control-plane node"), "{detail}");
+    let detail = resetter(&lab, &one)
+        .reset(&machine(MAC1), Some("lab"))
+        .await
+        .unwrap();
+    assert!(
+        detail.contains("graceful=false") && detail.contains("only control-plane node"),
+        "{detail}"
+    );
     // A worker is drained (graceful) without asking etcd.
     let detail = resetter(&lab, &one)
         .reset(&machine("52:54:00:00:10:02"), Some("lab"))
         .await
         .unwrap();
-    assert!(detail.contains("graceful=true") && detail.contains("worker"), "{detail}");
+    assert!(
+        detail.contains("graceful=true") && detail.contains("worker"),
+        "{detail}"
+    );
     assert_eq!(lab.cluster.resets()[2].0, ip(2));
 
     // A machine infra/ does not know: nothing is sent.
-    let e = r.reset(&machine("52:54:00:00:10:09"), Some("lab")).await.unwrap_err();
+    let e = r
+        .reset(&machine("52:54:00:00:10:09"), Some("lab"))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("no node of cluster"), "{e}");
     assert_eq!(lab.cluster.resets().len(), 3);
 }

@@ -282,12 +282,13 @@ pub fn create(
         .secrets
         .iter()
         .map(|e| (format!("{SECRETS_DIR}/{}", e.path), secrets_dir.join(&e.path), e))
-        .chain(
-            manifest
-                .state
-                .iter()
-                .map(|e| (format!("{STATE_PREFIX}{}", e.path), src.state_dir.join(&e.path), e)),
-        )
+        .chain(manifest.state.iter().map(|e| {
+            (
+                format!("{STATE_PREFIX}{}", e.path),
+                src.state_dir.join(&e.path),
+                e,
+            )
+        }))
         .collect();
     if src.include_images {
         files.extend(

@@ -103,7 +103,10 @@ pub fn restore(
         }
         // Only what the backup would overwrite: a fresh state directory has none.
         let present = state_manifest(target.state_dir)?;
-        if let Some(e) = present.iter().find(|p| manifest.state.iter().any(|m| m.path == p.path)) {
+        if let Some(e) = present
+            .iter()
+            .find(|p| manifest.state.iter().any(|m| m.path == p.path))
+        {
             return Err(BackupError::NotEmpty(
                 target.state_dir.join(&e.path).display().to_string(),
             ));

@@ -253,7 +253,8 @@ fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
     let tokens = crate::store::RedbApiTokens::new(&s.join("api-tokens.redb"));
     let (token, rec) = crate::client::token::create(&tokens, Role::Admin, "ops").unwrap();
     drop(tokens);
-    let tls = crate::http::api::tls::prepare(&Default::default(), &s, &["127.0.0.1".parse().unwrap()]).unwrap();
+    let tls =
+        crate::http::api::tls::prepare(&Default::default(), &s, &["127.0.0.1".parse().unwrap()]).unwrap();
     let kubeconfig = b"apiVersion: v1\nkind: Config\n".to_vec();
     crate::store::AgeKubeconfigs::open(&s)
         .unwrap()
@@ -263,8 +264,15 @@ fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
     let (file, m) = backup(dir.path(), &inv, false);
     let state: Vec<&str> = m.state.iter().map(|e| e.path.as_str()).collect();
     assert!(state.contains(&"api-tokens.redb"), "{state:?}");
-    assert!(state.contains(&"tls/api.key") && state.contains(&"tls/ca.crt"), "{state:?}");
-    assert!(m.secrets.iter().any(|e| e.path == "kubeconfigs/lab.age"), "{:?}", m.secrets);
+    assert!(
+        state.contains(&"tls/api.key") && state.contains(&"tls/ca.crt"),
+        "{state:?}"
+    );
+    assert!(
+        m.secrets.iter().any(|e| e.path == "kubeconfigs/lab.age"),
+        "{:?}",
+        m.secrets
+    );
 
     let fresh = tempfile::tempdir().unwrap();
     let r = restore_into(&file, fresh.path(), &MemInventory::new(), false).unwrap();
@@ -278,7 +286,10 @@ fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
     );
     for f in [tls.cert, tls.key, tls.ca.unwrap()] {
         let rel = f.strip_prefix(&s).unwrap();
-        assert_eq!(std::fs::read(new_state.join(rel)).unwrap(), std::fs::read(&f).unwrap());
+        assert_eq!(
+            std::fs::read(new_state.join(rel)).unwrap(),
+            std::fs::read(&f).unwrap()
+        );
     }
     assert_eq!(
         crate::store::AgeKubeconfigs::open(&new_state)

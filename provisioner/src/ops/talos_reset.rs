@@ -53,17 +53,13 @@ pub fn node_ip(node: &TalosNode) -> Option<IpAddr> {
 
 /// The `infra/` node that is `m`: by MAC, then SMBIOS UUID.
 pub fn find_node<'a>(cluster: &'a TalosCluster, m: &Machine) -> Option<&'a TalosNode> {
-    cluster
-        .nodes
-        .iter()
-        .find(|n| n.mac == Some(m.mac))
-        .or_else(|| {
-            let uuid = m.uuid.as_deref()?;
-            cluster
-                .nodes
-                .iter()
-                .find(|n| n.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(uuid)))
-        })
+    cluster.nodes.iter().find(|n| n.mac == Some(m.mac)).or_else(|| {
+        let uuid = m.uuid.as_deref()?;
+        cluster
+            .nodes
+            .iter()
+            .find(|n| n.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(uuid)))
+    })
 }
 
 /// Resets Talos nodes with the cluster's `os:admin` identity.

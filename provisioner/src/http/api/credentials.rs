@@ -40,7 +40,9 @@ async fn download(
     cluster: String,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    let peer = peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let peer = peer
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     if caller.role != Role::Admin {
         metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
         tracing::warn!(%peer, token_id = %caller.token_id, %cluster, what = kind.name(),
