@@ -152,12 +152,15 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             // Re-imaging a Talos node: Reset over the Talos API with the cluster's
             // os:admin identity from its secrets bundle.
             resetter: talos_secrets.as_ref().map(|s| {
-                Arc::new(crate::ops::talos_reset::TalosResetter::new(
-                    talos.clone(),
-                    Arc::new(crate::cluster::talos::BundleIdentity::new(s.clone())),
-                    cfg.talos.api_port,
-                    Duration::from_secs(5),
-                )) as Arc<dyn crate::ops::reset::NodeResetter>
+                Arc::new(
+                    crate::ops::talos_reset::TalosResetter::new(
+                        talos.clone(),
+                        Arc::new(crate::cluster::talos::BundleIdentity::new(s.clone())),
+                        cfg.talos.api_port,
+                        Duration::from_secs(5),
+                    )
+                    .with_catalog(catalog.clone()),
+                ) as Arc<dyn crate::ops::reset::NodeResetter>
             }),
         },
         tokens: Arc::new(RedbApiTokens::new(&cfg.api_tokens_path())),

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use provisioner_core::catalog::Catalog;
 use provisioner_core::model::Machine;
 use provisioner_core::talos::{TalosCluster, TalosNode};
 
@@ -51,15 +52,32 @@ pub fn node_ip(node: &TalosNode) -> Option<IpAddr> {
         .find_map(|s| s.parse().ok())
 }
 
-/// The `infra/` node that is `m`: by MAC, then SMBIOS UUID.
-pub fn find_node<'a>(cluster: &'a TalosCluster, m: &Machine) -> Option<&'a TalosNode> {
-    cluster.nodes.iter().find(|n| n.mac == Some(m.mac)).or_else(|| {
-        let uuid = m.uuid.as_deref()?;
-        cluster
-            .nodes
-            .iter()
-            .find(|n| n.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(uuid)))
-    })
+/// The `infra/` node that is `m`: the node pinned to its MAC, else the node its
+/// group's `hostname` metadata names (as the renderer picks it; `hostname`), else the
+/// node with its SMBIOS UUID. A node pinned to another MAC is never `m`: resetting
+/// the wrong machine is worse than not resetting.
+pub fn find_node<'a>(
+    cluster: &'a TalosCluster,
+    m: &Machine,
+    hostname: Option<&str>,
+) -> Option<&'a TalosNode> {
+    let free = |n: &&TalosNode| n.mac.is_none_or(|b| b == m.mac);
+    cluster
+        .nodes
+        .iter()
+        .find(|n| n.mac == Some(m.mac))
+        .or_else(|| {
+            let h = hostname?;
+            cluster.nodes.iter().filter(free).find(|n| n.hostname == h)
+        })
+        .or_else(|| {
+            let uuid = m.uuid.as_deref()?;
+            cluster
+                .nodes
+                .iter()
+                .filter(free)
+                .find(|n| n.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(uuid)))
+        })
 }
 
 /// Resets Talos nodes with the cluster's `os:admin` identity.
@@ -68,6 +86,7 @@ pub struct TalosResetter {
     identity: Arc<dyn IdentitySource>,
     port: u16,
     attempt_timeout: Duration,
+    catalog: Option<Arc<Catalog>>,
     apis: Mutex<HashMap<String, Arc<dyn TalosApi>>>,
 }
 
@@ -94,8 +113,21 @@ impl TalosResetter {
             identity,
             port,
             attempt_timeout,
+            catalog: None,
             apis: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also finds nodes by the `hostname` metadata of the group selecting a machine.
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    fn group_hostname(&self, m: &Machine) -> Option<String> {
+        let catalog = self.catalog.as_deref()?;
+        let group = super::assignment(catalog, m)?.group?;
+        catalog.groups.get(&group)?.metadata.get("hostname").cloned()
     }
 
     /// Uses `api` for `cluster` instead of a client built from its identity (tests).
@@ -159,9 +191,11 @@ impl TalosResetter {
             .clusters
             .get(name)
             .ok_or_else(|| ResetError(format!("no Talos cluster {name:?} in infra/")))?;
-        let node = find_node(c, machine).ok_or_else(|| {
+        let hostname = self.group_hostname(machine);
+        let node = find_node(c, machine, hostname.as_deref()).ok_or_else(|| {
             ResetError(format!(
-                "no node of cluster {name:?} has mac {} in infra/, so its address is unknown",
+                "no node of cluster {name:?} in infra/ is {} (by mac, group hostname or uuid), \
+                 so its address is unknown",
                 machine.mac
             ))
         })?;
@@ -213,6 +247,29 @@ mod tests {
         assert_eq!(labels, [("STATE", true), ("EPHEMERAL", true)]);
         assert_eq!(r.mode, reset_request::WipeMode::SystemDisk as i32);
         assert!(r.user_disks_to_wipe.is_empty());
+    }
+
+    #[test]
+    fn nodes_are_found_by_mac_then_group_hostname_never_a_node_pinned_elsewhere() {
+        let node = |h: &str, mac: Option<&str>| TalosNode {
+            hostname: h.into(),
+            mac: mac.map(|m| m.parse().unwrap()),
+            ..Default::default()
+        };
+        let c = TalosCluster {
+            nodes: vec![
+                node("a", Some("52:54:00:00:00:01")),
+                node("b", None),
+                node("c", Some("52:54:00:00:00:03")),
+            ],
+            ..Default::default()
+        };
+        let m = |mac: &str| Machine::discovered(mac.parse().unwrap(), time::OffsetDateTime::UNIX_EPOCH);
+        let host = |mac, h| find_node(&c, &m(mac), h).map(|n| n.hostname.clone());
+        assert_eq!(host("52:54:00:00:00:01", Some("b")), Some("a".into()));
+        assert_eq!(host("52:54:00:00:00:02", Some("b")), Some("b".into()));
+        assert_eq!(host("52:54:00:00:00:02", Some("c")), None, "c is another machine");
+        assert_eq!(host("52:54:00:00:00:02", None), None);
     }
 
     #[test]
