@@ -172,7 +172,13 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         credentials: Arc::new(crate::ops::credentials::StoreCredentials {
             talos: talos.clone(),
             talos_secrets: talos_secrets.clone(),
-            kubeconfigs: Arc::new(crate::store::AgeKubeconfigs::open(&cfg.state_dir)?),
+            // Only Talos clusters have fetched kubeconfigs; opening the store creates
+            // the secrets key, which a state without clusters does not need.
+            kubeconfigs: if talos.is_empty() {
+                Arc::new(crate::cluster::orchestrator::MemKubeconfigs::default())
+            } else {
+                Arc::new(crate::store::AgeKubeconfigs::open(&cfg.state_dir)?)
+            },
             k0s_secrets: if k0s.is_empty() {
                 None
             } else {
