@@ -5,8 +5,9 @@
 //! - [`server`]: the receive loop with load shedding; [`limits`]: its limits.
 //! - [`handler`]: one datagram → one reply, plus the timeline entry.
 //! - [`probe`]: the "is another DHCP server here?" check before `full` mode.
-//! (`GET /api/v1/leases` is served by the operator API, `http::api::leases`, behind
-//! its authentication.)
+//!
+//! `GET /api/v1/leases` is served by the operator API (`http::api::leases`), behind its
+//! authentication.
 
 pub mod handler;
 pub mod limits;
