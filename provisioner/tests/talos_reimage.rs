@@ -141,14 +141,17 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
         assert_eq!(wiped(req), [("STATE", true), ("EPHEMERAL", true)]);
         assert_eq!(req.mode, reset_request::WipeMode::SystemDisk as i32);
         // The graceful decision asked the other members about etcd.
-        let asked: Vec<IpAddr> = cluster
+        let mut asked: Vec<IpAddr> = cluster
             .calls()
             .iter()
             .filter(|c| c.method == "ServiceList")
             .map(|c| c.node)
             .collect();
+        asked.sort();
         assert_eq!(asked, [ip(2), ip(3)]);
 
+        let (_, tl) = daemon.api_get(&format!("/api/v1/machines/{MAC1}/timeline"), Some(&admin));
+        assert!(tl.contains("talos_reset: done (Reset sent to talos-1"), "{tl}");
         let (st, m) = daemon.api_get(&format!("/api/v1/machines/{MAC1}"), Some(&admin));
         assert_eq!(st, 200);
         let m: serde_json::Value = serde_json::from_str(&m).unwrap();

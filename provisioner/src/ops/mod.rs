@@ -238,7 +238,15 @@ impl Operator {
         let summary: Vec<String> = steps
             .iter()
             .skip(1)
-            .map(|s| format!("{}: {:?}", s.step, s.status).to_lowercase())
+            .map(|s| {
+                let line = format!("{}: {:?}", s.step, s.status).to_lowercase();
+                // Whether a Talos reset was graceful belongs on the timeline too.
+                if s.step == "talos_reset" {
+                    format!("{line} ({})", s.detail)
+                } else {
+                    line
+                }
+            })
             .collect();
         let detail = summary.join(", ");
         self.blocking(move |svc| {

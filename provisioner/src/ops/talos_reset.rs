@@ -167,22 +167,23 @@ impl TalosResetter {
         if others.is_empty() {
             return Some("it is the only control-plane node (etcd cannot lose its last member)".into());
         }
-        for other in others {
-            match api.service_list(Target::direct(other)).await {
+        // Asked in parallel: one unreachable member costs one attempt timeout, not one each.
+        let answers =
+            futures::future::join_all(others.iter().map(|o| api.service_list(Target::direct(*o)))).await;
+        others
+            .iter()
+            .zip(answers)
+            .find_map(|(other, answer)| match answer {
                 Ok(services) => match services.iter().find(|s| s.id == "etcd") {
-                    Some(s) if s.last_event_state == "Running" && s.healthy => {}
-                    Some(s) => {
-                        return Some(format!(
-                            "etcd on {other} is {} (healthy: {})",
-                            s.last_event_state, s.healthy
-                        ));
-                    }
-                    None => return Some(format!("{other} reports no etcd service")),
+                    Some(s) if s.last_event_state == "Running" && s.healthy => None,
+                    Some(s) => Some(format!(
+                        "etcd on {other} is {} (healthy: {})",
+                        s.last_event_state, s.healthy
+                    )),
+                    None => Some(format!("{other} reports no etcd service")),
                 },
-                Err(e) => return Some(format!("etcd health on {other} unknown: {e}")),
-            }
-        }
-        None
+                Err(e) => Some(format!("etcd health on {other} unknown: {e}")),
+            })
     }
 
     async fn reset_node(&self, machine: &Machine, cluster: Option<&str>) -> Result<String, ResetError> {
