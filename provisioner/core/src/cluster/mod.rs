@@ -1,7 +1,9 @@
-//! Cluster bootstrap: the persisted workflow that takes installed nodes to a
-//! handed-off cluster ([`bootstrap`]), its events, and the storage seam for both.
+//! Cluster bootstrap: the persisted workflows that take installed nodes to a
+//! handed-off cluster ([`bootstrap`] for Talos, [`k0s`] for k0s), their events, and
+//! the storage seam for both.
 
 pub mod bootstrap;
+pub mod k0s;
 #[cfg(test)]
 mod tests;
 
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::inventory::{InventoryError, TIMELINE_CAP};
-pub use bootstrap::{BootstrapState, Step};
+pub use bootstrap::{BootstrapState, Flow, Step};
 
 /// What happened to a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

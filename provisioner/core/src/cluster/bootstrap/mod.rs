@@ -41,6 +41,11 @@ pub enum Step {
     FetchKubeconfig,
     /// Waiting for the Kubernetes API's `/readyz`.
     WaitApi,
+    /// k0s only: waiting for the controller's `K0sInstalled` callback
+    /// ([`super::k0s`]).
+    WaitK0s,
+    /// k0s only: waiting until every node of the cluster is a Ready Node.
+    WaitWorkers,
     /// Installing ArgoCD and applying the root app-of-apps.
     HandOff,
     /// Done: Git owns the cluster; the appliance never applies to it again.
@@ -80,6 +85,11 @@ pub struct Timeouts {
     pub wait_api: Duration,
     /// `HandOff` (ArgoCD install, readiness, root app).
     pub hand_off: Duration,
+    /// k0s `WaitK0s`: the controller's two-stage install (Flatcar download and
+    /// write, reboot, k0s download; `core::k0s::progress` allows 45 + 30 min).
+    pub wait_k0s: Duration,
+    /// k0s `WaitWorkers`: worker joins, CNI and kubelet start.
+    pub wait_workers: Duration,
 }
 
 impl Default for Timeouts {
@@ -91,6 +101,8 @@ impl Default for Timeouts {
             fetch_kubeconfig: Duration::from_secs(5 * 60),
             wait_api: Duration::from_secs(10 * 60),
             hand_off: Duration::from_secs(20 * 60),
+            wait_k0s: Duration::from_secs(90 * 60),
+            wait_workers: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -105,6 +117,8 @@ impl Timeouts {
             Step::FetchKubeconfig => Some(self.fetch_kubeconfig),
             Step::WaitApi => Some(self.wait_api),
             Step::HandOff => Some(self.hand_off),
+            Step::WaitK0s => Some(self.wait_k0s),
+            Step::WaitWorkers => Some(self.wait_workers),
             Step::HandedOff | Step::Failed => None,
         }
     }
@@ -125,12 +139,32 @@ pub struct Plan {
     pub poll: Duration,
 }
 
+/// Which workflow a [`BootstrapState`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flow {
+    /// Talos: this module's [`step`].
+    #[default]
+    Talos,
+    /// k0s on Flatcar: [`super::k0s::step`].
+    K0s,
+}
+
+impl Flow {
+    fn is_talos(&self) -> bool {
+        *self == Self::Talos
+    }
+}
+
 /// The persisted progress of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapState {
     /// Cluster name.
     pub cluster: String,
+    /// The workflow (absent in records written before k0s had one: Talos).
+    #[serde(default, skip_serializing_if = "Flow::is_talos")]
+    pub flow: Flow,
     /// Current step.
     pub step: Step,
     /// When the current step started (its timeout counts from here).
@@ -155,6 +189,7 @@ impl BootstrapState {
     pub fn new(cluster: &str, now: OffsetDateTime) -> Self {
         Self {
             cluster: cluster.to_string(),
+            flow: Flow::Talos,
             step: Step::WaitNodes,
             step_started: now,
             installed: BTreeSet::new(),

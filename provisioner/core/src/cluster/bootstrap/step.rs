@@ -201,7 +201,8 @@ pub fn work_for(plan: &Plan, state: &BootstrapState) -> Option<Work> {
             .map(Work::FetchKubeconfig),
         Step::WaitApi => Some(Work::CheckReadyz),
         Step::HandOff => Some(Work::HandOff),
-        Step::HandedOff | Step::Failed => None,
+        // k0s steps (`cluster::k0s`): a Talos plan never enters them.
+        Step::WaitK0s | Step::WaitWorkers | Step::HandedOff | Step::Failed => None,
     }
 }
 
