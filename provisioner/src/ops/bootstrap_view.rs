@@ -1,17 +1,17 @@
 //! The bootstrap orchestrator's progress (`core::cluster::ClusterStore`) as the
-//! API's per-cluster `bootstrap` object: its steps in workflow order, each done,
-//! running, failed or pending.
+//! API's per-cluster `bootstrap` object: its steps in workflow order (Talos or k0s,
+//! from the record's `flow`), each done, running, failed or pending.
 
 use std::sync::Arc;
 
-use provisioner_core::cluster::bootstrap::{BootstrapState, Step};
+use provisioner_core::cluster::bootstrap::{BootstrapState, Flow, Step};
 use provisioner_core::cluster::{ClusterEventKind, ClusterStore};
 
 use super::clusters::{
     BootstrapPhase, BootstrapProgress, BootstrapStatus, BootstrapStep, BootstrapStepStatus,
 };
 
-/// The workflow's working steps, in order (`HandedOff` and `Failed` are outcomes).
+/// The Talos workflow's working steps, in order (`HandedOff` and `Failed` are outcomes).
 const ORDER: [Step; 6] = [
     Step::WaitNodes,
     Step::Bootstrap,
@@ -21,6 +21,16 @@ const ORDER: [Step; 6] = [
     Step::HandOff,
 ];
 
+/// The k0s workflow's working steps (`core::cluster::k0s`), in order.
+const K0S_ORDER: [Step; 4] = [Step::WaitK0s, Step::WaitApi, Step::WaitWorkers, Step::HandOff];
+
+fn order(flow: Flow) -> &'static [Step] {
+    match flow {
+        Flow::Talos => &ORDER,
+        Flow::K0s => &K0S_ORDER,
+    }
+}
+
 /// Reads bootstrap progress from the orchestrator's store.
 #[derive(Debug, Clone)]
 pub struct StoreBootstrap(pub Arc<dyn ClusterStore>);
@@ -28,29 +38,30 @@ pub struct StoreBootstrap(pub Arc<dyn ClusterStore>);
 impl StoreBootstrap {
     /// Which working step a failed cluster stopped in: the `From` of its last
     /// `From -> Failed` step change.
-    fn failed_at(&self, cluster: &str) -> Option<usize> {
+    fn failed_at(&self, cluster: &str, order: &[Step]) -> Option<usize> {
         let events = self.0.events(cluster).ok()?;
         let change = events
             .iter()
             .rev()
             .find(|e| e.kind == ClusterEventKind::StepChanged && e.detail.contains("-> Failed"))?;
         let from = change.detail.split(" -> ").next()?.trim();
-        ORDER.iter().position(|s| s.to_string() == from)
+        order.iter().position(|s| s.to_string() == from)
     }
 
     fn view(&self, s: &BootstrapState) -> BootstrapStatus {
+        let order = order(s.flow);
         let (phase, current) = match s.step {
-            Step::HandedOff => (BootstrapPhase::Done, ORDER.len()),
+            Step::HandedOff => (BootstrapPhase::Done, order.len()),
             Step::Failed => (
                 BootstrapPhase::Failed,
-                self.failed_at(&s.cluster).unwrap_or(ORDER.len()),
+                self.failed_at(&s.cluster, order).unwrap_or(order.len()),
             ),
             step => (
                 BootstrapPhase::Running,
-                ORDER.iter().position(|x| *x == step).unwrap_or(0),
+                order.iter().position(|x| *x == step).unwrap_or(0),
             ),
         };
-        let steps = ORDER
+        let steps = order
             .iter()
             .enumerate()
             .map(|(i, step)| {
@@ -77,6 +88,7 @@ impl StoreBootstrap {
             .collect();
         let detail = match (&s.failure, s.bootstrap_node) {
             (Some(f), _) => f.clone(),
+            (None, _) if s.flow == Flow::K0s => format!("k0s: {}", s.step),
             (None, Some(n)) => format!("{} node(s) installed; bootstrap node {n}", s.installed.len()),
             (None, None) => format!("{} node(s) installed", s.installed.len()),
         };
@@ -158,5 +170,32 @@ mod tests {
         store.save(&s, &[]).unwrap();
         let v = view.status("lab");
         assert_eq!((v.phase, statuses(&v)), (BootstrapPhase::Done, vec![Done; 6]));
+    }
+
+    #[test]
+    fn k0s_records_show_the_k0s_steps() {
+        use BootstrapStepStatus::*;
+        let store = Arc::new(MemClusterStore::default());
+        let view = StoreBootstrap(store.clone());
+        let mut s = BootstrapState::new("beelink", OffsetDateTime::UNIX_EPOCH);
+        s.flow = Flow::K0s;
+        s.step = Step::WaitWorkers;
+        store.save(&s, &[]).unwrap();
+        let v = view.status("beelink");
+        let names: Vec<&str> = v.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["WaitK0s", "WaitApi", "WaitWorkers", "HandOff"]);
+        assert_eq!((v.phase, statuses(&v)), (BootstrapPhase::Running, vec![Done, Done, Running, Pending]));
+
+        s.step = Step::Failed;
+        s.failure = Some("step WaitApi timed out after 600s: /readyz: 503".into());
+        let ev = ClusterEvent {
+            at: OffsetDateTime::UNIX_EPOCH,
+            kind: ClusterEventKind::StepChanged,
+            detail: "WaitApi -> Failed: step WaitApi timed out".into(),
+        };
+        store.save(&s, &[ev]).unwrap();
+        let v = view.status("beelink");
+        assert_eq!((v.phase, statuses(&v)), (BootstrapPhase::Failed, vec![Done, Failed, Pending, Pending]));
+        assert!(v.steps[1].detail.contains("/readyz"));
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod fake_k0s;
 pub mod fake_kube;
 pub mod pki;
 pub mod talos_lab;

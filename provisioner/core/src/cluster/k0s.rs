@@ -60,8 +60,9 @@ pub struct NodeStatus {
 pub enum K0sObservation {
     /// The daemon (re)started the workflow.
     Resumed,
-    /// The controller machine's k0s phase, replayed from its timeline.
-    Controller(Phase),
+    /// The controller machine's k0s phase, replayed from its timeline, or why it
+    /// could not be read.
+    Controller(Result<Phase, String>),
     /// `/readyz` answered ok (`Ok`) or not.
     Readyz(Result<(), String>),
     /// The Node list, or why it could not be read.
@@ -144,15 +145,16 @@ pub fn step(plan: &K0sPlan, state: &BootstrapState, obs: K0sObservation, now: Of
             ));
             None
         }
-        K0sObservation::Controller(phase) if state.step == Step::WaitK0s => match phase {
-            Phase::K0sInstalled => {
+        K0sObservation::Controller(r) if state.step == Step::WaitK0s => match r {
+            Ok(Phase::K0sInstalled) => {
                 enter(&mut t, Step::WaitApi, now, "the controller reported K0sInstalled");
                 None
             }
-            other => Some(format!(
+            Ok(other) => Some(format!(
                 "the controller is {}; waiting for K0sInstalled",
                 phase_name(other)
             )),
+            Err(e) => Some(format!("controller progress: {e}")),
         },
         K0sObservation::Readyz(r) if state.step == Step::WaitApi => match r {
             Ok(()) => {

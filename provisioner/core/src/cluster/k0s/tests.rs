@@ -88,14 +88,14 @@ fn transition_table() {
     let table: Vec<(S, O, S, Option<K0sWork>, bool)> = vec![
         (
             S::WaitK0s,
-            O::Controller(Phase::Stage1Served { attempt: 2 }),
+            O::Controller(Ok(Phase::Stage1Served { attempt: 2 })),
             S::WaitK0s,
             Some(K0sWork::CheckController),
             true,
         ),
         (
             S::WaitK0s,
-            O::Controller(Phase::DiskInstalled),
+            O::Controller(Ok(Phase::DiskInstalled)),
             S::WaitK0s,
             Some(K0sWork::CheckController),
             true,
@@ -103,14 +103,21 @@ fn transition_table() {
         // Reimaged after the workflow started: keep waiting (the step clock runs on).
         (
             S::WaitK0s,
-            O::Controller(Phase::Pending),
+            O::Controller(Ok(Phase::Pending)),
             S::WaitK0s,
             Some(K0sWork::CheckController),
             true,
         ),
         (
             S::WaitK0s,
-            O::Controller(Phase::K0sInstalled),
+            O::Controller(Err("inventory: backend busy".into())),
+            S::WaitK0s,
+            Some(K0sWork::CheckController),
+            true,
+        ),
+        (
+            S::WaitK0s,
+            O::Controller(Ok(Phase::K0sInstalled)),
             S::WaitApi,
             Some(K0sWork::CheckReadyz),
             false,
@@ -194,7 +201,7 @@ fn every_step_times_out_on_its_own_clock() {
     let cases = [
         (
             Step::WaitK0s,
-            O::Controller(Phase::DiskInstalled),
+            O::Controller(Ok(Phase::DiskInstalled)),
             p.timeouts.wait_k0s,
         ),
         (Step::WaitApi, O::Readyz(Err("503".into())), p.timeouts.wait_api),
@@ -236,14 +243,14 @@ fn late_answers_and_terminal_states_change_nothing() {
     assert_eq!((t.next.clone(), t.events.len()), (s, 0));
     assert_eq!(t.work, Some(K0sWork::CheckNodes));
     let s = at(Step::WaitApi);
-    let t = step(&plan(), &s, O::Controller(Phase::K0sInstalled), t0());
+    let t = step(&plan(), &s, O::Controller(Ok(Phase::K0sInstalled)), t0());
     assert_eq!((t.next.step, t.work), (Step::WaitApi, Some(K0sWork::CheckReadyz)));
     for terminal in [Step::HandedOff, Step::Failed] {
         for obs in [
             O::Resumed,
             O::HandOff(Ok(())),
             O::Nodes(Ok(all_ready())),
-            O::Controller(Phase::K0sInstalled),
+            O::Controller(Ok(Phase::K0sInstalled)),
         ] {
             let s = at(terminal);
             let t = step(&plan(), &s, obs, t0() + Duration::from_secs(999_999));
@@ -313,10 +320,10 @@ impl World {
         match w {
             K0sWork::CheckController => {
                 self.controller_polls += 1;
-                K0sObservation::Controller(if self.controller_polls < 2 {
-                    Phase::DiskInstalled
-                } else {
-                    Phase::K0sInstalled
+                K0sObservation::Controller(match self.controller_polls {
+                    1 => Err("inventory busy".into()),
+                    2 => Ok(Phase::DiskInstalled),
+                    _ => Ok(Phase::K0sInstalled),
                 })
             }
             K0sWork::CheckReadyz => {
@@ -378,7 +385,7 @@ fn a_restart_after_any_step_resumes_there_and_repeats_nothing_done() {
         let end = run(&store, &mut world, None, &mut now);
         assert_eq!(end, Step::HandedOff, "crash at {crash_at}");
         // Steps recorded as done were not performed again after the restart.
-        assert_eq!(world.controller_polls, 2, "crash at {crash_at}");
+        assert_eq!(world.controller_polls, 3, "crash at {crash_at}");
         assert_eq!(world.readyz, 2, "crash at {crash_at}");
         assert_eq!(world.lists, 3, "crash at {crash_at}");
         assert_eq!(world.hand_offs, 2, "crash at {crash_at}");

@@ -1,0 +1,164 @@
+//! Drives the pure k0s workflow (`provisioner_core::cluster::k0s`) with real I/O, as
+//! [`super::orchestrator`] does for Talos: each turn persists the transition (state +
+//! events, one durable commit) *before* doing the work, so a restart resumes at the
+//! last recorded step and never redoes one recorded as done.
+//!
+//! The I/O: the controller's k0s phase from the inventory timeline ([`ControllerPhase`]),
+//! the appliance-minted admin kubeconfig ([`AdminKubeconfig`]), `/readyz` and the
+//! hand-off through the Talos orchestrator's [`ApiProbe`] and [`HandOff`] seams, and the
+//! Node list ([`NodeLister`]). [`spawn`] wires one workflow per k0s cluster of `infra/`.
+
+pub mod io;
+mod spawn;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use provisioner_core::cluster::k0s::{self, K0sObservation, K0sPlan, K0sTransition, K0sWork, NodeStatus};
+use provisioner_core::cluster::{ClusterEventKind, ClusterStore, Flow, Step};
+use provisioner_core::k0s::progress::Phase;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+pub use spawn::spawn;
+
+use super::orchestrator::{ApiProbe, ClusterError, HandOff};
+
+/// The controller machine's k0s phase (`core::k0s::progress`, from its timeline).
+pub trait ControllerPhase: Send + Sync + std::fmt::Debug {
+    /// The phase now, or why it cannot be read.
+    fn phase(&self) -> Result<Phase, String>;
+}
+
+/// The appliance's admin kubeconfig for the cluster (client certificate with
+/// `O=system:masters` from the cluster CA the appliance owns).
+pub trait AdminKubeconfig: Send + Sync + std::fmt::Debug {
+    /// The kubeconfig (YAML); minted when missing or about to expire.
+    fn get(&self) -> Result<Vec<u8>, String>;
+}
+
+/// `GET /api/v1/nodes`.
+pub trait NodeLister: Send + Sync + std::fmt::Debug {
+    /// The Nodes of the cluster behind `kubeconfig`.
+    fn nodes<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<Vec<NodeStatus>, String>>;
+}
+
+/// Everything one k0s cluster's workflow needs.
+#[derive(Debug, Clone)]
+pub struct K0sReady {
+    /// The plan (nodes, timeouts, poll interval).
+    pub plan: K0sPlan,
+    /// Where progress is persisted (the Talos workflow's store).
+    pub store: Arc<dyn ClusterStore>,
+    /// The controller's install progress.
+    pub controller: Arc<dyn ControllerPhase>,
+    /// Admin credentials.
+    pub kubeconfig: Arc<dyn AdminKubeconfig>,
+    /// `/readyz`.
+    pub api: Arc<dyn ApiProbe>,
+    /// Node list.
+    pub nodes: Arc<dyn NodeLister>,
+    /// ArgoCD hand-off.
+    pub hand_off: Arc<dyn HandOff>,
+}
+
+impl K0sReady {
+    /// Runs the workflow until it is `HandedOff` or `Failed`, or `shutdown` fires.
+    /// Returns the step it stopped in; `None` when it never started (the controller
+    /// has not been served its install yet) or the stored record is not a k0s one.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<Option<Step>, ClusterError> {
+        let cluster = self.plan.cluster.clone();
+        let (mut prev, mut t) = match self.store.load(&cluster)? {
+            Some(s) if s.flow != Flow::K0s => {
+                tracing::warn!(cluster = %cluster, "bootstrap record is not a k0s one; leaving it alone");
+                return Ok(None);
+            }
+            Some(s) => {
+                let t = k0s::step(&self.plan, &s, K0sObservation::Resumed, OffsetDateTime::now_utc());
+                (Some(s), t)
+            }
+            None => match self.wait_for_start(&shutdown).await {
+                Some(t) => (None, t),
+                None => return Ok(None),
+            },
+        };
+        let mut last_wait: Option<String> = None;
+        loop {
+            // Persist first: what is recorded as done is never done again. An
+            // unchanged state with the same Waiting reason as last time is not
+            // rewritten: an idle poll costs no fsync and does not flood the event log.
+            let wait = match t.events.as_slice() {
+                [e] if e.kind == ClusterEventKind::Waiting => Some(e.detail.clone()),
+                _ => None,
+            };
+            let repeat = wait.is_some() && wait == last_wait && prev.as_ref() == Some(&t.next);
+            if !repeat {
+                self.store.save(&t.next, &t.events)?;
+                for e in &t.events {
+                    tracing::info!(cluster = %cluster, step = %t.next.step, kind = ?e.kind, "{}", e.detail);
+                }
+            }
+            last_wait = wait;
+            let Some(work) = t.work else {
+                return Ok(Some(t.next.step));
+            };
+            let state = t.next.clone();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(Some(state.step)),
+                () = tokio::time::sleep(t.delay) => {}
+            }
+            let obs = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(Some(state.step)),
+                o = self.perform(work) => o,
+            };
+            t = k0s::step(&self.plan, &state, obs, OffsetDateTime::now_utc());
+            prev = Some(state);
+        }
+    }
+
+    /// Polls the controller until it has been served its install (then the first
+    /// transition), or `None` on shutdown.
+    async fn wait_for_start(&self, shutdown: &CancellationToken) -> Option<K0sTransition> {
+        let mut told = None;
+        loop {
+            match self.controller.phase() {
+                Ok(p) => {
+                    if let Some(t) = k0s::start(&self.plan, p, OffsetDateTime::now_utc()) {
+                        return Some(t);
+                    }
+                }
+                Err(e) if told.as_ref() != Some(&e) => {
+                    tracing::warn!(cluster = %self.plan.cluster, error = %e, "reading the controller's progress");
+                    told = Some(e);
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(self.plan.poll) => {}
+            }
+        }
+    }
+
+    /// The one place that talks to the cluster.
+    async fn perform(&self, work: K0sWork) -> K0sObservation {
+        match work {
+            K0sWork::CheckController => K0sObservation::Controller(self.controller.phase()),
+            K0sWork::CheckReadyz => K0sObservation::Readyz(match self.kubeconfig.get() {
+                Ok(kc) => self.api.readyz(&kc).await,
+                Err(e) => Err(e),
+            }),
+            K0sWork::CheckNodes => K0sObservation::Nodes(match self.kubeconfig.get() {
+                Ok(kc) => self.nodes.nodes(&kc).await,
+                Err(e) => Err(e),
+            }),
+            K0sWork::HandOff => K0sObservation::HandOff(match self.kubeconfig.get() {
+                Ok(kc) => self.hand_off.hand_off(&self.plan.cluster, &kc).await,
+                Err(e) => Err(e),
+            }),
+        }
+    }
+}
