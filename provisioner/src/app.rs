@@ -72,8 +72,11 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     });
     let talos =
         crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
-    // Full-mode DHCP reserves each Talos node's address for its MAC.
-    let infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
+    // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
+    let mut infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
+    infra_reservations.extend(crate::dhcp::settings::k0s_reservations(
+        &crate::k0s::load_clusters(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?,
+    ));
     let service =
         BootService::new(booter, inventory.clone(), base.clone()).with_loop_guard(cfg.boot_loop.guard());
     let talos_secrets = if talos.is_empty() {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use provisioner_core::dhcp::Personality;
+use provisioner_core::k0s::K0sCluster;
 use provisioner_core::dhcp::bootfile::BootFiles;
 use provisioner_core::dhcp::full::{FullConfig, Reservation, Subnet};
 use provisioner_core::model::MacAddr;
@@ -180,8 +181,8 @@ impl DhcpSettings {
 
 /// Reservations from the Talos cluster files in `infra/`: every node with a `mac`
 /// and an `ipAddress` (the first of a comma-separated list, without a prefix
-/// length) gets that address, named after its hostname. k0s files carry no node
-/// addresses the appliance reads yet.
+/// length) gets that address, named after its hostname. k0s nodes: see
+/// [`k0s_reservations`].
 pub fn talos_reservations(clusters: &BTreeMap<String, TalosCluster>) -> Vec<ReservationEntry> {
     clusters
         .values()
@@ -195,6 +196,24 @@ pub fn talos_reservations(clusters: &BTreeMap<String, TalosCluster>) -> Vec<Rese
                 ip,
                 hostname: (!n.hostname.is_empty()).then(|| n.hostname.clone()),
             })
+        })
+        .collect()
+}
+
+/// Reservations from the k0s cluster files in `infra/`: every node with a `mac` and
+/// an IPv4 `ipAddress` gets that address, named after its hostname. The controller's
+/// address is the API endpoint, certificate SAN and join URL, so it must not move.
+pub fn k0s_reservations(clusters: &BTreeMap<String, K0sCluster>) -> Vec<ReservationEntry> {
+    clusters
+        .values()
+        .flat_map(|c| &c.nodes)
+        .filter_map(|n| match (n.mac, n.ip_address) {
+            (Some(mac), Some(std::net::IpAddr::V4(ip))) => Some(ReservationEntry {
+                mac,
+                ip,
+                hostname: Some(n.hostname.clone()),
+            }),
+            _ => None,
         })
         .collect()
 }
@@ -312,5 +331,66 @@ mod infra_tests {
                 .unwrap_err()
                 .contains("reserved for both")
         );
+    }
+}
+
+#[cfg(test)]
+mod k0s_infra_tests {
+    use super::*;
+
+    #[test]
+    fn k0s_nodes_become_reservations_and_config_wins() {
+        let text = "distribution: k0s\nclusterName: lab\nk0sVersion: v1.36.3+k0s.2\nflatcarVersion: 4459.2.0\nnodes:\n  - { hostname: c1, controlPlane: true, ipAddress: 10.9.0.21, mac: \"52:54:00:00:02:01\" }\n  - { hostname: w1, ipAddress: 10.9.0.22, mac: \"52:54:00:00:02:02\" }\n  - { hostname: nomac, ipAddress: 10.9.0.23 }\n  - { hostname: noip, mac: \"52:54:00:00:02:04\" }\n  - { hostname: v6, ipAddress: \"fd00::5\", mac: \"52:54:00:00:02:05\" }\n  - { hostname: elsewhere, ipAddress: 192.0.2.9, mac: \"52:54:00:00:02:06\" }\n";
+        let c = crate::k0s::parse_cluster(text).unwrap();
+        let infra = k0s_reservations(&BTreeMap::from([("lab".to_string(), c)]));
+        let macs: Vec<String> = infra.iter().map(|r| r.mac.to_string()).collect();
+        assert_eq!(
+            macs,
+            ["52:54:00:00:02:01", "52:54:00:00:02:02", "52:54:00:00:02:06"],
+            "nodes without a MAC or an IPv4 address are skipped"
+        );
+        let mut s = DhcpSettings {
+            mode: Personality::Full,
+            subnet: Some("10.9.0.0/24".parse().unwrap()),
+            ..DhcpSettings::default()
+        };
+        s.reservations = vec![ReservationEntry {
+            mac: "52:54:00:00:02:02".parse().unwrap(),
+            ip: "10.9.0.50".parse().unwrap(),
+            hostname: None,
+        }];
+        let full = s.full_config_with(&infra).unwrap().unwrap();
+        let r = |m: &str| {
+            full.reservations
+                .get(&m.parse().unwrap())
+                .map(|r| (r.ip.to_string(), r.hostname.clone()))
+        };
+        assert_eq!(
+            r("52:54:00:00:02:01"),
+            Some(("10.9.0.21".into(), Some("c1".into()))),
+            "the controller keeps its API address"
+        );
+        assert_eq!(r("52:54:00:00:02:02"), Some(("10.9.0.50".into(), None)), "the config wins");
+        assert_eq!(r("52:54:00:00:02:06"), None, "outside the subnet: left out");
+        s.reservations[0].ip = "10.9.0.21".parse().unwrap();
+        assert!(s.full_config_with(&infra).unwrap_err().contains("reserved for both"));
+    }
+
+    #[test]
+    fn the_beelink_file_reserves_every_node() {
+        let infra = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra");
+        let clusters = crate::k0s::load_clusters(&infra).unwrap();
+        let r = k0s_reservations(&clusters);
+        let beelink = &clusters["beelink"];
+        assert_eq!(r.len(), beelink.nodes.len(), "{r:?}");
+        for n in &beelink.nodes {
+            assert!(
+                r.iter().any(|e| Some(e.mac) == n.mac
+                    && Some(std::net::IpAddr::V4(e.ip)) == n.ip_address
+                    && e.hostname.as_deref() == Some(n.hostname.as_str())),
+                "{} not reserved: {r:?}",
+                n.hostname
+            );
+        }
     }
 }
