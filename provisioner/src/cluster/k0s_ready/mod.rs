@@ -10,6 +10,8 @@
 
 pub mod io;
 mod spawn;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
