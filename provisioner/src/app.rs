@@ -119,7 +119,14 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     // k0s clusters: controller readiness, Ready nodes, ArgoCD hand-off (one task each).
-    crate::cluster::k0s_ready::spawn(&cfg, catalog.clone(), inventory.clone(), store.clone(), &mut tasks, &shutdown)?;
+    crate::cluster::k0s_ready::spawn(
+        &cfg,
+        catalog.clone(),
+        inventory.clone(),
+        store.clone(),
+        &mut tasks,
+        &shutdown,
+    )?;
 
     let boot_router = boot::router(boot::BootState {
         service: service.clone(),

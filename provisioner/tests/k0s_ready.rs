@@ -203,26 +203,32 @@ async fn controller_installed_to_handed_off_over_mtls() {
     let events = store.events("beelink").unwrap();
     assert_eq!(end, Some(Step::HandedOff), "{events:#?}");
 
-    let j = fake.journal();
-    assert!(j.refused.is_empty(), "{:?}", j.refused);
-    assert!(!j.accepted.is_empty());
-    assert!(
-        j.accepted
-            .iter()
-            .all(|s| s.contains("system:masters") && s.contains(pki::ADMIN_USER)),
-        "{:?}",
-        j.accepted
-    );
-    assert_eq!(j.readyz.first(), Some(&500), "/readyz failed first: {:?}", j.readyz);
-    assert_eq!(j.readyz.last(), Some(&200));
-    assert_eq!(j.readyz.len(), readyz_before, "no /readyz after the restart");
-    assert!(
-        j.node_lists.len() >= 2 && j.node_lists.first() < Some(&3) && j.node_lists.last() == Some(&3),
-        "Nodes became Ready while polled: {:?}",
-        j.node_lists
-    );
-    let nodes_polls = j.node_lists.len();
-    drop(j);
+    let nodes_polls = {
+        let j = fake.journal();
+        assert!(j.refused.is_empty(), "{:?}", j.refused);
+        assert!(!j.accepted.is_empty());
+        assert!(
+            j.accepted
+                .iter()
+                .all(|s| s.contains("system:masters") && s.contains(pki::ADMIN_USER)),
+            "{:?}",
+            j.accepted
+        );
+        assert_eq!(
+            j.readyz.first(),
+            Some(&500),
+            "/readyz failed first: {:?}",
+            j.readyz
+        );
+        assert_eq!(j.readyz.last(), Some(&200));
+        assert_eq!(j.readyz.len(), readyz_before, "no /readyz after the restart");
+        assert!(
+            j.node_lists.len() >= 2 && j.node_lists.first() < Some(&3) && j.node_lists.last() == Some(&3),
+            "Nodes became Ready while polled: {:?}",
+            j.node_lists
+        );
+        j.node_lists.len()
+    };
     {
         let k = fake.kube.journal();
         assert_eq!(
@@ -257,7 +263,10 @@ async fn controller_installed_to_handed_off_over_mtls() {
         );
     }
     assert_eq!(
-        events.iter().filter(|e| e.kind == ClusterEventKind::Resumed).count(),
+        events
+            .iter()
+            .filter(|e| e.kind == ClusterEventKind::Resumed)
+            .count(),
         1
     );
 

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use provisioner_core::dhcp::Personality;
-use provisioner_core::k0s::K0sCluster;
 use provisioner_core::dhcp::bootfile::BootFiles;
 use provisioner_core::dhcp::full::{FullConfig, Reservation, Subnet};
+use provisioner_core::k0s::K0sCluster;
 use provisioner_core::model::MacAddr;
 use provisioner_core::talos::TalosCluster;
 use serde::{Deserialize, Serialize};
@@ -370,10 +370,18 @@ mod k0s_infra_tests {
             Some(("10.9.0.21".into(), Some("c1".into()))),
             "the controller keeps its API address"
         );
-        assert_eq!(r("52:54:00:00:02:02"), Some(("10.9.0.50".into(), None)), "the config wins");
+        assert_eq!(
+            r("52:54:00:00:02:02"),
+            Some(("10.9.0.50".into(), None)),
+            "the config wins"
+        );
         assert_eq!(r("52:54:00:00:02:06"), None, "outside the subnet: left out");
         s.reservations[0].ip = "10.9.0.21".parse().unwrap();
-        assert!(s.full_config_with(&infra).unwrap_err().contains("reserved for both"));
+        assert!(
+            s.full_config_with(&infra)
+                .unwrap_err()
+                .contains("reserved for both")
+        );
     }
 
     #[test]

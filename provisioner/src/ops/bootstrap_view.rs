@@ -184,7 +184,10 @@ mod tests {
         let v = view.status("beelink");
         let names: Vec<&str> = v.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["WaitK0s", "WaitApi", "WaitWorkers", "HandOff"]);
-        assert_eq!((v.phase, statuses(&v)), (BootstrapPhase::Running, vec![Done, Done, Running, Pending]));
+        assert_eq!(
+            (v.phase, statuses(&v)),
+            (BootstrapPhase::Running, vec![Done, Done, Running, Pending])
+        );
 
         s.step = Step::Failed;
         s.failure = Some("step WaitApi timed out after 600s: /readyz: 503".into());
@@ -195,7 +198,10 @@ mod tests {
         };
         store.save(&s, &[ev]).unwrap();
         let v = view.status("beelink");
-        assert_eq!((v.phase, statuses(&v)), (BootstrapPhase::Failed, vec![Done, Failed, Pending, Pending]));
+        assert_eq!(
+            (v.phase, statuses(&v)),
+            (BootstrapPhase::Failed, vec![Done, Failed, Pending, Pending])
+        );
         assert!(v.steps[1].detail.contains("/readyz"));
     }
 }

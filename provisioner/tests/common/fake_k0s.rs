@@ -20,8 +20,8 @@ use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde_json::{Value, json};
 
@@ -216,12 +216,22 @@ impl ClientCertVerifier for MastersOnly {
     }
 }
 
-async fn handle(State(s): State<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let elapsed = s.started.elapsed();
     match (method.clone(), uri.path()) {
         (Method::GET, "/readyz") => {
             let ready = elapsed >= s.readyz_after;
-            let code = if ready { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
             s.journal.lock().unwrap().readyz.push(code.as_u16());
             if ready {
                 "ok".into_response()

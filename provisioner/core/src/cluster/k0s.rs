@@ -125,7 +125,12 @@ pub fn start(plan: &K0sPlan, controller: Phase, now: OffsetDateTime) -> Option<K
 }
 
 /// Advances the workflow by one observation. Pure: no clock, no I/O.
-pub fn step(plan: &K0sPlan, state: &BootstrapState, obs: K0sObservation, now: OffsetDateTime) -> K0sTransition {
+pub fn step(
+    plan: &K0sPlan,
+    state: &BootstrapState,
+    obs: K0sObservation,
+    now: OffsetDateTime,
+) -> K0sTransition {
     let mut t = K0sTransition {
         next: state.clone(),
         events: Vec::new(),
@@ -250,9 +255,9 @@ pub fn nodes_problem(plan: &K0sPlan, nodes: &[NodeStatus]) -> Option<String> {
     let mut missing = Vec::new();
     let mut not_ready = Vec::new();
     for (host, ip) in &plan.nodes {
-        let found = nodes.iter().find(|n| {
-            n.name.eq_ignore_ascii_case(host) || ip.is_some_and(|ip| n.addresses.contains(&ip))
-        });
+        let found = nodes
+            .iter()
+            .find(|n| n.name.eq_ignore_ascii_case(host) || ip.is_some_and(|ip| n.addresses.contains(&ip)));
         match found {
             None => missing.push(host.clone()),
             Some(n) if n.ready.as_deref() == Some("True") => {}

@@ -70,7 +70,12 @@ impl InventoryController {
 impl ControllerPhase for InventoryController {
     fn phase(&self) -> Result<Phase, String> {
         let machines = match self.mac {
-            Some(mac) => self.inventory.get(mac).map_err(|e| e.to_string())?.into_iter().collect(),
+            Some(mac) => self
+                .inventory
+                .get(mac)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect(),
             None => self.inventory.list().map_err(|e| e.to_string())?,
         };
         let mut best = Phase::Pending;

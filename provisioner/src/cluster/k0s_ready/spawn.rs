@@ -38,7 +38,8 @@ pub fn spawn(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<usize> {
-    let clusters = crate::k0s::load_clusters(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?;
+    let clusters =
+        crate::k0s::load_clusters(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?;
     if clusters.is_empty() {
         return Ok(0);
     }
@@ -68,7 +69,11 @@ pub fn spawn(
         let w = K0sReady {
             plan: K0sPlan {
                 cluster: name.clone(),
-                nodes: c.nodes.iter().map(|n| (n.hostname.clone(), n.ip_address)).collect(),
+                nodes: c
+                    .nodes
+                    .iter()
+                    .map(|n| (n.hostname.clone(), n.ip_address))
+                    .collect(),
                 hand_off: settings.as_ref().is_some_and(|s| s.clusters.contains(&name)),
                 timeouts: Timeouts::default(),
                 poll: POLL,

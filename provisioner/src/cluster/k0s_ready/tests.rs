@@ -38,7 +38,10 @@ fn the_admin_kubeconfig_is_kept_and_renewed_before_expiry() {
 
     let first = m.get().unwrap();
     let text = String::from_utf8(first.clone()).unwrap();
-    assert!(text.contains(url) && text.contains("client-certificate-data"), "{text}");
+    assert!(
+        text.contains(url) && text.contains("client-certificate-data"),
+        "{text}"
+    );
     assert_eq!(custody.get("beelink").unwrap().as_deref(), Some(first.as_slice()));
     assert_eq!(m.get().unwrap(), first, "a valid stored kubeconfig is reused");
 

@@ -70,7 +70,11 @@ fn starts_only_once_the_controller_is_installing() {
         );
         assert_eq!(t.work, Some(K0sWork::CheckController));
         assert_eq!(kinds(&t), [ClusterEventKind::StepChanged]);
-        assert!(t.events[0].detail.starts_with("Pending -> WaitK0s"), "{:?}", t.events);
+        assert!(
+            t.events[0].detail.starts_with("Pending -> WaitK0s"),
+            "{:?}",
+            t.events
+        );
     }
 }
 
@@ -181,7 +185,10 @@ fn transition_table() {
         } else {
             assert_eq!(t.next.step_started, now, "{case}: a new step starts its clock");
             assert_eq!(kinds(&t), [ClusterEventKind::StepChanged], "{case}");
-            assert!(t.events[0].detail.starts_with(&format!("{from} -> {to}: ")), "{case}");
+            assert!(
+                t.events[0].detail.starts_with(&format!("{from} -> {to}: ")),
+                "{case}"
+            );
             assert_eq!(t.delay, Duration::ZERO, "{case}: the next step starts at once");
         }
     }
@@ -230,7 +237,12 @@ fn every_step_times_out_on_its_own_clock() {
         assert!(t.events[0].detail.starts_with(&format!("{from} -> Failed")));
     }
     // A success at the deadline is still a success: timeouts only cut waiting.
-    let t = step(&p, &at(Step::WaitApi), O::Readyz(Ok(())), t0() + Duration::from_secs(86_400));
+    let t = step(
+        &p,
+        &at(Step::WaitApi),
+        O::Readyz(Ok(())),
+        t0() + Duration::from_secs(86_400),
+    );
     assert_eq!(t.next.step, Step::WaitWorkers);
 }
 
@@ -262,7 +274,12 @@ fn late_answers_and_terminal_states_change_nothing() {
 #[test]
 fn resume_keeps_the_step_and_its_clock() {
     for s in [Step::WaitK0s, Step::WaitApi, Step::WaitWorkers, Step::HandOff] {
-        let t = step(&plan(), &at(s), K0sObservation::Resumed, t0() + Duration::from_secs(30));
+        let t = step(
+            &plan(),
+            &at(s),
+            K0sObservation::Resumed,
+            t0() + Duration::from_secs(30),
+        );
         assert_eq!((t.next.step, t.next.step_started), (s, t0()));
         assert_eq!(kinds(&t), [ClusterEventKind::Resumed]);
         assert_eq!(t.work, work_for(&at(s)));
@@ -301,8 +318,14 @@ fn records_survive_serialization_and_old_records_read_as_talos() {
     assert_eq!(serde_json::from_str::<BootstrapState>(&json).unwrap(), s);
     let talos = BootstrapState::new("genmachine", t0());
     let json = serde_json::to_string(&talos).unwrap();
-    assert!(!json.contains("flow"), "Talos records keep their old shape: {json}");
-    assert_eq!(serde_json::from_str::<BootstrapState>(&json).unwrap().flow, Flow::Talos);
+    assert!(
+        !json.contains("flow"),
+        "Talos records keep their old shape: {json}"
+    );
+    assert_eq!(
+        serde_json::from_str::<BootstrapState>(&json).unwrap().flow,
+        Flow::Talos
+    );
 }
 
 /// The world the daemon would see: the controller installs, the API comes up on the
@@ -328,7 +351,11 @@ impl World {
             }
             K0sWork::CheckReadyz => {
                 self.readyz += 1;
-                K0sObservation::Readyz(if self.readyz < 2 { Err("503".into()) } else { Ok(()) })
+                K0sObservation::Readyz(if self.readyz < 2 {
+                    Err("503".into())
+                } else {
+                    Ok(())
+                })
             }
             K0sWork::CheckNodes => {
                 self.lists += 1;
@@ -406,7 +433,10 @@ fn a_restart_after_any_step_resumes_there_and_repeats_nothing_done() {
             ]
         );
         assert_eq!(
-            events.iter().filter(|e| e.kind == ClusterEventKind::Resumed).count(),
+            events
+                .iter()
+                .filter(|e| e.kind == ClusterEventKind::Resumed)
+                .count(),
             1,
             "the restarted run says so"
         );
