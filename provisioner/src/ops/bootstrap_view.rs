@@ -96,13 +96,13 @@ impl StoreBootstrap {
     }
 }
 
-impl BootstrapProgress for StoreBootstrap {
-    fn status(&self, cluster: &str) -> BootstrapStatus {
+impl StoreBootstrap {
+    fn status_with(&self, cluster: &str, not_started: Flow) -> BootstrapStatus {
         match self.0.load(cluster) {
             Ok(Some(s)) => self.view(&s),
             Ok(None) => BootstrapStatus {
                 phase: BootstrapPhase::Pending,
-                steps: ORDER
+                steps: order(not_started)
                     .iter()
                     .map(|s| BootstrapStep {
                         name: s.to_string(),
@@ -112,7 +112,12 @@ impl BootstrapProgress for StoreBootstrap {
                         detail: String::new(),
                     })
                     .collect(),
-                detail: "bootstrap not started".into(),
+                detail: match not_started {
+                    Flow::Talos => "bootstrap not started".into(),
+                    Flow::K0s => {
+                        "bootstrap not started (it starts once the controller is served its install)".into()
+                    }
+                },
             },
             Err(e) => BootstrapStatus {
                 phase: BootstrapPhase::Unavailable,
@@ -120,6 +125,17 @@ impl BootstrapProgress for StoreBootstrap {
                 detail: format!("bootstrap store: {e}"),
             },
         }
+    }
+}
+
+impl BootstrapProgress for StoreBootstrap {
+    fn status(&self, cluster: &str) -> BootstrapStatus {
+        self.status_with(cluster, Flow::Talos)
+    }
+
+    fn status_of_kind(&self, cluster: &str, kind: &str) -> BootstrapStatus {
+        let flow = if kind == "k0s" { Flow::K0s } else { Flow::Talos };
+        self.status_with(cluster, flow)
     }
 }
 
@@ -177,6 +193,14 @@ mod tests {
         use BootstrapStepStatus::*;
         let store = Arc::new(MemClusterStore::default());
         let view = StoreBootstrap(store.clone());
+        let pending = view.status_of_kind("beelink", "k0s");
+        let names: Vec<&str> = pending.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["WaitK0s", "WaitApi", "WaitWorkers", "HandOff"]);
+        assert_eq!(
+            (pending.phase, statuses(&pending)),
+            (BootstrapPhase::Pending, vec![Pending; 4])
+        );
+        assert_eq!(view.status_of_kind("genmachine", "talos").steps.len(), 6);
         let mut s = BootstrapState::new("beelink", OffsetDateTime::UNIX_EPOCH);
         s.flow = Flow::K0s;
         s.step = Step::WaitWorkers;

@@ -112,6 +112,12 @@ pub struct BootstrapStatus {
 pub trait BootstrapProgress: Send + Sync + std::fmt::Debug {
     /// The status of `cluster`.
     fn status(&self, cluster: &str) -> BootstrapStatus;
+
+    /// The status of `cluster` whose kind (`talos`, `k0s`, `unknown`) is known, so a
+    /// workflow that has not started yet can list the right steps.
+    fn status_of_kind(&self, cluster: &str, _kind: &str) -> BootstrapStatus {
+        self.status(cluster)
+    }
 }
 
 /// The reporter used until the orchestrator is wired in.
@@ -213,7 +219,7 @@ pub fn views(
                 profiles,
                 states,
                 machines: members,
-                bootstrap: progress.status(&f.name),
+                bootstrap: progress.status_of_kind(&f.name, kind),
             }
         })
         .collect()
