@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fake_k0s::{FakeK0s, FakeNode};
+use common::fake_kube::FakeKube;
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
 use provisioner::cluster::k0s_ready::io::{InventoryController, KubeNodes, MintedKubeconfig};
@@ -88,16 +89,16 @@ fn plan() -> K0sPlan {
 }
 
 fn fake_nodes() -> Vec<FakeNode> {
-    let n = |name: &str, ip: &str, reg: u64, ready: u64| FakeNode {
+    let n = |name: &str, ip: &str, listed_from: usize, ready_from: usize| FakeNode {
         name: name.into(),
         ip: ip.parse().unwrap(),
-        registered_after: Duration::from_millis(reg),
-        ready_after: Duration::from_millis(ready),
+        listed_from,
+        ready_from,
     };
     vec![
-        n("beelink-1", "10.0.40.11", 0, 1000),
-        n("beelink-2", "10.0.40.12", 1100, 1400),
-        n("beelink-3", "10.0.40.13", 1300, 1700),
+        n("beelink-1", "10.0.40.11", 1, 2),
+        n("beelink-2", "10.0.40.12", 2, 3),
+        n("beelink-3", "10.0.40.13", 3, 4),
     ]
 }
 
@@ -121,7 +122,7 @@ async fn controller_installed_to_handed_off_over_mtls() {
     settings.argocd.host = "beelink".into();
 
     let (secret_store, s) = secrets();
-    let fake = FakeK0s::start(&s, Duration::from_millis(900), fake_nodes()).await;
+    let fake = FakeK0s::start(&s, 2, fake_nodes()).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbInventory::open(&dir.path().join("inventory.redb")).unwrap());
     let custody: Arc<dyn KubeconfigStore> = Arc::new(AgeKubeconfigs::open(dir.path()).unwrap());
@@ -168,6 +169,7 @@ async fn controller_installed_to_handed_off_over_mtls() {
             wait_timeout: Duration::from_secs(30),
             poll: Duration::from_millis(50),
         }),
+        argocd_host: Some("beelink".into()),
     };
     // Stand-in for the machine's K0sInstalled callback, a little later.
     let inv = store.clone();
@@ -214,16 +216,10 @@ async fn controller_installed_to_handed_off_over_mtls() {
             "{:?}",
             j.accepted
         );
-        assert_eq!(
-            j.readyz.first(),
-            Some(&500),
-            "/readyz failed first: {:?}",
-            j.readyz
-        );
-        assert_eq!(j.readyz.last(), Some(&200));
+        assert_eq!(j.readyz, [500, 500, 200], "/readyz failed first");
         assert_eq!(j.readyz.len(), readyz_before, "no /readyz after the restart");
         assert!(
-            j.node_lists.len() >= 2 && j.node_lists.first() < Some(&3) && j.node_lists.last() == Some(&3),
+            j.node_lists == [0, 1, 2, 3],
             "Nodes became Ready while polled: {:?}",
             j.node_lists
         );
@@ -329,7 +325,7 @@ fn client_kubeconfig(url: &str, ca_pem: &str, issuer: &Issuer<'_, KeyPair>, org:
 async fn the_fake_api_takes_only_system_masters_from_the_k0s_ca() {
     common::crypto();
     let (secret_store, s) = secrets();
-    let fake = FakeK0s::start(&s, Duration::ZERO, fake_nodes()).await;
+    let fake = FakeK0s::start(&s, 0, fake_nodes()).await;
     let dir = tempfile::tempdir().unwrap();
     let admin = MintedKubeconfig {
         cluster: "beelink".into(),
@@ -358,4 +354,122 @@ async fn the_fake_api_takes_only_system_masters_from_the_k0s_ca() {
     assert!(j.refused[0].contains("not in system:masters"), "{:?}", j.refused);
     assert!(j.refused[1].contains("O=system:masters"), "{:?}", j.refused);
     assert_eq!(j.readyz, [200], "refused clients never reach /readyz");
+}
+
+/// beelink is not the ArgoCD host: its hand-off waits (no timeout) while the host's
+/// workflow runs, then registers beelink in the host's ArgoCD as a cluster Secret
+/// carrying the minted admin credentials.
+#[tokio::test]
+async fn a_non_host_cluster_waits_for_the_argocd_host_then_registers_itself() {
+    common::crypto();
+    let gitops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gitops");
+    let settings = Settings::load(&gitops).unwrap();
+    assert_eq!(settings.argocd.host, "genmachine");
+    let Some(fixture) = common::fixture("argocd/install-v3.5.1.yaml") else {
+        return;
+    };
+    let manifest = InstallManifest::parse(&std::fs::read(fixture).unwrap(), &settings.argocd.sha256).unwrap();
+    let (secret_store, s) = secrets();
+    let fake = FakeK0s::start(&s, 0, fake_nodes()).await;
+    let host = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbInventory::open(&dir.path().join("inventory.redb")).unwrap());
+    let custody: Arc<dyn KubeconfigStore> = Arc::new(AgeKubeconfigs::open(dir.path()).unwrap());
+    // The Talos host is still bootstrapping.
+    let mut genmachine = BootstrapState::new("genmachine", OffsetDateTime::now_utc());
+    genmachine.step = Step::WaitEtcd;
+    store.save(&genmachine, &[]).unwrap();
+    let mac: MacAddr = CONTROLLER.parse().unwrap();
+    store
+        .put(&Machine::discovered(mac, OffsetDateTime::now_utc()))
+        .unwrap();
+    store
+        .append(
+            mac,
+            &[
+                ev(EventKind::ConfigServed, &format!("1 bytes ({STAGE1_MARKER})")),
+                ev(EventKind::DiskInstalled, ""),
+                ev(EventKind::K0sInstalled, ""),
+            ],
+        )
+        .unwrap();
+    let mut p = plan();
+    // Tight: a blocked hand-off must not count against it.
+    p.timeouts.hand_off = Duration::from_millis(500);
+    let w = K0sReady {
+        plan: p,
+        store: store.clone(),
+        controller: Arc::new(InventoryController {
+            inventory: store.clone(),
+            catalog: Arc::default(),
+            cluster: "beelink".into(),
+            hostname: "beelink-1".into(),
+            mac: Some(mac),
+        }),
+        kubeconfig: Arc::new(MintedKubeconfig {
+            cluster: "beelink".into(),
+            api_url: fake.url(),
+            secrets: secret_store,
+            custody: custody.clone(),
+        }),
+        api: Arc::new(KubeReadyz),
+        nodes: Arc::new(KubeNodes),
+        hand_off: Arc::new(ArgoHandOff {
+            settings,
+            gitops_dir: gitops,
+            manifest: Arc::new(manifest),
+            kubeconfigs: custody.clone(),
+            wait_timeout: Duration::from_secs(10),
+            poll: Duration::from_millis(50),
+        }),
+        argocd_host: Some("genmachine".into()),
+    };
+    // The host finishes a while (longer than beelink's hand-off timeout) later.
+    let (host_store, host_custody, host_kc) = (store.clone(), custody.clone(), host.kubeconfig());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // What the host's own hand-off leaves behind: the argocd namespace.
+        let client = provisioner::cluster::argocd::client_for(&host_kc).await.unwrap();
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+            .patch(
+                "argocd",
+                &kube::api::PatchParams::apply("test").force(),
+                &kube::api::Patch::Apply(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argocd"}
+                })),
+            )
+            .await
+            .unwrap();
+        host_custody.put("genmachine", &host_kc).unwrap();
+        let mut done = BootstrapState::new("genmachine", OffsetDateTime::now_utc());
+        done.step = Step::HandedOff;
+        host_store.save(&done, &[]).unwrap();
+    });
+    let end = tokio::time::timeout(Duration::from_secs(60), w.run(CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap();
+    let events = store.events("beelink").unwrap();
+    assert_eq!(end, Some(Step::HandedOff), "{events:#?}");
+    assert!(
+        events.iter().any(|e| e.kind == ClusterEventKind::Waiting
+            && e.detail.contains("ArgoCD host cluster genmachine")
+            && e.detail.contains("WaitEtcd")),
+        "{events:#?}"
+    );
+    let secret = host
+        .journal()
+        .applies
+        .iter()
+        .find(|a| a.kind == "Secret")
+        .map(|a| (a.namespace.clone(), a.name.clone()))
+        .expect("beelink registered in the host's ArgoCD");
+    assert_eq!(secret.0.as_deref(), Some("argocd"));
+    let obj = host.object(&format!("Secret/argocd/{}", secret.1)).unwrap();
+    let text = obj.to_string();
+    assert!(
+        text.contains(&fake.url()) && text.contains("beelink"),
+        "cluster Secret names beelink's API"
+    );
+    assert!(fake.journal().refused.is_empty());
 }

@@ -2,14 +2,14 @@
 //! cluster's k0s CA (as k0s's own apiserver cert is), client certificates required
 //! and checked as kube-apiserver's x509 authenticator would see them: chained to
 //! the k0s CA, and (stricter than RBAC, so a wrong identity fails loudly) refused
-//! unless the subject has `O=system:masters`. It answers `/readyz` (failing until a
-//! delay passes, as while etcd/kine starts) and `GET /api/v1/nodes` (each Node
-//! appears and turns `Ready=True` after its own delay); every other request is
+//! unless the subject has `O=system:masters`. It answers `/readyz` (failing the first
+//! few times, as while kine and the apiserver start) and `GET /api/v1/nodes` (each
+//! Node appears and turns `Ready=True` from its own listing on: delays counted in
+//! polls, so the test does not depend on machine load); every other request is
 //! proxied to a [`FakeKube`] (plain HTTP, server-side apply) for the ArgoCD hand-off.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,10 +32,10 @@ use super::fake_kube::FakeKube;
 pub struct FakeNode {
     pub name: String,
     pub ip: IpAddr,
-    /// Listed from this long after start.
-    pub registered_after: Duration,
-    /// `Ready=True` from this long after start (`False` before).
-    pub ready_after: Duration,
+    /// Listed from the n-th `/api/v1/nodes` answer on (1 = the first).
+    pub listed_from: usize,
+    /// `Ready=True` from the n-th answer on (`False` before).
+    pub ready_from: usize,
 }
 
 /// What the fake saw.
@@ -52,8 +52,7 @@ pub struct K0sJournal {
 }
 
 struct Inner {
-    started: Instant,
-    readyz_after: Duration,
+    readyz_failures: usize,
     nodes: Vec<FakeNode>,
     upstream: SocketAddr,
     http: reqwest::Client,
@@ -70,14 +69,14 @@ pub struct FakeK0s {
 
 impl FakeK0s {
     /// Starts the fake for the cluster whose CA is in `secrets`.
-    pub async fn start(secrets: &K0sSecrets, readyz_after: Duration, nodes: Vec<FakeNode>) -> Self {
+    /// `/readyz` fails `readyz_failures` times before it answers `ok`.
+    pub async fn start(secrets: &K0sSecrets, readyz_failures: usize, nodes: Vec<FakeNode>) -> Self {
         super::crypto();
         let kube = FakeKube::start().await;
         let journal = Arc::new(Mutex::new(K0sJournal::default()));
         let tls = server_config(secrets, journal.clone());
         let inner = Arc::new(Inner {
-            started: Instant::now(),
-            readyz_after,
+            readyz_failures,
             nodes,
             upstream: kube.addr,
             http: reqwest::Client::new(),
@@ -223,16 +222,17 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let elapsed = s.started.elapsed();
     match (method.clone(), uri.path()) {
         (Method::GET, "/readyz") => {
-            let ready = elapsed >= s.readyz_after;
+            let mut j = s.journal.lock().unwrap();
+            let ready = j.readyz.len() >= s.readyz_failures;
             let code = if ready {
                 StatusCode::OK
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
             };
-            s.journal.lock().unwrap().readyz.push(code.as_u16());
+            j.readyz.push(code.as_u16());
+            drop(j);
             if ready {
                 "ok".into_response()
             } else {
@@ -241,12 +241,13 @@ async fn handle(
         }
         (Method::GET, "/api/v1/nodes") => {
             // As the real API server lists them: items without apiVersion/kind.
+            let nth = s.journal.lock().unwrap().node_lists.len() + 1;
             let items: Vec<Value> = s
                 .nodes
                 .iter()
-                .filter(|n| elapsed >= n.registered_after)
+                .filter(|n| nth >= n.listed_from)
                 .map(|n| {
-                    let ready = if elapsed >= n.ready_after { "True" } else { "False" };
+                    let ready = if nth >= n.ready_from { "True" } else { "False" };
                     json!({
                         "metadata": {"name": n.name, "resourceVersion": "1"},
                         "status": {

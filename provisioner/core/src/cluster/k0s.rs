@@ -10,7 +10,9 @@
 //! with the admin certificate, the cluster CA as trust root) → `WaitWorkers` (every
 //! node of the cluster definition is a Node with condition `Ready=True`; the
 //! controller runs `--enable-worker`, so it is one of them) → `HandOff` (ArgoCD) →
-//! `HandedOff`. Any step past its own timeout → `Failed`.
+//! `HandedOff`. Any step past its own timeout → `Failed`. A cluster that is not the
+//! ArgoCD host hands off by registering itself in the host's ArgoCD, so its `HandOff`
+//! waits (clock stopped) until the host is handed off.
 //!
 //! The workflow starts ([`start`]) only once the controller has begun installing
 //! (stage 1 served): a cluster whose machines are still switched off is `Pending`,
@@ -69,6 +71,11 @@ pub enum K0sObservation {
     Nodes(Result<Vec<NodeStatus>, String>),
     /// The ArgoCD hand-off finished (`Ok`) or failed in a way worth retrying.
     HandOff(Result<(), String>),
+    /// The hand-off cannot start for a reason outside this cluster: the cluster
+    /// ArgoCD runs on (`gitops/settings.yaml` `argocd.host`) is not handed off yet.
+    /// The step waits without its clock running (the clock restarts), so its
+    /// timeout measures this cluster's own hand-off, not the other cluster's bootstrap.
+    HandOffBlocked(String),
 }
 
 /// The next piece of I/O the daemon performs.
@@ -212,6 +219,12 @@ pub fn step(
             }
             Err(e) => Some(format!("hand-off: {e}")),
         },
+        K0sObservation::HandOffBlocked(why) if state.step == Step::HandOff => {
+            t.next.step_started = now;
+            t.events.push(ev(now, ClusterEventKind::Waiting, why));
+            t.delay = plan.poll;
+            None
+        }
         // An answer for a step we are no longer in (a late result after a resume):
         // ignore it and carry on with the current step.
         _ => None,

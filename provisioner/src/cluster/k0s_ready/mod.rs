@@ -62,7 +62,13 @@ pub struct K0sReady {
     pub nodes: Arc<dyn NodeLister>,
     /// ArgoCD hand-off.
     pub hand_off: Arc<dyn HandOff>,
+    /// The cluster ArgoCD runs on (`gitops/settings.yaml` `argocd.host`); another
+    /// cluster's hand-off waits until that one is handed off.
+    pub argocd_host: Option<String>,
 }
+
+/// How stale the step clock on disk may get while a blocked hand-off waits.
+const CLOCK_SLACK: time::Duration = time::Duration::minutes(1);
 
 impl K0sReady {
     /// Runs the workflow until it is `HandedOff` or `Failed`, or `shutdown` fires.
@@ -70,7 +76,7 @@ impl K0sReady {
     /// has not been served its install yet) or the stored record is not a k0s one.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<Option<Step>, ClusterError> {
         let cluster = self.plan.cluster.clone();
-        let (mut prev, mut t) = match self.store.load(&cluster)? {
+        let (mut persisted, mut t) = match self.store.load(&cluster)? {
             Some(s) if s.flow != Flow::K0s => {
                 tracing::warn!(cluster = %cluster, "bootstrap record is not a k0s one; leaving it alone");
                 return Ok(None);
@@ -86,16 +92,24 @@ impl K0sReady {
         };
         let mut last_wait: Option<String> = None;
         loop {
-            // Persist first: what is recorded as done is never done again. An
-            // unchanged state with the same Waiting reason as last time is not
-            // rewritten: an idle poll costs no fsync and does not flood the event log.
+            // Persist first: what is recorded as done is never done again. A poll
+            // that only repeats the last Waiting reason is not rewritten (no fsync, no
+            // flood of identical events), unless it moved the step clock (a blocked
+            // hand-off) more than CLOCK_SLACK past what is on disk.
             let wait = match t.events.as_slice() {
                 [e] if e.kind == ClusterEventKind::Waiting => Some(e.detail.clone()),
                 _ => None,
             };
-            let repeat = wait.is_some() && wait == last_wait && prev.as_ref() == Some(&t.next);
+            let repeat = wait.is_some()
+                && wait == last_wait
+                && persisted.as_ref().is_some_and(|p| {
+                    let mut same_clock = p.clone();
+                    same_clock.step_started = t.next.step_started;
+                    same_clock == t.next && t.next.step_started - p.step_started < CLOCK_SLACK
+                });
             if !repeat {
                 self.store.save(&t.next, &t.events)?;
+                persisted = Some(t.next.clone());
                 for e in &t.events {
                     tracing::info!(cluster = %cluster, step = %t.next.step, kind = ?e.kind, "{}", e.detail);
                 }
@@ -116,7 +130,6 @@ impl K0sReady {
                 o = self.perform(work) => o,
             };
             t = k0s::step(&self.plan, &state, obs, OffsetDateTime::now_utc());
-            prev = Some(state);
         }
     }
 
@@ -157,10 +170,36 @@ impl K0sReady {
                 Ok(kc) => self.nodes.nodes(&kc).await,
                 Err(e) => Err(e),
             }),
-            K0sWork::HandOff => K0sObservation::HandOff(match self.kubeconfig.get() {
-                Ok(kc) => self.hand_off.hand_off(&self.plan.cluster, &kc).await,
-                Err(e) => Err(e),
-            }),
+            K0sWork::HandOff => {
+                if let Some(why) = self.host_not_ready() {
+                    return K0sObservation::HandOffBlocked(why);
+                }
+                K0sObservation::HandOff(match self.kubeconfig.get() {
+                    Ok(kc) => self.hand_off.hand_off(&self.plan.cluster, &kc).await,
+                    Err(e) => Err(e),
+                })
+            }
+        }
+    }
+
+    /// Why the ArgoCD host cluster cannot take this cluster's registration yet: its
+    /// own workflow (same store) has not handed off. A failed host does not block:
+    /// the hand-off then fails on its own and the step times out.
+    fn host_not_ready(&self) -> Option<String> {
+        let host = self.argocd_host.as_deref()?;
+        if host == self.plan.cluster {
+            return None;
+        }
+        match self.store.load(host) {
+            Ok(Some(s)) if matches!(s.step, Step::HandedOff | Step::Failed) => None,
+            Ok(Some(s)) => Some(format!(
+                "waiting for the ArgoCD host cluster {host} to be handed off (it is at step {})",
+                s.step
+            )),
+            Ok(None) => Some(format!(
+                "waiting for the ArgoCD host cluster {host} to be handed off (not started)"
+            )),
+            Err(_) => None,
         }
     }
 }

@@ -95,6 +95,7 @@ pub fn spawn(
             api: Arc::new(KubeReadyz),
             nodes: Arc::new(KubeNodes),
             hand_off: hand_off.clone(),
+            argocd_host: settings.as_ref().map(|s| s.argocd.host.clone()),
         };
         let token = shutdown.clone();
         tasks.spawn(async move {

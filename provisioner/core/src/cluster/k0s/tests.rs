@@ -272,6 +272,42 @@ fn late_answers_and_terminal_states_change_nothing() {
 }
 
 #[test]
+fn a_blocked_hand_off_waits_with_its_clock_stopped() {
+    let p = plan();
+    let late = t0() + p.timeouts.hand_off + Duration::from_secs(3600);
+    let why = "waiting for the ArgoCD host genmachine (at step WaitEtcd)";
+    let t = step(
+        &p,
+        &at(Step::HandOff),
+        K0sObservation::HandOffBlocked(why.into()),
+        late,
+    );
+    assert_eq!(
+        (t.next.step, t.next.step_started),
+        (Step::HandOff, late),
+        "no timeout; clock restarted"
+    );
+    assert_eq!(kinds(&t), [ClusterEventKind::Waiting]);
+    assert_eq!(t.events[0].detail, why);
+    assert_eq!((t.work, t.delay), (Some(K0sWork::HandOff), p.poll));
+    // Once unblocked, the hand-off gets its full time from then.
+    let err = K0sObservation::HandOff(Err("apply refused".into()));
+    let within = step(
+        &p,
+        &t.next,
+        err.clone(),
+        late + p.timeouts.hand_off - Duration::from_secs(1),
+    );
+    assert_eq!(within.next.step, Step::HandOff);
+    let after = step(&p, &t.next, err, late + p.timeouts.hand_off);
+    assert_eq!(after.next.step, Step::Failed);
+    // Outside HandOff it is a late answer: ignored.
+    let s = at(Step::WaitWorkers);
+    let t = step(&p, &s, K0sObservation::HandOffBlocked(why.into()), late);
+    assert_eq!((t.next, t.events.len()), (s, 0));
+}
+
+#[test]
 fn resume_keeps_the_step_and_its_clock() {
     for s in [Step::WaitK0s, Step::WaitApi, Step::WaitWorkers, Step::HandOff] {
         let t = step(
