@@ -20,7 +20,8 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
         work: None,
         delay: Duration::ZERO,
     };
-    if state.step.is_terminal() {
+    // A k0s record (`cluster::k0s`) is not this workflow's to drive.
+    if state.step.is_terminal() || state.flow != super::Flow::Talos {
         return t;
     }
     // `Some(reason)` when the step is not done yet: poll again, unless out of time.

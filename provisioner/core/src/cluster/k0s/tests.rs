@@ -308,6 +308,30 @@ fn a_blocked_hand_off_waits_with_its_clock_stopped() {
 }
 
 #[test]
+fn the_talos_workflow_leaves_k0s_records_alone() {
+    use crate::cluster::bootstrap::{self, Observation, Plan};
+    let talos = Plan {
+        cluster: "beelink".into(),
+        control_plane: ["10.0.40.11".parse().unwrap()].into(),
+        hand_off: true,
+        timeouts: Timeouts::default(),
+        poll: Duration::from_secs(1),
+    };
+    for s in [Step::WaitK0s, Step::WaitApi, Step::HandOff] {
+        let state = at(s);
+        let t = bootstrap::step(
+            &talos,
+            &state,
+            Observation::Resumed {
+                kubeconfig_available: false,
+            },
+            t0(),
+        );
+        assert_eq!((t.next, t.events.len(), t.work), (state, 0, None), "{s}");
+    }
+}
+
+#[test]
 fn resume_keeps_the_step_and_its_clock() {
     for s in [Step::WaitK0s, Step::WaitApi, Step::WaitWorkers, Step::HandOff] {
         let t = step(
