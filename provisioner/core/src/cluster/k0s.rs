@@ -328,4 +328,6 @@ fn fail(t: &mut K0sTransition, now: OffsetDateTime, why: String) {
 }
 
 #[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
 mod tests;
