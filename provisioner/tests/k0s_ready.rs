@@ -473,3 +473,52 @@ async fn a_non_host_cluster_waits_for_the_argocd_host_then_registers_itself() {
     );
     assert!(fake.journal().refused.is_empty());
 }
+
+/// The real daemon with a k0s cluster in infra/: `serve` starts its workflow (which
+/// waits, unstarted, for the controller's install) and the API lists the k0s steps.
+#[test]
+fn serve_lists_the_k0s_steps_of_a_k0s_cluster() {
+    use common::daemon::{Daemon, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    common::write_catalog(dir.path());
+    std::fs::create_dir_all(dir.path().join("infra")).unwrap();
+    std::fs::write(
+        dir.path().join("infra/beelink.yaml"),
+        "distribution: k0s\nclusterName: beelink\nk0sVersion: v1.36.3+k0s.2\nflatcarVersion: 4459.2.0\n\
+         nodes:\n  - {hostname: beelink-1, controlPlane: true, ipAddress: 127.0.0.1, mac: '52:54:00:00:02:01'}\n\
+         \x20 - {hostname: beelink-2, ipAddress: 127.0.0.2, mac: '52:54:00:00:02:02'}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("profiles/profiles/k0s.yaml"),
+        "id: k0s\nimage: test-img\nconfig: flatcar\ncluster: beelink\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&write_config(dir.path(), dir.path()));
+    let reader = d.token("read-only");
+    let (st, body) = d.api_get("/api/v1/clusters", Some(&reader));
+    assert_eq!(st, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let beelink = list
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "beelink"))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(beelink["kind"], "k0s", "{beelink}");
+    assert_eq!(beelink["bootstrap"]["phase"], "pending", "{beelink}");
+    let steps: Vec<&str> = beelink["bootstrap"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["WaitK0s", "WaitApi", "WaitWorkers", "HandOff"]);
+    assert!(
+        beelink["bootstrap"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("controller is served its install"),
+        "{beelink}"
+    );
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(!log.contains("k0s workflow stopped"), "{log}");
+}
