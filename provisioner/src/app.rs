@@ -74,9 +74,6 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
     // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
     let mut infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
-    infra_reservations.extend(crate::dhcp::settings::k0s_reservations(
-        &crate::k0s::load_clusters(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?,
-    ));
     let service =
         BootService::new(booter, inventory.clone(), base.clone()).with_loop_guard(cfg.boot_loop.guard());
     let talos_secrets = if talos.is_empty() {
@@ -101,6 +98,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     };
     let service = Arc::new(crate::k0s::attach(service, &cfg, &cache_dir)?);
     let k0s = crate::k0s::load_clusters(&cfg.infra_dir)?;
+    infra_reservations.extend(crate::dhcp::settings::k0s_reservations(&k0s));
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
     let api_sock = std::net::TcpListener::bind(cfg.api_listen)
