@@ -47,6 +47,10 @@ pub enum ServiceError {
     /// Unknown, used or revoked token (never echoed: it is a secret).
     #[error("unknown or already used token")]
     BadToken,
+    /// A config token presented after its TTL (it is spent now; the machine gets a
+    /// fresh one on its next netboot).
+    #[error("expired token")]
+    Expired,
     /// The machine's state does not allow this (e.g. config for an installed machine).
     #[error("{0}")]
     Conflict(String),
@@ -84,7 +88,13 @@ pub struct BootService {
     events: broadcast::Sender<MachineEvent>,
     /// Boot-loop protection limits.
     guard: LoopGuard,
+    /// How long a config token works after its script was rendered.
+    config_token_ttl: time::Duration,
 }
+
+/// Default [`BootService::with_config_token_ttl`]: 30 minutes covers downloading
+/// the kernel and initramfs and booting to the config fetch, with retries.
+pub const DEFAULT_CONFIG_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// A timeline event stamped now.
 fn event(kind: EventKind, detail: impl Into<String>) -> TimelineEvent {
@@ -106,7 +116,15 @@ impl BootService {
             renderers: HashMap::new(),
             events: broadcast::channel(EVENT_BUFFER).0,
             guard: LoopGuard::default(),
+            config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
         }
+    }
+
+    /// Sets how long a config token works after it is issued (default
+    /// [`DEFAULT_CONFIG_TOKEN_TTL`]); a later fetch gets [`ServiceError::Expired`].
+    pub fn with_config_token_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.config_token_ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX);
+        self
     }
 
     /// Serves `kind` configs with `renderer` (the Talos renderer for

@@ -3,13 +3,14 @@
 
 use provisioner_core::boot::InstallPlan;
 use provisioner_core::catalog::ConfigKind;
-use provisioner_core::inventory::{TokenPurpose, TokenRecord};
+use provisioner_core::inventory::{SpentHow, SpentToken, TokenPurpose, TokenRecord};
 use provisioner_core::model::{EventKind, MacAddr};
 use provisioner_core::render::BootUrls;
 use provisioner_core::render::config::ConfigUrls;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::{BootService, ServiceError};
 
@@ -93,10 +94,16 @@ impl BootService {
         })
     }
 
+    /// Takes the live token `token` for `purpose`. Refusals are recorded on the
+    /// machine the token was bound to: at the wrong endpoint (`token_rejected`), an
+    /// expired config token (`config_token_expired`; the age counts from the stored
+    /// issue time, so a restart does not extend it), a replayed config token
+    /// (`config_replay_refused`) or callback token (`token_rejected`).
     pub(super) fn take(&self, token: &str, purpose: TokenPurpose) -> Result<TokenRecord, ServiceError> {
-        match self.inventory.take_token(&token_key(token))? {
-            Some(rec) if rec.purpose == purpose => Ok(rec),
-            Some(rec) => {
+        let key = token_key(token);
+        let now = OffsetDateTime::now_utc();
+        match self.inventory.take_token(&key, now)? {
+            Some(rec) if rec.purpose != purpose => {
                 // Presented at the wrong endpoint: it is spent, and that is suspicious.
                 self.record(
                     rec.mac,
@@ -105,7 +112,54 @@ impl BootService {
                 )?;
                 Err(ServiceError::BadToken)
             }
-            None => Err(ServiceError::BadToken),
+            Some(rec) if purpose == TokenPurpose::Config && now - rec.issued_at > self.config_token_ttl => {
+                metrics::counter!("provisioner_config_tokens_expired_total").increment(1);
+                let age = (now - rec.issued_at).whole_seconds();
+                self.record(
+                    rec.mac,
+                    EventKind::ConfigTokenExpired,
+                    &format!(
+                        "config token presented {age} s after issue (TTL {} s); the machine must netboot again",
+                        self.config_token_ttl.whole_seconds()
+                    ),
+                )?;
+                Err(ServiceError::Expired)
+            }
+            Some(rec) => Ok(rec),
+            None => {
+                if let Some(spent) = self.inventory.spent_token(&key)? {
+                    self.replayed(&spent, purpose)?;
+                }
+                Err(ServiceError::BadToken)
+            }
         }
+    }
+
+    /// Records a spent token presented again on its machine's timeline.
+    fn replayed(&self, spent: &SpentToken, endpoint: TokenPurpose) -> Result<(), ServiceError> {
+        let what = match spent.record.purpose {
+            TokenPurpose::Config => "config",
+            TokenPurpose::InstalledCallback => "installed_callback",
+            TokenPurpose::K0sInstalledCallback => "k0s_installed_callback",
+        };
+        metrics::counter!("provisioner_token_replays_total", "purpose" => what).increment(1);
+        let how = match spent.how {
+            SpentHow::Used => "used",
+            SpentHow::Revoked => "revoked by a newer boot",
+        };
+        let when = spent.at.format(&Rfc3339).unwrap_or_default();
+        let (kind, detail) =
+            if spent.record.purpose == TokenPurpose::Config && endpoint == TokenPurpose::Config {
+                (
+                    EventKind::ConfigReplayRefused,
+                    format!("config URL fetched again; its token was {how} at {when}"),
+                )
+            } else {
+                (
+                    EventKind::TokenRejected,
+                    format!("spent {what} token presented again; it was {how} at {when}"),
+                )
+            };
+        self.record(spent.record.mac, kind, &detail)
     }
 }
