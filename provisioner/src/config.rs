@@ -372,6 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn config_token_ttl_defaults_parses_and_refuses_zero() {
+        let p = Path::new("c.yaml");
+        assert_eq!(Config::default().config_token_ttl().as_secs(), 30 * 60);
+        let cfg = Config::from_yaml(p, "config_token_ttl_minutes: 5\n", &Config::default()).unwrap();
+        assert_eq!(cfg.config_token_ttl().as_secs(), 300);
+        let err = Config::from_yaml(p, "config_token_ttl_minutes: 0\n", &Config::default()).unwrap_err();
+        assert!(err.to_string().contains("nonzero"), "{err}");
+        let mut cfg = cfg;
+        let env = [(
+            "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES".to_string(),
+            "0".to_string(),
+        )]
+        .into();
+        assert!(cfg.apply_env(&env).is_err(), "0 refused from the environment too");
+        let env = [(
+            "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES".to_string(),
+            "90".to_string(),
+        )]
+        .into();
+        cfg.apply_env(&env).unwrap();
+        assert_eq!(cfg.config_token_ttl().as_secs(), 90 * 60);
+    }
+
+    #[test]
     fn file_values_and_env_overrides() {
         let cfg = Config::from_yaml(
             Path::new("c.yaml"),

@@ -1,5 +1,8 @@
 //! One-time tokens: issuing them (hashed in the store), deriving callback tokens
-//! from the config token, and taking them back exactly once.
+//! from the config token, and taking them back exactly once. Config tokens also
+//! expire (`config_token_ttl_minutes`). The store keeps spent tokens (hashed, per
+//! machine, bounded), so a replay is refused *and* lands on the timeline of the
+//! machine the token was issued to, not just in a counter.
 
 use provisioner_core::boot::InstallPlan;
 use provisioner_core::catalog::ConfigKind;
