@@ -226,6 +226,10 @@ async fn a_replayed_config_url_is_refused_on_its_machines_timeline() {
     let (st, body) = get(&r.app, &path).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(!body.contains("machine:"), "nothing of the config on a refusal");
+    // Replaying it again and again is refused, and recorded once (then only counted).
+    for _ in 0..3 {
+        assert_eq!(get(&r.app, &path).await.0, StatusCode::FORBIDDEN);
+    }
     // The older boot's URL (revoked by the newer script) is a replay too.
     assert_eq!(
         get(&r.app, &config_path(&old_script)).await.0,

@@ -13,7 +13,7 @@ mod decisions;
 mod timeline;
 mod tokens;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -82,6 +82,10 @@ pub struct BootService {
     /// Which machine last fetched its script from an address, so asset and TFTP
     /// requests (which carry no MAC) land on the right timeline.
     peers: Mutex<HashMap<IpAddr, MacAddr>>,
+    /// Spent-token keys whose replay is already on a timeline: later replays of the
+    /// same token are only counted, so a leaked URL cannot flood the (capped)
+    /// timeline and push real events out.
+    replays_recorded: Mutex<HashSet<String>>,
     /// Config renderers by kind; kinds without one get the plain document.
     renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
     /// Live timeline events, published after each durable write.
@@ -113,6 +117,7 @@ impl BootService {
             inventory,
             base,
             peers: Mutex::new(HashMap::new()),
+            replays_recorded: Mutex::new(HashSet::new()),
             renderers: HashMap::new(),
             events: broadcast::channel(EVENT_BUFFER).0,
             guard: LoopGuard::default(),

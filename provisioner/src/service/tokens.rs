@@ -131,21 +131,32 @@ impl BootService {
             Some(rec) => Ok(rec),
             None => {
                 if let Some(spent) = self.inventory.spent_token(&key)? {
-                    self.replayed(&spent, purpose)?;
+                    self.replayed(&key, &spent, purpose)?;
                 }
                 Err(ServiceError::BadToken)
             }
         }
     }
 
-    /// Records a spent token presented again on its machine's timeline.
-    fn replayed(&self, spent: &SpentToken, endpoint: TokenPurpose) -> Result<(), ServiceError> {
+    /// Counts a spent token presented again and records it on its machine's
+    /// timeline, the first time this process sees that token replayed.
+    fn replayed(&self, key: &str, spent: &SpentToken, endpoint: TokenPurpose) -> Result<(), ServiceError> {
         let what = match spent.record.purpose {
             TokenPurpose::Config => "config",
             TokenPurpose::InstalledCallback => "installed_callback",
             TokenPurpose::K0sInstalledCallback => "k0s_installed_callback",
         };
         metrics::counter!("provisioner_token_replays_total", "purpose" => what).increment(1);
+        let first = self.replays_recorded.lock().is_ok_and(|mut seen| {
+            // Bounded like the peer map.
+            if seen.len() > 65_536 {
+                seen.clear();
+            }
+            seen.insert(key.to_owned())
+        });
+        if !first {
+            return Ok(());
+        }
         let how = match spent.how {
             SpentHow::Used => "used",
             SpentHow::Revoked => "revoked by a newer boot",
