@@ -194,6 +194,28 @@ fn genmachine_node_fetches_its_talos_config_once() {
     assert_eq!(marker_value(&serial, "LAB-CONFIG-DOC", "hostname"), "talos-1");
     assert_eq!(marker_value(&serial, "LAB-CONFIG-REPLAY", "status"), "403");
 
+    // The kernel got Talos' v1.11 metal command line and the one-time URL.
+    let cmdline = serial
+        .lines()
+        .find_map(|l| l.split("Kernel command line:").nth(1))
+        .expect("the kernel prints its command line");
+    for want in [
+        "talos.platform=metal",
+        "init_on_alloc=1",
+        "slab_nomerge",
+        "pti=on",
+        &format!(
+            "talos.config=http://{}:{}/config/",
+            site.server_ip,
+            provisioner_e2e::appliance::HTTP_PORT
+        ),
+    ] {
+        assert!(
+            cmdline.contains(want),
+            "{want} missing from the kernel command line"
+        );
+    }
+
     // The token never reaches the appliance's log. The kernel prints its command
     // line, so the (now spent) token is on the serial console: take it from there.
     let token = serial
