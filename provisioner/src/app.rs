@@ -74,8 +74,9 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
     // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
     let mut infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
-    let service =
-        BootService::new(booter, inventory.clone(), base.clone()).with_loop_guard(cfg.boot_loop.guard());
+    let service = BootService::new(booter, inventory.clone(), base.clone())
+        .with_loop_guard(cfg.boot_loop.guard())
+        .with_config_token_ttl(cfg.config_token_ttl());
     let talos_secrets = if talos.is_empty() {
         None
     } else {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use provisioner_core::boot::UnknownPolicy;
@@ -148,6 +149,9 @@ pub struct Config {
     pub api_tls: ApiTls,
     /// Boot-loop protection.
     pub boot_loop: BootLoopConfig,
+    /// Minutes a one-time config URL works after the machine's iPXE script was
+    /// rendered (default 30; 0 is refused). Later fetches get 403.
+    pub config_token_ttl_minutes: NonZeroU32,
     /// Power driver endpoints and Wake-on-LAN.
     pub power: PowerConfig,
     /// Built-in DHCP (`off`, `proxy` or `full`).
@@ -193,6 +197,7 @@ impl Default for Config {
             tftp: TftpTuning::default(),
             api_tls: ApiTls::default(),
             boot_loop: BootLoopConfig::default(),
+            config_token_ttl_minutes: NonZeroU32::new(30).expect("literal"),
             power: PowerConfig::default(),
             dhcp: Default::default(),
             talos: TalosSettings::default(),
@@ -284,6 +289,9 @@ impl Config {
                 "PROVISIONER_INFRA_DIR" => self.infra_dir = v.into(),
                 "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
+                "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES" => {
+                    self.config_token_ttl_minutes = parse("PROVISIONER_CONFIG_TOKEN_TTL_MINUTES", v)?;
+                }
                 "PROVISIONER_DHCP_MODE" => {
                     self.dhcp.mode =
                         serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
@@ -310,6 +318,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// [`Config::config_token_ttl_minutes`] as a duration.
+    pub fn config_token_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.config_token_ttl_minutes.get()) * 60)
     }
 
     /// The image cache directory.
@@ -356,6 +369,30 @@ mod tests {
         .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("c.yaml") && msg.contains("htp_listen"), "{msg}");
+    }
+
+    #[test]
+    fn config_token_ttl_defaults_parses_and_refuses_zero() {
+        let p = Path::new("c.yaml");
+        assert_eq!(Config::default().config_token_ttl().as_secs(), 30 * 60);
+        let cfg = Config::from_yaml(p, "config_token_ttl_minutes: 5\n", &Config::default()).unwrap();
+        assert_eq!(cfg.config_token_ttl().as_secs(), 300);
+        let err = Config::from_yaml(p, "config_token_ttl_minutes: 0\n", &Config::default()).unwrap_err();
+        assert!(err.to_string().contains("nonzero"), "{err}");
+        let mut cfg = cfg;
+        let env = [(
+            "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES".to_string(),
+            "0".to_string(),
+        )]
+        .into();
+        assert!(cfg.apply_env(&env).is_err(), "0 refused from the environment too");
+        let env = [(
+            "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES".to_string(),
+            "90".to_string(),
+        )]
+        .into();
+        cfg.apply_env(&env).unwrap();
+        assert_eq!(cfg.config_token_ttl().as_secs(), 90 * 60);
     }
 
     #[test]

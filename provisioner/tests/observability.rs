@@ -25,6 +25,15 @@ fn metrics_count_requests_bytes_and_decisions() {
         1024 * 1024
     );
     assert_eq!(http(d.http, "GET", "/config/not-a-token").unwrap().0, 403);
+    // The machine's one-time config URL: served once, then a counted replay.
+    let script = String::from_utf8_lossy(&script).into_owned();
+    let config = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("provisioner.config="))
+        .and_then(|u| u.find("/config/").map(|i| u[i..].to_owned()))
+        .expect("provisioner.config= in the script");
+    assert_eq!(http(d.http, "GET", &config).unwrap().0, 200);
+    assert_eq!(http(d.http, "GET", &config).unwrap().0, 403);
     let out = std::process::Command::new("curl")
         .args(["-sS", "-o", "/dev/null"])
         .arg(format!("tftp://{}/undionly.kpxe", d.tftp))
@@ -46,8 +55,10 @@ fn metrics_count_requests_bytes_and_decisions() {
         "provisioner_boot_decisions_total{outcome=\"install\"} 1",
         "provisioner_boot_decisions_total{outcome=\"unknown\"} 1",
         "provisioner_http_requests_total{route=\"/ipxe\",status=\"200\"} 2",
-        "provisioner_http_requests_total{route=\"/config/{token}\",status=\"403\"} 1",
-        "provisioner_token_rejected_total 1",
+        "provisioner_http_requests_total{route=\"/config/{token}\",status=\"403\"} 2",
+        "provisioner_http_requests_total{route=\"/config/{token}\",status=\"200\"} 1",
+        "provisioner_token_rejected_total 2",
+        "provisioner_token_replays_total{purpose=\"config\"} 1",
         "provisioner_tftp_requests_total{result=\"ok\"} 1",
         "provisioner_tftp_requests_total{result=\"not_found\"} 1",
         "provisioner_tftp_bytes_total 5000",
@@ -63,6 +74,7 @@ fn metrics_count_requests_bytes_and_decisions() {
     assert!(bytes >= 1024 * 1024, "{bytes_line}");
     // Tokens never appear in metrics labels.
     assert!(!m.contains("not-a-token"));
+    assert!(!m.contains(config.rsplit('/').next().unwrap()));
 }
 
 #[test]

@@ -1,12 +1,16 @@
 //! One-time Talos config delivery through the boot path: a machine with a GenMachine
 //! MAC gets a kernel line with `talos.config=<one-time URL>`; fetching it returns the
 //! validated machine config of that node (the same one `talos config` renders); the
-//! URL works once; a missing secrets bundle answers 503 and keeps the token usable.
+//! URL works once; a missing secrets bundle answers 503 and keeps the token usable;
+//! a replay (403) is recorded on the token's machine as `config_replay_refused`; a
+//! token older than the TTL gets 403 and `config_token_expired`, also across a
+//! restart of the service over the same redb store.
 //! Uses the repository's own `images/`, `profiles/` and `infra/`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -14,6 +18,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use provisioner::http::boot::{BootState, router};
 use provisioner::service::BootService;
+use provisioner::store::RedbInventory;
 use provisioner::talos::renderer::TalosRenderer;
 use provisioner::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
@@ -58,10 +63,14 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(Arc::new(MemInventory::new()), None)
+}
+
+/// A rig over `inventory`, with a config-token TTL if given.
+fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
     let cat = catalog::load(&repo().join("images"), &repo().join("profiles")).unwrap();
     let infra = provisioner_core::infra::load(&repo().join("infra")).unwrap();
     let cluster = infra.talos["genmachine"].clone();
-    let inventory: Arc<dyn Inventory> = Arc::new(MemInventory::new());
     let secrets = Arc::new(MemSecretStore::new());
     let images = Arc::new(cat.images.clone());
     let booter = Arc::new(CatalogBooter {
@@ -69,12 +78,13 @@ fn rig() -> Rig {
         unknown: UnknownPolicy::Record,
     });
     let renderer = TalosRenderer::new(infra.talos, secrets.clone());
-    let service = Arc::new(
-        BootService::new(booter, inventory.clone(), BASE.into())
-            .with_renderer(ConfigKind::Talos, Arc::new(renderer)),
-    );
+    let mut service = BootService::new(booter, inventory.clone(), BASE.into())
+        .with_renderer(ConfigKind::Talos, Arc::new(renderer));
+    if let Some(ttl) = ttl {
+        service = service.with_config_token_ttl(ttl);
+    }
     let app = router(BootState {
-        service,
+        service: Arc::new(service),
         images,
         cache_dir: std::env::temp_dir(),
         ipxe_dir: std::env::temp_dir(),
@@ -194,4 +204,124 @@ async fn missing_secrets_answer_503_and_keep_the_token() {
     let (st, body) = get(&r.app, &path).await;
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains("hostname: talos-3"));
+}
+
+fn kinds_and_details(r: &Rig, mac: &str) -> Vec<(EventKind, String)> {
+    r.inventory
+        .timeline(mac.parse().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.detail))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replayed_config_url_is_refused_on_its_machines_timeline() {
+    let r = rig();
+    r.secrets.put("genmachine", &bundle()).unwrap();
+    let (_, old_script) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
+    let (_, script) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
+    let path = config_path(&script);
+    assert_eq!(get(&r.app, &path).await.0, StatusCode::OK);
+    let (st, body) = get(&r.app, &path).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(!body.contains("machine:"), "nothing of the config on a refusal");
+    // Replaying it again and again is refused, and recorded once (then only counted).
+    for _ in 0..3 {
+        assert_eq!(get(&r.app, &path).await.0, StatusCode::FORBIDDEN);
+    }
+    // The older boot's URL (revoked by the newer script) is a replay too.
+    assert_eq!(
+        get(&r.app, &config_path(&old_script)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // An unknown token names no machine: refused, recorded nowhere.
+    let bogus = format!("/config/{}", "ab".repeat(32));
+    assert_eq!(get(&r.app, &bogus).await.0, StatusCode::FORBIDDEN);
+
+    let events = kinds_and_details(&r, "02:00:00:00:01:01");
+    let replays: Vec<&String> = events
+        .iter()
+        .filter(|(k, _)| *k == EventKind::ConfigReplayRefused)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(replays.len(), 2, "{events:?}");
+    assert!(replays[0].contains("was used at"), "{}", replays[0]);
+    assert!(replays[1].contains("revoked by a newer boot"), "{}", replays[1]);
+    let token = path.rsplit('/').next().unwrap();
+    assert!(
+        events.iter().all(|(_, d)| !d.contains(token)),
+        "the token is never on the timeline"
+    );
+    // Served once, refused after: the replay changed nothing else.
+    let served = events
+        .iter()
+        .filter(|(k, _)| *k == EventKind::ConfigServed)
+        .count();
+    assert_eq!(served, 1, "{events:?}");
+    assert_eq!(
+        r.inventory
+            .get("02:00:00:00:01:01".parse().unwrap())
+            .unwrap()
+            .unwrap()
+            .state,
+        MachineState::ConfigServed
+    );
+    assert!(
+        kinds_and_details(&r, "02:00:00:00:01:02").is_empty(),
+        "other machines' timelines untouched"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_config_token_is_refused_and_a_restart_does_not_extend_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inventory.redb");
+    let ttl = Duration::from_secs(2);
+    let (p1, p2) = {
+        let inv: Arc<dyn Inventory> = Arc::new(RedbInventory::open(&db).unwrap());
+        let r = rig_with(inv, Some(ttl));
+        let (_, s1) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
+        let (_, s2) = get(&r.app, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
+        (config_path(&s1), config_path(&s2))
+    };
+    let issued = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Restart: a new service over the same store.
+    let r = rig_with(Arc::new(RedbInventory::open(&db).unwrap()), Some(ttl));
+    r.secrets.put("genmachine", &bundle()).unwrap();
+    let restarted = Instant::now();
+    let (st, body) = get(&r.app, &p1).await;
+    assert_eq!(st, StatusCode::OK, "within the TTL, across the restart");
+    assert!(body.contains("hostname: talos-1"));
+    tokio::time::sleep(ttl.saturating_sub(issued.elapsed()) + Duration::from_millis(300)).await;
+    assert!(
+        restarted.elapsed() < ttl,
+        "the check must run before a restarted clock would expire it"
+    );
+    let (st, body) = get(&r.app, &p2).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.contains("machine:"));
+    let events = kinds_and_details(&r, "02:00:00:00:01:02");
+    let expired: Vec<&String> = events
+        .iter()
+        .filter(|(k, _)| *k == EventKind::ConfigTokenExpired)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(expired.len(), 1, "{events:?}");
+    assert!(expired[0].contains("TTL 2 s"), "{}", expired[0]);
+    assert!(
+        !events.iter().any(|(k, _)| *k == EventKind::ConfigServed),
+        "nothing served"
+    );
+    // The expired token is spent: presenting it again is a replay.
+    assert_eq!(get(&r.app, &p2).await.0, StatusCode::FORBIDDEN);
+    assert!(
+        kinds_and_details(&r, "02:00:00:00:01:02")
+            .iter()
+            .any(|(k, _)| *k == EventKind::ConfigReplayRefused)
+    );
+    // A fresh netboot gets a fresh token that works.
+    let (_, s) = get(&r.app, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
+    assert_eq!(get(&r.app, &config_path(&s)).await.0, StatusCode::OK);
 }

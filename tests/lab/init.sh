@@ -5,6 +5,10 @@
 #   LAB-INIT-STARTED                        kernel + initramfs handed over
 #   LAB-DHCP-OK ip=<ip> if=<iface>          the payload got its own lease
 #   LAB-CONFIG-FETCHED bytes=<n> sha256=<h> config URL from the cmdline fetched
+#   LAB-CONFIG-STATUS status=<code>         HTTP status of that fetch
+#   LAB-CONFIG-DOC version=<v> hostname=<h> the document's first `version:` and
+#                                           `hostname:` values (Talos: v1alpha1)
+#   LAB-CONFIG-REPLAY status=<code>         lab.config_replay=1: the same URL again
 #   LAB-CONFIG-NONE                         no config URL on the cmdline
 #   LAB-CALLBACK-DELAY <s>                  lab.callback_delay=<s>: waiting first
 #   LAB-CALLBACK-OK / LAB-CALLBACK-FAILED   provisioner.callback= POST result
@@ -21,6 +25,16 @@ mount -t devtmpfs dev /dev 2>/dev/null
 exec </dev/console >/dev/console 2>&1
 mkdir -p /tmp /run
 echo "LAB-INIT-STARTED"
+
+# GET <url> into <file>; prints the HTTP status (busybox `wget -S` writes the
+# status line to stderr; its log is never printed: the URL carries a token).
+http_get() {
+    timeout 30 wget -S -O "$2" "$1" 2>/tmp/wget.log
+    rc=$?
+    st=$(sed -n 's/.*HTTP\/1\.[01] \([0-9][0-9][0-9]\).*/\1/p' /tmp/wget.log | tail -n 1)
+    echo "${st:-none}"
+    return $rc
+}
 
 fail() {
     echo "LAB-FAILED $*"
@@ -64,6 +78,7 @@ set -f
 config_url=""
 callback_url=""
 callback_delay=""
+config_replay=""
 for w in $(cat /proc/cmdline); do
     case "$w" in
         talos.config=*) config_url=${w#talos.config=} ;;
@@ -73,16 +88,28 @@ for w in $(cat /proc/cmdline); do
         # Test hook: a window between config fetch and callback (e.g. to
         # crash the appliance in between).
         lab.callback_delay=*) callback_delay=${w#lab.callback_delay=} ;;
+        # Test hook: fetch the one-time config URL a second time.
+        lab.config_replay=1) config_replay=1 ;;
     esac
 done
 set +f
 
 if [ -n "$config_url" ]; then
     # No `wget -T`: Debian's busybox-static 1.35 wget segfaults with it.
-    timeout 30 wget -q -O /tmp/config "$config_url" || fail "config-fetch"
+    status=$(http_get "$config_url" /tmp/config) || fail "config-fetch status=$status"
     bytes=$(wc -c </tmp/config | tr -d ' ')
     sum=$(sha256sum /tmp/config | cut -d' ' -f1)
     echo "LAB-CONFIG-FETCHED bytes=$bytes sha256=$sum"
+    echo "LAB-CONFIG-STATUS status=$status"
+    # Facts about the document, never its contents (it carries the cluster's keys).
+    doc_version=$(sed -n 's/^version: *//p' /tmp/config | head -n 1)
+    doc_host=$(sed -n 's/^ *hostname: *//p' /tmp/config | head -n 1)
+    echo "LAB-CONFIG-DOC version=${doc_version:-none} hostname=${doc_host:-none}"
+    if [ -n "$config_replay" ]; then
+        replay=$(http_get "$config_url" /tmp/replay)
+        rm -f /tmp/replay
+        echo "LAB-CONFIG-REPLAY status=$replay"
+    fi
 else
     echo "LAB-CONFIG-NONE"
 fi

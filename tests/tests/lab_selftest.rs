@@ -77,6 +77,9 @@ fn boot_against_peers(lab_name: &str, fw: Firmware, mac: &str) {
     vm.wait_for_serial(markers::CONFIG_FETCHED, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let t_cfg = t0.elapsed();
+    // The marker can be seen before the rest of its line reaches the console:
+    // read the console once the payload has powered off.
+    vm.wait_exit(Duration::from_secs(60)).expect("payload powers off");
 
     let serial = vm.serial();
     let line = serial
@@ -98,7 +101,6 @@ fn boot_against_peers(lab_name: &str, fw: Firmware, mac: &str) {
         !serial.contains("not-printed-"),
         "config contents leaked to the console"
     );
-    vm.wait_exit(Duration::from_secs(60)).expect("payload powers off");
     eprintln!(
         "TIMING {fw:?}: /init after {:.1}s, config fetched after {:.1}s, powered off after {:.1}s",
         t_init.as_secs_f64(),

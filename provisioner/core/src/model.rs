@@ -278,6 +278,10 @@ pub enum EventKind {
     MachineUpdated,
     /// Too many install boots without reaching `Installed`: install stopped.
     BootLoopDetected,
+    /// A spent (used or revoked) config token was presented again and refused.
+    ConfigReplayRefused,
+    /// A config token was presented after its TTL and refused.
+    ConfigTokenExpired,
 }
 
 /// One entry of a machine's boot timeline.

@@ -186,6 +186,12 @@ pub(super) fn service_error(e: ServiceError) -> Response {
             // 403, as the Talos issue specifies for a replayed, foreign or expired token.
             (StatusCode::FORBIDDEN, "unknown or already used token\n").into_response()
         }
+        ServiceError::Expired => {
+            metrics::counter!("provisioner_token_rejected_total").increment(1);
+            // 403 like any other refused token (not 410): the issue asks one status for
+            // replayed, foreign and expired tokens, and a client learns nothing more.
+            (StatusCode::FORBIDDEN, "expired token\n").into_response()
+        }
         ServiceError::Conflict(m) => (StatusCode::CONFLICT, format!("{m}\n")).into_response(),
         ServiceError::Render(why) => {
             // The reason can name files and nodes: log it, answer generically.

@@ -5,12 +5,14 @@
 use std::path::Path;
 
 use provisioner_core::inventory::{
-    Change, Inventory, InventoryError, SCHEMA_VERSION, TIMELINE_CAP, TokenRecord,
+    Change, Inventory, InventoryError, SCHEMA_VERSION, SpentHow, SpentToken, TIMELINE_CAP, TokenRecord,
+    spent_overflow,
 };
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const MACHINES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("machines");
@@ -20,6 +22,9 @@ const TIMELINE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("
 const TIMELINE_SEQ: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("timeline_seq");
 /// One-time tokens keyed by a hash of the token.
 const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
+/// Spent tokens (used or revoked), same keys, bounded per machine: a replay names
+/// its machine. Added without a schema bump: older builds ignore the table.
+const SPENT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spent_tokens");
 
 /// The redb-backed [`Inventory`].
 #[derive(Debug)]
@@ -86,6 +91,7 @@ impl RedbInventory {
             txn.open_table(TIMELINE).map_err(backend)?;
             txn.open_table(TIMELINE_SEQ).map_err(backend)?;
             txn.open_table(TOKENS).map_err(backend)?;
+            txn.open_table(SPENT).map_err(backend)?;
         }
         txn.commit().map_err(backend)
     }
@@ -194,6 +200,11 @@ impl Inventory for RedbInventory {
             if let Some((key, message)) = bad {
                 return Err(InventoryError::Corrupt { key, message });
             }
+            // Undecodable spent entries name no machine: drop them.
+            let mut spent = txn.open_table(SPENT).map_err(backend)?;
+            spent
+                .retain(|_, v| serde_json::from_slice::<SpentToken>(v).is_ok_and(|t| t.record.mac != mac))
+                .map_err(backend)?;
             existed
         };
         txn.commit().map_err(backend)?;
@@ -219,31 +230,79 @@ impl Inventory for RedbInventory {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+            let mut replaced = Vec::new();
             tokens
-                .retain(|_, v| match serde_json::from_slice::<TokenRecord>(v) {
-                    Ok(t) => !(t.mac == record.mac && t.purpose == record.purpose),
+                .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
+                    Ok(t) if t.mac == record.mac && t.purpose == record.purpose => {
+                        replaced.push((k.to_string(), t));
+                        false
+                    }
+                    Ok(_) => true,
                     // Undecodable tokens are useless: drop them rather than fail boots.
                     Err(_) => false,
                 })
                 .map_err(backend)?;
             tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
+            let mut spent = txn.open_table(SPENT).map_err(backend)?;
+            spent.remove(key).map_err(backend)?;
+            for (k, t) in replaced {
+                spend(&mut spent, &k, t, SpentHow::Revoked, record.issued_at)?;
+            }
         }
         txn.commit().map_err(backend)
     }
 
-    fn take_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
+    fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
         let txn = self.db.begin_write().map_err(backend)?;
         let rec = {
             let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
             let removed = tokens.remove(key).map_err(backend)?;
-            match removed {
+            let rec = match removed {
                 Some(v) => Some(decode::<TokenRecord>("token", v.value())?),
                 None => None,
+            };
+            if let Some(r) = &rec {
+                let mut spent = txn.open_table(SPENT).map_err(backend)?;
+                spend(&mut spent, key, r.clone(), SpentHow::Used, now)?;
             }
+            rec
         };
         txn.commit().map_err(backend)?;
         Ok(rec)
     }
+
+    fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let spent = txn.open_table(SPENT).map_err(backend)?;
+        let found = spent.get(key).map_err(backend)?;
+        // An undecodable entry is as good as none: the replay is refused either way.
+        Ok(found.and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+}
+
+/// Keeps `record` as spent under `key` and drops its machine's oldest spent tokens
+/// beyond the bound, in the caller's transaction.
+fn spend(
+    spent: &mut redb::Table<'_, &str, &[u8]>,
+    key: &str,
+    record: TokenRecord,
+    how: SpentHow,
+    at: OffsetDateTime,
+) -> Result<(), InventoryError> {
+    let mac = record.mac;
+    let entry = SpentToken { record, how, at };
+    spent.insert(key, encode(&entry)?.as_slice()).map_err(backend)?;
+    let mut all = Vec::new();
+    for row in spent.iter().map_err(backend)? {
+        let (k, v) = row.map_err(backend)?;
+        if let Ok(t) = serde_json::from_slice::<SpentToken>(v.value()) {
+            all.push((k.value().to_string(), t));
+        }
+    }
+    for k in spent_overflow(all.iter().map(|(k, t)| (k.as_str(), t)), mac) {
+        spent.remove(k.as_str()).map_err(backend)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

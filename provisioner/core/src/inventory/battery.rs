@@ -5,7 +5,8 @@
 use time::OffsetDateTime;
 
 use super::{
-    Inventory, MachineExport, SCHEMA_VERSION, Snapshot, TIMELINE_CAP, TokenPurpose, TokenRecord, Update,
+    Inventory, MachineExport, SCHEMA_VERSION, SPENT_TOKENS_PER_MACHINE, Snapshot, SpentHow, TIMELINE_CAP,
+    TokenPurpose, TokenRecord, Update,
 };
 use crate::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
 
@@ -18,6 +19,7 @@ pub fn run_all(make: Factory<'_>) {
     apply_is_read_modify_write(&*make());
     timeline_order_and_cap(&*make());
     tokens_are_one_time_and_newest_only(&*make());
+    spent_tokens_name_their_machine(&*make());
     delete_removes_everything(&*make());
     export_import_round_trip(&*make(), &*make());
     import_refuses_newer_schema(&*make());
@@ -115,14 +117,62 @@ fn tokens_are_one_time_and_newest_only(inv: &dyn Inventory) {
     inv.issue_token("k2", &rec(1, TokenPurpose::InstalledCallback))
         .unwrap();
     inv.issue_token("k3", &rec(2, TokenPurpose::Config)).unwrap();
-    assert_eq!(inv.take_token("k1").unwrap(), Some(rec(1, TokenPurpose::Config)));
-    assert_eq!(inv.take_token("k1").unwrap(), None, "a token works once");
+    assert_eq!(
+        inv.take_token("k1", at(1)).unwrap(),
+        Some(rec(1, TokenPurpose::Config))
+    );
+    assert_eq!(inv.take_token("k1", at(2)).unwrap(), None, "a token works once");
     // A newer config token for machine 2 revokes the older one, not other purposes.
     inv.issue_token("k4", &rec(2, TokenPurpose::Config)).unwrap();
-    assert_eq!(inv.take_token("k3").unwrap(), None, "older token revoked");
-    assert!(inv.take_token("k4").unwrap().is_some());
-    assert!(inv.take_token("k2").unwrap().is_some(), "other purpose untouched");
-    assert_eq!(inv.take_token("nope").unwrap(), None);
+    assert_eq!(inv.take_token("k3", at(1)).unwrap(), None, "older token revoked");
+    assert!(inv.take_token("k4", at(1)).unwrap().is_some());
+    assert!(
+        inv.take_token("k2", at(1)).unwrap().is_some(),
+        "other purpose untouched"
+    );
+    assert_eq!(inv.take_token("nope", at(1)).unwrap(), None);
+}
+
+fn spent_tokens_name_their_machine(inv: &dyn Inventory) {
+    let rec = |n, purpose, secs| TokenRecord {
+        mac: mac(n),
+        purpose,
+        issued_at: at(secs),
+    };
+    inv.issue_token("used", &rec(1, TokenPurpose::Config, 0)).unwrap();
+    assert_eq!(inv.spent_token("used").unwrap(), None, "live is not spent");
+    inv.take_token("used", at(5)).unwrap().unwrap();
+    let spent = inv.spent_token("used").unwrap().expect("kept as spent");
+    assert_eq!(spent.record, rec(1, TokenPurpose::Config, 0));
+    assert_eq!((spent.how, spent.at), (SpentHow::Used, at(5)));
+    // Revoked by a newer token of the same machine and purpose.
+    inv.issue_token("old", &rec(2, TokenPurpose::Config, 0)).unwrap();
+    inv.issue_token("new", &rec(2, TokenPurpose::Config, 7)).unwrap();
+    let spent = inv.spent_token("old").unwrap().expect("revoked is spent");
+    assert_eq!(
+        (spent.record.mac, spent.how, spent.at),
+        (mac(2), SpentHow::Revoked, at(7))
+    );
+    assert_eq!(inv.spent_token("nope").unwrap(), None);
+    // A token put back (config not rendered) is live again, not spent.
+    inv.take_token("new", at(8)).unwrap().unwrap();
+    inv.issue_token("new", &rec(2, TokenPurpose::Config, 7)).unwrap();
+    assert_eq!(inv.spent_token("new").unwrap(), None);
+    assert!(inv.take_token("new", at(9)).unwrap().is_some());
+    // Bounded per machine: the oldest are forgotten, other machines keep theirs.
+    for i in 0..(SPENT_TOKENS_PER_MACHINE as i64 + 4) {
+        let k = format!("many{i}");
+        inv.issue_token(&k, &rec(3, TokenPurpose::InstalledCallback, 10 + i))
+            .unwrap();
+        inv.take_token(&k, at(10 + i)).unwrap().unwrap();
+    }
+    assert_eq!(inv.spent_token("many0").unwrap(), None, "oldest forgotten");
+    assert!(
+        inv.spent_token(&format!("many{}", SPENT_TOKENS_PER_MACHINE + 3))
+            .unwrap()
+            .is_some()
+    );
+    assert!(inv.spent_token("used").unwrap().is_some(), "machine 1 untouched");
 }
 
 fn delete_removes_everything(inv: &dyn Inventory) {
@@ -137,11 +187,26 @@ fn delete_removes_everything(inv: &dyn Inventory) {
         },
     )
     .unwrap();
+    inv.issue_token(
+        "k2",
+        &TokenRecord {
+            mac: mac(1),
+            purpose: TokenPurpose::InstalledCallback,
+            issued_at: at(0),
+        },
+    )
+    .unwrap();
+    inv.take_token("k2", at(1)).unwrap().unwrap();
     assert!(inv.delete(mac(1)).unwrap());
     assert!(!inv.delete(mac(1)).unwrap(), "second delete finds nothing");
     assert!(inv.get(mac(1)).unwrap().is_none());
     assert!(inv.timeline(mac(1)).unwrap().is_empty());
-    assert_eq!(inv.take_token("k").unwrap(), None, "tokens go with the machine");
+    assert_eq!(
+        inv.take_token("k", at(1)).unwrap(),
+        None,
+        "tokens go with the machine"
+    );
+    assert_eq!(inv.spent_token("k2").unwrap(), None, "spent ones too");
 }
 
 fn export_import_round_trip(a: &dyn Inventory, b: &dyn Inventory) {

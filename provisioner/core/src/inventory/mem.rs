@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{Change, Inventory, InventoryError, TIMELINE_CAP, TokenRecord};
+use time::OffsetDateTime;
+
+use super::{
+    Change, Inventory, InventoryError, SpentHow, SpentToken, TIMELINE_CAP, TokenRecord, spent_overflow,
+};
 use crate::model::{MacAddr, Machine, TimelineEvent};
 
 #[derive(Debug, Default)]
@@ -11,6 +15,18 @@ struct State {
     machines: BTreeMap<MacAddr, Machine>,
     timelines: BTreeMap<MacAddr, Vec<TimelineEvent>>,
     tokens: BTreeMap<String, TokenRecord>,
+    spent: BTreeMap<String, SpentToken>,
+}
+
+impl State {
+    /// Keeps `record` as spent under `key`, within the per-machine bound.
+    fn spend(&mut self, key: String, record: TokenRecord, how: SpentHow, at: OffsetDateTime) {
+        let mac = record.mac;
+        self.spent.insert(key, SpentToken { record, how, at });
+        for k in spent_overflow(self.spent.iter().map(|(k, t)| (k.as_str(), t)), mac) {
+            self.spent.remove(&k);
+        }
+    }
 }
 
 /// An [`Inventory`] held in a mutex; nothing survives the process.
@@ -68,6 +84,7 @@ impl Inventory for MemInventory {
         let mut st = self.lock()?;
         st.timelines.remove(&mac);
         st.tokens.retain(|_, t| t.mac != mac);
+        st.spent.retain(|_, t| t.record.mac != mac);
         Ok(st.machines.remove(&mac).is_some())
     }
 
@@ -77,14 +94,32 @@ impl Inventory for MemInventory {
 
     fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
         let mut st = self.lock()?;
-        st.tokens
-            .retain(|_, t| !(t.mac == record.mac && t.purpose == record.purpose));
+        let replaced: Vec<(String, TokenRecord)> = st
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.mac == record.mac && t.purpose == record.purpose)
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        for (k, t) in replaced {
+            st.tokens.remove(&k);
+            st.spend(k, t, SpentHow::Revoked, record.issued_at);
+        }
+        st.spent.remove(key);
         st.tokens.insert(key.to_string(), record.clone());
         Ok(())
     }
 
-    fn take_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
-        Ok(self.lock()?.tokens.remove(key))
+    fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
+        let mut st = self.lock()?;
+        let taken = st.tokens.remove(key);
+        if let Some(t) = &taken {
+            st.spend(key.to_string(), t.clone(), SpentHow::Used, now);
+        }
+        Ok(taken)
+    }
+
+    fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError> {
+        Ok(self.lock()?.spent.get(key).cloned())
     }
 }
 

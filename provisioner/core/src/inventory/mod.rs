@@ -72,6 +72,52 @@ pub struct TokenRecord {
     pub issued_at: OffsetDateTime,
 }
 
+/// How a token stopped working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpentHow {
+    /// It was presented once (served, refused as expired, or used at the wrong
+    /// endpoint).
+    Used,
+    /// A newer token of the same machine and purpose replaced it.
+    Revoked,
+}
+
+/// A token that no longer works, kept (still keyed by its hash) so that a replay
+/// can be refused on the right machine's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpentToken {
+    /// The record it had while live.
+    pub record: TokenRecord,
+    /// Why it is spent.
+    pub how: SpentHow,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Spent tokens kept per machine (the newest); older ones are forgotten, so a
+/// machine that boots over and over cannot grow the store.
+pub const SPENT_TOKENS_PER_MACHINE: usize = 16;
+
+/// Keys of `mac`'s spent tokens beyond [`SPENT_TOKENS_PER_MACHINE`], oldest first:
+/// what a store drops after adding one.
+pub fn spent_overflow<'a>(
+    spent: impl IntoIterator<Item = (&'a str, &'a SpentToken)>,
+    mac: MacAddr,
+) -> Vec<String> {
+    let mut mine: Vec<(&str, &SpentToken)> = spent.into_iter().filter(|(_, t)| t.record.mac == mac).collect();
+    if mine.len() <= SPENT_TOKENS_PER_MACHINE {
+        return Vec::new();
+    }
+    mine.sort_by_key(|(k, t)| (t.at, *k));
+    let excess = mine.len() - SPENT_TOKENS_PER_MACHINE;
+    mine.into_iter()
+        .take(excess)
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
 /// A machine with its timeline, as exported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineExport {
@@ -139,9 +185,15 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
     fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError>;
     /// Stores a token under `key` (a hash of the token), replacing every other live
     /// token of the same machine and purpose: only the newest boot's token works.
+    /// The replaced ones become spent ([`SpentHow::Revoked`] at `record.issued_at`);
+    /// a spent token issued again (a config put back) is live again.
     fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError>;
-    /// Removes and returns the token under `key`; a second call returns `None`.
-    fn take_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError>;
+    /// Removes and returns the live token under `key`, keeping it as spent
+    /// ([`SpentHow::Used`] at `now`) in the same commit; a second call returns `None`.
+    fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError>;
+    /// The spent token under `key`, if it is among its machine's newest
+    /// [`SPENT_TOKENS_PER_MACHINE`].
+    fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError>;
     /// Everything, for export and backup.
     fn export(&self) -> Result<Snapshot, InventoryError> {
         let mut machines = Vec::new();

@@ -1,0 +1,194 @@
+//! The boot service: what the HTTP and TFTP servers call. It asks the [`Booter`] for
+//! the decision, issues one-time machine-bound tokens, and records state changes and
+//! timeline events in the inventory in one durable write before anything is answered.
+//!
+//! Methods block on the store (one fsync'd commit); async callers wrap them in
+//! `spawn_blocking`.
+//!
+//! Every event written to a timeline is then published on a broadcast channel
+//! ([`BootService::subscribe`]) for live views (the API's Server-Sent Events): the
+//! inventory write comes first, so a subscriber never sees an event the store lost.
+
+mod decisions;
+mod timeline;
+mod tokens;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use provisioner_core::boot::Booter;
+use provisioner_core::bootloop::LoopGuard;
+use provisioner_core::catalog::ConfigKind;
+use provisioner_core::inventory::{Inventory, InventoryError, Update};
+use provisioner_core::model::{EventKind, MacAddr, Machine, TimelineEvent};
+use provisioner_core::render::config::ConfigRenderer;
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+pub use tokens::token_key;
+
+/// One timeline event as published to live subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineEvent {
+    /// Whose timeline it was written to.
+    pub mac: MacAddr,
+    /// The event as stored.
+    pub event: TimelineEvent,
+}
+
+/// Events buffered per subscriber before a slow one starts missing some (it is told
+/// how many it missed: `broadcast::error::RecvError::Lagged`).
+const EVENT_BUFFER: usize = 1024;
+
+/// Why a boot-path request cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Unknown, used or revoked token (never echoed: it is a secret).
+    #[error("unknown or already used token")]
+    BadToken,
+    /// A config token presented after its TTL (it is spent now; the machine gets a
+    /// fresh one on its next netboot).
+    #[error("expired token")]
+    Expired,
+    /// The machine's state does not allow this (e.g. config for an installed machine).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// The machine's config cannot be rendered now (e.g. no secrets yet); the token
+    /// stays valid so the machine's retries can succeed once it is fixed.
+    #[error("config not available: {0}")]
+    Render(String),
+}
+
+/// A rendered config and its media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigBody {
+    /// The document.
+    pub body: String,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+}
+
+/// Shared boot-path logic.
+#[derive(Debug)]
+pub struct BootService {
+    booter: Arc<dyn Booter>,
+    inventory: Arc<dyn Inventory>,
+    /// `http://<server_ip>:<port>`, no trailing slash.
+    base: String,
+    /// Which machine last fetched its script from an address, so asset and TFTP
+    /// requests (which carry no MAC) land on the right timeline.
+    peers: Mutex<HashMap<IpAddr, MacAddr>>,
+    /// Spent-token keys whose replay is already on a timeline: later replays of the
+    /// same token are only counted, so a leaked URL cannot flood the (capped)
+    /// timeline and push real events out.
+    replays_recorded: Mutex<HashSet<String>>,
+    /// Config renderers by kind; kinds without one get the plain document.
+    renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
+    /// Live timeline events, published after each durable write.
+    events: broadcast::Sender<MachineEvent>,
+    /// Boot-loop protection limits.
+    guard: LoopGuard,
+    /// How long a config token works after its script was rendered.
+    config_token_ttl: time::Duration,
+}
+
+/// Default [`BootService::with_config_token_ttl`]: 30 minutes covers downloading
+/// the kernel and initramfs and booting to the config fetch, with retries.
+pub const DEFAULT_CONFIG_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// A timeline event stamped now.
+fn event(kind: EventKind, detail: impl Into<String>) -> TimelineEvent {
+    TimelineEvent {
+        at: OffsetDateTime::now_utc(),
+        kind,
+        detail: detail.into(),
+    }
+}
+
+impl BootService {
+    /// A service answering with URLs under `base`.
+    pub fn new(booter: Arc<dyn Booter>, inventory: Arc<dyn Inventory>, base: String) -> Self {
+        Self {
+            booter,
+            inventory,
+            base,
+            peers: Mutex::new(HashMap::new()),
+            replays_recorded: Mutex::new(HashSet::new()),
+            renderers: HashMap::new(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            guard: LoopGuard::default(),
+            config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
+        }
+    }
+
+    /// Sets how long a config token works after it is issued (default
+    /// [`DEFAULT_CONFIG_TOKEN_TTL`]); a later fetch gets [`ServiceError::Expired`].
+    pub fn with_config_token_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.config_token_ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX);
+        self
+    }
+
+    /// Serves `kind` configs with `renderer` (the Talos renderer for
+    /// `ConfigKind::Talos`, the Flatcar one for `ConfigKind::Flatcar`). Kinds without a renderer get the plain document.
+    pub fn with_renderer(mut self, kind: ConfigKind, renderer: Arc<dyn ConfigRenderer>) -> Self {
+        self.renderers.insert(kind, renderer);
+        self
+    }
+
+    /// Sets the boot-loop protection limits (default: [`LoopGuard::default`]).
+    pub fn with_loop_guard(mut self, guard: LoopGuard) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// A receiver of every timeline event written from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes events already written to `mac`'s timeline. No subscriber is fine.
+    fn publish(&self, mac: MacAddr, events: &[TimelineEvent]) {
+        for event in events {
+            let _ = self.events.send(MachineEvent {
+                mac,
+                event: event.clone(),
+            });
+        }
+    }
+
+    /// Applies an operator change (API) in one durable commit, then publishes the
+    /// events it wrote.
+    pub fn update(
+        &self,
+        mac: MacAddr,
+        change: &mut dyn FnMut(Option<Machine>) -> Update,
+    ) -> Result<Option<Machine>, ServiceError> {
+        let mut written = Vec::new();
+        let stored = self.inventory.apply(mac, &mut |cur| {
+            let u = change(cur);
+            written = u.events.clone();
+            u
+        })?;
+        self.publish(mac, &written);
+        Ok(stored)
+    }
+
+    /// The base URL of the boot path.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The inventory (for read-only API views).
+    pub fn inventory(&self) -> &Arc<dyn Inventory> {
+        &self.inventory
+    }
+
+    /// The booter (for `render`).
+    pub fn booter(&self) -> &Arc<dyn Booter> {
+        &self.booter
+    }
+}

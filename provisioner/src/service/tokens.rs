@@ -1,0 +1,179 @@
+//! One-time tokens: issuing them (hashed in the store), deriving callback tokens
+//! from the config token, and taking them back exactly once. Config tokens also
+//! expire (`config_token_ttl_minutes`). The store keeps spent tokens (hashed, per
+//! machine, bounded), so a replay is refused *and* lands on the timeline of the
+//! machine the token was issued to, not just in a counter.
+
+use provisioner_core::boot::InstallPlan;
+use provisioner_core::catalog::ConfigKind;
+use provisioner_core::inventory::{SpentHow, SpentToken, TokenPurpose, TokenRecord};
+use provisioner_core::model::{EventKind, MacAddr};
+use provisioner_core::render::BootUrls;
+use provisioner_core::render::config::ConfigUrls;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{BootService, ServiceError};
+
+/// A fresh 256-bit token, hex-encoded.
+fn new_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A callback token derived from the config token the machine presents, so the
+/// config renderer can embed the same callback URLs the kernel command line
+/// carries without the store keeping any token in the clear. SHA-256 with a label
+/// per purpose: the callback token reveals nothing about the config token.
+fn derived_token(config_token: &str, label: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"provisioner callback token\0");
+    h.update(label.as_bytes());
+    h.update(b"\0");
+    h.update(config_token.as_bytes());
+    hex::encode(h.finalize())
+}
+
+const INSTALLED: &str = "installed";
+const K0S_INSTALLED: &str = "k0s-installed";
+
+/// Stores key tokens by SHA-256, so a copy of the store holds no usable token.
+pub fn token_key(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl BootService {
+    /// The callback URLs that belong to a config token.
+    pub(super) fn config_urls(&self, config_token: &str) -> ConfigUrls {
+        ConfigUrls {
+            base: self.base.clone(),
+            installed: format!(
+                "{}/callback/{}/{INSTALLED}",
+                self.base,
+                derived_token(config_token, INSTALLED)
+            ),
+            k0s_installed: format!(
+                "{}/callback/{}/{K0S_INSTALLED}",
+                self.base,
+                derived_token(config_token, K0S_INSTALLED)
+            ),
+        }
+    }
+
+    /// Issues a new config token and its callback token(s) for `mac`, revoking older
+    /// ones. Flatcar machines also get the `K0sInstalled` callback token.
+    pub(super) fn issue_tokens(&self, mac: MacAddr, plan: &InstallPlan) -> Result<BootUrls, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let config = new_token();
+        let issue = |token: &str, purpose| {
+            self.inventory.issue_token(
+                &token_key(token),
+                &TokenRecord {
+                    mac,
+                    purpose,
+                    issued_at: now,
+                },
+            )
+        };
+        issue(&config, TokenPurpose::Config)?;
+        issue(
+            &derived_token(&config, INSTALLED),
+            TokenPurpose::InstalledCallback,
+        )?;
+        if plan.profile.config == ConfigKind::Flatcar {
+            issue(
+                &derived_token(&config, K0S_INSTALLED),
+                TokenPurpose::K0sInstalledCallback,
+            )?;
+        }
+        let urls = self.config_urls(&config);
+        Ok(BootUrls {
+            base: self.base.clone(),
+            config: format!("{}/config/{config}", self.base),
+            callback: urls.installed,
+        })
+    }
+
+    /// Takes the live token `token` for `purpose`. Refusals are recorded on the
+    /// machine the token was bound to: at the wrong endpoint (`token_rejected`), an
+    /// expired config token (`config_token_expired`; the age counts from the stored
+    /// issue time, so a restart does not extend it), a replayed config token
+    /// (`config_replay_refused`) or callback token (`token_rejected`).
+    pub(super) fn take(&self, token: &str, purpose: TokenPurpose) -> Result<TokenRecord, ServiceError> {
+        let key = token_key(token);
+        let now = OffsetDateTime::now_utc();
+        match self.inventory.take_token(&key, now)? {
+            Some(rec) if rec.purpose != purpose => {
+                // Presented at the wrong endpoint: it is spent, and that is suspicious.
+                self.record(
+                    rec.mac,
+                    EventKind::TokenRejected,
+                    "token used at the wrong endpoint",
+                )?;
+                Err(ServiceError::BadToken)
+            }
+            Some(rec) if purpose == TokenPurpose::Config && now - rec.issued_at > self.config_token_ttl => {
+                metrics::counter!("provisioner_config_tokens_expired_total").increment(1);
+                let age = (now - rec.issued_at).whole_seconds();
+                self.record(
+                    rec.mac,
+                    EventKind::ConfigTokenExpired,
+                    &format!(
+                        "config token presented {age} s after issue (TTL {} s); the machine must netboot again",
+                        self.config_token_ttl.whole_seconds()
+                    ),
+                )?;
+                Err(ServiceError::Expired)
+            }
+            Some(rec) => Ok(rec),
+            None => {
+                if let Some(spent) = self.inventory.spent_token(&key)? {
+                    self.replayed(&key, &spent, purpose)?;
+                }
+                Err(ServiceError::BadToken)
+            }
+        }
+    }
+
+    /// Counts a spent token presented again and records it on its machine's
+    /// timeline, the first time this process sees that token replayed.
+    fn replayed(&self, key: &str, spent: &SpentToken, endpoint: TokenPurpose) -> Result<(), ServiceError> {
+        let what = match spent.record.purpose {
+            TokenPurpose::Config => "config",
+            TokenPurpose::InstalledCallback => "installed_callback",
+            TokenPurpose::K0sInstalledCallback => "k0s_installed_callback",
+        };
+        metrics::counter!("provisioner_token_replays_total", "purpose" => what).increment(1);
+        let first = self.replays_recorded.lock().is_ok_and(|mut seen| {
+            // Bounded like the peer map.
+            if seen.len() > 65_536 {
+                seen.clear();
+            }
+            seen.insert(key.to_owned())
+        });
+        if !first {
+            return Ok(());
+        }
+        let how = match spent.how {
+            SpentHow::Used => "used",
+            SpentHow::Revoked => "revoked by a newer boot",
+        };
+        let when = spent.at.format(&Rfc3339).unwrap_or_default();
+        let (kind, detail) =
+            if spent.record.purpose == TokenPurpose::Config && endpoint == TokenPurpose::Config {
+                (
+                    EventKind::ConfigReplayRefused,
+                    format!("config URL fetched again; its token was {how} at {when}"),
+                )
+            } else {
+                (
+                    EventKind::TokenRejected,
+                    format!("spent {what} token presented again; it was {how} at {when}"),
+                )
+            };
+        self.record(spent.record.mac, kind, &detail)
+    }
+}
