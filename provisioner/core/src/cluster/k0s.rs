@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::bootstrap::{BootstrapState, Flow, Step, Timeouts};
+use super::bootstrap::{BootstrapState, Flow, Step, Timeouts, ev};
 use super::{ClusterEvent, ClusterEventKind};
 use crate::k0s::progress::Phase;
 
@@ -302,29 +302,12 @@ fn phase_name(p: Phase) -> String {
     }
 }
 
-fn ev(at: OffsetDateTime, kind: ClusterEventKind, detail: impl Into<String>) -> ClusterEvent {
-    ClusterEvent {
-        at,
-        kind,
-        detail: detail.into(),
-    }
-}
-
 fn enter(t: &mut K0sTransition, step: Step, now: OffsetDateTime, why: &str) {
-    let from = t.next.step;
-    t.next.step = step;
-    t.next.step_started = now;
-    t.events.push(ev(
-        now,
-        ClusterEventKind::StepChanged,
-        format!("{from} -> {step}: {why}"),
-    ));
+    t.next.enter(&mut t.events, step, now, why);
 }
 
 fn fail(t: &mut K0sTransition, now: OffsetDateTime, why: String) {
-    t.next.failure = Some(why.clone());
-    enter(t, Step::Failed, now, &why);
-    t.events.push(ev(now, ClusterEventKind::Failed, why));
+    t.next.fail(&mut t.events, now, why);
 }
 
 #[cfg(test)]

@@ -282,6 +282,46 @@ pub enum Work {
     HandOff,
 }
 
+/// An event of a workflow.
+pub(crate) fn ev(
+    at: OffsetDateTime,
+    kind: super::ClusterEventKind,
+    detail: impl Into<String>,
+) -> ClusterEvent {
+    ClusterEvent {
+        at,
+        kind,
+        detail: detail.into(),
+    }
+}
+
+impl BootstrapState {
+    /// Moves to `step` at `now`, recording why (both workflows, Talos and k0s).
+    pub(crate) fn enter(
+        &mut self,
+        events: &mut Vec<ClusterEvent>,
+        step: Step,
+        now: OffsetDateTime,
+        why: &str,
+    ) {
+        let from = self.step;
+        self.step = step;
+        self.step_started = now;
+        events.push(ev(
+            now,
+            super::ClusterEventKind::StepChanged,
+            format!("{from} -> {step}: {why}"),
+        ));
+    }
+
+    /// Ends the workflow as `Failed` with `why`.
+    pub(crate) fn fail(&mut self, events: &mut Vec<ClusterEvent>, now: OffsetDateTime, why: String) {
+        self.failure = Some(why.clone());
+        self.enter(events, Step::Failed, now, &why);
+        events.push(ev(now, super::ClusterEventKind::Failed, why));
+    }
+}
+
 /// The result of one [`step`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {

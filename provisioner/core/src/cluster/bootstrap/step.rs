@@ -7,9 +7,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::{
-    BootstrapOutcome, BootstrapState, EtcdMember, EtcdService, Observation, Plan, Step, Transition, Work,
+    BootstrapOutcome, BootstrapState, EtcdMember, EtcdService, Observation, Plan, Step, Transition, Work, ev,
 };
-use crate::cluster::{ClusterEvent, ClusterEventKind};
+use crate::cluster::ClusterEventKind;
 
 /// Advances the workflow by one observation. Pure: no clock, no I/O.
 pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDateTime) -> Transition {
@@ -235,27 +235,10 @@ fn etcd_problem(
     None
 }
 
-fn ev(at: OffsetDateTime, kind: ClusterEventKind, detail: impl Into<String>) -> ClusterEvent {
-    ClusterEvent {
-        at,
-        kind,
-        detail: detail.into(),
-    }
-}
-
 fn enter(t: &mut Transition, step: Step, now: OffsetDateTime, why: &str) {
-    let from = t.next.step;
-    t.next.step = step;
-    t.next.step_started = now;
-    t.events.push(ev(
-        now,
-        ClusterEventKind::StepChanged,
-        format!("{from} -> {step}: {why}"),
-    ));
+    t.next.enter(&mut t.events, step, now, why);
 }
 
 fn fail(t: &mut Transition, now: OffsetDateTime, why: String) {
-    t.next.failure = Some(why.clone());
-    enter(t, Step::Failed, now, &why);
-    t.events.push(ev(now, ClusterEventKind::Failed, why));
+    t.next.fail(&mut t.events, now, why);
 }
