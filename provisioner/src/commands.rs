@@ -145,40 +145,13 @@ fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) 
                 .map(|f| f.display().to_string())
                 .unwrap_or(key)
         };
-        for g in cat.groups.values() {
-            let Some(p) = cat.profiles.get(&g.profile) else {
-                continue;
-            };
-            let Some(cluster) = p.cluster.as_ref().and_then(|c| infra.talos.get(c)) else {
-                continue;
-            };
-            if p.config != provisioner_core::catalog::ConfigKind::Talos {
-                continue;
-            }
-            let file = source(format!("group/{}", g.id));
-            let Some(host) = g.metadata.get("hostname") else {
-                problems.push(format!(
-                    "{file}: field `metadata.hostname`: required for Talos profile {:?}",
-                    p.id
-                ));
-                continue;
-            };
-            match cluster.node(host) {
-                None => problems.push(format!(
-                    "{file}: field `metadata.hostname`: cluster {:?} has no node {host:?}",
-                    cluster.cluster_name
-                )),
-                Some(n) => {
-                    if let (Some(want), Some(sel)) = (n.mac, g.selector.get("mac"))
-                        && want.to_string() != *sel
-                    {
-                        problems.push(format!(
-                            "{file}: field `selector.mac`: {sel} but node {host:?} in infra has mac {want}"
-                        ));
-                    }
-                }
-            }
-        }
+        problems.extend(provisioner_core::infra::group_problems(
+            cat,
+            &infra.talos,
+            provisioner_core::catalog::ConfigKind::Talos,
+            "cluster",
+            &source,
+        ));
         crate::k0s::check_groups(&infra.k0s, cat, problems);
     }
     infra.names().into_iter().collect()

@@ -136,3 +136,84 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
         Err(CatalogError(errs))
     }
 }
+
+/// A cluster whose nodes catalog groups select by `metadata.hostname`.
+pub trait NodeLookup {
+    /// The cluster's name.
+    fn cluster_name(&self) -> &str;
+    /// `Some(mac pin)` when `host` is one of its nodes.
+    fn node_mac(&self, host: &str) -> Option<Option<crate::model::MacAddr>>;
+}
+
+impl NodeLookup for TalosCluster {
+    fn cluster_name(&self) -> &str {
+        &self.cluster_name
+    }
+    fn node_mac(&self, host: &str) -> Option<Option<crate::model::MacAddr>> {
+        self.node(host).map(|n| n.mac)
+    }
+}
+
+impl NodeLookup for K0sCluster {
+    fn cluster_name(&self) -> &str {
+        &self.cluster_name
+    }
+    fn node_mac(&self, host: &str) -> Option<Option<crate::model::MacAddr>> {
+        self.node(host).map(|n| n.mac)
+    }
+}
+
+/// Problems of the catalog groups whose profile has config `kind` and a cluster in
+/// `clusters`: each needs `metadata.hostname` naming a node of that cluster, and a
+/// `selector.mac` that agrees with the node's pinned MAC. `label` names the cluster
+/// kind in messages ("cluster", "k0s cluster"); `source` turns a catalog key into
+/// its file name.
+pub fn group_problems<C: NodeLookup>(
+    cat: &crate::catalog::Catalog,
+    clusters: &BTreeMap<String, C>,
+    kind: crate::catalog::ConfigKind,
+    label: &str,
+    source: &dyn Fn(String) -> String,
+) -> Vec<String> {
+    use crate::catalog::ConfigKind;
+    let kind_name = match kind {
+        ConfigKind::Talos => "Talos",
+        ConfigKind::Flatcar => "Flatcar",
+        ConfigKind::Plain => "plain",
+        ConfigKind::None => "none",
+    };
+    let mut problems = Vec::new();
+    for g in cat.groups.values() {
+        let Some(p) = cat.profiles.get(&g.profile).filter(|p| p.config == kind) else {
+            continue;
+        };
+        let Some(cluster) = p.cluster.as_ref().and_then(|c| clusters.get(c)) else {
+            continue;
+        };
+        let file = source(format!("group/{}", g.id));
+        let Some(host) = g.metadata.get("hostname") else {
+            problems.push(format!(
+                "{file}: field `metadata.hostname`: required for {kind_name} profile {:?}",
+                p.id
+            ));
+            continue;
+        };
+        match cluster.node_mac(host) {
+            None => problems.push(format!(
+                "{file}: field `metadata.hostname`: {label} {:?} has no node {host:?}",
+                cluster.cluster_name()
+            )),
+            Some(Some(want)) => {
+                if let Some(sel) = g.selector.get("mac")
+                    && want.to_string() != *sel
+                {
+                    problems.push(format!(
+                        "{file}: field `selector.mac`: {sel} but node {host:?} in infra has mac {want}"
+                    ));
+                }
+            }
+            Some(None) => {}
+        }
+    }
+    problems
+}

@@ -109,40 +109,13 @@ pub fn check_groups(
             Some(_) => {}
         }
     }
-    for g in cat.groups.values() {
-        let Some(p) = cat.profiles.get(&g.profile) else {
-            continue;
-        };
-        let Some(cluster) = p.cluster.as_ref().and_then(|c| clusters.get(c)) else {
-            continue;
-        };
-        if p.config != ConfigKind::Flatcar {
-            continue;
-        }
-        let file = source(format!("group/{}", g.id));
-        let Some(host) = g.metadata.get("hostname") else {
-            problems.push(format!(
-                "{file}: field `metadata.hostname`: required for Flatcar profile {:?}",
-                p.id
-            ));
-            continue;
-        };
-        match cluster.node(host) {
-            None => problems.push(format!(
-                "{file}: field `metadata.hostname`: k0s cluster {:?} has no node {host:?}",
-                cluster.cluster_name
-            )),
-            Some(n) => {
-                if let (Some(want), Some(sel)) = (n.mac, g.selector.get("mac"))
-                    && want.to_string() != *sel
-                {
-                    problems.push(format!(
-                        "{file}: field `selector.mac`: {sel} but node {host:?} in infra has mac {want}"
-                    ));
-                }
-            }
-        }
-    }
+    problems.extend(provisioner_core::infra::group_problems(
+        cat,
+        clusters,
+        ConfigKind::Flatcar,
+        "k0s cluster",
+        &source,
+    ));
 }
 
 /// Makes sure every cluster has secrets and every worker a join token; generates
