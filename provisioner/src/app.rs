@@ -97,6 +97,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer))
         }
     };
+    // The bootstrap supervisor's inputs, when there are Talos clusters.
+    let bootstrap = talos_secrets.clone().map(|s| (talos.clone(), s));
     let service = Arc::new(crate::k0s::attach(service, &cfg, &cache_dir)?);
     let k0s = crate::k0s::load_clusters(&cfg.infra_dir)?;
     infra_reservations.extend(crate::dhcp::settings::k0s_reservations(&k0s));
@@ -264,6 +266,32 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
                     .context("DHCP server")
             });
         }
+    }
+
+    if let Some((clusters, secrets)) = bootstrap.filter(|_| cfg.bootstrap.enabled && !dry_run) {
+        let kubeconfigs: Arc<dyn crate::cluster::orchestrator::KubeconfigStore> =
+            Arc::new(crate::store::AgeKubeconfigs::open(&cfg.state_dir)?);
+        let argo = crate::cluster::supervisor::CachedArgo::new(
+            cfg.gitops_dir.clone(),
+            cfg.cache_dir(),
+            kubeconfigs.clone(),
+            &cfg.bootstrap,
+        );
+        let supervisor = crate::cluster::supervisor::Supervisor {
+            settings: cfg.bootstrap.clone(),
+            talos_port: cfg.talos.api_port,
+            clusters,
+            secrets,
+            store: store.clone(),
+            inventory: inventory.clone(),
+            kubeconfigs,
+            argo: Arc::new(argo),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            supervisor.run(token).await;
+            Ok(())
+        });
     }
 
     tracing::info!(%server_ip, %base, "provisioner ready");

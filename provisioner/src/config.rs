@@ -158,6 +158,8 @@ pub struct Config {
     pub dhcp: crate::dhcp::settings::DhcpSettings,
     /// How the appliance reaches Talos nodes' API.
     pub talos: TalosSettings,
+    /// Talos cluster bootstrap and GitOps hand-off run by `serve`.
+    pub bootstrap: crate::cluster::settings::BootstrapSettings,
 }
 
 /// `talos:` settings.
@@ -201,6 +203,7 @@ impl Default for Config {
             power: PowerConfig::default(),
             dhcp: Default::default(),
             talos: TalosSettings::default(),
+            bootstrap: Default::default(),
         }
     }
 }

@@ -273,19 +273,21 @@ pub fn list(cache: &Path, images: &BTreeMap<String, Image>) -> Vec<Listed> {
 pub enum ImagesCommand {
     /// Download an image's files into the cache: Talos from the Image Factory;
     /// Flatcar (PXE kernel + initramfs, disk image + signature for the mirror) or a
-    /// k0s release (binary checked against its sha256sums.txt) from upstream.
+    /// k0s release (binary checked against its sha256sums.txt) from upstream; the
+    /// ArgoCD install manifest pinned in gitops/settings.yaml (sha256 verified).
     Pull {
-        /// `talos`, `flatcar` or `k0s`.
-        #[arg(value_parser = ["talos", "flatcar", "k0s"])]
+        /// `talos`, `flatcar`, `k0s` or `argocd`.
+        #[arg(value_parser = ["talos", "flatcar", "k0s", "argocd"])]
         kind: String,
-        /// Talos version (v1.11.6), Flatcar release (4459.2.0) or k0s tag (v1.36.3+k0s.2).
-        #[arg(long)]
-        version: String,
+        /// Talos version (v1.11.6), Flatcar release (4459.2.0) or k0s tag (v1.36.3+k0s.2);
+        /// for argocd the pinned version (the default).
+        #[arg(long, required_if_eq_any([("kind", "talos"), ("kind", "flatcar"), ("kind", "k0s")]))]
+        version: Option<String>,
         /// Image Factory schematic ID (Talos only).
         #[arg(long, required_if_eq("kind", "talos"))]
         schematic: Option<String>,
         /// Upstream base URL for flatcar/k0s (default: Flatcar's stable channel, k0s's
-        /// GitHub releases).
+        /// GitHub releases); for argocd a mirror of the pinned URL's origin.
         #[arg(long, env = "PROVISIONER_MIRROR_UPSTREAM")]
         base: Option<String>,
         /// Image Factory base URL.
@@ -296,10 +298,12 @@ pub enum ImagesCommand {
         image: Option<String>,
     },
     /// Copy already-downloaded files into the cache (air-gapped installs). With
-    /// `--mirror flatcar|k0s --version V`: Flatcar or k0s release files.
+    /// `--mirror flatcar|k0s --version V`: Flatcar or k0s release files;
+    /// `images import argocd <install.yaml>`: the pinned ArgoCD manifest.
     Import {
-        /// Image id from images/ (Flatcar: the PXE image, default flatcar-stable-amd64).
-        #[arg(long, required_unless_present = "mirror")]
+        /// Image id from images/ (Flatcar: the PXE image, default flatcar-stable-amd64);
+        /// required unless `--mirror` or `argocd`.
+        #[arg(long)]
         image: Option<String>,
         /// Import Flatcar or k0s release files into the mirror.
         #[arg(long, value_parser = ["flatcar", "k0s"], requires = "version")]
@@ -329,6 +333,9 @@ fn descriptor_for<'a>(
 /// Runs an `images` subcommand.
 pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<()> {
     let cfg = crate::commands::load_config(args)?;
+    if let Some(done) = crate::cluster::argocd::fetch::command(&cmd, &cfg) {
+        return done;
+    }
     let cat = crate::commands::load_catalog(&cfg)?;
     let cache = cfg.cache_dir();
     match cmd {
@@ -340,6 +347,7 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
             ..
         } if kind != "talos" => {
             let image = image.as_deref().unwrap_or(FLATCAR_IMAGE);
+            let version = version.unwrap_or_default();
             crate::k0s::commands::pull(&cfg, &kind, &version, base.as_deref(), image)?;
         }
         ImagesCommand::Pull {
@@ -349,6 +357,7 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
             image,
             ..
         } => {
+            let version = version.unwrap_or_default();
             let schematic = schematic.unwrap_or_default();
             if schematic.len() != 64 || !schematic.chars().all(|c| c.is_ascii_hexdigit()) {
                 bail!("--schematic: {schematic:?} is not a 64-hex-digit schematic ID");
@@ -387,7 +396,7 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
             crate::k0s::commands::import(&cfg, &kind, &version, image, &files)?;
         }
         ImagesCommand::Import { image, files, .. } => {
-            let image = image.unwrap_or_default();
+            let image = image.context("--image is required (or --mirror flatcar|k0s, or `argocd <file>`)")?;
             let img = cat
                 .images
                 .get(&image)

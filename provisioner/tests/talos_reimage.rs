@@ -88,7 +88,12 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
     }
     let lab = TalosLab::start_on_one_port(OsCa::from_bundle(&bundle), 3, b"unused").await;
     let cfg = write_config(d, d);
-    let text = std::fs::read_to_string(&cfg).unwrap() + &format!("talos:\n  api_port: {}\n", lab.port());
+    // Re-imaging only: the bootstrap supervisor would call these nodes too.
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + &format!(
+            "talos:\n  api_port: {}\nbootstrap:\n  enabled: false\n",
+            lab.port()
+        );
     std::fs::write(&cfg, text).unwrap();
 
     let cluster = lab.cluster.clone();

@@ -1,9 +1,12 @@
 //! Cluster bootstrap and GitOps hand-off: the Talos API client ([`talos`]), the
 //! orchestrator that drives `provisioner_core::cluster::bootstrap` with real I/O
-//! ([`orchestrator`]), the k0s readiness workflow ([`k0s_ready`]), and the ArgoCD
-//! installer ([`argocd`]).
+//! ([`orchestrator`]), the k0s readiness workflow ([`k0s_ready`]), the ArgoCD
+//! installer ([`argocd`]), and the supervisor that runs one Talos orchestrator per
+//! cluster inside `serve` ([`supervisor`]).
 
 pub mod argocd;
 pub mod k0s_ready;
 pub mod orchestrator;
+pub mod settings;
+pub mod supervisor;
 pub mod talos;

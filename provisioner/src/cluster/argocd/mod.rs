@@ -7,6 +7,8 @@
 //! clusters whose kubeconfig is known; another cluster's hand-off registers itself in
 //! the host's ArgoCD (a cluster Secret) once the host is up.
 
+pub mod cached;
+pub mod fetch;
 pub mod install;
 pub mod manifest;
 pub mod objects;

@@ -1,0 +1,88 @@
+//! [`CachedArgo`]: the GitOps hand-off as the daemon runs it, with `gitops/settings.yaml`
+//! and the pinned install manifest read from the image cache on first use (and kept),
+//! so a manifest pulled or imported after `serve` started is picked up.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{ArgoHandOff, Settings};
+use crate::cluster::orchestrator::{HandOff, KubeconfigStore};
+use crate::cluster::settings::BootstrapSettings;
+
+/// The ArgoCD hand-off, loaded on first use: `gitops/settings.yaml` and the verified
+/// install manifest from the image cache (`images pull argocd`). Loading waits for
+/// the step that needs it, so a manifest imported after start is picked up.
+pub struct CachedArgo {
+    gitops_dir: PathBuf,
+    cache_dir: PathBuf,
+    kubeconfigs: Arc<dyn KubeconfigStore>,
+    wait_timeout: Duration,
+    poll: Duration,
+    loaded: tokio::sync::Mutex<Option<Arc<ArgoHandOff>>>,
+}
+
+impl std::fmt::Debug for CachedArgo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedArgo")
+            .field("gitops_dir", &self.gitops_dir)
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedArgo {
+    /// Reads `gitops_dir` and the manifest under `cache_dir` when first needed.
+    pub fn new(
+        gitops_dir: PathBuf,
+        cache_dir: PathBuf,
+        kubeconfigs: Arc<dyn KubeconfigStore>,
+        settings: &BootstrapSettings,
+    ) -> Self {
+        Self {
+            gitops_dir,
+            cache_dir,
+            kubeconfigs,
+            wait_timeout: Duration::from_secs(settings.argocd_wait_secs.max(1)),
+            poll: Duration::from_millis(settings.poll_ms.clamp(10, 2_000)),
+            loaded: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The hand-off, loading settings and manifest (sha256-verified) if not yet done.
+    pub async fn get(&self) -> Result<Arc<ArgoHandOff>, String> {
+        let mut slot = self.loaded.lock().await;
+        if let Some(a) = slot.as_ref() {
+            return Ok(a.clone());
+        }
+        let (gitops, cache) = (self.gitops_dir.clone(), self.cache_dir.clone());
+        let (settings, manifest) = tokio::task::spawn_blocking(move || {
+            let settings = Settings::load(&gitops)?;
+            let manifest = settings.load_manifest(&cache).map_err(|e| {
+                format!("ArgoCD install manifest: {e}; run `provisioner images pull argocd` (or `images import argocd <file>`)")
+            })?;
+            Ok::<_, String>((settings, manifest))
+        })
+        .await
+        .map_err(|e| format!("loading the ArgoCD manifest: {e}"))??;
+        let argo = Arc::new(ArgoHandOff {
+            settings,
+            gitops_dir: self.gitops_dir.clone(),
+            manifest: Arc::new(manifest),
+            kubeconfigs: self.kubeconfigs.clone(),
+            wait_timeout: self.wait_timeout,
+            poll: self.poll,
+        });
+        *slot = Some(argo.clone());
+        Ok(argo)
+    }
+}
+
+impl HandOff for CachedArgo {
+    fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+        async move { self.get().await?.hand_off(cluster, kubeconfig).await }.boxed()
+    }
+}

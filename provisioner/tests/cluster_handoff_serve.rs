@@ -1,0 +1,345 @@
+//! Power-on-to-GitOps in the real daemon (minus QEMU): `provisioner serve` with an
+//! infra/ Talos cluster whose control-plane nodes are fake apids on 127.0.0.11-13
+//! (server certificates issued by the OS CA of the cluster's own secrets bundle, on
+//! the configured `talos.api_port`), the pinned ArgoCD manifest imported into the
+//! cache with `images import argocd`, and a fake Kubernetes API behind the kubeconfig
+//! the nodes hand out. The daemon's supervisor takes the cluster to HandedOff; after
+//! `kill -9` and a restart it stays HandedOff and touches neither nodes nor cluster.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::daemon::{BIN, Daemon, http, run, write_config};
+use common::fake_kube::FakeKube;
+use common::pki::OsCa;
+use common::talos_lab::TalosLab;
+use tonic::Code;
+
+const CLUSTER: &str = "genmachine";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// infra/genmachine.yaml re-addressed onto loopback; the nodes' MACs are the common
+/// catalog's two group MACs plus one unknown to the inventory.
+fn write_infra(dir: &Path) {
+    std::fs::create_dir_all(dir.join("infra")).unwrap();
+    std::fs::write(
+        dir.join(format!("infra/{CLUSTER}.yaml")),
+        format!(
+            "distribution: talos\nclusterName: {CLUSTER}\ntalosVersion: v1.11.6\nkubernetesVersion: v1.34.1\n\
+             endpoint: https://127.0.0.11:6443\nnodes:\n\
+             \x20 - {{hostname: talos-1, ipAddress: 127.0.0.11, controlPlane: true, installDisk: /dev/vda, mac: '{}'}}\n\
+             \x20 - {{hostname: talos-2, ipAddress: 127.0.0.12, controlPlane: true, installDisk: /dev/vda, mac: '{}'}}\n\
+             \x20 - {{hostname: talos-3, ipAddress: 127.0.0.13, controlPlane: true, installDisk: /dev/vda, mac: '02:00:00:00:01:03'}}\n",
+            common::BIOS_MAC,
+            common::EFI_MAC
+        ),
+    )
+    .unwrap();
+}
+
+/// `GET /api/v1/clusters/genmachine` → its `bootstrap` object.
+fn bootstrap(d: &Daemon, token: &str) -> serde_json::Value {
+    let (st, body) = d.api_get(&format!("/api/v1/clusters/{CLUSTER}"), Some(token));
+    assert_eq!(st, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["bootstrap"].clone()
+}
+
+fn wait_for_log(d: &Daemon, needle: &str, limit: Duration) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if std::fs::read_to_string(&d.log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no {needle:?} in the daemon log:\n{}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+}
+
+fn machine_state(d: &Daemon, token: &str, mac: &str) -> String {
+    let (st, body) = d.api_get(&format!("/api/v1/machines/{mac}"), Some(token));
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// The site (catalog, infra/, config, the cluster's bundle in the daemon's secret
+/// store), the fake nodes and the fake Kubernetes API.
+struct Rig {
+    cfg: PathBuf,
+    fixture: PathBuf,
+    kube: FakeKube,
+    lab: TalosLab,
+    /// Runs the fakes' tasks.
+    _rt: tokio::runtime::Runtime,
+    tmp: tempfile::TempDir,
+}
+
+impl Rig {
+    /// `hand_off_secs`: the HandOff step's timeout.
+    fn new(hand_off_secs: u64) -> Option<Self> {
+        common::crypto();
+        let fixture = common::fixture("argocd/install-v3.5.1.yaml")?;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        common::write_catalog(dir);
+        write_infra(dir);
+        // The cluster's secrets bundle, stored where the daemon keeps it, before it
+        // starts (it would generate one, but the fake nodes need its OS CA).
+        let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let kube = rt.block_on(FakeKube::start());
+        let lab = rt.block_on(TalosLab::start_on_one_port(
+            OsCa::from_bundle(&bundle),
+            3,
+            &kube.kubeconfig(),
+        ));
+        let cfg = write_config(dir, dir);
+        let text = std::fs::read_to_string(&cfg).unwrap()
+            + &format!(
+                "gitops_dir: {}\ntalos:\n  api_port: {}\nbootstrap:\n  poll_ms: 100\n  attempt_timeout_secs: 2\n  \
+                 argocd_wait_secs: 30\n  retry_min_secs: 1\n  timeouts: {{ wait_nodes_secs: 120, hand_off_secs: {} }}\n",
+                repo().join("gitops").display(),
+                lab.port(),
+                hand_off_secs
+            );
+        std::fs::write(&cfg, text).unwrap();
+        let config =
+            provisioner::config::Config::load(Some(&cfg), Default::default(), &Default::default()).unwrap();
+        provisioner::talos::commands::open_secrets(&config)
+            .unwrap()
+            .put(CLUSTER, &bundle)
+            .unwrap();
+        Some(Self {
+            cfg,
+            fixture,
+            kube,
+            lab,
+            _rt: rt,
+            tmp,
+        })
+    }
+
+    /// `provisioner images import argocd <fixture>`.
+    fn import_manifest(&self) {
+        let (ok, out, err) = run(&[
+            "images",
+            "import",
+            "argocd",
+            self.fixture.to_str().unwrap(),
+            "--config",
+            self.cfg.to_str().unwrap(),
+        ]);
+        assert!(ok, "{out}{err}");
+    }
+
+    /// Polls the API until the cluster's bootstrap phase is `done`; the time it took.
+    fn until_done(&self, d: &Daemon, token: &str, from: Instant) -> Duration {
+        let end = Instant::now() + Duration::from_secs(120);
+        loop {
+            let b = bootstrap(d, token);
+            if b["phase"] == "done" {
+                return from.elapsed();
+            }
+            assert!(
+                b["phase"] != "failed" && Instant::now() < end,
+                "{b:#}\nlog:\n{}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn serve_bootstraps_and_hands_off_once_across_kill_9() {
+    let Some(rig) = Rig::new(120) else {
+        return;
+    };
+    let Rig {
+        cfg, kube, lab, tmp, ..
+    } = &rig;
+    let dir = tmp.path();
+    rig.import_manifest();
+    // Two nodes are machines the inventory knows (they netbooted); the third is not.
+    {
+        use provisioner_core::inventory::Inventory;
+        let inv = provisioner::store::RedbInventory::open(&dir.join("state/inventory.redb")).unwrap();
+        for mac in [common::BIOS_MAC, common::EFI_MAC] {
+            let m = provisioner_core::model::Machine::discovered(
+                mac.parse().unwrap(),
+                time::OffsetDateTime::now_utc(),
+            );
+            inv.put(&m).unwrap();
+        }
+    }
+    let started = Instant::now();
+    let mut d = Daemon::start(cfg);
+    let token = d.token("read-only");
+    let took = rig.until_done(&d, &token, started);
+    println!("serve start → HandedOff in {took:?}");
+
+    // Bootstrap once, on the lowest IP.
+    assert_eq!(lab.cluster.count("Bootstrap", Code::Ok), 1);
+    assert_eq!(lab.cluster.count("Bootstrap", Code::AlreadyExists), 0);
+    assert_eq!(lab.cluster.bootstrapped_on(), Some(lab.ips()[0]));
+    // Nodes that answered Version over mTLS are installed: next netboot is local.
+    for mac in [common::BIOS_MAC, common::EFI_MAC] {
+        assert_eq!(machine_state(&d, &token, mac), "Installed");
+        let q = format!("/ipxe?mac={}&arch=x86_64&platform=efi", mac.replace(':', "-"));
+        let (st, body) = http(d.http, "GET", &q).unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            st == 200 && body.contains("exit") && !body.contains("kernel"),
+            "{body}"
+        );
+    }
+    // The kubeconfig is kept encrypted.
+    let age = dir.join(format!("state/secrets/kubeconfigs/{CLUSTER}.age"));
+    let sealed = std::fs::read(&age).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1"), "not an age file");
+    let plain = kube.kubeconfig();
+    for needle in ["fake-token", "apiVersion", &kube.addr.to_string()] {
+        assert!(
+            !sealed.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle} in plaintext"
+        );
+    }
+    assert!(!std::fs::read_to_string(&d.log).unwrap().contains("fake-token"));
+    assert!(plain.windows(10).any(|w| w == b"fake-token"));
+    let applies = {
+        let j = kube.journal();
+        assert_eq!(j.applies.last().map(|a| a.name.as_str()), Some("root"));
+        j.applies.len()
+    };
+    let (ok, out, err) = status_cli(&d, &token);
+    assert!(
+        ok && out.contains("Bootstrap: done") && out.contains("HandOff"),
+        "{out}{err}"
+    );
+
+    // kill -9, restart: HandedOff is final; nothing is dialled or applied again.
+    let calls = lab.cluster.calls().len();
+    d.kill_9();
+    let d = Daemon::start(cfg);
+    wait_for_log(&d, "bootstrap HandedOff", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(bootstrap(&d, &token)["phase"], "done");
+    assert_eq!(
+        lab.cluster.calls().len(),
+        calls,
+        "nodes were called after hand-off"
+    );
+    assert_eq!(lab.cluster.count("Bootstrap", Code::Ok), 1);
+    assert_eq!(kube.journal().applies.len(), applies, "ArgoCD re-applied");
+}
+
+/// Until the cluster's HandOff step is running (etcd bootstrapped, kubeconfig stored).
+fn until_hand_off(d: &Daemon, token: &str) {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = bootstrap(d, token);
+        let at_hand_off = b["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "HandOff" && s["status"] == "running");
+        if at_hand_off {
+            return;
+        }
+        assert!(b["phase"] == "running" && Instant::now() < end, "{b:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn without_the_argocd_manifest_the_hand_off_parks_across_kill_9_until_it_is_imported() {
+    // A HandOff timeout shorter than the park: parking must not let it run out.
+    let Some(rig) = Rig::new(3) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut d = Daemon::start(&rig.cfg);
+    let token = d.token("read-only");
+    // Reported at start, not a crash; etcd bootstrap goes ahead without it.
+    wait_for_log(&d, "GitOps hand-off not ready", Duration::from_secs(20));
+    until_hand_off(&d, &token);
+    let to_hand_off = started.elapsed();
+    assert_eq!(rig.lab.cluster.count("Bootstrap", Code::Ok), 1);
+    assert_eq!(rig.lab.cluster.count("Kubeconfig", Code::Ok), 1);
+    assert!(
+        rig.kube.journal().applies.is_empty(),
+        "nothing applied without the manifest"
+    );
+    wait_for_log(&d, "HandOff parked", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    until_hand_off(&d, &token);
+
+    // kill -9 while parked: the recorded events explain the wait, durably.
+    d.kill_9();
+    let store =
+        provisioner::store::RedbInventory::open(&rig.tmp.path().join("state/inventory.redb")).unwrap();
+    let events = provisioner_core::cluster::ClusterStore::events(&store, CLUSTER).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.detail.contains("ArgoCD install manifest") && e.detail.contains("images pull argocd")),
+        "{events:#?}"
+    );
+    drop(store);
+    let (ok, out, err) = run(&["bootstrap", "status", "--config", rig.cfg.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("{CLUSTER}\tHandOff\t"))
+            && out.contains("last event: Waiting: HandOff parked")
+            && out.contains("images pull argocd"),
+        "{out}"
+    );
+
+    // Restarted still without it: parked again at HandOff; then imported while running.
+    let d = Daemon::start(&rig.cfg);
+    wait_for_log(&d, "HandOff parked", Duration::from_secs(20));
+    until_hand_off(&d, &token);
+    let imported = Instant::now();
+    rig.import_manifest();
+    let took = rig.until_done(&d, &token, imported);
+    println!(
+        "serve start → HandOff step (no manifest) in {to_hand_off:?}; manifest imported → HandedOff in {took:?}"
+    );
+    // Resumed at HandOff: no second Bootstrap, the stored kubeconfig reused.
+    assert_eq!(rig.lab.cluster.count("Bootstrap", Code::Ok), 1);
+    assert_eq!(rig.lab.cluster.count("Bootstrap", Code::AlreadyExists), 0);
+    assert_eq!(rig.lab.cluster.count("Kubeconfig", Code::Ok), 1);
+    assert_eq!(
+        rig.kube.journal().applies.last().map(|a| a.name.as_str()),
+        Some("root")
+    );
+}
+
+/// `provisioner clusters status genmachine` over the API.
+fn status_cli(d: &Daemon, token: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["clusters", "status", CLUSTER, "--config"])
+        .arg(&d.config)
+        .env("PROVISIONER_API_URL", d.api_url())
+        .env("PROVISIONER_API_TOKEN", token)
+        .env("PROVISIONER_CLIENT_CONFIG", "/nonexistent")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
