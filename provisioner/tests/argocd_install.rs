@@ -184,7 +184,10 @@ async fn hands_off_in_order_once_each_without_discovery() {
             ]
         );
         assert!(pos("Secret", "cluster-genmachine").is_some() && pos("Secret", "cluster-beelink").is_some());
-        assert!(pos("Secret", "cluster-gone").is_none(), "an unreachable cluster is skipped");
+        assert!(
+            pos("Secret", "cluster-gone").is_none(),
+            "an unreachable cluster is skipped"
+        );
         // beelink is registered with the token its token controller issued to
         // argocd-manager, the CA from that token Secret, and no admin credential.
         let token = beelink

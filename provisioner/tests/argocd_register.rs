@@ -61,7 +61,10 @@ async fn registration_waits_for_the_token_controller_and_is_idempotent() {
     let took = started.elapsed();
 
     assert!(took >= delay, "returned before the token existed ({took:?})");
-    assert!(cluster.tokens.early_gets() >= 1, "the token Secret was polled while empty");
+    assert!(
+        cluster.tokens.early_gets() >= 1,
+        "the token Secret was polled while empty"
+    );
     let token = cluster
         .tokens
         .token(MANAGER_NAMESPACE, MANAGER_TOKEN_SECRET)
@@ -128,10 +131,16 @@ async fn registration_waits_for_the_token_controller_and_is_idempotent() {
         .iter()
         .filter(|a| a.field_manager == FIELD_MANAGER)
         .count();
-    assert_eq!(applies, 8, "each of the four objects applied once per registration");
+    assert_eq!(
+        applies, 8,
+        "each of the four objects applied once per registration"
+    );
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("argocd-manager"), "the capture saw the registration");
+    assert!(
+        logs.contains("argocd-manager"),
+        "the capture saw the registration"
+    );
     assert!(!logs.contains(&token), "the token was logged");
     assert!(!logs.contains("fake-sa-token"), "the token was logged");
     println!("registration with a {delay:?} token controller took {took:?}");
@@ -150,9 +159,16 @@ async fn a_token_that_never_comes_is_a_bounded_error() {
     )
     .await
     .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, RegisterError::Timeout { .. }), "{err}");
-    assert!(err.to_string().contains("argocd-manager-long-lived-token"), "{err}");
+    assert!(
+        err.to_string().contains("argocd-manager-long-lived-token"),
+        "{err}"
+    );
     assert!(cluster.tokens.early_gets() >= 2, "polled until the deadline");
 
     // An unusable kubeconfig is refused before any request.

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_k0s::{FakeK0s, FakeNode};
 use base64::Engine;
+use common::fake_k0s::{FakeK0s, FakeNode};
 use common::fake_kube::FakeKube;
 use common::fake_token::assert_sa_registration;
 use provisioner::cluster::argocd::install::FIELD_MANAGER;

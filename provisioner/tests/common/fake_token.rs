@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use super::fake_kube::FakeKube;
 
 /// The `ca.crt` the controller writes (stands for the cluster CA; never parsed).
-pub const FAKE_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nZmFrZSBjbHVzdGVyIENB\n-----END CERTIFICATE-----\n";
+pub const FAKE_CA_PEM: &str =
+    "-----BEGIN CERTIFICATE-----\nZmFrZSBjbHVzdGVyIENB\n-----END CERTIFICATE-----\n";
 
 #[derive(Debug, Default)]
 struct Seen {

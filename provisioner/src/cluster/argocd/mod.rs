@@ -180,14 +180,9 @@ impl ArgoHandOff {
     /// The cluster Secret for `cluster`, after setting up its `argocd-manager` token
     /// through `kubeconfig` (the appliance's admin kubeconfig of that cluster).
     async fn registration(&self, cluster: &str, kubeconfig: &[u8]) -> Result<DynamicObject, String> {
-        manager::register(
-            cluster,
-            kubeconfig,
-            self.wait_timeout.min(TOKEN_WAIT),
-            self.poll,
-        )
-        .await
-        .map_err(|e| e.to_string())
+        manager::register(cluster, kubeconfig, self.wait_timeout.min(TOKEN_WAIT), self.poll)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn run(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {

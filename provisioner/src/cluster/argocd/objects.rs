@@ -197,7 +197,10 @@ current-context: admin@genmachine
     fn cluster_secret_carries_the_token_and_ca_and_no_client_key() {
         let at = endpoint(TALOS_KUBECONFIG).unwrap();
         let v = serde_json::to_value(cluster_secret("genmachine", &at, "sa.jwt.token")).unwrap();
-        assert_eq!((v["apiVersion"].as_str(), v["kind"].as_str()), (Some("v1"), Some("Secret")));
+        assert_eq!(
+            (v["apiVersion"].as_str(), v["kind"].as_str()),
+            (Some("v1"), Some("Secret"))
+        );
         assert_eq!(v["metadata"]["name"], "cluster-genmachine");
         assert_eq!(v["metadata"]["namespace"], "argocd");
         assert_eq!(
