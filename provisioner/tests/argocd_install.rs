@@ -72,7 +72,7 @@ async fn hands_off_in_order_once_each_without_discovery() {
     let settings = Settings::load(&gitops_dir()).unwrap();
     let Some(m) = manifest(&settings) else { return };
     let kube = FakeKube::start().await;
-    let beelink = FakeCluster::start(Duration::from_millis(300)).await;
+    let beelink = FakeCluster::start(2).await;
     let kubeconfigs = Arc::new(MemKubeconfigs::default());
     kubeconfigs.put("beelink", &beelink.kubeconfig()).unwrap();
     // A known cluster whose API does not answer: skipped, not fatal to the host.

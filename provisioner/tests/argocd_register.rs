@@ -45,26 +45,23 @@ fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
 #[tokio::test]
 async fn registration_waits_for_the_token_controller_and_is_idempotent() {
     common::crypto();
-    let delay = Duration::from_millis(500);
-    let cluster = FakeCluster::start(delay).await;
+    // The token controller leaves the Secret empty for the first three reads.
+    let cluster = FakeCluster::start(3).await;
+    let poll = Duration::from_millis(50);
     let (logs, _guard) = capture_logs();
 
     let started = Instant::now();
-    let secret = manager::register(
-        "beelink",
-        &cluster.kubeconfig(),
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-    )
-    .await
-    .unwrap();
+    let secret = manager::register("beelink", &cluster.kubeconfig(), Duration::from_secs(10), poll)
+        .await
+        .unwrap();
     let took = started.elapsed();
 
-    assert!(took >= delay, "returned before the token existed ({took:?})");
-    assert!(
-        cluster.tokens.early_gets() >= 1,
-        "the token Secret was polled while empty"
+    assert_eq!(
+        cluster.tokens.early_gets(),
+        3,
+        "polled while empty, then read once filled"
     );
+    assert!(took >= 3 * poll, "polls are spaced ({took:?})");
     let token = cluster
         .tokens
         .token(MANAGER_NAMESPACE, MANAGER_TOKEN_SECRET)
@@ -115,14 +112,9 @@ async fn registration_waits_for_the_token_controller_and_is_idempotent() {
     }
 
     // Again (a retried or repeated hand-off): the same objects, the same token.
-    let again = manager::register(
-        "beelink",
-        &cluster.kubeconfig(),
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-    )
-    .await
-    .unwrap();
+    let again = manager::register("beelink", &cluster.kubeconfig(), Duration::from_secs(10), poll)
+        .await
+        .unwrap();
     assert_eq!(serde_json::to_value(&again).unwrap(), first);
     let applies = cluster
         .kube
@@ -135,6 +127,11 @@ async fn registration_waits_for_the_token_controller_and_is_idempotent() {
         applies, 8,
         "each of the four objects applied once per registration"
     );
+    assert_eq!(
+        cluster.tokens.early_gets(),
+        3,
+        "an existing token is read at once"
+    );
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -143,13 +140,13 @@ async fn registration_waits_for_the_token_controller_and_is_idempotent() {
     );
     assert!(!logs.contains(&token), "the token was logged");
     assert!(!logs.contains("fake-sa-token"), "the token was logged");
-    println!("registration with a {delay:?} token controller took {took:?}");
+    println!("registration with a token controller filling on the 4th read took {took:?}");
 }
 
 #[tokio::test]
 async fn a_token_that_never_comes_is_a_bounded_error() {
     common::crypto();
-    let cluster = FakeCluster::start(Duration::from_secs(3600)).await;
+    let cluster = FakeCluster::start(usize::MAX).await;
     let started = Instant::now();
     let err = manager::register(
         "beelink",

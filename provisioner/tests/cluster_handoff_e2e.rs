@@ -39,7 +39,7 @@ async fn talos_nodes_to_handed_off_in_process() {
     let store = Arc::new(RedbInventory::open(&dir.path().join("inventory.redb")).unwrap());
     let kubeconfigs: Arc<dyn KubeconfigStore> = Arc::new(MemKubeconfigs::default());
     // beelink (k0s) is already up: the host's hand-off registers it.
-    let beelink = FakeCluster::start(Duration::from_millis(200)).await;
+    let beelink = FakeCluster::start(1).await;
     kubeconfigs.put("beelink", &beelink.kubeconfig()).unwrap();
     let o = Orchestrator {
         plan: Plan {

@@ -7,8 +7,8 @@
 //! Node appears and turns `Ready=True` from its own listing on: delays counted in
 //! polls, so the test does not depend on machine load); every other request is
 //! proxied to a [`FakeKube`] (plain HTTP, server-side apply) for the ArgoCD hand-off,
-//! through the simulated token controller of [`super::fake_token`] (token Secrets
-//! filled [`TOKEN_DELAY`] after they are applied).
+//! through the simulated token controller of [`super::fake_token`] (a token Secret
+//! is answered empty [`TOKEN_EMPTY_GETS`] times, then filled).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,8 @@ use serde_json::{Value, json};
 use super::fake_kube::FakeKube;
 use super::fake_token::{TokenController, forward};
 
-/// How long after its apply the token controller fills a token Secret.
-pub const TOKEN_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+/// How many GETs of a token Secret the token controller answers before filling it.
+pub const TOKEN_EMPTY_GETS: usize = 2;
 
 /// One Node the fake reports.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ impl FakeK0s {
         let kube = FakeKube::start().await;
         let journal = Arc::new(Mutex::new(K0sJournal::default()));
         let tls = server_config(secrets, journal.clone());
-        let tokens = TokenController::new(TOKEN_DELAY);
+        let tokens = TokenController::new(TOKEN_EMPTY_GETS);
         let inner = Arc::new(Inner {
             readyz_failures,
             nodes,

@@ -1,9 +1,10 @@
 //! Kubernetes' service-account token controller, simulated in front of a [`FakeKube`]:
 //! a `kubernetes.io/service-account-token` Secret whose
 //! `kubernetes.io/service-account.name` annotation names an applied ServiceAccount
-//! gets `data.token`, `data["ca.crt"]` and `data.namespace` a delay after it was
-//! applied (until then GETs answer it without data), and keeps the same token for
-//! good, as the real controller does. `kube-system` exists from the start, as in a
+//! gets `data.token`, `data["ca.crt"]` and `data.namespace` after a delay (until then
+//! GETs answer it without data), and keeps the same token for good, as the real
+//! controller does. The delay is counted in GETs of the Secret, not in time, so the
+//! tests do not depend on machine load. `kube-system` exists from the start, as in a
 //! real cluster (seeded into the FakeKube on first use, with field manager
 //! `kube-apiserver`).
 //!
@@ -13,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -34,8 +34,9 @@ struct Seen {
     seeded: bool,
     /// `ns/name` of every ServiceAccount applied.
     accounts: BTreeSet<String>,
-    /// `ns/name` of every token Secret applied → (first applied, its token).
-    secrets: BTreeMap<String, (Instant, String)>,
+    /// `ns/name` of every token Secret applied → (GETs of it so far, its token,
+    /// whether a GET has been answered with it).
+    secrets: BTreeMap<String, (usize, String, bool)>,
     /// GETs of a token Secret answered before it was filled.
     early_gets: usize,
 }
@@ -43,7 +44,7 @@ struct Seen {
 /// The simulated token controller.
 #[derive(Debug)]
 pub struct TokenController {
-    delay: Duration,
+    empty_gets: usize,
     state: Mutex<Seen>,
 }
 
@@ -61,21 +62,22 @@ fn core_object(path: &str) -> Option<(&str, &str, &str)> {
 }
 
 impl TokenController {
-    /// Fills token Secrets `delay` after they are applied.
-    pub fn new(delay: Duration) -> Arc<Self> {
+    /// Answers the first `empty_gets` GETs of each token Secret without data, the
+    /// next ones filled (`usize::MAX`: never filled).
+    pub fn new(empty_gets: usize) -> Arc<Self> {
         Arc::new(Self {
-            delay,
+            empty_gets,
             state: Mutex::default(),
         })
     }
 
-    /// The token issued for Secret `ns/name`, once one has been.
+    /// The token issued for Secret `ns/name`, once a GET has been answered with it.
     pub fn token(&self, ns: &str, name: &str) -> Option<String> {
         let st = self.state.lock().unwrap();
         st.secrets
             .get(&format!("{ns}/{name}"))
-            .filter(|(at, _)| at.elapsed() >= self.delay)
-            .map(|(_, t)| t.clone())
+            .filter(|(_, _, issued)| *issued)
+            .map(|(_, t, _)| t.clone())
     }
 
     /// How many GETs saw a token Secret before the controller filled it.
@@ -127,20 +129,23 @@ impl TokenController {
                 let n = st.secrets.len() + 1;
                 st.secrets
                     .entry(key)
-                    .or_insert_with(|| (Instant::now(), format!("eyJhbGciOiJSUzI1NiJ9.fake-sa-token-{n}")));
+                    .or_insert_with(|| (0, format!("eyJhbGciOiJSUzI1NiJ9.fake-sa-token-{n}"), false));
                 body
             }
             (&Method::GET, "secrets") if st.secrets.contains_key(&key) => {
-                let (at, token) = st.secrets[&key].clone();
                 let account = obj
                     .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
                     .and_then(Value::as_str)
                     .map(|a| format!("{ns}/{a}"));
-                let due = at.elapsed() >= self.delay && account.is_some_and(|a| st.accounts.contains(&a));
-                if !due {
+                let has_account = account.is_some_and(|a| st.accounts.contains(&a));
+                let entry = st.secrets.get_mut(&key).unwrap();
+                entry.0 += 1;
+                if entry.0 <= self.empty_gets || !has_account {
                     st.early_gets += 1;
                     return body;
                 }
+                entry.2 = true;
+                let token = entry.1.clone();
                 obj["data"] = json!({
                     "token": b64(token.as_bytes()),
                     "ca.crt": b64(FAKE_CA_PEM.as_bytes()),
@@ -204,10 +209,10 @@ pub struct FakeCluster {
 }
 
 impl FakeCluster {
-    /// Token Secrets are filled `token_delay` after they are applied.
-    pub async fn start(token_delay: Duration) -> Self {
+    /// Token Secrets are answered empty `empty_gets` times, then filled.
+    pub async fn start(empty_gets: usize) -> Self {
         let kube = FakeKube::start().await;
-        let tokens = TokenController::new(token_delay);
+        let tokens = TokenController::new(empty_gets);
         let inner = Arc::new(Inner {
             tokens: tokens.clone(),
             http: reqwest::Client::new(),
