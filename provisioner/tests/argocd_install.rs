@@ -2,8 +2,9 @@
 //! install manifest (v3.5.1) and the GitOps objects from this repository's gitops/.
 //! Asserts the order (Namespace → CRDs → Established → the rest → workloads ready →
 //! GitOps objects → root Application), one server-side apply per object with the
-//! appliance's field manager and force, and that a failing aggregated API group does
-//! not stall the install (no discovery at all).
+//! appliance's field manager and force, that a failing aggregated API group does
+//! not stall the install (no discovery at all), and that clusters are registered with
+//! their `argocd-manager` service-account token (an unreachable one is skipped).
 
 mod common;
 
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::fake_kube::FakeKube;
+use common::fake_token::{FAKE_CA_PEM, FakeCluster, assert_sa_registration};
 use kube::ResourceExt;
 use provisioner::cluster::argocd::install::{AWAITED, FIELD_MANAGER};
 use provisioner::cluster::argocd::manifest::InstallManifest;
@@ -28,8 +31,6 @@ fn manifest(settings: &Settings) -> Option<InstallManifest> {
     let path = common::fixture("argocd/install-v3.5.1.yaml")?;
     Some(InstallManifest::parse(&std::fs::read(path).unwrap(), &settings.argocd.sha256).unwrap())
 }
-
-const BEELINK_KUBECONFIG: &[u8] = b"apiVersion: v1\nkind: Config\nclusters:\n- name: beelink\n  cluster:\n    server: https://10.0.40.10:6443\n    certificate-authority-data: Q0E=\nusers:\n- name: admin\n  user:\n    client-certificate-data: Q1JU\n    client-key-data: S0VZ\ncontexts:\n- name: admin@beelink\n  context:\n    cluster: beelink\n    user: admin\ncurrent-context: admin@beelink\n";
 
 #[test]
 fn manifest_parses_into_59_objects_all_namespaced_ones_in_argocd() {
@@ -71,8 +72,18 @@ async fn hands_off_in_order_once_each_without_discovery() {
     let settings = Settings::load(&gitops_dir()).unwrap();
     let Some(m) = manifest(&settings) else { return };
     let kube = FakeKube::start().await;
+    let beelink = FakeCluster::start(2).await;
     let kubeconfigs = Arc::new(MemKubeconfigs::default());
-    kubeconfigs.put("beelink", BEELINK_KUBECONFIG).unwrap();
+    kubeconfigs.put("beelink", &beelink.kubeconfig()).unwrap();
+    // A known cluster whose API does not answer: skipped, not fatal to the host.
+    let mut settings = settings;
+    settings.clusters.push("gone".into());
+    kubeconfigs
+        .put(
+            "gone",
+            b"apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:1\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    user: admin\ncurrent-context: gone\nusers:\n- name: admin\n  user:\n    token: admin-token\n",
+        )
+        .unwrap();
     let hand = ArgoHandOff {
         settings: settings.clone(),
         gitops_dir: gitops_dir(),
@@ -173,8 +184,36 @@ async fn hands_off_in_order_once_each_without_discovery() {
             ]
         );
         assert!(pos("Secret", "cluster-genmachine").is_some() && pos("Secret", "cluster-beelink").is_some());
-        let beelink = kube.object("Secret/argocd/cluster-beelink").unwrap();
-        assert_eq!(beelink["stringData"]["server"], "https://10.0.40.10:6443");
+        assert!(
+            pos("Secret", "cluster-gone").is_none(),
+            "an unreachable cluster is skipped"
+        );
+        // beelink is registered with the token its token controller issued to
+        // argocd-manager, the CA from that token Secret, and no admin credential.
+        let token = beelink
+            .tokens
+            .token("kube-system", "argocd-manager-long-lived-token")
+            .expect("argocd-manager got a token in beelink");
+        let ca = base64::engine::general_purpose::STANDARD.encode(FAKE_CA_PEM);
+        let secret = kube.object("Secret/argocd/cluster-beelink").unwrap();
+        assert_sa_registration(&secret, "beelink", &beelink.url(), &token, &ca);
+        let in_beelink: Vec<String> = beelink
+            .kube
+            .journal()
+            .applies
+            .iter()
+            .filter(|a| a.field_manager == FIELD_MANAGER)
+            .map(|a| format!("{} {}", a.kind, a.name))
+            .collect();
+        assert_eq!(
+            in_beelink,
+            [
+                "ServiceAccount argocd-manager",
+                "ClusterRole argocd-manager-role",
+                "ClusterRoleBinding argocd-manager-role-binding",
+                "Secret argocd-manager-long-lived-token"
+            ]
+        );
         // No discovery was needed, so the failing metrics.k8s.io group was never asked.
         assert!(
             !j.requests.iter().any(|r| r.contains("metrics.k8s.io")),
@@ -193,13 +232,19 @@ async fn hands_off_in_order_once_each_without_discovery() {
         );
     }
 
-    // Another cluster's hand-off registers it in the host's ArgoCD.
+    // Another cluster's hand-off registers it in the host's ArgoCD: the same Secret
+    // (same token) again, idempotently.
     kubeconfigs.put("genmachine", &kube.kubeconfig()).unwrap();
+    let registered = kube.object("Secret/argocd/cluster-beelink").unwrap();
     let before = kube.journal().applies.len();
-    hand.hand_off("beelink", BEELINK_KUBECONFIG).await.unwrap();
+    hand.hand_off("beelink", &beelink.kubeconfig()).await.unwrap();
     let j = kube.journal();
     assert_eq!(j.applies.len(), before + 1);
     assert_eq!(j.applies.last().unwrap().name, "cluster-beelink");
+    assert_eq!(
+        kube.object("Secret/argocd/cluster-beelink").unwrap()["stringData"],
+        registered["stringData"]
+    );
 }
 
 #[tokio::test]

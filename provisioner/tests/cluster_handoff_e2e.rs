@@ -1,7 +1,8 @@
 //! In-process power-on-to-GitOps (minus the QEMU machines): three fake Talos nodes over
 //! mTLS whose kubeconfig points at a fake Kubernetes API server; the real orchestrator
 //! with the real `/readyz` probe and the real ArgoCD hand-off (pinned v3.5.1 manifest,
-//! this repository's gitops/) drives the cluster from "nodes installed" to HandedOff.
+//! this repository's gitops/) drives the cluster from "nodes installed" to HandedOff,
+//! registering the other known cluster (beelink) with its `argocd-manager` token.
 
 mod common;
 
@@ -10,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::fake_kube::FakeKube;
+use common::fake_token::{FAKE_CA_PEM, FakeCluster, assert_sa_registration};
 use common::talos_lab::TalosLab;
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
@@ -35,6 +38,9 @@ async fn talos_nodes_to_handed_off_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbInventory::open(&dir.path().join("inventory.redb")).unwrap());
     let kubeconfigs: Arc<dyn KubeconfigStore> = Arc::new(MemKubeconfigs::default());
+    // beelink (k0s) is already up: the host's hand-off registers it.
+    let beelink = FakeCluster::start(1).await;
+    kubeconfigs.put("beelink", &beelink.kubeconfig()).unwrap();
     let o = Orchestrator {
         plan: Plan {
             cluster: "genmachine".into(),
@@ -69,6 +75,13 @@ async fn talos_nodes_to_handed_off_in_process() {
     let j = kube.journal();
     assert_eq!(j.applies.last().map(|a| a.name.as_str()), Some("root"));
     assert!(j.requests.iter().any(|r| r == "GET /readyz"));
+    let token = beelink
+        .tokens
+        .token("kube-system", "argocd-manager-long-lived-token")
+        .expect("argocd-manager got a token in beelink");
+    let ca = base64::engine::general_purpose::STANDARD.encode(FAKE_CA_PEM);
+    let secret = kube.object("Secret/argocd/cluster-beelink").unwrap();
+    assert_sa_registration(&secret, "beelink", &beelink.url(), &token, &ca);
     println!(
         "nodes answering → HandedOff in {took:?} ({} applies)",
         j.applies.len()

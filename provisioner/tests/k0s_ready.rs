@@ -12,8 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::fake_k0s::{FakeK0s, FakeNode};
 use common::fake_kube::FakeKube;
+use common::fake_token::assert_sa_registration;
+use provisioner::cluster::argocd::install::FIELD_MANAGER;
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
 use provisioner::cluster::k0s_ready::io::{InventoryController, KubeNodes, MintedKubeconfig};
@@ -357,8 +360,9 @@ async fn the_fake_api_takes_only_system_masters_from_the_k0s_ca() {
 }
 
 /// beelink is not the ArgoCD host: its hand-off waits (no timeout) while the host's
-/// workflow runs, then registers beelink in the host's ArgoCD as a cluster Secret
-/// carrying the minted admin credentials.
+/// workflow runs, then, through the minted admin credentials, sets up `argocd-manager`
+/// in beelink and registers beelink in the host's ArgoCD as a cluster Secret carrying
+/// that service account's token (not the expiring admin certificate).
 #[tokio::test]
 async fn a_non_host_cluster_waits_for_the_argocd_host_then_registers_itself() {
     common::crypto();
@@ -465,11 +469,42 @@ async fn a_non_host_cluster_waits_for_the_argocd_host_then_registers_itself() {
         .map(|a| (a.namespace.clone(), a.name.clone()))
         .expect("beelink registered in the host's ArgoCD");
     assert_eq!(secret.0.as_deref(), Some("argocd"));
-    let obj = host.object(&format!("Secret/argocd/{}", secret.1)).unwrap();
+    assert_eq!(secret.1, "cluster-beelink");
+    let obj = host.object("Secret/argocd/cluster-beelink").unwrap();
+    let token = fake
+        .tokens
+        .token("kube-system", "argocd-manager-long-lived-token")
+        .expect("argocd-manager got a token in beelink");
+    // The CA is the one in the appliance's kubeconfig: beelink's k0s CA.
+    let ca = base64::engine::general_purpose::STANDARD.encode(&s.ca_crt);
+    assert_sa_registration(&obj, "beelink", &fake.url(), &token, &ca);
     let text = obj.to_string();
     assert!(
-        text.contains(&fake.url()) && text.contains("beelink"),
-        "cluster Secret names beelink's API"
+        !text.contains(&base64::engine::general_purpose::STANDARD.encode(&s.ca_key)),
+        "no CA key"
+    );
+    // argocd-manager was set up in beelink over mTLS with the admin certificate.
+    let in_beelink: Vec<String> = fake
+        .kube
+        .journal()
+        .applies
+        .iter()
+        .filter(|a| a.field_manager == FIELD_MANAGER)
+        .map(|a| format!("{} {}", a.kind, a.name))
+        .collect();
+    assert_eq!(
+        in_beelink,
+        [
+            "ServiceAccount argocd-manager",
+            "ClusterRole argocd-manager-role",
+            "ClusterRoleBinding argocd-manager-role-binding",
+            "Secret argocd-manager-long-lived-token"
+        ]
+    );
+    assert_eq!(
+        fake.tokens.early_gets(),
+        common::fake_k0s::TOKEN_EMPTY_GETS,
+        "the token Secret was awaited"
     );
     assert!(fake.journal().refused.is_empty());
 }

@@ -6,7 +6,9 @@
 //! few times, as while kine and the apiserver start) and `GET /api/v1/nodes` (each
 //! Node appears and turns `Ready=True` from its own listing on: delays counted in
 //! polls, so the test does not depend on machine load); every other request is
-//! proxied to a [`FakeKube`] (plain HTTP, server-side apply) for the ArgoCD hand-off.
+//! proxied to a [`FakeKube`] (plain HTTP, server-side apply) for the ArgoCD hand-off,
+//! through the simulated token controller of [`super::fake_token`] (a token Secret
+//! is answered empty [`TOKEN_EMPTY_GETS`] times, then filled).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,10 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde_json::{Value, json};
 
 use super::fake_kube::FakeKube;
+use super::fake_token::{TokenController, forward};
+
+/// How many GETs of a token Secret the token controller answers before filling it.
+pub const TOKEN_EMPTY_GETS: usize = 2;
 
 /// One Node the fake reports.
 #[derive(Debug, Clone)]
@@ -56,6 +62,7 @@ struct Inner {
     nodes: Vec<FakeNode>,
     upstream: SocketAddr,
     http: reqwest::Client,
+    tokens: Arc<TokenController>,
     journal: Arc<Mutex<K0sJournal>>,
 }
 
@@ -63,6 +70,8 @@ pub struct FakeK0s {
     pub addr: SocketAddr,
     /// The apply target behind the proxy (journal of server-side applies).
     pub kube: FakeKube,
+    /// The simulated token controller in front of it.
+    pub tokens: Arc<TokenController>,
     journal: Arc<Mutex<K0sJournal>>,
     handle: axum_server::Handle<SocketAddr>,
 }
@@ -75,11 +84,13 @@ impl FakeK0s {
         let kube = FakeKube::start().await;
         let journal = Arc::new(Mutex::new(K0sJournal::default()));
         let tls = server_config(secrets, journal.clone());
+        let tokens = TokenController::new(TOKEN_EMPTY_GETS);
         let inner = Arc::new(Inner {
             readyz_failures,
             nodes,
             upstream: kube.addr,
             http: reqwest::Client::new(),
+            tokens: tokens.clone(),
             journal: journal.clone(),
         });
         let app = axum::Router::new().fallback(handle).with_state(inner);
@@ -99,6 +110,7 @@ impl FakeK0s {
         Self {
             addr,
             kube,
+            tokens,
             journal,
             handle,
         }
@@ -268,31 +280,6 @@ async fn handle(
                               "metadata": {"resourceVersion": "1"}, "items": items}))
             .into_response()
         }
-        _ => proxy(&s, method, &uri, &headers, body).await,
-    }
-}
-
-/// Forwards to the plain-HTTP fake (server-side apply, GET, discovery).
-async fn proxy(s: &Inner, method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut req = s
-        .http
-        .request(method, format!("http://{}{path}", s.upstream))
-        .body(body);
-    if let Some(ct) = headers.get("content-type") {
-        req = req.header("content-type", ct);
-    }
-    match req.send().await {
-        Ok(r) => {
-            let code = r.status();
-            let ct = r.headers().get("content-type").cloned();
-            let bytes = r.bytes().await.unwrap_or_default();
-            let mut resp = (code, bytes).into_response();
-            if let Some(ct) = ct {
-                resp.headers_mut().insert("content-type", ct);
-            }
-            resp
-        }
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        _ => forward(&s.tokens, &s.http, s.upstream, method, &uri, &headers, body).await,
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod daemon;
 pub mod fake_k0s;
 pub mod fake_kube;
+pub mod fake_token;
 pub mod pki;
 pub mod talos_lab;
 

@@ -5,11 +5,14 @@
 //! One ArgoCD (on `settings.yaml`'s `argocd.host` cluster) manages every cluster, as
 //! in the seed's "central ArgoCD". The host's hand-off installs it and registers the
 //! clusters whose kubeconfig is known; another cluster's hand-off registers itself in
-//! the host's ArgoCD (a cluster Secret) once the host is up.
+//! the host's ArgoCD (a cluster Secret) once the host is up. Either way the cluster
+//! Secret carries the `argocd-manager` service-account token [`manager`] sets up in
+//! the registered cluster, never the appliance's (expiring) admin certificate.
 
 pub mod cached;
 pub mod fetch;
 pub mod install;
+pub mod manager;
 pub mod manifest;
 pub mod objects;
 
@@ -20,6 +23,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::Client;
+use kube::api::DynamicObject;
 use serde::Deserialize;
 
 use self::install::Installer;
@@ -109,6 +113,10 @@ pub async fn client_for(kubeconfig: &[u8]) -> Result<Client, String> {
     Client::try_from(cfg).map_err(|e| format!("kube client: {e}"))
 }
 
+/// The longest a registration waits for the token controller (`argocd cluster add`
+/// waits 30 s by default); shorter when the hand-off's own waits are.
+pub const TOKEN_WAIT: Duration = Duration::from_secs(60);
+
 /// `GET /readyz` through the kubeconfig's credentials.
 #[derive(Debug, Default)]
 pub struct KubeReadyz;
@@ -171,6 +179,14 @@ impl ArgoHandOff {
         i
     }
 
+    /// The cluster Secret for `cluster`, after setting up its `argocd-manager` token
+    /// through `kubeconfig` (the appliance's admin kubeconfig of that cluster).
+    async fn registration(&self, cluster: &str, kubeconfig: &[u8]) -> Result<DynamicObject, String> {
+        manager::register(cluster, kubeconfig, self.wait_timeout.min(TOKEN_WAIT), self.poll)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn run(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
         let host = &self.settings.argocd.host;
         if cluster == host {
@@ -179,8 +195,17 @@ impl ArgoHandOff {
                 objects::in_cluster_secret(host),
             ];
             for other in self.settings.clusters.iter().filter(|c| *c != host) {
-                if let Ok(Some(kc)) = self.kubeconfigs.get(other) {
-                    objs.push(objects::cluster_secret(other, &kc)?);
+                let Ok(Some(kc)) = self.kubeconfigs.get(other) else {
+                    continue;
+                };
+                // Best effort: that cluster may not be up yet, and it registers itself
+                // in its own hand-off once this one is done; its absence must not fail
+                // the host's.
+                match self.registration(other, &kc).await {
+                    Ok(secret) => objs.push(secret),
+                    Err(e) => {
+                        tracing::warn!(cluster = %other, error = %e, "not registered now; its own hand-off will")
+                    }
                 }
             }
             objs.extend(objects::app_projects(&self.gitops_dir)?);
@@ -195,7 +220,7 @@ impl ArgoHandOff {
                 .kubeconfigs
                 .get(host)?
                 .ok_or_else(|| format!("waiting for the ArgoCD host cluster {host} to have a kubeconfig"))?;
-            let secret = objects::cluster_secret(cluster, kubeconfig)?;
+            let secret = self.registration(cluster, kubeconfig).await?;
             let client = client_for(&host_kc).await?;
             self.installer(client)
                 .apply(&secret)

@@ -47,12 +47,21 @@ pub fn in_cluster_secret(name: &str) -> DynamicObject {
     )
 }
 
-/// Registers another cluster from its admin kubeconfig's current context: server,
-/// CA and client certificate/key (already base64 PEM in a kubeconfig, as ArgoCD
-/// wants them).
-pub fn cluster_secret(name: &str, kubeconfig: &[u8]) -> Result<DynamicObject, String> {
-    let text = std::str::from_utf8(kubeconfig).map_err(|e| format!("kubeconfig of {name}: {e}"))?;
-    let kc: Value = serde_saphyr::from_str(text).map_err(|e| format!("kubeconfig of {name}: {e}"))?;
+/// Where a cluster's API is: the server URL and CA of a kubeconfig's current context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `https://<host>:6443`.
+    pub server: String,
+    /// The CA bundle, base64 PEM (as a kubeconfig's `certificate-authority-data` and
+    /// ArgoCD's `caData` both carry it); `None` trusts the system roots.
+    pub ca_data: Option<String>,
+}
+
+/// The server and CA of `kubeconfig`'s current context (the first context and
+/// cluster when none is current). Credentials are not read.
+pub fn endpoint(kubeconfig: &[u8]) -> Result<Endpoint, String> {
+    let text = std::str::from_utf8(kubeconfig).map_err(|e| e.to_string())?;
+    let kc: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
     let current = kc.get("current-context").and_then(Value::as_str).unwrap_or("");
     let find = |list: &str, want: &str| -> Option<Value> {
         let items = kc.get(list)?.as_array()?;
@@ -65,30 +74,30 @@ pub fn cluster_secret(name: &str, kubeconfig: &[u8]) -> Result<DynamicObject, St
         .and_then(|c| c.get("context").cloned())
         .unwrap_or(Value::Null);
     let cl_name = ctx.get("cluster").and_then(Value::as_str).unwrap_or("");
-    let user_name = ctx.get("user").and_then(Value::as_str).unwrap_or("");
     let cl = find("clusters", cl_name)
         .and_then(|c| c.get("cluster").cloned())
-        .ok_or_else(|| format!("kubeconfig of {name}: no cluster"))?;
-    let user = find("users", user_name)
-        .and_then(|u| u.get("user").cloned())
-        .unwrap_or(Value::Null);
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let server = s(&cl, "server").ok_or_else(|| format!("kubeconfig of {name}: no server"))?;
+        .ok_or("no cluster")?;
+    let s = |k: &str| cl.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(Endpoint {
+        server: s("server").ok_or("no server")?,
+        ca_data: s("certificate-authority-data"),
+    })
+}
+
+/// The ArgoCD cluster Secret registering `name` at `at` with a bearer token (the
+/// `argocd-manager` service-account token, [`super::manager`]), in the declarative
+/// format (argo `docs/operator-manual/declarative-setup.md` §Clusters): no client
+/// certificate or key, which would expire.
+pub fn cluster_secret(name: &str, at: &Endpoint, bearer_token: &str) -> DynamicObject {
     let mut tls = json!({"insecure": false});
-    for (from, to, v) in [
-        ("certificate-authority-data", "caData", &cl),
-        ("client-certificate-data", "certData", &user),
-        ("client-key-data", "keyData", &user),
-    ] {
-        if let Some(x) = s(v, from) {
-            tls[to] = json!(x);
-        }
+    if let Some(ca) = &at.ca_data {
+        tls["caData"] = json!(ca);
     }
-    let mut config = json!({"tlsClientConfig": tls});
-    if let Some(token) = s(&user, "token") {
-        config["bearerToken"] = json!(token);
-    }
-    Ok(cluster(name, &server, config))
+    cluster(
+        name,
+        &at.server,
+        json!({"bearerToken": bearer_token, "tlsClientConfig": tls}),
+    )
 }
 
 /// Every AppProject in `<gitops>/core/appProjects/*.yaml`, namespace `argocd`.
@@ -144,11 +153,12 @@ pub fn root_application(s: &Settings) -> DynamicObject {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cluster_secret_from_a_talos_style_kubeconfig() {
-        let kc = br#"apiVersion: v1
+    const TALOS_KUBECONFIG: &[u8] = br#"apiVersion: v1
 kind: Config
 clusters:
+- name: other
+  cluster:
+    server: https://10.0.99.10:6443
 - name: genmachine
   cluster:
     server: https://10.0.30.10:6443
@@ -166,17 +176,61 @@ contexts:
   name: admin@genmachine
 current-context: admin@genmachine
 "#;
-        let s = cluster_secret("genmachine", kc).unwrap();
-        let v = serde_json::to_value(&s).unwrap();
+
+    #[test]
+    fn endpoint_of_the_current_context_without_credentials() {
+        let at = endpoint(TALOS_KUBECONFIG).unwrap();
         assert_eq!(
-            v["metadata"]["labels"]["argocd.argoproj.io/secret-type"],
-            "cluster"
+            at,
+            Endpoint {
+                server: "https://10.0.30.10:6443".into(),
+                ca_data: Some("Q0E=".into())
+            }
         );
-        assert_eq!(v["stringData"]["server"], "https://10.0.30.10:6443");
+        assert!(endpoint(b"kind: Config\n").is_err());
+        assert!(endpoint(b"\xff").is_err());
+        let no_server = b"clusters:\n- name: a\n  cluster: {}\ncontexts: []\n";
+        assert!(endpoint(no_server).is_err());
+    }
+
+    #[test]
+    fn cluster_secret_carries_the_token_and_ca_and_no_client_key() {
+        let at = endpoint(TALOS_KUBECONFIG).unwrap();
+        let v = serde_json::to_value(cluster_secret("genmachine", &at, "sa.jwt.token")).unwrap();
+        assert_eq!(
+            (v["apiVersion"].as_str(), v["kind"].as_str()),
+            (Some("v1"), Some("Secret"))
+        );
+        assert_eq!(v["metadata"]["name"], "cluster-genmachine");
+        assert_eq!(v["metadata"]["namespace"], "argocd");
+        assert_eq!(
+            v["metadata"]["labels"],
+            json!({"argocd.argoproj.io/secret-type": "cluster"})
+        );
+        assert_eq!(v["type"], "Opaque");
+        let data = v["stringData"].as_object().unwrap();
+        let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["config", "name", "server"]);
+        assert_eq!(data["name"], "genmachine");
+        assert_eq!(data["server"], "https://10.0.30.10:6443");
+        let config: Value = serde_json::from_str(data["config"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            config,
+            json!({"bearerToken": "sa.jwt.token",
+                   "tlsClientConfig": {"insecure": false, "caData": "Q0E="}})
+        );
+        let text = v.to_string();
+        for absent in ["certData", "keyData", "Q1JU", "S0VZ"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        // Without a CA in the kubeconfig ArgoCD falls back to the system roots.
+        let bare = Endpoint {
+            server: "https://x:6443".into(),
+            ca_data: None,
+        };
+        let v = serde_json::to_value(cluster_secret("x", &bare, "t")).unwrap();
         let config: Value = serde_json::from_str(v["stringData"]["config"].as_str().unwrap()).unwrap();
-        assert_eq!(config["tlsClientConfig"]["caData"], "Q0E=");
-        assert_eq!(config["tlsClientConfig"]["certData"], "Q1JU");
-        assert_eq!(config["tlsClientConfig"]["keyData"], "S0VZ");
-        assert!(cluster_secret("x", b"kind: Config\n").is_err());
+        assert_eq!(config["tlsClientConfig"], json!({"insecure": false}));
     }
 }
