@@ -240,7 +240,10 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
         std::fs::write(c.path(f), f.as_bytes()).unwrap();
     }
     let cfg = c.path("/etc/provisioner/provisioner.yaml");
-    let edited = std::fs::read_to_string(&cfg).unwrap() + "# local edit kept across upgrades\n";
+    // The local edit also keeps the booted service from dialling the homelab's Talos
+    // nodes (192.168.1.x in the packaged infra/): tests never do, even unroutable.
+    let edited = std::fs::read_to_string(&cfg).unwrap()
+        + "# local edit kept across upgrades\nbootstrap:\n  enabled: false\n";
     std::fs::write(&cfg, &edited).unwrap();
 
     c.copy_in(&deb2, "/tmp/p2.deb");
