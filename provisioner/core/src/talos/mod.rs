@@ -14,6 +14,7 @@ pub mod patch;
 pub mod schematic;
 pub mod secrets;
 pub mod talhelper;
+mod validate;
 pub mod version;
 pub mod yaml;
 
