@@ -119,12 +119,32 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    // Admin kubeconfigs (fetched from Talos, minted for k0s), opened once for the
+    // workflows and the credentials view; opening creates the secrets key, which a
+    // state without clusters does not need.
+    let kubeconfigs: Arc<dyn crate::cluster::orchestrator::KubeconfigStore> =
+        if talos.is_empty() && k0s.is_empty() {
+            Arc::new(crate::cluster::orchestrator::MemKubeconfigs::default())
+        } else {
+            Arc::new(crate::store::AgeKubeconfigs::open(&cfg.state_dir)?)
+        };
+    // One ArgoCD hand-off (manifest loaded on first use) for both workflows.
+    let shared = crate::cluster::k0s_ready::Shared {
+        kubeconfigs: kubeconfigs.clone(),
+        argo: Arc::new(crate::cluster::supervisor::CachedArgo::new(
+            cfg.gitops_dir.clone(),
+            cfg.cache_dir(),
+            kubeconfigs.clone(),
+            &cfg.bootstrap,
+        )),
+    };
     // k0s clusters: controller readiness, Ready nodes, ArgoCD hand-off (one task each).
     crate::cluster::k0s_ready::spawn(
         &cfg,
         catalog.clone(),
         inventory.clone(),
         store.clone(),
+        &shared,
         &mut tasks,
         &shutdown,
     )?;
@@ -185,13 +205,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         credentials: Arc::new(crate::ops::credentials::StoreCredentials {
             talos: talos.clone(),
             talos_secrets: talos_secrets.clone(),
-            // Only Talos clusters have fetched kubeconfigs; opening the store creates
-            // the secrets key, which a state without clusters does not need.
-            kubeconfigs: if talos.is_empty() {
-                Arc::new(crate::cluster::orchestrator::MemKubeconfigs::default())
-            } else {
-                Arc::new(crate::store::AgeKubeconfigs::open(&cfg.state_dir)?)
-            },
+            kubeconfigs: kubeconfigs.clone(),
             k0s_secrets: if k0s.is_empty() {
                 None
             } else {
@@ -269,14 +283,6 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     }
 
     if let Some((clusters, secrets)) = bootstrap.filter(|_| cfg.bootstrap.enabled && !dry_run) {
-        let kubeconfigs: Arc<dyn crate::cluster::orchestrator::KubeconfigStore> =
-            Arc::new(crate::store::AgeKubeconfigs::open(&cfg.state_dir)?);
-        let argo = crate::cluster::supervisor::CachedArgo::new(
-            cfg.gitops_dir.clone(),
-            cfg.cache_dir(),
-            kubeconfigs.clone(),
-            &cfg.bootstrap,
-        );
         let supervisor = crate::cluster::supervisor::Supervisor {
             settings: cfg.bootstrap.clone(),
             talos_port: cfg.talos.api_port,
@@ -285,7 +291,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             store: store.clone(),
             inventory: inventory.clone(),
             kubeconfigs,
-            argo: Arc::new(argo),
+            argo: shared.argo.clone(),
         };
         let token = shutdown.clone();
         tasks.spawn(async move {

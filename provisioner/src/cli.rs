@@ -171,7 +171,7 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
-    /// Clusters through the operator API: ls, status.
+    /// Clusters through the operator API: ls, status, retry.
     Clusters {
         /// What to do.
         #[command(subcommand)]

@@ -96,6 +96,11 @@ pub enum ClustersCmd {
         /// Cluster name.
         name: String,
     },
+    /// Retry a Failed cluster's bootstrap from its failed step (admin token).
+    Retry {
+        /// Cluster name.
+        name: String,
+    },
     /// The cluster-admin kubeconfig (admin token): stdout, or a 0600 file with `-o`.
     Kubeconfig {
         /// Cluster name.
@@ -223,6 +228,10 @@ pub fn clusters(cmd: &ClustersCmd, api: &ApiArgs, cfg: &ConfigArgs) -> anyhow::R
         ClustersCmd::Status { name } => {
             let v = c.get(&format!("/api/v1/clusters/{}", http::seg(name)), &[])?;
             output::print(api.json, &v, output::cluster_status)
+        }
+        ClustersCmd::Retry { name } => {
+            let v = c.post(&format!("/api/v1/clusters/{}/bootstrap/retry", http::seg(name)))?;
+            output::print(api.json, &v, output::bootstrap_retried)
         }
         ClustersCmd::Kubeconfig { name, output } => credential(&c, name, "kubeconfig", output.as_deref()),
         ClustersCmd::Talosconfig { name, output } => credential(&c, name, "talosconfig", output.as_deref()),

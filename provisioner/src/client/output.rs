@@ -189,13 +189,24 @@ pub fn clusters_table(v: &Value) -> String {
 /// `clusters status`.
 pub fn cluster_status(c: &Value) -> String {
     let mut out = format!(
-        "Cluster {} ({}), defined in {}\nBootstrap: {} {}\n\nMachines:\n",
+        "Cluster {} ({}), defined in {}\nBootstrap: {} {}\n",
         s(&c["name"]),
         s(&c["kind"]),
         s(&c["source"]),
         s(&c["bootstrap"]["phase"]),
         c["bootstrap"]["detail"].as_str().unwrap_or("")
     );
+    // Why it is waiting (or what happened last), from the cluster's event log.
+    let e = &c["bootstrap"]["last_event"];
+    if !e.is_null() {
+        out.push_str(&format!(
+            "Last event: {} {}: {}\n",
+            s(&e["at"]),
+            s(&e["kind"]),
+            s(&e["detail"])
+        ));
+    }
+    out.push_str("\nMachines:\n");
     let rows: Vec<Vec<String>> = c["machines"]
         .as_array()
         .map(|a| {
@@ -218,6 +229,16 @@ pub fn cluster_status(c: &Value) -> String {
         out.push_str(&columns(&["STEP", "STATUS", "DETAIL"], &steps));
     }
     out
+}
+
+/// `clusters retry`: the bootstrap status after the retry.
+pub fn bootstrap_retried(b: &Value) -> String {
+    let step = b["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|st| st["status"] == "running"))
+        .map(|st| s(&st["name"]))
+        .unwrap_or_else(|| "-".into());
+    format!("Bootstrap retried: {} at step {step}\n", s(&b["phase"]))
 }
 
 /// `events` without `--follow`.

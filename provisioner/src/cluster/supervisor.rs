@@ -6,7 +6,9 @@
 //! a store error, a crashed task) becomes a cluster event and a warning, then a retry
 //! with exponential backoff. A missing ArgoCD manifest is reported at start and holds
 //! only the `HandOff` step: the workflow parks there (its timeout is not spent) until
-//! the manifest is in the cache, then goes on without a restart.
+//! the manifest is in the cache, then goes on without a restart. A `Failed` cluster's
+//! task waits for an operator retry (`super::await_retry`) and then resumes at the
+//! failed step.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -122,8 +124,14 @@ impl Running {
                         .flatten()
                         .and_then(|s| s.failure)
                         .unwrap_or_default();
-                    tracing::error!(cluster = %name, %failure, "bootstrap Failed; not retried (see the cluster's events)");
-                    return;
+                    tracing::error!(cluster = %name, %failure, "bootstrap Failed; waiting for an operator retry (`provisioner clusters retry`)");
+                    let poll = Duration::from_millis(self.settings.poll_ms.clamp(10, 2_000));
+                    if !super::await_retry::until_retried(self.store.as_ref(), name, poll, &shutdown).await {
+                        return;
+                    }
+                    tracing::info!(cluster = %name, "bootstrap retried by an operator; resuming at the failed step");
+                    (backoff, last) = (min, None);
+                    continue;
                 }
                 Ok(Ok(step)) if shutdown.is_cancelled() => {
                     tracing::info!(cluster = %name, %step, "bootstrap paused by shutdown; resumes at the next start");
@@ -189,7 +197,7 @@ impl Running {
         let talos: Arc<dyn TalosApi> = Arc::new(talos);
         // HandOff runs only with a usable manifest, and its clock restarts when a parked
         // hand-off can go on: a forgotten `images pull argocd` must not fail the cluster
-        // for good (Failed is final).
+        // for good (Failed waits for an operator).
         if plan.hand_off
             && let Some(s) = state.as_ref().filter(|s| s.step == Step::HandOff)
         {

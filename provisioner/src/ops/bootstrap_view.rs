@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use provisioner_core::cluster::bootstrap::{BootstrapState, Flow, Step};
-use provisioner_core::cluster::{ClusterEventKind, ClusterStore};
+use provisioner_core::cluster::retry::{RetryRefused, retry};
+use provisioner_core::cluster::{ClusterEvent, ClusterEventKind, ClusterStore};
+use time::OffsetDateTime;
 
 use super::clusters::{
-    BootstrapPhase, BootstrapProgress, BootstrapStatus, BootstrapStep, BootstrapStepStatus,
+    BootstrapPhase, BootstrapProgress, BootstrapStatus, BootstrapStep, BootstrapStepStatus, LastEvent,
+    RetryError,
 };
 
 /// The Talos workflow's working steps, in order (`HandedOff` and `Failed` are outcomes).
@@ -36,25 +39,17 @@ fn order(flow: Flow) -> &'static [Step] {
 pub struct StoreBootstrap(pub Arc<dyn ClusterStore>);
 
 impl StoreBootstrap {
-    /// Which working step a failed cluster stopped in: the `From` of its last
-    /// `From -> Failed` step change.
-    fn failed_at(&self, cluster: &str, order: &[Step]) -> Option<usize> {
-        let events = self.0.events(cluster).ok()?;
-        let change = events
-            .iter()
-            .rev()
-            .find(|e| e.kind == ClusterEventKind::StepChanged && e.detail.contains("-> Failed"))?;
-        let from = change.detail.split(" -> ").next()?.trim();
-        order.iter().position(|s| s.to_string() == from)
-    }
-
     fn view(&self, s: &BootstrapState) -> BootstrapStatus {
         let order = order(s.flow);
+        let events = self.0.events(&s.cluster).unwrap_or_default();
         let (phase, current) = match s.step {
             Step::HandedOff => (BootstrapPhase::Done, order.len()),
             Step::Failed => (
                 BootstrapPhase::Failed,
-                self.failed_at(&s.cluster, order).unwrap_or(order.len()),
+                s.failed_step
+                    .or_else(|| failed_in(&events, order))
+                    .and_then(|f| order.iter().position(|x| *x == f))
+                    .unwrap_or(order.len()),
             ),
             step => (
                 BootstrapPhase::Running,
@@ -92,7 +87,35 @@ impl StoreBootstrap {
             (None, Some(n)) => format!("{} node(s) installed; bootstrap node {n}", s.installed.len()),
             (None, None) => format!("{} node(s) installed", s.installed.len()),
         };
-        BootstrapStatus { phase, steps, detail }
+        BootstrapStatus {
+            phase,
+            steps,
+            detail,
+            last_event: events.last().map(last_event),
+        }
+    }
+}
+
+/// Which working step a failed cluster stopped in, from its log (records written
+/// before `failed_step` existed): the `From` of the last `From -> Failed` change.
+fn failed_in(events: &[ClusterEvent], order: &[Step]) -> Option<Step> {
+    let change = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == ClusterEventKind::StepChanged && e.detail.contains("-> Failed"))?;
+    let from = change.detail.split(" -> ").next()?.trim();
+    order.iter().copied().find(|s| s.to_string() == from)
+}
+
+fn last_event(e: &ClusterEvent) -> LastEvent {
+    LastEvent {
+        // The kind's wire name (snake_case), as the store and the event log spell it.
+        kind: serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        detail: e.detail.clone(),
+        at: e.at,
     }
 }
 
@@ -112,6 +135,7 @@ impl StoreBootstrap {
                         detail: String::new(),
                     })
                     .collect(),
+                last_event: None,
                 detail: match not_started {
                     Flow::Talos => "bootstrap not started".into(),
                     Flow::K0s => {
@@ -123,6 +147,7 @@ impl StoreBootstrap {
                 phase: BootstrapPhase::Unavailable,
                 steps: Vec::new(),
                 detail: format!("bootstrap store: {e}"),
+                last_event: None,
             },
         }
     }
@@ -136,6 +161,23 @@ impl BootstrapProgress for StoreBootstrap {
     fn status_of_kind(&self, cluster: &str, kind: &str) -> BootstrapStatus {
         let flow = if kind == "k0s" { Flow::K0s } else { Flow::Talos };
         self.status_with(cluster, flow)
+    }
+
+    fn retry(&self, cluster: &str) -> Result<BootstrapStatus, RetryError> {
+        let store = |e: provisioner_core::inventory::InventoryError| RetryError::Store(e.to_string());
+        let Some(state) = self.0.load(cluster).map_err(store)? else {
+            return Err(RetryError::NotFailed(format!(
+                "the bootstrap of {cluster} has not started: nothing to retry"
+            )));
+        };
+        let events = self.0.events(cluster).map_err(store)?;
+        let hint = failed_in(&events, order(state.flow));
+        let (next, events) = retry(&state, hint, OffsetDateTime::now_utc()).map_err(|e| match e {
+            RetryRefused::NotFailed(_) => RetryError::NotFailed(e.to_string()),
+            RetryRefused::UnknownStep | RetryRefused::NotAStep { .. } => RetryError::UnknownStep(e.to_string()),
+        })?;
+        self.0.save(&next, &events).map_err(store)?;
+        Ok(self.view(&next))
     }
 }
 

@@ -106,6 +106,39 @@ pub struct BootstrapStatus {
     pub steps: Vec<BootstrapStep>,
     /// Details for people.
     pub detail: String,
+    /// The newest cluster event (e.g. the `waiting` reason of the running step);
+    /// `null` before the first one.
+    pub last_event: Option<LastEvent>,
+}
+
+/// One cluster event as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LastEvent {
+    /// `resumed`, `node_installed`, `step_changed`, `waiting`, `failed` or `retried`.
+    #[schema(example = "waiting")]
+    pub kind: String,
+    /// What happened or what the step waits for (never secret material).
+    pub detail: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Why an operator retry of a cluster's bootstrap was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// The cluster is not `Failed` (or never started).
+    #[error("{0}")]
+    NotFailed(String),
+    /// The failed step is not known; nothing safe to go back to.
+    #[error("{0}")]
+    UnknownStep(String),
+    /// No bootstrap workflow in this daemon.
+    #[error("no bootstrap orchestrator in this build")]
+    Unavailable,
+    /// The store failed.
+    #[error("bootstrap store: {0}")]
+    Store(String),
 }
 
 /// Where bootstrap progress comes from; the orchestrator implements it.
@@ -117,6 +150,12 @@ pub trait BootstrapProgress: Send + Sync + std::fmt::Debug {
     /// workflow that has not started yet can list the right steps.
     fn status_of_kind(&self, cluster: &str, _kind: &str) -> BootstrapStatus {
         self.status(cluster)
+    }
+
+    /// Puts a `Failed` cluster back to the step it failed in (a `retried` event, a
+    /// fresh step clock); its running workflow picks that up. The status after.
+    fn retry(&self, _cluster: &str) -> Result<BootstrapStatus, RetryError> {
+        Err(RetryError::Unavailable)
     }
 }
 
@@ -130,6 +169,7 @@ impl BootstrapProgress for NoBootstrap {
             phase: BootstrapPhase::Unavailable,
             steps: Vec::new(),
             detail: "no bootstrap orchestrator in this build".into(),
+            last_event: None,
         }
     }
 }

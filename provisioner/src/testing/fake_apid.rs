@@ -77,6 +77,12 @@ impl FakeCluster {
         self.model.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// etcd members stay learners for the next `polls` member lists (a cluster whose
+    /// etcd does not settle within the step's timeout).
+    pub fn hold_learner(&self, polls: u32) {
+        self.lock().learner_polls = polls;
+    }
+
     /// Every call answered so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()

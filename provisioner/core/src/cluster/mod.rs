@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod k0s;
+pub mod retry;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,8 @@ pub enum ClusterEventKind {
     Waiting,
     /// The workflow failed (detail: why).
     Failed,
+    /// An operator asked to retry a failed workflow (detail: the step it goes back to).
+    Retried,
 }
 
 /// One entry of a cluster's event log.

@@ -22,7 +22,7 @@ use provisioner_core::k0s::progress::Phase;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use spawn::spawn;
+pub use spawn::{Shared, spawn};
 
 use super::orchestrator::{ApiProbe, ClusterError, HandOff};
 

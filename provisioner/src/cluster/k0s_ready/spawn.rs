@@ -1,40 +1,52 @@
 //! Wiring for the composition root: one [`K0sReady`] workflow per k0s cluster of
 //! `infra/`, with the production seams, spawned into the daemon's task set.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use provisioner_core::catalog::Catalog;
-use provisioner_core::cluster::ClusterStore;
 use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::k0s::K0sPlan;
+use provisioner_core::cluster::{ClusterStore, Step};
 use provisioner_core::inventory::Inventory;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::K0sReady;
 use super::io::{InventoryController, KubeNodes, MintedKubeconfig};
-use crate::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
+use crate::cluster::argocd::cached::CachedArgo;
+use crate::cluster::argocd::{KubeReadyz, Settings};
+use crate::cluster::await_retry::until_retried;
 use crate::cluster::orchestrator::{HandOff, KubeconfigStore};
 use crate::config::Config;
-use crate::store::AgeKubeconfigs;
 
 /// Pause between polls of a step that is not done yet.
 const POLL: Duration = Duration::from_secs(5);
+/// Most time between polls of a `Failed` cluster's record for an operator retry.
+const RETRY_POLL: Duration = Duration::from_secs(2);
+
+/// The seams the k0s workflows share with the Talos supervisor (opened once by the
+/// composition root).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Encrypted admin kubeconfigs (custody of the minted ones).
+    pub kubeconfigs: Arc<dyn KubeconfigStore>,
+    /// The ArgoCD hand-off, loaded on first use.
+    pub argo: Arc<CachedArgo>,
+}
 
 /// Starts the readiness and hand-off workflow of every k0s cluster in `infra/`
-/// (none when there is none). Each task runs its workflow to the end, then waits for
-/// `shutdown`: the daemon treats a task that ends early as a crashed server. Returns
-/// how many were started.
+/// (none when there is none). Each task runs its workflow to the end; a `Failed` one
+/// waits for an operator retry and runs again; then it waits for `shutdown` (the
+/// daemon treats a task that ends early as a crashed server). Returns how many were
+/// started.
 pub fn spawn(
     cfg: &Config,
     catalog: Arc<Catalog>,
     inventory: Arc<dyn Inventory>,
     store: Arc<dyn ClusterStore>,
+    shared: &Shared,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<usize> {
@@ -44,8 +56,7 @@ pub fn spawn(
         return Ok(0);
     }
     let secrets = crate::k0s::commands::open_store(cfg)?;
-    let custody: Arc<dyn KubeconfigStore> =
-        Arc::new(AgeKubeconfigs::open(&cfg.state_dir).context("opening the kubeconfig store")?);
+    let custody = shared.kubeconfigs.clone();
     let settings = match Settings::load(&cfg.gitops_dir) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -53,13 +64,7 @@ pub fn spawn(
             None
         }
     };
-    let hand_off: Arc<dyn HandOff> = Arc::new(LazyArgo {
-        settings: settings.clone(),
-        gitops_dir: cfg.gitops_dir.clone(),
-        cache_dir: cfg.cache_dir(),
-        kubeconfigs: custody.clone(),
-        loaded: Mutex::default(),
-    });
+    let hand_off: Arc<dyn HandOff> = shared.argo.clone();
     let mut started = 0;
     for (name, c) in clusters {
         let (Some(controller), Some(api_url)) = (c.controller(), c.api_url()) else {
@@ -99,11 +104,22 @@ pub fn spawn(
         };
         let token = shutdown.clone();
         tasks.spawn(async move {
-            match w.run(token.clone()).await {
-                Ok(Some(step)) => tracing::info!(cluster = %name, %step, "k0s workflow stopped"),
-                Ok(None) => {}
-                // The boot path matters more than this workflow: log and keep serving.
-                Err(e) => tracing::error!(cluster = %name, error = %e, "k0s workflow stopped"),
+            loop {
+                match w.run(token.clone()).await {
+                    Ok(Some(Step::Failed)) if !token.is_cancelled() => {
+                        tracing::error!(cluster = %name, "k0s workflow Failed; waiting for an operator retry (`provisioner clusters retry`)");
+                        let poll = w.plan.poll.min(RETRY_POLL);
+                        if until_retried(w.store.as_ref(), &name, poll, &token).await {
+                            tracing::info!(cluster = %name, "k0s workflow retried by an operator");
+                            continue;
+                        }
+                    }
+                    Ok(Some(step)) => tracing::info!(cluster = %name, %step, "k0s workflow stopped"),
+                    Ok(None) => {}
+                    // The boot path matters more than this workflow: log and keep serving.
+                    Err(e) => tracing::error!(cluster = %name, error = %e, "k0s workflow stopped"),
+                }
+                break;
             }
             token.cancelled().await;
             Ok(())
@@ -111,58 +127,4 @@ pub fn spawn(
         started += 1;
     }
     Ok(started)
-}
-
-/// The ArgoCD hand-off, built on first use: the pinned install manifest is read from
-/// the image cache (and verified) only when a cluster reaches `HandOff`, so a
-/// manifest downloaded after start is picked up by the next retry.
-struct LazyArgo {
-    settings: Option<Settings>,
-    gitops_dir: PathBuf,
-    cache_dir: PathBuf,
-    kubeconfigs: Arc<dyn KubeconfigStore>,
-    loaded: Mutex<Option<Arc<ArgoHandOff>>>,
-}
-
-impl std::fmt::Debug for LazyArgo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LazyArgo")
-            .field("gitops_dir", &self.gitops_dir)
-            .field("cache_dir", &self.cache_dir)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LazyArgo {
-    fn load(&self) -> Result<Arc<ArgoHandOff>, String> {
-        let mut slot = self.loaded.lock().map_err(|_| "poisoned".to_string())?;
-        if let Some(h) = slot.as_ref() {
-            return Ok(h.clone());
-        }
-        let settings = self
-            .settings
-            .clone()
-            .ok_or_else(|| "no gitops/settings.yaml".to_string())?;
-        let manifest = settings.load_manifest(&self.cache_dir)?;
-        let h = Arc::new(ArgoHandOff {
-            settings,
-            gitops_dir: self.gitops_dir.clone(),
-            manifest: Arc::new(manifest),
-            kubeconfigs: self.kubeconfigs.clone(),
-            wait_timeout: Duration::from_secs(600),
-            poll: Duration::from_secs(2),
-        });
-        *slot = Some(h.clone());
-        Ok(h)
-    }
-}
-
-impl HandOff for LazyArgo {
-    fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
-        async move {
-            let h = self.load()?;
-            h.hand_off(cluster, kubeconfig).await
-        }
-        .boxed()
-    }
 }

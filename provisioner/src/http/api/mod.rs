@@ -122,6 +122,7 @@ pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(catalog::image))
         .routes(routes!(clusters::list))
         .routes(routes!(clusters::get))
+        .routes(routes!(clusters::retry))
         .routes(routes!(credentials::talosconfig))
         .routes(routes!(credentials::kubeconfig))
         .routes(routes!(leases::list))

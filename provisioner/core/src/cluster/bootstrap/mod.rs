@@ -182,6 +182,10 @@ pub struct BootstrapState {
     /// Why the cluster is `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The working step a `Failed` cluster stopped in: where an operator retry
+    /// ([`super::retry`]) puts it back. Absent in records failed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<Step>,
 }
 
 impl BootstrapState {
@@ -196,6 +200,7 @@ impl BootstrapState {
             bootstrap_node: None,
             bootstrap_attempts: 0,
             failure: None,
+            failed_step: None,
         }
     }
 }
@@ -317,6 +322,7 @@ impl BootstrapState {
     /// Ends the workflow as `Failed` with `why`.
     pub(crate) fn fail(&mut self, events: &mut Vec<ClusterEvent>, now: OffsetDateTime, why: String) {
         self.failure = Some(why.clone());
+        self.failed_step = Some(self.step);
         self.enter(events, Step::Failed, now, &why);
         events.push(ev(now, super::ClusterEventKind::Failed, why));
     }
