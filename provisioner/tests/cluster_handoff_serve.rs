@@ -88,6 +88,11 @@ struct Rig {
 impl Rig {
     /// `hand_off_secs`: the HandOff step's timeout.
     fn new(hand_off_secs: u64) -> Option<Self> {
+        Self::with_timeouts(&format!("{{ wait_nodes_secs: 120, hand_off_secs: {hand_off_secs} }}"))
+    }
+
+    /// `timeouts`: the `bootstrap.timeouts` settings (YAML flow mapping).
+    fn with_timeouts(timeouts: &str) -> Option<Self> {
         common::crypto();
         let fixture = common::fixture("argocd/install-v3.5.1.yaml")?;
         let tmp = tempfile::tempdir().unwrap();
@@ -108,10 +113,10 @@ impl Rig {
         let text = std::fs::read_to_string(&cfg).unwrap()
             + &format!(
                 "gitops_dir: {}\ntalos:\n  api_port: {}\nbootstrap:\n  poll_ms: 100\n  attempt_timeout_secs: 2\n  \
-                 argocd_wait_secs: 30\n  retry_min_secs: 1\n  timeouts: {{ wait_nodes_secs: 120, hand_off_secs: {} }}\n",
+                 argocd_wait_secs: 30\n  retry_min_secs: 1\n  timeouts: {}\n",
                 repo().join("gitops").display(),
                 lab.port(),
-                hand_off_secs
+                timeouts
             );
         std::fs::write(&cfg, text).unwrap();
         let config =
@@ -342,4 +347,92 @@ fn status_cli(d: &Daemon, token: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// `provisioner clusters retry genmachine` with `token`.
+fn retry_cli(d: &Daemon, token: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["clusters", "retry", CLUSTER, "--config"])
+        .arg(&d.config)
+        .env("PROVISIONER_API_URL", d.api_url())
+        .env("PROVISIONER_API_TOKEN", token)
+        .env("PROVISIONER_CLIENT_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn a_cluster_failed_on_a_step_timeout_is_retried_through_the_api_without_a_restart() {
+    // etcd never settles within WaitEtcd's 2 s: the cluster fails after Bootstrap.
+    let Some(rig) = Rig::with_timeouts("{ wait_nodes_secs: 120, wait_etcd_secs: 2, hand_off_secs: 120 }") else {
+        return;
+    };
+    rig.import_manifest();
+    rig.lab.cluster.hold_learner(u32::MAX);
+    let d = Daemon::start(&rig.cfg);
+    let (admin, reader) = (d.token("admin"), d.token("read-only"));
+    let end = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let b = bootstrap(&d, &reader);
+        if b["phase"] == "failed" {
+            break b;
+        }
+        assert!(b["phase"] != "done" && Instant::now() < end, "{b:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let failed_step: Vec<&str> = failed["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed_step, ["WaitEtcd"], "{failed:#}");
+    // Why, from the last cluster event.
+    assert_eq!(failed["last_event"]["kind"], "failed", "{failed:#}");
+    assert!(
+        failed["last_event"]["detail"].as_str().unwrap().contains("learner"),
+        "{failed:#}"
+    );
+    // Failed stays Failed (no automatic retry), and the task is still there.
+    wait_for_log(&d, "waiting for an operator retry", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(bootstrap(&d, &reader)["phase"], "failed");
+
+    rig.lab.cluster.hold_learner(0);
+    // A read-only token may not retry.
+    let resp = d
+        .api_client()
+        .post(format!("{}/api/v1/clusters/{CLUSTER}/bootstrap/retry", d.api_url()))
+        .bearer_auth(&reader)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let (ok, _, err) = retry_cli(&d, &reader);
+    assert!(!ok && err.contains("403"), "{err}");
+    assert_eq!(bootstrap(&d, &reader)["phase"], "failed");
+
+    let retried = Instant::now();
+    let (ok, out, err) = retry_cli(&d, &admin);
+    assert!(ok && out.contains("Bootstrap retried: running at step WaitEtcd"), "{out}{err}");
+    let took = rig.until_done(&d, &reader, retried);
+    println!("retry → HandedOff in {took:?}");
+    // Bootstrap was never called again, nor the kubeconfig fetched twice.
+    let bootstraps = rig.lab.cluster.calls().iter().filter(|c| c.method == "Bootstrap").count();
+    assert_eq!((bootstraps, rig.lab.cluster.count("Bootstrap", Code::Ok)), (1, 1));
+    assert_eq!(rig.lab.cluster.count("Kubeconfig", Code::Ok), 1);
+    assert_eq!(
+        rig.kube.journal().applies.last().map(|a| a.name.as_str()),
+        Some("root")
+    );
+    // A second retry is refused: the cluster is not Failed.
+    let (ok, _, err) = retry_cli(&d, &admin);
+    assert!(!ok && err.contains("cluster_not_failed"), "{err}");
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(log.contains("cluster bootstrap retry requested"), "no audit line");
 }
