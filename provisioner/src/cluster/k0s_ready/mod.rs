@@ -11,6 +11,8 @@
 pub mod io;
 mod spawn;
 #[cfg(test)]
+mod retry_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -69,8 +71,33 @@ pub struct K0sReady {
 
 /// How stale the step clock on disk may get while a blocked hand-off waits.
 const CLOCK_SLACK: time::Duration = time::Duration::minutes(1);
+/// Most time between polls of a `Failed` cluster's record for an operator retry.
+const RETRY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl K0sReady {
+    /// [`Self::run`] as the daemon's task runs it: a `Failed` workflow waits for an
+    /// operator retry (`super::await_retry`) and runs again from the failed step;
+    /// returns on shutdown or when the workflow ends otherwise (logged as `name`).
+    pub async fn run_retrying(&self, name: &str, shutdown: CancellationToken) {
+        loop {
+            match self.run(shutdown.clone()).await {
+                Ok(Some(Step::Failed)) if !shutdown.is_cancelled() => {
+                    tracing::error!(cluster = %name, "k0s workflow Failed; waiting for an operator retry (`provisioner clusters retry`)");
+                    let poll = self.plan.poll.min(RETRY_POLL);
+                    if super::await_retry::until_retried(self.store.as_ref(), name, poll, &shutdown).await {
+                        tracing::info!(cluster = %name, "k0s workflow retried by an operator");
+                        continue;
+                    }
+                }
+                Ok(Some(step)) => tracing::info!(cluster = %name, %step, "k0s workflow stopped"),
+                Ok(None) => {}
+                // The boot path matters more than this workflow: log and keep serving.
+                Err(e) => tracing::error!(cluster = %name, error = %e, "k0s workflow stopped"),
+            }
+            return;
+        }
+    }
+
     /// Runs the workflow until it is `HandedOff` or `Failed`, or `shutdown` fires.
     /// Returns the step it stopped in; `None` when it never started (the controller
     /// has not been served its install yet) or the stored record is not a k0s one.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::k0s::K0sPlan;
-use provisioner_core::cluster::{ClusterStore, Step};
+use provisioner_core::cluster::ClusterStore;
 use provisioner_core::inventory::Inventory;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -17,14 +17,11 @@ use super::K0sReady;
 use super::io::{InventoryController, KubeNodes, MintedKubeconfig};
 use crate::cluster::argocd::cached::CachedArgo;
 use crate::cluster::argocd::{KubeReadyz, Settings};
-use crate::cluster::await_retry::until_retried;
 use crate::cluster::orchestrator::{HandOff, KubeconfigStore};
 use crate::config::Config;
 
 /// Pause between polls of a step that is not done yet.
 const POLL: Duration = Duration::from_secs(5);
-/// Most time between polls of a `Failed` cluster's record for an operator retry.
-const RETRY_POLL: Duration = Duration::from_secs(2);
 
 /// The seams the k0s workflows share with the Talos supervisor (opened once by the
 /// composition root).
@@ -104,23 +101,7 @@ pub fn spawn(
         };
         let token = shutdown.clone();
         tasks.spawn(async move {
-            loop {
-                match w.run(token.clone()).await {
-                    Ok(Some(Step::Failed)) if !token.is_cancelled() => {
-                        tracing::error!(cluster = %name, "k0s workflow Failed; waiting for an operator retry (`provisioner clusters retry`)");
-                        let poll = w.plan.poll.min(RETRY_POLL);
-                        if until_retried(w.store.as_ref(), &name, poll, &token).await {
-                            tracing::info!(cluster = %name, "k0s workflow retried by an operator");
-                            continue;
-                        }
-                    }
-                    Ok(Some(step)) => tracing::info!(cluster = %name, %step, "k0s workflow stopped"),
-                    Ok(None) => {}
-                    // The boot path matters more than this workflow: log and keep serving.
-                    Err(e) => tracing::error!(cluster = %name, error = %e, "k0s workflow stopped"),
-                }
-                break;
-            }
+            w.run_retrying(&name, token.clone()).await;
             token.cancelled().await;
             Ok(())
         });
