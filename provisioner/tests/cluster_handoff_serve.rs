@@ -399,6 +399,11 @@ fn a_cluster_failed_on_a_step_timeout_is_retried_through_the_api_without_a_resta
         failed["last_event"]["detail"].as_str().unwrap().contains("learner"),
         "{failed:#}"
     );
+    let (ok, out, err) = status_cli(&d, &reader);
+    assert!(
+        ok && out.contains("Bootstrap: failed") && out.contains("Last event: ") && out.contains(" failed: step WaitEtcd timed out"),
+        "{out}{err}"
+    );
     // Failed stays Failed (no automatic retry), and the task is still there.
     wait_for_log(&d, "waiting for an operator retry", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));

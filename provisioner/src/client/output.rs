@@ -289,4 +289,21 @@ mod tests {
         let t = columns(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\n");
     }
+
+    #[test]
+    fn cluster_status_says_why_it_waits() {
+        let mut c = serde_json::json!({
+            "name": "lab", "kind": "talos", "source": "infra/lab.yaml", "machines": [],
+            "bootstrap": {"phase": "running", "detail": "3 node(s) installed", "steps": [],
+                "last_event": {"kind": "waiting", "detail": "etcd on 10.0.0.12: no answer",
+                    "at": "2026-11-26T12:00:00Z"}}
+        });
+        let out = cluster_status(&c);
+        assert!(
+            out.contains("Bootstrap: running 3 node(s) installed\nLast event: 2026-11-26T12:00:00Z waiting: etcd on 10.0.0.12: no answer\n\nMachines:"),
+            "{out}"
+        );
+        c["bootstrap"]["last_event"] = Value::Null;
+        assert!(!cluster_status(&c).contains("Last event"));
+    }
 }
