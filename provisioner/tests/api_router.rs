@@ -344,7 +344,10 @@ async fn cluster_last_event_and_bootstrap_retry() {
     let retry = "/api/v1/clusters/lab/bootstrap/retry";
     // Never started: nothing to retry, no event.
     let (st, e) = call(&app, "POST", retry, admin, None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("cluster_not_failed")));
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("cluster_not_failed"))
+    );
     let (_, c) = call(&app, "GET", "/api/v1/clusters/lab", reader, None).await;
     assert_eq!(c["bootstrap"]["last_event"], serde_json::Value::Null);
 
@@ -363,14 +366,21 @@ async fn cluster_last_event_and_bootstrap_retry() {
     assert_eq!(last["kind"], "waiting");
     assert_eq!(last["detail"], "etcd member talos-2 is still a learner");
     assert_eq!(
-        last["at"].as_str().map(|a| time::OffsetDateTime::parse(a, &time::format_description::well_known::Rfc3339).unwrap()),
+        last["at"].as_str().map(|a| time::OffsetDateTime::parse(
+            a,
+            &time::format_description::well_known::Rfc3339
+        )
+        .unwrap()),
         Some(t0)
     );
     let (_, cs) = call(&app, "GET", "/api/v1/clusters", reader, None).await;
     assert_eq!(cs[0]["bootstrap"]["last_event"]["kind"], "waiting");
     // Running: 409.
     let (st, e) = call(&app, "POST", retry, admin, None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("cluster_not_failed")));
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("cluster_not_failed"))
+    );
 
     // Failed at WaitEtcd (as the workflow records it).
     s.step = Step::Failed;
@@ -378,10 +388,20 @@ async fn cluster_last_event_and_bootstrap_retry() {
     s.failure = Some("step WaitEtcd timed out after 600s".into());
     store.save(&s, &[]).unwrap();
     let (st, e) = call(&app, "POST", retry, reader, None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
-    assert_eq!(store.load("lab").unwrap().unwrap().step, Step::Failed, "a reader changes nothing");
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    assert_eq!(
+        store.load("lab").unwrap().unwrap().step,
+        Step::Failed,
+        "a reader changes nothing"
+    );
     let (st, e) = call(&app, "POST", "/api/v1/clusters/nope/bootstrap/retry", admin, None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("cluster_not_found")));
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("cluster_not_found"))
+    );
     let (st, b) = call(&app, "POST", retry, admin, None).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
     assert_eq!(b["phase"], "running");
@@ -394,23 +414,42 @@ async fn cluster_last_event_and_bootstrap_retry() {
         .collect();
     assert_eq!(running, ["WaitEtcd"]);
     let after = store.load("lab").unwrap().unwrap();
-    assert_eq!((after.step, after.failure, after.failed_step), (Step::WaitEtcd, None, None));
+    assert_eq!(
+        (after.step, after.failure, after.failed_step),
+        (Step::WaitEtcd, None, None)
+    );
     assert!(after.step_started > t0, "a fresh step clock");
     let kinds: Vec<ClusterEventKind> = store.events("lab").unwrap().iter().map(|e| e.kind).collect();
-    assert_eq!(kinds[kinds.len() - 2..], [ClusterEventKind::Retried, ClusterEventKind::StepChanged]);
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        [ClusterEventKind::Retried, ClusterEventKind::StepChanged]
+    );
     let (_, c) = call(&app, "GET", "/api/v1/clusters/lab", reader, None).await;
     assert_eq!(c["bootstrap"]["last_event"]["kind"], "step_changed");
-    assert!(c["bootstrap"]["last_event"]["detail"].as_str().unwrap().starts_with("Failed -> WaitEtcd"));
+    assert!(
+        c["bootstrap"]["last_event"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed -> WaitEtcd")
+    );
     // Retried once: a second retry is refused.
     let (st, e) = call(&app, "POST", retry, admin, None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("cluster_not_failed")));
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("cluster_not_failed"))
+    );
     // Without a bootstrap workflow (the default rig): 409 too.
     let (st, e) = call(&r.app, "POST", retry, admin, None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("bootstrap_unavailable")));
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::CONFLICT, Some("bootstrap_unavailable"))
+    );
     // Counted.
     let (_, m) = call(&app, "GET", "/metrics", reader, None).await;
     assert!(
-        m.as_str().unwrap().contains("provisioner_cluster_retries_total{outcome=\"retried\"}"),
+        m.as_str()
+            .unwrap()
+            .contains("provisioner_cluster_retries_total{outcome=\"retried\"}"),
         "{m}"
     );
 }

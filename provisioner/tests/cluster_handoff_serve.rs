@@ -88,7 +88,9 @@ struct Rig {
 impl Rig {
     /// `hand_off_secs`: the HandOff step's timeout.
     fn new(hand_off_secs: u64) -> Option<Self> {
-        Self::with_timeouts(&format!("{{ wait_nodes_secs: 120, hand_off_secs: {hand_off_secs} }}"))
+        Self::with_timeouts(&format!(
+            "{{ wait_nodes_secs: 120, hand_off_secs: {hand_off_secs} }}"
+        ))
     }
 
     /// `timeouts`: the `bootstrap.timeouts` settings (YAML flow mapping).
@@ -369,7 +371,8 @@ fn retry_cli(d: &Daemon, token: &str) -> (bool, String, String) {
 #[test]
 fn a_cluster_failed_on_a_step_timeout_is_retried_through_the_api_without_a_restart() {
     // etcd never settles within WaitEtcd's 2 s: the cluster fails after Bootstrap.
-    let Some(rig) = Rig::with_timeouts("{ wait_nodes_secs: 120, wait_etcd_secs: 2, hand_off_secs: 120 }") else {
+    let Some(rig) = Rig::with_timeouts("{ wait_nodes_secs: 120, wait_etcd_secs: 2, hand_off_secs: 120 }")
+    else {
         return;
     };
     rig.import_manifest();
@@ -396,12 +399,17 @@ fn a_cluster_failed_on_a_step_timeout_is_retried_through_the_api_without_a_resta
     // Why, from the last cluster event.
     assert_eq!(failed["last_event"]["kind"], "failed", "{failed:#}");
     assert!(
-        failed["last_event"]["detail"].as_str().unwrap().contains("learner"),
+        failed["last_event"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("learner"),
         "{failed:#}"
     );
     let (ok, out, err) = status_cli(&d, &reader);
     assert!(
-        ok && out.contains("Bootstrap: failed") && out.contains("Last event: ") && out.contains(" failed: step WaitEtcd timed out"),
+        ok && out.contains("Bootstrap: failed")
+            && out.contains("Last event: ")
+            && out.contains(" failed: step WaitEtcd timed out"),
         "{out}{err}"
     );
     // Failed stays Failed (no automatic retry), and the task is still there.
@@ -413,7 +421,10 @@ fn a_cluster_failed_on_a_step_timeout_is_retried_through_the_api_without_a_resta
     // A read-only token may not retry.
     let resp = d
         .api_client()
-        .post(format!("{}/api/v1/clusters/{CLUSTER}/bootstrap/retry", d.api_url()))
+        .post(format!(
+            "{}/api/v1/clusters/{CLUSTER}/bootstrap/retry",
+            d.api_url()
+        ))
         .bearer_auth(&reader)
         .send()
         .unwrap();
@@ -424,11 +435,20 @@ fn a_cluster_failed_on_a_step_timeout_is_retried_through_the_api_without_a_resta
 
     let retried = Instant::now();
     let (ok, out, err) = retry_cli(&d, &admin);
-    assert!(ok && out.contains("Bootstrap retried: running at step WaitEtcd"), "{out}{err}");
+    assert!(
+        ok && out.contains("Bootstrap retried: running at step WaitEtcd"),
+        "{out}{err}"
+    );
     let took = rig.until_done(&d, &reader, retried);
     println!("retry → HandedOff in {took:?}");
     // Bootstrap was never called again, nor the kubeconfig fetched twice.
-    let bootstraps = rig.lab.cluster.calls().iter().filter(|c| c.method == "Bootstrap").count();
+    let bootstraps = rig
+        .lab
+        .cluster
+        .calls()
+        .iter()
+        .filter(|c| c.method == "Bootstrap")
+        .count();
     assert_eq!((bootstraps, rig.lab.cluster.count("Bootstrap", Code::Ok)), (1, 1));
     assert_eq!(rig.lab.cluster.count("Kubeconfig", Code::Ok), 1);
     assert_eq!(

@@ -63,7 +63,8 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "a Failed cluster keeps waiting");
-        let (next, ev) = provisioner_core::cluster::retry::retry(&s, None, OffsetDateTime::now_utc()).unwrap();
+        let (next, ev) =
+            provisioner_core::cluster::retry::retry(&s, None, OffsetDateTime::now_utc()).unwrap();
         store.save(&next, &ev).unwrap();
         assert!(waiter.await.unwrap());
         store.save(&s, &[]).unwrap();

@@ -174,7 +174,9 @@ impl BootstrapProgress for StoreBootstrap {
         let hint = failed_in(&events, order(state.flow));
         let (next, events) = retry(&state, hint, OffsetDateTime::now_utc()).map_err(|e| match e {
             RetryRefused::NotFailed(_) => RetryError::NotFailed(e.to_string()),
-            RetryRefused::UnknownStep | RetryRefused::NotAStep { .. } => RetryError::UnknownStep(e.to_string()),
+            RetryRefused::UnknownStep | RetryRefused::NotAStep { .. } => {
+                RetryError::UnknownStep(e.to_string())
+            }
         })?;
         self.0.save(&next, &events).map_err(store)?;
         Ok(self.view(&next))

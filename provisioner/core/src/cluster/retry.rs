@@ -100,8 +100,16 @@ mod tests {
         running.step = Step::WaitApi;
         // (record, hint from the event log, expected)
         let cases: Vec<(BootstrapState, Option<Step>, Result<Step, RetryRefused>)> = vec![
-            (failed(Flow::Talos, Some(Step::WaitEtcd)), None, Ok(Step::WaitEtcd)),
-            (failed(Flow::Talos, Some(Step::Bootstrap)), None, Ok(Step::Bootstrap)),
+            (
+                failed(Flow::Talos, Some(Step::WaitEtcd)),
+                None,
+                Ok(Step::WaitEtcd),
+            ),
+            (
+                failed(Flow::Talos, Some(Step::Bootstrap)),
+                None,
+                Ok(Step::Bootstrap),
+            ),
             // The recorded step wins over the log.
             (
                 failed(Flow::Talos, Some(Step::HandOff)),
@@ -109,7 +117,11 @@ mod tests {
                 Ok(Step::HandOff),
             ),
             (failed(Flow::Talos, None), Some(Step::WaitApi), Ok(Step::WaitApi)),
-            (failed(Flow::K0s, Some(Step::WaitWorkers)), None, Ok(Step::WaitWorkers)),
+            (
+                failed(Flow::K0s, Some(Step::WaitWorkers)),
+                None,
+                Ok(Step::WaitWorkers),
+            ),
             (failed(Flow::Talos, None), None, Err(RetryRefused::UnknownStep)),
             (running.clone(), None, Err(RetryRefused::NotFailed(Step::WaitApi))),
             (
@@ -146,7 +158,10 @@ mod tests {
                         [ClusterEventKind::Retried, ClusterEventKind::StepChanged],
                         "case {i}"
                     );
-                    assert_eq!(events[1].detail.split(':').next(), Some(&*format!("Failed -> {step}")));
+                    assert_eq!(
+                        events[1].detail.split(':').next(),
+                        Some(&*format!("Failed -> {step}"))
+                    );
                     assert!(events[0].detail.contains("step timed out"), "case {i}");
                 }
                 (Err(e), Err(w)) => assert_eq!(e, w, "case {i}"),
@@ -160,7 +175,11 @@ mod tests {
         let mut s = BootstrapState::new("lab", OffsetDateTime::UNIX_EPOCH);
         s.step = Step::WaitEtcd;
         let mut events = Vec::new();
-        s.fail(&mut events, OffsetDateTime::UNIX_EPOCH, "etcd never healthy".into());
+        s.fail(
+            &mut events,
+            OffsetDateTime::UNIX_EPOCH,
+            "etcd never healthy".into(),
+        );
         assert_eq!((s.step, s.failed_step), (Step::Failed, Some(Step::WaitEtcd)));
         // The new field survives the store's JSON, and older records still load.
         let json = serde_json::to_string(&s).unwrap();

@@ -9,9 +9,9 @@
 //! Node list ([`NodeLister`]). [`spawn`] wires one workflow per k0s cluster of `infra/`.
 
 pub mod io;
-mod spawn;
 #[cfg(test)]
 mod retry_tests;
+mod spawn;
 #[cfg(test)]
 mod tests;
 

@@ -43,7 +43,14 @@ impl AdminKubeconfig for Fakes {
 impl ApiProbe for Fakes {
     fn readyz<'a>(&'a self, _kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
         let ok = self.ready.load(Ordering::SeqCst);
-        async move { if ok { Ok(()) } else { Err("503 etcd not ready".into()) } }.boxed()
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err("503 etcd not ready".into())
+            }
+        }
+        .boxed()
     }
 }
 

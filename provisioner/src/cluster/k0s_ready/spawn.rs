@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use provisioner_core::catalog::Catalog;
+use provisioner_core::cluster::ClusterStore;
 use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::k0s::K0sPlan;
-use provisioner_core::cluster::ClusterStore;
 use provisioner_core::inventory::Inventory;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

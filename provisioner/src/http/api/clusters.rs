@@ -94,7 +94,10 @@ pub async fn retry(
         "cluster bootstrap retry requested");
     let conflict = |code: &str, e: RetryError| ApiError::new(StatusCode::CONFLICT, code, e.to_string());
     match result {
-        None => Err(ApiError::not_found("cluster_not_found", format!("no cluster {id:?}"))),
+        None => Err(ApiError::not_found(
+            "cluster_not_found",
+            format!("no cluster {id:?}"),
+        )),
         Some(Ok(status)) => Ok((StatusCode::ACCEPTED, Json(status))),
         Some(Err(e @ RetryError::NotFailed(_))) => Err(conflict("cluster_not_failed", e)),
         Some(Err(e @ RetryError::UnknownStep(_))) => Err(conflict("retry_step_unknown", e)),
