@@ -335,6 +335,21 @@ async fn cluster_last_event_and_bootstrap_retry() {
     use provisioner_core::cluster::{ClusterEvent, ClusterEventKind, ClusterStore, MemClusterStore};
 
     let r = rig();
+    // Documented: the new path and the last_event schema.
+    let doc: serde_json::Value = serde_json::from_str(&provisioner::http::api::openapi_json()).unwrap();
+    let op = &doc["paths"]["/api/v1/clusters/{id}/bootstrap/retry"]["post"];
+    for code in ["202", "403", "404", "409"] {
+        assert!(op["responses"][code].is_object(), "{code} not documented: {op:#}");
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["BootstrapStatus"]["properties"]["last_event"].is_object(),
+        "{schemas:#}"
+    );
+    assert!(
+        schemas["LastEvent"]["properties"]["detail"].is_object(),
+        "{schemas:#}"
+    );
     let store = Arc::new(MemClusterStore::default());
     let app = provisioner::http::api::router(provisioner::http::api::ApiState {
         bootstrap: Arc::new(StoreBootstrap(store.clone())),

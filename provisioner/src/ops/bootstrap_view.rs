@@ -164,6 +164,12 @@ impl BootstrapProgress for StoreBootstrap {
     }
 
     fn retry(&self, cluster: &str) -> Result<BootstrapStatus, RetryError> {
+        // Two retries at once would both see `Failed`: one at a time, so the second
+        // sees the first's result and is refused.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let store = |e: provisioner_core::inventory::InventoryError| RetryError::Store(e.to_string());
         let Some(state) = self.0.load(cluster).map_err(store)? else {
             return Err(RetryError::NotFailed(format!(
