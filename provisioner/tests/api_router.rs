@@ -390,6 +390,26 @@ async fn cluster_last_event_and_bootstrap_retry() {
     );
     let (_, cs) = call(&app, "GET", "/api/v1/clusters", reader, None).await;
     assert_eq!(cs[0]["bootstrap"]["last_event"]["kind"], "waiting");
+    // The dashboard's clusters page says it too.
+    let session = r.state.sessions.open(provisioner::http::api::auth::Caller {
+        role: provisioner_core::apitoken::Role::ReadOnly,
+        token_id: "reader".into(),
+    });
+    let req = axum::http::Request::get("/ui/clusters")
+        .header("cookie", format!("provisioner_session={session}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        html.contains("waiting: etcd member talos-2 is still a learner"),
+        "{html}"
+    );
     // Running: 409.
     let (st, e) = call(&app, "POST", retry, admin, None).await;
     assert_eq!(
