@@ -3,3 +3,4 @@
 
 mod apid_auth;
 pub mod fake_apid;
+pub mod fake_kube;
