@@ -13,6 +13,9 @@
 #   LAB-CALLBACK-DELAY <s>                  lab.callback_delay=<s>: waiting first
 #   LAB-CALLBACK-OK / LAB-CALLBACK-FAILED   provisioner.callback= POST result
 #   LAB-FAILED <reason>                     any failure (then power off)
+#   LAB-AGENT-START                         lab.mode=talos-sim: the node agent
+#                                           (second initrd) takes over; it prints
+#                                           its own LAB-AGENT-* markers
 # The config itself is never printed: in real profiles it carries secrets.
 # Everything ends with `poweroff -f`; with QEMU's -no-reboot a kernel panic
 # (panic=-1 on the cmdline) ends QEMU too, so no path hangs until a timeout.
@@ -79,6 +82,8 @@ config_url=""
 callback_url=""
 callback_delay=""
 config_replay=""
+lab_mode=""
+lab_peers=""
 for w in $(cat /proc/cmdline); do
     case "$w" in
         talos.config=*) config_url=${w#talos.config=} ;;
@@ -90,6 +95,10 @@ for w in $(cat /proc/cmdline); do
         lab.callback_delay=*) callback_delay=${w#lab.callback_delay=} ;;
         # Test hook: fetch the one-time config URL a second time.
         lab.config_replay=1) config_replay=1 ;;
+        # Simulated Talos (tests/src/talos_sim.rs): run the node agent on the
+        # fetched config; lab.peers= lists every control-plane address.
+        lab.mode=*) lab_mode=${w#lab.mode=} ;;
+        lab.peers=*) lab_peers=${w#lab.peers=} ;;
     esac
 done
 set +f
@@ -112,6 +121,15 @@ if [ -n "$config_url" ]; then
     fi
 else
     echo "LAB-CONFIG-NONE"
+fi
+
+if [ "$lab_mode" = talos-sim ]; then
+    [ -n "$config_url" ] || fail "talos-sim-without-config"
+    [ -x /bin/provisioner-lab-agent ] || fail "no-agent-in-initramfs"
+    echo "LAB-AGENT-START"
+    # Foreground: the agent serves until the VM is killed; if it exits, so do we.
+    /bin/provisioner-lab-agent node --config /tmp/config --ip "$ip" --peers "$lab_peers"
+    fail "agent-exited rc=$?"
 fi
 
 if [ -n "$callback_url" ]; then

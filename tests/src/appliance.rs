@@ -319,7 +319,7 @@ pub fn dhcp_snippet(config: &Path, kind: &str) -> Result<String> {
 /// The appliance reads `PROVISIONER_*` overrides from the environment; a
 /// developer's shell must not change what the lab configured. Also no ANSI
 /// colours in logs that tests grep.
-fn scrub_env(cmd: &mut Command) {
+pub(crate) fn scrub_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PROVISIONER_") {
             cmd.env_remove(&k);

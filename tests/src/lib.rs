@@ -15,6 +15,7 @@
 //! - [`appliance`]: runs `provisioner serve` in a lab and reads its export.
 //! - [`peer`]: a namespace on the lab bridge for DHCP clients, relays and peers.
 //! - [`timeline`]: assertions over the exported machine timeline.
+//! - [`talos_sim`]: the simulated Talos lab (GenMachine copy, node agent initrd).
 
 pub mod appliance;
 mod cpio;
@@ -23,6 +24,7 @@ pub mod payload;
 pub mod peer;
 mod peers;
 pub mod qemu;
+pub mod talos_sim;
 pub mod timeline;
 
 pub use appliance::{Appliance, LabSite};

@@ -1,0 +1,263 @@
+//! Simulated lab, end to end (issue 6): three QEMU machines with the MACs of a copy of
+//! `infra/genmachine.yaml` re-addressed into the lab's `10.77.<n>.0/24` PXE-boot from
+//! the appliance (built-in DHCP, full mode, reservations from `infra/`), fetch their
+//! one-time Talos configs and start the node agent (`provisioner-lab-agent`, second
+//! initrd), which serves the Talos API on :50000 with a certificate issued from the
+//! OS CA in the config it fetched. From the host side of the lab, the appliance's own
+//! Talos client (mTLS with the identity from the cluster's secrets bundle) reaches
+//! every node; a client from another bundle is refused. Then the cluster is driven
+//! to `HandedOff` against the fake Kubernetes API served at the cluster endpoint.
+//!
+//! Three VMs at once under TCG on two cores: timeouts are generous and the test prints
+//! `TIMING` lines. Needs root, QEMU, a built appliance and agent (`cargo build
+//! --workspace`), and the ArgoCD install fixture (else it prints SKIPPED).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use provisioner::cluster::argocd::manifest::InstallManifest;
+use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
+use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs, Orchestrator};
+use provisioner::cluster::talos::{BundleIdentity, ClusterIdentity, IdentitySource, TalosApi, Target, TonicTalos};
+use provisioner::store::RedbInventory;
+use provisioner::talos::store::{MemSecretStore, SecretStore};
+use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
+use provisioner_core::cluster::{ClusterStore, Step};
+use provisioner_core::talos::SecretsBundle;
+use provisioner_e2e::talos_sim::{CLUSTER, TalosSimSite, agent_bin, agent_initrd};
+use provisioner_e2e::{Appliance, Firmware, Lab, Machine, QemuVm, payload, require_root, tail};
+use tokio_util::sync::CancellationToken;
+
+/// Power-on to the agent answering, per VM, with three VMs sharing two cores.
+const AGENT_UP_TIMEOUT: Duration = Duration::from_secs(480);
+
+fn fixture(rel: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("PROVISIONER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let p = dir.join(rel);
+    if p.is_file() {
+        Some(p)
+    } else {
+        println!("SKIPPED: fixture {rel} not found (set PROVISIONER_FIXTURES)");
+        None
+    }
+}
+
+fn identity_of(bundle: &SecretsBundle) -> Result<ClusterIdentity> {
+    let store = Arc::new(MemSecretStore::new());
+    store.put(CLUSTER, bundle)?;
+    BundleIdentity::new(store)
+        .talos_identity(CLUSTER)
+        .map_err(anyhow::Error::msg)
+}
+
+/// A current-thread runtime on a thread inside the lab namespace: every socket the
+/// future opens (tonic, kube-rs) is in the lab.
+fn in_lab<T: Send + 'static>(
+    lab: &Lab,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> T {
+    common::in_netns(lab.netns(), move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(f())
+    })
+}
+
+/// `Version` on every node over mTLS with `id`; (node, result) in order.
+async fn versions(id: &ClusterIdentity, ips: &[IpAddr]) -> Vec<(IpAddr, Result<String, String>)> {
+    let client = match TonicTalos::new(id, 50000, Duration::from_secs(10)) {
+        Ok(c) => c,
+        Err(e) => return ips.iter().map(|ip| (*ip, Err(e.to_string()))).collect(),
+    };
+    let mut out = Vec::new();
+    for ip in ips {
+        let r = client.version(Target::direct(*ip)).await.map_err(|e| e.to_string());
+        out.push((*ip, r));
+    }
+    out
+}
+
+fn explain(vms: &[QemuVm], appliance: &Appliance) -> String {
+    let mut s = format!("--- appliance log ---\n{}\n", tail(&appliance.log(), 30));
+    for vm in vms {
+        s.push_str(&format!(
+            "--- {} serial ---\n{}\n",
+            vm.machine().name,
+            tail(&vm.serial(), 15)
+        ));
+    }
+    s
+}
+
+#[test]
+fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
+    require_root();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let Some(argocd) = fixture("argocd/install-v3.5.1.yaml") else {
+        return Ok(());
+    };
+    let payload = payload()?;
+    let agent_gz = agent_initrd()?;
+    let agent = agent_bin()?;
+    let lab = Lab::new("talos-sim")?;
+    let sim = TalosSimSite::write(&lab, &payload, &agent_gz)?;
+    let bundle = SecretsBundle::from_yaml(&sim.generate_secrets()?).map_err(anyhow::Error::msg)?;
+    let identity = identity_of(&bundle)?;
+    let ips: Vec<IpAddr> = sim.nodes.iter().map(|n| n.ip.parse()).collect::<Result<_, _>>()?;
+
+    // The fake Kubernetes API holds the VIP, as the control plane would.
+    lab.exec(&["ip", "addr", "add", &format!("{}/32", sim.vip), "dev", "br0"])?;
+    let agent_s = agent.to_string_lossy().into_owned();
+    let mut kube = lab.spawn(
+        &[&agent_s, "kube", "--listen", &format!("{}:6443", sim.vip)],
+        &lab.dir().join("fake-kube.log"),
+    )?;
+    kube.wait_for_log("LAB-KUBE-LISTENING", Duration::from_secs(30))?;
+
+    let mut appliance = Appliance::start(&lab, &sim.site.config)?;
+    appliance.wait_for_log("listening for DHCP on", Duration::from_secs(20))?;
+
+    // Power on.
+    let t0 = Instant::now();
+    let machines = sim
+        .nodes
+        .iter()
+        .map(|n| Machine {
+            firmware: Firmware::SeabiosIpxe,
+            mac: n.mac.clone(),
+            name: n.hostname.clone(),
+        })
+        .collect();
+    let mut vms = lab.boot_group(machines)?;
+    for i in 0..vms.len() {
+        let r = vms[i].wait_for_serial("LAB-AGENT-LISTENING", AGENT_UP_TIMEOUT.saturating_sub(t0.elapsed()));
+        if let Err(e) = r {
+            bail!("{e:#}\n{}", explain(&vms, &appliance));
+        }
+        eprintln!(
+            "TIMING talos-sim {}: agent listening {:.1}s after power-on",
+            vms[i].machine().name,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    for (vm, node) in vms.iter().zip(&sim.nodes) {
+        let serial = vm.serial();
+        let want = format!("ip={} port=50000 hostname={}", node.ip, node.hostname);
+        assert!(
+            serial.contains(&want),
+            "{}: agent did not come up on its reservation ({want}):\n{}",
+            node.hostname,
+            tail(&serial, 15)
+        );
+    }
+
+    // mTLS from the host side: the bundle's identity is accepted by every node (the
+    // server certificate chains to the bundle's OS CA with the node IP as name); an
+    // identity from another bundle is refused.
+    let stranger = identity_of(&provisioner::talos::pki::generate(time_now())?)?;
+    let (id, nodes) = (identity.clone(), ips.clone());
+    let (ours, theirs) = in_lab(&lab, move || {
+        Box::pin(async move { (versions(&id, &nodes).await, versions(&stranger, &nodes).await) })
+    });
+    for (ip, r) in &ours {
+        match r {
+            Ok(tag) => assert_eq!(tag, "v1.11.6", "{ip}"),
+            Err(e) => bail!("Version on {ip} with the bundle's identity failed: {e}"),
+        }
+    }
+    for (ip, r) in &theirs {
+        assert!(r.is_err(), "{ip} accepted a client from another cluster's CA");
+    }
+    eprintln!(
+        "TIMING talos-sim: all three answer Version over mTLS {:.1}s after power-on",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Bootstrap to hand-off with the appliance's orchestrator and ArgoCD hand-off.
+    let gitops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gitops");
+    let settings = Settings::load(&gitops).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let manifest = InstallManifest::parse(&std::fs::read(&argocd)?, &settings.argocd.sha256)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store_path = lab.dir().join("orchestrator.redb");
+    let (id, nodes) = (identity.clone(), ips.clone());
+    let outcome = in_lab(&lab, move || {
+        Box::pin(async move {
+            let store = Arc::new(RedbInventory::open(&store_path).map_err(|e| e.to_string())?);
+            let kubeconfigs: Arc<dyn KubeconfigStore> = Arc::new(MemKubeconfigs::default());
+            let talos: Arc<dyn TalosApi> =
+                Arc::new(TonicTalos::new(&id, 50000, Duration::from_secs(5)).map_err(|e| e.to_string())?);
+            let o = Orchestrator {
+                plan: Plan {
+                    cluster: CLUSTER.into(),
+                    control_plane: nodes.into_iter().collect::<BTreeSet<_>>(),
+                    hand_off: true,
+                    timeouts: Timeouts::default(),
+                    poll: Duration::from_millis(500),
+                },
+                talos,
+                store: store.clone(),
+                inventory: None,
+                kubeconfigs: kubeconfigs.clone(),
+                api: Arc::new(KubeReadyz),
+                hand_off: Arc::new(ArgoHandOff {
+                    settings,
+                    gitops_dir: gitops,
+                    manifest: Arc::new(manifest),
+                    kubeconfigs,
+                    wait_timeout: Duration::from_secs(60),
+                    poll: Duration::from_millis(200),
+                }),
+            };
+            let end = tokio::time::timeout(Duration::from_secs(300), o.run(CancellationToken::new()))
+                .await
+                .map_err(|_| "the orchestrator did not finish in 300 s".to_string())?
+                .map_err(|e| e.to_string())?;
+            let events = store.events(CLUSTER).map_err(|e| e.to_string())?;
+            Ok::<_, String>((end, format!("{events:#?}")))
+        })
+    });
+    let (end, events) = outcome.map_err(anyhow::Error::msg)?;
+    let took = t0.elapsed();
+    if end != Step::HandedOff {
+        bail!("ended in {end:?}:\n{events}\n{}", explain(&vms, &appliance));
+    }
+    eprintln!(
+        "TIMING talos-sim: power-on to HandedOff {:.1}s (target < 300 s)",
+        took.as_secs_f64()
+    );
+
+    // What the nodes and the API server saw.
+    let bootstraps: Vec<&QemuVm> = vms.iter().filter(|vm| vm.serial().contains("etcd bootstrapped-on=")).collect();
+    assert_eq!(bootstraps.len(), 3, "every agent learned of the bootstrap");
+    let kube_log = wait_log(&kube, "LAB-KUBE-APPLIED Application argocd/root")?;
+    assert!(
+        kube_log.contains("LAB-KUBE-APPLIED Namespace /argocd"),
+        "{}",
+        tail(&kube_log, 20)
+    );
+    drop(vms);
+    appliance.stop()?;
+    Ok(())
+}
+
+fn wait_log(p: &provisioner_e2e::LabProcess, needle: &str) -> Result<String> {
+    provisioner_e2e::wait_for(Duration::from_secs(5), needle, || {
+        let log = p.log();
+        Ok(log.contains(needle).then_some(log))
+    })
+    .context("the fake Kubernetes API's log")
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
