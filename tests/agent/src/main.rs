@@ -63,7 +63,7 @@ enum Cmd {
 }
 
 fn main() {
-    // One rustls provider for the process (tonic and reqwest both use rustls).
+    // One rustls provider for the process (tonic's server TLS).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -63,26 +63,11 @@ async fn view(State(me): State<Me>) -> Json<EtcdView> {
 /// Polls `peers` every second until `shutdown`, folding what they report into
 /// `cluster`. Prints `LAB-AGENT-JOINED` once per peer and once for the bootstrap.
 pub(crate) async fn follow(peers: Vec<IpAddr>, port: u16, cluster: FakeCluster, shutdown: CancellationToken) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            println!("LAB-AGENT-FAILED peer client: {e}");
-            return;
-        }
-    };
     let mut known = std::collections::BTreeSet::new();
     let mut joined = false;
     loop {
         for peer in &peers {
-            let url = format!("http://{peer}:{port}/lab/etcd");
-            let Ok(resp) = client.get(&url).send().await else {
-                continue;
-            };
-            let Ok(v) = resp.json::<EtcdView>().await else {
+            let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(2), fetch(*peer, port)).await else {
                 continue;
             };
             if !v.hostname.is_empty() && known.insert(*peer) {
@@ -101,5 +86,57 @@ pub(crate) async fn follow(peers: Vec<IpAddr>, port: u16, cluster: FakeCluster, 
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// `GET /lab/etcd` from a peer. HTTP/1.0 by hand: reqwest's client builder failed
+/// inside the test VM ("builder error"; its initramfs has no CA store or
+/// configuration), and this plain request is the only one the agent makes.
+async fn fetch(peer: IpAddr, port: u16) -> std::io::Result<EtcdView> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((peer, port)).await?;
+    s.write_all(format!("GET /lab/etcd HTTP/1.0\r\nHost: {peer}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut buf).await?;
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let at = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    if !buf.starts_with(b"HTTP/1.0 200") && !buf.starts_with(b"HTTP/1.1 200") {
+        return Err(bad("not 200"));
+    }
+    serde_json::from_slice(&buf[at + 4..]).map_err(|e| bad(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_learns_members_and_the_bootstrap() {
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let listener = tokio::net::TcpListener::bind((a, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = CancellationToken::new();
+        let theirs = FakeCluster::new(&[(a, "talos-1")], 0, b"");
+        tokio::spawn(serve(listener, a, theirs.clone(), stop.clone()));
+        let v = fetch(a, port).await.unwrap();
+        assert_eq!((v.hostname.as_str(), v.bootstrapped_on), ("talos-1", None));
+
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let ours = FakeCluster::new(&[(b, "talos-2")], 0, b"");
+        theirs.join_bootstrapped(a);
+        tokio::spawn(follow(vec![a], port, ours.clone(), stop.clone()));
+        for _ in 0..50 {
+            if ours.bootstrapped_on().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        assert_eq!(ours.bootstrapped_on(), Some(a));
+        assert_eq!(ours.hostname(a).as_deref(), Some("talos-1"));
     }
 }
