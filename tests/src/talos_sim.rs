@@ -82,7 +82,8 @@ impl TalosSimSite {
                 .replace(REPO_ENDPOINT_HOST, &format!("{p}.150"))
         };
         let repo = repo_root();
-        let infra = fs::read_to_string(repo.join("infra/genmachine.yaml")).context("reading infra/genmachine.yaml")?;
+        let infra = fs::read_to_string(repo.join("infra/genmachine.yaml"))
+            .context("reading infra/genmachine.yaml")?;
         let infra = readdress(&infra);
         if infra.contains("192.168.") {
             bail!("the re-addressed GenMachine copy still names a 192.168.x address");
@@ -159,7 +160,10 @@ impl TalosSimSite {
         let config = &self.site.config;
         let cli = |args: &[&str]| {
             let mut c = Command::new(&bin);
-            c.args(args).arg("--config").arg(config).current_dir(&self.site.root);
+            c.args(args)
+                .arg("--config")
+                .arg(config)
+                .current_dir(&self.site.root);
             crate::appliance::scrub_env(&mut c);
             c
         };

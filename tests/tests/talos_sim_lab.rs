@@ -24,7 +24,9 @@ use anyhow::{Context, Result, bail};
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
 use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs, Orchestrator};
-use provisioner::cluster::talos::{BundleIdentity, ClusterIdentity, IdentitySource, TalosApi, Target, TonicTalos};
+use provisioner::cluster::talos::{
+    BundleIdentity, ClusterIdentity, IdentitySource, TalosApi, Target, TonicTalos,
+};
 use provisioner::store::RedbInventory;
 use provisioner::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
@@ -81,7 +83,10 @@ async fn versions(id: &ClusterIdentity, ips: &[IpAddr]) -> Vec<(IpAddr, Result<S
     };
     let mut out = Vec::new();
     for ip in ips {
-        let r = client.version(Target::direct(*ip)).await.map_err(|e| e.to_string());
+        let r = client
+            .version(Target::direct(*ip))
+            .await
+            .map_err(|e| e.to_string());
         out.push((*ip, r));
     }
     out
@@ -140,7 +145,10 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
         .collect();
     let mut vms = lab.boot_group(machines)?;
     for i in 0..vms.len() {
-        let r = vms[i].wait_for_serial("LAB-AGENT-LISTENING", AGENT_UP_TIMEOUT.saturating_sub(t0.elapsed()));
+        let r = vms[i].wait_for_serial(
+            "LAB-AGENT-LISTENING",
+            AGENT_UP_TIMEOUT.saturating_sub(t0.elapsed()),
+        );
         if let Err(e) = r {
             bail!("{e:#}\n{}", explain(&vms, &appliance));
         }
@@ -179,7 +187,11 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
         assert!(r.is_err(), "{ip} accepted a client from another cluster's CA");
     }
     if let Some(vm) = vms.iter().find(|vm| vm.serial().contains("LAB-AGENT-FAILED")) {
-        bail!("agent on {} failed:\n{}", vm.machine().name, tail(&vm.serial(), 15));
+        bail!(
+            "agent on {} failed:\n{}",
+            vm.machine().name,
+            tail(&vm.serial(), 15)
+        );
     }
     eprintln!(
         "TIMING talos-sim: all three answer Version over mTLS {:.1}s after power-on",

@@ -134,10 +134,7 @@ impl FakeKube {
 
     /// A stored object by key `<kind>/<ns>/<name>` (ns empty when cluster-scoped).
     pub fn object(&self, key: &str) -> Option<Value> {
-        lock(&self.inner.stored)
-            .objects
-            .get(key)
-            .map(|(v, _)| v.clone())
+        lock(&self.inner.stored).objects.get(key).map(|(v, _)| v.clone())
     }
 }
 
@@ -170,9 +167,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    lock(&s.journal)
-        .requests
-        .push(format!("{method} {path}"));
+    lock(&s.journal).requests.push(format!("{method} {path}"));
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
     match seg.as_slice() {
         ["readyz"] => return "ok".into_response(),

@@ -10,8 +10,8 @@ use provisioner::talos::pki::key_from_talos_pem;
 use provisioner::testing::fake_apid::NodeTls;
 use provisioner_core::talos::secrets::pem_field;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ED25519, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ED25519, SanType,
 };
 use serde_json::Value;
 
@@ -54,7 +54,8 @@ impl MachineConfig {
             .find(|d| d.get("machine").is_some())
             .context("no v1alpha1 document (with `machine:`) in the config")?;
         let machine_type = str_at(doc, "/machine/type")?.to_string();
-        let (_, os_ca_pem) = pem_field("machine.ca.crt", str_at(doc, "/machine/ca/crt")?).map_err(anyhow::Error::msg)?;
+        let (_, os_ca_pem) =
+            pem_field("machine.ca.crt", str_at(doc, "/machine/ca/crt")?).map_err(anyhow::Error::msg)?;
         // Worker configs carry the CA certificate only; apid there gets its certificate
         // from trustd, which the lab does not simulate.
         let Ok(key_b64) = str_at(doc, "/machine/ca/key") else {

@@ -97,7 +97,13 @@ fn main() {
     }
 }
 
-async fn node(config: &std::path::Path, ip: IpAddr, peers: &[IpAddr], port: u16, peer_port: u16) -> Result<()> {
+async fn node(
+    config: &std::path::Path,
+    ip: IpAddr,
+    peers: &[IpAddr],
+    port: u16,
+    peer_port: u16,
+) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let mc = machine::MachineConfig::parse(&text)?;
     let tls = mc.apid_tls(ip)?;
@@ -112,7 +118,12 @@ async fn node(config: &std::path::Path, ip: IpAddr, peers: &[IpAddr], port: u16,
         .with_context(|| format!("binding peer port {peer_port}"))?;
     let others: Vec<IpAddr> = peers.iter().copied().filter(|p| *p != ip).collect();
     tokio::spawn(peers::serve(side, ip, cluster.clone(), shutdown.clone()));
-    tokio::spawn(peers::follow(others, peer_port, cluster.clone(), shutdown.clone()));
+    tokio::spawn(peers::follow(
+        others,
+        peer_port,
+        cluster.clone(),
+        shutdown.clone(),
+    ));
     println!(
         "LAB-AGENT-LISTENING ip={ip} port={port} hostname={} type={}",
         mc.hostname, mc.machine_type
