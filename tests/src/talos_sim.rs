@@ -152,6 +152,32 @@ impl TalosSimSite {
         })
     }
 
+    /// Lets the appliance bootstrap the cluster and hand it off: `gitops_dir` is this
+    /// repository's `gitops/`, the `bootstrap:` section polls every second with
+    /// timeouts sized for three VMs under TCG, and the pinned ArgoCD manifest
+    /// (`argocd_manifest`, the upstream fixture) goes into the image cache with
+    /// `provisioner images import argocd`.
+    pub fn enable_bootstrap(&self, argocd_manifest: &Path) -> Result<()> {
+        let mut config = fs::read_to_string(&self.site.config)?;
+        config.push_str(&format!(
+            "gitops_dir: \"{}\"\nbootstrap:\n  enabled: true\n  poll_ms: 1000\n  attempt_timeout_secs: 10\n  \
+             argocd_wait_secs: 120\n  retry_min_secs: 1\n  retry_max_secs: 5\n  \
+             timeouts: {{ wait_nodes_secs: 600, bootstrap_secs: 300, wait_etcd_secs: 300, fetch_kubeconfig_secs: 120, \
+             wait_api_secs: 120, hand_off_secs: 300 }}\n",
+            repo_root().join("gitops").display()
+        ));
+        fs::write(&self.site.config, config)?;
+        let mut c = Command::new(provisioner_bin()?);
+        crate::appliance::scrub_env(&mut c);
+        run(c
+            .args(["images", "import", "argocd"])
+            .arg(argocd_manifest)
+            .arg("--config")
+            .arg(&self.site.config)
+            .current_dir(&self.site.root))?;
+        Ok(())
+    }
+
     /// Generates the cluster's secrets bundle with the appliance's CLI (before `serve`,
     /// which would otherwise generate one) and returns it as talosctl `secrets.yaml`
     /// text, for the host-side client identity. Kept in memory only.

@@ -5,8 +5,11 @@
 //! initrd), which serves the Talos API on :50000 with a certificate issued from the
 //! OS CA in the config it fetched. From the host side of the lab, the appliance's own
 //! Talos client (mTLS with the identity from the cluster's secrets bundle) reaches
-//! every node; a client from another bundle is refused. Then the cluster is driven
-//! to `HandedOff` against the fake Kubernetes API served at the cluster endpoint.
+//! every node; a client from another bundle is refused. Then the appliance itself
+//! (`serve`'s bootstrap supervisor) calls `Bootstrap` once, on the lowest IP, waits for
+//! etcd on all three, fetches the kubeconfig, waits for `/readyz` and installs ArgoCD
+//! plus the root app-of-apps into the fake Kubernetes API that holds the VIP (the
+//! cluster endpoint): the test measures power-on to `HandedOff`.
 //!
 //! Three VMs at once under TCG on two cores: timeouts are generous and the test prints
 //! `TIMING` lines. Needs root, QEMU, a built appliance and agent (`cargo build
@@ -14,30 +17,24 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use provisioner::cluster::argocd::manifest::InstallManifest;
-use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
-use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs, Orchestrator};
 use provisioner::cluster::talos::{
     BundleIdentity, ClusterIdentity, IdentitySource, TalosApi, Target, TonicTalos,
 };
-use provisioner::store::RedbInventory;
 use provisioner::talos::store::{MemSecretStore, SecretStore};
-use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
-use provisioner_core::cluster::{ClusterStore, Step};
 use provisioner_core::talos::SecretsBundle;
 use provisioner_e2e::talos_sim::{CLUSTER, TalosSimSite, agent_bin, agent_initrd};
-use provisioner_e2e::{Appliance, Firmware, Lab, Machine, QemuVm, payload, require_root, tail};
-use tokio_util::sync::CancellationToken;
+use provisioner_e2e::{Appliance, Firmware, Lab, Machine, QemuVm, payload, require_root, tail, timeline};
 
 /// Power-on to the agent answering, per VM, with three VMs sharing two cores.
 const AGENT_UP_TIMEOUT: Duration = Duration::from_secs(480);
+/// From all agents answering to `HandedOff` (in-process this takes seconds).
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn fixture(rel: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("PROVISIONER_FIXTURES")
@@ -116,6 +113,7 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
     let agent = agent_bin()?;
     let lab = Lab::new("talos-sim")?;
     let sim = TalosSimSite::write(&lab, &payload, &agent_gz)?;
+    sim.enable_bootstrap(&argocd)?;
     let bundle = SecretsBundle::from_yaml(&sim.generate_secrets()?).map_err(anyhow::Error::msg)?;
     let identity = identity_of(&bundle)?;
     let ips: Vec<IpAddr> = sim.nodes.iter().map(|n| n.ip.parse()).collect::<Result<_, _>>()?;
@@ -198,62 +196,27 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
 
-    // Bootstrap to hand-off with the appliance's orchestrator and ArgoCD hand-off.
-    let gitops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gitops");
-    let settings = Settings::load(&gitops).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let manifest = InstallManifest::parse(&std::fs::read(&argocd)?, &settings.argocd.sha256)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store_path = lab.dir().join("orchestrator.redb");
-    let (id, nodes) = (identity.clone(), ips.clone());
-    let outcome = in_lab(&lab, move || {
-        Box::pin(async move {
-            let store = Arc::new(RedbInventory::open(&store_path).map_err(|e| e.to_string())?);
-            let kubeconfigs: Arc<dyn KubeconfigStore> = Arc::new(MemKubeconfigs::default());
-            let talos: Arc<dyn TalosApi> =
-                Arc::new(TonicTalos::new(&id, 50000, Duration::from_secs(5)).map_err(|e| e.to_string())?);
-            let o = Orchestrator {
-                plan: Plan {
-                    cluster: CLUSTER.into(),
-                    control_plane: nodes.into_iter().collect::<BTreeSet<_>>(),
-                    hand_off: true,
-                    timeouts: Timeouts::default(),
-                    poll: Duration::from_millis(500),
-                },
-                talos,
-                store: store.clone(),
-                inventory: None,
-                kubeconfigs: kubeconfigs.clone(),
-                api: Arc::new(KubeReadyz),
-                hand_off: Arc::new(ArgoHandOff {
-                    settings,
-                    gitops_dir: gitops,
-                    manifest: Arc::new(manifest),
-                    kubeconfigs,
-                    wait_timeout: Duration::from_secs(60),
-                    poll: Duration::from_millis(200),
-                }),
-            };
-            // Stopped by a deadline rather than dropped, so the events say where it was.
-            let deadline = CancellationToken::new();
-            let d = deadline.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(300)).await;
-                d.cancel();
-            });
-            let end = o.run(deadline).await.map_err(|e| e.to_string())?;
-            let events = store.events(CLUSTER).map_err(|e| e.to_string())?;
-            let events: Vec<String> = events
-                .iter()
-                .map(|e| format!("{} {:?} {}", e.at, e.kind, e.detail))
-                .collect();
-            Ok::<_, String>((end, events.join("\n")))
-        })
+    // The appliance bootstraps the cluster and hands it off (its supervisor started
+    // the workflow when the first node answered).
+    let handed_off = provisioner_e2e::wait_for(HANDOFF_TIMEOUT, "bootstrap phase `done`", || {
+        let Ok(body) = appliance.api_get(&format!("/api/v1/clusters/{CLUSTER}")) else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+        let b = &v["bootstrap"];
+        match b["phase"].as_str() {
+            Some("done") => Ok(Some(b.clone())),
+            Some("failed") => bail!("the bootstrap failed:\n{b:#}"),
+            _ => Ok(None),
+        }
     });
-    let (end, events) = outcome.map_err(anyhow::Error::msg)?;
     let took = t0.elapsed();
-    if end != Step::HandedOff {
+    if let Err(e) = handed_off {
+        let status = appliance
+            .api_get(&format!("/api/v1/clusters/{CLUSTER}"))
+            .unwrap_or_else(|e| format!("{e:#}"));
         bail!(
-            "ended in {end:?}:\n{events}\n{}--- fake Kubernetes API ---\n{}",
+            "{e:#}\n--- cluster ---\n{status}\n{}--- fake Kubernetes API ---\n{}",
             explain(&vms, &appliance),
             tail(&kube.log(), 20)
         );
@@ -275,6 +238,35 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
             tail(&serial, 15)
         );
         assert!(!serial.contains("LAB-AGENT-FAILED"), "{}", tail(&serial, 15));
+    }
+    let bootstrap_calls: Vec<String> = vms
+        .iter()
+        .flat_map(|vm| {
+            let name = vm.machine().name.clone();
+            vm.serial()
+                .lines()
+                .filter(|l| l.contains("LAB-AGENT-CALL Bootstrap"))
+                .map(|l| format!("{name}: {}", l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let ok: Vec<&String> = bootstrap_calls
+        .iter()
+        .filter(|l| l.ends_with("code=Ok"))
+        .collect();
+    assert_eq!(
+        ok.len(),
+        1,
+        "Bootstrap answered OK exactly once: {bootstrap_calls:#?}"
+    );
+    assert!(
+        ok[0].starts_with("talos-1:"),
+        "on the lowest IP: {bootstrap_calls:#?}"
+    );
+    // Nodes that answered Version over mTLS are Installed (next netboot: local disk).
+    for node in &sim.nodes {
+        let m = appliance.api_machine(&node.mac)?;
+        assert_eq!(timeline::state(&m), Some("Installed"), "{}: {m:#}", node.hostname);
     }
     let kube_log = wait_log(&kube, "LAB-KUBE-APPLIED Application argocd/root")?;
     assert!(

@@ -61,10 +61,12 @@ async fn view(State(me): State<Me>) -> Json<EtcdView> {
 }
 
 /// Polls `peers` every second until `shutdown`, folding what they report into
-/// `cluster`. Prints `LAB-AGENT-JOINED` once per peer and once for the bootstrap.
+/// `cluster`. Prints `LAB-AGENT-JOINED` once per peer and once for the bootstrap, and
+/// `LAB-AGENT-CALL Bootstrap code=<code>` for each `Bootstrap` this node answered.
 pub(crate) async fn follow(peers: Vec<IpAddr>, port: u16, cluster: FakeCluster, shutdown: CancellationToken) {
     let mut known = std::collections::BTreeSet::new();
     let mut joined = false;
+    let mut reported = 0;
     loop {
         for peer in &peers {
             let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(2), fetch(*peer, port)).await else {
@@ -78,6 +80,12 @@ pub(crate) async fn follow(peers: Vec<IpAddr>, port: u16, cluster: FakeCluster, 
                 cluster.join_bootstrapped(on);
             }
         }
+        // The appliance's Bootstrap calls on this node, as they were answered.
+        let calls = cluster.calls();
+        for c in calls.iter().skip(reported).filter(|c| c.method == "Bootstrap") {
+            println!("LAB-AGENT-CALL Bootstrap code={:?}", c.code);
+        }
+        reported = calls.len();
         if !joined && let Some(on) = cluster.bootstrapped_on() {
             joined = true;
             println!("LAB-AGENT-JOINED etcd bootstrapped-on={on}");
