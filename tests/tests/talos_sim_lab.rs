@@ -118,13 +118,15 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
     let identity = identity_of(&bundle)?;
     let ips: Vec<IpAddr> = sim.nodes.iter().map(|n| n.ip.parse()).collect::<Result<_, _>>()?;
 
-    // The fake Kubernetes API holds the VIP, as the control plane would.
+    // The fake Kubernetes API holds the VIP, as the control plane would, with a
+    // serving certificate from the bundle's Kubernetes CA (handed over in the
+    // environment, never on a command line); it requires client certificates from it.
     lab.exec(&["ip", "addr", "add", &format!("{}/32", sim.vip), "dev", "br0"])?;
     let agent_s = agent.to_string_lossy().into_owned();
-    let mut kube = lab.spawn(
-        &[&agent_s, "kube", "--listen", &format!("{}:6443", sim.vip)],
-        &lab.dir().join("fake-kube.log"),
-    )?;
+    let mut cmd = lab.command(&[&agent_s, "kube", "--listen", &format!("{}:6443", sim.vip)]);
+    cmd.env("LAB_KUBE_CA_CRT", &bundle.certs.k8s.crt)
+        .env("LAB_KUBE_CA_KEY", &bundle.certs.k8s.key);
+    let mut kube = lab.spawn_command(cmd, "fake Kubernetes API", &lab.dir().join("fake-kube.log"))?;
     kube.wait_for_log("LAB-KUBE-LISTENING", Duration::from_secs(30))?;
 
     let mut appliance = Appliance::start(&lab, &sim.site.config)?;

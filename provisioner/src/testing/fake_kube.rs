@@ -6,8 +6,8 @@
 //! delay), and `/readyz`. Custom resources are refused until their CRD is Established
 //! and namespaced objects until their Namespace exists, as a real API server does.
 //! Every request is journalled so tests can assert order. Integration tests run it on
-//! loopback; the simulated lab runs it inside the lab namespace (`provisioner-lab-agent
-//! kube`), where the nodes' kubeconfigs point.
+//! loopback over plain HTTP; the simulated lab runs it over TLS inside the lab
+//! namespace (`provisioner-lab-agent kube`), where the nodes' kubeconfigs point.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,18 +86,10 @@ impl FakeKube {
         Self::start_on(listener).expect("loopback listener has an address")
     }
 
-    /// Starts on an already-bound listener (the lab binds the cluster endpoint).
+    /// Starts on an already-bound listener (plain HTTP).
     pub fn start_on(listener: tokio::net::TcpListener) -> std::io::Result<Self> {
-        let inner = Arc::new(Inner {
-            journal: Mutex::default(),
-            stored: Mutex::default(),
-            crd_delay: Duration::from_millis(150),
-            ready_delay: Duration::from_millis(300),
-        });
-        let addr = listener.local_addr()?;
-        let app = axum::Router::new().fallback(handle).with_state(inner.clone());
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
+        let (me, app) = Self::parts(listener.local_addr()?);
+        let token = me.shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
@@ -106,11 +98,50 @@ impl FakeKube {
                 tracing::warn!(error = %e, "fake Kubernetes API stopped");
             }
         });
-        Ok(Self {
+        Ok(me)
+    }
+
+    /// Starts on an already-bound listener with TLS (`tls` decides the server
+    /// certificate and whether client certificates are required): the simulated lab
+    /// serves the cluster endpoint like an API server, with a certificate from the
+    /// cluster's Kubernetes CA.
+    pub fn start_tls_on(
+        listener: std::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
+        let (me, app) = Self::parts(listener.local_addr()?);
+        listener.set_nonblocking(true)?;
+        let server =
+            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        let token = me.shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(1)));
+        });
+        tokio::spawn(async move {
+            if let Err(e) = server.handle(handle).serve(app.into_make_service()).await {
+                tracing::warn!(error = %e, "fake Kubernetes API stopped");
+            }
+        });
+        Ok(me)
+    }
+
+    fn parts(addr: SocketAddr) -> (Self, axum::Router) {
+        let inner = Arc::new(Inner {
+            journal: Mutex::default(),
+            stored: Mutex::default(),
+            crd_delay: Duration::from_millis(150),
+            ready_delay: Duration::from_millis(300),
+        });
+        let app = axum::Router::new().fallback(handle).with_state(inner.clone());
+        let me = Self {
             addr,
             inner,
-            shutdown,
-        })
+            shutdown: CancellationToken::new(),
+        };
+        (me, app)
     }
 
     /// Cancelled when the server should stop (dropping the handle also stops it).

@@ -1,7 +1,8 @@
 //! The parts of a Talos v1alpha1 machine config the agent needs (talos.md §5-§6): the
 //! node's hostname and type, the OS CA (`machine.ca`, with its key in control-plane
-//! configs, from which apid's server certificate is issued), and the cluster endpoint
-//! (`cluster.controlPlane.endpoint`) the kubeconfig points at.
+//! configs, from which apid's server certificate is issued), the cluster endpoint
+//! (`cluster.controlPlane.endpoint`) and the Kubernetes CA (`cluster.ca`, key included
+//! on control planes) from which the admin kubeconfig is minted, as Talos does.
 
 use std::net::IpAddr;
 
@@ -11,7 +12,7 @@ use provisioner::testing::fake_apid::NodeTls;
 use provisioner_core::talos::secrets::pem_field;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ED25519, SanType,
+    PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SanType,
 };
 use serde_json::Value;
 
@@ -25,6 +26,8 @@ pub(crate) struct MachineConfig {
     pub(crate) endpoint: String,
     os_ca_pem: String,
     os_ca_key_pem: String,
+    k8s_ca_pem: String,
+    k8s_ca_key_pem: String,
 }
 
 impl std::fmt::Debug for MachineConfig {
@@ -62,12 +65,18 @@ impl MachineConfig {
             bail!("machine.ca.key missing: a {machine_type} config cannot issue apid's certificate here");
         };
         let (_, os_ca_key_pem) = pem_field("machine.ca.key", key_b64).map_err(anyhow::Error::msg)?;
+        let (_, k8s_ca_pem) =
+            pem_field("cluster.ca.crt", str_at(doc, "/cluster/ca/crt")?).map_err(anyhow::Error::msg)?;
+        let (_, k8s_ca_key_pem) =
+            pem_field("cluster.ca.key", str_at(doc, "/cluster/ca/key")?).map_err(anyhow::Error::msg)?;
         Ok(Self {
             hostname: str_at(doc, "/machine/network/hostname")?.to_string(),
             machine_type,
             endpoint: str_at(doc, "/cluster/controlPlane/endpoint")?.to_string(),
             os_ca_pem,
             os_ca_key_pem,
+            k8s_ca_pem,
+            k8s_ca_key_pem,
         })
     }
 
@@ -94,20 +103,36 @@ impl MachineConfig {
         })
     }
 
-    /// The admin kubeconfig the `Kubeconfig` call returns: the cluster endpoint from
-    /// the config, with the scheme swapped to `http`, because the lab's fake Kubernetes
-    /// API is plain HTTP (it stands in for the API server behind the VIP).
-    pub(crate) fn kubeconfig(&self) -> Vec<u8> {
-        let server = match self.endpoint.strip_prefix("https://") {
-            Some(rest) => format!("http://{rest}"),
-            None => self.endpoint.clone(),
-        };
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n\
-             contexts:\n- name: admin@lab\n  context:\n    cluster: lab\n    user: admin\n\
-             current-context: admin@lab\nusers:\n- name: admin\n  user:\n    token: lab-agent\n"
+    /// The admin kubeconfig the `Kubeconfig` call returns, as Talos builds it: the
+    /// cluster endpoint, the Kubernetes CA, and a client certificate for
+    /// `O=system:masters` signed by that CA (EKU clientAuth, P-256 key).
+    pub(crate) fn kubeconfig(&self) -> Result<Vec<u8>> {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let ca_key = key_from_talos_pem(&self.k8s_ca_key_pem).context("cluster.ca.key")?;
+        let issuer = Issuer::from_ca_cert_pem(&self.k8s_ca_pem, ca_key).context("cluster.ca.crt")?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "system:masters");
+        dn.push(DnType::CommonName, "admin");
+        p.distinguished_name = dn;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok(format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    \
+             certificate-authority-data: {ca}\ncontexts:\n- name: admin@{cluster}\n  context:\n    cluster: {cluster}\n    \
+             user: admin@{cluster}\ncurrent-context: admin@{cluster}\nusers:\n- name: admin@{cluster}\n  user:\n    \
+             client-certificate-data: {crt}\n    client-key-data: {key}\n",
+            cluster = "lab",
+            server = self.endpoint,
+            ca = b64(&self.k8s_ca_pem),
+            crt = b64(&cert.pem()),
+            key = b64(&key.serialize_pem()),
         )
-        .into_bytes()
+        .into_bytes())
     }
 }
 
@@ -124,8 +149,9 @@ mod tests {
         };
         format!(
             "version: v1alpha1\nmachine:\n  type: controlplane\n  ca:\n    crt: {}\n{key}  network:\n    hostname: talos-1\n\
-             cluster:\n  controlPlane:\n    endpoint: https://10.77.12.150:6443\n---\napiVersion: v1alpha1\nkind: Other\n",
-            bundle.certs.os.crt
+             cluster:\n  controlPlane:\n    endpoint: https://10.77.12.150:6443\n  ca:\n    crt: {}\n    key: {}\n\
+             ---\napiVersion: v1alpha1\nkind: Other\n",
+            bundle.certs.os.crt, bundle.certs.k8s.crt, bundle.certs.k8s.key
         )
     }
 
@@ -142,8 +168,9 @@ mod tests {
         let tls = mc.apid_tls("10.77.12.151".parse().unwrap()).unwrap();
         assert!(tls.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(!format!("{mc:?}").contains("PRIVATE"));
-        let kc = String::from_utf8(mc.kubeconfig()).unwrap();
-        assert!(kc.contains("server: http://10.77.12.150:6443"), "{kc}");
+        let kc = String::from_utf8(mc.kubeconfig().unwrap()).unwrap();
+        assert!(kc.contains("server: https://10.77.12.150:6443"), "{kc}");
+        assert!(kc.contains("client-key-data: "), "{kc}");
     }
 
     #[test]

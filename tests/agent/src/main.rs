@@ -15,6 +15,7 @@
 //! Markers on stdout (the VM's serial console): `LAB-AGENT-LISTENING ...`,
 //! `LAB-AGENT-JOINED ...`, `LAB-AGENT-FAILED <why>`. Secrets are never printed.
 
+mod kube_tls;
 mod machine;
 mod peers;
 
@@ -54,7 +55,9 @@ enum Cmd {
         #[arg(long, default_value_t = peers::PEER_PORT)]
         peer_port: u16,
     },
-    /// Serve the fake Kubernetes API (inside the lab namespace).
+    /// Serve the fake Kubernetes API (inside the lab namespace). The Kubernetes CA
+    /// comes from `LAB_KUBE_CA_CRT` / `LAB_KUBE_CA_KEY` (base64 of PEM, as in a
+    /// secrets bundle), never from arguments.
     Kube {
         /// Listen address, e.g. the cluster endpoint `10.77.<n>.150:6443`.
         #[arg(long)]
@@ -107,7 +110,7 @@ async fn node(
     let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let mc = machine::MachineConfig::parse(&text)?;
     let tls = mc.apid_tls(ip)?;
-    let cluster = FakeCluster::new(&[(ip, mc.hostname.as_str())], 0, &mc.kubeconfig());
+    let cluster = FakeCluster::new(&[(ip, mc.hostname.as_str())], 0, &mc.kubeconfig()?);
     let shutdown = shutdown_on_signal();
 
     let apid = tokio::net::TcpListener::bind((IpAddr::from([0, 0, 0, 0]), port))
@@ -134,10 +137,8 @@ async fn node(
 }
 
 async fn kube(listen: SocketAddr) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let kube = FakeKube::start_on(listener)?;
+    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let kube = FakeKube::start_tls_on(listener, kube_tls::server_config(listen.ip())?)?;
     println!("LAB-KUBE-LISTENING {}", kube.addr);
     let shutdown = shutdown_on_signal();
     // Print each apply once, so the test can assert the hand-off from the log.
