@@ -119,14 +119,32 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
     let ips: Vec<IpAddr> = sim.nodes.iter().map(|n| n.ip.parse()).collect::<Result<_, _>>()?;
 
     // The fake Kubernetes API holds the VIP, as the control plane would, with a
-    // serving certificate from the bundle's Kubernetes CA (handed over in the
-    // environment, never on a command line); it requires client certificates from it.
+    // serving certificate from the bundle's Kubernetes CA (handed over in a 0600 file
+    // the agent removes once read); it requires client certificates from that CA.
     lab.exec(&["ip", "addr", "add", &format!("{}/32", sim.vip), "dev", "br0"])?;
-    let agent_s = agent.to_string_lossy().into_owned();
-    let mut cmd = lab.command(&[&agent_s, "kube", "--listen", &format!("{}:6443", sim.vip)]);
-    cmd.env("LAB_KUBE_CA_CRT", &bundle.certs.k8s.crt)
-        .env("LAB_KUBE_CA_KEY", &bundle.certs.k8s.key);
-    let mut kube = lab.spawn_command(cmd, "fake Kubernetes API", &lab.dir().join("fake-kube.log"))?;
+    let ca_file = lab.dir().join("kube-ca");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&ca_file)?;
+        writeln!(f, "{}\n{}", bundle.certs.k8s.crt, bundle.certs.k8s.key)?;
+    }
+    let (agent_s, ca_s) = (agent.to_string_lossy(), ca_file.to_string_lossy());
+    let mut kube = lab.spawn(
+        &[
+            &agent_s,
+            "kube",
+            "--listen",
+            &format!("{}:6443", sim.vip),
+            "--ca-file",
+            &ca_s,
+        ],
+        &lab.dir().join("fake-kube.log"),
+    )?;
     kube.wait_for_log("LAB-KUBE-LISTENING", Duration::from_secs(30))?;
 
     let mut appliance = Appliance::start(&lab, &sim.site.config)?;

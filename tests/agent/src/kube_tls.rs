@@ -1,6 +1,6 @@
 //! TLS for the fake Kubernetes API: a serving certificate for the endpoint's IP issued
-//! by the cluster's Kubernetes CA (`certs.k8s` of the secrets bundle, handed over in
-//! `LAB_KUBE_CA_CRT` / `LAB_KUBE_CA_KEY`), and client certificates required to chain
+//! by the cluster's Kubernetes CA (`certs.k8s` of the secrets bundle, handed over in a
+//! 0600 file that is removed once read), and client certificates required to chain
 //! to the same CA, as kube-apiserver's `--client-ca-file` does. The kubeconfig the
 //! agents hand out carries exactly such a certificate.
 
@@ -17,16 +17,26 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The server configuration for `ip`, from the CA in the environment.
-pub(crate) fn server_config(ip: IpAddr) -> Result<Arc<rustls::ServerConfig>> {
-    let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set (base64 of the CA PEM)"));
-    server_config_from(&env("LAB_KUBE_CA_CRT")?, &env("LAB_KUBE_CA_KEY")?, ip)
+/// The server configuration for `ip`, from `ca_file`: two lines, the CA certificate
+/// and key as base64 of PEM (bundle form). The file is removed once read, so the key
+/// does not outlive the start in the lab directory (kept on failure).
+pub(crate) fn server_config(ip: IpAddr, ca_file: &std::path::Path) -> Result<Arc<rustls::ServerConfig>> {
+    let text = std::fs::read_to_string(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+    std::fs::remove_file(ca_file).with_context(|| format!("removing {}", ca_file.display()))?;
+    let mut lines = text.lines();
+    let (Some(crt), Some(key)) = (lines.next(), lines.next()) else {
+        anyhow::bail!(
+            "{}: expected two lines (CA certificate, CA key)",
+            ca_file.display()
+        );
+    };
+    server_config_from(crt.trim(), key.trim(), ip)
 }
 
 /// The server configuration for `ip` from a CA given as base64 of PEM (bundle form).
 fn server_config_from(ca_crt_b64: &str, ca_key_b64: &str, ip: IpAddr) -> Result<Arc<rustls::ServerConfig>> {
-    let (_, ca_pem) = pem_field("LAB_KUBE_CA_CRT", ca_crt_b64).map_err(anyhow::Error::msg)?;
-    let (_, ca_key_pem) = pem_field("LAB_KUBE_CA_KEY", ca_key_b64).map_err(anyhow::Error::msg)?;
+    let (_, ca_pem) = pem_field("CA certificate", ca_crt_b64).map_err(anyhow::Error::msg)?;
+    let (_, ca_key_pem) = pem_field("CA key", ca_key_b64).map_err(anyhow::Error::msg)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, key_from_talos_pem(&ca_key_pem)?)?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut p = CertificateParams::default();

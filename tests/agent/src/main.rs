@@ -55,13 +55,15 @@ enum Cmd {
         #[arg(long, default_value_t = peers::PEER_PORT)]
         peer_port: u16,
     },
-    /// Serve the fake Kubernetes API (inside the lab namespace). The Kubernetes CA
-    /// comes from `LAB_KUBE_CA_CRT` / `LAB_KUBE_CA_KEY` (base64 of PEM, as in a
-    /// secrets bundle), never from arguments.
+    /// Serve the fake Kubernetes API (inside the lab namespace).
     Kube {
         /// Listen address, e.g. the cluster endpoint `10.77.<n>.150:6443`.
         #[arg(long)]
         listen: SocketAddr,
+        /// The Kubernetes CA: a file of two lines, certificate and key as base64 of
+        /// PEM (secrets-bundle form); removed once read.
+        #[arg(long)]
+        ca_file: PathBuf,
     },
 }
 
@@ -91,7 +93,7 @@ fn main() {
                 port,
                 peer_port,
             } => node(&config, ip, &peers, port, peer_port).await,
-            Cmd::Kube { listen } => kube(listen).await,
+            Cmd::Kube { listen, ca_file } => kube(listen, &ca_file).await,
         }
     });
     if let Err(e) = r {
@@ -136,9 +138,9 @@ async fn node(
         .context("apid server")
 }
 
-async fn kube(listen: SocketAddr) -> Result<()> {
+async fn kube(listen: SocketAddr, ca_file: &std::path::Path) -> Result<()> {
     let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-    let kube = FakeKube::start_tls_on(listener, kube_tls::server_config(listen.ip())?)?;
+    let kube = FakeKube::start_tls_on(listener, kube_tls::server_config(listen.ip(), ca_file)?)?;
     println!("LAB-KUBE-LISTENING {}", kube.addr);
     let shutdown = shutdown_on_signal();
     // Print each apply once, so the test can assert the hand-off from the log.
