@@ -5,7 +5,7 @@
 //! Several node servers share one [`FakeCluster`] (etcd bootstrapped once, members,
 //! kubeconfig). Integration tests and the simulated lab's node agent use it; each lab
 //! agent is its own process holding a one-node cluster, and learns its peers and
-//! their bootstrap through [`FakeCluster::add_member`] / [`FakeCluster::join_bootstrapped`].
+//! their bootstrap through [`FakeCluster::add_member`] / [`FakeCluster::mark_bootstrapped`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -123,13 +123,6 @@ impl FakeCluster {
     /// Adds (or renames) an etcd member: a peer node this process learned about.
     pub fn add_member(&self, node: IpAddr, hostname: &str) {
         self.lock().hostnames.insert(node, hostname.to_string());
-    }
-
-    /// Records that etcd was bootstrapped on `node` elsewhere (another process), as a
-    /// joining etcd member learns it; a later `Bootstrap` here answers AlreadyExists.
-    /// The first recorded bootstrap wins.
-    pub fn join_bootstrapped(&self, node: IpAddr) {
-        self.lock().bootstrapped_on.get_or_insert(node);
     }
 
     fn record(&self, node: IpAddr, method: &'static str, code: Code, nodes: Option<String>) {

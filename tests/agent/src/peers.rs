@@ -5,7 +5,7 @@
 //! was bootstrapped, if anywhere. Each agent polls every other control-plane address
 //! (from `lab.peers=` on the kernel command line) once a second: a peer that answers
 //! becomes an etcd member (`FakeCluster::add_member`), and a bootstrap seen anywhere
-//! is joined (`FakeCluster::join_bootstrapped`), so `ServiceList` reports etcd Running
+//! is joined (`FakeCluster::mark_bootstrapped`), so `ServiceList` reports etcd Running
 //! and `EtcdMemberList` lists every node that is up, as a joined etcd would. The
 //! `Bootstrap` call itself still lands on exactly one agent (the orchestrator's choice);
 //! a second one answers AlreadyExists once the first is seen.
@@ -76,8 +76,11 @@ pub(crate) async fn follow(peers: Vec<IpAddr>, port: u16, cluster: FakeCluster, 
                 cluster.add_member(*peer, &v.hostname);
                 println!("LAB-AGENT-JOINED peer={peer} hostname={}", v.hostname);
             }
-            if let Some(on) = v.bootstrapped_on {
-                cluster.join_bootstrapped(on);
+            // The first bootstrap seen wins, as a joining etcd member learns it.
+            if let Some(on) = v.bootstrapped_on
+                && cluster.bootstrapped_on().is_none()
+            {
+                cluster.mark_bootstrapped(on);
             }
         }
         // The appliance's Bootstrap calls on this node, as they were answered.
@@ -135,7 +138,7 @@ mod tests {
 
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let ours = FakeCluster::new(&[(b, "talos-2")], 0, b"");
-        theirs.join_bootstrapped(a);
+        theirs.mark_bootstrapped(a);
         tokio::spawn(follow(vec![a], port, ours.clone(), stop.clone()));
         for _ in 0..50 {
             if ours.bootstrapped_on().is_some() {
