@@ -102,18 +102,25 @@ fn explain(vms: &[QemuVm], appliance: &Appliance) -> String {
 }
 
 #[test]
-fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
+fn simulated_genmachine_from_power_on_to_handed_off() {
     require_root();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let Some(argocd) = fixture("argocd/install-v3.5.1.yaml") else {
-        return Ok(());
+        return;
     };
+    let lab = Lab::new("talos-sim").unwrap_or_else(|e| panic!("{e:#}"));
+    // A panic while the lab lives keeps its directory (consoles, logs) for diagnosis.
+    if let Err(e) = run(&lab, &argocd) {
+        panic!("{e:#}");
+    }
+}
+
+fn run(lab: &Lab, argocd: &Path) -> Result<()> {
     let payload = payload()?;
     let agent_gz = agent_initrd()?;
     let agent = agent_bin()?;
-    let lab = Lab::new("talos-sim")?;
-    let sim = TalosSimSite::write(&lab, &payload, &agent_gz)?;
-    sim.enable_bootstrap(&argocd)?;
+    let sim = TalosSimSite::write(lab, &payload, &agent_gz)?;
+    sim.enable_bootstrap(argocd)?;
     let bundle = SecretsBundle::from_yaml(&sim.generate_secrets()?).map_err(anyhow::Error::msg)?;
     let identity = identity_of(&bundle)?;
     let ips: Vec<IpAddr> = sim.nodes.iter().map(|n| n.ip.parse()).collect::<Result<_, _>>()?;
@@ -147,7 +154,7 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
     )?;
     kube.wait_for_log("LAB-KUBE-LISTENING", Duration::from_secs(30))?;
 
-    let mut appliance = Appliance::start(&lab, &sim.site.config)?;
+    let mut appliance = Appliance::start(lab, &sim.site.config)?;
     appliance.wait_for_log("listening for DHCP on", Duration::from_secs(20))?;
 
     // Power on.
@@ -192,7 +199,7 @@ fn simulated_genmachine_from_power_on_to_handed_off() -> Result<()> {
     // identity from another bundle is refused.
     let stranger = identity_of(&provisioner::talos::pki::generate(time_now())?)?;
     let (id, nodes) = (identity.clone(), ips.clone());
-    let (ours, theirs) = in_lab(&lab, move || {
+    let (ours, theirs) = in_lab(lab, move || {
         Box::pin(async move { (versions(&id, &nodes).await, versions(&stranger, &nodes).await) })
     });
     for (ip, r) in &ours {
