@@ -51,7 +51,9 @@ impl MachineConfig {
     /// Parses the (possibly multi-document) config; the v1alpha1 document is the one
     /// with a `machine` key.
     pub(crate) fn parse(text: &str) -> Result<Self> {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(text).context("the machine config is not YAML")?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+            // Not the parser's message: it may quote the document, which holds CA keys.
+            .map_err(|_| anyhow::anyhow!("the machine config is not YAML"))?;
         let doc = docs
             .iter()
             .find(|d| d.get("machine").is_some())
