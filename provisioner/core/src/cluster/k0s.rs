@@ -229,22 +229,12 @@ pub fn step(
         // ignore it and carry on with the current step.
         _ => None,
     };
-    if let Some(reason) = waiting {
-        let limit = plan.timeouts.for_step(state.step).unwrap_or(Duration::MAX);
-        if now - state.step_started >= limit {
-            fail(
-                &mut t,
-                now,
-                format!(
-                    "step {} timed out after {}s: {reason}",
-                    state.step,
-                    limit.as_secs()
-                ),
-            );
-        } else {
-            t.events.push(ev(now, ClusterEventKind::Waiting, reason));
-            t.delay = plan.poll;
-        }
+    if let Some(reason) = waiting
+        && let Some(poll) =
+            t.next
+                .wait_or_time_out(&mut t.events, state, &plan.timeouts, plan.poll, now, reason)
+    {
+        t.delay = poll;
     }
     t.work = work_for(&t.next);
     t
@@ -304,10 +294,6 @@ fn phase_name(p: Phase) -> String {
 
 fn enter(t: &mut K0sTransition, step: Step, now: OffsetDateTime, why: &str) {
     t.next.enter(&mut t.events, step, now, why);
-}
-
-fn fail(t: &mut K0sTransition, now: OffsetDateTime, why: String) {
-    t.next.fail(&mut t.events, now, why);
 }
 
 #[cfg(test)]

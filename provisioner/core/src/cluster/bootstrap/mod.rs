@@ -319,6 +319,33 @@ impl BootstrapState {
         ));
     }
 
+    /// A step that is not done yet (`reason`): `Failed` once it has run past its own
+    /// timeout (counted from when `current` entered it), else a `Waiting` event and
+    /// `Some(poll)`, the delay before looking again. Shared by both workflows.
+    pub(crate) fn wait_or_time_out(
+        &mut self,
+        events: &mut Vec<ClusterEvent>,
+        current: &BootstrapState,
+        timeouts: &Timeouts,
+        poll: Duration,
+        now: OffsetDateTime,
+        reason: String,
+    ) -> Option<Duration> {
+        let limit = timeouts.for_step(current.step).unwrap_or(Duration::MAX);
+        if now - current.step_started >= limit {
+            let why = format!(
+                "step {} timed out after {}s: {reason}",
+                current.step,
+                limit.as_secs()
+            );
+            self.fail(events, now, why);
+            None
+        } else {
+            events.push(ev(now, super::ClusterEventKind::Waiting, reason));
+            Some(poll)
+        }
+    }
+
     /// Ends the workflow as `Failed` with `why`.
     pub(crate) fn fail(&mut self, events: &mut Vec<ClusterEvent>, now: OffsetDateTime, why: String) {
         self.failure = Some(why.clone());

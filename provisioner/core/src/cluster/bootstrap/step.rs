@@ -166,23 +166,12 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
         // ignore it and carry on with the current step.
         _ => None,
     };
-    if let Some(reason) = waiting {
-        let limit = plan.timeouts.for_step(state.step).unwrap_or(Duration::MAX);
-        let elapsed = now - state.step_started;
-        if elapsed >= limit {
-            fail(
-                &mut t,
-                now,
-                format!(
-                    "step {} timed out after {}s: {reason}",
-                    state.step,
-                    limit.as_secs()
-                ),
-            );
-        } else {
-            t.events.push(ev(now, ClusterEventKind::Waiting, reason));
-            t.delay = plan.poll;
-        }
+    if let Some(reason) = waiting
+        && let Some(poll) =
+            t.next
+                .wait_or_time_out(&mut t.events, state, &plan.timeouts, plan.poll, now, reason)
+    {
+        t.delay = poll;
     }
     t.work = work_for(plan, &t.next);
     t
