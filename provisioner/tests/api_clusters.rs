@@ -80,10 +80,22 @@ async fn cluster_last_event_and_bootstrap_retry() {
     let (_, cs) = call(&app, "GET", "/api/v1/clusters", reader, None).await;
     assert_eq!(cs[0]["bootstrap"]["last_event"]["kind"], "waiting");
     // The dashboard's clusters page says it too.
-    let session = r.state.sessions.open(provisioner::http::api::auth::Caller {
-        role: provisioner_core::apitoken::Role::ReadOnly,
-        token_id: "reader".into(),
-    });
+    let reader_id = r
+        .state
+        .tokens
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.role == provisioner_core::apitoken::Role::ReadOnly)
+        .unwrap()
+        .id;
+    let session = r.state.sessions.open(
+        provisioner::http::api::auth::Caller {
+            role: provisioner_core::apitoken::Role::ReadOnly,
+            token_id: reader_id,
+        },
+        &provisioner::service::token_key(reader.unwrap()),
+    );
     let req = axum::http::Request::get("/ui/clusters")
         .header("cookie", format!("provisioner_session={session}"))
         .body(axum::body::Body::empty())

@@ -1,11 +1,14 @@
 //! `GET /api/v1/events`: every timeline event as it is written, as Server-Sent Events
 //! (WHATWG HTML §9.2). Each message is `event: timeline` with a JSON
 //! [`EventMessage`]; a subscriber too slow to keep up gets `event: lagged` with the
-//! number of events it missed, then continues. Streams end at shutdown.
+//! number of events it missed, then continues. Streams end at shutdown, and when the
+//! token they were opened with is revoked (re-checked every [`auth::RECHECK`]; the
+//! last message is then `event: revoked`).
 
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -15,6 +18,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::ApiState;
+use super::auth::{self, TokenKey};
 use super::error::{ApiError, ErrorBody};
 
 /// One `timeline` message.
@@ -41,6 +45,7 @@ pub struct EventMessage {
     ))]
 pub async fn stream(
     State(st): State<ApiState>,
+    key: Option<Extension<TokenKey>>,
     RawQuery(q): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let mut only: Option<MacAddr> = None;
@@ -60,13 +65,36 @@ pub async fn stream(
             }
         }
     }
-    let rx = st.ops.service.subscribe();
-    let shutdown = st.shutdown.clone();
-    let s = futures::stream::unfold((rx, shutdown), move |(mut rx, shutdown)| async move {
+    let live = Live {
+        rx: st.ops.service.subscribe(),
+        shutdown: st.shutdown.clone(),
+        tokens: st.tokens.clone(),
+        // The auth middleware always sets it; a router without it has no tokens.
+        key: key.map(|Extension(k)| k.0),
+        recheck: tokio::time::interval_at(tokio::time::Instant::now() + auth::RECHECK, auth::RECHECK),
+        ended: false,
+    };
+    let s = futures::stream::unfold(live, move |mut live| async move {
+        if live.ended {
+            return None;
+        }
         loop {
             let next = tokio::select! {
-                () = shutdown.cancelled() => return None,
-                r = rx.recv() => r,
+                () = live.shutdown.cancelled() => return None,
+                _ = live.recheck.tick() => {
+                    let Some(key) = live.key.clone() else { continue };
+                    match auth::verify_key(live.tokens.clone(), key).await {
+                        Ok(None) => {
+                            tracing::info!("event stream closed: its token was revoked");
+                            live.ended = true;
+                            let ev = Event::default().event("revoked").data("{}");
+                            return Some((Ok(ev), live));
+                        }
+                        // A store error is not a revocation: check again next time.
+                        Ok(Some(_)) | Err(_) => continue,
+                    }
+                }
+                r = live.rx.recv() => r,
             };
             let ev = match next {
                 Ok(e) if only.is_none_or(|m| m == e.mac) => {
@@ -87,8 +115,18 @@ pub async fn stream(
                     .data(format!("{{\"missed\":{n}}}")),
                 Err(RecvError::Closed) => return None,
             };
-            return Some((Ok(ev), (rx, shutdown)));
+            return Some((Ok(ev), live));
         }
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A stream's state between messages.
+struct Live {
+    rx: tokio::sync::broadcast::Receiver<crate::service::MachineEvent>,
+    shutdown: tokio_util::sync::CancellationToken,
+    tokens: std::sync::Arc<dyn provisioner_core::apitoken::ApiTokenStore>,
+    key: Option<String>,
+    recheck: tokio::time::Interval,
+    ended: bool,
 }

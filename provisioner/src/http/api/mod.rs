@@ -157,7 +157,9 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
     Router::new()
         .merge(protected)
-        .merge(dashboard::router())
+        .merge(
+            dashboard::router().route_layer(middleware::from_fn_with_state(state.clone(), dashboard::guard)),
+        )
         .route(
             "/api/v1/openapi.json",
             get(move || async move {

@@ -3,14 +3,16 @@
 //!
 //! Pages need a dashboard session (log in with an API token). The only mutation,
 //! re-image, is a form that needs an admin session and echoes the session's CSRF
-//! token; the session cookie is `HttpOnly; Secure; SameSite=Strict`.
+//! token; the session cookie is `HttpOnly; Secure; SameSite=Strict`. A session whose
+//! token was revoked gets 401 and the login page on its next request ([`guard`]).
 
 use std::sync::OnceLock;
 
 use axum::Form;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use minijinja::value::Serde;
@@ -117,7 +119,9 @@ struct LoginForm {
 async fn login(State(st): State<ApiState>, Form(f): Form<LoginForm>) -> Response {
     match auth::verify_token(st.tokens.clone(), f.token.trim().to_string()).await {
         Ok(Some(caller)) => {
-            let id = st.sessions.open(caller);
+            let id = st
+                .sessions
+                .open(caller, &crate::service::token_key(f.token.trim()));
             let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict");
             let mut r = Redirect::to("/ui/machines").into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -143,18 +147,49 @@ async fn login(State(st): State<ApiState>, Form(f): Form<LoginForm>) -> Response
     }
 }
 
+/// Clears the session cookie in the browser.
+const CLEAR_COOKIE: &str = "provisioner_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0";
+
 async fn logout(State(st): State<ApiState>, headers: HeaderMap) -> Response {
     if let Some(id) = auth::session_cookie(&headers) {
         st.sessions.close(&id);
     }
     let mut r = Redirect::to("/ui/login").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "provisioner_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE));
     secure(r)
+}
+
+/// Middleware over the dashboard routes: a request whose session's token was
+/// revoked gets 401 with the login page (and its cookie cleared) instead of the
+/// page. The login and logout routes and the static files pass, so logging in
+/// again works with a stale cookie in the browser.
+pub async fn guard(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/ui/login" || path == "/ui/logout" || path.starts_with("/ui/static/") {
+        return next.run(req).await;
+    }
+    match auth::check_session(&st, req.headers()).await {
+        Ok(auth::SessionCheck::Revoked) => {
+            metrics::counter!("provisioner_api_auth_failures_total", "reason" => "revoked_session")
+                .increment(1);
+            tracing::warn!(
+                route = %path,
+                reason = "revoked_session",
+                "API authentication failed"
+            );
+            let mut r = page(
+                StatusCode::UNAUTHORIZED,
+                "login.html",
+                context! { error => "Your session ended: its token was revoked. Log in again." },
+            );
+            r.headers_mut()
+                .insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE));
+            r
+        }
+        Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Where a request without a dashboard session goes.

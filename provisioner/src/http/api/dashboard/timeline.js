@@ -7,6 +7,11 @@
   var es = new EventSource("/api/v1/events?mac=" + encodeURIComponent(tl.dataset.mac));
   es.onopen = function () { live.textContent = "live"; };
   es.onerror = function () { live.textContent = "reconnecting…"; };
+  // The server ends the stream when the session's token is revoked.
+  es.addEventListener("revoked", function () {
+    es.close();
+    live.textContent = "session ended: token revoked (log in again)";
+  });
   es.addEventListener("timeline", function (msg) {
     var ev = JSON.parse(msg.data);
     var li = document.createElement("li");
