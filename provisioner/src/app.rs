@@ -70,8 +70,10 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         catalog: (*catalog).clone(),
         unknown: cfg.unknown_policy.clone(),
     });
-    let talos =
-        crate::talos::commands::talos_clusters(&cfg).context("loading infra/ (run `provisioner check`)")?;
+    // Only armed clusters (no placeholder MACs) get secrets, reservations and dials.
+    let armed = crate::arming::load(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?;
+    armed.warn();
+    let talos = armed.talos.clone();
     // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
     let mut infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
     let service = BootService::new(booter, inventory.clone(), base.clone())
@@ -100,7 +102,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     // The bootstrap supervisor's inputs, when there are Talos clusters.
     let bootstrap = talos_secrets.clone().map(|s| (talos.clone(), s));
     let service = Arc::new(crate::k0s::attach(service, &cfg, &cache_dir)?);
-    let k0s = crate::k0s::load_clusters(&cfg.infra_dir)?;
+    let k0s = armed.k0s.clone();
     infra_reservations.extend(crate::dhcp::settings::k0s_reservations(&k0s));
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 

@@ -138,6 +138,12 @@ fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) 
             return Vec::new();
         }
     };
+    // Not a problem (the shipped example data is like this), but nothing happens for
+    // such a cluster until its MACs are real (crate::arming).
+    for (name, why) in infra.unarmed() {
+        let file = infra.sources.get(&name).map(|f| f.display().to_string()).unwrap_or(name);
+        println!("note: {file}: {why}");
+    }
     if let Some(cat) = cat {
         let source = |key: String| {
             cat.sources

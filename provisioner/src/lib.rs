@@ -19,6 +19,7 @@
 //! - [`gitops`]: `provisioner check` over `gitops/`. [`testing`]: shared test doubles.
 
 pub mod app;
+pub mod arming;
 pub mod backup;
 pub mod cli;
 pub mod client;

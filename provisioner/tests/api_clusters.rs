@@ -189,3 +189,54 @@ async fn cluster_last_event_and_bootstrap_retry() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_cluster_with_placeholder_macs_says_it_is_not_armed() {
+    let r = rig();
+    std::fs::write(
+        r.dir.path().join("infra/example.yaml"),
+        "clusterName: example\nnodes:\n  - {hostname: n1, ipAddress: 192.168.1.151, mac: '02:00:00:00:01:01'}\n  \
+         - {hostname: n2, ipAddress: 192.168.1.152, mac: '52:54:00:00:01:02'}\n",
+    )
+    .unwrap();
+    let (st, cs) = call(&r.app, "GET", "/api/v1/clusters", Some(&r.reader), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let by_name = |n: &str| cs.as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+    let ex = by_name("example");
+    assert_eq!(ex["armed"], false);
+    assert_eq!(
+        ex["not_armed"],
+        "cluster not armed: replace the placeholder MACs (n1 02:00:00:00:01:01)"
+    );
+    assert_eq!(by_name("lab")["armed"], true);
+    assert_eq!(by_name("lab")["not_armed"], serde_json::Value::Null);
+    // The dashboard's clusters page says it.
+    let reader_id = r
+        .state
+        .tokens
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.role == provisioner_core::apitoken::Role::ReadOnly)
+        .unwrap()
+        .id;
+    let session = r.state.sessions.open(
+        provisioner::http::api::auth::Caller {
+            role: provisioner_core::apitoken::Role::ReadOnly,
+            token_id: reader_id,
+        },
+        &provisioner::service::token_key(&r.reader),
+    );
+    let req = axum::http::Request::get("/ui/clusters")
+        .header("cookie", format!("provisioner_session={session}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(r.app.clone(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        html.contains("cluster not armed: replace the placeholder MACs (n1 02:00:00:00:01:01)"),
+        "{html}"
+    );
+}

@@ -33,6 +33,22 @@ fn check_passes_on_a_good_tree_and_the_shipped_one() {
         })
         .unwrap();
     assert!(ok, "shipped tree fails check: {out}{err}");
+    // Its clusters carry placeholder MACs: check says they are not armed.
+    for (file, first) in [
+        ("infra/genmachine.yaml", "talos-1 02:00:00:00:01:01"),
+        ("infra/beelink.yaml", "beelink-1 02:00:00:00:02:01"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("note: ")
+                && l.contains(file)
+                && l.contains(&format!("cluster not armed: replace the placeholder MACs ({first}"))),
+            "{out}"
+        );
+    }
+    // A tree without placeholders has no such note.
+    let (_d, cfg) = setup();
+    let (_, out, _) = run(&["check", "--config", &cfg]);
+    assert!(!out.contains("not armed"), "{out}");
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn write_infra(dir: &Path) {
              endpoint: https://127.0.0.11:6443\nnodes:\n\
              \x20 - {{hostname: talos-1, ipAddress: 127.0.0.11, controlPlane: true, installDisk: /dev/vda, mac: '{}'}}\n\
              \x20 - {{hostname: talos-2, ipAddress: 127.0.0.12, controlPlane: true, installDisk: /dev/vda, mac: '{}'}}\n\
-             \x20 - {{hostname: talos-3, ipAddress: 127.0.0.13, controlPlane: true, installDisk: /dev/vda, mac: '02:00:00:00:01:03'}}\n",
+             \x20 - {{hostname: talos-3, ipAddress: 127.0.0.13, controlPlane: true, installDisk: /dev/vda, mac: '52:54:00:00:01:03'}}\n",
             common::BIOS_MAC,
             common::EFI_MAC
         ),

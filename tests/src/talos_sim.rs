@@ -2,7 +2,8 @@
 //! (`infra/genmachine.yaml` and its three `profiles/groups/talos-N.yaml`) re-addressed
 //! into the lab's own `10.77.<n>.0/24` (node IPs `.151-.153`, VIP and cluster endpoint
 //! `.150`, gateway and nameserver the lab bridge `.1`; the homelab's 192.168.x never
-//! appears), the built-in DHCP in full mode (reservations come from `infra/`), and a
+//! appears) and given QEMU MACs `52:54:00:61:01:0N` in place of the placeholder
+//! `02:00:00:00:01:0N` (a cluster with placeholder MACs is not armed), the built-in DHCP in full mode (reservations come from `infra/`), and a
 //! second initrd holding the node agent (`provisioner-lab-agent`) that stands in for
 //! Talos once `/init` has fetched the one-time machine config (`lab.mode=talos-sim`).
 
@@ -26,6 +27,12 @@ pub const IMAGE_ID: &str = "lab-talos-sim";
 /// The agent binary's name (workspace member `tests/agent`).
 pub const AGENT: &str = "provisioner-lab-agent";
 const REPO_HOME_NET: &str = "192.168.1.";
+/// The placeholder MACs of infra/genmachine.yaml and profiles/groups/talos-N.yaml
+/// (`02:00:00:00:01:0N`): a cluster carrying them is not armed (no secrets, no
+/// bootstrap), so the lab gives the nodes QEMU MACs instead.
+const REPO_PLACEHOLDER_MACS: &str = "02:00:00:00:01:0";
+/// `52:54:00:61:01:0N`: the simulated nodes' MACs.
+const LAB_MACS: &str = "52:54:00:61:01:0";
 const REPO_ENDPOINT_HOST: &str = "talos-cluster.genmachine.fredcorp.com";
 
 /// One node of the copied cluster.
@@ -80,6 +87,7 @@ impl TalosSimSite {
         let readdress = |text: &str| {
             text.replace(REPO_HOME_NET, &format!("{p}."))
                 .replace(REPO_ENDPOINT_HOST, &format!("{p}.150"))
+                .replace(REPO_PLACEHOLDER_MACS, LAB_MACS)
         };
         let repo = repo_root();
         let infra = fs::read_to_string(repo.join("infra/genmachine.yaml"))
@@ -90,7 +98,9 @@ impl TalosSimSite {
         }
         let mut nodes = Vec::new();
         for i in 1..=3 {
-            let group = fs::read_to_string(repo.join(format!("profiles/groups/talos-{i}.yaml")))?;
+            let group = readdress(&fs::read_to_string(
+                repo.join(format!("profiles/groups/talos-{i}.yaml")),
+            )?);
             let mac = group
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("mac:"))

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::catalog::{CatalogError, FieldError};
 use crate::k0s::K0sCluster;
 use crate::talos::TalosCluster;
+use crate::model::MacAddr;
 
 /// Every cluster definition found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -216,4 +217,149 @@ pub fn group_problems<C: NodeLookup>(
         }
     }
     problems
+}
+
+/// What `check`, the dashboard and the daemon's log say about a cluster that still
+/// carries placeholder MACs.
+pub const NOT_ARMED: &str = "cluster not armed: replace the placeholder MACs";
+
+/// Whether `mac` is one of the placeholders the shipped `infra/` and `profiles/` use:
+/// first octet `02`, a locally administered unicast address (IEEE 802 "U/L" bit set,
+/// I/G bit clear) that no NIC ships with (infra/README.md). Only `02:…` counts, not
+/// every locally administered address: QEMU's `52:54:00:…` is one too, and real
+/// virtual machines boot with it.
+pub fn is_placeholder_mac(mac: MacAddr) -> bool {
+    mac.0[0] == 0x02
+}
+
+/// A cluster's nodes as `(hostname, mac)` pairs, for the arming rule.
+pub trait NodeMacs {
+    /// Every node with a `mac`.
+    fn node_macs(&self) -> Vec<(String, MacAddr)>;
+
+    /// Nodes that still carry a placeholder MAC.
+    fn placeholder_nodes(&self) -> Vec<(String, MacAddr)> {
+        self.node_macs()
+            .into_iter()
+            .filter(|(_, m)| is_placeholder_mac(*m))
+            .collect()
+    }
+
+    /// A cluster is armed (may get secrets, be dialled, get DHCP reservations) once
+    /// none of its nodes carries a placeholder MAC.
+    fn armed(&self) -> bool {
+        self.placeholder_nodes().is_empty()
+    }
+}
+
+impl NodeMacs for TalosCluster {
+    fn node_macs(&self) -> Vec<(String, MacAddr)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.hostname.clone(), n.mac?)))
+            .collect()
+    }
+}
+
+impl NodeMacs for K0sCluster {
+    fn node_macs(&self) -> Vec<(String, MacAddr)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.hostname.clone(), n.mac?)))
+            .collect()
+    }
+}
+
+/// A cluster file read leniently (any distribution, unvalidated): its `nodes[]`
+/// `hostname` and `mac` fields. Used where a file that does not validate must still
+/// be shown (the API's cluster list).
+impl NodeMacs for Value {
+    fn node_macs(&self) -> Vec<(String, MacAddr)> {
+        let Some(nodes) = self.get("nodes").and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        nodes
+            .iter()
+            .filter_map(|n| {
+                let mac = n.get("mac")?.as_str()?.parse().ok()?;
+                let host = n.get("hostname").and_then(Value::as_str).unwrap_or("?");
+                Some((host.to_string(), mac))
+            })
+            .collect()
+    }
+}
+
+/// `cluster not armed: replace the placeholder MACs (talos-1 02:…, …)`.
+pub fn not_armed_message(placeholders: &[(String, MacAddr)]) -> String {
+    let list: Vec<String> = placeholders.iter().map(|(h, m)| format!("{h} {m}")).collect();
+    format!("{NOT_ARMED} ({})", list.join(", "))
+}
+
+impl Infra {
+    /// Clusters that are not armed, with the message naming their placeholder nodes.
+    pub fn unarmed(&self) -> BTreeMap<String, String> {
+        let talos = self.talos.iter().map(|(n, c)| (n, c.placeholder_nodes()));
+        let k0s = self.k0s.iter().map(|(n, c)| (n, c.placeholder_nodes()));
+        talos
+            .chain(k0s)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(n, p)| (n.clone(), not_armed_message(&p)))
+            .collect()
+    }
+
+    /// Only the armed clusters: what may generate secrets, dial nodes and reserve
+    /// addresses. (`sources` keeps every file.)
+    pub fn armed_only(mut self) -> Self {
+        self.talos.retain(|_, c| c.armed());
+        self.k0s.retain(|_, c| c.armed());
+        self
+    }
+}
+
+#[cfg(test)]
+mod arming_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_the_02_prefix_only() {
+        let mac = |s: &str| s.parse::<MacAddr>().unwrap();
+        assert!(is_placeholder_mac(mac("02:00:00:00:01:01")));
+        assert!(is_placeholder_mac(mac("02:42:ac:11:00:02")));
+        // QEMU's locally administered prefix and a vendor OUI arm a cluster.
+        assert!(!is_placeholder_mac(mac("52:54:00:12:34:56")));
+        assert!(!is_placeholder_mac(mac("bc:24:11:00:00:01")));
+    }
+
+    #[test]
+    fn the_shipped_infra_is_not_armed_and_a_real_mac_arms_it() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra");
+        let infra = load(&dir).unwrap();
+        let unarmed = infra.unarmed();
+        assert_eq!(
+            unarmed.keys().collect::<Vec<_>>(),
+            ["beelink", "genmachine"],
+            "{unarmed:?}"
+        );
+        assert_eq!(
+            unarmed["genmachine"],
+            "cluster not armed: replace the placeholder MACs (talos-1 02:00:00:00:01:01, \
+             talos-2 02:00:00:00:01:02, talos-3 02:00:00:00:01:03)"
+        );
+        let armed = infra.clone().armed_only();
+        assert!(armed.talos.is_empty() && armed.k0s.is_empty());
+        assert_eq!(armed.sources.len(), 2);
+
+        // One real MAC is not enough; all of them arm it.
+        let mut c = infra.talos["genmachine"].clone();
+        c.nodes[0].mac = Some("bc:24:11:00:00:01".parse().unwrap());
+        assert!(!c.armed());
+        for (i, n) in c.nodes.iter_mut().enumerate() {
+            n.mac = Some(MacAddr([0xbc, 0x24, 0x11, 0, 0, i as u8]));
+        }
+        assert!(c.armed());
+        // The lenient reading of the raw file agrees.
+        let raw: Value =
+            crate::talos::yaml::from_str(&std::fs::read_to_string(dir.join("beelink.yaml")).unwrap()).unwrap();
+        assert_eq!(raw.placeholder_nodes().len(), 3);
+    }
 }

@@ -19,16 +19,19 @@ use time::OffsetDateTime;
 
 use secrets::{K0sSecretStore, StoreError};
 
-/// Wires the Flatcar renderer into `service` when `infra/` defines k0s clusters:
-/// loads them, opens the encrypted store, generates missing secrets (zero-touch
-/// first start). Without k0s clusters the service is returned unchanged.
+/// Wires the Flatcar renderer into `service` when `infra/` defines armed k0s clusters
+/// ([`crate::arming`]): loads them, opens the encrypted store, generates missing
+/// secrets (zero-touch first start). Without k0s clusters the service is returned unchanged.
 pub fn attach(
     service: crate::service::BootService,
     cfg: &crate::config::Config,
     cache_dir: &Path,
 ) -> anyhow::Result<crate::service::BootService> {
     use anyhow::Context;
-    let clusters = load_clusters(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?;
+    // Armed clusters only: example data with placeholder MACs gets no secrets.
+    let clusters = crate::arming::load(&cfg.infra_dir)
+        .context("loading infra/ (run `provisioner check`)")?
+        .k0s;
     if clusters.is_empty() {
         return Ok(service);
     }

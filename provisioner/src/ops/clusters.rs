@@ -20,6 +20,9 @@ pub struct ClusterFile {
     pub name: String,
     /// The file.
     pub source: PathBuf,
+    /// Why the cluster is not armed (placeholder MACs, `crate::arming`); `None` when
+    /// it is.
+    pub not_armed: Option<String>,
 }
 
 /// Reads the cluster names of `infra/*.yaml`. Files that do not parse are skipped
@@ -40,7 +43,14 @@ pub fn read_infra(dir: &Path) -> Vec<ClusterFile> {
                 .and_then(|n| n.as_str())
                 .map(str::to_string)
                 .or_else(|| path.file_stem()?.to_str().map(str::to_string))?;
-            Some(ClusterFile { name, source: path })
+            let placeholders = provisioner_core::infra::NodeMacs::placeholder_nodes(&v);
+            let not_armed =
+                (!placeholders.is_empty()).then(|| provisioner_core::infra::not_armed_message(&placeholders));
+            Some(ClusterFile {
+                name,
+                source: path,
+                not_armed,
+            })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -206,6 +216,11 @@ pub struct ClusterView {
     pub machines: Vec<ClusterMachine>,
     /// Bootstrap progress.
     pub bootstrap: BootstrapStatus,
+    /// Whether the appliance acts for this cluster at all: `false` while a node
+    /// carries a placeholder MAC (no secrets, no DHCP reservation, no node dialled).
+    pub armed: bool,
+    /// `cluster not armed: replace the placeholder MACs (host mac, …)` when not armed.
+    pub not_armed: Option<String>,
 }
 
 /// Builds the view of every cluster in `files`.
@@ -260,6 +275,8 @@ pub fn views(
                 states,
                 machines: members,
                 bootstrap: progress.status_of_kind(&f.name, kind),
+                armed: f.not_armed.is_none(),
+                not_armed: f.not_armed.clone(),
             }
         })
         .collect()

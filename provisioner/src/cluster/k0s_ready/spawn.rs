@@ -47,8 +47,10 @@ pub fn spawn(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<usize> {
-    let clusters =
-        crate::k0s::load_clusters(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?;
+    // Armed clusters only: nodes with placeholder MACs are never dialled.
+    let clusters = crate::arming::load(&cfg.infra_dir)
+        .context("loading infra/ (run `provisioner check`)")?
+        .k0s;
     if clusters.is_empty() {
         return Ok(0);
     }
