@@ -128,8 +128,9 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
-    /// Write inventory, secrets and the image-cache manifest to one file (tar).
-    /// The store is single-process: stop the service first.
+    /// Write inventory, secrets, API tokens and TLS files and the image-cache manifest
+    /// to one file (tar encrypted with age to the recipients). The store is
+    /// single-process: stop the service first.
     Backup {
         /// The backup file to write.
         #[arg(long, short = 'o')]
@@ -137,14 +138,26 @@ pub enum Command {
         /// Also store the cached image files (large), not only their hashes.
         #[arg(long)]
         include_images: bool,
+        /// Encrypt to this age recipient (`age1…`, from `age-keygen`); repeatable, and
+        /// added to `backup.recipients` of the configuration.
+        #[arg(long = "recipient", short = 'r', value_name = "AGE_RECIPIENT")]
+        recipients: Vec<String>,
+        /// Allow a plaintext archive when no recipient is given (it then holds the
+        /// secrets key, the API's TLS key and the token store readable to anyone).
+        #[arg(long)]
+        insecure_plaintext: bool,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,
     },
-    /// Restore a backup into a fresh state directory (the service stopped).
+    /// Restore a backup into a fresh state directory (the service stopped). The new
+    /// state is built next to the old one and swapped in at once.
     Restore {
         /// The backup file.
         file: PathBuf,
+        /// age identity file (`AGE-SECRET-KEY-1…`) for an encrypted backup.
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
         /// Restore even if the inventory or secrets/ already hold data.
         #[arg(long)]
         force: bool,

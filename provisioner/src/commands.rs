@@ -248,12 +248,21 @@ pub fn import(file: &Path, args: &ConfigArgs) -> anyhow::Result<()> {
 }
 
 /// `provisioner backup`.
-pub fn backup(output: &Path, include_images: bool, args: &ConfigArgs) -> anyhow::Result<()> {
+pub fn backup(
+    output: &Path,
+    include_images: bool,
+    recipients: &[String],
+    insecure_plaintext: bool,
+    args: &ConfigArgs,
+) -> anyhow::Result<()> {
     let cfg = load_config(args)?;
+    let all: Vec<String> = recipients.iter().chain(&cfg.backup.recipients).cloned().collect();
+    let protection = crate::backup::Protection::choose(&all, insecure_plaintext)?;
     let store = RedbInventory::open(&cfg.inventory_path())
         .context("opening the inventory (stop the service first: systemctl stop provisioner)")?;
     let schema = u32::try_from(store.schema_version()?).context("schema version")?;
     let cache_dir = cfg.cache_dir();
+    let key = cfg.secrets_key();
     let m = crate::backup::create(
         &store.export()?,
         schema,
@@ -261,11 +270,13 @@ pub fn backup(output: &Path, include_images: bool, args: &ConfigArgs) -> anyhow:
             state_dir: &cfg.state_dir,
             cache_dir: &cache_dir,
             include_images,
+            secrets_key: &key.path,
         },
+        &protection,
         output,
     )?;
     println!(
-        "backup {}: {} machine(s), {} secret file(s), {} image file(s){}, schema {}",
+        "backup {}: {} machine(s), {} secret file(s), {} image file(s){}, schema {}, {}",
         output.display(),
         m.machines,
         m.secrets.len(),
@@ -275,30 +286,50 @@ pub fn backup(output: &Path, include_images: bool, args: &ConfigArgs) -> anyhow:
         } else {
             " (manifest only)"
         },
-        m.store_schema_version
+        m.store_schema_version,
+        match &protection {
+            crate::backup::Protection::Encrypt(r) => format!("encrypted to {} age recipient(s)", r.len()),
+            crate::backup::Protection::Plaintext => "PLAINTEXT (--insecure-plaintext)".into(),
+        }
     );
+    if !m.secrets_key_included && !m.secrets.is_empty() {
+        println!(
+            "the secrets key is not in this backup: it lives at {}; keep a copy of it apart \
+             from the backup (without it the restored secrets cannot be decrypted)",
+            key.path.display()
+        );
+    }
     Ok(())
 }
 
 /// `provisioner restore`.
-pub fn restore(file: &Path, force: bool, args: &ConfigArgs) -> anyhow::Result<()> {
+pub fn restore(file: &Path, identity: Option<&Path>, force: bool, args: &ConfigArgs) -> anyhow::Result<()> {
     let cfg = load_config(args)?;
-    crate::state::ensure_dir(&cfg.state_dir)?;
-    let store = RedbInventory::open(&cfg.inventory_path())
-        .context("opening the inventory (stop the service first: systemctl stop provisioner)")?;
+    let (archive, encrypted) = crate::backup::crypt::open(file, identity)?;
+    if !encrypted {
+        eprintln!("warning: {} is a plaintext backup", file.display());
+    }
     let cache_dir = cfg.cache_dir();
+    let key = cfg.secrets_key();
+    let open_inventory = |dir: &Path| -> Result<Arc<dyn Inventory>, provisioner_core::inventory::InventoryError> {
+        let inv = RedbInventory::open(&dir.join(crate::config::INVENTORY_FILE)).map_err(|e| {
+            provisioner_core::inventory::InventoryError::Backend(format!(
+                "{e} (stop the service first: systemctl stop provisioner)"
+            ))
+        })?;
+        Ok(Arc::new(inv))
+    };
     let r = crate::backup::restore(
-        file,
-        &store,
+        archive,
         &crate::backup::Sources {
             state_dir: &cfg.state_dir,
             cache_dir: &cache_dir,
             include_images: false,
+            secrets_key: &key.path,
         },
         crate::backup::RestoreOptions { force },
+        &open_inventory,
     )?;
-    drop(store);
-    crate::state::adopt(&cfg.state_dir)?;
     if !cache_dir.starts_with(&cfg.state_dir) && cache_dir.exists() {
         crate::state::adopt(&cache_dir)?;
     }
@@ -312,6 +343,13 @@ pub fn restore(file: &Path, force: bool, args: &ConfigArgs) -> anyhow::Result<()
         r.images_present,
         r.manifest.images.len()
     );
+    if !r.secrets_key_included() && !key.path.exists() {
+        println!(
+            "the backup's secrets need their secrets key, which it does not carry: put it at {} \
+             before starting the service",
+            key.path.display()
+        );
+    }
     for p in &r.images_missing {
         println!("image missing from the cache (fetch it again): {p}");
     }

@@ -68,9 +68,22 @@ fn main() -> std::process::ExitCode {
         Command::Backup {
             output,
             include_images,
+            recipients,
+            insecure_plaintext,
             cfg,
-        } => commands::backup(&output, include_images, &cfg),
-        Command::Restore { file, force, cfg } => commands::restore(&file, force, &cfg),
+        } => commands::backup(
+            &output,
+            include_images,
+            &recipients,
+            insecure_plaintext,
+            &cfg,
+        ),
+        Command::Restore {
+            file,
+            identity,
+            force,
+            cfg,
+        } => commands::restore(&file, identity.as_deref(), force, &cfg),
         Command::Bootstrap {
             cmd: BootstrapCmd::Status { cfg },
         } => commands::clusters_status(&cfg),

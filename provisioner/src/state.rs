@@ -19,7 +19,12 @@ pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
 /// Symlinks are left alone. Returns how many entries were changed.
 pub fn adopt(state_dir: &Path) -> std::io::Result<usize> {
     let top = std::fs::metadata(state_dir)?;
-    let owner = (top.uid(), top.gid());
+    adopt_as(state_dir, (top.uid(), top.gid()))
+}
+
+/// As [`adopt`], handing the tree to `owner` (uid, gid) when running as root (a
+/// restore's staging directory takes the owner of the state it replaces).
+pub fn adopt_as(state_dir: &Path, owner: (u32, u32)) -> std::io::Result<usize> {
     let as_root = nix::unistd::geteuid().is_root();
     let mut changed = 0;
     let mut stack = vec![state_dir.to_path_buf()];

@@ -1,7 +1,9 @@
 //! `provisioner backup` and `restore` through the real binary and the redb store:
 //! a backup of one state directory restored into an empty one reproduces the same
 //! machines (with timelines), the same secret blobs byte for byte, and the same
-//! image manifest; refusals are clear.
+//! image manifest; refusals are clear. Backups are encrypted to an age recipient
+//! (no key material readable in the file), plaintext only when asked for, and a
+//! restore killed half-way (SIGKILL at a failpoint) leaves the previous state working.
 
 mod common;
 
@@ -11,6 +13,15 @@ use std::path::{Path, PathBuf};
 use common::daemon::{Daemon, run, write_config};
 use provisioner_core::inventory::{Inventory, MemInventory};
 use provisioner_core::model::{EventKind, Machine, TimelineEvent};
+
+/// An age identity file in `dir` and its recipient (`age1…`).
+fn age_identity(dir: &Path) -> (PathBuf, String) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let file = dir.join("operator.agekey");
+    std::fs::write(&file, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    (file, id.to_public().to_string())
+}
 
 fn ok(args: &[&str]) -> String {
     let (ok, out, err) = run(args);
@@ -62,9 +73,25 @@ fn empty() -> (tempfile::TempDir, String) {
     (dir, cfg)
 }
 
+/// The tar inside an encrypted backup.
+fn decrypt(file: &Path, identity: &Path) -> Vec<u8> {
+    let ids = age::IdentityFile::from_file(identity.display().to_string())
+        .unwrap()
+        .into_identities()
+        .unwrap();
+    let d = age::Decryptor::new(std::fs::File::open(file).unwrap()).unwrap();
+    let mut out = Vec::new();
+    d.decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
 /// `backup.json` of a backup file, without the fields that differ per run.
-fn manifest(file: &Path) -> serde_json::Value {
-    let mut a = tar::Archive::new(std::fs::File::open(file).unwrap());
+fn manifest(file: &Path, identity: &Path) -> serde_json::Value {
+    let tar_bytes = decrypt(file, identity);
+    let mut a = tar::Archive::new(tar_bytes.as_slice());
     let mut first = a.entries().unwrap().next().unwrap().unwrap();
     assert_eq!(first.path().unwrap().to_str(), Some("backup.json"));
     let mut s = String::new();
@@ -97,26 +124,32 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn backup_restored_into_an_empty_state_dir_reproduces_everything() {
     let (a, cfg_a) = source();
-    let full = a.path().join("full.tar");
+    let (identity, recipient) = age_identity(a.path());
+    let full = a.path().join("full.age");
     let out = ok(&[
         "backup",
         "--include-images",
+        "--recipient",
+        &recipient,
         "-o",
         full.to_str().unwrap(),
         "--config",
         &cfg_a,
     ]);
     assert!(
-        out.contains("2 machine(s), 2 secret file(s), 2 image file(s) included, schema 1"),
+        out.contains("2 machine(s), 2 secret file(s), 2 image file(s) included, schema 1, encrypted to 1 age recipient(s)"),
         "{out}"
     );
-    let m = manifest(&full);
+    let m = manifest(&full, &identity);
     assert_eq!(m["format"], "provisioner-backup");
     assert_eq!(m["store_schema_version"], 1);
     assert_eq!(m["images"].as_array().unwrap().len(), 2);
 
     let (b, cfg_b) = empty();
-    let out = ok(&["restore", full.to_str().unwrap(), "--config", &cfg_b]);
+    let (ok_, _, err) = run(&["restore", full.to_str().unwrap(), "--config", &cfg_b]);
+    assert!(!ok_ && err.contains("is encrypted: pass --identity"), "{err}");
+    let id = identity.to_str().unwrap();
+    let out = ok(&["restore", "-i", id, full.to_str().unwrap(), "--config", &cfg_b]);
     assert!(
         out.contains("2 machine(s), 2 secret file(s), 2 image file(s)"),
         "{out}"
@@ -133,28 +166,50 @@ fn backup_restored_into_an_empty_state_dir_reproduces_everything() {
     );
     assert_eq!(tree(&a.path().join("cache")), tree(&b.path().join("cache")));
     // And a backup of the restored directory has the same manifest.
-    let again = b.path().join("again.tar");
+    let again = b.path().join("again.age");
     ok(&[
         "backup",
         "--include-images",
+        "-r",
+        &recipient,
         "-o",
         again.to_str().unwrap(),
         "--config",
         &cfg_b,
     ]);
-    assert_eq!(manifest(&again), m);
+    assert_eq!(manifest(&again, &identity), m);
 
     // Restoring over data is refused unless forced.
-    let (ok_, _, err) = run(&["restore", full.to_str().unwrap(), "--config", &cfg_b]);
+    let (ok_, _, err) = run(&["restore", "-i", id, full.to_str().unwrap(), "--config", &cfg_b]);
     assert!(!ok_ && err.contains("not empty"), "{err}");
-    ok(&["restore", "--force", full.to_str().unwrap(), "--config", &cfg_b]);
+    ok(&["restore", "--force", "-i", id, full.to_str().unwrap(), "--config", &cfg_b]);
+    // Another identity cannot read it.
+    let (other, _) = age_identity(b.path());
+    let (ok_, _, err) = run(&[
+        "restore",
+        "--force",
+        "-i",
+        other.to_str().unwrap(),
+        full.to_str().unwrap(),
+        "--config",
+        &cfg_b,
+    ]);
+    assert!(!ok_ && err.contains("does not decrypt"), "{err}");
 }
 
 #[test]
 fn manifest_only_backup_names_the_images_to_fetch_again() {
     let (a, cfg_a) = source();
     let small = a.path().join("small.tar");
-    let out = ok(&["backup", "-o", small.to_str().unwrap(), "--config", &cfg_a]);
+    let out = ok(&[
+        "backup",
+        "--insecure-plaintext",
+        "-o",
+        small.to_str().unwrap(),
+        "--config",
+        &cfg_a,
+    ]);
+    assert!(out.contains("PLAINTEXT"), "{out}");
     assert!(out.contains("2 image file(s) (manifest only)"), "{out}");
     let size = std::fs::metadata(&small).unwrap().len();
     assert!(size < 64 * 1024, "manifest-only backup is {size} bytes");
@@ -175,7 +230,206 @@ fn backup_needs_the_store_and_says_so() {
     let (a, cfg_a) = source();
     let _d = Daemon::start(Path::new(&cfg_a));
     let out = a.path().join("x.tar");
-    let (ok_, _, err) = run(&["backup", "-o", out.to_str().unwrap(), "--config", &cfg_a]);
+    let (ok_, _, err) = run(&[
+        "backup",
+        "--insecure-plaintext",
+        "-o",
+        out.to_str().unwrap(),
+        "--config",
+        &cfg_a,
+    ]);
     assert!(!ok_ && err.contains("stop the service first"), "{err}");
     assert!(!out.exists() && !out.with_extension("partial").exists());
+}
+
+fn has(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Real key material in a state directory: the secrets key, the API's TLS key (made
+/// by a dry run) and an API token. Returns the token.
+fn with_key_material(dir: &Path, cfg: &str) -> String {
+    use age::secrecy::ExposeSecret;
+    let key = age::x25519::Identity::generate();
+    std::fs::write(
+        dir.join("state/secrets/secrets.key"),
+        format!("{}\n", key.to_string().expose_secret()),
+    )
+    .unwrap();
+    ok(&["serve", "--dry-run", "--config", cfg]);
+    assert!(dir.join("state/tls/api.key").is_file());
+    ok(&["token", "create", "--role", "admin", "--config", cfg])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_backup_needs_a_recipient_and_its_file_shows_no_key_material() {
+    let (a, cfg_a) = source();
+    let token = with_key_material(a.path(), &cfg_a);
+    let hash = provisioner::service::token_key(&token);
+    let (identity, recipient) = age_identity(a.path());
+
+    // No recipient: refused, nothing written.
+    let out = a.path().join("x.age");
+    let (ok_, _, err) = run(&["backup", "-o", out.to_str().unwrap(), "--config", &cfg_a]);
+    assert!(!ok_ && err.contains("refusing to write a plaintext backup"), "{err}");
+    assert!(!out.exists() && !out.with_extension("partial").exists());
+    let (ok_, _, err) = run(&["backup", "-r", "age1nope", "-o", out.to_str().unwrap(), "--config", &cfg_a]);
+    assert!(!ok_ && err.contains("not an age X25519 recipient"), "{err}");
+
+    // `backup.recipients` in the configuration.
+    let cfg_enc = a.path().join("encrypting.yaml");
+    std::fs::write(
+        &cfg_enc,
+        std::fs::read_to_string(&cfg_a).unwrap() + &format!("backup:\n  recipients: [\"{recipient}\"]\n"),
+    )
+    .unwrap();
+    let said = ok(&["backup", "-o", out.to_str().unwrap(), "--config", cfg_enc.to_str().unwrap()]);
+    assert!(said.contains("encrypted to 1 age recipient(s)"), "{said}");
+    assert!(!said.contains("secrets key is not in this backup"), "{said}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"));
+    let raw_hash = hex::decode(&hash).unwrap();
+    for needle in [
+        &b"-----BEGIN"[..],
+        b"PRIVATE KEY",
+        b"AGE-SECRET-KEY",
+        hash.as_bytes(),
+        hash.to_uppercase().as_bytes(),
+        &raw_hash,
+        token.as_bytes(),
+    ] {
+        assert!(!has(&bytes, needle), "{:?} in the encrypted backup", String::from_utf8_lossy(needle));
+    }
+    // The same state, plaintext as asked: all of it is there (so the check above
+    // looks for what a plaintext backup would show).
+    let plain = a.path().join("plain.tar");
+    let said = ok(&["backup", "--insecure-plaintext", "-o", plain.to_str().unwrap(), "--config", &cfg_a]);
+    assert!(said.contains("PLAINTEXT"), "{said}");
+    let pbytes = std::fs::read(&plain).unwrap();
+    for needle in [&b"PRIVATE KEY"[..], b"AGE-SECRET-KEY", hash.as_bytes()] {
+        assert!(has(&pbytes, needle), "{:?} not in the plaintext backup", String::from_utf8_lossy(needle));
+    }
+    // `--insecure-plaintext` only allows plaintext: with a recipient it encrypts.
+    let still = a.path().join("still.age");
+    let said = ok(&[
+        "backup",
+        "--insecure-plaintext",
+        "-o",
+        still.to_str().unwrap(),
+        "--config",
+        cfg_enc.to_str().unwrap(),
+    ]);
+    assert!(said.contains("encrypted to 1 age recipient(s)"), "{said}");
+
+    // It round-trips: the same key, TLS files, and the token still works.
+    let (b, cfg_b) = empty();
+    ok(&["restore", "-i", identity.to_str().unwrap(), out.to_str().unwrap(), "--config", &cfg_b]);
+    for f in ["secrets/secrets.key", "tls/api.key", "tls/ca.crt", "api-tokens.redb"] {
+        assert_eq!(
+            std::fs::read(a.path().join("state").join(f)).unwrap(),
+            std::fs::read(b.path().join("state").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        ok(&["token", "ls", "--config", &cfg_a]),
+        ok(&["token", "ls", "--config", &cfg_b])
+    );
+    assert_eq!(ok(&["export", "--config", &cfg_a]), ok(&["export", "--config", &cfg_b]));
+}
+
+#[test]
+fn a_key_kept_outside_the_state_is_not_in_the_backup_and_restore_says_so() {
+    let (a, cfg_a) = source();
+    let (identity, recipient) = age_identity(a.path());
+    let key = a.path().join("credstore/provisioner.secrets.key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let cfg = a.path().join("outside.yaml");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg_a).unwrap() + &format!("secrets_key_file: {}\n", key.display()),
+    )
+    .unwrap();
+    let out = a.path().join("k.age");
+    let said = ok(&["backup", "-r", &recipient, "-o", out.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    assert!(
+        said.contains(&format!("the secrets key is not in this backup: it lives at {}", key.display())),
+        "{said}"
+    );
+    let (_b, cfg_b) = empty();
+    let cfg_b2 = Path::new(&cfg_b).with_file_name("outside.yaml");
+    std::fs::write(
+        &cfg_b2,
+        std::fs::read_to_string(&cfg_b).unwrap() + &format!("secrets_key_file: {}\n", key.display()),
+    )
+    .unwrap();
+    let said = ok(&["restore", "-i", identity.to_str().unwrap(), out.to_str().unwrap(), "--config", cfg_b2.to_str().unwrap()]);
+    assert!(said.contains(&format!("put it at {}", key.display())), "{said}");
+}
+
+#[test]
+fn a_restore_killed_half_way_leaves_the_previous_state_working() {
+    use std::os::unix::process::ExitStatusExt;
+    let (a, cfg_a) = source();
+    let (identity, recipient) = age_identity(a.path());
+    let file = a.path().join("a.age");
+    ok(&["backup", "-r", &recipient, "-o", file.to_str().unwrap(), "--config", &cfg_a]);
+    let id = identity.to_str().unwrap();
+
+    // The target: another working appliance state, with its own machine, secret and token.
+    let b = tempfile::tempdir().unwrap();
+    common::write_catalog(b.path());
+    let cfg_b = write_config(b.path(), b.path()).display().to_string();
+    let inv = MemInventory::new();
+    let mac = "52:54:00:0b:00:99".parse().unwrap();
+    inv.put(&Machine::discovered(mac, time::OffsetDateTime::UNIX_EPOCH)).unwrap();
+    let seed = b.path().join("seed.json");
+    std::fs::write(&seed, serde_json::to_vec(&inv.export().unwrap()).unwrap()).unwrap();
+    ok(&["import", seed.to_str().unwrap(), "--config", &cfg_b]);
+    std::fs::create_dir_all(b.path().join("state/secrets")).unwrap();
+    std::fs::write(b.path().join("state/secrets/mine.age"), b"b's own secret").unwrap();
+    let token = ok(&["token", "create", "--role", "read-only", "--config", &cfg_b])
+        .trim()
+        .to_string();
+    let before = ok(&["export", "--config", &cfg_b]);
+    let secrets_before = tree(&b.path().join("state/secrets"));
+    let sibling = b.path().join(".state.restoring");
+
+    for point in ["restore:writing", "restore:staged"] {
+        let st = std::process::Command::new(common::daemon::BIN)
+            .args(["restore", "--force", "-i", id, file.to_str().unwrap(), "--config", &cfg_b])
+            .env(provisioner::backup::CRASH_AT_ENV, point)
+            .status()
+            .unwrap();
+        assert_eq!(st.signal(), Some(9), "{point}: not killed at the failpoint");
+        assert!(sibling.exists(), "{point}: the kill left no staging directory?");
+        assert_eq!(ok(&["export", "--config", &cfg_b]), before, "{point}");
+        assert_eq!(tree(&b.path().join("state/secrets")), secrets_before, "{point}");
+    }
+    // And it serves: the daemon starts on it and its token still reads its machine.
+    {
+        let d = Daemon::start(Path::new(&cfg_b));
+        let (st, body) = d.api_get("/api/v1/machines", Some(&token));
+        assert_eq!(st, 200, "{body}");
+        assert!(body.contains("52:54:00:0b:00:99"), "{body}");
+    }
+
+    // Killed after the swap: the restored state is the one in place, and works.
+    let st = std::process::Command::new(common::daemon::BIN)
+        .args(["restore", "--force", "-i", id, file.to_str().unwrap(), "--config", &cfg_b])
+        .env(provisioner::backup::CRASH_AT_ENV, "restore:swapped")
+        .status()
+        .unwrap();
+    assert_eq!(st.signal(), Some(9));
+    let after = ok(&["export", "--config", &cfg_b]);
+    assert!(after.contains("52:54:00:0b:00:01") && after.contains("52:54:00:0b:00:99"), "{after}");
+    assert_eq!(
+        std::fs::read(b.path().join("state/secrets/talos/genmachine.age")).unwrap(),
+        (0..=255u8).collect::<Vec<_>>()
+    );
+    // A later restore clears what the kills left next to the state.
+    ok(&["restore", "--force", "-i", id, file.to_str().unwrap(), "--config", &cfg_b]);
+    assert!(!sibling.exists());
 }

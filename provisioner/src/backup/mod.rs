@@ -1,17 +1,19 @@
 //! `provisioner backup` and `provisioner restore`: the appliance's state in one file.
 //!
-//! The file is a plain tar archive (inspect it with `tar tvf`), written to a temporary
-//! name and renamed, mode 0600. Entries, in this order:
+//! The file is a tar archive encrypted with age to the operator's recipients
+//! ([`crypt`]; a plain tar only with `--insecure-plaintext`), written to a temporary
+//! name and renamed, mode 0600. Entries of the tar, in this order:
 //!
 //! 1. `backup.json`: the [`Manifest`] (format version, the store's schema version,
 //!    and the path, size and SHA-256 of every secret and every cached image file);
 //! 2. `inventory.json`: the inventory [`Snapshot`] (machines and timelines, with the
 //!    schema version it was written with);
-//! 3. `secrets/<path>`: every regular file under `<state_dir>/secrets/`, byte for byte.
-//!    They are whatever the secrets store wrote (encrypted at rest); a backup never
-//!    decrypts anything;
-//!    This includes the Talos bundles, the k0s PKI (`secrets/k0s/`) and the admin
-//!    kubeconfigs the bootstrap fetched (`secrets/kubeconfigs/`);
+//! 3. `secrets/<path>`: every regular file under `<state_dir>/secrets/`, byte for byte
+//!    (encrypted at rest by the secrets store; a backup never decrypts them): Talos
+//!    bundles, the k0s PKI (`secrets/k0s/`), the admin kubeconfigs the bootstrap
+//!    fetched (`secrets/kubeconfigs/`), and the secrets key `secrets/secrets.key` when
+//!    it lives there (not when it is a systemd credential or `secrets_key_file`
+//!    outside the state: then the operator keeps it apart, and the manifest says so);
 //! 4. `state/<path>`: the other state the appliance cannot regenerate without
 //!    breaking its clients ([`STATE_FILES`], [`STATE_DIRS`]): the API token store
 //!    (tokens given to people and Prometheus keep working) and the API listener's
@@ -20,24 +22,33 @@
 //!    (kernels and initrds are large and can be fetched again; the manifest's hashes
 //!    tell whether a cache matches).
 //!
-//! One-time tokens are not backed up: they are re-issued on the next boot.
+//! One-time tokens are not backed up: they are re-issued on the next boot. A restore
+//! builds the new state in a sibling directory and swaps it in ([`restore`]).
 
+pub mod crypt;
+mod files;
 mod restore;
+mod stage;
 
-use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use provisioner_core::inventory::{InventoryError, SCHEMA_VERSION, Snapshot};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use crypt::Protection;
+use files::{HashingReader, hash_reader, io_err, safe_relative};
+pub use files::{manifest_of, state_manifest};
+pub use restore::{OpenInventory, RestoreOptions, RestoreReport, restore};
+pub use stage::CRASH_AT_ENV;
 
 /// `format` of every backup manifest.
 pub const FORMAT: &str = "provisioner-backup";
 /// Version of the archive layout; bump it when the layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the manifest says whether the secrets key is inside (and the file is
+/// encrypted unless asked otherwise).
+pub const FORMAT_VERSION: u32 = 2;
 /// Directory under the state directory whose files are backed up verbatim.
 pub const SECRETS_DIR: &str = "secrets";
 
@@ -73,6 +84,9 @@ pub enum BackupError {
     /// Restoring would overwrite existing state.
     #[error("{0} is not empty; restore into a fresh state directory or pass --force")]
     NotEmpty(String),
+    /// Encrypting or decrypting the file failed, or no recipient was given.
+    #[error("{0}")]
+    Crypt(String),
     /// A file's bytes do not match the manifest.
     #[error("{path}: SHA-256 {found} does not match the manifest's {expected}")]
     Mismatch {
@@ -124,111 +138,10 @@ pub struct Manifest {
     pub images: Vec<FileEntry>,
     /// Whether the image files themselves are in the archive.
     pub images_included: bool,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
-    move |source| BackupError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// SHA-256 of a reader, as lower-case hex, and its length.
-fn hash_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut len = 0u64;
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), len))
-}
-
-/// Every regular file under `dir` (recursively) as a manifest entry, sorted by path.
-/// A missing directory has no files. Symlinks are skipped: they could point outside.
-pub fn manifest_of(dir: &Path) -> Result<Vec<FileEntry>, BackupError> {
-    let mut out = Vec::new();
-    if !dir.exists() {
-        return Ok(out);
-    }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(io_err(&d))? {
-            let path = entry.map_err(io_err(&d))?.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                let file = std::fs::File::open(&path).map_err(io_err(&path))?;
-                let (sha256, size) = hash_reader(file).map_err(io_err(&path))?;
-                out.push(FileEntry {
-                    path: relative(dir, &path)?,
-                    size,
-                    sha256,
-                });
-            }
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
-fn relative(dir: &Path, path: &Path) -> Result<String, BackupError> {
-    let rel = path
-        .strip_prefix(dir)
-        .map_err(|_| BackupError::Format(format!("{} is outside {}", path.display(), dir.display())))?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    parts
-        .map(|p| p.join("/"))
-        .ok_or_else(|| BackupError::Format(format!("{}: not UTF-8", path.display())))
-}
-
-/// [`STATE_FILES`] and the files under [`STATE_DIRS`] that exist in `state_dir`,
-/// relative to it, sorted by path.
-pub fn state_manifest(state_dir: &Path) -> Result<Vec<FileEntry>, BackupError> {
-    let mut out = Vec::new();
-    for f in STATE_FILES {
-        let path = state_dir.join(f);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => {
-                let file = std::fs::File::open(&path).map_err(io_err(&path))?;
-                let (sha256, size) = hash_reader(file).map_err(io_err(&path))?;
-                out.push(FileEntry {
-                    path: (*f).to_string(),
-                    size,
-                    sha256,
-                });
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path)(e)),
-        }
-    }
-    for d in STATE_DIRS {
-        out.extend(manifest_of(&state_dir.join(d))?.into_iter().map(|e| FileEntry {
-            path: format!("{d}/{}", e.path),
-            ..e
-        }));
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
-/// Checks that an archive path is relative and plain (no `..`, no root), so a crafted
-/// backup cannot write outside the state directory.
-fn safe_relative(path: &str) -> Result<PathBuf, BackupError> {
-    let p = Path::new(path);
-    let plain = !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if plain {
-        Ok(p.to_path_buf())
-    } else {
-        Err(BackupError::Format(format!("unsafe path {path:?} in backup")))
-    }
+    /// Whether the secrets key is in `secrets/` (else the operator keeps it apart,
+    /// and the restored secrets need it).
+    #[serde(default)]
+    pub secrets_key_included: bool,
 }
 
 /// What [`create`] reads.
@@ -240,18 +153,24 @@ pub struct Sources<'a> {
     pub cache_dir: &'a Path,
     /// Store the image files too, not only their manifest.
     pub include_images: bool,
+    /// The secrets key file (`crate::store::SecretsKey`): carried only if it is
+    /// under `secrets/`.
+    pub secrets_key: &'a Path,
 }
 
-/// Writes a backup of `snapshot` plus the files under `src` to `output`. The caller
-/// holds the store (so nothing writes the inventory meanwhile) and passes its schema
-/// version. Returns the manifest written.
+/// Writes a backup of `snapshot` plus the files under `src` to `output`, protected as
+/// `protection` says. The caller holds the store (so nothing writes the inventory
+/// meanwhile) and passes its schema version. Returns the manifest written.
 pub fn create(
     snapshot: &Snapshot,
     store_schema_version: u32,
     src: &Sources<'_>,
+    protection: &Protection,
     output: &Path,
 ) -> Result<Manifest, BackupError> {
     let secrets_dir = src.state_dir.join(SECRETS_DIR);
+    let secrets = manifest_of(&secrets_dir)?;
+    let secrets_key_included = secrets.iter().any(|e| secrets_dir.join(&e.path) == src.secrets_key);
     let manifest = Manifest {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -259,10 +178,11 @@ pub fn create(
         appliance_version: env!("CARGO_PKG_VERSION").into(),
         store_schema_version,
         machines: snapshot.machines.len(),
-        secrets: manifest_of(&secrets_dir)?,
+        secrets,
         state: state_manifest(src.state_dir)?,
         images: manifest_of(src.cache_dir)?,
         images_included: src.include_images,
+        secrets_key_included,
     };
     let tmp = output.with_extension("partial");
     let file = {
@@ -275,7 +195,8 @@ pub fn create(
             .open(&tmp)
             .map_err(io_err(&tmp))?
     };
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let sink = crypt::Sink::new(std::io::BufWriter::new(file), protection)?;
+    let mut tar = tar::Builder::new(sink);
     append(&mut tar, MANIFEST, &to_json(&manifest)?, &manifest.created_at).map_err(io_err(&tmp))?;
     append(&mut tar, INVENTORY, &to_json(snapshot)?, &manifest.created_at).map_err(io_err(&tmp))?;
     let mut files: Vec<(String, PathBuf, &FileEntry)> = manifest
@@ -315,7 +236,8 @@ pub fn create(
             });
         }
     }
-    let mut w = tar.into_inner().map_err(io_err(&tmp))?;
+    let sink = tar.into_inner().map_err(io_err(&tmp))?;
+    let mut w = sink.finish().map_err(io_err(&tmp))?;
     w.flush().map_err(io_err(&tmp))?;
     w.get_ref().sync_all().map_err(io_err(&tmp))?;
     drop(w);
@@ -347,32 +269,6 @@ fn append<W: Write>(
 ) -> std::io::Result<()> {
     let mut h = header(bytes.len() as u64, mtime);
     tar.append_data(&mut h, name, bytes)
-}
-
-/// A reader that hashes what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hash: Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hash: Sha256::new(),
-        }
-    }
-    fn finish(self) -> String {
-        hex::encode(self.hash.finalize())
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Checks a manifest's format before anything is restored.

@@ -1,18 +1,24 @@
 //! Restoring a backup: check the format and schema versions before touching anything,
-//! refuse to overwrite existing state unless forced, write every file through a
-//! temporary name after checking its SHA-256, then import the inventory.
+//! refuse to overwrite existing state unless forced, then build the new state in a
+//! sibling directory ([`super::stage`]): every file through a temporary name after
+//! checking its SHA-256, the inventory imported, and only then swap it in.
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use provisioner_core::inventory::{Inventory, InventoryError, SCHEMA_VERSION, Snapshot};
 
+use super::stage::{Staging, failpoint};
 use super::{
     BackupError, FileEntry, HashingReader, INVENTORY, MANIFEST, Manifest, SECRETS_DIR, STATE_PREFIX, Sources,
     check_format, hash_reader, io_err, manifest_of, safe_relative, state_manifest,
 };
+
+/// Opens the inventory store of a state directory (the daemon's: redb).
+pub type OpenInventory<'a> = &'a dyn Fn(&Path) -> Result<Arc<dyn Inventory>, InventoryError>;
 
 /// Largest `backup.json` or `inventory.json` read into memory (a bad file cannot
 /// exhaust memory; an inventory of thousands of machines is a few MiB).
@@ -45,6 +51,14 @@ pub struct RestoreReport {
     pub images_mismatched: Vec<String>,
 }
 
+impl RestoreReport {
+    /// Whether the restored secrets came with their key (else the key must already be
+    /// where the configuration says, or be put there before the service starts).
+    pub fn secrets_key_included(&self) -> bool {
+        self.manifest.secrets_key_included || self.manifest.secrets.is_empty()
+    }
+}
+
 fn read_document(entry: &mut impl Read, name: &str) -> Result<Vec<u8>, BackupError> {
     let mut bytes = Vec::new();
     entry
@@ -54,18 +68,19 @@ fn read_document(entry: &mut impl Read, name: &str) -> Result<Vec<u8>, BackupErr
     Ok(bytes)
 }
 
-/// Restores `file` into `target` (state and cache directories) and `inventory`.
+/// Restores the backup read from `archive` (a tar stream: [`super::crypt::open`]
+/// decrypts) into `target`'s state and cache directories. `open_inventory` opens the
+/// inventory of a state directory; the current one is opened first (which fails while
+/// the daemon holds it) to check that it is empty unless `opts.force`.
 pub fn restore(
-    file: &Path,
-    inventory: &dyn Inventory,
+    archive: impl Read,
     target: &Sources<'_>,
     opts: RestoreOptions,
+    open_inventory: OpenInventory<'_>,
 ) -> Result<RestoreReport, BackupError> {
-    let f = std::fs::File::open(file).map_err(io_err(file))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
-    let mut entries = archive.entries().map_err(io_err(file))?;
-    let not_backup =
-        |e: std::io::Error| BackupError::Format(format!("{}: not a provisioner backup: {e}", file.display()));
+    let mut archive = tar::Archive::new(archive);
+    let mut entries = archive.entries().map_err(io_err(Path::new("backup")))?;
+    let not_backup = |e: std::io::Error| BackupError::Format(format!("not a provisioner backup: {e}"));
     let mut next_named = |want: &str| -> Result<Vec<u8>, BackupError> {
         let mut e = entries
             .next()
@@ -90,41 +105,37 @@ pub fn restore(
         .into());
     }
 
-    let secrets_dir = target.state_dir.join(SECRETS_DIR);
+    // The current state: locked by opening its inventory, checked, released.
+    crate::state::ensure_dir(target.state_dir).map_err(io_err(target.state_dir))?;
+    let current = open_inventory(target.state_dir)?;
     if !opts.force {
-        if !inventory.list()?.is_empty() {
-            return Err(BackupError::NotEmpty(format!(
-                "the inventory in {}",
-                target.state_dir.display()
-            )));
-        }
-        if !manifest_of(&secrets_dir)?.is_empty() {
-            return Err(BackupError::NotEmpty(secrets_dir.display().to_string()));
-        }
-        // Only what the backup would overwrite: a fresh state directory has none.
-        let present = state_manifest(target.state_dir)?;
-        if let Some(e) = present
-            .iter()
-            .find(|p| manifest.state.iter().any(|m| m.path == p.path))
-        {
-            return Err(BackupError::NotEmpty(
-                target.state_dir.join(&e.path).display().to_string(),
-            ));
-        }
+        refuse_overwrite(&manifest, current.as_ref(), target.state_dir)?;
     }
+    drop(current);
+
+    let state = std::fs::canonicalize(target.state_dir).map_err(io_err(target.state_dir))?;
+    let cache = std::fs::canonicalize(target.cache_dir).unwrap_or_else(|_| target.cache_dir.to_path_buf());
+    let cache_inside = cache.strip_prefix(&state).ok().map(Path::to_path_buf);
+    let mut linked = vec![PathBuf::from("backups")];
+    linked.extend(cache_inside.clone());
+    let staging = Staging::begin(target.state_dir, &linked)?;
+    let secrets_dir = staging.dir.join(SECRETS_DIR);
+    // Images go into the staged cache when the cache lives in the state directory;
+    // a cache elsewhere is written in place (per file, atomically): it is a cache.
+    let cache_dir = staging.map(&cache).unwrap_or(cache);
 
     let mut secrets_done = BTreeSet::new();
     let mut state_done = BTreeSet::new();
     let mut images_restored = 0;
     for entry in entries {
-        let mut entry = entry.map_err(io_err(file))?;
-        let name = entry.path().map_err(io_err(file))?.to_string_lossy().into_owned();
+        let mut entry = entry.map_err(not_backup)?;
+        let name = entry.path().map_err(not_backup)?.to_string_lossy().into_owned();
         let (listed, dir, rel) = if let Some(rel) = name.strip_prefix("secrets/") {
             (&manifest.secrets, secrets_dir.as_path(), rel)
         } else if let Some(rel) = name.strip_prefix(STATE_PREFIX) {
-            (&manifest.state, target.state_dir, rel)
+            (&manifest.state, staging.dir.as_path(), rel)
         } else if let Some(rel) = name.strip_prefix("images/").filter(|_| manifest.images_included) {
-            (&manifest.images, target.cache_dir, rel)
+            (&manifest.images, cache_dir.as_path(), rel)
         } else {
             return Err(BackupError::Format(format!(
                 "unexpected entry {name:?} in backup"
@@ -135,6 +146,7 @@ pub fn restore(
             .find(|e| e.path == rel)
             .ok_or_else(|| BackupError::Format(format!("{name:?} is not in {MANIFEST}")))?;
         write_checked(&mut entry, dir, rel, expected, &name)?;
+        failpoint("restore:writing");
         if name.starts_with("secrets/") {
             secrets_done.insert(rel.to_string());
         } else if name.starts_with(STATE_PREFIX) {
@@ -156,11 +168,10 @@ pub fn restore(
         )));
     }
 
-    inventory.import(&snapshot)?;
-
+    open_inventory(&staging.dir)?.import(&snapshot)?;
     let (mut images_present, mut images_missing, mut images_mismatched) = (0, vec![], vec![]);
     for e in &manifest.images {
-        let path = target.cache_dir.join(safe_relative(&e.path)?);
+        let path = cache_dir.join(safe_relative(&e.path)?);
         match std::fs::File::open(&path) {
             Ok(f) => match hash_reader(f).map_err(io_err(&path))? {
                 (h, _) if h == e.sha256 => images_present += 1,
@@ -172,6 +183,8 @@ pub fn restore(
             Err(err) => return Err(io_err(&path)(err)),
         }
     }
+    failpoint("restore:staged");
+    staging.commit()?;
     Ok(RestoreReport {
         secrets_restored: secrets_done.len(),
         state_restored: state_done.len(),
@@ -181,6 +194,32 @@ pub fn restore(
         images_mismatched,
         manifest,
     })
+}
+
+/// Refuses to restore over an inventory with machines, a non-empty `secrets/`, or
+/// state files the backup would overwrite.
+fn refuse_overwrite(manifest: &Manifest, current: &dyn Inventory, state_dir: &Path) -> Result<(), BackupError> {
+    if !current.list()?.is_empty() {
+        return Err(BackupError::NotEmpty(format!(
+            "the inventory in {}",
+            state_dir.display()
+        )));
+    }
+    let secrets_dir = state_dir.join(SECRETS_DIR);
+    if !manifest_of(&secrets_dir)?.is_empty() {
+        return Err(BackupError::NotEmpty(secrets_dir.display().to_string()));
+    }
+    // Only what the backup would overwrite: a fresh state directory has none.
+    let present = state_manifest(state_dir)?;
+    if let Some(e) = present
+        .iter()
+        .find(|p| manifest.state.iter().any(|m| m.path == p.path))
+    {
+        return Err(BackupError::NotEmpty(
+            state_dir.join(&e.path).display().to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes one archive entry to `dir/rel` through a temporary file, checking its hash.

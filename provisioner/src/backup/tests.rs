@@ -1,7 +1,11 @@
+use std::io::Read;
+use std::sync::Arc;
+
 use provisioner_core::inventory::{Inventory, MemInventory};
 use provisioner_core::model::{EventKind, Machine, TimelineEvent};
 
 use super::*;
+use crate::store::RedbInventory;
 
 fn seeded() -> (tempfile::TempDir, MemInventory) {
     let dir = tempfile::tempdir().unwrap();
@@ -34,6 +38,7 @@ fn src(state: &Path, include_images: bool) -> (PathBuf, PathBuf, bool) {
 fn backup(dir: &Path, inv: &MemInventory, include_images: bool) -> (PathBuf, Manifest) {
     let (s, c, i) = src(&dir.join("state"), include_images);
     let out = dir.join("b.tar");
+    let key = s.join("secrets/secrets.key");
     let m = create(
         &inv.export().unwrap(),
         SCHEMA_VERSION,
@@ -41,31 +46,41 @@ fn backup(dir: &Path, inv: &MemInventory, include_images: bool) -> (PathBuf, Man
             state_dir: &s,
             cache_dir: &c,
             include_images: i,
+            secrets_key: &key,
         },
+        &Protection::Plaintext,
         &out,
     )
     .unwrap();
     (out, m)
 }
 
-fn restore_into(
-    file: &Path,
-    dir: &Path,
-    inv: &MemInventory,
-    force: bool,
-) -> Result<RestoreReport, BackupError> {
+fn open_redb(dir: &Path) -> Result<Arc<dyn Inventory>, InventoryError> {
+    Ok(Arc::new(RedbInventory::open(&dir.join("inventory.redb"))?))
+}
+
+fn restore_into(file: &Path, dir: &Path, force: bool) -> Result<RestoreReport, BackupError> {
     let s = dir.join("state");
     let c = s.join("images");
+    let key = s.join("secrets/secrets.key");
+    let (archive, _) = crypt::open(file, None)?;
     restore(
-        file,
-        inv,
+        archive,
         &Sources {
             state_dir: &s,
             cache_dir: &c,
             include_images: false,
+            secrets_key: &key,
         },
         RestoreOptions { force },
+        &open_redb,
     )
+}
+
+/// The inventory restored under `dir` (empty if there is none).
+fn restored(dir: &Path) -> provisioner_core::inventory::Snapshot {
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    open_redb(&dir.join("state")).unwrap().export().unwrap()
 }
 
 #[test]
@@ -82,14 +97,19 @@ fn round_trip_with_images_reproduces_everything() {
     );
 
     let fresh = tempfile::tempdir().unwrap();
-    let inv2 = MemInventory::new();
-    let r = restore_into(&file, fresh.path(), &inv2, false).unwrap();
+    let r = restore_into(&file, fresh.path(), false).unwrap();
     assert_eq!(
         (r.secrets_restored, r.images_restored, r.images_present),
         (2, 1, 1)
     );
     assert!(r.images_missing.is_empty() && r.images_mismatched.is_empty());
-    assert_eq!(inv2.export().unwrap(), inv.export().unwrap());
+    assert_eq!(restored(fresh.path()), inv.export().unwrap());
+    // Nothing is left next to the state directory.
+    let left: Vec<_> = std::fs::read_dir(fresh.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["state"]);
     let new_state = fresh.path().join("state");
     assert_eq!(manifest_of(&new_state.join("secrets")).unwrap(), m.secrets);
     assert_eq!(manifest_of(&new_state.join("images")).unwrap(), m.images);
@@ -104,13 +124,13 @@ fn manifest_only_backup_reports_missing_and_mismatched_images() {
     let (dir, inv) = seeded();
     let (file, _) = backup(dir.path(), &inv, false);
     let fresh = tempfile::tempdir().unwrap();
-    let r = restore_into(&file, fresh.path(), &MemInventory::new(), false).unwrap();
+    let r = restore_into(&file, fresh.path(), false).unwrap();
     assert_eq!(r.images_missing, vec!["talos/kernel-amd64".to_string()]);
     // A cache with other bytes is reported, not silently accepted.
     let cache = fresh.path().join("state/images/talos");
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::write(cache.join("kernel-amd64"), b"other").unwrap();
-    let r = restore_into(&file, fresh.path(), &MemInventory::new(), true).unwrap();
+    let r = restore_into(&file, fresh.path(), true).unwrap();
     assert_eq!(r.images_mismatched, vec!["talos/kernel-amd64".to_string()]);
 }
 
@@ -118,15 +138,24 @@ fn manifest_only_backup_reports_missing_and_mismatched_images() {
 fn restore_refuses_existing_state_without_force() {
     let (dir, inv) = seeded();
     let (file, _) = backup(dir.path(), &inv, false);
-    // Same state dir and a populated inventory.
-    let err = restore_into(&file, dir.path(), &inv, false).unwrap_err();
+    // A state dir with a populated inventory.
+    let full = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(full.path().join("state")).unwrap();
+    open_redb(&full.path().join("state"))
+        .unwrap()
+        .import(&inv.export().unwrap())
+        .unwrap();
+    let err = restore_into(&file, full.path(), false).unwrap_err();
     assert!(matches!(err, BackupError::NotEmpty(_)), "{err}");
     let fresh = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(fresh.path().join("state/secrets")).unwrap();
     std::fs::write(fresh.path().join("state/secrets/x"), b"x").unwrap();
-    let err = restore_into(&file, fresh.path(), &MemInventory::new(), false).unwrap_err();
+    let err = restore_into(&file, fresh.path(), false).unwrap_err();
     assert!(err.to_string().contains("secrets"), "{err}");
-    assert!(restore_into(&file, dir.path(), &inv, true).is_ok());
+    assert!(restore_into(&file, full.path(), true).is_ok());
+    // Forced, files the backup does not have are kept.
+    assert!(restore_into(&file, fresh.path(), true).is_ok());
+    assert_eq!(std::fs::read(fresh.path().join("state/secrets/x")).unwrap(), b"x");
 }
 
 /// Rewrites a backup's entries through `edit(name, bytes) -> Option<(name, bytes)>`.
@@ -231,16 +260,22 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
     ];
     for (want, bad) in cases {
         let fresh = tempfile::tempdir().unwrap();
-        let inv2 = MemInventory::new();
-        let err = restore_into(&bad, fresh.path(), &inv2, false)
+        let err = restore_into(&bad, fresh.path(), false)
             .unwrap_err()
             .to_string();
         assert!(err.contains(want), "{want}: {err}");
-        assert!(inv2.list().unwrap().is_empty(), "{want}: inventory untouched");
+        assert!(
+            restored(fresh.path()).machines.is_empty(),
+            "{want}: inventory untouched"
+        );
+        assert!(
+            !fresh.path().join(".state.restoring").exists(),
+            "{want}: staging removed"
+        );
     }
     let not_tar = dir.path().join("nope.tar");
     std::fs::write(&not_tar, b"hello").unwrap();
-    let err = restore_into(&not_tar, dir.path(), &MemInventory::new(), true).unwrap_err();
+    let err = restore_into(&not_tar, dir.path(), true).unwrap_err();
     assert!(err.to_string().contains("backup"), "{err}");
 }
 
@@ -256,6 +291,8 @@ fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
     let tls =
         crate::http::api::tls::prepare(&Default::default(), &s, &["127.0.0.1".parse().unwrap()]).unwrap();
     let kubeconfig = b"apiVersion: v1\nkind: Config\n".to_vec();
+    // The key exists before anything is encrypted with it (seeded() left ciphertexts).
+    crate::store::load_or_create_identity(&s.join("secrets/secrets.key")).unwrap();
     crate::store::AgeKubeconfigs::open(&s)
         .unwrap()
         .put("lab", &kubeconfig)
@@ -275,7 +312,7 @@ fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
     );
 
     let fresh = tempfile::tempdir().unwrap();
-    let r = restore_into(&file, fresh.path(), &MemInventory::new(), false).unwrap();
+    let r = restore_into(&file, fresh.path(), false).unwrap();
     assert_eq!(r.state_restored, m.state.len());
     let new_state = fresh.path().join("state");
     // The token given out before still authenticates; clients keep trusting the CA.
@@ -303,6 +340,6 @@ fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
     let other = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(other.path().join("state/tls")).unwrap();
     std::fs::write(other.path().join("state/tls/ca.crt"), b"other").unwrap();
-    let err = restore_into(&file, other.path(), &MemInventory::new(), false).unwrap_err();
+    let err = restore_into(&file, other.path(), false).unwrap_err();
     assert!(err.to_string().contains("tls/ca.crt"), "{err}");
 }

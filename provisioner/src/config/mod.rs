@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::http::api::tls::ApiTls;
 use crate::power::PowerConfig;
 
+/// The inventory's file name in the state directory.
+pub const INVENTORY_FILE: &str = "inventory.redb";
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -160,6 +163,20 @@ pub struct Config {
     pub talos: TalosSettings,
     /// Talos cluster bootstrap and GitOps hand-off run by `serve`.
     pub bootstrap: crate::cluster::settings::BootstrapSettings,
+    /// The secrets key (age identity) when it lives outside the state directory;
+    /// the systemd credential `provisioner.secrets.key` wins over it, and
+    /// `<state_dir>/secrets/secrets.key` is the default ([`crate::store::SecretsKey`]).
+    pub secrets_key_file: Option<PathBuf>,
+    /// `provisioner backup` settings.
+    pub backup: BackupSettings,
+}
+
+/// `backup:` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// age recipients (`age1…`) every backup is encrypted to, besides `--recipient`.
+    pub recipients: Vec<String>,
 }
 
 /// `talos:` settings.
@@ -204,6 +221,8 @@ impl Default for Config {
             dhcp: Default::default(),
             talos: TalosSettings::default(),
             bootstrap: Default::default(),
+            secrets_key_file: None,
+            backup: BackupSettings::default(),
         }
     }
 }
@@ -292,6 +311,7 @@ impl Config {
                 "PROVISIONER_INFRA_DIR" => self.infra_dir = v.into(),
                 "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
+                "PROVISIONER_SECRETS_KEY_FILE" => self.secrets_key_file = Some(v.into()),
                 "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES" => {
                     self.config_token_ttl_minutes = parse("PROVISIONER_CONFIG_TOKEN_TTL_MINUTES", v)?;
                 }
@@ -328,6 +348,16 @@ impl Config {
         std::time::Duration::from_secs(u64::from(self.config_token_ttl_minutes.get()) * 60)
     }
 
+    /// The secrets key: `$CREDENTIALS_DIRECTORY/provisioner.secrets.key` (systemd
+    /// `LoadCredential=`), else `secrets_key_file`, else `<state_dir>/secrets/secrets.key`.
+    pub fn secrets_key(&self) -> crate::store::SecretsKey {
+        crate::store::SecretsKey::locate(
+            &self.state_dir,
+            self.secrets_key_file.as_deref(),
+            std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(),
+        )
+    }
+
     /// The image cache directory.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
@@ -342,7 +372,7 @@ impl Config {
 
     /// The inventory file.
     pub fn inventory_path(&self) -> PathBuf {
-        self.state_dir.join("inventory.redb")
+        self.state_dir.join(INVENTORY_FILE)
     }
 }
 

@@ -98,6 +98,14 @@ impl FileSecretStore {
             .map(Self)
             .map_err(|e| StoreError::Backend(e.to_string()))
     }
+
+    /// The store under `<state_dir>/secrets/k0s`, with the configuration's secrets
+    /// key (`crate::store::SecretsKey`).
+    pub fn open_keyed(state_dir: &Path, key: &crate::store::SecretsKey) -> Result<Self, StoreError> {
+        crate::store::AgeFiles::open_keyed(state_dir, "k0s", key)
+            .map(Self)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
 }
 
 impl K0sSecretStore for FileSecretStore {

@@ -42,13 +42,18 @@ fn io(path: &Path, e: impl std::fmt::Display) -> AgeFileError {
 }
 
 impl AgeFiles {
-    /// `<state_dir>/secrets/<sub>`, created if absent, with the shared identity.
+    /// `<state_dir>/secrets/<sub>`, created if absent, with the shared identity in
+    /// `<state_dir>/secrets/secrets.key`.
     pub fn open(state_dir: &Path, sub: &str) -> Result<Self, AgeFileError> {
-        let secrets = state_dir.join(crate::backup::SECRETS_DIR);
-        let dir = secrets.join(sub);
+        Self::open_keyed(state_dir, sub, &super::SecretsKey::in_state_dir(state_dir))
+    }
+
+    /// `<state_dir>/secrets/<sub>`, created if absent, with the configuration's
+    /// secrets key (which may live outside the state directory).
+    pub fn open_keyed(state_dir: &Path, sub: &str, key: &super::SecretsKey) -> Result<Self, AgeFileError> {
+        let dir = state_dir.join(crate::backup::SECRETS_DIR).join(sub);
+        let identity = key.load().map_err(|e| AgeFileError::Backend(e.to_string()))?;
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let identity = super::load_or_create_identity(&secrets.join("secrets.key"))
-            .map_err(|e| AgeFileError::Backend(e.to_string()))?;
         Ok(Self { dir, identity })
     }
 
@@ -108,6 +113,11 @@ impl AgeKubeconfigs {
     /// Opens (creates) the directory under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, AgeFileError> {
         AgeFiles::open(state_dir, "kubeconfigs").map(Self)
+    }
+
+    /// Opens (creates) the directory under `state_dir`, with the configuration's key.
+    pub fn open_keyed(state_dir: &Path, key: &super::SecretsKey) -> Result<Self, AgeFileError> {
+        AgeFiles::open_keyed(state_dir, "kubeconfigs", key).map(Self)
     }
 }
 

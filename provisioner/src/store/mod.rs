@@ -6,10 +6,12 @@ mod clusters;
 mod redb_leases;
 mod redb_store;
 mod redb_tokens;
+mod secrets_key;
 mod secrets_redb;
 
 pub use age_files::{AgeFileError, AgeFiles, AgeKubeconfigs};
 pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;
 pub use redb_tokens::RedbApiTokens;
+pub use secrets_key::{CREDENTIAL as SECRETS_KEY_CREDENTIAL, KeyOrigin, SecretsKey};
 pub use secrets_redb::{RedbSecretStore, load_or_create_identity};

@@ -58,7 +58,16 @@ pub fn load_or_create_identity(key_file: &Path) -> Result<age::x25519::Identity,
 impl RedbSecretStore {
     /// Opens (or creates) the store at `path`, with the identity from `key_file`.
     pub fn open(path: &Path, key_file: &Path) -> Result<Self, SecretStoreError> {
-        let identity = load_or_create_identity(key_file)?;
+        Self::open_with(path, load_or_create_identity(key_file)?)
+    }
+
+    /// Opens (or creates) the store at `path`, with the secrets key of the
+    /// configuration ([`super::SecretsKey`]).
+    pub fn open_keyed(path: &Path, key: &super::SecretsKey) -> Result<Self, SecretStoreError> {
+        Self::open_with(path, key.load()?)
+    }
+
+    fn open_with(path: &Path, identity: age::x25519::Identity) -> Result<Self, SecretStoreError> {
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => SecretStoreError::Backend(format!(
                 "{} is open in another process (is `provisioner serve` running?)",

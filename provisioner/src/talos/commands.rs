@@ -87,17 +87,18 @@ pub enum SecretsCommand {
     },
 }
 
-/// The secret store of a configuration (`<state_dir>/secrets/secrets.redb`, key file
-/// `<state_dir>/secrets/secrets.key`, created 0600 on first use). Both live under
-/// `secrets/` because that folder is what `provisioner backup` carries verbatim.
+/// The secret store of a configuration (`<state_dir>/secrets/secrets.redb`, which
+/// `provisioner backup` carries verbatim) with its secrets key ([`Config::secrets_key`]:
+/// a systemd credential, `secrets_key_file`, or `<state_dir>/secrets/secrets.key`,
+/// created 0600 on first use).
 pub fn open_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
     let dir = cfg.state_dir.join(crate::backup::SECRETS_DIR);
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("chmod 700 {}", dir.display()))?;
-    Ok(Arc::new(RedbSecretStore::open(
+    Ok(Arc::new(RedbSecretStore::open_keyed(
         &dir.join("secrets.redb"),
-        &dir.join("secrets.key"),
+        &cfg.secrets_key(),
     )?))
 }
 
