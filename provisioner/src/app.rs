@@ -128,7 +128,10 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         if talos.is_empty() && k0s.is_empty() {
             Arc::new(crate::cluster::orchestrator::MemKubeconfigs::default())
         } else {
-            Arc::new(crate::store::AgeKubeconfigs::open_keyed(&cfg.state_dir, &cfg.secrets_key())?)
+            Arc::new(crate::store::AgeKubeconfigs::open_keyed(
+                &cfg.state_dir,
+                &cfg.secrets_key(),
+            )?)
         };
     // One ArgoCD hand-off (manifest loaded on first use) for both workflows.
     let shared = crate::cluster::k0s_ready::Shared {

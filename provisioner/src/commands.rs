@@ -73,7 +73,8 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let clusters = check_infra(&cfg, cat.as_ref(), &mut problems);
+    let mut notes = Vec::new();
+    let clusters = check_infra(&cfg, cat.as_ref(), &mut problems, &mut notes);
     if let Err(e) = cfg.dhcp.full_config() {
         problems.push(format!("configuration: {e}"));
     }
@@ -124,13 +125,21 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
                 .unwrap_or("skipped (install manifest not cached)")
         );
     }
+    for n in &notes {
+        println!("{n}");
+    }
     Ok(())
 }
 
 /// Validates `infra/*.yaml` (Talos clusters fully, other distributions by their
 /// common fields) and the profiles and groups that point at them; returns the
-/// cluster names.
-fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) -> Vec<String> {
+/// cluster names. Clusters that are not armed are `notes`, not problems.
+fn check_infra(
+    cfg: &Config,
+    cat: Option<&Catalog>,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
     let infra = match provisioner_core::infra::load(&cfg.infra_dir) {
         Ok(i) => i,
         Err(e) => {
@@ -141,8 +150,12 @@ fn check_infra(cfg: &Config, cat: Option<&Catalog>, problems: &mut Vec<String>) 
     // Not a problem (the shipped example data is like this), but nothing happens for
     // such a cluster until its MACs are real (crate::arming).
     for (name, why) in infra.unarmed() {
-        let file = infra.sources.get(&name).map(|f| f.display().to_string()).unwrap_or(name);
-        println!("note: {file}: {why}");
+        let file = infra
+            .sources
+            .get(&name)
+            .map(|f| f.display().to_string())
+            .unwrap_or(name);
+        notes.push(format!("note: {file}: {why}"));
     }
     if let Some(cat) = cat {
         let source = |key: String| {
@@ -311,14 +324,15 @@ pub fn restore(file: &Path, identity: Option<&Path>, force: bool, args: &ConfigA
     }
     let cache_dir = cfg.cache_dir();
     let key = cfg.secrets_key();
-    let open_inventory = |dir: &Path| -> Result<Arc<dyn Inventory>, provisioner_core::inventory::InventoryError> {
-        let inv = RedbInventory::open(&dir.join(crate::config::INVENTORY_FILE)).map_err(|e| {
-            provisioner_core::inventory::InventoryError::Backend(format!(
-                "{e} (stop the service first: systemctl stop provisioner)"
-            ))
-        })?;
-        Ok(Arc::new(inv))
-    };
+    let open_inventory =
+        |dir: &Path| -> Result<Arc<dyn Inventory>, provisioner_core::inventory::InventoryError> {
+            let inv = RedbInventory::open(&dir.join(crate::config::INVENTORY_FILE)).map_err(|e| {
+                provisioner_core::inventory::InventoryError::Backend(format!(
+                    "{e} (stop the service first: systemctl stop provisioner)"
+                ))
+            })?;
+            Ok(Arc::new(inv))
+        };
     let r = crate::backup::restore(
         archive,
         &crate::backup::Sources {

@@ -71,13 +71,7 @@ fn main() -> std::process::ExitCode {
             recipients,
             insecure_plaintext,
             cfg,
-        } => commands::backup(
-            &output,
-            include_images,
-            &recipients,
-            insecure_plaintext,
-            &cfg,
-        ),
+        } => commands::backup(&output, include_images, &recipients, insecure_plaintext, &cfg),
         Command::Restore {
             file,
             identity,

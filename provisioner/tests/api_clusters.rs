@@ -201,7 +201,14 @@ async fn a_cluster_with_placeholder_macs_says_it_is_not_armed() {
     .unwrap();
     let (st, cs) = call(&r.app, "GET", "/api/v1/clusters", Some(&r.reader), None).await;
     assert_eq!(st, StatusCode::OK);
-    let by_name = |n: &str| cs.as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+    let by_name = |n: &str| {
+        cs.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap()
+            .clone()
+    };
     let ex = by_name("example");
     assert_eq!(ex["armed"], false);
     assert_eq!(
@@ -233,7 +240,10 @@ async fn a_cluster_with_placeholder_macs_says_it_is_not_armed() {
         .unwrap();
     let resp = tower::ServiceExt::oneshot(r.app.clone(), req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let html = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let html = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     let html = String::from_utf8_lossy(&html);
     assert!(
         html.contains("cluster not armed: replace the placeholder MACs (n1 02:00:00:00:01:01)"),

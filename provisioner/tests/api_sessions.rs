@@ -131,7 +131,10 @@ fn revoking_a_token_ends_its_dashboard_session_and_its_event_streams() {
         let text = rx
             .recv_timeout(Duration::from_secs(15))
             .unwrap_or_else(|_| panic!("the {name} stream is still open 15 s after the revocation"));
-        assert!(text.trim_end().ends_with("event: revoked\ndata: {}"), "{name}: {text:?}");
+        assert!(
+            text.trim_end().ends_with("event: revoked\ndata: {}"),
+            "{name}: {text:?}"
+        );
     }
     let closed_after = revoked_at.elapsed();
     assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
@@ -143,6 +146,9 @@ fn revoking_a_token_ends_its_dashboard_session_and_its_event_streams() {
         "the other token's stream closed"
     );
     let log = std::fs::read_to_string(&d.log).unwrap();
-    assert!(log.contains("reason=\"revoked_session\"") || log.contains("revoked_session"), "{log}");
+    assert!(
+        log.contains("reason=\"revoked_session\"") || log.contains("revoked_session"),
+        "{log}"
+    );
     assert!(!log.contains(&doomed), "the token is never logged");
 }

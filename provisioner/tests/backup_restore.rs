@@ -182,7 +182,15 @@ fn backup_restored_into_an_empty_state_dir_reproduces_everything() {
     // Restoring over data is refused unless forced.
     let (ok_, _, err) = run(&["restore", "-i", id, full.to_str().unwrap(), "--config", &cfg_b]);
     assert!(!ok_ && err.contains("not empty"), "{err}");
-    ok(&["restore", "--force", "-i", id, full.to_str().unwrap(), "--config", &cfg_b]);
+    ok(&[
+        "restore",
+        "--force",
+        "-i",
+        id,
+        full.to_str().unwrap(),
+        "--config",
+        &cfg_b,
+    ]);
     // Another identity cannot read it.
     let (other, _) = age_identity(b.path());
     let (ok_, _, err) = run(&[
@@ -273,9 +281,20 @@ fn a_backup_needs_a_recipient_and_its_file_shows_no_key_material() {
     // No recipient: refused, nothing written.
     let out = a.path().join("x.age");
     let (ok_, _, err) = run(&["backup", "-o", out.to_str().unwrap(), "--config", &cfg_a]);
-    assert!(!ok_ && err.contains("refusing to write a plaintext backup"), "{err}");
+    assert!(
+        !ok_ && err.contains("refusing to write a plaintext backup"),
+        "{err}"
+    );
     assert!(!out.exists() && !out.with_extension("partial").exists());
-    let (ok_, _, err) = run(&["backup", "-r", "age1nope", "-o", out.to_str().unwrap(), "--config", &cfg_a]);
+    let (ok_, _, err) = run(&[
+        "backup",
+        "-r",
+        "age1nope",
+        "-o",
+        out.to_str().unwrap(),
+        "--config",
+        &cfg_a,
+    ]);
     assert!(!ok_ && err.contains("not an age X25519 recipient"), "{err}");
 
     // `backup.recipients` in the configuration.
@@ -285,7 +304,13 @@ fn a_backup_needs_a_recipient_and_its_file_shows_no_key_material() {
         std::fs::read_to_string(&cfg_a).unwrap() + &format!("backup:\n  recipients: [\"{recipient}\"]\n"),
     )
     .unwrap();
-    let said = ok(&["backup", "-o", out.to_str().unwrap(), "--config", cfg_enc.to_str().unwrap()]);
+    let said = ok(&[
+        "backup",
+        "-o",
+        out.to_str().unwrap(),
+        "--config",
+        cfg_enc.to_str().unwrap(),
+    ]);
     assert!(said.contains("encrypted to 1 age recipient(s)"), "{said}");
     assert!(!said.contains("secrets key is not in this backup"), "{said}");
     let bytes = std::fs::read(&out).unwrap();
@@ -300,16 +325,31 @@ fn a_backup_needs_a_recipient_and_its_file_shows_no_key_material() {
         &raw_hash,
         token.as_bytes(),
     ] {
-        assert!(!has(&bytes, needle), "{:?} in the encrypted backup", String::from_utf8_lossy(needle));
+        assert!(
+            !has(&bytes, needle),
+            "{:?} in the encrypted backup",
+            String::from_utf8_lossy(needle)
+        );
     }
     // The same state, plaintext as asked: all of it is there (so the check above
     // looks for what a plaintext backup would show).
     let plain = a.path().join("plain.tar");
-    let said = ok(&["backup", "--insecure-plaintext", "-o", plain.to_str().unwrap(), "--config", &cfg_a]);
+    let said = ok(&[
+        "backup",
+        "--insecure-plaintext",
+        "-o",
+        plain.to_str().unwrap(),
+        "--config",
+        &cfg_a,
+    ]);
     assert!(said.contains("PLAINTEXT"), "{said}");
     let pbytes = std::fs::read(&plain).unwrap();
     for needle in [&b"PRIVATE KEY"[..], b"AGE-SECRET-KEY", hash.as_bytes()] {
-        assert!(has(&pbytes, needle), "{:?} not in the plaintext backup", String::from_utf8_lossy(needle));
+        assert!(
+            has(&pbytes, needle),
+            "{:?} not in the plaintext backup",
+            String::from_utf8_lossy(needle)
+        );
     }
     // `--insecure-plaintext` only allows plaintext: with a recipient it encrypts.
     let still = a.path().join("still.age");
@@ -325,8 +365,20 @@ fn a_backup_needs_a_recipient_and_its_file_shows_no_key_material() {
 
     // It round-trips: the same key, TLS files, and the token still works.
     let (b, cfg_b) = empty();
-    ok(&["restore", "-i", identity.to_str().unwrap(), out.to_str().unwrap(), "--config", &cfg_b]);
-    for f in ["secrets/secrets.key", "tls/api.key", "tls/ca.crt", "api-tokens.redb"] {
+    ok(&[
+        "restore",
+        "-i",
+        identity.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--config",
+        &cfg_b,
+    ]);
+    for f in [
+        "secrets/secrets.key",
+        "tls/api.key",
+        "tls/ca.crt",
+        "api-tokens.redb",
+    ] {
         assert_eq!(
             std::fs::read(a.path().join("state").join(f)).unwrap(),
             std::fs::read(b.path().join("state").join(f)).unwrap(),
@@ -337,7 +389,10 @@ fn a_backup_needs_a_recipient_and_its_file_shows_no_key_material() {
         ok(&["token", "ls", "--config", &cfg_a]),
         ok(&["token", "ls", "--config", &cfg_b])
     );
-    assert_eq!(ok(&["export", "--config", &cfg_a]), ok(&["export", "--config", &cfg_b]));
+    assert_eq!(
+        ok(&["export", "--config", &cfg_a]),
+        ok(&["export", "--config", &cfg_b])
+    );
 }
 
 #[test]
@@ -353,9 +408,20 @@ fn a_key_kept_outside_the_state_is_not_in_the_backup_and_restore_says_so() {
     )
     .unwrap();
     let out = a.path().join("k.age");
-    let said = ok(&["backup", "-r", &recipient, "-o", out.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    let said = ok(&[
+        "backup",
+        "-r",
+        &recipient,
+        "-o",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert!(
-        said.contains(&format!("the secrets key is not in this backup: it lives at {}", key.display())),
+        said.contains(&format!(
+            "the secrets key is not in this backup: it lives at {}",
+            key.display()
+        )),
         "{said}"
     );
     let (_b, cfg_b) = empty();
@@ -365,7 +431,14 @@ fn a_key_kept_outside_the_state_is_not_in_the_backup_and_restore_says_so() {
         std::fs::read_to_string(&cfg_b).unwrap() + &format!("secrets_key_file: {}\n", key.display()),
     )
     .unwrap();
-    let said = ok(&["restore", "-i", identity.to_str().unwrap(), out.to_str().unwrap(), "--config", cfg_b2.to_str().unwrap()]);
+    let said = ok(&[
+        "restore",
+        "-i",
+        identity.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--config",
+        cfg_b2.to_str().unwrap(),
+    ]);
     assert!(said.contains(&format!("put it at {}", key.display())), "{said}");
 }
 
@@ -375,7 +448,15 @@ fn a_restore_killed_half_way_leaves_the_previous_state_working() {
     let (a, cfg_a) = source();
     let (identity, recipient) = age_identity(a.path());
     let file = a.path().join("a.age");
-    ok(&["backup", "-r", &recipient, "-o", file.to_str().unwrap(), "--config", &cfg_a]);
+    ok(&[
+        "backup",
+        "-r",
+        &recipient,
+        "-o",
+        file.to_str().unwrap(),
+        "--config",
+        &cfg_a,
+    ]);
     let id = identity.to_str().unwrap();
 
     // The target: another working appliance state, with its own machine, secret and token.
@@ -384,7 +465,8 @@ fn a_restore_killed_half_way_leaves_the_previous_state_working() {
     let cfg_b = write_config(b.path(), b.path()).display().to_string();
     let inv = MemInventory::new();
     let mac = "52:54:00:0b:00:99".parse().unwrap();
-    inv.put(&Machine::discovered(mac, time::OffsetDateTime::UNIX_EPOCH)).unwrap();
+    inv.put(&Machine::discovered(mac, time::OffsetDateTime::UNIX_EPOCH))
+        .unwrap();
     let seed = b.path().join("seed.json");
     std::fs::write(&seed, serde_json::to_vec(&inv.export().unwrap()).unwrap()).unwrap();
     ok(&["import", seed.to_str().unwrap(), "--config", &cfg_b]);
@@ -399,7 +481,15 @@ fn a_restore_killed_half_way_leaves_the_previous_state_working() {
 
     for point in ["restore:writing", "restore:staged"] {
         let st = std::process::Command::new(common::daemon::BIN)
-            .args(["restore", "--force", "-i", id, file.to_str().unwrap(), "--config", &cfg_b])
+            .args([
+                "restore",
+                "--force",
+                "-i",
+                id,
+                file.to_str().unwrap(),
+                "--config",
+                &cfg_b,
+            ])
             .env(provisioner::backup::CRASH_AT_ENV, point)
             .status()
             .unwrap();
@@ -418,18 +508,37 @@ fn a_restore_killed_half_way_leaves_the_previous_state_working() {
 
     // Killed after the swap: the restored state is the one in place, and works.
     let st = std::process::Command::new(common::daemon::BIN)
-        .args(["restore", "--force", "-i", id, file.to_str().unwrap(), "--config", &cfg_b])
+        .args([
+            "restore",
+            "--force",
+            "-i",
+            id,
+            file.to_str().unwrap(),
+            "--config",
+            &cfg_b,
+        ])
         .env(provisioner::backup::CRASH_AT_ENV, "restore:swapped")
         .status()
         .unwrap();
     assert_eq!(st.signal(), Some(9));
     let after = ok(&["export", "--config", &cfg_b]);
-    assert!(after.contains("52:54:00:0b:00:01") && after.contains("52:54:00:0b:00:99"), "{after}");
+    assert!(
+        after.contains("52:54:00:0b:00:01") && after.contains("52:54:00:0b:00:99"),
+        "{after}"
+    );
     assert_eq!(
         std::fs::read(b.path().join("state/secrets/talos/genmachine.age")).unwrap(),
         (0..=255u8).collect::<Vec<_>>()
     );
     // A later restore clears what the kills left next to the state.
-    ok(&["restore", "--force", "-i", id, file.to_str().unwrap(), "--config", &cfg_b]);
+    ok(&[
+        "restore",
+        "--force",
+        "-i",
+        id,
+        file.to_str().unwrap(),
+        "--config",
+        &cfg_b,
+    ]);
     assert!(!sibling.exists());
 }

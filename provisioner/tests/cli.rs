@@ -41,7 +41,9 @@ fn check_passes_on_a_good_tree_and_the_shipped_one() {
         assert!(
             out.lines().any(|l| l.starts_with("note: ")
                 && l.contains(file)
-                && l.contains(&format!("cluster not armed: replace the placeholder MACs ({first}"))),
+                && l.contains(&format!(
+                    "cluster not armed: replace the placeholder MACs ({first}"
+                ))),
             "{out}"
         );
     }

@@ -55,7 +55,10 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 /// The counters of table `inet quiet` in `ns`: (packets to 192.168.1.0/24, packets
 /// to the control subnet's node addresses, packets out of anything but `lo`).
 fn counters(ns: &str) -> (u64, u64, u64) {
-    let text = sh("ip", &["netns", "exec", ns, "nft", "list", "table", "inet", "quiet"]);
+    let text = sh(
+        "ip",
+        &["netns", "exec", ns, "nft", "list", "table", "inet", "quiet"],
+    );
     let get = |comment: &str| -> u64 {
         let line = text
             .lines()
@@ -83,20 +86,51 @@ fn namespaces(tag: &str, n: u8) -> (Netns, String) {
     for ns in [&a, &b] {
         sh(
             "ip",
-            &["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ],
         );
         sh(
             "ip",
-            &["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
         );
     }
-    sh("ip", &["-n", &a, "addr", "add", &format!("10.201.{n}.2/24"), "dev", &va]);
-    sh("ip", &["-n", &b, "addr", "add", &format!("10.201.{n}.1/24"), "dev", &vb]);
+    sh(
+        "ip",
+        &["-n", &a, "addr", "add", &format!("10.201.{n}.2/24"), "dev", &va],
+    );
+    sh(
+        "ip",
+        &["-n", &b, "addr", "add", &format!("10.201.{n}.1/24"), "dev", &vb],
+    );
     for (ns, dev) in [(&a, &va), (&b, &vb)] {
         sh("ip", &["-n", ns, "link", "set", dev, "up"]);
         sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
     }
-    sh("ip", &["-n", &a, "route", "add", "default", "via", &format!("10.201.{n}.1")]);
+    sh(
+        "ip",
+        &[
+            "-n",
+            &a,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.201.{n}.1"),
+        ],
+    );
     let rules = format!(
         "table inet quiet {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
          ip daddr 192.168.1.0/24 counter comment \"homelab\"\n    \
@@ -205,7 +239,10 @@ fn try_it_command_with_the_shipped_data_sends_nothing() {
     let said = lines.join("\n");
     let (homelab, _, egress) = counters(&a);
     assert_eq!(homelab, 0, "packets to 192.168.1.x; the appliance said:\n{said}");
-    assert_eq!(egress, 0, "packets left the namespace; the appliance said:\n{said}");
+    assert_eq!(
+        egress, 0,
+        "packets left the namespace; the appliance said:\n{said}"
+    );
     // It says why, once per cluster, and generated no secrets.
     for c in ["genmachine", "beelink"] {
         assert!(
@@ -226,7 +263,14 @@ fn try_it_command_with_the_shipped_data_sends_nothing() {
     // The counters do count: one datagram out of the namespace (bash's /dev/udp).
     sh(
         "ip",
-        &["netns", "exec", &a, "bash", "-c", "echo x > /dev/udp/10.201.1.1/9"],
+        &[
+            "netns",
+            "exec",
+            &a,
+            "bash",
+            "-c",
+            "echo x > /dev/udp/10.201.1.1/9",
+        ],
     );
     assert!(counters(&a).2 >= 1, "the egress counter counts nothing");
 }
@@ -239,7 +283,10 @@ fn the_same_data_armed_dials_its_nodes() {
     let (_ns, a) = namespaces("y", 2);
     let site = tempfile::tempdir().unwrap();
     // Real-looking MACs (a vendor OUI) and node addresses inside the test's subnet.
-    let edit = |t: String| t.replace("02:00:00:00:0", "bc:24:11:00:0").replace("192.168.1.", "10.201.2.");
+    let edit = |t: String| {
+        t.replace("02:00:00:00:0", "bc:24:11:00:0")
+            .replace("192.168.1.", "10.201.2.")
+    };
     for d in ["profiles", "images", "infra", "gitops"] {
         copy_tree(&repo().join(d), &site.path().join(d), &edit);
     }
@@ -251,14 +298,23 @@ fn the_same_data_armed_dials_its_nodes() {
     }
     let said: Vec<String> = log.try_iter().collect();
     let (homelab, nodes, _) = counters(&a);
-    assert!(nodes > 0, "an armed cluster's nodes were not dialled:\n{}", said.join("\n"));
+    assert!(
+        nodes > 0,
+        "an armed cluster's nodes were not dialled:\n{}",
+        said.join("\n")
+    );
     assert_eq!(homelab, 0);
     assert!(
-        said.iter().any(|l| l.contains("generated the Talos secrets bundle")),
+        said.iter()
+            .any(|l| l.contains("generated the Talos secrets bundle")),
         "{}",
         said.join("\n")
     );
-    assert!(!said.iter().any(|l| l.contains("not armed")), "{}", said.join("\n"));
+    assert!(
+        !said.iter().any(|l| l.contains("not armed")),
+        "{}",
+        said.join("\n")
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

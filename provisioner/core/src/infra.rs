@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::catalog::{CatalogError, FieldError};
 use crate::k0s::K0sCluster;
-use crate::talos::TalosCluster;
 use crate::model::MacAddr;
+use crate::talos::TalosCluster;
 
 /// Every cluster definition found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -359,7 +359,8 @@ mod arming_tests {
         assert!(c.armed());
         // The lenient reading of the raw file agrees.
         let raw: Value =
-            crate::talos::yaml::from_str(&std::fs::read_to_string(dir.join("beelink.yaml")).unwrap()).unwrap();
+            crate::talos::yaml::from_str(&std::fs::read_to_string(dir.join("beelink.yaml")).unwrap())
+                .unwrap();
         assert_eq!(raw.placeholder_nodes().len(), 3);
     }
 }

@@ -38,7 +38,9 @@ impl Protection {
             .iter()
             .map(|r| {
                 age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
-                    BackupError::Crypt(format!("recipient {r:?} is not an age X25519 recipient (age1…): {e}"))
+                    BackupError::Crypt(format!(
+                        "recipient {r:?} is not an age X25519 recipient (age1…): {e}"
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -116,7 +118,8 @@ pub fn open(file: &Path, identity: Option<&Path>) -> Result<(Box<dyn Read>, bool
         read_up_to(&mut f, &mut head).map_err(io_err(file))?
     };
     let head = &head[..n];
-    let encrypted = head.starts_with(b"age-encryption.org/v1") || head.starts_with(b"-----BEGIN AGE ENCRYPTED FILE");
+    let encrypted =
+        head.starts_with(b"age-encryption.org/v1") || head.starts_with(b"-----BEGIN AGE ENCRYPTED FILE");
     let f = BufReader::new(std::fs::File::open(file).map_err(io_err(file))?);
     if !encrypted {
         return Ok((Box::new(f), false));
@@ -135,7 +138,13 @@ pub fn open(file: &Path, identity: Option<&Path>) -> Result<(Box<dyn Read>, bool
         .map_err(|e| BackupError::Crypt(format!("{}: not a readable age file: {e}", file.display())))?;
     let r = dec
         .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| BackupError::Crypt(format!("{}: does not decrypt with {}: {e}", file.display(), identity.display())))?;
+        .map_err(|e| {
+            BackupError::Crypt(format!(
+                "{}: does not decrypt with {}: {e}",
+                file.display(),
+                identity.display()
+            ))
+        })?;
     Ok((Box::new(r), true))
 }
 

@@ -139,4 +139,3 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
-

@@ -170,7 +170,9 @@ pub fn create(
 ) -> Result<Manifest, BackupError> {
     let secrets_dir = src.state_dir.join(SECRETS_DIR);
     let secrets = manifest_of(&secrets_dir)?;
-    let secrets_key_included = secrets.iter().any(|e| secrets_dir.join(&e.path) == src.secrets_key);
+    let secrets_key_included = secrets
+        .iter()
+        .any(|e| secrets_dir.join(&e.path) == src.secrets_key);
     let manifest = Manifest {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,

@@ -198,7 +198,11 @@ pub fn restore(
 
 /// Refuses to restore over an inventory with machines, a non-empty `secrets/`, or
 /// state files the backup would overwrite.
-fn refuse_overwrite(manifest: &Manifest, current: &dyn Inventory, state_dir: &Path) -> Result<(), BackupError> {
+fn refuse_overwrite(
+    manifest: &Manifest,
+    current: &dyn Inventory,
+    state_dir: &Path,
+) -> Result<(), BackupError> {
     if !current.list()?.is_empty() {
         return Err(BackupError::NotEmpty(format!(
             "the inventory in {}",

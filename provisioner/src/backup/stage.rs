@@ -67,14 +67,15 @@ impl Staging {
             target,
             done: false,
         };
-        crate::state::ensure_dir(&staging.dir).map_err(|e| {
-            BackupError::Io {
-                path: staging.dir.clone(),
-                source: std::io::Error::new(
-                    e.kind(),
-                    format!("{e} (a restore stages next to the state directory: it needs write access to {})", parent.display()),
+        crate::state::ensure_dir(&staging.dir).map_err(|e| BackupError::Io {
+            path: staging.dir.clone(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e} (a restore stages next to the state directory: it needs write access to {})",
+                    parent.display()
                 ),
-            }
+            ),
         })?;
         copy_tree(&staging.target, &staging.dir, Path::new(""), linked)?;
         Ok(staging)
@@ -142,7 +143,11 @@ fn sync_dir(dir: &Path) -> Result<(), BackupError> {
 fn copy_tree(from: &Path, to: &Path, rel: &Path, linked: &[PathBuf]) -> Result<(), BackupError> {
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;
-        let (src, dst, r) = (entry.path(), to.join(entry.file_name()), rel.join(entry.file_name()));
+        let (src, dst, r) = (
+            entry.path(),
+            to.join(entry.file_name()),
+            rel.join(entry.file_name()),
+        );
         let meta = std::fs::symlink_metadata(&src).map_err(io(&src))?;
         if meta.file_type().is_symlink() {
             let link = std::fs::read_link(&src).map_err(io(&src))?;

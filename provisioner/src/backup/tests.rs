@@ -260,9 +260,7 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
     ];
     for (want, bad) in cases {
         let fresh = tempfile::tempdir().unwrap();
-        let err = restore_into(&bad, fresh.path(), false)
-            .unwrap_err()
-            .to_string();
+        let err = restore_into(&bad, fresh.path(), false).unwrap_err().to_string();
         assert!(err.contains(want), "{want}: {err}");
         assert!(
             restored(fresh.path()).machines.is_empty(),

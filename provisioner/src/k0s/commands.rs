@@ -43,7 +43,10 @@ pub enum K0sCommand {
 
 /// Opens the encrypted k0s secret store of `cfg`.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn K0sSecretStore>> {
-    Ok(Arc::new(FileSecretStore::open_keyed(&cfg.state_dir, &cfg.secrets_key())?))
+    Ok(Arc::new(FileSecretStore::open_keyed(
+        &cfg.state_dir,
+        &cfg.secrets_key(),
+    )?))
 }
 
 fn one_cluster(cfg: &Config, name: Option<&str>) -> anyhow::Result<K0sCluster> {

@@ -142,11 +142,18 @@ mod tests {
         let outside = dir.path().join("key");
         let k = SecretsKey::locate(&state, Some(&outside), None);
         let id = k.load().unwrap();
-        assert_eq!(k.load().unwrap().to_public(), id.to_public(), "created once, then read");
+        assert_eq!(
+            k.load().unwrap().to_public(),
+            id.to_public(),
+            "created once, then read"
+        );
         std::fs::write(state.join("secrets/k0s/lab.age"), b"age-encryption.org/v1\n").unwrap();
         std::fs::remove_file(&outside).unwrap();
         let err = k.load().err().expect("refused").to_string();
-        assert!(err.contains("is missing") && err.contains("put the key back"), "{err}");
+        assert!(
+            err.contains("is missing") && err.contains("put the key back"),
+            "{err}"
+        );
         assert!(!outside.exists());
     }
 }

@@ -218,19 +218,21 @@ pub async fn require(State(st): State<ApiState>, mut req: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .map(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
     let (caller, key) = match bearer {
-        Some(Some(token)) if !token.is_empty() => match verify_token(st.tokens.clone(), token.clone()).await {
-            Ok(Some(c)) => (c, TokenKey(token_key(&token))),
-            Ok(None) => {
-                return fail(
-                    "invalid",
-                    &req,
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "unknown or revoked token",
-                );
+        Some(Some(token)) if !token.is_empty() => {
+            match verify_token(st.tokens.clone(), token.clone()).await {
+                Ok(Some(c)) => (c, TokenKey(token_key(&token))),
+                Ok(None) => {
+                    return fail(
+                        "invalid",
+                        &req,
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "unknown or revoked token",
+                    );
+                }
+                Err(e) => return e.into_response(),
             }
-            Err(e) => return e.into_response(),
-        },
+        }
         Some(_) => {
             return fail(
                 "malformed",
