@@ -395,18 +395,77 @@ fn a_backup_needs_a_recipient_and_its_file_shows_no_key_material() {
     );
 }
 
+/// `provisioner <args>` with extra environment: (ok, stdout, stderr).
+fn run_env(args: &[&str], env: &[(&str, &Path)]) -> (bool, String, String) {
+    let mut c = std::process::Command::new(common::daemon::BIN);
+    c.args(args).env("NO_COLOR", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
 #[test]
 fn a_key_kept_outside_the_state_is_not_in_the_backup_and_restore_says_so() {
     let (a, cfg_a) = source();
+    // Real ciphertexts only: the source's stand-in blobs would (rightly) stop a new
+    // key from being created next to them.
+    std::fs::remove_dir_all(a.path().join("state/secrets")).unwrap();
+    std::fs::create_dir_all(a.path().join("infra")).unwrap();
+    std::fs::write(a.path().join("infra/lab.yaml"), "clusterName: lab\n").unwrap();
     let (identity, recipient) = age_identity(a.path());
-    let key = a.path().join("credstore/provisioner.secrets.key");
-    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    let cfg = a.path().join("outside.yaml");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&cfg_a).unwrap() + &format!("secrets_key_file: {}\n", key.display()),
-    )
-    .unwrap();
+    // As the unit's credential store would hold it.
+    let credstore = a.path().join("credstore");
+    let key = credstore.join("provisioner.secrets.key");
+    std::fs::create_dir_all(&credstore).unwrap();
+    let with_key = |cfg: &str| {
+        let p = Path::new(cfg).with_file_name("outside.yaml");
+        std::fs::write(
+            &p,
+            std::fs::read_to_string(cfg).unwrap() + &format!("secrets_key_file: {}\n", key.display()),
+        )
+        .unwrap();
+        p.display().to_string()
+    };
+    let cfg = with_key(&cfg_a);
+    // The key is created where the configuration says, not in the state.
+    ok(&["talos", "secrets", "gen", "--cluster", "lab", "--config", &cfg]);
+    assert!(key.is_file());
+    assert!(!a.path().join("state/secrets/secrets.key").exists());
+    // Without the key the stored bundle is unreadable; the credential directory
+    // (what systemd's LoadCredential= gives the service) is found too.
+    let (ok_, _, err) = run(&[
+        "talos",
+        "secrets",
+        "export",
+        "--cluster",
+        "lab",
+        "--config",
+        &cfg_a,
+    ]);
+    assert!(
+        !ok_ && err.contains("is missing") && err.contains("put the key back"),
+        "{err}"
+    );
+    let (ok_, out, err) = run_env(
+        &[
+            "talos",
+            "secrets",
+            "export",
+            "--cluster",
+            "lab",
+            "--config",
+            &cfg_a,
+        ],
+        &[("CREDENTIALS_DIRECTORY", &credstore)],
+    );
+    assert!(ok_ && out.contains("secrets:"), "{err}");
+
     let out = a.path().join("k.age");
     let said = ok(&[
         "backup",
@@ -415,7 +474,7 @@ fn a_key_kept_outside_the_state_is_not_in_the_backup_and_restore_says_so() {
         "-o",
         out.to_str().unwrap(),
         "--config",
-        cfg.to_str().unwrap(),
+        &cfg,
     ]);
     assert!(
         said.contains(&format!(
@@ -424,22 +483,27 @@ fn a_key_kept_outside_the_state_is_not_in_the_backup_and_restore_says_so() {
         )),
         "{said}"
     );
-    let (_b, cfg_b) = empty();
-    let cfg_b2 = Path::new(&cfg_b).with_file_name("outside.yaml");
-    std::fs::write(
-        &cfg_b2,
-        std::fs::read_to_string(&cfg_b).unwrap() + &format!("secrets_key_file: {}\n", key.display()),
-    )
-    .unwrap();
-    let said = ok(&[
-        "restore",
-        "-i",
-        identity.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--config",
-        cfg_b2.to_str().unwrap(),
-    ]);
+    let (b, cfg_b) = empty();
+    std::fs::create_dir_all(b.path().join("infra")).unwrap();
+    std::fs::write(b.path().join("infra/lab.yaml"), "clusterName: lab\n").unwrap();
+    let cfg_b = with_key(&cfg_b);
+    // Restored on a host where the key is not (yet) in place: it says where it goes.
+    std::fs::rename(&key, a.path().join("offline.key")).unwrap();
+    let id = identity.to_str().unwrap();
+    let said = ok(&["restore", "-i", id, out.to_str().unwrap(), "--config", &cfg_b]);
     assert!(said.contains(&format!("put it at {}", key.display())), "{said}");
+    // With the key back, the restored bundle decrypts.
+    std::fs::rename(a.path().join("offline.key"), &key).unwrap();
+    let exported = ok(&[
+        "talos",
+        "secrets",
+        "export",
+        "--cluster",
+        "lab",
+        "--config",
+        &cfg_b,
+    ]);
+    assert!(exported.contains("secrets:"), "{exported}");
 }
 
 #[test]

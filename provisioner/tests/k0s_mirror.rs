@@ -267,8 +267,18 @@ fn secrets_are_encrypted_at_rest_and_survive_reopening() {
     );
     let again = FileSecretStore::open(tmp.path()).unwrap();
     assert_eq!(again.get("lab").unwrap(), Some(s));
+    // A missing key is not silently replaced next to what it encrypted.
+    let key = tmp.path().join("secrets/secrets.key");
+    std::fs::remove_file(&key).unwrap();
+    let err = FileSecretStore::open(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("is missing") && err.contains("put the key back"),
+        "{err}"
+    );
     // Another key cannot read it: a clear error, not garbage.
-    std::fs::remove_file(tmp.path().join("secrets/secrets.key")).unwrap();
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    std::fs::write(&key, format!("{}\n", id.to_string().expose_secret())).unwrap();
     let other = FileSecretStore::open(tmp.path()).unwrap();
     let err = other.get("lab").unwrap_err().to_string();
     assert!(err.contains("cannot be read"), "{err}");

@@ -52,8 +52,8 @@ impl AgeFiles {
     /// secrets key (which may live outside the state directory).
     pub fn open_keyed(state_dir: &Path, sub: &str, key: &super::SecretsKey) -> Result<Self, AgeFileError> {
         let dir = state_dir.join(crate::backup::SECRETS_DIR).join(sub);
-        let identity = key.load().map_err(|e| AgeFileError::Backend(e.to_string()))?;
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let identity = key.load().map_err(|e| AgeFileError::Backend(e.to_string()))?;
         Ok(Self { dir, identity })
     }
 

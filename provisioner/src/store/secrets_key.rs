@@ -108,6 +108,13 @@ impl SecretsKey {
                 self.secrets_dir.display()
             )));
         }
+        if !exists
+            && self.origin == KeyOrigin::StateDir
+            && let Some(dir) = self.path.parent()
+        {
+            crate::state::ensure_dir(dir)
+                .map_err(|e| SecretStoreError::Backend(format!("{}: {e}", dir.display())))?;
+        }
         super::load_or_create_identity(&self.path)
     }
 }
