@@ -101,6 +101,7 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
         }
     }
     let gitops = crate::gitops::check(&cfg.gitops_dir, &cfg.cache_dir(), &clusters, &mut problems);
+    let workloads = crate::gitops::workloads::check(&cfg.gitops_dir, &cfg.infra_dir, &mut problems);
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
@@ -127,6 +128,16 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     }
     for n in &notes {
         println!("{n}");
+    }
+    if let Some(w) = workloads {
+        println!(
+            "ok: workloads: {} Application(s), {} Pod spec(s) checked against their namespace's PodSecurity \
+             level, {} chart(s) checked for known needs; not checked: {}",
+            w.applications,
+            w.pod_specs,
+            w.charts_checked,
+            w.not_checked.join("; ")
+        );
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! manifest, then pass the semantic rules of `provisioner_core::gitops` (evaluated
 //! against the tree's real directories and the registered cluster names).
 
+pub mod workloads;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -5,8 +5,13 @@
 //! Downloads go to `<file>.part` and resume with `Range` (RFC 9110 §14) after an
 //! interruption; a file is moved into place only once its SHA-256 is known good.
 //! Checksums: the descriptor's `sha256` if set, else the one recorded in
-//! `<cache_dir>/<image id>/SHA256SUMS` at the first download (the community Image
-//! Factory publishes none, talos.md §4.7); later downloads must match it.
+//! `<cache_dir>/<image id>/SHA256SUMS` at the first download (trust on first use: the
+//! community Image Factory publishes none, its `.sha256` suffix answers 402, talos.md
+//! §4.7); later downloads and `images import` must match it. A cached file that no
+//! longer matches is moved aside before anything is fetched, so the boot path never
+//! serves it. Talos pulls go through [`factory`] (the schematic is POSTed first).
+
+pub mod factory;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -42,8 +47,17 @@ pub fn read_sums(dir: &Path) -> BTreeMap<String, String> {
 fn write_sums(dir: &Path, sums: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
     let tmp = dir.join(format!("{SUMS}.tmp"));
-    std::fs::write(&tmp, text)?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        // The record is what later pulls are judged by: on disk before it is used.
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, dir.join(SUMS))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -100,7 +114,11 @@ pub async fn download(
     if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
         // The partial file already holds everything the server has.
     } else if !status.is_success() {
-        bail!("GET {url}: HTTP {status}");
+        // The factory explains itself in a one-line plain-text body (e.g. `schematic ID
+        // "…" not found`); quote it.
+        let body = resp.text().await.unwrap_or_default();
+        let body: String = body.trim().chars().take(300).collect();
+        bail!("GET {url}: HTTP {status}: {body}");
     } else {
         let mut f = tokio::fs::OpenOptions::new()
             .create(true)
@@ -186,6 +204,13 @@ pub async fn pull(
             if want.as_deref().is_some_and(|w| w.eq_ignore_ascii_case(&have)) {
                 out.push((f.file.clone(), have, false));
                 continue;
+            }
+            if want.is_some() {
+                // Changed since it was verified: out of the served path before anything else.
+                let aside = dir.join(format!("{}.mismatch", f.file));
+                tokio::fs::rename(&dest, &aside).await?;
+                tracing::warn!(file = %dest.display(), moved_to = %aside.display(), sha256 = %have,
+                    "cached file does not match its recorded SHA-256; moved aside");
             }
         }
         let sum = download(client, url, &dest, want.as_deref()).await?;
@@ -283,7 +308,8 @@ pub enum ImagesCommand {
         /// for argocd the pinned version (the default).
         #[arg(long, required_if_eq_any([("kind", "talos"), ("kind", "flatcar"), ("kind", "k0s")]))]
         version: Option<String>,
-        /// Image Factory schematic ID (Talos only).
+        /// Talos only: the schematic, as a YAML file or as the ID of a schematic defined
+        /// in infra/ (it is POSTed to the factory's /schematics before the pull).
         #[arg(long, required_if_eq("kind", "talos"))]
         schematic: Option<String>,
         /// Upstream base URL for flatcar/k0s (default: Flatcar's stable channel, k0s's
@@ -318,18 +344,6 @@ pub enum ImagesCommand {
     Ls,
 }
 
-/// The images/ descriptor whose file URLs point at this schematic and version.
-fn descriptor_for<'a>(
-    images: &'a BTreeMap<String, Image>,
-    schematic: &str,
-    version: &str,
-) -> Option<&'a Image> {
-    let needle = format!("/image/{schematic}/{version}/");
-    images
-        .values()
-        .find(|i| i.kernel.url.as_deref().is_some_and(|u| u.contains(&needle)))
-}
-
 /// Runs an `images` subcommand.
 pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<()> {
     let cfg = crate::commands::load_config(args)?;
@@ -353,37 +367,17 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
         ImagesCommand::Pull {
             version,
             schematic,
-            factory,
+            factory: base,
             image,
             ..
         } => {
-            let version = version.unwrap_or_default();
-            let schematic = schematic.unwrap_or_default();
-            if schematic.len() != 64 || !schematic.chars().all(|c| c.is_ascii_hexdigit()) {
-                bail!("--schematic: {schematic:?} is not a 64-hex-digit schematic ID");
-            }
-            let img = match &image {
-                Some(id) => cat
-                    .images
-                    .get(id)
-                    .with_context(|| format!("no image {id:?} in images/"))?,
-                None => descriptor_for(&cat.images, &schematic, &version).with_context(|| {
-                    format!(
-                        "no descriptor in {} for schematic {schematic} and {version}; add one (see \
-                         images/talos-genmachine-v1.11.6-amd64.yaml) or pass --image",
-                        cfg.images_dir.display()
-                    )
-                })?,
-            };
-            let files = sources(img, Some((&factory, &schematic, &version)))?;
-            let client = reqwest::Client::builder()
-                .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")))
-                .build()?;
-            let rt = tokio::runtime::Runtime::new()?;
-            for (file, sum, fetched) in rt.block_on(pull(&client, &cache, img, &files))? {
-                let what = if fetched { "downloaded" } else { "already cached" };
-                println!("{}/{file}: {what}, sha256 {sum}", img.id);
-            }
+            factory::pull_talos(
+                &cfg,
+                schematic.as_deref().unwrap_or_default(),
+                version.as_deref().unwrap_or_default(),
+                &base,
+                image.as_deref(),
+            )?;
         }
         ImagesCommand::Import {
             image,

@@ -3,38 +3,36 @@
 //! interrupted download resumes with `Range`, and a later download whose bytes
 //! differ from the record is rejected and never installed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
-use axum::http::HeaderMap;
-use axum::routing::get;
+use provisioner::images::factory::ensure_schematic;
 use provisioner::images::{self, SUMS};
+use provisioner::testing::fake_factory::FakeFactory;
 use provisioner_core::catalog::{Image, ImageFile};
+use provisioner_core::talos::schematic::Schematic;
 
 const SCHEMATIC: &str = "65cf8364cd0de4cf7b851dc7067a2db83d0ba04f11d8635c6cd3334be6ffb825";
 
-/// Serves `<root>/<schematic>/<version>/<file>` as `/image/<schematic>/<version>/<file>`
-/// with Range support (the appliance's own asset server code).
-async fn factory(root: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new()
-        .route(
-            "/image/{schematic}/{version}/{file}",
-            get(
-                |State(root): State<Arc<PathBuf>>,
-                 UrlPath((s, v, f)): UrlPath<(String, String, String)>,
-                 h: HeaderMap| async move {
-                    provisioner::http::assets::serve_file(&root.join(s).join(v).join(f), &h, None).await
-                },
-            ),
-        )
-        .with_state(Arc::new(root));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let h = tokio::spawn(async move {
-        axum::serve(l, app).await.unwrap();
+/// The fake Image Factory (it serves `/image/…` only for schematics POSTed first, as
+/// the real one does) with the files under `<root>/<version>/`.
+async fn factory(root: &Path) -> (String, tokio::task::JoinHandle<()>) {
+    let f = Arc::new(FakeFactory {
+        root: root.to_path_buf(),
+        ..FakeFactory::default()
     });
-    (format!("http://{addr}"), h)
+    let (base, h) = f.serve().await;
+    let s = Schematic::with_extensions([
+        "siderolabs/amd-ucode",
+        "siderolabs/amdgpu",
+        "siderolabs/iscsi-tools",
+        "siderolabs/util-linux-tools",
+    ]);
+    let id = ensure_schematic(&reqwest::Client::new(), &base, &s)
+        .await
+        .unwrap();
+    assert_eq!(id, SCHEMATIC);
+    (base, h)
 }
 
 fn image() -> Image {
@@ -56,7 +54,7 @@ fn image() -> Image {
 }
 
 fn publish(root: &Path, kernel: &[u8], initrd: &[u8]) {
-    let d = root.join(SCHEMATIC).join("v1.11.6");
+    let d = root.join("v1.11.6");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("kernel-amd64"), kernel).unwrap();
     std::fs::write(d.join("initramfs-amd64.xz"), initrd).unwrap();
@@ -74,7 +72,7 @@ async fn pull_records_verifies_resumes_and_rejects_corruption() {
     let kernel: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
     let initrd = b"initramfs with extensions".to_vec();
     publish(&root, &kernel, &initrd);
-    let (base, server) = factory(root.clone()).await;
+    let (base, server) = factory(&root).await;
     let img = image();
     let files = images::sources(&img, Some((&base, SCHEMATIC, "v1.11.6"))).unwrap();
     let client = reqwest::Client::new();

@@ -307,7 +307,7 @@ fn check_validates_beelink_and_names_file_and_field() {
                 "  - hostname: beelink-2\n",
                 "  - hostname: beelink-2\n    controlPlane: true\n",
             )
-            .replace("provider: kuberouter", "provider: cilium"),
+            .replace("  cilium:\n    version: 1.18.4\n", ""),
     )
     .unwrap();
     let (ok, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);

@@ -1,6 +1,7 @@
-//! The k0s ClusterConfig rendered from the shipped `infra/beelink.yaml` (and a Cilium
-//! variant) against goldens; `UPDATE_GOLDEN=1` rewrites them. Also checks the
-//! properties the k0s path depends on, independently of the golden text.
+//! The k0s ClusterConfig rendered from the shipped `infra/beelink.yaml` (Cilium, no
+//! kube-proxy, no kube-router) and a kube-router variant against goldens;
+//! `UPDATE_GOLDEN=1` rewrites them. Also checks the properties the k0s path depends
+//! on, independently of the golden text.
 
 use std::path::{Path, PathBuf};
 
@@ -41,15 +42,62 @@ fn beelink_clusterconfig_golden() {
     golden("k0s-beelink.yaml", &yaml);
 }
 
+/// k0s's default CNI: kube-router and kube-proxy both run, and nothing is installed
+/// as an extension.
 #[test]
-fn cilium_variant_golden() {
+fn kuberouter_variant_golden() {
     let mut c = beelink();
-    c.network.provider = NetworkProvider::Cilium;
-    c.network.cilium = Some(CiliumSpec {
-        version: "1.18.2".into(),
-    });
+    c.network.provider = NetworkProvider::Kuberouter;
+    c.network.cilium = None;
     assert_eq!(c.validate(), vec![]);
-    golden("k0s-beelink-cilium.yaml", &clusterconfig::render(&c).unwrap());
+    let yaml = clusterconfig::render(&c).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(v["spec"]["network"]["provider"], "kuberouter");
+    assert!(v["spec"]["network"].get("kubeProxy").is_none(), "{yaml}");
+    assert!(v["spec"].get("extensions").is_none(), "{yaml}");
+    assert_eq!(clusterconfig::cilium_values(&c), None);
+    golden("k0s-beelink-kuberouter.yaml", &yaml);
+}
+
+/// One CNI: the shipped cluster runs Cilium with neither kube-router
+/// (`provider: custom`) nor kube-proxy (`kubeProxy.disabled`), field names from k0s
+/// v1.36.3+k0s.2 `pkg/apis/k0s/v1beta1/network.go` and `kubeproxy.go`; Cilium is the
+/// Helm extension (`extensions.go`: `name`, `chartname`, `version`, `namespace`,
+/// `values` as a YAML string) reaching the API at the controller's address.
+#[test]
+fn shipped_cluster_runs_one_cni() {
+    let c = beelink();
+    assert_eq!(c.network.provider, NetworkProvider::Cilium);
+    let v: serde_json::Value = serde_saphyr::from_str(&clusterconfig::render(&c).unwrap()).unwrap();
+    let net = &v["spec"]["network"];
+    assert_eq!(net["provider"], "custom", "custom = no kube-router");
+    assert_eq!(net["kubeProxy"]["disabled"], true);
+    let charts = v["spec"]["extensions"]["helm"]["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 1);
+    let chart = &charts[0];
+    assert_eq!(
+        chart["name"], "cilium",
+        "ArgoCD's cilium Application uses releaseName cilium"
+    );
+    assert_eq!(chart["namespace"], "kube-system");
+    assert_eq!(chart["chartname"], "cilium/cilium");
+    let spec: &CiliumSpec = c.network.cilium.as_ref().unwrap();
+    assert_eq!(chart["version"], spec.version.as_str());
+    let repo = &v["spec"]["extensions"]["helm"]["repositories"][0];
+    assert_eq!(
+        (repo["name"].as_str(), repo["url"].as_str()),
+        (Some("cilium"), Some("https://helm.cilium.io"))
+    );
+    let values: serde_json::Value = serde_saphyr::from_str(chart["values"].as_str().unwrap()).unwrap();
+    assert_eq!(values, clusterconfig::cilium_values(&c).unwrap());
+    assert_eq!(values["kubeProxyReplacement"], true);
+    let host = values["k8sServiceHost"].as_str().unwrap();
+    assert_eq!(
+        host,
+        c.controller_address().unwrap().to_string(),
+        "an address the nodes reach"
+    );
+    assert_eq!(values["k8sServicePort"], 6443);
 }
 
 /// The facts the design relies on, read back from the YAML (not the golden text).
@@ -68,7 +116,7 @@ fn clusterconfig_properties() {
             .starts_with("sqlite://")
     );
     assert_eq!(spec["telemetry"]["enabled"], false);
-    assert_eq!(spec["network"]["provider"], "kuberouter");
+    assert_eq!(spec["network"]["provider"], "custom");
     assert_eq!(spec["konnectivity"]["agentPort"], 8132);
     let ctrl = c.controller_address().unwrap().to_string();
     assert_eq!(spec["api"]["address"], ctrl.as_str());

@@ -146,6 +146,23 @@ fn genmachine_configs_validate_and_carry_the_issue_fields() {
         );
         assert_eq!(c["network"]["cni"]["name"], "none");
         assert_eq!(c["proxy"]["disabled"], true);
+        // Longhorn's data path reaches the containerised kubelet (infra/genmachine.yaml
+        // cluster patch; Longhorn "Talos Linux Support", Data Path Mounts) and the
+        // config still validates with it.
+        assert_eq!(
+            m["kubelet"]["extraMounts"],
+            serde_json::json!([{"destination": "/var/lib/longhorn", "type": "bind",
+                "source": "/var/lib/longhorn", "options": ["bind", "rshared", "rw"]}])
+        );
+        // Talos' PodSecurity default (init.go `PodSecurityAdmissionEnabled`): baseline,
+        // kube-system exempt; the gitops/ namespaces that need more are labelled.
+        let psa = &c["apiServer"]["admissionControl"][0];
+        assert_eq!(psa["name"], "PodSecurity");
+        assert_eq!(psa["configuration"]["defaults"]["enforce"], "baseline");
+        assert_eq!(
+            psa["configuration"]["exemptions"]["namespaces"],
+            serde_json::json!(["kube-system"])
+        );
         assert_eq!(c["allowSchedulingOnControlPlanes"], true);
         assert!(
             c["apiServer"]["certSANs"]

@@ -3,4 +3,5 @@
 
 mod apid_auth;
 pub mod fake_apid;
+pub mod fake_factory;
 pub mod fake_kube;

@@ -10,7 +10,11 @@
 //! syntax; `destination` has `name` xor `server`, and names are registered clusters;
 //! git sources use the configured repository URL; names are unique.
 
+pub mod cni;
+pub mod metallb;
 mod path_match;
+pub mod podsecurity;
+pub mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

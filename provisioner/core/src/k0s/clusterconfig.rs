@@ -3,10 +3,28 @@
 //!
 //! Choices (k0s-flatcar.md §7, §8): kine with SQLite (one controller, never
 //! `--single`, which would disable Konnectivity and join tokens), Konnectivity on
-//! its default ports, telemetry off, kube-router unless Cilium is selected, and a
-//! worker profile that moves `volumePluginDir` off Flatcar's read-only `/usr`
-//! (k0s troubleshooting: "k0s does not run on nodes where /usr is read only"), with
-//! the controller manager's `flex-volume-plugin-dir` pointing at the same place.
+//! its default ports, telemetry off, and a worker profile that moves
+//! `volumePluginDir` off Flatcar's read-only `/usr` (k0s troubleshooting: "k0s does
+//! not run on nodes where /usr is read only"), with the controller manager's
+//! `flex-volume-plugin-dir` pointing at the same place.
+//!
+//! One CNI per cluster. With Cilium (the seed's choice: eBPF, no kube-proxy),
+//! `network.provider: custom` stops k0s deploying kube-router (k0s v1.36.3+k0s.2
+//! `pkg/component/controller/kuberouter.go`: nothing unless the provider is
+//! `kuberouter`) and `network.kubeProxy.disabled: true` stops kube-proxy
+//! (`pkg/component/controller/kubeproxy.go` `getConfig`; field in
+//! `pkg/apis/k0s/v1beta1/kubeproxy.go`). Cilium itself comes as a Helm extension
+//! (`spec.extensions.helm`, `pkg/apis/k0s/v1beta1/extensions.go`): k0s's extensions
+//! controller installs it from inside the controller process, so it needs no pod
+//! network (a CNI delivered as a pod would need one), it runs as soon as the API is
+//! up, and every node stays NotReady until it runs, so the hand-off (which waits for
+//! every Node Ready) never starts ArgoCD without pod networking. The chart is
+//! installed once: k0s upgrades a release only when the chart's version or values in
+//! this file change (`extensions_controller.go` `chartNeedsUpgrade`), and this file
+//! is written once at install, so ArgoCD adopts the release afterwards (same release
+//! name `cilium` in `kube-system`, values in `gitops/manifests/cilium/`, which
+//! `provisioner check` compares with [`cilium_values`]). Removing the chart from
+//! k0s.yaml would make k0s uninstall it; the appliance never does.
 
 use std::collections::BTreeMap;
 
@@ -79,6 +97,13 @@ struct Net<'a> {
     pod_cidr: &'a str,
     #[serde(rename = "serviceCIDR")]
     service_cidr: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kube_proxy: Option<KubeProxy>,
+}
+
+#[derive(Serialize)]
+struct KubeProxy {
+    disabled: bool,
 }
 
 #[derive(Serialize)]
@@ -134,12 +159,29 @@ struct Chart<'a> {
     chartname: &'static str,
     version: &'a str,
     namespace: &'static str,
-    values: &'static str,
+    values: String,
 }
 
-/// Cilium values: take pod CIDRs from the nodes (k0s's controller manager allocates
-/// them from `podCIDR`) and keep kube-proxy, which k0s still runs.
-const CILIUM_VALUES: &str = "ipam:\n  mode: kubernetes\n";
+/// The Cilium chart values k0s installs: kube-proxy replacement (k0s runs none),
+/// reaching the API server directly at the controller's address (there is no
+/// service network before Cilium runs, and a bare hostname would not resolve on
+/// the nodes), pod CIDRs from the nodes (k0s's controller manager allocates them
+/// from `podCIDR`), one operator (one controller). `None` unless the cluster runs
+/// Cilium. `gitops/manifests/cilium/` must agree, or ArgoCD's adoption would change
+/// the running CNI.
+pub fn cilium_values(cluster: &K0sCluster) -> Option<serde_json::Value> {
+    if cluster.network.provider != NetworkProvider::Cilium {
+        return None;
+    }
+    let host = cluster.controller_address()?.to_string();
+    Some(serde_json::json!({
+        "kubeProxyReplacement": true,
+        "k8sServiceHost": host,
+        "k8sServicePort": 6443,
+        "ipam": {"mode": "kubernetes"},
+        "operator": {"replicas": 1},
+    }))
+}
 
 /// Why a ClusterConfig cannot be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,7 +219,9 @@ pub fn render(cluster: &K0sCluster) -> Result<String, RenderError> {
                         chartname: "cilium/cilium",
                         version: &c.version,
                         namespace: "kube-system",
-                        values: CILIUM_VALUES,
+                        values: cilium_values(cluster)
+                            .map(|v| serde_saphyr::to_string(&v).unwrap_or_default())
+                            .unwrap_or_default(),
                     }],
                 },
             }),
@@ -213,6 +257,7 @@ pub fn render(cluster: &K0sCluster) -> Result<String, RenderError> {
                 provider,
                 pod_cidr: &cluster.network.pod_cidr,
                 service_cidr: &cluster.network.service_cidr,
+                kube_proxy: (provider == "custom").then_some(KubeProxy { disabled: true }),
             },
             konnectivity: Konnectivity {
                 agent_port: 8132,
