@@ -1,11 +1,17 @@
 //! `provisioner check` over `gitops/`: every ArgoCD object under `bootstrap/` and
-//! `core/` must validate against its CRD's `openAPIV3Schema` from the pinned install
-//! manifest, then pass the semantic rules of `provisioner_core::gitops` (evaluated
-//! against the tree's real directories and the registered cluster names).
+//! `core/` (the tree's Helm charts rendered with `settings.yaml`, [`tree`]) and every
+//! Application its ApplicationSets generate must validate against its CRD's
+//! `openAPIV3Schema` from the pinned install manifest, then pass the semantic rules
+//! of `provisioner_core::gitops` (evaluated against the tree's real directories and
+//! the cluster Secrets Argo CD will hold). The repository setting must be a clone
+//! URL; pointing at the seed author's repository is a warning.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+pub mod tree;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use provisioner_core::gitops::destination::{ClusterSecret, IN_CLUSTER_SERVER, Registry};
 use provisioner_core::gitops::{self as rules, Object};
 use serde_json::Value;
 
@@ -22,7 +28,8 @@ pub struct Summary {
     pub schema: Option<String>,
 }
 
-/// Checks `gitops_dir`; problems are appended as `file: object: message` lines.
+/// Checks `gitops_dir`; problems are appended as `file: object: message` lines,
+/// warnings (the tree still points at the seed author's repository) to `warnings`.
 /// `clusters` are the cluster names `infra/` defines.
 /// A configuration without a `gitops/` directory (e.g. an appliance that only
 /// netboots) skips these checks.
@@ -31,6 +38,7 @@ pub fn check(
     cache_dir: &Path,
     clusters: &[String],
     problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) -> Option<Summary> {
     if !gitops_dir.is_dir() {
         eprintln!("gitops: skipped: no directory {}", gitops_dir.display());
@@ -54,36 +62,26 @@ pub fn check(
     if !settings.clusters.contains(&settings.argocd.host) {
         problems.push(format!("{settings_file}: field `argocd.host`: not in `clusters`"));
     }
-    // Paths as ArgoCD sees them: relative to the repository root (gitops/ sits there).
-    let root = gitops_dir.parent().unwrap_or(Path::new("."));
-    let mut files = Vec::new();
-    let mut dirs = BTreeSet::new();
-    walk(gitops_dir, &mut files);
-    for f in &files {
-        if let Some(parent) = f.parent() {
-            dirs.insert(rel(root, parent));
-        }
+    let url = &settings.repository.url;
+    if let Err(e) = rules::repo::validate(url) {
+        problems.push(format!("{settings_file}: field `repository.url`: {e}"));
+    } else if url == rules::repo::SEED_REPOSITORY {
+        warnings.push(format!(
+            "{settings_file}: field `repository.url`: still the seed author's repository ({url}), whose tree is not this gitops/; push gitops/ to your own repository and set its URL here (gitops/README.md)"
+        ));
     }
-    let mut objects = Vec::new();
-    for f in files.iter().filter(|f| is_object_file(gitops_dir, f)) {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(format!("{}: {e}", f.display()));
-                continue;
-            }
-        };
-        match serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(
-            &text,
-            serde_saphyr::options! { strict_booleans: true },
-        ) {
-            Ok(docs) => objects.extend(docs.into_iter().filter(|d| !d.is_null()).map(|value| Object {
-                file: rel(root, f),
-                value,
-            })),
-            Err(e) => problems.push(format!("{}: {e}", f.display())),
+    let values = match tree::values(gitops_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(e);
+            return None;
         }
-    }
+    };
+    let tree = tree::load(gitops_dir, &values);
+    problems.extend(tree.problems.iter().cloned());
+    let objects = &tree.objects;
+    let ctx = tree.context(url, &settings.argocd.host, registry(&settings, objects));
+    let generated = rules::expand(objects, &ctx);
     let schema = match settings.load_manifest(cache_dir) {
         Ok(m) => {
             // One validator per kind (JSON Schema draft 4 is what openAPIV3Schema
@@ -92,8 +90,12 @@ pub fn check(
                 .into_iter()
                 .map(|(k, schema)| (k, jsonschema::draft4::new(&schema).map_err(|e| e.to_string())))
                 .collect();
-            for o in &objects {
-                validate(o, &validators, problems);
+            // Every Application the ApplicationSets generate is validated like a
+            // hand-written one: the CRD schema sees what Argo CD will create.
+            for o in objects.iter().chain(&generated) {
+                if ClusterSecret::from_secret(&o.value).is_none() {
+                    validate(o, &validators, problems);
+                }
             }
             Some(format!("ArgoCD {} CRD schemas", settings.argocd.version))
         }
@@ -102,63 +104,43 @@ pub fn check(
             None
         }
     };
-    let ctx = rules::Context {
-        repo_url: settings.repository.url.clone(),
-        directories: dirs,
-        clusters: settings.clusters.iter().cloned().collect(),
-    };
-    let findings = rules::check(&objects, &ctx);
+    let findings = rules::check(objects, &ctx);
     problems.extend(findings.iter().map(ToString::to_string));
-    let generated = objects
-        .iter()
-        .filter(|o| o.value.get("kind").and_then(Value::as_str) == Some("ApplicationSet"))
-        .flat_map(|o| {
-            o.value
-                .pointer("/spec/generators")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|g| g.pointer("/git/directories").cloned())
-        .map(|d| rules::generated_directories(&d, &ctx.directories).0.len())
-        .sum();
     Some(Summary {
         objects: objects.len(),
-        generated,
+        generated: generated.len(),
         schema,
     })
 }
 
-/// ArgoCD objects live under `bootstrap/` and `core/`; `manifests/` holds Helm
-/// values, which are not Kubernetes objects.
-fn is_object_file(gitops_dir: &Path, f: &Path) -> bool {
-    let Ok(r) = f.strip_prefix(gitops_dir) else {
-        return false;
-    };
-    matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        && (r.starts_with("bootstrap") || r.starts_with("core"))
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
+/// The cluster Secrets Argo CD will hold: the ones the appliance registers (the
+/// host under its own name at the in-cluster address; the others at their API
+/// server, known only at registration), plus any the tree declares.
+pub fn registry(settings: &Settings, objects: &[Object]) -> Registry {
+    let mut secrets: Vec<ClusterSecret> = settings
+        .clusters
+        .iter()
+        .map(|c| ClusterSecret {
+            secret: format!("cluster-{c}"),
+            name: c.clone(),
+            server: if *c == settings.argocd.host {
+                IN_CLUSTER_SERVER.to_string()
+            } else {
+                format!("<{c}'s API server, registered at hand-off>")
+            },
+        })
+        .collect();
+    for o in objects {
+        if let Some(s) = ClusterSecret::from_secret(&o.value) {
+            // Same Secret name: one object, the tree's version wins.
+            secrets.retain(|x| x.secret != s.secret);
+            secrets.push(s);
         }
     }
-}
-
-fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root)
-        .unwrap_or(p)
-        .to_string_lossy()
-        .replace('\\', "/")
+    Registry {
+        secrets,
+        in_cluster_enabled: true,
+    }
 }
 
 /// (apiVersion, kind) → the CRD's schema for that version, made strict.
