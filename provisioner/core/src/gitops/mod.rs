@@ -15,6 +15,7 @@
 
 pub mod destination;
 mod generate;
+pub mod health;
 pub mod helm;
 mod path_match;
 pub mod repo;
