@@ -65,7 +65,10 @@ while read -r lib; do
     *) echo "build-deb.sh: no Debian package known for $lib" >&2; exit 1 ;;
   esac
 done < <(readelf -d "$binary" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
-depends="$depends, ipxe, adduser"
+# ca-certificates: the Kubernetes client (kube, rustls) loads the system roots for a
+# cluster whose kubeconfig carries no CA, and `images pull` fetches over HTTPS; a
+# minimal Debian root has none (the package test's hand-off failed without them).
+depends="$depends, ipxe, adduser, ca-certificates"
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -154,6 +154,7 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
     let status = |pkg: &str| c.ok(&["dpkg-query", "-W", "-f=${Status} ${Version}", pkg]);
     assert_eq!(status("provisioner"), format!("install ok installed {v1}"));
     assert!(status("ipxe").starts_with("install ok installed"));
+    assert!(status("ca-certificates").starts_with("install ok installed"));
     let user = c.ok(&["getent", "passwd", "provisioner"]);
     assert!(user.contains(":/var/lib/provisioner:/usr/sbin/nologin"), "{user}");
     assert_eq!(
@@ -460,13 +461,37 @@ fn service_bundle(c: &Chroot, work: &Path) -> provisioner_core::talos::SecretsBu
 fn hands_off(c: &Chroot, b: &Booted, os_ca: common::pki::OsCa, api: &dyn Fn(&Booted, &str) -> String) {
     let t0 = Instant::now();
     let fakes = deploy::handoff::start(b.leader(), os_ca, &c.path("/etc/provisioner/gitops"));
-    let mut last = String::new();
-    b.wait_for("genmachine HandedOff", 120, |b| {
-        last = api(b, "clusters/genmachine");
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let last = loop {
+        let last = api(b, "clusters/genmachine");
         let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-        assert_ne!(v["bootstrap"]["phase"], "failed", "{last}");
-        v["bootstrap"]["phase"] == "done"
-    });
+        if v["bootstrap"]["phase"] == "done" {
+            break last;
+        }
+        if v["bootstrap"]["phase"] == "failed" || Instant::now() > deadline {
+            let journal = stdout(&b.exec(&[
+                "journalctl",
+                "-u",
+                "provisioner.service",
+                "--no-pager",
+                "-n",
+                "60",
+            ]));
+            panic!(
+                "genmachine not HandedOff: {last}\nfake apid calls: {}\nfake kube requests: {:?}\n{journal}",
+                fakes.cluster.calls().len(),
+                fakes
+                    .kube
+                    .journal()
+                    .requests
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     println!("installed service: fakes up → HandedOff in {:?}", t0.elapsed());
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     let detail = v["bootstrap"]["last_event"]["detail"].as_str().unwrap_or("");
