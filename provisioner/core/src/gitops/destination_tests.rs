@@ -26,6 +26,15 @@ fn appliance_registry() -> Registry {
     }
 }
 
+/// (case, registry, name, server, Argo CD's answer)
+type Case<'a> = (
+    &'a str,
+    &'a Registry,
+    Option<&'a str>,
+    Option<&'a str>,
+    Result<String, String>,
+);
+
 #[test]
 fn argo_cd_v3_5_1_get_destination_server_table() {
     let reg = appliance_registry();
@@ -42,14 +51,7 @@ fn argo_cd_v3_5_1_get_destination_server_table() {
     };
     let ok = |s: &str| Ok::<String, String>(s.to_string());
     let err = |s: &str| Err::<String, String>(s.to_string());
-    // (case, registry, name, server, Argo CD's answer)
-    let cases: Vec<(
-        &str,
-        &Registry,
-        Option<&str>,
-        Option<&str>,
-        Result<String, String>,
-    )> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "registered name",
             &reg,
