@@ -2,8 +2,7 @@
 //! fake nodes and the fake Kubernetes API with its scripted Argo CD controller
 //! (`provisioner::testing::fake_argo`), an Application that reports `Degraded` and one
 //! stuck `Unknown` (a `ComparisonError`) keep the cluster at HandOff with Argo CD's
-//! reason in `clusters status` and the API's cluster view (what the dashboard
-//! shows); past `argo_synced_secs` the cluster is Failed with that reason; once they
+//! reason in `clusters status`, the API's cluster view and the dashboard; past `argo_synced_secs` the cluster is Failed with that reason; once they
 //! report Synced and Healthy an operator retry completes the hand-off without
 //! applying anything again. Nothing is recorded HandedOff before.
 
@@ -66,6 +65,12 @@ fn a_degraded_hand_off_waits_with_the_reason_fails_on_its_own_timeout_and_a_retr
     ] {
         assert!(why.contains(want.as_str()), "{want}\nnot in {why}");
     }
+    // The dashboard's clusters page shows the same reason.
+    let html = dashboard_clusters(&d, &reader);
+    assert!(
+        html.contains("traefik-genmachine") && html.contains("Degraded") && html.contains("ComparisonError"),
+        "{html}"
+    );
     let (ok, out, err) = status_cli(&d, &reader);
     assert!(
         ok && out.contains("Bootstrap: running")
@@ -127,4 +132,34 @@ fn a_degraded_hand_off_waits_with_the_reason_fails_on_its_own_timeout_and_a_retr
         ["OutOfSync/Progressing", "Synced/Degraded", "Synced/Healthy"],
         "what Argo CD reported for traefik"
     );
+}
+
+/// `/ui/clusters` as a dashboard session of `token` sees it.
+fn dashboard_clusters(d: &common::daemon::Daemon, token: &str) -> String {
+    let pem = std::fs::read(d.ca()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{}/ui/login", d.api_url()))
+        .form(&[("token", token)])
+        .send()
+        .unwrap();
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let page = client
+        .get(format!("{}/ui/clusters", d.api_url()))
+        .header("cookie", cookie)
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    page.text().unwrap()
 }

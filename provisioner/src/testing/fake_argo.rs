@@ -210,3 +210,94 @@ pub(crate) fn view(
 pub(crate) fn state(app: &Value) -> String {
     provisioner_core::gitops::health::AppStatus::from_application(app).state()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, cluster: &str, server: &str) -> (String, (Value, Instant)) {
+        (
+            format!("Secret/argocd/{name}"),
+            (
+                json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": name, "namespace": "argocd",
+                                    "labels": {"argocd.argoproj.io/secret-type": "cluster"}},
+                       "stringData": {"name": cluster, "server": server}}),
+                Instant::now(),
+            ),
+        )
+    }
+
+    /// The controller refuses what Argo CD v3.5.1 refuses (`util/argo/argo.go`
+    /// `GetDestinationServer`, `util/db/cluster.go` `GetClusterServersByName`), from
+    /// the cluster Secrets and `argocd-cm` the fake API server holds.
+    #[test]
+    fn destinations_resolve_against_the_stored_cluster_secrets_as_argo_cd_v3_5_1() {
+        let argo = FakeArgo {
+            children: Vec::new(),
+            settle: Duration::ZERO,
+            outcomes: Mutex::default(),
+        };
+        let mut objects: BTreeMap<String, (Value, Instant)> = [
+            secret(
+                "cluster-genmachine",
+                "genmachine",
+                "https://kubernetes.default.svc",
+            ),
+            secret("cluster-beelink", "beelink", "https://10.0.40.10:6443"),
+        ]
+        .into_iter()
+        .collect();
+        let app = |dest: Value| json!({"metadata": {"name": "a"}, "spec": {"destination": dest}});
+        let status = |objects: &BTreeMap<String, (Value, Instant)>, dest: Value| {
+            let now = Instant::now();
+            let v = argo.with_status(app(dest), now, now, objects);
+            let msg = v
+                .pointer("/status/conditions/0/message")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            (fake_argo_state(&v), msg)
+        };
+        let healthy = ("Synced/Healthy".to_string(), None);
+        assert_eq!(status(&objects, json!({"name": "genmachine"})), healthy);
+        assert_eq!(status(&objects, json!({"name": "in-cluster"})), healthy);
+        let refused = |m: &str| ("Unknown/Unknown".to_string(), Some(m.to_string()));
+        assert_eq!(
+            status(&objects, json!({"name": "prod"})),
+            refused("there are no clusters with this name: prod")
+        );
+        assert_eq!(
+            status(
+                &objects,
+                json!({"name": "beelink", "server": "https://10.0.40.10:6443"})
+            ),
+            refused(
+                "application destination can't have both name and server defined: beelink https://10.0.40.10:6443"
+            )
+        );
+        let (k, v) = secret("beelink-again", "beelink", "https://10.0.40.99:6443");
+        objects.insert(k, v);
+        assert_eq!(
+            status(&objects, json!({"name": "beelink"})),
+            // In the order the index holds them (here: by Secret name).
+            refused(
+                "there are 2 clusters with the same name: [https://10.0.40.99:6443 https://10.0.40.10:6443]"
+            )
+        );
+        objects.insert(
+            "ConfigMap/argocd/argocd-cm".into(),
+            (
+                json!({"data": {"cluster.inClusterEnabled": "false"}}),
+                Instant::now(),
+            ),
+        );
+        assert_eq!(
+            status(&objects, json!({"name": "in-cluster"})),
+            refused("there are no clusters with this name: in-cluster")
+        );
+    }
+
+    fn fake_argo_state(v: &Value) -> String {
+        state(v)
+    }
+}

@@ -181,12 +181,7 @@ impl FakeKube {
     /// As if Argo CD had synced a root Application applied before this test: the
     /// tree's Applications appear (`settle` from now).
     pub fn sync_root(&self) {
-        if let Some(argo) = lock(&self.inner.argo).clone() {
-            let mut stored = lock(&self.inner.stored);
-            for (k, child, at) in argo.children_of_root(Instant::now()) {
-                stored.objects.entry(k).or_insert((child, at));
-            }
-        }
+        sync_root(&self.inner, &mut lock(&self.inner.stored), Instant::now());
     }
 
     /// A stored object by key `<kind>/<ns>/<name>` (ns empty when cluster-scoped).
@@ -354,13 +349,8 @@ async fn handle(
             let applied_at = stored.objects.get(&k).map(|(_, at)| *at).unwrap_or(now);
             stored.objects.insert(k, (obj.clone(), applied_at));
             // Argo CD syncs the root app-of-apps: its Applications appear.
-            if let Some(argo) = lock(&s.argo).clone()
-                && kind == "Application"
-                && name == "root"
-            {
-                for (k, child, at) in argo.children_of_root(now) {
-                    stored.objects.entry(k).or_insert((child, at));
-                }
+            if kind == "Application" && name == "root" {
+                sync_root(&s, &mut stored, now);
             }
             drop(stored);
             lock(&s.journal).applies.push(Applied {
@@ -376,23 +366,9 @@ async fn handle(
         Method::GET => {
             let kind = kind_of(plural);
             let k = key(kind, ns, name);
-            let found = {
-                let stored = lock(&s.stored);
-                stored.objects.get(&k).cloned().and_then(|(obj, at)| {
-                    if kind == "Application" {
-                        let argo = lock(&s.argo).clone();
-                        fake_argo::view(argo.as_deref(), &obj, at, now, &stored.objects).map(|o| (o, at))
-                    } else {
-                        Some((obj, at))
-                    }
-                })
-            };
-            let Some((mut obj, at)) = found else {
+            let Some((mut obj, at)) = get_object(&s, kind, &k, now) else {
                 return status(StatusCode::NOT_FOUND, &format!("{plural} \"{name}\" not found"));
             };
-            if kind == "Application" {
-                note_application(&s, &obj, now);
-            }
             let mut ready = false;
             match kind {
                 "CustomResourceDefinition" if now >= at + s.crd_delay => {
@@ -435,4 +411,4 @@ fn kind_of(plural: &str) -> &'static str {
 
 #[path = "fake_kube_argo.rs"]
 mod argo_routes;
-use argo_routes::{list_applications, note_application};
+use argo_routes::{get_object, list_applications, sync_root};

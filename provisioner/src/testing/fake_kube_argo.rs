@@ -6,7 +6,35 @@ use std::time::Instant;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Inner, fake_argo, key, lock};
+use super::{Inner, Stored, fake_argo, key, lock};
+
+/// Argo CD syncs the root app-of-apps (applied at `now`): its Applications appear.
+pub(super) fn sync_root(s: &Inner, stored: &mut Stored, now: Instant) {
+    if let Some(argo) = lock(&s.argo).clone() {
+        for (k, child, at) in argo.children_of_root(now) {
+            stored.objects.entry(k).or_insert((child, at));
+        }
+    }
+}
+
+/// The stored object `k` as a GET at `now` answers it (an Application with the
+/// controller's status, and only once it exists).
+pub(super) fn get_object(s: &Inner, kind: &str, k: &str, now: Instant) -> Option<(Value, Instant)> {
+    let found = {
+        let stored = lock(&s.stored);
+        let (obj, at) = stored.objects.get(k).cloned()?;
+        if kind != "Application" {
+            return Some((obj, at));
+        }
+        let argo = lock(&s.argo).clone();
+        (
+            fake_argo::view(argo.as_deref(), &obj, at, now, &stored.objects)?,
+            at,
+        )
+    };
+    note_application(s, &found.0, now);
+    Some(found)
+}
 
 /// `GET .../namespaces/<ns>/applications`: the Applications that exist now, with
 /// the controller's status.
@@ -34,7 +62,7 @@ pub(super) fn list_applications(s: &Inner, ns: &str, now: Instant) -> Response {
 
 /// Journals a read Application's state when it changed (and when it is first
 /// Synced and Healthy).
-pub(super) fn note_application(s: &Inner, app: &Value, now: Instant) {
+fn note_application(s: &Inner, app: &Value, now: Instant) {
     let name = app
         .pointer("/metadata/name")
         .and_then(Value::as_str)
