@@ -5,9 +5,11 @@
 #   deploy/build-deb.sh --binary PATH --version 0.1.0-2 --out DIR --compress gzip
 #
 # Prints the path of the .deb on its last line. Contents: /usr/bin/provisioner, the
-# systemd unit, /etc/provisioner/{provisioner.yaml,profiles,images,infra} (conffiles,
-# from the repository), the LXC drop-in and the README. State in /var/lib/provisioner
-# is created by postinst, never shipped, so upgrades cannot touch it.
+# systemd unit, /etc/provisioner/{provisioner.yaml,profiles,images,infra,gitops}
+# (conffiles, from the repository; gitops/ is what the cluster hand-off applies and
+# checks, settings.yaml's repository URL the operator's to set), the LXC drop-in and
+# the README. State in /var/lib/provisioner is created by postinst, never shipped,
+# so upgrades cannot touch it.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +19,7 @@ version=""
 out="${CARGO_TARGET_DIR:-$repo/target}/deb"
 compress=xz
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary=$2; shift 2 ;;
@@ -63,7 +65,10 @@ while read -r lib; do
     *) echo "build-deb.sh: no Debian package known for $lib" >&2; exit 1 ;;
   esac
 done < <(readelf -d "$binary" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
-depends="$depends, ipxe, adduser"
+# ca-certificates: the Kubernetes client (kube, rustls) loads the system roots for a
+# cluster whose kubeconfig carries no CA, and `images pull` fetches over HTTPS; a
+# minimal Debian root has none (the package test's hand-off failed without them).
+depends="$depends, ipxe, adduser, ca-certificates"
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -76,7 +81,7 @@ chmod 0755 "$root/usr/bin/provisioner"
 install -m 0644 "$here/systemd/provisioner.service" "$root/lib/systemd/system/"
 install -m 0644 "$here/systemd/no-mountns.conf" "$root/usr/share/provisioner/systemd/"
 install -m 0644 "$here/provisioner.yaml" "$root/etc/provisioner/"
-for d in profiles images infra; do
+for d in profiles images infra gitops; do
   cp -r "$repo/$d" "$root/etc/provisioner/$d"
 done
 find "$root/etc" -type d -exec chmod 0755 {} + -o -type f -exec chmod 0644 {} +

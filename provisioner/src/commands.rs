@@ -100,7 +100,17 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
             problems.push(format!("configuration: field `unknown_policy`: no profile {p:?}"));
         }
     }
-    let gitops = crate::gitops::check(&cfg.gitops_dir, &cfg.cache_dir(), &clusters, &mut problems);
+    let mut warnings = Vec::new();
+    let gitops = crate::gitops::check(
+        &cfg.gitops_dir,
+        &cfg.cache_dir(),
+        &clusters,
+        &mut problems,
+        &mut warnings,
+    );
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let workloads = crate::gitops::workloads::check(&cfg.gitops_dir, &cfg.infra_dir, &mut problems);
     if !problems.is_empty() {
         for p in &problems {

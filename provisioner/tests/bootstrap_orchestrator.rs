@@ -83,6 +83,24 @@ impl HandOff for Counting {
         };
         async move { r }.boxed()
     }
+
+    /// Argo CD reports the root app Synced and Healthy (the wait itself is
+    /// tested in core `cluster::argo_wait` and against the fake controller).
+    fn argo_status<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kc: &'a [u8],
+    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, String>> {
+        let health = "Healthy";
+        let report = provisioner_core::gitops::health::Report {
+            apps: vec![provisioner_core::gitops::health::AppStatus::from_application(
+                &serde_json::json!({"metadata": {"name": "root"},
+                    "status": {"sync": {"status": "Synced"}, "health": {"status": health}}}),
+            )],
+            missing: vec![],
+        };
+        async move { Ok(report) }.boxed()
+    }
 }
 
 fn mac(i: usize) -> MacAddr {

@@ -19,6 +19,7 @@ use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
 use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs, Orchestrator};
 use provisioner::store::RedbInventory;
+use provisioner::testing::fake_argo::FakeArgo;
 use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
 use provisioner_core::cluster::{ClusterStore, Step};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,9 @@ async fn talos_nodes_to_handed_off_in_process() {
     };
     let manifest = InstallManifest::parse(&std::fs::read(fixture).unwrap(), &settings.argocd.sha256).unwrap();
     let kube = FakeKube::start().await;
+    kube.set_argo(Arc::new(
+        FakeArgo::from_tree(&gitops, Duration::from_millis(200)).unwrap(),
+    ));
     let lab = TalosLab::start(3, 2, &kube.kubeconfig()).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbInventory::open(&dir.path().join("inventory.redb")).unwrap());
@@ -74,6 +78,21 @@ async fn talos_nodes_to_handed_off_in_process() {
     assert_eq!(lab.cluster.bootstrapped_on(), Some(lab.ips()[0]));
     let j = kube.journal();
     assert_eq!(j.applies.last().map(|a| a.name.as_str()), Some("root"));
+    // HandedOff only after Argo CD reported root and genmachine's Applications
+    // Synced and Healthy (and the step said so).
+    let events = store.events("genmachine").unwrap();
+    let handed = events
+        .iter()
+        .find(|e| e.detail.starts_with("HandOff -> HandedOff"))
+        .unwrap();
+    assert!(handed.detail.contains("Synced and Healthy"), "{handed:?}");
+    for app in ["root", "apps", "cilium-genmachine", "longhorn-genmachine"] {
+        assert!(
+            j.observed_ready
+                .contains_key(&format!("Application/argocd/{app}")),
+            "{app} never reported Synced/Healthy"
+        );
+    }
     assert!(j.requests.iter().any(|r| r == "GET /readyz"));
     let token = beelink
         .tokens

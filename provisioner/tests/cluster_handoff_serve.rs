@@ -8,165 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::daemon::{BIN, Daemon, http, run, write_config};
-use common::fake_kube::FakeKube;
-use common::pki::OsCa;
-use common::talos_lab::TalosLab;
+use common::daemon::{Daemon, http, run};
+use common::serve_rig::{
+    CLUSTER, Rig, bootstrap, machine_state, retry_cli, status_cli, until_hand_off, wait_for_log,
+};
 use tonic::Code;
-
-const CLUSTER: &str = "genmachine";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// infra/genmachine.yaml re-addressed onto loopback; the nodes' MACs are the common
-/// catalog's two group MACs plus one unknown to the inventory.
-fn write_infra(dir: &Path) {
-    std::fs::create_dir_all(dir.join("infra")).unwrap();
-    std::fs::write(
-        dir.join(format!("infra/{CLUSTER}.yaml")),
-        format!(
-            "distribution: talos\nclusterName: {CLUSTER}\ntalosVersion: v1.11.6\nkubernetesVersion: v1.34.1\n\
-             endpoint: https://127.0.0.11:6443\nnodes:\n\
-             \x20 - {{hostname: talos-1, ipAddress: 127.0.0.11, controlPlane: true, installDisk: /dev/vda, mac: '{}'}}\n\
-             \x20 - {{hostname: talos-2, ipAddress: 127.0.0.12, controlPlane: true, installDisk: /dev/vda, mac: '{}'}}\n\
-             \x20 - {{hostname: talos-3, ipAddress: 127.0.0.13, controlPlane: true, installDisk: /dev/vda, mac: '52:54:00:00:01:03'}}\n",
-            common::BIOS_MAC,
-            common::EFI_MAC
-        ),
-    )
-    .unwrap();
-}
-
-/// `GET /api/v1/clusters/genmachine` → its `bootstrap` object.
-fn bootstrap(d: &Daemon, token: &str) -> serde_json::Value {
-    let (st, body) = d.api_get(&format!("/api/v1/clusters/{CLUSTER}"), Some(token));
-    assert_eq!(st, 200, "{body}");
-    serde_json::from_str::<serde_json::Value>(&body).unwrap()["bootstrap"].clone()
-}
-
-fn wait_for_log(d: &Daemon, needle: &str, limit: Duration) {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if std::fs::read_to_string(&d.log)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "no {needle:?} in the daemon log:\n{}",
-        std::fs::read_to_string(&d.log).unwrap_or_default()
-    );
-}
-
-fn machine_state(d: &Daemon, token: &str, mac: &str) -> String {
-    let (st, body) = d.api_get(&format!("/api/v1/machines/{mac}"), Some(token));
-    assert_eq!(st, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["state"].as_str().unwrap_or_default().to_string()
-}
-
-/// The site (catalog, infra/, config, the cluster's bundle in the daemon's secret
-/// store), the fake nodes and the fake Kubernetes API.
-struct Rig {
-    cfg: PathBuf,
-    fixture: PathBuf,
-    kube: FakeKube,
-    lab: TalosLab,
-    /// Runs the fakes' tasks.
-    _rt: tokio::runtime::Runtime,
-    tmp: tempfile::TempDir,
-}
-
-impl Rig {
-    /// `hand_off_secs`: the HandOff step's timeout.
-    fn new(hand_off_secs: u64) -> Option<Self> {
-        Self::with_timeouts(&format!(
-            "{{ wait_nodes_secs: 120, hand_off_secs: {hand_off_secs} }}"
-        ))
-    }
-
-    /// `timeouts`: the `bootstrap.timeouts` settings (YAML flow mapping).
-    fn with_timeouts(timeouts: &str) -> Option<Self> {
-        common::crypto();
-        let fixture = common::fixture("argocd/install-v3.5.1.yaml")?;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        common::write_catalog(dir);
-        write_infra(dir);
-        // The cluster's secrets bundle, stored where the daemon keeps it, before it
-        // starts (it would generate one, but the fake nodes need its OS CA).
-        let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let kube = rt.block_on(FakeKube::start());
-        let lab = rt.block_on(TalosLab::start_on_one_port(
-            OsCa::from_bundle(&bundle),
-            3,
-            &kube.kubeconfig(),
-        ));
-        let cfg = write_config(dir, dir);
-        let text = std::fs::read_to_string(&cfg).unwrap()
-            + &format!(
-                "gitops_dir: {}\ntalos:\n  api_port: {}\nbootstrap:\n  poll_ms: 100\n  attempt_timeout_secs: 2\n  \
-                 argocd_wait_secs: 30\n  retry_min_secs: 1\n  timeouts: {}\n",
-                repo().join("gitops").display(),
-                lab.port(),
-                timeouts
-            );
-        std::fs::write(&cfg, text).unwrap();
-        let config =
-            provisioner::config::Config::load(Some(&cfg), Default::default(), &Default::default()).unwrap();
-        provisioner::talos::commands::open_secrets(&config)
-            .unwrap()
-            .put(CLUSTER, &bundle)
-            .unwrap();
-        Some(Self {
-            cfg,
-            fixture,
-            kube,
-            lab,
-            _rt: rt,
-            tmp,
-        })
-    }
-
-    /// `provisioner images import argocd <fixture>`.
-    fn import_manifest(&self) {
-        let (ok, out, err) = run(&[
-            "images",
-            "import",
-            "argocd",
-            self.fixture.to_str().unwrap(),
-            "--config",
-            self.cfg.to_str().unwrap(),
-        ]);
-        assert!(ok, "{out}{err}");
-    }
-
-    /// Polls the API until the cluster's bootstrap phase is `done`; the time it took.
-    fn until_done(&self, d: &Daemon, token: &str, from: Instant) -> Duration {
-        let end = Instant::now() + Duration::from_secs(120);
-        loop {
-            let b = bootstrap(d, token);
-            if b["phase"] == "done" {
-                return from.elapsed();
-            }
-            assert!(
-                b["phase"] != "failed" && Instant::now() < end,
-                "{b:#}\nlog:\n{}",
-                std::fs::read_to_string(&d.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 #[test]
 fn serve_bootstraps_and_hands_off_once_across_kill_9() {
@@ -252,23 +100,6 @@ fn serve_bootstraps_and_hands_off_once_across_kill_9() {
 }
 
 /// Until the cluster's HandOff step is running (etcd bootstrapped, kubeconfig stored).
-fn until_hand_off(d: &Daemon, token: &str) {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = bootstrap(d, token);
-        let at_hand_off = b["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["name"] == "HandOff" && s["status"] == "running");
-        if at_hand_off {
-            return;
-        }
-        assert!(b["phase"] == "running" && Instant::now() < end, "{b:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn without_the_argocd_manifest_the_hand_off_parks_across_kill_9_until_it_is_imported() {
     // A HandOff timeout shorter than the park: parking must not let it run out.
@@ -334,40 +165,6 @@ fn without_the_argocd_manifest_the_hand_off_parks_across_kill_9_until_it_is_impo
 }
 
 /// `provisioner clusters status genmachine` over the API.
-fn status_cli(d: &Daemon, token: &str) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(["clusters", "status", CLUSTER, "--config"])
-        .arg(&d.config)
-        .env("PROVISIONER_API_URL", d.api_url())
-        .env("PROVISIONER_API_TOKEN", token)
-        .env("PROVISIONER_CLIENT_CONFIG", "/nonexistent")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-/// `provisioner clusters retry genmachine` with `token`.
-fn retry_cli(d: &Daemon, token: &str) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(["clusters", "retry", CLUSTER, "--config"])
-        .arg(&d.config)
-        .env("PROVISIONER_API_URL", d.api_url())
-        .env("PROVISIONER_API_TOKEN", token)
-        .env("PROVISIONER_CLIENT_CONFIG", "/nonexistent")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[test]
 fn a_cluster_failed_on_a_step_timeout_is_retried_through_the_api_without_a_restart() {
     // etcd never settles within WaitEtcd's 4 s: the cluster fails after Bootstrap (not

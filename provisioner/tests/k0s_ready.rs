@@ -27,6 +27,7 @@ use provisioner::k0s::secrets::{K0sSecretStore, K0sSecrets, MemSecretStore};
 use provisioner::ops::bootstrap_view::StoreBootstrap;
 use provisioner::ops::clusters::{BootstrapPhase, BootstrapProgress, BootstrapStepStatus};
 use provisioner::store::{AgeKubeconfigs, RedbInventory};
+use provisioner::testing::fake_argo::FakeArgo;
 use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::k0s::K0sPlan;
 use provisioner_core::cluster::{BootstrapState, ClusterEvent, ClusterEventKind, ClusterStore, Step};
@@ -126,6 +127,10 @@ async fn controller_installed_to_handed_off_over_mtls() {
 
     let (secret_store, s) = secrets();
     let fake = FakeK0s::start(&s, 2, fake_nodes()).await;
+    // Argo CD on it reports the tree's Applications Synced and Healthy once settled.
+    fake.kube.set_argo(Arc::new(
+        FakeArgo::from_tree(&gitops, Duration::from_millis(300)).unwrap(),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbInventory::open(&dir.path().join("inventory.redb")).unwrap());
     let custody: Arc<dyn KubeconfigStore> = Arc::new(AgeKubeconfigs::open(dir.path()).unwrap());
@@ -376,6 +381,13 @@ async fn a_non_host_cluster_waits_for_the_argocd_host_then_registers_itself() {
     let (secret_store, s) = secrets();
     let fake = FakeK0s::start(&s, 0, fake_nodes()).await;
     let host = FakeKube::start().await;
+    // The host's Argo CD has synced its root app: beelink's Applications exist there
+    // but Argo CD refuses them ("there are no clusters with this name: beelink")
+    // until beelink's hand-off registers it.
+    host.set_argo(Arc::new(
+        FakeArgo::from_tree(&gitops, Duration::from_millis(300)).unwrap(),
+    ));
+    host.sync_root();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbInventory::open(&dir.path().join("inventory.redb")).unwrap());
     let custody: Arc<dyn KubeconfigStore> = Arc::new(AgeKubeconfigs::open(dir.path()).unwrap());
@@ -461,6 +473,15 @@ async fn a_non_host_cluster_waits_for_the_argocd_host_then_registers_itself() {
             && e.detail.contains("WaitEtcd")),
         "{events:#?}"
     );
+    // HandedOff only after the host's Argo CD reported beelink's Applications.
+    for app in ["cluster-config-beelink", "cilium-beelink", "vault-beelink"] {
+        assert!(
+            events.iter().any(|e| e.kind == ClusterEventKind::ArgoStatus
+                && e.detail.starts_with(&format!("{app}: "))
+                && e.detail.ends_with("-> Synced/Healthy")),
+            "{app}: {events:#?}"
+        );
+    }
     let secret = host
         .journal()
         .applies

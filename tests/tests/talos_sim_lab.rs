@@ -9,7 +9,11 @@
 //! (`serve`'s bootstrap supervisor) calls `Bootstrap` once, on the lowest IP, waits for
 //! etcd on all three, fetches the kubeconfig, waits for `/readyz` and installs ArgoCD
 //! plus the root app-of-apps into the fake Kubernetes API that holds the VIP (the
-//! cluster endpoint): the test measures power-on to `HandedOff`.
+//! cluster endpoint), whose scripted Argo CD controller reports the tree's
+//! Applications OutOfSync/Progressing, then Synced and Healthy: the cluster is
+//! `HandedOff` only after that report. The test measures power-on to `HandedOff`
+//! (the Degraded path and its retry are proven against the real `serve` in
+//! `provisioner/tests/cluster_handoff_argo.rs`, without QEMU).
 //!
 //! Three VMs at once under TCG on two cores: timeouts are generous and the test prints
 //! `TIMING` lines. Needs root, QEMU, a built appliance and agent (`cargo build
@@ -141,6 +145,7 @@ fn run(lab: &Lab, argocd: &Path) -> Result<()> {
         writeln!(f, "{}\n{}", bundle.certs.k8s.crt, bundle.certs.k8s.key)?;
     }
     let (agent_s, ca_s) = (agent.to_string_lossy(), ca_file.to_string_lossy());
+    let gitops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gitops");
     let mut kube = lab.spawn(
         &[
             &agent_s,
@@ -149,6 +154,10 @@ fn run(lab: &Lab, argocd: &Path) -> Result<()> {
             &format!("{}:6443", sim.vip),
             "--ca-file",
             &ca_s,
+            // Argo CD on the cluster: the tree's Applications, Synced and Healthy
+            // after 1.5 s of OutOfSync/Progressing.
+            "--gitops",
+            &gitops.to_string_lossy(),
         ],
         &lab.dir().join("fake-kube.log"),
     )?;
@@ -295,6 +304,20 @@ fn run(lab: &Lab, argocd: &Path) -> Result<()> {
         let m = appliance.api_machine(&node.mac)?;
         assert_eq!(timeline::state(&m), Some("Installed"), "{}: {m:#}", node.hostname);
     }
+    // HandedOff only after Argo CD reported Synced and Healthy: the appliance's
+    // events carry each change it read, the last ones before the step change.
+    let kube_log = wait_log(&kube, "LAB-KUBE-ARGO root Synced/Healthy")?;
+    assert!(
+        kube_log.contains("LAB-KUBE-ARGO root OutOfSync/Progressing")
+            && kube_log.contains("LAB-KUBE-ARGO cilium-genmachine Synced/Healthy"),
+        "{}",
+        tail(&kube_log, 30)
+    );
+    let detail = handed_off_detail(&appliance)?;
+    assert!(
+        detail.contains("Synced and Healthy"),
+        "HandOff -> HandedOff without Argo CD's report: {detail}"
+    );
     let kube_log = wait_log(&kube, "LAB-KUBE-APPLIED Application argocd/root")?;
     assert!(
         kube_log.contains("LAB-KUBE-APPLIED Namespace /argocd"),
@@ -304,6 +327,14 @@ fn run(lab: &Lab, argocd: &Path) -> Result<()> {
     drop(vms);
     appliance.stop()?;
     Ok(())
+}
+
+/// The `HandOff -> HandedOff` event's detail, from the cluster's last events.
+fn handed_off_detail(appliance: &Appliance) -> Result<String> {
+    let body = appliance.api_get(&format!("/api/v1/clusters/{CLUSTER}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+    let e = &v["bootstrap"]["last_event"];
+    Ok(format!("{} {}", e["kind"], e["detail"]))
 }
 
 fn wait_log(p: &provisioner_e2e::LabProcess, needle: &str) -> Result<String> {

@@ -13,6 +13,7 @@ use provisioner_core::cluster::ClusterStore;
 use provisioner_core::cluster::bootstrap::{
     self, BootstrapState, EtcdMember, EtcdService, Observation, Plan, Step, Work,
 };
+use provisioner_core::gitops::health::Report;
 use provisioner_core::inventory::{Inventory, Update};
 use provisioner_core::lifecycle::{self, Trigger};
 use provisioner_core::model::{EventKind, MacAddr, TimelineEvent};
@@ -77,6 +78,13 @@ pub trait ApiProbe: Send + Sync + std::fmt::Debug {
 pub trait HandOff: Send + Sync + std::fmt::Debug {
     /// Installs and hands `cluster` over; idempotent until it returns `Ok`.
     fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>>;
+    /// What Argo CD reports about `cluster`'s Applications (the hand-off is over
+    /// when they are all Synced and Healthy); `kubeconfig` is `cluster`'s own.
+    fn argo_status<'a>(
+        &'a self,
+        cluster: &'a str,
+        kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<Report, String>>;
 }
 
 /// Why the orchestrator stopped early.
@@ -215,6 +223,10 @@ impl Orchestrator {
             }),
             Work::HandOff => Observation::HandOff(match self.kubeconfig() {
                 Ok(kc) => self.hand_off.hand_off(cluster, &kc).await,
+                Err(e) => Err(e),
+            }),
+            Work::CheckArgo => Observation::Argo(match self.kubeconfig() {
+                Ok(kc) => self.hand_off.argo_status(cluster, &kc).await,
                 Err(e) => Err(e),
             }),
         }

@@ -67,6 +67,9 @@ pub struct StepTimeouts {
     pub wait_api_secs: u64,
     /// `HandOff` (ArgoCD install, readiness, root app).
     pub hand_off_secs: u64,
+    /// `HandOff` after the apply: until Argo CD reports the cluster's Applications
+    /// Synced and Healthy (its own clock, from the apply).
+    pub argo_synced_secs: u64,
 }
 
 impl Default for StepTimeouts {
@@ -79,6 +82,7 @@ impl Default for StepTimeouts {
             fetch_kubeconfig_secs: t.fetch_kubeconfig.as_secs(),
             wait_api_secs: t.wait_api.as_secs(),
             hand_off_secs: t.hand_off.as_secs(),
+            argo_synced_secs: t.argo_synced.as_secs(),
         }
     }
 }
@@ -94,6 +98,7 @@ impl StepTimeouts {
             fetch_kubeconfig: s(self.fetch_kubeconfig_secs),
             wait_api: s(self.wait_api_secs),
             hand_off: s(self.hand_off_secs),
+            argo_synced: s(self.argo_synced_secs),
             // k0s steps: not run by this supervisor.
             ..Timeouts::default()
         }

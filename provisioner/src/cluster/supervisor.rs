@@ -353,6 +353,15 @@ impl HandOff for Parking {
         }
         .boxed()
     }
+
+    fn argo_status<'a>(
+        &'a self,
+        cluster: &'a str,
+        kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, String>> {
+        // The manifest was loaded for the apply; reading statuses needs no park.
+        async move { self.argo.get().await?.argo_status(cluster, kubeconfig).await }.boxed()
+    }
 }
 
 /// Polls `Version` on the control-plane nodes until one answers (`true`) or

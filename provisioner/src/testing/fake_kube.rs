@@ -5,6 +5,8 @@
 //! simulated status (CRDs become Established, workloads become ready, each after a
 //! delay), and `/readyz`. Custom resources are refused until their CRD is Established
 //! and namespaced objects until their Namespace exists, as a real API server does.
+//! With a scripted Argo CD controller ([`super::fake_argo`], [`FakeKube::set_argo`])
+//! Applications get the status Argo CD would write, and can be listed.
 //! Every request is journalled so tests can assert order. Integration tests run it on
 //! loopback over plain HTTP; the simulated lab runs it over TLS inside the lab
 //! namespace (`provisioner-lab-agent kube`), where the nodes' kubeconfigs point.
@@ -20,6 +22,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+use super::fake_argo::{self, FakeArgo};
 
 /// One server-side apply.
 #[derive(Debug, Clone)]
@@ -45,8 +49,12 @@ pub struct Journal {
     pub applies: Vec<Applied>,
     /// Every path requested, in order.
     pub requests: Vec<String>,
-    /// When a GET first saw a CRD Established / a workload ready (by object key).
+    /// When a GET first saw a CRD Established / a workload ready / an Application
+    /// Synced and Healthy (by object key).
     pub observed_ready: BTreeMap<String, Instant>,
+    /// Every change of an Application's `Sync/Health` a read answered: (when, name,
+    /// state).
+    pub argo: Vec<(Instant, String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +71,7 @@ struct Inner {
     /// How long after apply a CRD is Established / a workload ready.
     crd_delay: Duration,
     ready_delay: Duration,
+    argo: Mutex<Option<Arc<FakeArgo>>>,
 }
 
 /// A running fake API server; stops when dropped.
@@ -134,6 +143,7 @@ impl FakeKube {
             stored: Mutex::default(),
             crd_delay: Duration::from_millis(150),
             ready_delay: Duration::from_millis(300),
+            argo: Mutex::default(),
         });
         let app = axum::Router::new().fallback(handle).with_state(inner.clone());
         let me = Self {
@@ -161,6 +171,17 @@ impl FakeKube {
     /// The journal so far (hold the guard briefly).
     pub fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
         lock(&self.inner.journal)
+    }
+
+    /// Runs `argo` as the cluster's Argo CD application controller from now on.
+    pub fn set_argo(&self, argo: Arc<FakeArgo>) {
+        *lock(&self.inner.argo) = Some(argo);
+    }
+
+    /// As if Argo CD had synced a root Application applied before this test: the
+    /// tree's Applications appear (`settle` from now).
+    pub fn sync_root(&self) {
+        sync_root(&self.inner, &mut lock(&self.inner.stored), Instant::now());
     }
 
     /// A stored object by key `<kind>/<ns>/<name>` (ns empty when cluster-scoped).
@@ -250,12 +271,17 @@ async fn handle(
         ["apis", g, _v, rest @ ..] => (*g, rest),
         _ => return status(StatusCode::NOT_FOUND, "not found"),
     };
+    let now = Instant::now();
+    if let ["namespaces", ns, "applications"] = rest
+        && method == Method::GET
+    {
+        return list_applications(&s, ns, now);
+    }
     let (ns, plural, name) = match rest {
         ["namespaces", ns, plural, name] => (Some(*ns), *plural, *name),
         [plural, name] => (None, *plural, *name),
         _ => return status(StatusCode::METHOD_NOT_ALLOWED, "only single objects are served"),
     };
-    let now = Instant::now();
     match method {
         Method::PATCH => {
             let ct = headers
@@ -322,6 +348,10 @@ async fn handle(
             let k = key(&kind, ns, name);
             let applied_at = stored.objects.get(&k).map(|(_, at)| *at).unwrap_or(now);
             stored.objects.insert(k, (obj.clone(), applied_at));
+            // Argo CD syncs the root app-of-apps: its Applications appear.
+            if kind == "Application" && name == "root" {
+                sync_root(&s, &mut stored, now);
+            }
             drop(stored);
             lock(&s.journal).applies.push(Applied {
                 at: now,
@@ -336,7 +366,7 @@ async fn handle(
         Method::GET => {
             let kind = kind_of(plural);
             let k = key(kind, ns, name);
-            let Some((mut obj, at)) = lock(&s.stored).objects.get(&k).cloned() else {
+            let Some((mut obj, at)) = get_object(&s, kind, &k, now) else {
                 return status(StatusCode::NOT_FOUND, &format!("{plural} \"{name}\" not found"));
             };
             let mut ready = false;
@@ -374,6 +404,11 @@ fn kind_of(plural: &str) -> &'static str {
         "secrets" => "Secret",
         "applications" => "Application",
         "appprojects" => "AppProject",
+        "configmaps" => "ConfigMap",
         _ => "Other",
     }
 }
+
+#[path = "fake_kube_argo.rs"]
+mod argo_routes;
+use argo_routes::{get_object, list_applications, sync_root};

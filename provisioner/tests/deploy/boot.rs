@@ -51,6 +51,11 @@ impl Booted {
         booted
     }
 
+    /// The container's PID 1 as the host sees it (its namespaces are the container's).
+    pub fn leader(&self) -> u32 {
+        self.leader
+    }
+
     /// A command in every namespace of the container.
     pub fn exec(&self, args: &[&str]) -> Output {
         Command::new("nsenter")

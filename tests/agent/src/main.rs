@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use provisioner::testing::fake_apid::{self, FakeCluster};
+use provisioner::testing::fake_argo::FakeArgo;
 use provisioner::testing::fake_kube::FakeKube;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +65,14 @@ enum Cmd {
         /// PEM (secrets-bundle form); removed once read.
         #[arg(long)]
         ca_file: PathBuf,
+        /// Run the scripted Argo CD controller over this `gitops/` tree
+        /// (`provisioner::testing::fake_argo`): Applications report Synced and
+        /// Healthy after `--argo-settle-ms`.
+        #[arg(long)]
+        gitops: Option<PathBuf>,
+        /// How long an Application reports OutOfSync/Progressing first.
+        #[arg(long, default_value_t = 1500)]
+        argo_settle_ms: u64,
     },
 }
 
@@ -93,7 +102,12 @@ fn main() {
                 port,
                 peer_port,
             } => node(&config, ip, &peers, port, peer_port).await,
-            Cmd::Kube { listen, ca_file } => kube(listen, &ca_file).await,
+            Cmd::Kube {
+                listen,
+                ca_file,
+                gitops,
+                argo_settle_ms,
+            } => kube(listen, &ca_file, gitops.as_deref(), argo_settle_ms).await,
         }
     });
     if let Err(e) = r {
@@ -138,13 +152,24 @@ async fn node(
         .context("apid server")
 }
 
-async fn kube(listen: SocketAddr, ca_file: &std::path::Path) -> Result<()> {
+async fn kube(
+    listen: SocketAddr,
+    ca_file: &std::path::Path,
+    gitops: Option<&std::path::Path>,
+    settle_ms: u64,
+) -> Result<()> {
     let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     let kube = FakeKube::start_tls_on(listener, kube_tls::server_config(listen.ip(), ca_file)?)?;
+    if let Some(dir) = gitops {
+        let argo = FakeArgo::from_tree(dir, std::time::Duration::from_millis(settle_ms))
+            .map_err(anyhow::Error::msg)?;
+        kube.set_argo(std::sync::Arc::new(argo));
+    }
     println!("LAB-KUBE-LISTENING {}", kube.addr);
     let shutdown = shutdown_on_signal();
-    // Print each apply once, so the test can assert the hand-off from the log.
-    let mut seen = 0;
+    // Print each apply and each Application status a read answered once, so the
+    // test can assert the hand-off from the log.
+    let (mut seen, mut argo_seen) = (0, 0);
     loop {
         let stop = tokio::select! {
             () = shutdown.cancelled() => true,
@@ -163,6 +188,10 @@ async fn kube(listen: SocketAddr, ca_file: &std::path::Path) -> Result<()> {
                 );
             }
             seen = journal.applies.len();
+            for (_, name, state) in &journal.argo[argo_seen..] {
+                println!("LAB-KUBE-ARGO {name} {state}");
+            }
+            argo_seen = journal.argo.len();
         }
         if stop {
             return Ok(());

@@ -10,7 +10,8 @@
 //! with the admin certificate, the cluster CA as trust root) → `WaitWorkers` (every
 //! node of the cluster definition is a Node with condition `Ready=True`; the
 //! controller runs `--enable-worker`, so it is one of them) → `HandOff` (ArgoCD) →
-//! `HandedOff`. Any step past its own timeout → `Failed`. A cluster that is not the
+//! `HandedOff` (after Argo CD reports the cluster's Applications Synced and Healthy,
+//! [`super::argo_wait`]). Any step past its own timeout → `Failed`. A cluster that is not the
 //! ArgoCD host hands off by registering itself in the host's ArgoCD, so its `HandOff`
 //! waits (clock stopped) until the host is handed off.
 //!
@@ -69,8 +70,10 @@ pub enum K0sObservation {
     Readyz(Result<(), String>),
     /// The Node list, or why it could not be read.
     Nodes(Result<Vec<NodeStatus>, String>),
-    /// The ArgoCD hand-off finished (`Ok`) or failed in a way worth retrying.
+    /// The ArgoCD hand-off's objects were applied (`Ok`) or not, worth retrying.
     HandOff(Result<(), String>),
+    /// Argo CD's report on the cluster's Applications ([`super::argo_wait`]).
+    Argo(Result<crate::gitops::health::Report, String>),
     /// The hand-off cannot start for a reason outside this cluster: the cluster
     /// ArgoCD runs on (`gitops/settings.yaml` `argocd.host`) is not handed off yet.
     /// The step waits without its clock running (the clock restarts), so its
@@ -89,6 +92,8 @@ pub enum K0sWork {
     CheckNodes,
     /// Run the ArgoCD hand-off with the admin kubeconfig.
     HandOff,
+    /// Read Argo CD's report on the cluster's Applications.
+    CheckArgo,
 }
 
 /// The result of one [`step`].
@@ -207,19 +212,24 @@ pub fn step(
             },
             Err(e) => Some(format!("listing Nodes: {e}")),
         },
-        K0sObservation::HandOff(r) if state.step == Step::HandOff => match r {
+        K0sObservation::HandOff(r) if state.step == Step::HandOff && state.applied_at.is_none() => match r {
             Ok(()) => {
-                enter(
-                    &mut t,
-                    Step::HandedOff,
-                    now,
-                    "ArgoCD hand-off done; Git owns the cluster",
-                );
+                t.next
+                    .applied(&mut t.events, now, "ArgoCD hand-off applied (cluster registered)");
                 None
             }
             Err(e) => Some(format!("hand-off: {e}")),
         },
-        K0sObservation::HandOffBlocked(why) if state.step == Step::HandOff => {
+        K0sObservation::Argo(r) if state.step == Step::HandOff && state.applied_at.is_some() => {
+            match t.next.observe_argo(&mut t.events, r, now) {
+                None => {
+                    enter(&mut t, Step::HandedOff, now, super::argo_wait::DONE);
+                    None
+                }
+                Some(why) => Some(why),
+            }
+        }
+        K0sObservation::HandOffBlocked(why) if state.step == Step::HandOff && state.applied_at.is_none() => {
             t.next.step_started = now;
             t.events.push(ev(now, ClusterEventKind::Waiting, why));
             t.delay = plan.poll;
@@ -247,6 +257,7 @@ pub fn work_for(state: &BootstrapState) -> Option<K0sWork> {
         Step::WaitK0s => Some(K0sWork::CheckController),
         Step::WaitApi => Some(K0sWork::CheckReadyz),
         Step::WaitWorkers => Some(K0sWork::CheckNodes),
+        Step::HandOff if state.applied_at.is_some() => Some(K0sWork::CheckArgo),
         Step::HandOff => Some(K0sWork::HandOff),
         _ => None,
     }

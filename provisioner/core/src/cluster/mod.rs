@@ -2,6 +2,7 @@
 //! handed-off cluster ([`bootstrap`] for Talos, [`k0s`] for k0s), their events, and
 //! the storage seam for both.
 
+pub mod argo_wait;
 pub mod bootstrap;
 pub mod k0s;
 pub mod retry;
@@ -33,6 +34,10 @@ pub enum ClusterEventKind {
     Failed,
     /// An operator asked to retry a failed workflow (detail: the step it goes back to).
     Retried,
+    /// Argo CD reported a change of an Application's sync or health status (detail:
+    /// `name: Sync/Health -> Sync/Health`), or the hand-off's objects were applied.
+    #[serde(rename = "argo_status")]
+    ArgoStatus,
 }
 
 /// One entry of a cluster's event log.

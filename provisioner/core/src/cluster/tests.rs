@@ -215,11 +215,12 @@ fn transition_table() {
             Step::HandOff,
             Some(Work::HandOff),
         ),
+        // Applied is not done: the step goes on, watching Argo CD (argo_wait).
         (
             at(Step::HandOff),
             Observation::HandOff(Ok(())),
-            Step::HandedOff,
-            None,
+            Step::HandOff,
+            Some(Work::CheckArgo),
         ),
         // Terminal: nothing ever happens again, in particular no re-apply.
         (

@@ -7,13 +7,21 @@
 //!
 //! Rules: exclude paths are full repository paths that match something; `$values`
 //! needs a `ref: values` source without `chart`; `goTemplate: true` ⇔ Go template
-//! syntax; `destination` has `name` xor `server`, and names are registered clusters;
-//! git sources use the configured repository URL; names are unique.
+//! syntax; every destination resolves as Argo CD v3.5.1 resolves it
+//! ([`destination`]) and names the cluster the way the appliance registers it (by
+//! name, the local one under its own name: never the `in-cluster` special case);
+//! git sources use the configured repository URL; a source that is one of this
+//! tree's Helm charts gets `settings.yaml` as its values file; names are unique.
 
 pub mod cni;
+pub mod destination;
+mod generate;
+pub mod health;
+pub mod helm;
 pub mod metallb;
 mod path_match;
 pub mod podsecurity;
+pub mod repo;
 pub mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +29,10 @@ use std::fmt;
 
 use serde_json::Value;
 
+pub use generate::{basename_normalized, expand, generate, generated_directories, render};
 pub use path_match::path_match;
+
+use self::destination::{IN_CLUSTER_NAME, IN_CLUSTER_SERVER, Registry};
 
 /// One object read from a file under `gitops/`.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,9 +52,15 @@ pub struct Context {
     /// the repository root (`gitops/manifests/cert-manager/genmachine`). Git has no
     /// empty directories, so only these can ever be generated.
     pub directories: BTreeSet<String>,
-    /// Cluster names registered in ArgoCD (cluster Secrets). `in-cluster` is always
-    /// valid.
-    pub clusters: BTreeSet<String>,
+    /// The cluster Secrets ArgoCD will have: the ones the appliance registers and
+    /// any the tree declares.
+    pub registry: Registry,
+    /// The name the cluster ArgoCD runs on is registered under (`argocd.host`).
+    pub host: String,
+    /// This tree's Helm charts (directories holding a `Chart.yaml`), repository-relative.
+    pub charts: BTreeSet<String>,
+    /// The values file every chart of the tree takes (`gitops/settings.yaml`).
+    pub settings_file: String,
 }
 
 /// One problem, naming the file and the object.
@@ -61,82 +78,6 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}: {}", self.file, self.object, self.message)
     }
-}
-
-/// ArgoCD's `basenameNormalized`: lower-case, every character outside `[-a-z0-9.]`
-/// replaced by `-` (argo-cd `applicationset/utils/template_functions.go`
-/// `SanitizeName`).
-pub fn basename_normalized(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    base.to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
-/// The directories a git `directories` generator yields over `dirs`: matched by an
-/// include pattern and by no exclude pattern (exclude wins; argo-cd
-/// `applicationset/generators/git.go` `filterApps`), and the problems with the patterns.
-pub fn generated_directories(directories: &Value, dirs: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
-    let mut include = Vec::new();
-    let mut exclude = Vec::new();
-    let mut problems = Vec::new();
-    for d in directories.as_array().into_iter().flatten() {
-        let Some(path) = d.get("path").and_then(Value::as_str) else {
-            problems.push("a directories entry has no `path`".to_string());
-            continue;
-        };
-        if d.get("exclude").and_then(Value::as_bool).unwrap_or(false) {
-            exclude.push(path);
-        } else {
-            include.push(path);
-        }
-    }
-    for ex in &exclude {
-        if !dirs.iter().any(|d| path_match(ex, d)) {
-            problems.push(format!(
-                "exclude path {ex:?} matches no directory of the repository (ArgoCD matches the full repository-relative path, and `dir/*` never matches `dir` itself)"
-            ));
-        }
-    }
-    let generated = dirs
-        .iter()
-        .filter(|d| include.iter().any(|p| path_match(p, d)) && !exclude.iter().any(|p| path_match(p, d)))
-        .cloned()
-        .collect();
-    (generated, problems)
-}
-
-/// Renders the Go-template expressions ArgoCD's git directory generator provides
-/// (`{{.path.path}}`, `{{.path.basename}}`, `{{.path.basenameNormalized}}`) for `dir`.
-/// Anything else is an error, as with `missingkey=error`.
-pub fn render(template: &str, dir: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed `{{{{` in {template:?}"))?;
-        let expr = after[..end].trim();
-        let value = match expr {
-            ".path.path" => dir.to_string(),
-            ".path.basename" => dir.rsplit('/').next().unwrap_or(dir).to_string(),
-            ".path.basenameNormalized" => basename_normalized(dir),
-            other => return Err(format!("unsupported template expression `{{{{{other}}}}}`")),
-        };
-        out.push_str(&value);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// Runs every rule; returns all findings (empty = ok).
@@ -225,7 +166,6 @@ fn application_set(v: &Value, ctx: &Context, push: &mut dyn FnMut(String)) -> Ve
             }
         }
     }
-    let mut out = Vec::new();
     let generators = spec
         .get("generators")
         .and_then(Value::as_array)
@@ -251,21 +191,19 @@ fn application_set(v: &Value, ctx: &Context, push: &mut dyn FnMut(String)) -> Ve
         if dirs.is_empty() {
             push("the git generator yields no directory, so no Application is generated".into());
         }
-        if !go {
-            continue; // already reported; rendering needs Go syntax
-        }
-        for dir in dirs {
-            match render_value(&template, &dir) {
-                Ok(app) => {
-                    if let Some(s) = app.get("spec") {
-                        for m in application_spec(s, ctx) {
-                            push(format!("generated for {dir}: {m}"));
-                        }
+    }
+    let mut out = Vec::new();
+    for (dir, app) in generate(v, ctx) {
+        match app {
+            Ok(app) => {
+                if let Some(s) = app.get("spec") {
+                    for m in application_spec(s, ctx) {
+                        push(format!("generated for {dir}: {m}"));
                     }
-                    out.push((app, dir));
                 }
-                Err(e) => push(format!("generated for {dir}: {e}")),
+                out.push((app, dir));
             }
+            Err(e) => push(format!("generated for {dir}: {e}")),
         }
     }
     out
@@ -274,22 +212,8 @@ fn application_set(v: &Value, ctx: &Context, push: &mut dyn FnMut(String)) -> Ve
 /// The rules every Application spec (plain or generated) must follow.
 fn application_spec(spec: &Value, ctx: &Context) -> Vec<String> {
     let mut out = Vec::new();
-    match spec.get("destination") {
-        None => out.push("no destination".into()),
-        Some(d) => {
-            let name = d.get("name").and_then(Value::as_str);
-            let server = d.get("server").and_then(Value::as_str);
-            match (name, server) {
-                (Some(_), Some(_)) => out.push("destination has both name and server; use one".into()),
-                (None, None) => out.push("destination has neither name nor server".into()),
-                (Some(n), None) if n != "in-cluster" && !ctx.clusters.contains(n) => out.push(format!(
-                    "destination name {n:?} is not a registered cluster (known: in-cluster, {})",
-                    ctx.clusters.iter().cloned().collect::<Vec<_>>().join(", ")
-                )),
-                _ => {}
-            }
-        }
-    }
+    let dest = spec.get("destination").cloned().unwrap_or(Value::Null);
+    out.extend(destination_problems(&dest, ctx));
     let mut sources: Vec<&Value> = spec
         .get("sources")
         .and_then(Value::as_array)
@@ -315,6 +239,17 @@ fn application_spec(spec: &Value, ctx: &Context) -> Vec<String> {
             out.push(format!(
                 "git source repoURL {url:?} is not the GitOps repository {:?}",
                 ctx.repo_url
+            ));
+        }
+        if let Some(path) = s.get("path").and_then(Value::as_str)
+            && !chart
+            && ctx.charts.contains(path.trim_end_matches('/'))
+            && !takes_settings(s, path, &ctx.settings_file)
+        {
+            out.push(format!(
+                "source path {path:?} is a Helm chart of this tree: give it `helm.valueFiles: [{}]` (the relative path of {}), or every templated repoURL renders empty",
+                relative(path, &ctx.settings_file),
+                ctx.settings_file
             ));
         }
         for vf in s
@@ -343,6 +278,72 @@ fn application_spec(spec: &Value, ctx: &Context) -> Vec<String> {
     out
 }
 
+/// Argo CD's answer for `dest` ([`destination`]), then the appliance's convention:
+/// clusters by the name it registers them under, the local one included.
+fn destination_problems(dest: &Value, ctx: &Context) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(e) = ctx.registry.resolve_value(dest) {
+        out.push(format!(
+            "field `spec.destination`: Argo CD v3.5.1 refuses it (InvalidSpecError): {e}"
+        ));
+        return out;
+    }
+    let name = dest.get("name").and_then(Value::as_str);
+    if name == Some(IN_CLUSTER_NAME) {
+        out.push(format!(
+            "field `spec.destination.name`: {IN_CLUSTER_NAME:?} works only through Argo CD's in-cluster special case (util/db/cluster.go GetClusterServersByName); the appliance registers the local cluster as {:?}: use that",
+            ctx.host
+        ));
+    } else if let Some(server) = dest.get("server").and_then(Value::as_str) {
+        let local = if server.trim_end_matches('/') == IN_CLUSTER_SERVER {
+            format!(" ({:?} here)", ctx.host)
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "field `spec.destination.server`: the appliance registers clusters by name: use `destination.name`{local}"
+        ));
+    }
+    out
+}
+
+/// Whether a chart source at `path` lists `settings` among its value files (paths
+/// relative to the chart, as Argo CD resolves them).
+fn takes_settings(source: &Value, path: &str, settings: &str) -> bool {
+    source
+        .pointer("/helm/valueFiles")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|f| normalize(&format!("{}/{f}", path.trim_end_matches('/'))) == settings)
+}
+
+/// `a/b/../c` → `a/c` (no `..` above the root).
+fn normalize(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    parts.join("/")
+}
+
+/// `settings` relative to the directory `from`.
+fn relative(from: &str, settings: &str) -> String {
+    let depth = from
+        .trim_end_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .count();
+    format!("{}{settings}", "../".repeat(depth))
+}
+
 fn collect_strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(s) => out.push(s.clone()),
@@ -366,19 +367,6 @@ fn template_exprs(s: &str) -> Vec<String> {
         rest = &after[end + 2..];
     }
     out
-}
-
-fn render_value(v: &Value, dir: &str) -> Result<Value, String> {
-    Ok(match v {
-        Value::String(s) => Value::String(render(s, dir)?),
-        Value::Array(a) => Value::Array(a.iter().map(|x| render_value(x, dir)).collect::<Result<_, _>>()?),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| Ok((render(k, dir)?, render_value(x, dir)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
 }
 
 #[cfg(test)]

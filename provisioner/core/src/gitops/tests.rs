@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use super::destination::{ClusterSecret, IN_CLUSTER_SERVER, Registry};
 use super::*;
 
 const REPO: &str = "https://github.com/example/homelab.git";
@@ -20,7 +21,24 @@ fn ctx() -> Context {
         .iter()
         .map(|s| s.to_string())
         .collect(),
-        clusters: BTreeSet::from(["genmachine".to_string(), "beelink".to_string()]),
+        registry: Registry {
+            secrets: vec![
+                ClusterSecret {
+                    secret: "cluster-genmachine".into(),
+                    name: "genmachine".into(),
+                    server: IN_CLUSTER_SERVER.into(),
+                },
+                ClusterSecret {
+                    secret: "cluster-beelink".into(),
+                    name: "beelink".into(),
+                    server: "https://10.0.40.10:6443".into(),
+                },
+            ],
+            in_cluster_enabled: true,
+        },
+        host: "genmachine".into(),
+        charts: BTreeSet::from(["gitops/core/apps".to_string()]),
+        settings_file: "gitops/settings.yaml".into(),
     }
 }
 
@@ -124,7 +142,7 @@ fn naive_application_set_fails_each_rule() {
         .collect::<Vec<_>>()
         .join("\n");
     for want in [
-        "generated for gitops/manifests/cert-manager/values: destination name \"values\" is not a registered cluster",
+        "generated for gitops/manifests/cert-manager/values: field `spec.destination`: Argo CD v3.5.1 refuses it (InvalidSpecError): there are no clusters with this name: values",
         "uses $values but no source has `ref: values`",
     ] {
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
@@ -146,32 +164,98 @@ fn fasttemplate_syntax_with_go_template_is_refused() {
     );
 }
 
+/// `check` fails, with file and field, on each destination Argo CD v3.5.1 refuses
+/// (`util/argo/argo.go` `GetDestinationServer`, `util/db/cluster.go`
+/// `GetClusterServersByName`), and on the ones that only work through the
+/// `in-cluster` special case.
 #[test]
-fn destination_rules() {
+fn destination_rules_follow_argo_cd_v3_5_1_get_destination_server() {
     let app = |dest: Value| {
         json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
           "metadata": {"name": "x", "namespace": "argocd"},
           "spec": {"project": "core", "destination": dest,
                    "source": {"repoURL": REPO, "path": "gitops/x", "targetRevision": "main"}}})
     };
+    let mut dup = ctx();
+    dup.registry.secrets.push(ClusterSecret {
+        secret: "declared-in-tree".into(),
+        name: "beelink".into(),
+        server: "https://10.0.40.99:6443".into(),
+    });
     let cases = [
-        (json!({"name": "genmachine", "namespace": "a"}), None),
-        (json!({"name": "in-cluster", "namespace": "a"}), None),
-        (json!({"server": "https://kubernetes.default.svc"}), None),
-        (json!({"name": "prod"}), Some("not a registered cluster")),
+        (ctx(), json!({"name": "genmachine", "namespace": "a"}), None),
+        (ctx(), json!({"name": "beelink", "namespace": "a"}), None),
         (
-            json!({"name": "genmachine", "server": "https://x"}),
-            Some("both name and server"),
+            ctx(),
+            json!({"name": "prod"}),
+            Some(
+                "field `spec.destination`: Argo CD v3.5.1 refuses it (InvalidSpecError): there are no clusters with this name: prod",
+            ),
         ),
-        (json!({"namespace": "a"}), Some("neither name nor server")),
+        (
+            dup,
+            json!({"name": "beelink"}),
+            Some(
+                "there are 2 clusters with the same name: [https://10.0.40.10:6443 https://10.0.40.99:6443]",
+            ),
+        ),
+        (
+            ctx(),
+            json!({"name": "genmachine", "server": "https://x"}),
+            Some("application destination can't have both name and server defined: genmachine https://x"),
+        ),
+        (
+            ctx(),
+            json!({"namespace": "a"}),
+            Some("Destination server missing from app spec"),
+        ),
+        (
+            ctx(),
+            json!({"server": "https://10.1.1.1:6443"}),
+            Some("cluster \"https://10.1.1.1:6443\" not found"),
+        ),
+        // Argo CD takes these; the appliance's naming does not rely on them.
+        (
+            ctx(),
+            json!({"name": "in-cluster", "namespace": "a"}),
+            Some(
+                "field `spec.destination.name`: \"in-cluster\" works only through Argo CD's in-cluster special case",
+            ),
+        ),
+        (
+            ctx(),
+            json!({"server": "https://kubernetes.default.svc"}),
+            Some("use `destination.name` (\"genmachine\" here)"),
+        ),
     ];
-    for (dest, want) in cases {
-        let f = check(&obj(app(dest.clone())), &ctx());
+    for (c, dest, want) in cases {
+        let f = check(&obj(app(dest.clone())), &c);
         match want {
             None => assert!(f.is_empty(), "{dest}: {f:?}"),
-            Some(w) => assert!(f.iter().any(|f| f.message.contains(w)), "{dest}: {f:?}"),
+            Some(w) => assert!(
+                f.iter()
+                    .any(|f| f.message.contains(w) && f.file.ends_with(".yaml")),
+                "{dest}: {f:?}"
+            ),
         }
     }
+}
+
+#[test]
+fn a_chart_of_the_tree_needs_the_settings_values_file() {
+    let app = |helm: Value| {
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+          "metadata": {"name": "apps", "namespace": "argocd"},
+          "spec": {"project": "argocd", "destination": {"name": "genmachine", "namespace": "argocd"},
+                   "source": {"repoURL": REPO, "path": "gitops/core/apps", "targetRevision": "main", "helm": helm}}})
+    };
+    assert!(check(&obj(app(json!({"valueFiles": ["../../settings.yaml"]}))), &ctx()).is_empty());
+    let f = check(&obj(app(json!({}))), &ctx());
+    assert!(
+        f.iter()
+            .any(|f| f.message.contains("is a Helm chart of this tree")),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -202,7 +286,7 @@ fn duplicate_names_are_reported_including_generated_ones() {
         file: "gitops/bootstrap/genmachine/x.yaml".into(),
         value: json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
             "metadata": {"name": "cert-manager-genmachine", "namespace": "argocd"},
-            "spec": {"project": "core", "destination": {"name": "in-cluster"},
+            "spec": {"project": "core", "destination": {"name": "genmachine"},
                      "source": {"repoURL": REPO, "path": "gitops/x", "targetRevision": "main"}}}),
     });
     let f = check(&objs, &ctx());

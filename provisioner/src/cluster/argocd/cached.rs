@@ -85,4 +85,12 @@ impl HandOff for CachedArgo {
     fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
         async move { self.get().await?.hand_off(cluster, kubeconfig).await }.boxed()
     }
+
+    fn argo_status<'a>(
+        &'a self,
+        cluster: &'a str,
+        kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, String>> {
+        async move { self.get().await?.argo_status(cluster, kubeconfig).await }.boxed()
+    }
 }

@@ -15,6 +15,7 @@ pub mod install;
 pub mod manager;
 pub mod manifest;
 pub mod objects;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::Client;
 use kube::api::DynamicObject;
+use provisioner_core::gitops::health::Report;
 use serde::Deserialize;
 
 use self::install::Installer;
@@ -230,8 +232,33 @@ impl ArgoHandOff {
     }
 }
 
+impl ArgoHandOff {
+    async fn status(&self, cluster: &str, kubeconfig: &[u8]) -> Result<Report, String> {
+        let host = &self.settings.argocd.host;
+        let expected = status::expected(&self.gitops_dir, &self.settings, cluster)?;
+        let client = if cluster == host {
+            client_for(kubeconfig).await?
+        } else {
+            let kc = self
+                .kubeconfigs
+                .get(host)?
+                .ok_or_else(|| format!("no kubeconfig of the ArgoCD host cluster {host}"))?;
+            client_for(&kc).await?
+        };
+        status::report(client, &expected, cluster, host).await
+    }
+}
+
 impl HandOff for ArgoHandOff {
     fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
         self.run(cluster, kubeconfig).boxed()
+    }
+
+    fn argo_status<'a>(
+        &'a self,
+        cluster: &'a str,
+        kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<Report, String>> {
+        self.status(cluster, kubeconfig).boxed()
     }
 }

@@ -36,13 +36,14 @@ fn cluster(name: &str, server: &str, config: Value) -> DynamicObject {
     }))
 }
 
-/// Registers the host cluster under its own name (server
-/// `https://kubernetes.default.svc`), so `destination.name: <host>` works like
-/// `in-cluster` (argo `util/db/cluster.go`).
+/// Registers the host cluster under its own name at the in-cluster address: the
+/// one name the tree, the root Application and this Secret use for it, so nothing
+/// depends on Argo CD's `in-cluster` special case (`util/db/cluster.go`
+/// `GetClusterServersByName` at v3.5.1; `core::gitops::destination`).
 pub fn in_cluster_secret(name: &str) -> DynamicObject {
     cluster(
         name,
-        "https://kubernetes.default.svc",
+        provisioner_core::gitops::destination::IN_CLUSTER_SERVER,
         json!({"tlsClientConfig": {"insecure": false}}),
     )
 }
@@ -100,54 +101,51 @@ pub fn cluster_secret(name: &str, at: &Endpoint, bearer_token: &str) -> DynamicO
     )
 }
 
-/// Every AppProject in `<gitops>/core/appProjects/*.yaml`, namespace `argocd`.
+/// Every AppProject of the tree (the `core/appProjects` chart rendered with
+/// `settings.yaml`, as Argo CD renders it), namespace `argocd`: applied before the
+/// root Application, whose project they define.
 pub fn app_projects(gitops_dir: &Path) -> Result<Vec<DynamicObject>, String> {
-    let dir = gitops_dir.join("core").join("appProjects");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
-        .collect();
-    paths.sort();
+    let values = crate::gitops::tree::values(gitops_dir)?;
+    let tree = crate::gitops::tree::load(gitops_dir, &values);
+    if let Some(p) = tree.problems.first() {
+        return Err(p.clone());
+    }
     let mut out = Vec::new();
-    for p in paths {
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
-            &text,
-            serde_saphyr::options! { strict_booleans: true },
-        )
-        .map_err(|e| format!("{}: {e}", p.display()))?;
-        for d in docs
-            .into_iter()
-            .filter(|d| d.get("kind").and_then(Value::as_str) == Some("AppProject"))
-        {
-            let mut o: DynamicObject =
-                serde_json::from_value(d).map_err(|e| format!("{}: {e}", p.display()))?;
-            o.metadata.namespace = Some(NAMESPACE.to_string());
-            out.push(o);
-        }
+    for o in tree.of_kind("AppProject") {
+        let mut d: DynamicObject =
+            serde_json::from_value(o.value.clone()).map_err(|e| format!("{}: {e}", o.file))?;
+        d.metadata.namespace = Some(NAMESPACE.to_string());
+        out.push(d);
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no AppProject in the tree", gitops_dir.display()));
     }
     Ok(out)
 }
 
-/// The root app-of-apps: syncs `gitops/bootstrap` (one directory per cluster) into
-/// the host's `argocd` namespace, with server-side apply so ArgoCD can manage its own
-/// install later (argocd-gitops.md §3.4, §7.2).
+/// The root app-of-apps: the `gitops/bootstrap` Helm chart with `settings.yaml` as
+/// its values (the repository is templated into every object from there), synced
+/// into the host's `argocd` namespace, addressed by the name the host is registered
+/// under (never the `in-cluster` special case), with server-side apply so ArgoCD can
+/// manage its own install later (argocd-gitops.md §3.4, §7.2).
 pub fn root_application(s: &Settings) -> DynamicObject {
     object(json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": "root", "namespace": NAMESPACE,
+        "metadata": {"name": ROOT_APPLICATION, "namespace": NAMESPACE,
                      "finalizers": ["resources-finalizer.argocd.argoproj.io"]},
         "spec": {
             "project": "argocd",
             "source": {"repoURL": s.repository.url, "targetRevision": s.repository.revision,
-                       "path": "gitops/bootstrap", "directory": {"recurse": true}},
-            "destination": {"name": "in-cluster", "namespace": NAMESPACE},
+                       "path": "gitops/bootstrap", "helm": {"valueFiles": ["../settings.yaml"]}},
+            "destination": {"name": s.argocd.host, "namespace": NAMESPACE},
             "syncPolicy": {"automated": {"prune": true, "selfHeal": true},
                            "syncOptions": ["ServerSideApply=true"]},
         },
     }))
 }
+
+/// The name of the root Application.
+pub const ROOT_APPLICATION: &str = "root";
 
 #[cfg(test)]
 mod tests {

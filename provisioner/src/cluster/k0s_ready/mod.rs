@@ -206,6 +206,10 @@ impl K0sReady {
                     Err(e) => Err(e),
                 })
             }
+            K0sWork::CheckArgo => K0sObservation::Argo(match self.kubeconfig.get() {
+                Ok(kc) => self.hand_off.argo_status(&self.plan.cluster, &kc).await,
+                Err(e) => Err(e),
+            }),
         }
     }
 

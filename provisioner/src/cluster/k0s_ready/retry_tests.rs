@@ -70,6 +70,27 @@ impl HandOff for Fakes {
         self.hand_offs.fetch_add(1, Ordering::SeqCst);
         async { Ok(()) }.boxed()
     }
+
+    fn argo_status<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, String>> {
+        async { Ok(healthy_report("cilium-beelink")) }.boxed()
+    }
+}
+
+/// Argo CD's report: `beelink`'s one Application, Synced and Healthy.
+pub(crate) fn healthy_report(app: &str) -> provisioner_core::gitops::health::Report {
+    provisioner_core::gitops::health::Report {
+        apps: vec![provisioner_core::gitops::health::AppStatus::from_application(
+            &serde_json::json!({
+                "metadata": {"name": app},
+                "status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
+            }),
+        )],
+        missing: vec![],
+    }
 }
 
 async fn until_step(store: &dyn ClusterStore, step: Step) {

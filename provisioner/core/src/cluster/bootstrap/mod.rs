@@ -11,7 +11,9 @@
 //! then `Bootstrap` retried on FailedPrecondition / DeadlineExceeded / connection errors,
 //! `AlreadyExists` = done) → `WaitEtcd` (etcd Running + healthy everywhere, member list
 //! complete, no learner) → `FetchKubeconfig` → `WaitApi` (`/readyz`) → `HandOff`
-//! (ArgoCD install + root app) → `HandedOff`. Any step past its own timeout → `Failed`.
+//! (ArgoCD install + root app, then, with its own clock and timeout, Argo CD's
+//! report until every Application of the cluster is Synced and Healthy:
+//! [`super::argo_wait`]) → `HandedOff`. Any step past its own timeout → `Failed`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -46,7 +48,8 @@ pub enum Step {
     WaitK0s,
     /// k0s only: waiting until every node of the cluster is a Ready Node.
     WaitWorkers,
-    /// Installing ArgoCD and applying the root app-of-apps.
+    /// Installing ArgoCD and applying the root app-of-apps, then waiting until Argo
+    /// CD reports the cluster's Applications Synced and Healthy.
     HandOff,
     /// Done: Git owns the cluster; the appliance never applies to it again.
     HandedOff,
@@ -85,6 +88,9 @@ pub struct Timeouts {
     pub wait_api: Duration,
     /// `HandOff` (ArgoCD install, readiness, root app).
     pub hand_off: Duration,
+    /// `HandOff` after the root app is applied: until Argo CD reports every
+    /// Application of the cluster Synced and Healthy (charts, image pulls, CRDs).
+    pub argo_synced: Duration,
     /// k0s `WaitK0s`: the controller's two-stage install (Flatcar download and
     /// write, reboot, k0s download; `core::k0s::progress` allows 45 + 30 min).
     pub wait_k0s: Duration,
@@ -101,6 +107,7 @@ impl Default for Timeouts {
             fetch_kubeconfig: Duration::from_secs(5 * 60),
             wait_api: Duration::from_secs(10 * 60),
             hand_off: Duration::from_secs(20 * 60),
+            argo_synced: Duration::from_secs(30 * 60),
             wait_k0s: Duration::from_secs(90 * 60),
             wait_workers: Duration::from_secs(30 * 60),
         }
@@ -186,6 +193,18 @@ pub struct BootstrapState {
     /// ([`super::retry`]) puts it back. Absent in records failed before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<Step>,
+    /// When the hand-off's objects were applied: from then on `HandOff` waits for
+    /// Argo CD's report, under `Timeouts::argo_synced` ([`super::argo_wait`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub applied_at: Option<OffsetDateTime>,
+    /// Each awaited Application's last reported `Sync/Health`, so every change is
+    /// recorded once as an event.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub argo_apps: BTreeMap<String, String>,
 }
 
 impl BootstrapState {
@@ -201,6 +220,8 @@ impl BootstrapState {
             bootstrap_attempts: 0,
             failure: None,
             failed_step: None,
+            applied_at: None,
+            argo_apps: BTreeMap::new(),
         }
     }
 }
@@ -266,8 +287,10 @@ pub enum Observation {
     Kubeconfig(Result<(), String>),
     /// `/readyz` answered ok (`Ok`) or not.
     Readyz(Result<(), String>),
-    /// The ArgoCD hand-off finished (`Ok`) or failed in a way worth retrying.
+    /// The ArgoCD hand-off's objects were applied (`Ok`) or not, worth retrying.
     HandOff(Result<(), String>),
+    /// Argo CD's report on the cluster's Applications, or why it could not be read.
+    Argo(Result<crate::gitops::health::Report, String>),
 }
 
 /// The next piece of I/O the daemon performs.
@@ -283,8 +306,10 @@ pub enum Work {
     FetchKubeconfig(IpAddr),
     /// Probe `/readyz` with the stored kubeconfig.
     CheckReadyz,
-    /// Run the ArgoCD hand-off.
+    /// Run the ArgoCD hand-off (install, register, apply the root app).
     HandOff,
+    /// Read Argo CD's report on the cluster's Applications.
+    CheckArgo,
 }
 
 /// An event of a workflow.
@@ -331,7 +356,11 @@ impl BootstrapState {
         now: OffsetDateTime,
         reason: String,
     ) -> Option<Duration> {
-        let limit = timeouts.for_step(current.step).unwrap_or(Duration::MAX);
+        let limit = if current.step == Step::HandOff && current.applied_at.is_some() {
+            timeouts.argo_synced
+        } else {
+            timeouts.for_step(current.step).unwrap_or(Duration::MAX)
+        };
         if now - current.step_started >= limit {
             let why = format!(
                 "step {} timed out after {}s: {reason}",

@@ -150,18 +150,26 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
             }
             Err(e) => Some(format!("/readyz: {e}")),
         },
-        Observation::HandOff(r) if state.step == Step::HandOff => match r {
+        Observation::HandOff(r) if state.step == Step::HandOff && state.applied_at.is_none() => match r {
             Ok(()) => {
-                enter(
-                    &mut t,
-                    Step::HandedOff,
+                t.next.applied(
+                    &mut t.events,
                     now,
-                    "ArgoCD installed and root app applied; Git owns the cluster",
+                    "ArgoCD installed and the root Application applied",
                 );
                 None
             }
             Err(e) => Some(format!("hand-off: {e}")),
         },
+        Observation::Argo(r) if state.step == Step::HandOff && state.applied_at.is_some() => {
+            match t.next.observe_argo(&mut t.events, r, now) {
+                None => {
+                    enter(&mut t, Step::HandedOff, now, crate::cluster::argo_wait::DONE);
+                    None
+                }
+                Some(why) => Some(why),
+            }
+        }
         // An answer for a step we are no longer in (e.g. a late result after resume):
         // ignore it and carry on with the current step.
         _ => None,
@@ -190,6 +198,7 @@ pub fn work_for(plan: &Plan, state: &BootstrapState) -> Option<Work> {
             .or_else(|| plan.control_plane.iter().next().copied())
             .map(Work::FetchKubeconfig),
         Step::WaitApi => Some(Work::CheckReadyz),
+        Step::HandOff if state.applied_at.is_some() => Some(Work::CheckArgo),
         Step::HandOff => Some(Work::HandOff),
         // k0s steps (`cluster::k0s`): a Talos plan never enters them.
         Step::WaitK0s | Step::WaitWorkers | Step::HandedOff | Step::Failed => None,

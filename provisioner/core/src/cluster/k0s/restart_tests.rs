@@ -17,6 +17,7 @@ struct World {
     readyz: u32,
     lists: u32,
     hand_offs: u32,
+    argo_polls: u32,
 }
 
 impl World {
@@ -53,6 +54,21 @@ impl World {
                 } else {
                     Ok(())
                 })
+            }
+            K0sWork::CheckArgo => {
+                // Argo CD reports nothing yet, then Synced and Healthy.
+                self.argo_polls += 1;
+                let status = if self.argo_polls < 2 {
+                    serde_json::json!({})
+                } else {
+                    serde_json::json!({"sync": {"status": "Synced"}, "health": {"status": "Healthy"}})
+                };
+                K0sObservation::Argo(Ok(crate::gitops::health::Report {
+                    apps: vec![crate::gitops::health::AppStatus::from_application(
+                        &serde_json::json!({"metadata": {"name": "cilium-beelink"}, "status": status}),
+                    )],
+                    missing: vec![],
+                }))
             }
         }
     }

@@ -167,7 +167,6 @@ fn transition_table() {
             Some(K0sWork::HandOff),
             true,
         ),
-        (S::HandOff, O::HandOff(Ok(())), S::HandedOff, None, false),
     ];
     let now = t0() + Duration::from_secs(60);
     for (from, obs, to, work, waiting) in table {
