@@ -3,6 +3,6 @@
 
 mod apid_auth;
 pub mod fake_apid;
-pub mod fake_factory;
 pub mod fake_argo;
+pub mod fake_factory;
 pub mod fake_kube;
