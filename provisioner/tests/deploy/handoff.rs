@@ -27,7 +27,10 @@ const KUBE: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127,
 /// `infra/genmachine.yaml` with its addresses moved onto the container's loopback.
 pub fn readdress_infra(text: &str) -> String {
     // .150-.153 (VIP and nodes) → 127.0.0.10-13; the gateway/nameserver .1 → 127.0.0.1.
-    text.replace("192.168.1.15", "127.0.0.1")
+    // The placeholder MACs (02:…, not armed) become real-looking ones, as an operator
+    // replaces them with the boot NICs' MACs: only an armed cluster is bootstrapped.
+    text.replace("02:00:00:00:01:0", "52:54:00:00:01:0")
+        .replace("192.168.1.15", "127.0.0.1")
         .replace("192.168.1.1", "127.0.0.1")
         .replace(
             "https://talos-cluster.genmachine.fredcorp.com:6443",
