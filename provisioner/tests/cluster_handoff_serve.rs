@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::daemon::{BIN, Daemon, http, run, write_config};
+use common::daemon::{BIN, Daemon, http, loopback_boot, run, write_config};
 use common::fake_kube::FakeKube;
 use common::pki::OsCa;
 use common::talos_lab::TalosLab;
@@ -111,7 +111,7 @@ impl Rig {
             3,
             &kube.kubeconfig(),
         ));
-        let cfg = write_config(dir, dir);
+        let cfg = loopback_boot(&write_config(dir, dir));
         let text = std::fs::read_to_string(&cfg).unwrap()
             + &format!(
                 "gitops_dir: {}\ntalos:\n  api_port: {}\nbootstrap:\n  poll_ms: 100\n  attempt_timeout_secs: 2\n  \

@@ -160,6 +160,13 @@ pub struct Config {
     pub talos: TalosSettings,
     /// Talos cluster bootstrap and GitOps hand-off run by `serve`.
     pub bootstrap: crate::cluster::settings::BootstrapSettings,
+    /// Configs only to the machine itself (neighbour entry or lease).
+    pub peer_binding: PeerBinding,
+    /// `auto | approve`: whether installs wait for an operator (profiles and
+    /// clusters may override it).
+    pub admission: provisioner_core::release::admission::Admission,
+    /// How long an operator's approval lasts (it also ends at `Installed`).
+    pub approval_window_minutes: NonZeroU32,
 }
 
 /// `talos:` settings.
@@ -204,6 +211,9 @@ impl Default for Config {
             dhcp: Default::default(),
             talos: TalosSettings::default(),
             bootstrap: Default::default(),
+            peer_binding: PeerBinding::default(),
+            admission: Default::default(),
+            approval_window_minutes: NonZeroU32::new(60).expect("literal"),
         }
     }
 }
@@ -305,6 +315,7 @@ impl Config {
                         })?;
                 }
                 "PROVISIONER_UNKNOWN_POLICY" => self.unknown_policy = parse("PROVISIONER_UNKNOWN_POLICY", v)?,
+                "PROVISIONER_ADMISSION" => self.admission = parse("PROVISIONER_ADMISSION", v)?,
                 "PROVISIONER_LOG_FORMAT" => {
                     self.log_format = match v {
                         "human" => LogFormat::Human,
@@ -346,5 +357,8 @@ impl Config {
     }
 }
 
+mod release;
 #[cfg(test)]
 mod tests;
+
+pub use release::PeerBinding;

@@ -4,3 +4,4 @@
 mod apid_auth;
 pub mod fake_apid;
 pub mod fake_kube;
+pub mod peer_facts;

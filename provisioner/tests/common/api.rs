@@ -15,7 +15,8 @@ use provisioner::ops::clusters::NoBootstrap;
 use provisioner::ops::credentials::StoreCredentials;
 use provisioner::ops::reset::NodeResetter;
 use provisioner::power::{PowerConfig, PowerDrivers, WolConfig};
-use provisioner::service::BootService;
+use provisioner::service::{BootService, ReleasePolicy};
+use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::apitoken::{MemApiTokens, Role};
 use provisioner_core::boot::{BootRequest, CatalogBooter, UnknownPolicy};
 use provisioner_core::bootloop::LoopGuard;
@@ -29,6 +30,7 @@ pub struct ApiRig {
     pub app: Router,
     pub state: ApiState,
     pub service: Arc<BootService>,
+    pub facts: Arc<StaticFacts>,
     pub inventory: Arc<dyn Inventory>,
     pub admin: String,
     pub reader: String,
@@ -56,11 +58,21 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
         catalog: cat.clone(),
         unknown: UnknownPolicy::Record,
     });
+    // Each test machine talks from its own address, as the neighbour table knows it.
+    let facts = Arc::new(StaticFacts::default());
+    for mac in [super::BIOS_MAC, super::EFI_MAC, TALOS_MAC] {
+        facts.neighbour_is(&super::peer_of(mac).to_string(), mac);
+    }
     let service = Arc::new(
-        BootService::new(booter, inventory.clone(), super::BASE.into()).with_loop_guard(LoopGuard {
-            max_installs: 3,
-            window_secs: 600,
-        }),
+        BootService::new(booter, inventory.clone(), super::BASE.into())
+            .with_loop_guard(LoopGuard {
+                max_installs: 3,
+                window_secs: 600,
+            })
+            .with_release(ReleasePolicy {
+                facts: facts.clone(),
+                ..Default::default()
+            }),
     );
     let tokens = Arc::new(MemApiTokens::new());
     let admin = provisioner::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
@@ -88,6 +100,7 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
         app: api::router(state.clone()),
         state,
         service,
+        facts,
         inventory,
         admin,
         reader,
@@ -117,10 +130,14 @@ pub fn loopback_power() -> PowerConfig {
     }
 }
 
-/// Serves an install script to `mac` (seeds the inventory like a real boot).
+/// Serves an install script to `mac` asking from its own address
+/// ([`super::peer_of`]; seeds the inventory like a real boot).
 pub fn boot(service: &BootService, mac: &str) -> String {
     let q = format!("mac={}&arch=x86_64&platform=efi", mac.replace(':', "-"));
-    service.ipxe_script(&BootRequest::from_query(&q), None).unwrap().0
+    service
+        .ipxe_script(&BootRequest::from_query(&q), Some(super::peer_of(mac)))
+        .unwrap()
+        .0
 }
 
 /// One request through the router: (status, JSON body or Null).

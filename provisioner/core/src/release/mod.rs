@@ -24,6 +24,7 @@
 pub mod admission;
 pub mod binding;
 pub mod device;
+pub mod nodes;
 pub mod smbios;
 
 #[cfg(test)]
