@@ -177,8 +177,9 @@ impl BootService {
             let t = now_ms();
             // One live authorization per machine; expired ones go; the map stays bounded.
             g.retain(|_, old| {
-                !(old.mac == mac && old.state == GrantState::Pending)
-                    && !(old.expired(t) && old.state != GrantState::Issued)
+                let replaced = old.mac == mac && old.state == GrantState::Pending;
+                let stale = old.expired(t) && old.state != GrantState::Issued;
+                !(replaced || stale)
             });
             while g.len() >= MAX_GRANTS {
                 let Some(oldest) = g.iter().min_by_key(|(_, x)| x.created_ms).map(|(k, _)| k.clone()) else {

@@ -33,7 +33,7 @@ impl StaticFacts {
     }
 
     /// `ip` is on a directly attached network (whether or not it has an entry).
-    pub fn on_link(&self, ip: &str) {
+    pub fn attached(&self, ip: &str) {
         if let (Ok(ip), Ok(mut l)) = (ip.parse(), self.on_link.write()) {
             l.push(ip);
         }

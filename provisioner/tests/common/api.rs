@@ -74,28 +74,7 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
                 ..Default::default()
             }),
     );
-    let tokens = Arc::new(MemApiTokens::new());
-    let admin = provisioner::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
-        .unwrap()
-        .0;
-    let reader = provisioner::client::token::create(tokens.as_ref(), Role::ReadOnly, "test reader")
-        .unwrap()
-        .0;
-    let state = ApiState {
-        ops: Operator {
-            service: service.clone(),
-            catalog: Arc::new(cat),
-            power: Arc::new(PowerDrivers::new(power, None)),
-            resetter,
-        },
-        tokens,
-        sessions: Arc::default(),
-        infra_dir: dir.path().join("infra"),
-        bootstrap: Arc::new(NoBootstrap),
-        shutdown: Default::default(),
-        credentials: Arc::new(no_credentials()),
-        leases: Arc::new(provisioner_core::dhcp::lease::MemLeases::default()),
-    };
+    let (state, admin, reader) = api_state(service.clone(), cat, dir.path().join("infra"), power, resetter);
     ApiRig {
         app: api::router(state.clone()),
         state,
@@ -106,6 +85,39 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
         reader,
         dir,
     }
+}
+
+/// The API state over `service` with an admin and a read-only token (returned).
+pub fn api_state(
+    service: Arc<BootService>,
+    cat: catalog::Catalog,
+    infra_dir: std::path::PathBuf,
+    power: PowerConfig,
+    resetter: Option<Arc<dyn NodeResetter>>,
+) -> (ApiState, String, String) {
+    let tokens = Arc::new(MemApiTokens::new());
+    let admin = provisioner::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
+        .unwrap()
+        .0;
+    let reader = provisioner::client::token::create(tokens.as_ref(), Role::ReadOnly, "test reader")
+        .unwrap()
+        .0;
+    let state = ApiState {
+        ops: Operator {
+            service,
+            catalog: Arc::new(cat),
+            power: Arc::new(PowerDrivers::new(power, None)),
+            resetter,
+        },
+        tokens,
+        sessions: Arc::default(),
+        infra_dir,
+        bootstrap: Arc::new(NoBootstrap),
+        shutdown: Default::default(),
+        credentials: Arc::new(no_credentials()),
+        leases: Arc::new(provisioner_core::dhcp::lease::MemLeases::default()),
+    };
+    (state, admin, reader)
 }
 
 /// Credentials over empty stores: every cluster is unknown.

@@ -9,6 +9,7 @@ pub mod fake_k0s;
 pub mod fake_kube;
 pub mod fake_token;
 pub mod pki;
+pub mod release;
 pub mod talos_lab;
 
 use std::path::{Path, PathBuf};

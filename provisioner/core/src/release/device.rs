@@ -35,7 +35,8 @@ pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_cod
 pub const DEFAULT_INTERVAL_SECS: u32 = 5;
 /// RFC 8628 §3.5 `slow_down`: "the interval MUST be increased by 5 seconds".
 pub const SLOW_DOWN_STEP_SECS: u32 = 5;
-/// A poll this much earlier than `interval` is still on time (network jitter).
+/// A poll up to a fifth of `interval` early, at most this much, is still on time
+/// (network jitter between the client's ticks and our clock).
 pub const POLL_TOLERANCE_MS: i64 = 1000;
 
 /// The RFC 6749 §5.2 / RFC 8628 §3.5 error codes the token endpoint answers.
@@ -175,8 +176,9 @@ impl Grant {
             return Err(TokenError::ExpiredToken);
         }
         let slot = &mut self.last_poll_ms[auth as usize];
-        let too_fast =
-            slot.is_some_and(|last| now_ms - last + POLL_TOLERANCE_MS < i64::from(self.interval_secs) * 1000);
+        let interval_ms = i64::from(self.interval_secs) * 1000;
+        let tolerance = (interval_ms / 5).min(POLL_TOLERANCE_MS);
+        let too_fast = slot.is_some_and(|last| now_ms - last + tolerance < interval_ms);
         *slot = Some(now_ms);
         if too_fast {
             self.interval_secs = self.interval_secs.saturating_add(SLOW_DOWN_STEP_SECS);

@@ -362,6 +362,20 @@ fn device_slow_down_denied_expired() {
         e.poll(700_000, ClientAuth::FormParams),
         Err(TokenError::ExpiredToken)
     );
+    // A short interval gets a proportionally short tolerance (a fifth).
+    let mut quick = Grant::new(mac(M), None, ip("10.0.0.10"), "C".into(), "t".into(), 0, 60, 1);
+    assert_eq!(
+        quick.poll(0, ClientAuth::FormParams),
+        Err(TokenError::AuthorizationPending)
+    );
+    assert_eq!(
+        quick.poll(850, ClientAuth::FormParams),
+        Err(TokenError::AuthorizationPending)
+    );
+    assert_eq!(
+        quick.poll(1_500, ClientAuth::FormParams),
+        Err(TokenError::SlowDown)
+    );
     assert_eq!(TokenError::InvalidClient.status(), 401);
     assert_eq!(TokenError::SlowDown.status(), 400);
 }
@@ -406,7 +420,7 @@ fn device_request_parsing() {
             TokenError::UnsupportedGrantType,
         ),
         ("device_code=a&client_id=t", None, TokenError::InvalidRequest),
-        (&format!("{grant}"), None, TokenError::InvalidClient),
+        (grant, None, TokenError::InvalidClient),
         (
             &format!("{grant}&client_id=t"),
             Some("Bearer x"),
