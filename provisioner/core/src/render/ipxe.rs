@@ -112,11 +112,16 @@ pub fn waiting_script(
     } else {
         ""
     };
+    // One fact per line: iPXE collapses runs of spaces in `echo` and consoles wrap
+    // at 80 columns.
     format!(
         "#!ipxe\n\
          echo provisioner: {mac} waits for an operator's approval\n\
-         echo provisioner:   code {code}   mac {mac}   uuid {uuid}   ip {}\n\
-         echo provisioner:   approve: provisioner machines approve {mac} --code {code}\n\
+         echo provisioner: code {code}\n\
+         echo provisioner: mac {mac}\n\
+         echo provisioner: uuid {uuid}\n\
+         echo provisioner: ip {}\n\
+         echo provisioner: provisioner machines approve {mac} --code {code}\n\
          {denied}{}",
         pending.peer,
         wait_and_retry(base, secs)
