@@ -153,6 +153,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kernel_facts_leases_and_links() {
+        use provisioner_core::dhcp::lease::{Lease, MemLeases};
+        let mac: MacAddr = "52:54:00:00:00:07".parse().unwrap();
+        let leases = Arc::new(MemLeases::default());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let lease = |ip: &str, state, expires| Lease {
+            mac,
+            ip: ip.parse().unwrap(),
+            expires,
+            hostname: None,
+            state,
+        };
+        leases
+            .put(&lease("10.99.0.5", LeaseState::Active, now + 600))
+            .unwrap();
+        let facts = KernelFacts {
+            leases: Some(leases.clone()),
+            probe: false,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(facts.lease(ip("10.99.0.5")), LeaseFact::Holder(mac));
+        assert_eq!(
+            facts.lease(ip("::ffff:10.99.0.5")),
+            LeaseFact::Holder(mac),
+            "IPv4-mapped"
+        );
+        assert_eq!(facts.lease(ip("10.99.0.6")), LeaseFact::NoLease);
+        leases
+            .put(&lease("10.99.0.5", LeaseState::Released, now + 600))
+            .unwrap();
+        assert_eq!(
+            facts.lease(ip("10.99.0.5")),
+            LeaseFact::NoLease,
+            "a released lease binds nobody"
+        );
+        leases
+            .put(&lease("10.99.0.5", LeaseState::Active, now - 1))
+            .unwrap();
+        assert_eq!(
+            facts.lease(ip("10.99.0.5")),
+            LeaseFact::NoLease,
+            "nor an expired one"
+        );
+        let no_dhcp = KernelFacts {
+            leases: None,
+            probe: false,
+        };
+        assert_eq!(no_dhcp.lease(ip("10.99.0.5")), LeaseFact::NotFullMode);
+        // Loopback is never "on link", IPv6 has no neighbour table here.
+        assert!(!no_dhcp.on_link(ip("127.0.0.1")));
+        assert!(!no_dhcp.on_link(ip("fe80::1")));
+        assert_eq!(no_dhcp.neighbour(ip("fe80::1")), None);
+    }
+
+    #[test]
     fn arp_table() {
         let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
                  10.77.5.20       0x1         0x2         52:54:00:77:00:01     *        br0\n\

@@ -256,6 +256,8 @@ impl BootService {
         let Some(mac) = mac else {
             // Guessed, or issued before a restart: on the timeline of whichever
             // machine last booted from this address.
+            let shown = peer.map(|p| p.to_string()).unwrap_or_default();
+            tracing::warn!(peer = %shown, "unknown device code presented (guessed, or from before a restart)");
             if let Some(m) = peer.and_then(|ip| self.peer_mac(ip)) {
                 self.refuse(
                     m,
