@@ -12,7 +12,7 @@ use provisioner_core::release::device::GrantState;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::device::GrantInfo;
+use super::device_ops::GrantInfo;
 use super::{BootService, ServiceError, event};
 
 /// Why an operator decision could not be applied.

@@ -12,6 +12,7 @@
 mod approvals;
 mod decisions;
 mod device;
+mod device_ops;
 mod release;
 mod script;
 mod timeline;
