@@ -5,7 +5,10 @@
 //! EFI iPXE hands an initrd to the kernel only when the kernel line names it with
 //! `initrd=<name>` (§6.6, harmless on BIOS); the first DHCP answer can race a proxy
 //! offer, so the first stage retries DHCP (§6.4). Only commands present in Debian's
-//! 2019 iPXE build are used (no `sleep`, which is not compiled in by default).
+//! 2019 iPXE build are used. `sleep` is among them (its usage string is in
+//! `/usr/lib/ipxe/ipxe.efi`, and the approve-mode lab test sees QEMU's SeaBIOS ROM
+//! pace its polls with it); the waiting scripts fall back to `prompt --timeout` for
+//! builds without it.
 
 use crate::boot::{BootDecision, InstallPlan};
 use crate::catalog::{ConfigKind, DeviceFlow};
