@@ -76,9 +76,23 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let talos = armed.talos.clone();
     // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
     let mut infra_reservations = crate::dhcp::settings::talos_reservations(&talos);
+    let k0s = armed.k0s.clone();
+    // Leases live in memory and on disk; concurrent ACKs share one fsync.
+    let leases: Arc<dyn provisioner_core::dhcp::lease::LeaseStore> = Arc::new(GroupCommit::new(Arc::new(
+        RedbLeases::open(&cfg.state_dir.join("leases.redb"))?,
+    ))?);
     let service = BootService::new(booter, inventory.clone(), base.clone())
         .with_loop_guard(cfg.boot_loop.guard())
-        .with_config_token_ttl(cfg.config_token_ttl());
+        .with_config_token_ttl(cfg.config_token_ttl())
+        .with_release(crate::service::ReleasePolicy::from_config(
+            &cfg,
+            (&talos, &k0s),
+            Arc::new(crate::netinfo::KernelFacts {
+                leases: (cfg.dhcp.mode == Personality::Full).then(|| leases.clone()),
+                probe: cfg.peer_binding.arp_probe,
+            }),
+            server_ip,
+        ));
     let talos_secrets = if talos.is_empty() {
         None
     } else {
@@ -102,7 +116,6 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     // The bootstrap supervisor's inputs, when there are Talos clusters.
     let bootstrap = talos_secrets.clone().map(|s| (talos.clone(), s));
     let service = Arc::new(crate::k0s::attach(service, &cfg, &cache_dir)?);
-    let k0s = armed.k0s.clone();
     infra_reservations.extend(crate::dhcp::settings::k0s_reservations(&k0s));
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
@@ -113,10 +126,6 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(api::tls::server_config(&tls_files)?);
     let tftp_sock = std::net::UdpSocket::bind(cfg.tftp_listen)
         .with_context(|| format!("binding TFTP on {}", cfg.tftp_listen))?;
-    // Leases live in memory and on disk; concurrent ACKs share one fsync.
-    let leases: Arc<dyn provisioner_core::dhcp::lease::LeaseStore> = Arc::new(GroupCommit::new(Arc::new(
-        RedbLeases::open(&cfg.state_dir.join("leases.redb"))?,
-    ))?);
     let dhcp = dhcp_sockets(&cfg)?;
 
     let shutdown = CancellationToken::new();

@@ -172,7 +172,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: BootstrapCmd,
     },
-    /// Machines through the operator API: ls, show, reimage, power.
+    /// Machines through the operator API: ls, show, reimage, power, pending, approve,
+    /// deny, unpin.
     Machines {
         /// What to do.
         #[command(subcommand)]

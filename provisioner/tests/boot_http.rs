@@ -50,6 +50,8 @@ fn url_path(script: &str, key: &str) -> String {
 #[tokio::test]
 async fn install_flow_config_once_then_local_boot() {
     let r = rig(UnknownPolicy::Record);
+    // The machine talks from 10.0.0.50, and the kernel's neighbour table says so.
+    r.facts.neighbour_is("10.0.0.50", EFI_MAC);
     let app = app(&r);
     let mac: provisioner_core::model::MacAddr = EFI_MAC.parse().unwrap();
 
@@ -144,6 +146,7 @@ async fn install_flow_config_once_then_local_boot() {
 #[tokio::test]
 async fn a_new_script_revokes_the_previous_token() {
     let r = rig(UnknownPolicy::Record);
+    r.facts.neighbour_is("10.0.0.50", BIOS_MAC);
     let app = app(&r);
     let (_, _, first) = call(
         &app,
@@ -216,6 +219,7 @@ async fn unknown_machines_follow_the_policy() {
     assert!(r.inventory.list().unwrap().is_empty(), "ignored, not recorded");
 
     let r = rig(UnknownPolicy::Profile("lab".into()));
+    r.facts.neighbour_is("10.0.0.50", "52:54:00:99:99:99");
     let (_, _, body) = call(&app(&r), "GET", "/ipxe?mac=52-54-00-99-99-99", &[]).await;
     assert!(text(&body).contains("installing profile lab"));
 

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::daemon::{Daemon, http, write_config};
+use common::daemon::{Daemon, http, loopback_boot, write_config};
 use serde_json::{Value, json};
 
 /// The W3C WebDriver web element identifier key.
@@ -204,7 +204,7 @@ fn token_after(script: &str, marker: &str) -> String {
 fn dashboard_follows_a_boot_live_and_reimages() {
     let dir = tempfile::tempdir().unwrap();
     common::write_catalog(dir.path());
-    let cfg = write_config(dir.path(), dir.path());
+    let cfg = loopback_boot(&write_config(dir.path(), dir.path()));
     let d = Daemon::start(&cfg);
     // Seeded machines: one installing, one unknown.
     let efi = "/ipxe?mac=52-54-00-00-00-02&arch=x86_64&platform=efi";

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::daemon::{Daemon, http, run, write_config};
+use common::daemon::{Daemon, http, loopback_boot, run, write_config};
 
 /// Rank of a state in the install flow; acknowledged progress may only be exceeded.
 fn rank(s: &str) -> u8 {
@@ -26,7 +26,7 @@ fn sigkill_mid_boot_loses_no_acknowledged_write() {
     let p = dir.path();
     common::write_catalog(p);
     // Every machine matches via the default profile.
-    let cfg = write_config(p, p);
+    let cfg = loopback_boot(&write_config(p, p));
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("unknown_policy: record", "unknown_policy: profile:lab");

@@ -26,7 +26,8 @@ use provisioner::k0s::mirror::{self, Kind};
 use provisioner::k0s::renderer::{self, FlatcarRenderer};
 use provisioner::k0s::secrets::{K0sSecretStore, K0sSecrets, MemSecretStore};
 use provisioner::k0s::{download, ensure_secrets, parse_cluster};
-use provisioner::service::BootService;
+use provisioner::service::{BootService, ReleasePolicy};
+use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
 use provisioner_core::catalog::{self, ConfigKind};
 use provisioner_core::inventory::{Inventory, MemInventory};
@@ -71,6 +72,7 @@ fn fill_mirror(dir: &Path, cache: &Path) {
 }
 
 struct Site {
+    facts: Arc<StaticFacts>,
     _dir: tempfile::TempDir,
     cache: std::path::PathBuf,
     cluster: K0sCluster,
@@ -126,10 +128,16 @@ fn site() -> Site {
         catalog: cat,
         unknown: UnknownPolicy::Record,
     });
-    let service = BootService::new(booter, inventory.clone(), BASE.into()).with_renderer(
-        ConfigKind::Flatcar,
-        Arc::new(FlatcarRenderer::new(clusters, store, cache.clone())),
-    );
+    let facts = Arc::new(StaticFacts::default());
+    let service = BootService::new(booter, inventory.clone(), BASE.into())
+        .with_renderer(
+            ConfigKind::Flatcar,
+            Arc::new(FlatcarRenderer::new(clusters, store, cache.clone())),
+        )
+        .with_release(ReleasePolicy {
+            facts: facts.clone(),
+            ..Default::default()
+        });
     let app = router(BootState {
         service: Arc::new(service),
         images,
@@ -138,6 +146,7 @@ fn site() -> Site {
         first_stage: "#!ipxe\n".into(),
     });
     Site {
+        facts,
         _dir: dir,
         cache,
         cluster,
@@ -147,7 +156,18 @@ fn site() -> Site {
     }
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str) -> (StatusCode, String, Vec<u8>) {
+/// Every request comes from 10.0.0.50. The machine an `/ipxe` request names sits
+/// there (the neighbour table says so); its later fetches come from the address
+/// its script was served to (peer binding's rule for later fetches).
+async fn call(
+    app: &axum::Router,
+    facts: &StaticFacts,
+    method: &str,
+    uri: &str,
+) -> (StatusCode, String, Vec<u8>) {
+    if let Some(mac) = uri.split("mac=").nth(1).and_then(|m| m.split('&').next()) {
+        facts.neighbour_is("10.0.0.50", mac);
+    }
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
@@ -439,6 +459,7 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
     let mac: MacAddr = WORKER_MAC.parse().unwrap();
     let (st, _, body) = call(
         &s.app,
+        &s.facts,
         "GET",
         "/ipxe?mac=52-54-00-00-05-02&arch=x86_64&platform=efi",
     )
@@ -450,7 +471,7 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
     let config_url = arg(&script, "ignition.config.url").to_string();
     let kernel_callback = arg(&script, "provisioner.callback").to_string();
 
-    let (st, ct, body) = call(&s.app, "GET", path_of(&config_url)).await;
+    let (st, ct, body) = call(&s.app, &s.facts, "GET", path_of(&config_url)).await;
     assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(ct, "application/json");
     let stage1: Ignition = serde_json::from_slice(&body).unwrap();
@@ -462,17 +483,18 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
     let k0s_callback = posted_url(&stage2_of(&stage1), "provisioner-k0s-install.service");
     // One-time: the config URL is spent.
     assert_eq!(
-        call(&s.app, "GET", path_of(&config_url)).await.0,
+        call(&s.app, &s.facts, "GET", path_of(&config_url)).await.0,
         StatusCode::FORBIDDEN
     );
     // k0s cannot report before the disk install.
-    let (st, _, _) = call(&s.app, "POST", path_of(&k0s_callback)).await;
+    let (st, _, _) = call(&s.app, &s.facts, "POST", path_of(&k0s_callback)).await;
     assert_eq!(st, StatusCode::CONFLICT);
 
     // The machine was re-imaged meanwhile? No: PXE again issues fresh tokens; go on
     // with a fresh boot so the k0s token is live again.
     let (_, _, body) = call(
         &s.app,
+        &s.facts,
         "GET",
         "/ipxe?mac=52-54-00-00-05-02&arch=x86_64&platform=efi",
     )
@@ -480,20 +502,20 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
     let script = String::from_utf8(body).unwrap();
     let config_url = arg(&script, "ignition.config.url").to_string();
     let kernel_callback = arg(&script, "provisioner.callback").to_string();
-    let (st, _, body) = call(&s.app, "GET", path_of(&config_url)).await;
+    let (st, _, body) = call(&s.app, &s.facts, "GET", path_of(&config_url)).await;
     assert_eq!(st, StatusCode::OK);
     let stage1: Ignition = serde_json::from_slice(&body).unwrap();
     let k0s_callback = posted_url(&stage2_of(&stage1), "provisioner-k0s-install.service");
 
     // DiskInstalled (what the lab payload posts from the kernel line).
-    let (st, _, _) = call(&s.app, "POST", path_of(&kernel_callback)).await;
+    let (st, _, _) = call(&s.app, &s.facts, "POST", path_of(&kernel_callback)).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(
         s.inventory.get(mac).unwrap().unwrap().state,
         MachineState::Installed
     );
     assert_eq!(
-        call(&s.app, "POST", path_of(&kernel_callback)).await.0,
+        call(&s.app, &s.facts, "POST", path_of(&kernel_callback)).await.0,
         StatusCode::FORBIDDEN,
         "replay refused"
     );
@@ -501,6 +523,7 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
     // Next netboot: local disk.
     let (_, _, body) = call(
         &s.app,
+        &s.facts,
         "GET",
         "/ipxe?mac=52-54-00-00-05-02&arch=x86_64&platform=efi",
     )
@@ -513,11 +536,11 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
 
     // K0sInstalled, once.
     assert_eq!(
-        call(&s.app, "POST", path_of(&k0s_callback)).await.0,
+        call(&s.app, &s.facts, "POST", path_of(&k0s_callback)).await.0,
         StatusCode::OK
     );
     assert_eq!(
-        call(&s.app, "POST", path_of(&k0s_callback)).await.0,
+        call(&s.app, &s.facts, "POST", path_of(&k0s_callback)).await.0,
         StatusCode::FORBIDDEN,
         "replay refused"
     );
@@ -548,12 +571,17 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
 async fn mirror_route_serves_only_mirror_files() {
     let s = site();
     let ok = format!("/mirror/flatcar/{FLATCAR}/{}", mirror::FLATCAR_IMAGE);
-    let (st, _, body) = call(&s.app, "GET", &ok).await;
+    let (st, _, body) = call(&s.app, &s.facts, "GET", &ok).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(body, b"BZh9 fake flatcar image");
-    assert_eq!(call(&s.app, "HEAD", &ok).await.0, StatusCode::OK, "wget --spider");
+    assert_eq!(
+        call(&s.app, &s.facts, "HEAD", &ok).await.0,
+        StatusCode::OK,
+        "wget --spider"
+    );
     let (st, _, body) = call(
         &s.app,
+        &s.facts,
         "GET",
         "/mirror/k0s/v1.36.3%2Bk0s.2/k0s-v1.36.3%2Bk0s.2-amd64",
     )
@@ -568,7 +596,11 @@ async fn mirror_route_serves_only_mirror_files() {
         format!("/mirror/k0s/{FLATCAR}/flatcar_production_image.bin.bz2"),
         "/mirror/images/x/y".into(),
     ] {
-        assert_eq!(call(&s.app, "GET", &bad).await.0, StatusCode::NOT_FOUND, "{bad}");
+        assert_eq!(
+            call(&s.app, &s.facts, "GET", &bad).await.0,
+            StatusCode::NOT_FOUND,
+            "{bad}"
+        );
     }
 }
 
@@ -586,14 +618,22 @@ async fn missing_secrets_answer_503_and_keep_the_token() {
     });
     let store: Arc<dyn K0sSecretStore> = Arc::new(MemSecretStore::default());
     let clusters = BTreeMap::from([("lab".to_string(), s.cluster.clone())]);
-    let service = Arc::new(BootService::new(booter, inventory, BASE.into()).with_renderer(
-        ConfigKind::Flatcar,
-        Arc::new(FlatcarRenderer::new(
-            clusters.clone(),
-            store.clone(),
-            s.cache.clone(),
-        )),
-    ));
+    let facts = Arc::new(StaticFacts::default());
+    let service = Arc::new(
+        BootService::new(booter, inventory, BASE.into())
+            .with_renderer(
+                ConfigKind::Flatcar,
+                Arc::new(FlatcarRenderer::new(
+                    clusters.clone(),
+                    store.clone(),
+                    s.cache.clone(),
+                )),
+            )
+            .with_release(ReleasePolicy {
+                facts: facts.clone(),
+                ..Default::default()
+            }),
+    );
     let app = router(BootState {
         service,
         images,
@@ -601,10 +641,10 @@ async fn missing_secrets_answer_503_and_keep_the_token() {
         ipxe_dir: dir.join("cache"),
         first_stage: "#!ipxe\n".into(),
     });
-    let (_, _, body) = call(&app, "GET", "/ipxe?mac=52-54-00-00-05-01").await;
+    let (_, _, body) = call(&app, &facts, "GET", "/ipxe?mac=52-54-00-00-05-01").await;
     let script = String::from_utf8(body).unwrap();
     let url = arg(&script, "ignition.config.url").to_string();
-    let (st, _, body) = call(&app, "GET", path_of(&url)).await;
+    let (st, _, body) = call(&app, &facts, "GET", path_of(&url)).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         String::from_utf8_lossy(&body),
@@ -612,7 +652,7 @@ async fn missing_secrets_answer_503_and_keep_the_token() {
         "no details to the client"
     );
     ensure_secrets(&clusters, store.as_ref(), time::OffsetDateTime::now_utc()).unwrap();
-    let (st, _, body) = call(&app, "GET", path_of(&url)).await;
+    let (st, _, body) = call(&app, &facts, "GET", path_of(&url)).await;
     assert_eq!(st, StatusCode::OK, "the same token works once secrets exist");
     let stage1: Ignition = serde_json::from_slice(&body).unwrap();
     let pki = stage2_of(&stage1)

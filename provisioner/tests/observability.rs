@@ -2,14 +2,14 @@
 
 mod common;
 
-use common::daemon::{Daemon, http, write_config};
+use common::daemon::{Daemon, http, loopback_boot, write_config};
 
 #[test]
 fn metrics_count_requests_bytes_and_decisions() {
     let dir = tempfile::tempdir().unwrap();
     common::write_catalog(dir.path());
     std::fs::write(dir.path().join("undionly.kpxe"), vec![7u8; 5000]).unwrap();
-    let d = Daemon::start(&write_config(dir.path(), dir.path()));
+    let d = Daemon::start(&loopback_boot(&write_config(dir.path(), dir.path())));
 
     let (st, script) = http(
         d.http,
@@ -81,7 +81,7 @@ fn metrics_count_requests_bytes_and_decisions() {
 fn api_views_and_health() {
     let dir = tempfile::tempdir().unwrap();
     common::write_catalog(dir.path());
-    let d = Daemon::start(&write_config(dir.path(), dir.path()));
+    let d = Daemon::start(&loopback_boot(&write_config(dir.path(), dir.path())));
     assert_eq!(http(d.http, "GET", "/healthz").unwrap().0, 200);
     assert_eq!(d.api_get("/healthz", None).0, 200, "liveness needs no token");
     // The API listener speaks HTTPS only.
@@ -129,7 +129,7 @@ fn api_views_and_health() {
 fn json_logs_are_one_object_per_line_and_never_carry_tokens() {
     let dir = tempfile::tempdir().unwrap();
     common::write_catalog(dir.path());
-    let cfg = write_config(dir.path(), dir.path());
+    let cfg = loopback_boot(&write_config(dir.path(), dir.path()));
     std::fs::write(
         &cfg,
         std::fs::read_to_string(&cfg).unwrap() + "log_format: json\n",

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{BIN, Daemon, http, write_config};
+use common::daemon::{BIN, Daemon, http, loopback_boot, write_config};
 
 /// A daemon over the common catalog (plus a cluster), Wake-on-LAN kept on loopback,
 /// with three machines that fetched install scripts.
@@ -29,7 +29,7 @@ fn daemon(dir: &std::path::Path) -> Daemon {
     .unwrap();
     // Every other machine installs `lab` too.
     std::fs::write(dir.join("profiles/groups/any.yaml"), "id: any\nprofile: lab\n").unwrap();
-    let cfg = write_config(dir, dir);
+    let cfg = loopback_boot(&write_config(dir, dir));
     let text = std::fs::read_to_string(&cfg).unwrap() + "power:\n  wol: { target: \"127.0.0.1:9\" }\n";
     std::fs::write(&cfg, text).unwrap();
     let d = Daemon::start(&cfg);

@@ -17,10 +17,11 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use provisioner::http::boot::{BootState, router};
-use provisioner::service::BootService;
+use provisioner::service::{BootService, ReleasePolicy};
 use provisioner::store::RedbInventory;
 use provisioner::talos::renderer::TalosRenderer;
 use provisioner::talos::store::{MemSecretStore, SecretStore};
+use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
 use provisioner_core::catalog::{self, ConfigKind};
 use provisioner_core::inventory::{Inventory, MemInventory};
@@ -57,6 +58,7 @@ fn bundle() -> SecretsBundle {
 
 struct Rig {
     app: axum::Router,
+    facts: Arc<StaticFacts>,
     inventory: Arc<dyn Inventory>,
     secrets: Arc<MemSecretStore>,
     cluster: talos::TalosCluster,
@@ -78,8 +80,13 @@ fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
         unknown: UnknownPolicy::Record,
     });
     let renderer = TalosRenderer::new(infra.talos, secrets.clone());
+    let facts = Arc::new(StaticFacts::default());
     let mut service = BootService::new(booter, inventory.clone(), BASE.into())
-        .with_renderer(ConfigKind::Talos, Arc::new(renderer));
+        .with_renderer(ConfigKind::Talos, Arc::new(renderer))
+        .with_release(ReleasePolicy {
+            facts: facts.clone(),
+            ..Default::default()
+        });
     if let Some(ttl) = ttl {
         service = service.with_config_token_ttl(ttl);
     }
@@ -92,13 +99,21 @@ fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
     });
     Rig {
         app,
+        facts,
         inventory,
         secrets,
         cluster,
     }
 }
 
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
+/// Every request comes from 10.0.0.51. The machine an `/ipxe` request names sits
+/// there (the neighbour table says so); its config fetch then comes from the
+/// address its script was served to (peer binding's rule for later fetches).
+async fn get(r: &Rig, uri: &str) -> (StatusCode, String) {
+    if let Some(mac) = uri.split("mac=").nth(1).and_then(|m| m.split('&').next()) {
+        r.facts.neighbour_is("10.0.0.51", mac);
+    }
+    let app = &r.app;
     let mut req = Request::builder().uri(uri).body(Body::empty()).unwrap();
     req.extensions_mut()
         .insert(ConnectInfo::<SocketAddr>("10.0.0.51:4000".parse().unwrap()));
@@ -122,7 +137,7 @@ async fn talos_node_fetches_its_validated_config_once() {
     let r = rig();
     let secrets = bundle();
     r.secrets.put("genmachine", &secrets).unwrap();
-    let (st, script) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
+    let (st, script) = get(&r, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
     assert_eq!(st, StatusCode::OK);
     // Cached Talos assets with the v1.11 metal command line.
     assert!(
@@ -142,7 +157,7 @@ async fn talos_node_fetches_its_validated_config_once() {
         );
     }
     let path = config_path(&script);
-    let (st, body) = get(&r.app, &path).await;
+    let (st, body) = get(&r, &path).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     // Exactly what `provisioner talos config --node talos-1` renders.
     assert_eq!(
@@ -174,12 +189,12 @@ async fn talos_node_fetches_its_validated_config_once() {
         MachineState::ConfigServed
     );
     // Once only.
-    let (st, body) = get(&r.app, &path).await;
+    let (st, body) = get(&r, &path).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(!body.contains("machine"), "nothing of the config on a refusal");
     // talos-2's URL serves talos-2, not talos-1.
-    let (_, script2) = get(&r.app, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
-    let (st, body2) = get(&r.app, &config_path(&script2)).await;
+    let (_, script2) = get(&r, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
+    let (st, body2) = get(&r, &config_path(&script2)).await;
     assert_eq!(st, StatusCode::OK);
     assert!(body2.contains("hostname: talos-2") && !body2.contains("hostname: talos-1"));
 }
@@ -187,9 +202,9 @@ async fn talos_node_fetches_its_validated_config_once() {
 #[tokio::test]
 async fn missing_secrets_answer_503_and_keep_the_token() {
     let r = rig();
-    let (_, script) = get(&r.app, "/ipxe?mac=02-00-00-00-01-03&arch=x86_64&platform=efi").await;
+    let (_, script) = get(&r, "/ipxe?mac=02-00-00-00-01-03&arch=x86_64&platform=efi").await;
     let path = config_path(&script);
-    let (st, body) = get(&r.app, &path).await;
+    let (st, body) = get(&r, &path).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let mac = "02:00:00:00:01:03".parse().unwrap();
     let events = r.inventory.timeline(mac).unwrap();
@@ -201,7 +216,7 @@ async fn missing_secrets_answer_503_and_keep_the_token() {
     );
     // Once the bundle exists, the machine's retry with the same URL succeeds.
     r.secrets.put("genmachine", &bundle()).unwrap();
-    let (st, body) = get(&r.app, &path).await;
+    let (st, body) = get(&r, &path).await;
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains("hostname: talos-3"));
 }
@@ -219,25 +234,22 @@ fn kinds_and_details(r: &Rig, mac: &str) -> Vec<(EventKind, String)> {
 async fn a_replayed_config_url_is_refused_on_its_machines_timeline() {
     let r = rig();
     r.secrets.put("genmachine", &bundle()).unwrap();
-    let (_, old_script) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
-    let (_, script) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
+    let (_, old_script) = get(&r, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
+    let (_, script) = get(&r, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
     let path = config_path(&script);
-    assert_eq!(get(&r.app, &path).await.0, StatusCode::OK);
-    let (st, body) = get(&r.app, &path).await;
+    assert_eq!(get(&r, &path).await.0, StatusCode::OK);
+    let (st, body) = get(&r, &path).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(!body.contains("machine:"), "nothing of the config on a refusal");
     // Replaying it again and again is refused, and recorded once (then only counted).
     for _ in 0..3 {
-        assert_eq!(get(&r.app, &path).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(get(&r, &path).await.0, StatusCode::FORBIDDEN);
     }
     // The older boot's URL (revoked by the newer script) is a replay too.
-    assert_eq!(
-        get(&r.app, &config_path(&old_script)).await.0,
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(get(&r, &config_path(&old_script)).await.0, StatusCode::FORBIDDEN);
     // An unknown token names no machine: refused, recorded nowhere.
     let bogus = format!("/config/{}", "ab".repeat(32));
-    assert_eq!(get(&r.app, &bogus).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&r, &bogus).await.0, StatusCode::FORBIDDEN);
 
     let events = kinds_and_details(&r, "02:00:00:00:01:01");
     let replays: Vec<&String> = events
@@ -281,8 +293,8 @@ async fn an_expired_config_token_is_refused_and_a_restart_does_not_extend_it() {
     let (p1, p2) = {
         let inv: Arc<dyn Inventory> = Arc::new(RedbInventory::open(&db).unwrap());
         let r = rig_with(inv, Some(ttl));
-        let (_, s1) = get(&r.app, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
-        let (_, s2) = get(&r.app, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
+        let (_, s1) = get(&r, "/ipxe?mac=02-00-00-00-01-01&arch=x86_64&platform=efi").await;
+        let (_, s2) = get(&r, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
         (config_path(&s1), config_path(&s2))
     };
     let issued = Instant::now();
@@ -291,7 +303,7 @@ async fn an_expired_config_token_is_refused_and_a_restart_does_not_extend_it() {
     let r = rig_with(Arc::new(RedbInventory::open(&db).unwrap()), Some(ttl));
     r.secrets.put("genmachine", &bundle()).unwrap();
     let restarted = Instant::now();
-    let (st, body) = get(&r.app, &p1).await;
+    let (st, body) = get(&r, &p1).await;
     assert_eq!(st, StatusCode::OK, "within the TTL, across the restart");
     assert!(body.contains("hostname: talos-1"));
     tokio::time::sleep(ttl.saturating_sub(issued.elapsed()) + Duration::from_millis(300)).await;
@@ -299,7 +311,7 @@ async fn an_expired_config_token_is_refused_and_a_restart_does_not_extend_it() {
         restarted.elapsed() < ttl,
         "the check must run before a restarted clock would expire it"
     );
-    let (st, body) = get(&r.app, &p2).await;
+    let (st, body) = get(&r, &p2).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     assert!(!body.contains("machine:"));
     let events = kinds_and_details(&r, "02:00:00:00:01:02");
@@ -315,13 +327,13 @@ async fn an_expired_config_token_is_refused_and_a_restart_does_not_extend_it() {
         "nothing served"
     );
     // The expired token is spent: presenting it again is a replay.
-    assert_eq!(get(&r.app, &p2).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&r, &p2).await.0, StatusCode::FORBIDDEN);
     assert!(
         kinds_and_details(&r, "02:00:00:00:01:02")
             .iter()
             .any(|(k, _)| *k == EventKind::ConfigReplayRefused)
     );
     // A fresh netboot gets a fresh token that works.
-    let (_, s) = get(&r.app, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
-    assert_eq!(get(&r.app, &config_path(&s)).await.0, StatusCode::OK);
+    let (_, s) = get(&r, "/ipxe?mac=02-00-00-00-01-02&arch=x86_64&platform=efi").await;
+    assert_eq!(get(&r, &config_path(&s)).await.0, StatusCode::OK);
 }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::daemon::{Daemon, http, write_config};
+use common::daemon::{Daemon, http, loopback_boot, write_config};
 use common::pki::OsCa;
 use common::talos_lab::TalosLab;
 use provisioner::cluster::talos::BundleIdentity;
@@ -87,7 +87,7 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
         store.put("lab", &bundle).unwrap();
     }
     let lab = TalosLab::start_on_one_port(OsCa::from_bundle(&bundle), 3, b"unused").await;
-    let cfg = write_config(d, d);
+    let cfg = loopback_boot(&write_config(d, d));
     // Re-imaging only: the bootstrap supervisor would call these nodes too.
     let text = std::fs::read_to_string(&cfg).unwrap()
         + &format!(

@@ -158,6 +158,8 @@ pub struct Appliance {
     process: LabProcess,
     /// Where the API auth header file is, once created.
     token: std::sync::Mutex<Option<String>>,
+    /// An admin API token for [`Appliance::admin_cli`], once created.
+    admin: std::sync::Mutex<Option<String>>,
 }
 
 impl Appliance {
@@ -191,6 +193,7 @@ impl Appliance {
             netns: lab.netns().to_owned(),
             process,
             token: std::sync::Mutex::new(None),
+            admin: std::sync::Mutex::new(None),
         })
     }
 
@@ -267,6 +270,44 @@ impl Appliance {
         fs::write(&file, format!("Authorization: Bearer {}\n", out.trim()))?;
         *slot = Some(file.to_string_lossy().into_owned());
         Ok(file)
+    }
+
+    /// `provisioner <args> --config <file>` inside the lab namespace, as an operator
+    /// with an admin API token (created once, kept in a 0600 client file the CLI
+    /// reads, so it is on no command line, in no environment and in no error).
+    /// Returns stdout; an error carries stderr.
+    pub fn admin_cli(&self, args: &[&str]) -> Result<String> {
+        let client = {
+            let mut slot = self
+                .admin
+                .lock()
+                .map_err(|_| anyhow::anyhow!("token lock poisoned"))?;
+            if slot.is_none() {
+                let mut cmd = Command::new(&self.bin);
+                scrub_env(&mut cmd);
+                let out = run(cmd
+                    .args(["token", "create", "--role", "admin", "--config"])
+                    .arg(&self.config))?;
+                let file = self.state_dir()?.join("lab-admin-client.yaml");
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&file)?;
+                writeln!(f, "token: \"{}\"", out.trim())?;
+                *slot = Some(file.to_string_lossy().into_owned());
+            }
+            slot.clone().unwrap_or_default()
+        };
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns]).arg(&self.bin).args(args);
+        cmd.arg("--config").arg(&self.config);
+        scrub_env(&mut cmd);
+        cmd.env("PROVISIONER_CLIENT_CONFIG", client);
+        run(&mut cmd)
     }
 
     /// GET `path` from the operator API inside the namespace: HTTPS with the

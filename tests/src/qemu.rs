@@ -66,6 +66,15 @@ pub struct Machine {
     pub name: String,
 }
 
+impl Machine {
+    /// The SMBIOS system UUID the VM reports (QEMU `-uuid`), derived from its MAC so
+    /// a machine keeps its identity across boots, as real hardware does.
+    pub fn smbios_uuid(&self) -> String {
+        let hex: String = self.mac.chars().filter(char::is_ascii_hexdigit).collect();
+        format!("5ab1ab00-0000-4000-8000-{:0>12}", hex.to_ascii_lowercase())
+    }
+}
+
 /// A running VM; SIGKILLed on drop.
 #[derive(Debug)]
 pub struct QemuVm {
@@ -125,6 +134,8 @@ impl Lab {
         .collect();
         args.push("-serial".into());
         args.push(format!("file:{}", serial.display()));
+        args.push("-uuid".into());
+        args.push(machine.smbios_uuid());
         args.push("-netdev".into());
         args.push(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
         let mac = &machine.mac;

@@ -9,7 +9,10 @@
 //! `talos.config=`. The payload fetches the one-time URL (HTTP 200, a v1alpha1
 //! document for talos-1, byte for byte what `provisioner talos config --node
 //! talos-1` renders), replays it (403, recorded as `config_replay_refused`), then
-//! posts the install callback.
+//! posts the install callback. The profile enables Talos' OAuth device flow: the
+//! payload first fetches the URL without a token (403), then does the device flow
+//! as Talos' client does; the test denies the first code through the CLI
+//! (`access_denied`, the payload starts over) and approves the second.
 //!
 //! Needs root and a built appliance, like boot_firmware.rs. One boot (~30-60 s).
 
@@ -83,7 +86,10 @@ fn make_talos_site(site: &LabSite, prefix: &str) {
     .unwrap();
     fs::write(
         root.join("profiles/profiles/genmachine-controlplane.yaml"),
-        format!("id: genmachine-controlplane\nimage: {TALOS_IMAGE}\nconfig: talos\ncluster: genmachine\n"),
+        format!(
+            "id: genmachine-controlplane\nimage: {TALOS_IMAGE}\nconfig: talos\ncluster: genmachine\n\
+             device_flow: {{ client_id: talos, scopes: [machine-config] }}\n"
+        ),
     )
     .unwrap();
     fs::remove_file(root.join("profiles/groups/lab-vm1.yaml")).unwrap();
@@ -164,14 +170,37 @@ fn genmachine_node_fetches_its_talos_config_once() {
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
     let t0 = Instant::now();
-    let res = vm
-        .wait_for_serial(markers::CONFIG_FETCHED, Firmware::SeabiosIpxe.boot_timeout())
-        .map(|()| t0.elapsed())
-        .and_then(|fetched| {
-            vm.wait_for_serial("LAB-CONFIG-REPLAY", Duration::from_secs(60))?;
-            vm.wait_for_serial(markers::CALLBACK_OK, Duration::from_secs(60))?;
-            Ok(fetched)
-        });
+    // The payload does Talos' device flow (tests/lab/init.sh): an operator first
+    // denies the code its console shows, then approves the fresh one.
+    let mut operator = || -> anyhow::Result<Duration> {
+        vm.wait_for_serial("LAB-OAUTH-PENDING", Firmware::SeabiosIpxe.boot_timeout())?;
+        let first = oauth_codes(&vm.serial()).pop().expect("a code before pending");
+        let pending = appliance.admin_cli(&["machines", "pending"])?;
+        let row = pending
+            .lines()
+            .find(|l| l.contains(&first))
+            .unwrap_or_else(|| panic!("{first} not pending:\n{pending}"));
+        for want in [
+            "device_authorization",
+            MAC,
+            &vm.machine().smbios_uuid(),
+            &lab.subnet_prefix(),
+        ] {
+            assert!(row.contains(want), "{want} missing from {row}");
+        }
+        appliance.admin_cli(&["machines", "deny", MAC, "--code", &first])?;
+        vm.wait_for_serial("LAB-OAUTH-DENIED", Duration::from_secs(60))?;
+        let second = provisioner_e2e::wait_for(Duration::from_secs(60), "a second device code", || {
+            Ok(oauth_codes(&vm.serial()).into_iter().find(|c| *c != first))
+        })?;
+        appliance.admin_cli(&["machines", "approve", MAC, "--code", &second])?;
+        vm.wait_for_serial(markers::CONFIG_FETCHED, Duration::from_secs(60))?;
+        let fetched = t0.elapsed();
+        vm.wait_for_serial("LAB-CONFIG-REPLAY", Duration::from_secs(60))?;
+        vm.wait_for_serial(markers::CALLBACK_OK, Duration::from_secs(60))?;
+        Ok(fetched)
+    };
+    let res = operator();
     let fetched_after = res.unwrap_or_else(|e| {
         panic!(
             "{e:#}\n--- appliance log ---\n{}\n--- serial ---\n{}",
@@ -197,6 +226,13 @@ fn genmachine_node_fetches_its_talos_config_once() {
     assert_eq!(marker_value(&serial, "LAB-CONFIG-DOC", "version"), "v1alpha1");
     assert_eq!(marker_value(&serial, "LAB-CONFIG-DOC", "hostname"), "talos-1");
     assert_eq!(marker_value(&serial, "LAB-CONFIG-REPLAY", "status"), "403");
+    // Without the device flow's token the config URL gives nothing; the UUID the
+    // payload's kernel reads (what Talos sends) is the one iPXE reported and the
+    // appliance pinned.
+    assert_eq!(marker_value(&serial, "LAB-CONFIG-NOBEARER", "status"), "403");
+    let uuid = vm.machine().smbios_uuid();
+    assert_eq!(marker_value(&serial, "LAB-OAUTH-CODE", "uuid"), uuid);
+    assert!(serial.contains("LAB-OAUTH-TOKEN"));
 
     // The kernel got Talos' v1.11 metal command line and the one-time URL.
     let cmdline = serial
@@ -208,6 +244,8 @@ fn genmachine_node_fetches_its_talos_config_once() {
         "init_on_alloc=1",
         "slab_nomerge",
         "pti=on",
+        "talos.config.oauth.client_id=talos",
+        "talos.config.oauth.extra_variable=uuid",
         &format!(
             "talos.config=http://{}:{}/config/",
             site.server_ip,
@@ -232,6 +270,7 @@ fn genmachine_node_fetches_its_talos_config_once() {
 
     let live = appliance.api_machine(MAC).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(timeline::state(&live), Some("Installed"), "{live:#}");
+    assert_eq!(live["pinned_uuid"], uuid.as_str(), "{live:#}");
     appliance.stop().unwrap_or_else(|e| panic!("{e:#}"));
     let export = appliance.export_json().unwrap_or_else(|e| panic!("{e:#}"));
     let m = timeline::machine(&export, MAC).unwrap_or_else(|e| panic!("{e:#}"));
@@ -240,6 +279,12 @@ fn genmachine_node_fetches_its_talos_config_once() {
         &[
             "ipxe_script_served",
             "asset_served",
+            "config_refused",
+            "approval_requested",
+            "denied",
+            "approval_requested",
+            "approved",
+            "device_token_issued",
             "config_served",
             "config_replay_refused",
             "installed",
@@ -263,4 +308,14 @@ fn genmachine_node_fetches_its_talos_config_once() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The user codes the payload printed, oldest first.
+fn oauth_codes(serial: &str) -> Vec<String> {
+    serial
+        .lines()
+        .filter_map(|l| l.split("LAB-OAUTH-CODE user_code=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }

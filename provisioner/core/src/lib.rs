@@ -16,6 +16,8 @@
 //! - [`apitoken`]: operator API tokens (roles, hashed storage trait, in-memory store).
 //! - [`bootloop`]: boot-loop protection as a pure function of the install history.
 //! - [`power`]: how a machine is switched on and off (driver choice per machine).
+//! - [`release`]: who gets a machine config: peer binding, UUID pinning, operator
+//!   approval and the RFC 8628 device flow, as pure decisions.
 //! - [`dhcp`]: DHCP/proxyDHCP classification, boot-file choice, replies and leases.
 //! - [`k0s`]: the k0s path's pure parts (cluster definition, ClusterConfig, join
 //!   tokens, Flatcar Ignition, the k0s sub-state machine).
@@ -36,5 +38,6 @@ pub mod k0s;
 pub mod lifecycle;
 pub mod model;
 pub mod power;
+pub mod release;
 pub mod render;
 pub mod talos;

@@ -219,6 +219,18 @@ pub struct Machine {
     /// oldest first, for boot-loop protection ([`crate::bootloop`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub install_boots: Vec<i64>,
+    /// The first SMBIOS UUID a bound request presented for this MAC
+    /// ([`crate::release::smbios`]); another UUID is refused until an operator
+    /// clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_uuid: Option<String>,
+    /// An operator's approval of this machine and UUID for one install
+    /// ([`crate::release::admission`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::release::admission::Approval>,
+    /// The machine is waiting for an operator's approval (code on its console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_approval: Option<crate::release::admission::PendingApproval>,
 }
 
 impl Machine {
@@ -237,6 +249,9 @@ impl Machine {
             boot_file: None,
             power: None,
             install_boots: Vec::new(),
+            pinned_uuid: None,
+            approval: None,
+            pending_approval: None,
         }
     }
 }
@@ -282,6 +297,21 @@ pub enum EventKind {
     ConfigReplayRefused,
     /// A config token was presented after its TTL and refused.
     ConfigTokenExpired,
+    /// A request naming this machine was refused its script, config or callback
+    /// (detail: stage, peer, reason): peer binding, UUID pin, device token.
+    ConfigRefused,
+    /// The first SMBIOS UUID seen from the machine was pinned to its MAC.
+    UuidPinned,
+    /// An operator cleared the UUID pin (detail: the token id).
+    UuidUnpinned,
+    /// The machine waits for an operator (detail: user code, UUID, peer).
+    ApprovalRequested,
+    /// An operator approved its install or device authorization (detail: token id).
+    Approved,
+    /// An operator denied its install or device authorization (detail: token id).
+    Denied,
+    /// Its RFC 8628 device authorization was exchanged for an access token.
+    DeviceTokenIssued,
 }
 
 /// One entry of a machine's boot timeline.

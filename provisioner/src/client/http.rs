@@ -105,6 +105,18 @@ impl ApiClient {
         Self::finish(resp)
     }
 
+    /// POST `path` with a JSON body; errors as for [`ApiClient::post`].
+    pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .with_context(|| format!("POST {}{path}", self.base))?;
+        Self::finish(resp)
+    }
+
     /// Reads a Server-Sent Events stream until it ends, calling `on(event, data)`.
     pub fn follow(
         &self,

@@ -1,4 +1,4 @@
-//! The operator CLI over the API: `machines ls|show|reimage|power`,
+//! The operator CLI over the API: `machines ls|show|reimage|power|pending|approve|deny|unpin`,
 //! `clusters ls|status`, `events [--follow]`, and the local `token create|ls|revoke`.
 //!
 //! Endpoint, token and CA come from flags, else `PROVISIONER_API_URL`,
@@ -62,6 +62,31 @@ pub enum MachinesCmd {
     },
     /// Re-image a machine (admin token).
     Reimage {
+        /// MAC address.
+        mac: String,
+    },
+    /// What waits for an operator: installs and Talos device authorizations, with
+    /// the code each console shows, MAC, UUID and peer.
+    Pending,
+    /// Approve what a machine waits for (admin token): its install (bound to MAC
+    /// and UUID) and/or its Talos device authorization.
+    Approve {
+        /// MAC address.
+        mac: String,
+        /// The code its console shows: only that request is approved.
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Deny what a machine waits for (admin token).
+    Deny {
+        /// MAC address.
+        mac: String,
+        /// The code its console shows: only that request is denied.
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Clear a machine's SMBIOS UUID pin (admin token), e.g. after a board swap.
+    Unpin {
         /// MAC address.
         mac: String,
     },
@@ -204,6 +229,24 @@ pub fn machines(cmd: &MachinesCmd, api: &ApiArgs, cfg: &ConfigArgs) -> anyhow::R
         MachinesCmd::Reimage { mac } => {
             let v = c.post(&format!("/api/v1/machines/{}/reimage", http::seg(mac)))?;
             output::print(api.json, &v, output::steps)
+        }
+        MachinesCmd::Pending => {
+            let v = c.get("/api/v1/approvals", &[])?;
+            output::print(api.json, &v, output::pending_table)
+        }
+        MachinesCmd::Approve { mac, code } | MachinesCmd::Deny { mac, code } => {
+            let verb = if matches!(cmd, MachinesCmd::Approve { .. }) {
+                "approve"
+            } else {
+                "deny"
+            };
+            let body = serde_json::json!({ "code": code });
+            let v = c.post_json(&format!("/api/v1/machines/{}/{verb}", http::seg(mac)), &body)?;
+            output::print(api.json, &v, output::decided)
+        }
+        MachinesCmd::Unpin { mac } => {
+            let v = c.post(&format!("/api/v1/machines/{}/unpin", http::seg(mac)))?;
+            output::print(api.json, &v, output::unpinned)
         }
         MachinesCmd::Power { mac, action } => {
             let a = match action {

@@ -92,6 +92,7 @@ pub fn machine_detail(m: &Value) -> String {
         ("Group", "group"),
         ("Cluster", "cluster"),
         ("UUID", "uuid"),
+        ("UUID pin", "pinned_uuid"),
         ("Serial", "serial"),
         ("Boot file", "boot_file"),
         ("First seen", "first_seen"),
@@ -117,6 +118,28 @@ pub fn machine_detail(m: &Value) -> String {
         "Power",
         m["power"]["driver"].as_str().unwrap_or("manual")
     ));
+    if let Some(p) = m["pending_approval"].as_object() {
+        let code = s(&p["code"]);
+        out.push_str(&format!(
+            "{:<11} code {code} uuid {} ip {}{}\n",
+            "Waiting",
+            s(&p["uuid"]),
+            s(&p["peer"]),
+            if p["denied_by"].is_string() {
+                " (denied)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(a) = m["approval"].as_object() {
+        out.push_str(&format!(
+            "{:<11} by token {} until {}\n",
+            "Approved",
+            s(&a["token_id"]),
+            s(&a["expires"])
+        ));
+    }
     out.push_str("\nTimeline:\n");
     let rows: Vec<Vec<String>> = m["timeline"]
         .as_array()
@@ -278,6 +301,53 @@ pub fn event_line(json: bool, event: &str, data: &str) {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+}
+
+/// `machines pending`: what waits for an operator.
+pub fn pending_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    vec![
+                        s(&p["kind"]),
+                        s(&p["mac"]),
+                        s(&p["code"]),
+                        s(&p["uuid"]),
+                        s(&p["peer"]),
+                        s(&p["status"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    columns(&["KIND", "MAC", "CODE", "UUID", "PEER", "STATUS"], &rows)
+}
+
+/// `machines approve|deny`.
+pub fn decided(v: &Value) -> String {
+    let mut out = String::new();
+    for p in v["decided"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{} {} of {}: code {} uuid {} peer {}\n",
+            s(&p["status"]),
+            s(&p["kind"]).replace('_', " "),
+            s(&p["mac"]),
+            s(&p["code"]),
+            s(&p["uuid"]),
+            s(&p["peer"])
+        ));
+    }
+    out
+}
+
+/// `machines unpin`.
+pub fn unpinned(v: &Value) -> String {
+    format!(
+        "{}: UUID pin cleared; the next UUID it presents is pinned\n",
+        s(&v["mac"])
+    )
 }
 
 #[cfg(test)]

@@ -169,6 +169,13 @@ pub struct Config {
     pub secrets_key_file: Option<PathBuf>,
     /// `provisioner backup` settings.
     pub backup: BackupSettings,
+    /// Configs only to the machine itself (neighbour entry or lease).
+    pub peer_binding: PeerBinding,
+    /// `auto | approve`: whether installs wait for an operator (profiles and
+    /// clusters may override it).
+    pub admission: provisioner_core::release::admission::Admission,
+    /// How long an operator's approval lasts (it also ends at `Installed`).
+    pub approval_window_minutes: NonZeroU32,
 }
 
 /// `backup:` settings.
@@ -223,6 +230,9 @@ impl Default for Config {
             bootstrap: Default::default(),
             secrets_key_file: None,
             backup: BackupSettings::default(),
+            peer_binding: PeerBinding::default(),
+            admission: Default::default(),
+            approval_window_minutes: NonZeroU32::new(60).expect("literal"),
         }
     }
 }
@@ -325,6 +335,7 @@ impl Config {
                         })?;
                 }
                 "PROVISIONER_UNKNOWN_POLICY" => self.unknown_policy = parse("PROVISIONER_UNKNOWN_POLICY", v)?,
+                "PROVISIONER_ADMISSION" => self.admission = parse("PROVISIONER_ADMISSION", v)?,
                 "PROVISIONER_LOG_FORMAT" => {
                     self.log_format = match v {
                         "human" => LogFormat::Human,
@@ -376,5 +387,8 @@ impl Config {
     }
 }
 
+mod release;
 #[cfg(test)]
 mod tests;
+
+pub use release::PeerBinding;

@@ -117,3 +117,44 @@ fn unprivileged_uses_high_ports() {
     assert!(c.http_listen.port() > 1024 && c.tftp_listen.port() > 1024);
     assert_eq!(c.state_dir, PathBuf::from("/home/u/.local/state/provisioner"));
 }
+
+#[test]
+fn release_settings_default_on_and_parse() {
+    use provisioner_core::release::admission::Admission;
+    let d = Config::default();
+    assert!(
+        d.peer_binding.enabled && d.peer_binding.arp_probe,
+        "binding is on by default"
+    );
+    assert_eq!(d.admission, Admission::Auto);
+    assert_eq!(d.approval_window_minutes.get(), 60);
+    let p = Path::new("c.yaml");
+    let c = Config::from_yaml(
+        p,
+        "admission: approve\npeer_binding: { enabled: false }\napproval_window_minutes: 15\n",
+        &d,
+    )
+    .unwrap();
+    assert_eq!(c.admission, Admission::Approve);
+    assert!(
+        !c.peer_binding.enabled && c.peer_binding.arp_probe,
+        "unset fields keep defaults"
+    );
+    assert_eq!(c.approval_window_minutes.get(), 15);
+    let err = Config::from_yaml(p, "admission: maybe\n", &d)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c.yaml") && err.contains("admission"), "{err}");
+    let err = Config::from_yaml(p, "peer_binding: { enable: false }\n", &d)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enable"), "{err}");
+    let mut c = d.clone();
+    c.apply_env(&[("PROVISIONER_ADMISSION".to_string(), "approve".to_string())].into())
+        .unwrap();
+    assert_eq!(c.admission, Admission::Approve);
+    assert!(
+        c.apply_env(&[("PROVISIONER_ADMISSION".to_string(), "x".to_string())].into())
+            .is_err()
+    );
+}

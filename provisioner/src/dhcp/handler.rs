@@ -237,6 +237,7 @@ impl Handler {
             serial: None,
             arch: client.arch,
             hostname: client.hostname.clone(),
+            bad_uuid: None,
         };
         let decision = self.service.booter().decide(&req, machine);
         if let BootDecision::Unknown { record: false, .. } = decision {

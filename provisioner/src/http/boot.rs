@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use provisioner_core::boot::BootRequest;
 use provisioner_core::catalog::Image;
 use provisioner_core::model::EventKind;
+use provisioner_core::render;
 
 use super::assets;
 use crate::service::{BootService, ServiceError};
@@ -46,6 +47,8 @@ pub fn router(state: BootState) -> Router {
         .route("/config/{token}", get(config))
         .route("/callback/{token}/installed", post(installed))
         .route("/callback/{token}/k0s-installed", post(k0s_installed))
+        .route(render::ipxe::DEVICE_AUTH_PATH, post(super::device::authorize))
+        .route(render::ipxe::TOKEN_PATH, post(super::device::token))
         .route("/mirror/{kind}/{version}/{file}", get(super::mirror::serve))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
@@ -135,13 +138,25 @@ async fn binary(State(st): State<BootState>, Path(file): Path<String>, headers: 
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the device flow's).
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 async fn config(
     State(st): State<BootState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
     let svc = st.service.clone();
-    match tokio::task::spawn_blocking(move || svc.config(&token, Some(peer.ip()))).await {
+    let bearer = bearer(&headers);
+    match tokio::task::spawn_blocking(move || svc.config(&token, Some(peer.ip()), bearer.as_deref())).await {
         Ok(Ok(c)) => (
             [
                 (header::CONTENT_TYPE, c.content_type),
@@ -155,9 +170,13 @@ async fn config(
     }
 }
 
-async fn installed(State(st): State<BootState>, Path(token): Path<String>) -> Response {
+async fn installed(
+    State(st): State<BootState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
     let svc = st.service.clone();
-    match tokio::task::spawn_blocking(move || svc.installed(&token)).await {
+    match tokio::task::spawn_blocking(move || svc.installed(&token, Some(peer.ip()))).await {
         Ok(Ok(mac)) => {
             tracing::info!(%mac, "machine reported installed");
             (StatusCode::OK, "ok\n").into_response()
@@ -167,9 +186,13 @@ async fn installed(State(st): State<BootState>, Path(token): Path<String>) -> Re
     }
 }
 
-async fn k0s_installed(State(st): State<BootState>, Path(token): Path<String>) -> Response {
+async fn k0s_installed(
+    State(st): State<BootState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
     let svc = st.service.clone();
-    match tokio::task::spawn_blocking(move || svc.k0s_installed(&token)).await {
+    match tokio::task::spawn_blocking(move || svc.k0s_installed(&token, Some(peer.ip()))).await {
         Ok(Ok(mac)) => {
             tracing::info!(%mac, "machine reported k0s installed");
             (StatusCode::OK, "ok\n").into_response()
@@ -193,6 +216,11 @@ pub(super) fn service_error(e: ServiceError) -> Response {
             (StatusCode::FORBIDDEN, "expired token\n").into_response()
         }
         ServiceError::Conflict(m) => (StatusCode::CONFLICT, format!("{m}\n")).into_response(),
+        // The requester is not tied to the machine: the reason names no secret and
+        // tells an operator what to check; the token stays live for the machine.
+        ServiceError::Refused(why) => {
+            (StatusCode::FORBIDDEN, format!("config refused: {why}\n")).into_response()
+        }
         ServiceError::Render(why) => {
             // The reason can name files and nodes: log it, answer generically.
             tracing::error!(error = %why, "machine config not rendered");
@@ -205,7 +233,7 @@ pub(super) fn service_error(e: ServiceError) -> Response {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "boot handler failed");
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }

@@ -5,4 +5,5 @@
 pub mod api;
 pub mod assets;
 pub mod boot;
+mod device;
 pub mod mirror;

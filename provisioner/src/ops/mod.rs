@@ -49,12 +49,13 @@ pub fn assignment(catalog: &Catalog, m: &Machine) -> Option<Assignment> {
     let (profile, group) = match &m.profile {
         Some(p) => (p.clone(), None),
         None => {
+            // The pinned UUID is the machine's identity (crate::service release checks).
             let req = BootRequest {
                 mac: Some(m.mac),
-                uuid: m.uuid.clone(),
+                uuid: m.pinned_uuid.clone().or_else(|| m.uuid.clone()),
                 serial: m.serial.clone(),
                 arch: m.arch,
-                hostname: None,
+                ..Default::default()
             };
             let g = select_group(&catalog.groups, &req.labels(Some(m)))?;
             (g.profile.clone(), Some(g.id.clone()))

@@ -9,7 +9,12 @@
 //! ([`BootService::subscribe`]) for live views (the API's Server-Sent Events): the
 //! inventory write comes first, so a subscriber never sees an event the store lost.
 
+mod approvals;
 mod decisions;
+mod device;
+mod device_ops;
+mod release;
+mod script;
 mod timeline;
 mod tokens;
 
@@ -26,6 +31,9 @@ use provisioner_core::render::config::ConfigRenderer;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
+pub use approvals::{ApprovalError, Pending, PendingKind};
+pub use device::DeviceRefusal;
+pub use release::{DeviceSettings, NoFacts, ReleasePolicy};
 pub use tokens::token_key;
 
 /// One timeline event as published to live subscribers.
@@ -61,6 +69,10 @@ pub enum ServiceError {
     /// stays valid so the machine's retries can succeed once it is fixed.
     #[error("config not available: {0}")]
     Render(String),
+    /// The requester is not tied to the machine (peer binding, device token): the
+    /// reason is safe to show (no secret), the token stays live.
+    #[error("config refused: {0}")]
+    Refused(String),
 }
 
 /// A rendered config and its media type.
@@ -94,6 +106,12 @@ pub struct BootService {
     guard: LoopGuard,
     /// How long a config token works after its script was rendered.
     config_token_ttl: time::Duration,
+    /// Who gets a config: peer binding, admission, device flow settings.
+    release: ReleasePolicy,
+    /// When a refusal for (machine, peer, reason) was last put on a timeline.
+    refusals_recorded: Mutex<HashMap<String, std::time::Instant>>,
+    /// RFC 8628 device authorizations and their access tokens (in memory).
+    device: device::DeviceFlows,
 }
 
 /// Default [`BootService::with_config_token_ttl`]: 30 minutes covers downloading
@@ -122,6 +140,9 @@ impl BootService {
             events: broadcast::channel(EVENT_BUFFER).0,
             guard: LoopGuard::default(),
             config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
+            release: ReleasePolicy::default(),
+            refusals_recorded: Mutex::new(HashMap::new()),
+            device: device::DeviceFlows::default(),
         }
     }
 

@@ -29,8 +29,11 @@ impl BootService {
                 m.state = next;
             }
             if next == MachineState::Installed {
-                // It made it: boot-loop counting starts over.
+                // It made it: boot-loop counting starts over, and its approval (one
+                // install window) is used up; a re-image asks again.
                 m.install_boots.clear();
+                m.approval = None;
+                m.pending_approval = None;
             }
             written = events.clone();
             Update {
@@ -90,6 +93,11 @@ impl BootService {
             Some(mac) => self.record(mac, kind, detail),
             None => Ok(()),
         }
+    }
+
+    /// The machine that last fetched its script from `ip` (after binding).
+    pub(super) fn peer_mac(&self, ip: IpAddr) -> Option<MacAddr> {
+        self.peers.lock().ok().and_then(|p| p.get(&ip).copied())
     }
 
     /// Learns that `ip` belongs to `mac` (from `/ipxe`, or the ARP table for TFTP).

@@ -65,7 +65,14 @@ impl BootService {
 
     /// Issues a new config token and its callback token(s) for `mac`, revoking older
     /// ones. Flatcar machines also get the `K0sInstalled` callback token.
-    pub(super) fn issue_tokens(&self, mac: MacAddr, plan: &InstallPlan) -> Result<BootUrls, ServiceError> {
+    /// `peer` is the address the script goes to: the machine's later fetches are
+    /// accepted from there (peer binding's multi-NIC rule).
+    pub(super) fn issue_tokens(
+        &self,
+        mac: MacAddr,
+        plan: &InstallPlan,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<BootUrls, ServiceError> {
         let now = OffsetDateTime::now_utc();
         let config = new_token();
         let issue = |token: &str, purpose| {
@@ -75,6 +82,7 @@ impl BootService {
                     mac,
                     purpose,
                     issued_at: now,
+                    peer,
                 },
             )
         };

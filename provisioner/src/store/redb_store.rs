@@ -252,6 +252,16 @@ impl Inventory for RedbInventory {
         txn.commit().map_err(backend)
     }
 
+    fn live_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let tokens = txn.open_table(TOKENS).map_err(backend)?;
+        let found = tokens.get(key).map_err(backend)?;
+        match found {
+            Some(v) => Ok(Some(decode::<TokenRecord>("token", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
         let txn = self.db.begin_write().map_err(backend)?;
         let rec = {

@@ -6,3 +6,4 @@ pub mod fake_apid;
 pub mod fake_argo;
 pub mod fake_factory;
 pub mod fake_kube;
+pub mod peer_facts;

@@ -15,7 +15,8 @@ use provisioner::ops::clusters::NoBootstrap;
 use provisioner::ops::credentials::StoreCredentials;
 use provisioner::ops::reset::NodeResetter;
 use provisioner::power::{PowerConfig, PowerDrivers, WolConfig};
-use provisioner::service::BootService;
+use provisioner::service::{BootService, ReleasePolicy};
+use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::apitoken::{MemApiTokens, Role};
 use provisioner_core::boot::{BootRequest, CatalogBooter, UnknownPolicy};
 use provisioner_core::bootloop::LoopGuard;
@@ -29,6 +30,7 @@ pub struct ApiRig {
     pub app: Router,
     pub state: ApiState,
     pub service: Arc<BootService>,
+    pub facts: Arc<StaticFacts>,
     pub inventory: Arc<dyn Inventory>,
     pub admin: String,
     pub reader: String,
@@ -56,12 +58,43 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
         catalog: cat.clone(),
         unknown: UnknownPolicy::Record,
     });
+    // Each test machine talks from its own address, as the neighbour table knows it.
+    let facts = Arc::new(StaticFacts::default());
+    for mac in [super::BIOS_MAC, super::EFI_MAC, TALOS_MAC] {
+        facts.neighbour_is(&super::peer_of(mac).to_string(), mac);
+    }
     let service = Arc::new(
-        BootService::new(booter, inventory.clone(), super::BASE.into()).with_loop_guard(LoopGuard {
-            max_installs: 3,
-            window_secs: 600,
-        }),
+        BootService::new(booter, inventory.clone(), super::BASE.into())
+            .with_loop_guard(LoopGuard {
+                max_installs: 3,
+                window_secs: 600,
+            })
+            .with_release(ReleasePolicy {
+                facts: facts.clone(),
+                ..Default::default()
+            }),
     );
+    let (state, admin, reader) = api_state(service.clone(), cat, dir.path().join("infra"), power, resetter);
+    ApiRig {
+        app: api::router(state.clone()),
+        state,
+        service,
+        facts,
+        inventory,
+        admin,
+        reader,
+        dir,
+    }
+}
+
+/// The API state over `service` with an admin and a read-only token (returned).
+pub fn api_state(
+    service: Arc<BootService>,
+    cat: catalog::Catalog,
+    infra_dir: std::path::PathBuf,
+    power: PowerConfig,
+    resetter: Option<Arc<dyn NodeResetter>>,
+) -> (ApiState, String, String) {
     let tokens = Arc::new(MemApiTokens::new());
     let admin = provisioner::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
         .unwrap()
@@ -71,28 +104,20 @@ pub fn api_rig(resetter: Option<Arc<dyn NodeResetter>>, power: PowerConfig) -> A
         .0;
     let state = ApiState {
         ops: Operator {
-            service: service.clone(),
+            service,
             catalog: Arc::new(cat),
             power: Arc::new(PowerDrivers::new(power, None)),
             resetter,
         },
         tokens,
         sessions: Arc::default(),
-        infra_dir: dir.path().join("infra"),
+        infra_dir,
         bootstrap: Arc::new(NoBootstrap),
         shutdown: Default::default(),
         credentials: Arc::new(no_credentials()),
         leases: Arc::new(provisioner_core::dhcp::lease::MemLeases::default()),
     };
-    ApiRig {
-        app: api::router(state.clone()),
-        state,
-        service,
-        inventory,
-        admin,
-        reader,
-        dir,
-    }
+    (state, admin, reader)
 }
 
 /// Credentials over empty stores: every cluster is unknown.
@@ -117,10 +142,14 @@ pub fn loopback_power() -> PowerConfig {
     }
 }
 
-/// Serves an install script to `mac` (seeds the inventory like a real boot).
+/// Serves an install script to `mac` asking from its own address
+/// ([`super::peer_of`]; seeds the inventory like a real boot).
 pub fn boot(service: &BootService, mac: &str) -> String {
     let q = format!("mac={}&arch=x86_64&platform=efi", mac.replace(':', "-"));
-    service.ipxe_script(&BootRequest::from_query(&q), None).unwrap().0
+    service
+        .ipxe_script(&BootRequest::from_query(&q), Some(super::peer_of(mac)))
+        .unwrap()
+        .0
 }
 
 /// One request through the router: (status, JSON body or Null).

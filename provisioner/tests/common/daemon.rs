@@ -37,6 +37,17 @@ pub fn write_config(dir: &Path, tftp_root: &Path) -> PathBuf {
     cfg
 }
 
+/// Lets machines boot over loopback: tests of other features fetch `/ipxe` and
+/// `/config` from 127.0.0.1 with made-up MACs, which peer binding refuses (loopback
+/// is never a machine; a default appliance does refuse it, see config_release.rs).
+/// Binding itself is proven by tests/config_release.rs and the QEMU lab.
+pub fn loopback_boot(cfg: &Path) -> PathBuf {
+    let mut text = std::fs::read_to_string(cfg).unwrap();
+    text.push_str("peer_binding: { enabled: false }\n");
+    std::fs::write(cfg, text).unwrap();
+    cfg.to_path_buf()
+}
+
 impl Daemon {
     pub fn start(config: &Path) -> Self {
         let log = config.with_extension("log");

@@ -10,13 +10,15 @@ pub mod fake_kube;
 pub mod fake_token;
 pub mod pki;
 pub mod serve_rig;
+pub mod release;
 pub mod talos_lab;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use provisioner::http::boot::{BootState, router};
-use provisioner::service::BootService;
+use provisioner::service::{BootService, ReleasePolicy};
+use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
 use provisioner_core::catalog;
 use provisioner_core::inventory::{Inventory, MemInventory};
@@ -66,8 +68,17 @@ pub fn write_catalog(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The address a test machine talks from: `10.0.<5th octet>.<6th octet>` of its MAC.
+pub fn peer_of(mac: &str) -> std::net::IpAddr {
+    let m: provisioner_core::model::MacAddr = mac.parse().unwrap();
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, m.0[4], m.0[5]))
+}
+
 pub struct Rig {
     pub service: Arc<BootService>,
+    /// The neighbour table the service's peer binding reads: a test says which
+    /// machine talks from which address (`facts.neighbour_is(ip, mac)`).
+    pub facts: Arc<StaticFacts>,
     pub inventory: Arc<dyn Inventory>,
     pub state: BootState,
     pub _dir: tempfile::TempDir,
@@ -83,7 +94,13 @@ pub fn rig(policy: UnknownPolicy) -> Rig {
         catalog: cat,
         unknown: policy,
     });
-    let service = Arc::new(BootService::new(booter, inventory.clone(), BASE.into()));
+    let facts = Arc::new(StaticFacts::default());
+    let service = Arc::new(
+        BootService::new(booter, inventory.clone(), BASE.into()).with_release(ReleasePolicy {
+            facts: facts.clone(),
+            ..Default::default()
+        }),
+    );
     let state = BootState {
         service: service.clone(),
         images,
@@ -93,6 +110,7 @@ pub fn rig(policy: UnknownPolicy) -> Rig {
     };
     Rig {
         service,
+        facts,
         inventory,
         state,
         _dir: dir,

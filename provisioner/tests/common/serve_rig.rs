@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use provisioner::testing::fake_argo::FakeArgo;
 
-use super::daemon::{BIN, Daemon, run, write_config};
+use super::daemon::{BIN, Daemon, loopback_boot, run, write_config};
 use super::fake_kube::FakeKube;
 use super::pki::OsCa;
 use super::talos_lab::TalosLab;
@@ -116,7 +116,7 @@ impl Rig {
             3,
             &kube.kubeconfig(),
         ));
-        let cfg = write_config(dir, dir);
+        let cfg = loopback_boot(&write_config(dir, dir));
         let text = std::fs::read_to_string(&cfg).unwrap()
             + &format!(
                 "gitops_dir: {}\ntalos:\n  api_port: {}\nbootstrap:\n  poll_ms: 100\n  attempt_timeout_secs: 2\n  \

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Image, Profile, select_group};
 use crate::model::{Arch, Labels, MacAddr, Machine, MachineState};
+use crate::release::smbios::UuidField;
 
 /// What a booting machine tells us (iPXE query string or DHCP options).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -24,6 +25,8 @@ pub struct BootRequest {
     pub arch: Arch,
     /// Hostname, if the firmware knows one.
     pub hostname: Option<String>,
+    /// A `uuid` value that is not a UUID (printable, truncated), for the refusal.
+    pub bad_uuid: Option<String>,
 }
 
 impl BootRequest {
@@ -221,10 +224,20 @@ impl Booter for CatalogBooter {
 mod tests;
 
 impl BootRequest {
+    /// The UUID as the pin check sees it.
+    pub fn uuid_field(&self) -> UuidField {
+        match (&self.uuid, &self.bad_uuid) {
+            (_, Some(bad)) => UuidField::Malformed(bad.clone()),
+            (Some(u), None) => UuidField::Valid(u.clone()),
+            (None, None) => UuidField::Absent,
+        }
+    }
+
     /// Parses the first-stage query (`mac=${mac:hexhyp}&uuid=${uuid}&arch=${buildarch}
     /// &platform=${platform}&serial=${serial:uristring}`). Never fails: unparseable
     /// or empty values are left out (matchbox `labelsFromRequest`), and iPXE's
-    /// placeholders for unknown values (an all-zero UUID) are dropped.
+    /// placeholders for unknown values (an all-zero UUID) are dropped; a `uuid` that
+    /// is not a UUID is kept aside in `bad_uuid` so an install can be refused.
     pub fn from_query(query: &str) -> Self {
         let mut req = Self::default();
         let mut buildarch = None;
@@ -236,12 +249,11 @@ impl BootRequest {
             }
             match k.as_ref() {
                 "mac" => req.mac = v.parse().ok(),
-                "uuid" => {
-                    let u = v.to_ascii_lowercase();
-                    if u.chars().any(|c| c.is_ascii_hexdigit() && c != '0') {
-                        req.uuid = Some(u);
-                    }
-                }
+                "uuid" => match crate::release::smbios::parse_uuid(v) {
+                    UuidField::Valid(u) => req.uuid = Some(u),
+                    UuidField::Malformed(bad) => req.bad_uuid = Some(bad),
+                    UuidField::Absent => {}
+                },
                 "serial" => req.serial = Some(v.to_string()),
                 "hostname" => req.hostname = Some(v.to_string()),
                 "arch" => buildarch = Some(v.to_string()),

@@ -28,6 +28,8 @@ fn catalog() -> Catalog {
                 args: vec![],
                 config: ConfigKind::Plain,
                 cluster: None,
+                admission: None,
+                device_flow: None,
             },
         );
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::{Catalog, Group, Image, ImageFile, Profile};
+use super::{Catalog, ConfigKind, Group, Image, ImageFile, Profile};
 use crate::model::MacAddr;
 
 /// One problem in one file.
@@ -78,6 +78,36 @@ pub fn load(images_dir: &Path, profiles_dir: &Path) -> Result<Catalog, CatalogEr
     for (path, profile) in read_dir::<Profile>(&profiles_dir.join("profiles"), &mut errs) {
         check_id(&path, "id", &profile.id, &mut errs);
         check_args(&path, "args", &profile.args, &mut errs);
+        if let Some(flow) = &profile.device_flow {
+            if profile.config != ConfigKind::Talos {
+                errs.push(err(
+                    &path,
+                    "device_flow",
+                    "only a `config: talos` profile can use Talos' OAuth device flow".into(),
+                ));
+            }
+            let kernel_safe = |v: &str| {
+                !v.is_empty()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'))
+            };
+            if !kernel_safe(&flow.client_id) {
+                errs.push(err(
+                    &path,
+                    "device_flow.client_id",
+                    format!("{:?}: use letters, digits and - _ . : / only", flow.client_id),
+                ));
+            }
+            for (i, scope) in flow.scopes.iter().enumerate() {
+                if !kernel_safe(scope) {
+                    errs.push(err(
+                        &path,
+                        &format!("device_flow.scopes[{i}]"),
+                        format!("{scope:?}: use letters, digits and - _ . : / only"),
+                    ));
+                }
+            }
+        }
         if !cat.images.contains_key(&profile.image) {
             errs.push(err(
                 &path,
@@ -158,7 +188,15 @@ fn normalise_selector(
                     continue;
                 }
             },
-            "uuid" => v.trim().to_ascii_lowercase(),
+            // The same canonical form the pin and requests use, so a selector and a
+            // pinned UUID compare equal (crate::release::smbios).
+            "uuid" => match crate::release::smbios::parse_uuid(v) {
+                crate::release::smbios::UuidField::Valid(u) => u,
+                _ => {
+                    errs.push(err(path, &field, format!("{v:?} is not an SMBIOS UUID")));
+                    continue;
+                }
+            },
             "arch" if !SELECTOR_ARCHES.contains(&v.as_str()) => {
                 errs.push(err(
                     path,

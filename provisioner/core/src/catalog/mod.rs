@@ -95,6 +95,31 @@ pub struct Profile {
     /// Cluster definition in `infra/` this profile's machines belong to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// `auto | approve`, overriding the cluster's and the global setting
+    /// ([`crate::release::admission`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<crate::release::admission::Admission>,
+    /// Talos' `talos.config.oauth.*` device flow (`config: talos` only): the config
+    /// download then needs the bearer token an operator released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_flow: Option<DeviceFlow>,
+}
+
+/// A profile's RFC 8628 device flow ([`crate::release::device`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFlow {
+    /// `talos.config.oauth.client_id` (default `talos`); the token endpoints accept
+    /// only this client.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// `talos.config.oauth.scope` values, one kernel argument each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+fn default_client_id() -> String {
+    "talos".into()
 }
 
 /// A group (`profiles/groups/<id>.yaml`): a selector and the profile it assigns.

@@ -112,6 +112,7 @@ fn tokens_are_one_time_and_newest_only(inv: &dyn Inventory) {
         mac: mac(n),
         purpose,
         issued_at: at(0),
+        peer: None,
     };
     inv.issue_token("k1", &rec(1, TokenPurpose::Config)).unwrap();
     inv.issue_token("k2", &rec(1, TokenPurpose::InstalledCallback))
@@ -131,6 +132,22 @@ fn tokens_are_one_time_and_newest_only(inv: &dyn Inventory) {
         "other purpose untouched"
     );
     assert_eq!(inv.take_token("nope", at(1)).unwrap(), None);
+    // Looking at a live token does not spend it (a refused peer costs nothing).
+    let with_peer = TokenRecord {
+        peer: Some("10.0.0.7".parse().unwrap()),
+        ..rec(3, TokenPurpose::Config)
+    };
+    inv.issue_token("k5", &with_peer).unwrap();
+    assert_eq!(inv.live_token("k5").unwrap(), Some(with_peer.clone()));
+    assert_eq!(
+        inv.live_token("k5").unwrap(),
+        Some(with_peer.clone()),
+        "still live"
+    );
+    assert_eq!(inv.spent_token("k5").unwrap(), None);
+    assert_eq!(inv.take_token("k5", at(2)).unwrap(), Some(with_peer));
+    assert_eq!(inv.live_token("k5").unwrap(), None);
+    assert_eq!(inv.live_token("nope").unwrap(), None);
 }
 
 fn spent_tokens_name_their_machine(inv: &dyn Inventory) {
@@ -138,6 +155,7 @@ fn spent_tokens_name_their_machine(inv: &dyn Inventory) {
         mac: mac(n),
         purpose,
         issued_at: at(secs),
+        peer: None,
     };
     inv.issue_token("used", &rec(1, TokenPurpose::Config, 0)).unwrap();
     assert_eq!(inv.spent_token("used").unwrap(), None, "live is not spent");
@@ -184,6 +202,7 @@ fn delete_removes_everything(inv: &dyn Inventory) {
             mac: mac(1),
             purpose: TokenPurpose::Config,
             issued_at: at(0),
+            peer: None,
         },
     )
     .unwrap();
@@ -193,6 +212,7 @@ fn delete_removes_everything(inv: &dyn Inventory) {
             mac: mac(1),
             purpose: TokenPurpose::InstalledCallback,
             issued_at: at(0),
+            peer: None,
         },
     )
     .unwrap();

@@ -109,6 +109,10 @@ impl Inventory for MemInventory {
         Ok(())
     }
 
+    fn live_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
+        Ok(self.lock()?.tokens.get(key).cloned())
+    }
+
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
         let mut st = self.lock()?;
         let taken = st.tokens.remove(key);

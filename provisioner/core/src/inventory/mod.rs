@@ -70,6 +70,10 @@ pub struct TokenRecord {
     /// When it was issued.
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
+    /// The address the machine's script (carrying this token) was served to: its
+    /// later fetches are accepted from there (`crate::release::binding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// How a token stopped working.
@@ -188,6 +192,9 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
     /// The replaced ones become spent ([`SpentHow::Revoked`] at `record.issued_at`);
     /// a spent token issued again (a config put back) is live again.
     fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError>;
+    /// The live token under `key`, without spending it (a refused request must not
+    /// cost the real machine its token).
+    fn live_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError>;
     /// Removes and returns the live token under `key`, keeping it as spent
     /// ([`SpentHow::Used`] at `now`) in the same commit; a second call returns `None`.
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError>;

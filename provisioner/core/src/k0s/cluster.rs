@@ -89,6 +89,10 @@ pub struct K0sNode {
     /// Boot NIC; when set, only this MAC gets the node's config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+    /// The node's other NICs: the installed OS may fetch its config or call back
+    /// through one of them (peer binding, `crate::release::binding`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_macs: Vec<MacAddr>,
     /// `flatcar-install -d`; without it `-s` (smallest unmounted disk ≥ 10 GB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_disk: Option<String>,
@@ -115,6 +119,9 @@ pub struct K0sCluster {
     /// Worker profile name passed as `--profile` (moves `volumePluginDir` to /etc).
     #[serde(default = "default_profile")]
     pub worker_profile: String,
+    /// `auto | approve` for this cluster's installs (`crate::release::admission`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<crate::release::admission::Admission>,
     /// The machines.
     pub nodes: Vec<K0sNode>,
 }

@@ -136,6 +136,10 @@ pub struct TalosNode {
     /// Appliance: SMBIOS UUID the PXE path may match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+    /// Appliance: the node's other NICs (besides `mac` and the `hardwareAddr`
+    /// device selectors), from which its config fetch and callbacks are accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_macs: Vec<MacAddr>,
     /// Appliance: power control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power: Option<Power>,
@@ -186,6 +190,10 @@ pub struct TalosCluster {
     /// Appliance: registry serving installer images (default `factory.talos.dev`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installer_registry: Option<String>,
+    /// Appliance: `auto | approve` for this cluster's installs
+    /// (`crate::release::admission`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<crate::release::admission::Admission>,
     /// Defaults for control-plane nodes.
     #[serde(default, skip_serializing_if = "is_default")]
     pub control_plane: NodeDefaults,
@@ -207,6 +215,31 @@ impl TalosCluster {
     /// The Talos version, parsed.
     pub fn talos(&self) -> Result<Version, String> {
         self.talos_version.parse()
+    }
+
+    /// Every NIC declared for a node with a boot `mac`: `otherMacs` and the exact
+    /// `hardwareAddr` device selectors (wildcards name no single NIC).
+    pub fn node_nics(&self) -> Vec<(MacAddr, Vec<MacAddr>)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let boot = n.mac?;
+                let mut others: Vec<MacAddr> = n.other_macs.clone();
+                for dev in &n.network_interfaces {
+                    if let Some(m) = dev
+                        .pointer("/deviceSelector/hardwareAddr")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<MacAddr>().ok())
+                    {
+                        others.push(m);
+                    }
+                }
+                others.retain(|m| *m != boot);
+                others.sort();
+                others.dedup();
+                Some((boot, others))
+            })
+            .collect()
     }
 
     /// The node called `hostname`.

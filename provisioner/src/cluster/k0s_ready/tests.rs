@@ -80,6 +80,8 @@ fn catalog() -> Catalog {
         args: Vec::new(),
         config: ConfigKind::Flatcar,
         cluster: Some(cluster.into()),
+        admission: None,
+        device_flow: None,
     };
     let group = |id: &str, profile: &str, mac: &str, host: &str| Group {
         id: id.into(),

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use provisioner_core::model::{Arch, Machine, MachineState, TimelineEvent};
 use provisioner_core::power::PowerSpec;
+use provisioner_core::release::admission::{Approval, PendingApproval};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -52,6 +53,12 @@ pub struct MachineView {
     pub last_seen: OffsetDateTime,
     /// Newest timeline event.
     pub last_event: Option<TimelineEvent>,
+    /// The SMBIOS UUID pinned to this MAC (another UUID is refused until unpinned).
+    pub pinned_uuid: Option<String>,
+    /// An operator's approval for the current install window.
+    pub approval: Option<Approval>,
+    /// Waiting for an operator: the code on its console, its UUID and address.
+    pub pending_approval: Option<PendingApproval>,
 }
 
 /// A machine with its timeline.
@@ -84,6 +91,9 @@ pub fn view(st: &ApiState, m: &Machine, last_event: Option<TimelineEvent>) -> Ma
         first_seen: m.first_seen,
         last_seen: m.last_seen,
         last_event,
+        pinned_uuid: m.pinned_uuid.clone(),
+        approval: m.approval.clone(),
+        pending_approval: m.pending_approval.clone(),
     }
 }
 

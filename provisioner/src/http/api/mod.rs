@@ -8,6 +8,7 @@
 //! for Prometheus); mutating calls and cluster credential downloads need an admin token.
 
 pub mod actions;
+pub mod approvals;
 pub mod auth;
 pub mod catalog;
 pub mod clusters;
@@ -91,6 +92,7 @@ pub struct ApiState {
         (name = "clusters", description = "Clusters from infra/"),
         (name = "events", description = "Live timeline events (SSE)"),
         (name = "dhcp", description = "Built-in DHCP server leases"),
+        (name = "approvals", description = "Config release: approve or deny waiting machines and Talos device authorizations, clear UUID pins"),
     )
 )]
 struct ApiDoc;
@@ -116,6 +118,10 @@ pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(k0s::status))
         .routes(routes!(actions::reimage))
         .routes(routes!(actions::power))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::deny))
+        .routes(routes!(approvals::unpin))
+        .routes(routes!(approvals::pending))
         .routes(routes!(catalog::profiles))
         .routes(routes!(catalog::profile))
         .routes(routes!(catalog::images))

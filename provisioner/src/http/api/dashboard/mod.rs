@@ -19,6 +19,8 @@ use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
+mod approvals;
+
 use super::auth::{self, Caller, SESSION_COOKIE};
 use super::machines::view;
 use super::params::MacParam;
@@ -34,6 +36,8 @@ fn env() -> &'static Environment<'static> {
             ("machines.html", include_str!("machines.html")),
             ("machine.html", include_str!("machine.html")),
             ("clusters.html", include_str!("clusters.html")),
+            ("approvals.html", include_str!("approvals.html")),
+            ("decide.html", include_str!("decide.html")),
         ] {
             // Templates are compiled into the binary; a syntax error is a build bug
             // caught by the dashboard tests.
@@ -48,7 +52,7 @@ fn env() -> &'static Environment<'static> {
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn secure(mut r: Response) -> Response {
+pub(super) fn secure(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(
@@ -60,7 +64,7 @@ fn secure(mut r: Response) -> Response {
     r
 }
 
-fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+pub(super) fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     match env().get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => {
             secure((status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
@@ -82,6 +86,10 @@ pub fn router() -> Router<ApiState> {
         .route("/ui/machines", get(machines))
         .route("/ui/machines/{mac}", get(machine))
         .route("/ui/machines/{mac}/reimage", post(reimage))
+        .route("/ui/machines/{mac}/approve", post(approvals::approve))
+        .route("/ui/machines/{mac}/deny", post(approvals::deny))
+        .route("/ui/machines/{mac}/unpin", post(approvals::unpin))
+        .route("/ui/approvals", get(approvals::approvals))
         .route("/ui/clusters", get(clusters_page))
         .route(
             "/ui/static/app.css",
@@ -103,7 +111,7 @@ pub fn router() -> Router<ApiState> {
         )
 }
 
-fn role_name(c: &Caller) -> String {
+pub(super) fn role_name(c: &Caller) -> String {
     c.role.to_string()
 }
 
@@ -193,7 +201,7 @@ pub async fn guard(State(st): State<ApiState>, req: Request, next: Next) -> Resp
 }
 
 /// Where a request without a dashboard session goes.
-fn login_redirect() -> Response {
+pub(super) fn login_redirect() -> Response {
     secure(Redirect::to("/ui/login").into_response())
 }
 
@@ -237,23 +245,30 @@ async fn machine(
         return login_redirect();
     };
     let inv = st.ops.service.inventory().clone();
-    let r = tokio::task::spawn_blocking(
-        move || -> Result<_, provisioner_core::inventory::InventoryError> {
-            Ok(match inv.get(mac)? {
-                Some(m) => Some((inv.timeline(mac)?, m)),
-                None => None,
-            })
-        },
-    )
+    let svc = st.ops.service.clone();
+    let r = tokio::task::spawn_blocking(move || -> Result<_, crate::service::ServiceError> {
+        Ok(match inv.get(mac)? {
+            Some(m) => {
+                let mine = mac.to_string();
+                let waiting: Vec<_> = svc.pending()?.into_iter().filter(|p| p.mac == mine).collect();
+                Some((inv.timeline(mac)?, m, waiting))
+            }
+            None => None,
+        })
+    })
     .await;
-    let (timeline, m) = match r {
+    let (timeline, m, waiting) = match r {
         Ok(Ok(Some(x))) => x,
         Ok(Ok(None)) => return (StatusCode::NOT_FOUND, format!("no machine {mac}\n")).into_response(),
         Ok(Err(e)) => return super::error::ApiError::from(e).into_response(),
         Err(e) => return super::error::ApiError::from(e).into_response(),
     };
-    let notice = (q.0.as_deref() == Some("reimaged=1"))
-        .then_some("Re-image requested: the next network boot reinstalls this machine.");
+    let notice = match q.0.as_deref() {
+        Some("reimaged=1") => Some("Re-image requested: the next network boot reinstalls this machine."),
+        Some("decided=1") => Some("Decision recorded."),
+        Some("unpinned=1") => Some("UUID pin cleared: the next UUID this machine presents is pinned."),
+        _ => None,
+    };
     page(
         StatusCode::OK,
         "machine.html",
@@ -262,6 +277,8 @@ async fn machine(
             admin => s.caller.role.may_mutate(),
             csrf => s.csrf,
             notice => notice,
+            back => format!("/ui/machines/{mac}"),
+            waiting => Value::from(Serde(&waiting)),
             m => Value::from(Serde(view(&st, &m, timeline.last().cloned()))),
             timeline => Value::from(Serde(&timeline)),
         },
