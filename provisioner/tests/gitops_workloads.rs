@@ -96,15 +96,27 @@ fn each_defect_fails_naming_file_object_and_rule() {
     let cases: Vec<(&str, Edit, Vec<&str>)> = vec![
         (
             "Longhorn namespace not labelled privileged (Talos enforces baseline)",
-            Box::new(|s| s.edit("gitops/core/apps/longhorn.yaml", MANAGED, "        x-removed:")),
+            Box::new(|s| {
+                s.edit(
+                    "gitops/core/apps/templates/longhorn.yaml",
+                    MANAGED,
+                    "        x-removed:",
+                )
+            }),
             vec![
-                "gitops/core/apps/longhorn.yaml: ApplicationSet/longhorn (longhorn-genmachine): chart longhorn needs PodSecurity privileged in namespace \"longhorn-system\" on genmachine",
+                "gitops/core/apps/templates/longhorn.yaml: ApplicationSet/longhorn (longhorn-genmachine): chart longhorn needs PodSecurity privileged in namespace \"longhorn-system\" on genmachine",
                 "enforces baseline (unlabelled: the PodSecurity defaults of",
             ],
         ),
         (
             "MetalLB speaker namespace not labelled",
-            Box::new(|s| s.edit("gitops/core/apps/metallb.yaml", MANAGED, "        x-removed:")),
+            Box::new(|s| {
+                s.edit(
+                    "gitops/core/apps/templates/metallb.yaml",
+                    MANAGED,
+                    "        x-removed:",
+                )
+            }),
             vec!["ApplicationSet/metallb (metallb-genmachine): chart metallb needs PodSecurity privileged"],
         ),
         (
@@ -124,7 +136,7 @@ fn each_defect_fails_naming_file_object_and_rule() {
             "a level that is no level",
             Box::new(|s| {
                 s.edit(
-                    "gitops/core/apps/longhorn.yaml",
+                    "gitops/core/apps/templates/longhorn.yaml",
                     "pod-security.kubernetes.io/enforce: privileged",
                     "pod-security.kubernetes.io/enforce: superuser",
                 )

@@ -70,6 +70,8 @@ struct Tree<'a> {
     root: &'a Path,
     problems: &'a mut Vec<String>,
     not_checked: BTreeSet<String>,
+    /// This tree's own Helm charts and their objects, rendered with `settings.yaml`.
+    loaded: &'a super::tree::Tree,
 }
 
 impl Tree<'_> {
@@ -166,6 +168,18 @@ impl Tree<'_> {
         out: &mut Vec<(String, Value)>,
     ) {
         let dir = self.root.join(path);
+        if self.loaded.charts.contains(path.trim_end_matches('/')) {
+            // One of this tree's charts: its objects are already rendered.
+            let prefix = format!("{}/", path.trim_end_matches('/'));
+            out.extend(
+                self.loaded
+                    .objects
+                    .iter()
+                    .filter(|o| o.file.starts_with(&prefix))
+                    .map(|o| (o.file.clone(), o.value.clone())),
+            );
+            return;
+        }
         if dir.join("Chart.yaml").is_file() || dir.join("kustomization.yaml").is_file() {
             self.not_checked
                 .insert(format!("Helm/Kustomize directory {path} (not rendered)"));
@@ -198,18 +212,6 @@ impl Tree<'_> {
     }
 }
 
-/// Renders every string of an ApplicationSet template for one generated directory.
-fn render_all(v: &Value, dir: &str) -> Value {
-    match v {
-        Value::String(s) if s.contains("{{") => {
-            Value::String(rules::render(s, dir).unwrap_or_else(|_| s.clone()))
-        }
-        Value::Array(a) => Value::Array(a.iter().map(|x| render_all(x, dir)).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), render_all(x, dir))).collect()),
-        other => other.clone(),
-    }
-}
-
 /// Runs the workload checks; problems are `file: object: message` lines. `None`
 /// when there is no `gitops/` or `infra/` could not be loaded (reported elsewhere).
 pub fn check(gitops_dir: &Path, infra_dir: &Path, problems: &mut Vec<String>) -> Option<Summary> {
@@ -218,66 +220,53 @@ pub fn check(gitops_dir: &Path, infra_dir: &Path, problems: &mut Vec<String>) ->
     }
     let infra = provisioner_core::infra::load(infra_dir).ok()?;
     let root = gitops_dir.parent().unwrap_or(Path::new("."));
-    let mut repo_dirs = BTreeSet::new();
-    let mut all = Vec::new();
-    files_under(gitops_dir, true, &mut all);
-    for f in &all {
-        if let Some(p) = f.parent() {
-            repo_dirs.insert(p.strip_prefix(root).unwrap_or(p).display().to_string());
-        }
-    }
+    // The tree as Argo CD renders it (its Helm charts with settings.yaml); files that
+    // do not load are reported by the ArgoCD object checks.
+    let values = super::tree::values(gitops_dir).ok()?;
+    let loaded = super::tree::load(gitops_dir, &values);
+    let ctx = rules::Context {
+        directories: loaded.directories.clone(),
+        ..Default::default()
+    };
     let mut tree = Tree {
         root,
         problems,
         not_checked: BTreeSet::new(),
+        loaded: &loaded,
     };
-    let mut deployments = Vec::new();
-    for sub in ["bootstrap", "core"] {
-        let mut files = Vec::new();
-        files_under(&gitops_dir.join(sub), true, &mut files);
-        for f in files {
-            let file = tree.rel(&f);
-            // Parse errors are reported by the ArgoCD object checks.
-            for o in yaml_docs(&f).unwrap_or_default() {
-                let name = o
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string();
-                match o.get("kind").and_then(Value::as_str) {
-                    Some("Application") => {
-                        let spec = o.get("spec").cloned().unwrap_or(Value::Null);
-                        deployments.push(tree.deployment(&file, format!("Application/{name}"), &spec));
-                    }
-                    Some("ApplicationSet") => {
-                        let template = o.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-                        for g in o
-                            .pointer("/spec/generators")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                        {
-                            let Some(dirs) = g.pointer("/git/directories") else {
-                                tree.not_checked
-                                    .insert(format!("non-git generators of ApplicationSet/{name}"));
-                                continue;
-                            };
-                            for dir in rules::generated_directories(dirs, &repo_dirs).0 {
-                                let app = render_all(&template, &dir);
-                                let app_name = app
-                                    .pointer("/metadata/name")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("?");
-                                let object = format!("ApplicationSet/{name} ({app_name})");
-                                let spec = app.get("spec").cloned().unwrap_or(Value::Null);
-                                deployments.push(tree.deployment(&file, object, &spec));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+    for set in loaded.of_kind("ApplicationSet") {
+        let name = set
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let generators = set.value.pointer("/spec/generators").and_then(Value::as_array);
+        if generators
+            .into_iter()
+            .flatten()
+            .any(|g| g.pointer("/git/directories").is_none())
+        {
+            tree.not_checked
+                .insert(format!("non-git generators of ApplicationSet/{name}"));
         }
+    }
+    let mut deployments = Vec::new();
+    for app in loaded.applications(&ctx) {
+        let name = app
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let spec = app.value.get("spec").cloned().unwrap_or(Value::Null);
+        // Generated Applications carry "<file> (generated by ApplicationSet/<set> for <dir>)".
+        let (file, object) = match app.file.split_once(" (generated by ") {
+            Some((file, rest)) => {
+                let set = rest.split(" for ").next().unwrap_or(rest);
+                (file.to_string(), format!("{set} ({name})"))
+            }
+            None => (app.file.clone(), format!("Application/{name}")),
+        };
+        deployments.push(tree.deployment(&file, object, &spec));
     }
     let not_checked = std::mem::take(&mut tree.not_checked);
     let (facts, cnis) = facts::cluster_facts(&infra);

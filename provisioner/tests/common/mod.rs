@@ -9,8 +9,8 @@ pub mod fake_k0s;
 pub mod fake_kube;
 pub mod fake_token;
 pub mod pki;
-pub mod serve_rig;
 pub mod release;
+pub mod serve_rig;
 pub mod talos_lab;
 
 use std::path::{Path, PathBuf};
