@@ -1,6 +1,6 @@
 //! Compiles the Talos API subset in `proto/` with protox (pure Rust, no `protoc`),
-//! generating both the client and the server (the server backs the fake apid in
-//! tests). The descriptor set is also written out so the conformance test can compare
+//! generating the client, and the server only with the `testing` feature (it backs the
+//! fake apid in `src/testing`, never the appliance). The descriptor set is also written out so the conformance test can compare
 //! what we declare with Talos' own descriptors.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,8 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("talos_subset.descriptors"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Cargo sets CARGO_FEATURE_<NAME> for build scripts of a package built with that feature.
+    let fake_apid = std::env::var_os("CARGO_FEATURE_TESTING").is_some();
     tonic_prost_build::configure()
-        .build_server(true)
+        .build_server(fake_apid)
         .build_client(true)
         .compile_fds(fds)?;
     Ok(())

@@ -16,7 +16,9 @@
 //! - [`backup`]: backup/restore archives. [`state`]: state-dir permissions.
 //! - [`notify`]: systemd readiness and watchdog. [`selftest`]: the `--dry-run` report.
 //! - [`cluster`]: Talos API client, bootstrap orchestrator, ArgoCD hand-off.
-//! - [`gitops`]: `provisioner check` over `gitops/`. [`testing`]: shared test doubles.
+//! - [`gitops`]: `provisioner check` over `gitops/`.
+//! - `testing` (only with the `testing` feature): test doubles for the integration
+//!   tests and the lab agent; never in the appliance binary.
 
 pub mod app;
 pub mod arming;
@@ -42,5 +44,6 @@ pub mod snippet;
 pub mod state;
 pub mod store;
 pub mod talos;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tftp;
