@@ -8,7 +8,7 @@
 //! `:`; the MAC is the upper-case hex SHA-512 over every plaintext value in document
 //! order, itself encrypted with the `lastmodified` string as additional data.
 //! `lastmodified` must be whole-second RFC 3339: sops re-formats it before using it
-//! as additional data. provisioner/tests/talos_sops.rs checks both directions
+//! as additional data. provisioner/tests/integration/talos_sops.rs checks both directions
 //! against the real `sops` binary.
 
 use std::io::Read;

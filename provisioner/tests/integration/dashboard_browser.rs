@@ -1,0 +1,300 @@
+//! The dashboard in headless Chromium (Debian's `chromium` + `chromium-driver`, driven
+//! over the W3C WebDriver protocol): log in with an admin token, open a seeded
+//! machine, watch its timeline update live (no reload) while a simulated boot
+//! progresses over HTTP (`/ipxe`, the kernel asset, `/config`, `/callback`), click
+//! re-image, and save screenshots under
+//! the target directory (paths printed).
+
+use crate::common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::daemon::{Daemon, http, loopback_boot, write_config};
+use serde_json::{Value, json};
+
+/// The W3C WebDriver web element identifier key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const MAC: &str = "52:54:00:00:00:02";
+
+struct Driver {
+    child: Child,
+    base: String,
+    session: String,
+    http: reqwest::blocking::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("chromedriver not found ({e}): run tests/setup (chromium-driver)"));
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            // The appliance's certificate comes from its own CA.
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--no-first-run", "--window-size=1280,1000",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let v: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        Self {
+            child,
+            base,
+            session,
+            http,
+            _profile: profile,
+        }
+    }
+
+    fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().unwrap().json().unwrap();
+        if v["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {v}");
+        }
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })));
+    }
+
+    fn find(&self, css: &str) -> Option<String> {
+        let url = format!("{}/session/{}/element", self.base, self.session);
+        let v: Value = self
+            .http
+            .post(url)
+            .json(&json!({"using": "css selector", "value": css}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["value"][ELEMENT].as_str().map(str::to_string)
+    }
+
+    /// The element's text, or "" while it does not exist (or went stale because
+    /// the page is navigating).
+    fn text(&self, css: &str) -> String {
+        let Some(id) = self.find(css) else {
+            return String::new();
+        };
+        let url = format!("{}/session/{}/element/{id}/text", self.base, self.session);
+        let v: Value = self.http.get(url).send().unwrap().json().unwrap();
+        v["value"].as_str().unwrap_or("").to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.find(css).unwrap_or_else(|| panic!("no {css} on the page"));
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        );
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).unwrap_or_else(|| panic!("no {css} on the page"));
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn source(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/source", None)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Polls until `css`'s text satisfies `ok`.
+    fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let t = self.text(css);
+            if ok(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; {css} is {t:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+        path
+    }
+}
+
+fn token_after(script: &str, marker: &str) -> String {
+    script
+        .split(marker)
+        .nth(1)
+        .unwrap()
+        .split(['/', ' ', '\n'])
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn dashboard_follows_a_boot_live_and_reimages() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_catalog(dir.path());
+    let cfg = loopback_boot(&write_config(dir.path(), dir.path()));
+    let d = Daemon::start(&cfg);
+    // Seeded machines: one installing, one unknown.
+    let efi = "/ipxe?mac=52-54-00-00-00-02&arch=x86_64&platform=efi";
+    assert_eq!(http(d.http, "GET", efi).unwrap().0, 200);
+    assert_eq!(
+        http(
+            d.http,
+            "GET",
+            "/ipxe?mac=52-54-00-00-00-09&arch=i386&platform=pcbios"
+        )
+        .unwrap()
+        .0,
+        200
+    );
+    let admin = d.token("admin");
+    let base = d.api_url();
+
+    let b = Driver::start();
+    b.goto(&format!("{base}/ui/machines"));
+    assert!(b.find("#token").is_some(), "pages need a login: {}", b.source());
+    b.type_into("#token", "pvt_wrong");
+    b.click("#login");
+    assert!(b.text("#login-error").contains("Unknown"), "bad token refused");
+    b.type_into("#token", &admin);
+    b.click("#login");
+    b.wait_text("#machines", "the machine table", |t| {
+        t.contains(MAC) && t.contains("52:54:00:00:00:09")
+    });
+    let table = b.text("#machines");
+    assert!(
+        table.contains("Booting") && table.contains("uefi") && table.contains("lab"),
+        "{table}"
+    );
+
+    b.goto(&format!("{base}/ui/machines/{MAC}"));
+    assert_eq!(b.text("#state"), "Booting");
+    b.wait_text("#live", "the event stream", |t| t == "live");
+    // A boot progresses: a fresh script, the one-time config, the installed callback.
+    let (_, script) = http(d.http, "GET", efi).unwrap();
+    let script = String::from_utf8(script).unwrap();
+    let config = token_after(&script, "/config/");
+    let callback = token_after(&script, "/callback/");
+    b.wait_text("#timeline", "the new script event", |t| {
+        t.matches("ipxe_script_served").count() >= 2
+    });
+    // The kernel the script names (the asset event is attributed by peer address).
+    let kernel = script
+        .split_whitespace()
+        .find(|w| w.contains("/assets/"))
+        .map(|w| &w[w.find("/assets/").unwrap()..])
+        .unwrap_or_else(|| panic!("no asset URL in {script}"));
+    assert_eq!(http(d.http, "GET", kernel).unwrap().0, 200);
+    b.wait_text("#timeline", "asset_served", |t| t.contains("asset_served"));
+    assert_eq!(http(d.http, "GET", &format!("/config/{config}")).unwrap().0, 200);
+    b.wait_text("#timeline", "config_served", |t| t.contains("config_served"));
+    b.wait_text("#state", "ConfigServed", |t| t == "ConfigServed");
+    assert_eq!(
+        http(d.http, "POST", &format!("/callback/{callback}/installed"))
+            .unwrap()
+            .0,
+        200
+    );
+    b.wait_text("#state", "Installed", |t| t == "Installed");
+    let tl = b.text("#timeline");
+    assert!(tl.contains("installed install reported by the machine"), "{tl}");
+    let shot = b.screenshot("dashboard-timeline.png");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    b.click("#reimage");
+    b.wait_text("#state", "ReimageRequested", |t| t == "ReimageRequested");
+    assert!(b.text("#notice").contains("Re-image requested"));
+    assert!(b.text("#timeline").contains("reimage_requested"));
+    b.screenshot("dashboard-reimaged.png");
+    // The API agrees, and the next network boot installs again.
+    let reader = d.token("read-only");
+    let (_, m) = d.api_get(&format!("/api/v1/machines/{MAC}"), Some(&reader));
+    assert!(m.contains("\"state\":\"ReimageRequested\""), "{m}");
+    let (_, again) = http(d.http, "GET", efi).unwrap();
+    assert!(String::from_utf8_lossy(&again).contains("kernel"));
+
+    // Clusters page renders; a read-only session gets no re-image button.
+    b.goto(&format!("{base}/ui/clusters"));
+    assert!(b.source().contains("<h1>Clusters</h1>"));
+    b.click("header form button"); // log out
+    b.type_into("#token", &reader);
+    b.click("#login");
+    b.wait_text("#machines", "the machine table", |t| t.contains(MAC));
+    b.goto(&format!("{base}/ui/machines/{MAC}"));
+    assert!(
+        b.find("#state").is_some() && b.find("#reimage").is_none(),
+        "read-only sees no re-image"
+    );
+}
