@@ -10,8 +10,6 @@
 //! Needs root, QEMU, OVMF and Debian's `ipxe`. Each boot takes 30-90 s under TCG;
 //! HTTP Boot about 3 minutes (EDK2 times out PXEv4 and PXEv6 first).
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, Instant};
 

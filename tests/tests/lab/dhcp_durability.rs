@@ -3,7 +3,7 @@
 //! committed durably before the ACK leaves). The storm comes from a relay agent in
 //! a peer namespace, so every reply is a unicast to it. Needs root.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};

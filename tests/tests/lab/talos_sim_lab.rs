@@ -13,13 +13,13 @@
 //! Applications OutOfSync/Progressing, then Synced and Healthy: the cluster is
 //! `HandedOff` only after that report. The test measures power-on to `HandedOff`
 //! (the Degraded path and its retry are proven against the real `serve` in
-//! `provisioner/tests/cluster_handoff_argo.rs`, without QEMU).
+//! `provisioner/tests/integration/cluster_handoff_argo.rs`, without QEMU).
 //!
 //! Three VMs at once under TCG on two cores: timeouts are generous and the test prints
 //! `TIMING` lines. Needs root, QEMU, a built appliance and agent (`cargo build
 //! --workspace`), and the ArgoCD install fixture (else it prints SKIPPED).
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! answered by unicast to giaddr, and full mode refuses to start next to another
 //! DHCP server unless forced. Needs root.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4};

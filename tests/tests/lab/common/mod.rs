@@ -1,7 +1,6 @@
 //! Helpers for the DHCP tests: a minimal appliance site with a `dhcp:` section,
 //! and raw DHCP requests sent from inside a peer namespace (a thread that joins
 //! the namespace with setns).
-#![allow(dead_code, unreachable_pub)]
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
