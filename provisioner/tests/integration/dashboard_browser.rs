@@ -135,8 +135,21 @@ impl Driver {
         v["value"].as_str().unwrap_or("").to_string()
     }
 
+    /// Polls for `css`: after a click that navigates (log out, log in) the
+    /// next page may not be loaded yet when the click returns.
+    fn wait_find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(id) = self.find(css) {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no {css} on the page after 15 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn click(&self, css: &str) {
-        let id = self.find(css).unwrap_or_else(|| panic!("no {css} on the page"));
+        let id = self.wait_find(css);
         self.cmd(
             reqwest::Method::POST,
             &format!("/element/{id}/click"),
@@ -145,7 +158,7 @@ impl Driver {
     }
 
     fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css).unwrap_or_else(|| panic!("no {css} on the page"));
+        let id = self.wait_find(css);
         self.cmd(
             reqwest::Method::POST,
             &format!("/element/{id}/value"),
