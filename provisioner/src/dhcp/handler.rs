@@ -15,7 +15,8 @@ use provisioner_core::dhcp::reply::{self, Destination, Port, Responder};
 use provisioner_core::dhcp::v4::{Message, MessageType};
 use provisioner_core::dhcp::{Personality, wire};
 use provisioner_core::inventory::Update;
-use provisioner_core::model::{EventKind, MacAddr, Machine, TimelineEvent};
+use provisioner_core::model::{Event, MacAddr, Machine, TimelineEvent};
+use provisioner_core::timeline::{DhcpMessage, DhcpSeen, DhcpSent};
 use time::OffsetDateTime;
 
 use super::socket::Arrival;
@@ -70,16 +71,8 @@ pub struct Note {
     events: Vec<TimelineEvent>,
 }
 
-fn event(kind: EventKind, detail: String) -> TimelineEvent {
-    TimelineEvent {
-        at: OffsetDateTime::now_utc(),
-        kind,
-        detail,
-    }
-}
-
-fn type_name(t: MessageType) -> String {
-    format!("{t:?}").to_uppercase()
+fn event(event: Event) -> TimelineEvent {
+    event.at(OffsetDateTime::now_utc())
 }
 
 impl Handler {
@@ -118,20 +111,15 @@ impl Handler {
             None
         });
         let (target, create) = self.boot_target(&client, machine.as_ref());
-        let seen = format!(
-            "{} on :{} ({}): {}, arch {}{}",
-            type_name(client.msg_type),
-            port.label(),
-            self.personality,
-            client.kind.label(),
-            client.arch_code.map_or("-".into(), |c| c.to_string()),
-            if msg.giaddr().is_unspecified() {
-                String::new()
-            } else {
-                format!(", relay {}", msg.giaddr())
-            },
-        );
-        let mut events = vec![event(EventKind::DhcpSeen, seen)];
+        let seen = DhcpSeen {
+            message: DhcpMessage(client.msg_type.into()),
+            port: port.number(),
+            personality: self.personality,
+            client: client.kind,
+            arch: client.arch_code,
+            relay: Some(msg.giaddr()).filter(|g| !g.is_unspecified()),
+        };
+        let mut events = vec![event(Event::DhcpSeen(seen))];
         // Only machines the inventory knows or should know get a timeline: a plain
         // client's packets cost no write.
         let keep = create || machine.is_some();
@@ -157,10 +145,10 @@ impl Handler {
                 match full.handle(&*self.leases, &msg, &client, &responder, target.as_ref(), now) {
                     Ok(Outcome::Reply { msg, .. }) => Some(*msg),
                     Ok(Outcome::Recorded(l)) => {
-                        events.push(event(
-                            EventKind::DhcpSeen,
-                            format!("{:?} lease {} recorded", l.state, l.ip),
-                        ));
+                        events.push(event(Event::DhcpLeaseRecorded {
+                            state: l.state,
+                            ip: l.ip,
+                        }));
                         None
                     }
                     Ok(Outcome::Silent(reason)) => {
@@ -204,17 +192,16 @@ impl Handler {
                 return (None, note(events));
             }
         };
-        let mut sent = type_name(kind);
-        if !reply.yiaddr().is_unspecified() {
-            sent.push_str(&format!(" {}", reply.yiaddr()));
-        }
-        if let Some(t) = &target
-            && matches!(kind, MessageType::Offer | MessageType::Ack)
-        {
-            sent.push_str(&format!(" boot {}", t.file()));
-        }
-        sent.push_str(&format!(" to {}", dst.0));
-        events.push(event(EventKind::DhcpSent, sent));
+        let sent = DhcpSent {
+            message: DhcpMessage(kind.into()),
+            address: Some(reply.yiaddr()).filter(|a| !a.is_unspecified()),
+            boot_file: target
+                .as_ref()
+                .filter(|_| matches!(kind, MessageType::Offer | MessageType::Ack))
+                .map(|t| t.file().to_string()),
+            to: dst.0,
+        };
+        events.push(event(Event::DhcpSent(sent)));
         let out = Outgoing {
             bytes,
             dst: dst.0,
@@ -325,6 +312,7 @@ fn record(service: &BootService, note: Note) {
                 Update {
                     machine: Some(m),
                     events: events.clone(),
+                    ..Update::default()
                 }
             }
         });
@@ -371,7 +359,14 @@ mod tests {
                 mac: client.mac,
                 create: true,
                 client,
-                events: vec![event(EventKind::DhcpSeen, "DISCOVER".into())],
+                events: vec![event(Event::DhcpSeen(DhcpSeen {
+                    message: DhcpMessage(1),
+                    port: 67,
+                    personality: Personality::Proxy,
+                    client: ClientKind::Pxe,
+                    arch: None,
+                    relay: None,
+                }))],
             });
         }
         drop(recorder);

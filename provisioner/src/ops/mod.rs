@@ -20,8 +20,8 @@ use std::sync::Arc;
 use provisioner_core::boot::BootRequest;
 use provisioner_core::catalog::{Catalog, ConfigKind, select_group};
 use provisioner_core::inventory::Update;
-use provisioner_core::lifecycle::{self, Trigger};
-use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
+use provisioner_core::lifecycle::Trigger;
+use provisioner_core::model::{Event, MacAddr, Machine};
 use provisioner_core::power::PowerAction;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -126,14 +126,6 @@ pub struct Operator {
     pub resetter: Option<Arc<dyn NodeResetter>>,
 }
 
-fn event(kind: EventKind, detail: impl Into<String>) -> TimelineEvent {
-    TimelineEvent {
-        at: OffsetDateTime::now_utc(),
-        kind,
-        detail: detail.into(),
-    }
-}
-
 fn step_from(step: &str, r: &Result<PowerOutcome, PowerError>) -> Step {
     match r {
         Ok(o) => Step {
@@ -176,17 +168,14 @@ impl Operator {
                         return Update::default();
                     };
                     found = true;
-                    let mut events = vec![event(EventKind::ReimageRequested, "requested by an operator")];
-                    let next =
-                        lifecycle::next(m.state, Trigger::Reimage).unwrap_or(MachineState::ReimageRequested);
-                    if next != m.state {
-                        events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
-                        m.state = next;
-                    }
-                    m.install_boots.clear();
+                    // A reimage is allowed in every state.
+                    let events = m
+                        .apply(Trigger::Reimage, OffsetDateTime::now_utc())
+                        .unwrap_or_default();
                     Update {
                         machine: Some(m),
                         events,
+                        ..Update::default()
                     }
                 })?;
                 match stored {
@@ -250,10 +239,10 @@ impl Operator {
             })
             .collect();
         let detail = summary.join(", ");
-        self.blocking(move |svc| {
-            Ok(svc.record(mac, EventKind::PowerAction, &format!("reimage {detail}"))?)
-        })
-        .await?;
+        let event = Event::PowerAction {
+            detail: format!("reimage {detail}"),
+        };
+        self.blocking(move |svc| Ok(svc.record(mac, event)?)).await?;
         Ok((machine, steps))
     }
 
@@ -273,7 +262,7 @@ impl Operator {
             Ok(o) => format!("{action} via {name}: {:?}: {}", o.status, o.detail).to_lowercase(),
             Err(e) => format!("{action} via {name} failed: {e}"),
         };
-        self.blocking(move |svc| Ok(svc.record(mac, EventKind::PowerAction, &detail)?))
+        self.blocking(move |svc| Ok(svc.record(mac, Event::PowerAction { detail })?))
             .await?;
         Ok((name, r?))
     }

@@ -169,6 +169,13 @@ impl Inventory for RedbInventory {
                 }
                 seq.insert(key.as_str(), (first, next)).map_err(backend)?;
             }
+            if !update.tokens.is_empty() {
+                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+                let mut spent = txn.open_table(SPENT).map_err(backend)?;
+                for (k, record) in &update.tokens {
+                    issue(&mut tokens, &mut spent, k, record)?;
+                }
+            }
             stored
         };
         txn.commit().map_err(backend)?;
@@ -230,24 +237,8 @@ impl Inventory for RedbInventory {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-            let mut replaced = Vec::new();
-            tokens
-                .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
-                    Ok(t) if t.mac == record.mac && t.purpose == record.purpose => {
-                        replaced.push((k.to_string(), t));
-                        false
-                    }
-                    Ok(_) => true,
-                    // Undecodable tokens are useless: drop them rather than fail boots.
-                    Err(_) => false,
-                })
-                .map_err(backend)?;
-            tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
             let mut spent = txn.open_table(SPENT).map_err(backend)?;
-            spent.remove(key).map_err(backend)?;
-            for (k, t) in replaced {
-                spend(&mut spent, &k, t, SpentHow::Revoked, record.issued_at)?;
-            }
+            issue(&mut tokens, &mut spent, key, record)?;
         }
         txn.commit().map_err(backend)
     }
@@ -288,6 +279,34 @@ impl Inventory for RedbInventory {
         // An undecodable entry is as good as none: the replay is refused either way.
         Ok(found.and_then(|v| serde_json::from_slice(v.value()).ok()))
     }
+}
+
+/// Issues `record` under `key` in the caller's transaction, revoking the machine's
+/// other live tokens of the same purpose.
+fn issue(
+    tokens: &mut redb::Table<'_, &str, &[u8]>,
+    spent: &mut redb::Table<'_, &str, &[u8]>,
+    key: &str,
+    record: &TokenRecord,
+) -> Result<(), InventoryError> {
+    let mut replaced = Vec::new();
+    tokens
+        .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
+            Ok(t) if t.mac == record.mac && t.purpose == record.purpose => {
+                replaced.push((k.to_string(), t));
+                false
+            }
+            Ok(_) => true,
+            // Undecodable tokens are useless: drop them rather than fail boots.
+            Err(_) => false,
+        })
+        .map_err(backend)?;
+    tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
+    spent.remove(key).map_err(backend)?;
+    for (k, t) in replaced {
+        spend(spent, &k, t, SpentHow::Revoked, record.issued_at)?;
+    }
+    Ok(())
 }
 
 /// Keeps `record` as spent under `key` and drops its machine's oldest spent tokens

@@ -130,7 +130,7 @@ async fn install_flow_config_once_then_local_boot() {
         .timeline(mac)
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind())
         .collect();
     let pos = |k| {
         kinds
@@ -185,7 +185,7 @@ async fn a_new_script_revokes_the_previous_token() {
         .timeline(mac)
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind())
         .collect();
     assert!(
         kinds.contains(&EventKind::TokenRejected),
