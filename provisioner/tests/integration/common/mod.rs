@@ -6,6 +6,7 @@ pub mod cli;
 pub mod daemon;
 pub mod fake_k0s;
 pub mod fake_token;
+pub mod live;
 pub mod pki;
 pub mod release;
 pub mod serve_rig;
