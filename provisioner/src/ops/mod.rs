@@ -17,8 +17,7 @@ pub mod talos_reset;
 
 use std::sync::Arc;
 
-use provisioner_core::boot::BootRequest;
-use provisioner_core::catalog::{Catalog, ConfigKind, select_group};
+use provisioner_core::catalog::{Catalog, ConfigKind};
 use provisioner_core::inventory::Update;
 use provisioner_core::lifecycle::Trigger;
 use provisioner_core::model::{Event, MacAddr, Machine};
@@ -30,45 +29,8 @@ use crate::power::{OutcomeStatus, PowerDrivers, PowerError, PowerOutcome};
 use crate::service::{BootService, ServiceError};
 use reset::NodeResetter;
 
-/// The profile a machine gets and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    /// Profile id.
-    pub profile: String,
-    /// The group that selected it (`None` for an operator override).
-    pub group: Option<String>,
-    /// The profile's cluster in `infra/`.
-    pub cluster: Option<String>,
-    /// Which config it serves (tells Talos from Flatcar/k0s nodes).
-    pub config: ConfigKind,
-}
-
-/// The profile `m` boots: its operator override, else the group its identity and
-/// labels select (the same rule as the booter, without the state check).
-pub fn assignment(catalog: &Catalog, m: &Machine) -> Option<Assignment> {
-    let (profile, group) = match &m.profile {
-        Some(p) => (p.clone(), None),
-        None => {
-            // The pinned UUID is the machine's identity (crate::service release checks).
-            let req = BootRequest {
-                mac: Some(m.mac),
-                uuid: m.pinned_uuid.clone().or_else(|| m.uuid.clone()),
-                serial: m.serial.clone(),
-                arch: m.arch,
-                ..Default::default()
-            };
-            let g = select_group(&catalog.groups, &req.labels(Some(m)))?;
-            (g.profile.clone(), Some(g.id.clone()))
-        }
-    };
-    let p = catalog.profiles.get(&profile);
-    Some(Assignment {
-        cluster: p.and_then(|p| p.cluster.clone()),
-        config: p.map(|p| p.config).unwrap_or_default(),
-        profile,
-        group,
-    })
-}
+// The one assignment rule lives in core, next to the booter that applies it.
+pub use provisioner_core::boot::assign::{Assignment, assignment};
 
 /// How one step of an operator action went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
