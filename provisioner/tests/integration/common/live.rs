@@ -135,7 +135,7 @@ impl Stream {
             }
             assert!(
                 Instant::now() < deadline,
-                "no {what} on /api/v1/events; read:\n{}",
+                "{what} never arrived on /api/v1/events; read:\n{}",
                 self.text
             );
             match self.rx.recv_timeout(Duration::from_millis(500)) {
