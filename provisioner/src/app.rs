@@ -14,7 +14,7 @@ use provisioner_core::dhcp::full::FullServer;
 use provisioner_core::dhcp::lease::GroupCommit;
 use provisioner_core::dhcp::reply::Port;
 use provisioner_core::inventory::Inventory;
-use provisioner_core::model::EventKind;
+use provisioner_core::model::Event;
 use provisioner_core::render;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -303,7 +303,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             clusters,
             secrets,
             store: store.clone(),
-            inventory: inventory.clone(),
+            // The journal: its "installed" marks reach the live event stream.
+            inventory: service.inventory().clone(),
             kubeconfigs,
             argo: shared.argo.clone(),
         };
@@ -417,15 +418,18 @@ fn dhcp_sockets(cfg: &Config) -> anyhow::Result<Vec<(Port, std::net::UdpSocket)>
 fn tftp_hook(service: Arc<BootService>) -> tftp::files::CompletionHook {
     Arc::new(move |client: SocketAddr, path: &str, bytes: u64| {
         let service = service.clone();
-        let detail = format!("{path} ({bytes} bytes)");
+        let event = Event::TftpServed {
+            file: path.to_string(),
+            bytes,
+        };
         tokio::task::spawn_blocking(move || {
             let ip = client.ip();
             let result = match crate::netinfo::arp_lookup(ip) {
                 Some(mac) => {
                     service.remember_peer(ip, mac);
-                    service.record_seen(mac, EventKind::TftpServed, &detail)
+                    service.record_seen(mac, event)
                 }
-                None => service.record_for_peer(ip, EventKind::TftpServed, &detail),
+                None => service.record_for_peer(ip, event),
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "recording tftp event failed");

@@ -1,4 +1,4 @@
-//! Reading the appliance's export (`{"schema_version":1,"machines":[…]}`)
+//! Reading the appliance's export (`{"schema_version":2,"machines":[…]}`)
 //! and the per-machine API object, and asserting on timelines.
 //!
 //! Errors carry the whole timeline so that a failed assertion shows what the

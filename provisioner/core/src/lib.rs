@@ -1,7 +1,8 @@
 //! Pure core of the provisioner appliance.
 //!
 //! # Layout
-//! - [`model`]: machines, MAC addresses, architectures, states and the boot timeline.
+//! - [`model`]: machines, MAC addresses, architectures and states.
+//! - [`timeline`]: the boot timeline as typed events, rendered to text at the edges.
 //! - [`catalog`]: images (`images/`), profiles and groups (`profiles/`), loading with
 //!   errors that name file and field, and matchbox-style group selection.
 //! - [`boot`]: the one decision "what does this machine boot" ([`boot::decide`]).
@@ -41,3 +42,4 @@ pub mod power;
 pub mod release;
 pub mod render;
 pub mod talos;
+pub mod timeline;

@@ -1,4 +1,5 @@
-//! The appliance's domain model: machines, their identity and state, and the boot timeline.
+//! The appliance's domain model: machines, their identity and state (the boot
+//! timeline's typed events live in [`crate::timeline`] and are re-exported here).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,6 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
+
+pub use crate::timeline::{Event, EventKind, TimelineEvent};
 
 /// A 48-bit Ethernet address. Parsed from any common notation (`aa:bb:..`,
 /// `aa-bb-..`, `aabb.ccdd.eeff`, `aabbccddeeff`, any case) and always printed
@@ -254,80 +257,6 @@ impl Machine {
             pending_approval: None,
         }
     }
-}
-
-/// What happened in one step of a machine's boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A DHCP packet from the machine was seen (detail: type, port, personality,
-    /// classification).
-    DhcpSeen,
-    /// The appliance answered a DHCP packet (detail: OFFER/ACK/NAK, address, boot file).
-    DhcpSent,
-    /// A file was served over TFTP.
-    TftpServed,
-    /// An iPXE script was served (detail: the decision).
-    IpxeScriptServed,
-    /// A kernel/initrd asset was served over HTTP.
-    AssetServed,
-    /// The one-time machine config was fetched.
-    ConfigServed,
-    /// A one-time token was presented again or was unknown.
-    TokenRejected,
-    /// The installed OS reported back.
-    Installed,
-    /// Flatcar path: `flatcar-install` finished (the machine's state becomes
-    /// `Installed`, so its next netboot boots the disk); k0s comes next.
-    DiskInstalled,
-    /// Flatcar path: k0s was installed and started on the first disk boot.
-    K0sInstalled,
-    /// The lifecycle state changed (detail: `From -> To`).
-    StateChanged,
-    /// An operator asked for a reinstall (detail: what was done about it).
-    ReimageRequested,
-    /// A power action was attempted (detail: action, driver, outcome).
-    PowerAction,
-    /// An operator changed labels, profile, boot file or power settings.
-    MachineUpdated,
-    /// Too many install boots without reaching `Installed`: install stopped.
-    BootLoopDetected,
-    /// A spent (used or revoked) config token was presented again and refused.
-    ConfigReplayRefused,
-    /// A config token was presented after its TTL and refused.
-    ConfigTokenExpired,
-    /// A request naming this machine was refused its script, config or callback
-    /// (detail: stage, peer, reason): peer binding, UUID pin, device token.
-    ConfigRefused,
-    /// The first SMBIOS UUID seen from the machine was pinned to its MAC.
-    UuidPinned,
-    /// An operator cleared the UUID pin (detail: the token id).
-    UuidUnpinned,
-    /// The machine waits for an operator (detail: user code, UUID, peer).
-    ApprovalRequested,
-    /// An operator approved its install or device authorization (detail: token id).
-    Approved,
-    /// An operator denied its install or device authorization (detail: token id).
-    Denied,
-    /// Its RFC 8628 device authorization was exchanged for an access token.
-    DeviceTokenIssued,
-}
-
-/// One entry of a machine's boot timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct TimelineEvent {
-    /// When it happened.
-    #[serde(with = "time::serde::rfc3339")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub at: OffsetDateTime,
-    /// What happened.
-    pub kind: EventKind,
-    /// Human-readable detail; never secret material.
-    #[serde(default)]
-    pub detail: String,
 }
 
 /// Labels a boot request carries, used by group selectors.

@@ -2,7 +2,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use provisioner_core::inventory::{Inventory, MemInventory};
-use provisioner_core::model::{EventKind, Machine, TimelineEvent};
+use provisioner_core::model::{Event, Machine};
 
 use super::*;
 use crate::store::RedbInventory;
@@ -15,11 +15,11 @@ fn seeded() -> (tempfile::TempDir, MemInventory) {
         .unwrap();
     inv.append(
         mac,
-        &[TimelineEvent {
-            at: OffsetDateTime::UNIX_EPOCH,
-            kind: EventKind::DhcpSeen,
-            detail: "seen".into(),
-        }],
+        &[Event::TftpServed {
+            file: "snponly.efi".into(),
+            bytes: 1024,
+        }
+        .at(OffsetDateTime::UNIX_EPOCH)],
     )
     .unwrap();
     let s = dir.path().join("state");

@@ -16,7 +16,7 @@ use provisioner_core::cluster::bootstrap::{
 use provisioner_core::gitops::health::Report;
 use provisioner_core::inventory::{Inventory, Update};
 use provisioner_core::lifecycle::{self, Trigger};
-use provisioner_core::model::{EventKind, MacAddr, TimelineEvent};
+use provisioner_core::model::MacAddr;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +104,9 @@ pub struct Orchestrator {
     pub talos: Arc<dyn TalosApi>,
     /// Where progress is persisted.
     pub store: Arc<dyn ClusterStore>,
-    /// Machines to mark `Installed`, and their MACs by node IP.
+    /// Machines to mark `Installed`, and their MACs by node IP. The inventory is
+    /// the boot service's journal, so the marks are published like every other
+    /// timeline event.
     pub inventory: Option<(Arc<dyn Inventory>, BTreeMap<IpAddr, MacAddr>)>,
     /// Kubeconfig custody.
     pub kubeconfigs: Arc<dyn KubeconfigStore>,
@@ -251,27 +253,13 @@ impl Orchestrator {
                 let Some(mut m) = current else {
                     return Update::default();
                 };
-                let from = m.state;
-                let Ok(to) = lifecycle::next(from, Trigger::InstallReported) else {
-                    return Update::default();
-                };
-                m.state = to;
-                m.last_seen = now;
-                let mut events = vec![TimelineEvent {
-                    at: now,
-                    kind: EventKind::Installed,
-                    detail: format!("{ip} answered Talos Version over mTLS"),
-                }];
-                if from != to {
-                    events.push(TimelineEvent {
-                        at: now,
-                        kind: EventKind::StateChanged,
-                        detail: format!("{from} -> {to}"),
-                    });
-                }
-                Update {
-                    machine: Some(m),
-                    events,
+                match m.apply(Trigger::InstallReported(lifecycle::Report::TalosApi(*ip)), now) {
+                    Ok(events) => Update {
+                        machine: Some(m),
+                        events,
+                        ..Update::default()
+                    },
+                    Err(_) => Update::default(),
                 }
             });
             if let Err(e) = r {

@@ -1,21 +1,21 @@
-//! One datagram in, at most one reply out: decode → classify → boot decision →
-//! personality → encode → addressing. Blocking (the lease store and inventory
-//! commit durably), so the server runs it on the blocking pool.
+//! One datagram in, at most one reply out. The answer is the pure engine's
+//! (`provisioner_core::dhcp::engine`); this only reads the machine's record, asks
+//! the booter, counts drops and stamps the timeline note. Blocking (the lease
+//! store commits durably before an ACK), so the server runs it on the blocking pool.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-use provisioner_core::boot::{BootDecision, BootRequest};
-use provisioner_core::dhcp::bootfile::{self, BootFiles, BootTarget};
-use provisioner_core::dhcp::classify::{Client, ClientKind, classify};
-use provisioner_core::dhcp::full::{FullServer, Outcome};
+use provisioner_core::dhcp::Personality;
+use provisioner_core::dhcp::bootfile::BootFiles;
+use provisioner_core::dhcp::engine::{self, Ctx, Request};
+use provisioner_core::dhcp::full::FullServer;
 use provisioner_core::dhcp::lease::LeaseStore;
-use provisioner_core::dhcp::reply::{self, Destination, Port, Responder};
-use provisioner_core::dhcp::v4::{Message, MessageType};
-use provisioner_core::dhcp::{Personality, wire};
+use provisioner_core::dhcp::reply::{Port, Responder};
+use provisioner_core::dhcp::v4::MessageType;
 use provisioner_core::inventory::Update;
-use provisioner_core::model::{EventKind, MacAddr, Machine, TimelineEvent};
+use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use time::OffsetDateTime;
 
 use super::socket::Arrival;
@@ -63,27 +63,15 @@ pub struct Outgoing {
 /// Timeline entries to write once the reply is out.
 #[derive(Debug, Clone)]
 pub struct Note {
-    mac: MacAddr,
-    /// Create the machine record if missing (boot clients the unknown policy records).
-    create: bool,
-    client: Client,
-    events: Vec<TimelineEvent>,
-}
-
-fn event(kind: EventKind, detail: String) -> TimelineEvent {
-    TimelineEvent {
-        at: OffsetDateTime::now_utc(),
-        kind,
-        detail,
-    }
-}
-
-fn type_name(t: MessageType) -> String {
-    format!("{t:?}").to_uppercase()
+    /// What the engine said to record.
+    note: engine::Note,
+    /// When the packet was handled.
+    at: OffsetDateTime,
 }
 
 impl Handler {
-    /// Handles one datagram that arrived on `port`. Never panics on bad input.
+    /// Handles one datagram that arrived on `port` at unix time `now`. Never
+    /// panics on bad input.
     pub fn handle(
         &self,
         buf: &[u8],
@@ -91,170 +79,61 @@ impl Handler {
         arrival: &Arrival,
         now: i64,
     ) -> (Option<Outgoing>, Option<Note>) {
-        let msg = match wire::decode(buf) {
-            Ok(m) => m,
-            Err(e) => {
-                dropped(e.reason());
+        let req = match Request::parse(buf) {
+            Ok(r) => r,
+            Err(reason) => {
+                dropped(reason);
                 return (None, None);
             }
         };
-        let client = match classify(&msg) {
-            Ok(c) => c,
-            Err(e) => {
-                dropped(e.reason());
-                return (None, None);
-            }
-        };
-        let responder = Responder {
-            server_id: if arrival.local.is_unspecified() || arrival.local.is_broadcast() {
-                self.next_server
-            } else {
-                arrival.local
-            },
-            next_server: self.next_server,
-        };
-        let machine = self.service.inventory().get(client.mac).unwrap_or_else(|e| {
+        let mac = req.client.mac;
+        let machine = self.service.inventory().get(mac).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "inventory read failed; answering without the machine record");
             None
         });
-        let (target, create) = self.boot_target(&client, machine.as_ref());
-        let seen = format!(
-            "{} on :{} ({}): {}, arch {}{}",
-            type_name(client.msg_type),
-            port.label(),
-            self.personality,
-            client.kind.label(),
-            client.arch_code.map_or("-".into(), |c| c.to_string()),
-            if msg.giaddr().is_unspecified() {
-                String::new()
-            } else {
-                format!(", relay {}", msg.giaddr())
-            },
-        );
-        let mut events = vec![event(EventKind::DhcpSeen, seen)];
-        // Only machines the inventory knows or should know get a timeline: a plain
-        // client's packets cost no write.
-        let keep = create || machine.is_some();
-        let note = |events: Vec<TimelineEvent>| {
-            keep.then(|| Note {
-                mac: client.mac,
-                create,
-                client: client.clone(),
-                events,
-            })
-        };
-
-        let reply: Option<Message> = match (self.personality, port) {
-            (_, Port::PxeBootServer) | (Personality::Proxy, Port::Dhcp) => match &target {
-                Some(t) => reply::proxy(&msg, &client, t, &responder, port),
-                None => None,
-            },
-            (Personality::Full, Port::Dhcp) => {
-                let Some(full) = &self.full else {
-                    dropped("no_engine");
-                    return (None, None);
-                };
-                match full.handle(&*self.leases, &msg, &client, &responder, target.as_ref(), now) {
-                    Ok(Outcome::Reply { msg, .. }) => Some(*msg),
-                    Ok(Outcome::Recorded(l)) => {
-                        events.push(event(
-                            EventKind::DhcpSeen,
-                            format!("{:?} lease {} recorded", l.state, l.ip),
-                        ));
-                        None
-                    }
-                    Ok(Outcome::Silent(reason)) => {
-                        dropped(reason);
-                        None
-                    }
-                    Err(e) => {
-                        // No lease written, so no ACK: the client retries.
-                        tracing::error!(error = %e, mac = %client.mac, "lease store failed");
-                        dropped("lease_store");
-                        None
-                    }
-                }
-            }
-            (Personality::Off, Port::Dhcp) => None,
-        };
-        let Some(mut reply) = reply else {
-            if self.personality == Personality::Proxy || port == Port::PxeBootServer {
-                // A proxy answers boot clients only, and only when the booter says so.
-                dropped(if client.kind.is_boot() {
-                    "proxy_no_answer"
+        let decision = req
+            .boot_request()
+            .map(|r| self.service.booter().decide(&r, machine.as_ref()));
+        let ctx = Ctx {
+            personality: self.personality,
+            port,
+            responder: Responder {
+                server_id: if arrival.local.is_unspecified() || arrival.local.is_broadcast() {
+                    self.next_server
                 } else {
-                    "not_boot_client"
-                });
-            }
-            return (None, note(events));
-        };
-        let kind = reply.opts().msg_type().unwrap_or(MessageType::Unknown(0));
-        let dst = match port {
-            Port::PxeBootServer if !arrival.src.ip().is_unspecified() => (arrival.src, 0),
-            _ => match reply::destination(&msg, &mut reply) {
-                Destination::Relay(g) => (SocketAddrV4::new(g, 67), 0),
-                Destination::Unicast(c) => (SocketAddrV4::new(c, 68), 0),
-                Destination::Broadcast => (SocketAddrV4::new(Ipv4Addr::BROADCAST, 68), arrival.ifindex),
+                    arrival.local
+                },
+                next_server: self.next_server,
             },
+            files: &self.files,
+            base: self.service.base(),
+            http_boot_only: &self.http_boot_only,
+            full: self.full.as_ref().map(|f| (f, &*self.leases)),
+            source: arrival.src,
         };
-        let bytes = match wire::encode(&reply) {
-            Ok(b) => b,
-            Err(e) => {
-                dropped(e.reason());
-                return (None, note(events));
-            }
-        };
-        let mut sent = type_name(kind);
-        if !reply.yiaddr().is_unspecified() {
-            sent.push_str(&format!(" {}", reply.yiaddr()));
+        let a = engine::answer(&req, &ctx, machine.as_ref(), decision.as_ref(), now);
+        if let Some(e) = &a.no_boot {
+            tracing::info!(%mac, reason = %e, "no boot file");
         }
-        if let Some(t) = &target
-            && matches!(kind, MessageType::Offer | MessageType::Ack)
-        {
-            sent.push_str(&format!(" boot {}", t.file()));
+        if let Some(e) = &a.lease_error {
+            // No lease written, so no ACK: the client retries.
+            tracing::error!(error = %e, %mac, "lease store failed");
         }
-        sent.push_str(&format!(" to {}", dst.0));
-        events.push(event(EventKind::DhcpSent, sent));
-        let out = Outgoing {
-            bytes,
-            dst: dst.0,
-            from: responder.server_id,
-            ifindex: dst.1,
-            kind,
-        };
-        (Some(out), note(events))
-    }
-
-    /// The boot file for `client`, asking the [`Booter`](provisioner_core::boot::Booter)
-    /// whether it boots at all; and whether the machine should be recorded.
-    fn boot_target(&self, client: &Client, machine: Option<&Machine>) -> (Option<BootTarget>, bool) {
-        if !client.kind.is_boot() {
-            return (None, false);
+        if let Some(reason) = a.dropped {
+            dropped(reason);
         }
-        let req = BootRequest {
-            mac: Some(client.mac),
-            uuid: client.uuid.clone(),
-            serial: None,
-            arch: client.arch,
-            hostname: client.hostname.clone(),
-            bad_uuid: None,
-        };
-        let decision = self.service.booter().decide(&req, machine);
-        if let BootDecision::Unknown { record: false, .. } = decision {
-            // unknown_policy `ignore`: strangers fall through to their next boot option.
-            return (None, false);
-        }
-        if client.kind == ClientKind::Pxe && self.http_boot_only.contains(&client.mac) {
-            return (None, true);
-        }
-        let over = machine.and_then(|m| m.boot_file.as_deref());
-        match bootfile::choose(client, &self.files, self.service.base(), over) {
-            Ok(t) => (Some(t), true),
-            Err(e) => {
-                tracing::info!(mac = %client.mac, reason = %e, "no boot file");
-                (None, true)
-            }
-        }
+        let out = a.reply.map(|r| Outgoing {
+            bytes: r.bytes,
+            dst: r.to,
+            from: r.from,
+            ifindex: if r.on_ingress { arrival.ifindex } else { 0 },
+            kind: r.msg_type,
+        });
+        let note = a.note.map(|note| Note {
+            note,
+            at: OffsetDateTime::now_utc(),
+        });
+        (out, note)
     }
 
     /// Writes a note's events (and the machine record for recorded boot clients) in
@@ -300,31 +179,29 @@ impl Recorder {
 }
 
 /// Writes a note's events (and the machine record for recorded boot clients) in
-/// one commit. Failures are logged: the reply is already out.
+/// one commit through the service's journal, which publishes them to live views.
+/// Failures are logged: the reply is already out.
 fn record(service: &BootService, note: Note) {
-    let now = OffsetDateTime::now_utc();
-    let Note {
-        mac,
-        create,
-        client,
-        events,
-    } = note;
+    let Note { note, at } = note;
+    let mac = note.mac;
+    let events: Vec<TimelineEvent> = note.events.into_iter().map(|e| e.at(at)).collect();
     let r = service
         .inventory()
         .apply(mac, &mut |cur: Option<Machine>| match cur {
-            None if !create => Update::default(),
+            None if !note.create => Update::default(),
             cur => {
-                let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
-                m.last_seen = now;
-                if client.arch != Default::default() {
-                    m.arch = client.arch;
+                let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, at));
+                m.last_seen = at;
+                if note.arch != Default::default() {
+                    m.arch = note.arch;
                 }
                 if m.uuid.is_none() {
-                    m.uuid = client.uuid.clone();
+                    m.uuid = note.uuid.clone();
                 }
                 Update {
                     machine: Some(m),
                     events: events.clone(),
+                    ..Update::default()
                 }
             }
         });
@@ -342,8 +219,10 @@ mod tests {
     #[test]
     fn joined_writer_has_written_every_queued_note() {
         use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
-        use provisioner_core::dhcp::v4::DhcpOption;
+        use provisioner_core::dhcp::v4::{DhcpOption, Message};
         use provisioner_core::inventory::MemInventory;
+        use provisioner_core::model::Event;
+        use provisioner_core::timeline::{DhcpMessage, DhcpSeen};
         let booter = Arc::new(CatalogBooter {
             catalog: Default::default(),
             unknown: UnknownPolicy::Record,
@@ -366,12 +245,23 @@ mod tests {
             );
             m.opts_mut()
                 .insert(DhcpOption::MessageType(MessageType::Discover));
-            let client = classify(&m).unwrap();
+            let client = provisioner_core::dhcp::classify::classify(&m).unwrap();
             recorder.submit(Note {
-                mac: client.mac,
-                create: true,
-                client,
-                events: vec![event(EventKind::DhcpSeen, "DISCOVER".into())],
+                note: engine::Note {
+                    mac: client.mac,
+                    create: true,
+                    arch: client.arch,
+                    uuid: None,
+                    events: vec![Event::DhcpSeen(DhcpSeen {
+                        message: DhcpMessage(1),
+                        port: 67,
+                        personality: Personality::Proxy,
+                        client: client.kind,
+                        arch: None,
+                        relay: None,
+                    })],
+                },
+                at: OffsetDateTime::now_utc(),
             });
         }
         drop(recorder);

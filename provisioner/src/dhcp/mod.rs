@@ -3,7 +3,9 @@
 //! - [`settings`]: the `dhcp:` config section.
 //! - [`socket`]: binding (SO_BINDTODEVICE, SO_BROADCAST) and IP_PKTINFO I/O.
 //! - [`server`]: the receive loop with load shedding; [`limits`]: its limits.
-//! - [`handler`]: one datagram → one reply, plus the timeline entry.
+//! - [`handler`]: one datagram → `provisioner_core::dhcp::engine::answer` (given the
+//!   machine's record and the booter's decision) → at most one reply, plus the
+//!   timeline note, written and published by the service's journal.
 //! - [`probe`]: the "is another DHCP server here?" check before `full` mode.
 //!
 //! `GET /api/v1/leases` is served by the operator API (`http::api::leases`), behind its

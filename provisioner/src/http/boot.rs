@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use provisioner_core::boot::BootRequest;
 use provisioner_core::catalog::Image;
-use provisioner_core::model::EventKind;
+use provisioner_core::model::Event;
 use provisioner_core::render;
 
 use super::assets;
@@ -119,11 +119,11 @@ async fn asset(
     }
     let path = st.cache_dir.join(&img.id).join(&file);
     let svc = st.service.clone();
-    let detail = format!("{}/{}", img.id, file);
+    let served = format!("{}/{}", img.id, file);
     let on_done: Box<dyn FnOnce(u64) + Send> = Box::new(move |bytes| {
-        let detail = format!("{detail} ({bytes} bytes)");
+        let event = Event::AssetServed { file: served, bytes };
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = svc.record_for_peer(peer.ip(), EventKind::AssetServed, &detail) {
+            if let Err(e) = svc.record_for_peer(peer.ip(), event) {
                 tracing::warn!(error = %e, "recording asset event failed");
             }
         });

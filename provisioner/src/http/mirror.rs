@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use provisioner_core::model::EventKind;
+use provisioner_core::model::Event;
 
 use super::assets;
 use super::boot::BootState;
@@ -28,11 +28,11 @@ pub async fn serve(
         return (StatusCode::NOT_FOUND, "not in the mirror\n").into_response();
     };
     let svc = st.service.clone();
-    let detail = format!("mirror {kind}/{version}/{file}");
+    let served = format!("mirror {kind}/{version}/{file}");
     let on_done: Box<dyn FnOnce(u64) + Send> = Box::new(move |bytes| {
-        let detail = format!("{detail} ({bytes} bytes)");
+        let event = Event::AssetServed { file: served, bytes };
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = svc.record_for_peer(peer.ip(), EventKind::AssetServed, &detail) {
+            if let Err(e) = svc.record_for_peer(peer.ip(), event) {
                 tracing::warn!(error = %e, "recording mirror event failed");
             }
         });

@@ -17,11 +17,10 @@ pub mod talos_reset;
 
 use std::sync::Arc;
 
-use provisioner_core::boot::BootRequest;
-use provisioner_core::catalog::{Catalog, ConfigKind, select_group};
+use provisioner_core::catalog::{Catalog, ConfigKind};
 use provisioner_core::inventory::Update;
-use provisioner_core::lifecycle::{self, Trigger};
-use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
+use provisioner_core::lifecycle::Trigger;
+use provisioner_core::model::{Event, MacAddr, Machine};
 use provisioner_core::power::PowerAction;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -30,45 +29,8 @@ use crate::power::{OutcomeStatus, PowerDrivers, PowerError, PowerOutcome};
 use crate::service::{BootService, ServiceError};
 use reset::NodeResetter;
 
-/// The profile a machine gets and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    /// Profile id.
-    pub profile: String,
-    /// The group that selected it (`None` for an operator override).
-    pub group: Option<String>,
-    /// The profile's cluster in `infra/`.
-    pub cluster: Option<String>,
-    /// Which config it serves (tells Talos from Flatcar/k0s nodes).
-    pub config: ConfigKind,
-}
-
-/// The profile `m` boots: its operator override, else the group its identity and
-/// labels select (the same rule as the booter, without the state check).
-pub fn assignment(catalog: &Catalog, m: &Machine) -> Option<Assignment> {
-    let (profile, group) = match &m.profile {
-        Some(p) => (p.clone(), None),
-        None => {
-            // The pinned UUID is the machine's identity (crate::service release checks).
-            let req = BootRequest {
-                mac: Some(m.mac),
-                uuid: m.pinned_uuid.clone().or_else(|| m.uuid.clone()),
-                serial: m.serial.clone(),
-                arch: m.arch,
-                ..Default::default()
-            };
-            let g = select_group(&catalog.groups, &req.labels(Some(m)))?;
-            (g.profile.clone(), Some(g.id.clone()))
-        }
-    };
-    let p = catalog.profiles.get(&profile);
-    Some(Assignment {
-        cluster: p.and_then(|p| p.cluster.clone()),
-        config: p.map(|p| p.config).unwrap_or_default(),
-        profile,
-        group,
-    })
-}
+// The one assignment rule lives in core, next to the booter that applies it.
+pub use provisioner_core::boot::assign::{Assignment, assignment};
 
 /// How one step of an operator action went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -126,14 +88,6 @@ pub struct Operator {
     pub resetter: Option<Arc<dyn NodeResetter>>,
 }
 
-fn event(kind: EventKind, detail: impl Into<String>) -> TimelineEvent {
-    TimelineEvent {
-        at: OffsetDateTime::now_utc(),
-        kind,
-        detail: detail.into(),
-    }
-}
-
 fn step_from(step: &str, r: &Result<PowerOutcome, PowerError>) -> Step {
     match r {
         Ok(o) => Step {
@@ -176,17 +130,14 @@ impl Operator {
                         return Update::default();
                     };
                     found = true;
-                    let mut events = vec![event(EventKind::ReimageRequested, "requested by an operator")];
-                    let next =
-                        lifecycle::next(m.state, Trigger::Reimage).unwrap_or(MachineState::ReimageRequested);
-                    if next != m.state {
-                        events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
-                        m.state = next;
-                    }
-                    m.install_boots.clear();
+                    // A reimage is allowed in every state.
+                    let events = m
+                        .apply(Trigger::Reimage, OffsetDateTime::now_utc())
+                        .unwrap_or_default();
                     Update {
                         machine: Some(m),
                         events,
+                        ..Update::default()
                     }
                 })?;
                 match stored {
@@ -250,10 +201,10 @@ impl Operator {
             })
             .collect();
         let detail = summary.join(", ");
-        self.blocking(move |svc| {
-            Ok(svc.record(mac, EventKind::PowerAction, &format!("reimage {detail}"))?)
-        })
-        .await?;
+        let event = Event::PowerAction {
+            detail: format!("reimage {detail}"),
+        };
+        self.blocking(move |svc| Ok(svc.record(mac, event)?)).await?;
         Ok((machine, steps))
     }
 
@@ -273,7 +224,7 @@ impl Operator {
             Ok(o) => format!("{action} via {name}: {:?}: {}", o.status, o.detail).to_lowercase(),
             Err(e) => format!("{action} via {name} failed: {e}"),
         };
-        self.blocking(move |svc| Ok(svc.record(mac, EventKind::PowerAction, &detail)?))
+        self.blocking(move |svc| Ok(svc.record(mac, Event::PowerAction { detail })?))
             .await?;
         Ok((name, r?))
     }

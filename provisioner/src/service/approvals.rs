@@ -6,14 +6,15 @@
 use std::net::IpAddr;
 
 use provisioner_core::inventory::Update;
-use provisioner_core::model::{EventKind, MacAddr, Machine};
+use provisioner_core::model::{Event, MacAddr, Machine};
 use provisioner_core::release::admission::{Approval, codes_equal};
 use provisioner_core::release::device::GrantState;
+use provisioner_core::timeline::{ApprovalFlow, Verdict};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::device_ops::GrantInfo;
-use super::{BootService, ServiceError, event};
+use super::{BootService, ServiceError};
 
 /// Why an operator decision could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -123,30 +124,30 @@ impl BootService {
         token_id: &str,
     ) -> Result<Vec<Pending>, ApprovalError> {
         let verb = if approve { "approved" } else { "denied" };
-        let kind = if approve {
-            EventKind::Approved
-        } else {
-            EventKind::Denied
+        let event = |v: Verdict| {
+            if approve {
+                Event::Approved(v)
+            } else {
+                Event::Denied(v)
+            }
         };
         let mut done = Vec::new();
         if let Some(g) = self.device_decide(mac, code, approve, token_id) {
-            self.record(
-                mac,
-                kind,
-                &format!(
-                    "device authorization {} (uuid {} peer {}) {verb} by API token {token_id}",
-                    g.user_code,
-                    g.uuid.as_deref().unwrap_or("(none)"),
-                    g.peer
-                ),
-            )?;
+            let v = Verdict {
+                flow: ApprovalFlow::Device,
+                code: g.user_code.clone(),
+                uuid: g.uuid.clone(),
+                peer: g.peer,
+                token_id: token_id.to_string(),
+                until: None,
+            };
+            self.record(mac, event(v))?;
             done.push(from_grant(&g));
         }
         let now = OffsetDateTime::now_utc();
         let expires = now + self.release.approval_window;
         let mut exists = false;
         let mut decided = None;
-        let mut written = Vec::new();
         self.inventory
             .apply(mac, &mut |cur| {
                 exists = cur.is_some();
@@ -171,33 +172,22 @@ impl BootService {
                 } else if let Some(pending) = m.pending_approval.as_mut() {
                     pending.denied_by = Some(token_id.to_string());
                 }
-                let until = if approve {
-                    format!(
-                        " until {}",
-                        expires
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .unwrap_or_default()
-                    )
-                } else {
-                    String::new()
+                let v = Verdict {
+                    flow: ApprovalFlow::Admission,
+                    code: p.code.clone(),
+                    uuid: p.uuid.clone(),
+                    peer: p.peer,
+                    token_id: token_id.to_string(),
+                    until: approve.then_some(expires),
                 };
-                written = vec![event(
-                    kind,
-                    format!(
-                        "install {verb} by API token {token_id}: code {} uuid {} ip {}{until}",
-                        p.code,
-                        p.uuid.as_deref().unwrap_or("(none)"),
-                        p.peer
-                    ),
-                )];
                 decided = Some(admission_pending(mac, &p.code, p.uuid.as_deref(), p.peer, verb));
                 Update {
                     machine: Some(m),
-                    events: written.clone(),
+                    events: vec![event(v).at(now)],
+                    ..Update::default()
                 }
             })
             .map_err(ServiceError::from)?;
-        self.publish(mac, &written);
         done.extend(decided);
         if done.is_empty() {
             if !exists {
@@ -219,7 +209,7 @@ impl BootService {
 
     /// Clears `mac`'s UUID pin; the next UUID a bound request presents is pinned.
     pub fn unpin(&self, mac: MacAddr, token_id: &str) -> Result<Machine, ApprovalError> {
-        let mut written = Vec::new();
+        let mut unpinned = false;
         let stored = self
             .inventory
             .apply(mac, &mut |cur| {
@@ -229,23 +219,22 @@ impl BootService {
                 let Some(old) = m.pinned_uuid.take() else {
                     return Update::default();
                 };
-                written = vec![event(
-                    EventKind::UuidUnpinned,
-                    format!(
-                        "SMBIOS UUID pin {old} cleared by API token {token_id}; the next UUID seen is pinned"
-                    ),
-                )];
+                unpinned = true;
+                let event = Event::UuidUnpinned {
+                    uuid: old,
+                    token_id: token_id.to_string(),
+                };
                 Update {
                     machine: Some(m),
-                    events: written.clone(),
+                    events: vec![event.at(OffsetDateTime::now_utc())],
+                    ..Update::default()
                 }
             })
             .map_err(ServiceError::from)?;
         let Some(m) = stored else {
             return Err(ApprovalError::NotFound(mac));
         };
-        self.publish(mac, &written);
-        if !written.is_empty() {
+        if unpinned {
             metrics::counter!("provisioner_approvals_total", "kind" => "uuid_pin", "action" => "unpinned")
                 .increment(1);
             tracing::info!(target: "audit", %mac, token_id, action = "unpin", "UUID pin cleared");

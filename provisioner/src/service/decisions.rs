@@ -8,13 +8,14 @@ use provisioner_core::boot::{BootDecision, BootRequest, InstallPlan};
 use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::TokenPurpose;
 use provisioner_core::k0s::progress;
-use provisioner_core::lifecycle::{self, Trigger};
-use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState};
+use provisioner_core::lifecycle::{self, Report, Trigger};
+use provisioner_core::model::{Event, MacAddr, Machine, MachineState};
 use provisioner_core::release::binding::Stage;
 use provisioner_core::render::config::{ConfigRenderer, PlainRenderer};
+use provisioner_core::timeline::Rejection;
 
 use super::tokens::token_key;
-use super::{BootService, ConfigBody, ServiceError, event};
+use super::{BootService, ConfigBody, ServiceError};
 
 impl BootService {
     /// The plan a known machine is being installed with, if it is installing.
@@ -53,16 +54,15 @@ impl BootService {
         let mac = rec.mac;
         let machine = self.inventory.get(mac)?;
         let Some(plan) = self.plan_of(mac, machine.as_ref()) else {
-            self.record(
-                mac,
-                EventKind::TokenRejected,
-                "config requested but machine is not installing",
-            )?;
+            self.record(mac, Event::TokenRejected(Rejection::NotInstalling))?;
             return Err(ServiceError::Conflict(format!("{mac} is not being installed")));
         };
         let state = machine.map(|m| m.state).unwrap_or_default();
-        let next = lifecycle::next(state, Trigger::ConfigFetched)
-            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        let fetched = |bytes| Trigger::ConfigFetched {
+            bytes,
+            config: plan.profile.config,
+        };
+        lifecycle::next(state, fetched(0)).map_err(|e| ServiceError::Conflict(e.to_string()))?;
         let renderer: &dyn ConfigRenderer = match self.renderers.get(&plan.profile.config) {
             Some(r) => r.as_ref(),
             None => &PlainRenderer,
@@ -75,21 +75,12 @@ impl BootService {
                 self.inventory.issue_token(&token_key(token), &rec)?;
                 self.record(
                     mac,
-                    EventKind::TokenRejected,
-                    &format!("config not rendered: {why}"),
+                    Event::TokenRejected(Rejection::NotRendered { reason: why.clone() }),
                 )?;
                 return Err(ServiceError::Render(why));
             }
         };
-        let what = match plan.profile.config {
-            ConfigKind::Flatcar => format!(" (Flatcar stage-1 Ignition; {})", progress::STAGE1_MARKER),
-            k => format!(" ({k:?})"),
-        };
-        self.transition(
-            mac,
-            next,
-            event(EventKind::ConfigServed, format!("{} bytes{what}", body.len())),
-        )?;
+        self.trigger(mac, fetched(body.len() as u64))?;
         if let Some(key) = device_token {
             // Single use: the access token was good for this one download.
             self.device.spend(&key);
@@ -114,21 +105,17 @@ impl BootService {
         let flatcar = self
             .plan_of(rec.mac, machine.as_ref())
             .is_some_and(|p| p.profile.config == ConfigKind::Flatcar);
-        let next = lifecycle::next(state, Trigger::InstallReported)
-            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        let ev = if flatcar {
+        let report = if flatcar {
             let (phase, _) = progress::from_timeline(&self.inventory.timeline(rec.mac)?);
             progress::step(phase, progress::Signal::DiskInstalled)
                 .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-            event(
-                EventKind::DiskInstalled,
-                "flatcar-install finished; next netboot boots the disk; k0s: DiskInstalled, \
-                 waiting for K0sInstalled",
-            )
+            Report::FlatcarDisk
         } else {
-            event(EventKind::Installed, "install reported by the machine")
+            Report::Callback
         };
-        self.transition(rec.mac, next, ev)?;
+        let trigger = Trigger::InstallReported(report);
+        lifecycle::next(state, trigger).map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        self.trigger(rec.mac, trigger)?;
         Ok(rec.mac)
     }
 
@@ -143,8 +130,7 @@ impl BootService {
         let refused = |why: String| {
             self.record(
                 rec.mac,
-                EventKind::TokenRejected,
-                &format!("k0s callback refused: {why}"),
+                Event::TokenRejected(Rejection::K0sCallbackRefused { reason: why.clone() }),
             )?;
             Err(ServiceError::Conflict(why))
         };
@@ -154,14 +140,7 @@ impl BootService {
         if let Err(e) = progress::step(phase, progress::Signal::K0sInstalled) {
             return refused(e.to_string());
         }
-        self.transition(
-            rec.mac,
-            state,
-            event(
-                EventKind::K0sInstalled,
-                "k0s installed and started; k0s: K0sInstalled",
-            ),
-        )?;
+        self.trigger(rec.mac, Trigger::K0sReported)?;
         Ok(rec.mac)
     }
 

@@ -15,13 +15,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use provisioner_core::model::{EventKind, MacAddr};
+use provisioner_core::model::{Event, MacAddr};
 use provisioner_core::release::admission;
 use provisioner_core::release::binding::{self, Stage};
 use provisioner_core::release::device::{
     Grant, GrantState, TokenError, parse_device_auth, parse_token_request,
 };
 use provisioner_core::release::smbios::{PinCheck, UuidField, check_pin};
+use provisioner_core::timeline::{ApprovalFlow, ApprovalRequest};
 use rand::RngCore;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -181,12 +182,13 @@ impl BootService {
             .increment(1);
         self.record(
             mac,
-            EventKind::ApprovalRequested,
-            &format!(
-                "device authorization (Talos OAuth): code {user_code} uuid {} peer {peer_ip}; approve with \
-                 `provisioner machines approve {mac} --code {user_code}`",
-                uuid.as_deref().unwrap_or("(none)")
-            ),
+            Event::ApprovalRequested(ApprovalRequest {
+                flow: ApprovalFlow::Device,
+                code: user_code.clone(),
+                uuid: uuid.clone(),
+                peer: peer_ip,
+                mac,
+            }),
         )?;
         Ok(Ok(json!({
             "device_code": device_code,
@@ -290,12 +292,10 @@ impl BootService {
                     .increment(1);
                 self.record(
                     mac,
-                    EventKind::DeviceTokenIssued,
-                    &format!(
-                        "device authorization exchanged for an access token (peer {}; one config download, {} s)",
-                        peer.map(|p| p.to_string()).unwrap_or_default(),
-                        d.token_secs
-                    ),
+                    Event::DeviceTokenIssued {
+                        peer,
+                        token_secs: d.token_secs,
+                    },
                 )?;
                 Ok(Ok(json!({
                     "access_token": access,

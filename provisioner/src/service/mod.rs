@@ -5,14 +5,16 @@
 //! Methods block on the store (one fsync'd commit); async callers wrap them in
 //! `spawn_blocking`.
 //!
-//! Every event written to a timeline is then published on a broadcast channel
-//! ([`BootService::subscribe`]) for live views (the API's Server-Sent Events): the
-//! inventory write comes first, so a subscriber never sees an event the store lost.
+//! Every write goes through the [`Journal`] (the one timeline writer): one durable
+//! commit, then its events are published to live views ([`BootService::subscribe`],
+//! the API's Server-Sent Events). State changes come from the pure
+//! `Machine::apply` (`provisioner_core::lifecycle`).
 
 mod approvals;
 mod decisions;
 mod device;
 mod device_ops;
+mod journal;
 mod release;
 mod script;
 mod timeline;
@@ -26,28 +28,15 @@ use provisioner_core::boot::Booter;
 use provisioner_core::bootloop::LoopGuard;
 use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::{Inventory, InventoryError, Update};
-use provisioner_core::model::{EventKind, MacAddr, Machine, TimelineEvent};
+use provisioner_core::model::{MacAddr, Machine};
 use provisioner_core::render::config::ConfigRenderer;
-use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 pub use approvals::{ApprovalError, Pending, PendingKind};
 pub use device::DeviceRefusal;
+pub use journal::{Journal, MachineEvent};
 pub use release::{DeviceSettings, NoFacts, ReleasePolicy};
 pub use tokens::token_key;
-
-/// One timeline event as published to live subscribers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineEvent {
-    /// Whose timeline it was written to.
-    pub mac: MacAddr,
-    /// The event as stored.
-    pub event: TimelineEvent,
-}
-
-/// Events buffered per subscriber before a slow one starts missing some (it is told
-/// how many it missed: `broadcast::error::RecvError::Lagged`).
-const EVENT_BUFFER: usize = 1024;
 
 /// Why a boot-path request cannot be answered.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +77,9 @@ pub struct ConfigBody {
 #[derive(Debug)]
 pub struct BootService {
     booter: Arc<dyn Booter>,
+    /// The [`Journal`] over the store: every write is committed, then published.
     inventory: Arc<dyn Inventory>,
+    journal: Arc<Journal>,
     /// `http://<server_ip>:<port>`, no trailing slash.
     base: String,
     /// Which machine last fetched its script from an address, so asset and TFTP
@@ -100,8 +91,6 @@ pub struct BootService {
     replays_recorded: Mutex<HashSet<String>>,
     /// Config renderers by kind; kinds without one get the plain document.
     renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
-    /// Live timeline events, published after each durable write.
-    events: broadcast::Sender<MachineEvent>,
     /// Boot-loop protection limits.
     guard: LoopGuard,
     /// How long a config token works after its script was rendered.
@@ -118,26 +107,19 @@ pub struct BootService {
 /// the kernel and initramfs and booting to the config fetch, with retries.
 pub const DEFAULT_CONFIG_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// A timeline event stamped now.
-fn event(kind: EventKind, detail: impl Into<String>) -> TimelineEvent {
-    TimelineEvent {
-        at: OffsetDateTime::now_utc(),
-        kind,
-        detail: detail.into(),
-    }
-}
-
 impl BootService {
-    /// A service answering with URLs under `base`.
-    pub fn new(booter: Arc<dyn Booter>, inventory: Arc<dyn Inventory>, base: String) -> Self {
+    /// A service answering with URLs under `base`, writing through a [`Journal`]
+    /// over `store`.
+    pub fn new(booter: Arc<dyn Booter>, store: Arc<dyn Inventory>, base: String) -> Self {
+        let journal = Arc::new(Journal::new(store));
         Self {
             booter,
-            inventory,
+            inventory: journal.clone(),
+            journal,
             base,
             peers: Mutex::new(HashMap::new()),
             replays_recorded: Mutex::new(HashSet::new()),
             renderers: HashMap::new(),
-            events: broadcast::channel(EVENT_BUFFER).0,
             guard: LoopGuard::default(),
             config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
             release: ReleasePolicy::default(),
@@ -166,36 +148,19 @@ impl BootService {
         self
     }
 
-    /// A receiver of every timeline event written from now on.
+    /// A receiver of every timeline event committed from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<MachineEvent> {
-        self.events.subscribe()
+        self.journal.subscribe()
     }
 
-    /// Publishes events already written to `mac`'s timeline. No subscriber is fine.
-    fn publish(&self, mac: MacAddr, events: &[TimelineEvent]) {
-        for event in events {
-            let _ = self.events.send(MachineEvent {
-                mac,
-                event: event.clone(),
-            });
-        }
-    }
-
-    /// Applies an operator change (API) in one durable commit, then publishes the
-    /// events it wrote.
+    /// Applies an operator change (API) in one durable commit; its events are
+    /// published.
     pub fn update(
         &self,
         mac: MacAddr,
         change: &mut dyn FnMut(Option<Machine>) -> Update,
     ) -> Result<Option<Machine>, ServiceError> {
-        let mut written = Vec::new();
-        let stored = self.inventory.apply(mac, &mut |cur| {
-            let u = change(cur);
-            written = u.events.clone();
-            u
-        })?;
-        self.publish(mac, &written);
-        Ok(stored)
+        Ok(self.inventory.apply(mac, change)?)
     }
 
     /// The base URL of the boot path.
@@ -203,7 +168,8 @@ impl BootService {
         &self.base
     }
 
-    /// The inventory (for read-only API views).
+    /// The inventory, as the [`Journal`]: reads, and writes that are published.
+    /// Hand this (never the bare store) to anything that changes machines.
     pub fn inventory(&self) -> &Arc<dyn Inventory> {
         &self.inventory
     }

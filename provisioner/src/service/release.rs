@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use provisioner_core::boot::InstallPlan;
 use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::{TokenRecord, Update};
-use provisioner_core::model::{EventKind, MacAddr, Machine};
+use provisioner_core::model::{Event, MacAddr, Machine};
 use provisioner_core::release::admission::{self, Admission};
 use provisioner_core::release::binding::{self, Bound, Claim, LeaseFact, PeerFacts, Refusal, Stage};
 use time::OffsetDateTime;
 
-use super::{BootService, ServiceError, event};
+use super::{BootService, ServiceError};
 
 /// How long a refusal for the same (machine, peer, reason) stays off the timeline.
 const REFUSAL_EVENT_EVERY: Duration = Duration::from_secs(60);
@@ -275,7 +275,8 @@ impl BootService {
     ) -> Result<(), ServiceError> {
         metrics::counter!("provisioner_config_refused_total", "stage" => stage.as_str(), "reason" => code)
             .increment(1);
-        let shown = peer.map_or_else(|| "unknown".to_string(), |p| binding::canonical(p).to_string());
+        let peer = peer.map(binding::canonical);
+        let shown = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
         tracing::warn!(%mac, peer = %shown, stage = stage.as_str(), reason = code, "config release refused");
         let key = format!("{mac}|{shown}|{code}|{}", stage.as_str());
         let fresh = self.refusals_recorded.lock().is_ok_and(|mut seen| {
@@ -294,18 +295,23 @@ impl BootService {
         if !fresh {
             return Ok(());
         }
-        let detail = format!("{}: peer {shown}: {reason}", stage.as_str());
+        let event = Event::ConfigRefused {
+            stage,
+            peer,
+            code: code.to_string(),
+            reason: reason.to_string(),
+        };
         if !create {
-            return self.record(mac, EventKind::ConfigRefused, &detail);
+            return self.record(mac, event);
         }
-        let events = vec![event(EventKind::ConfigRefused, detail)];
         let now = OffsetDateTime::now_utc();
+        let events = vec![event.at(now)];
         self.inventory.apply(mac, &mut |cur| Update {
             // Only the event: a refused request changes nothing about the machine.
             machine: cur.is_none().then(|| Machine::discovered(mac, now)),
             events: events.clone(),
+            ..Update::default()
         })?;
-        self.publish(mac, &events);
         Ok(())
     }
 }

@@ -10,18 +10,33 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use provisioner_core::boot::{BootDecision, BootRequest, InstallPlan};
 use provisioner_core::bootloop::Verdict;
-use provisioner_core::inventory::Update;
-use provisioner_core::lifecycle::{self, Trigger};
-use provisioner_core::model::{EventKind, MacAddr, Machine};
+use provisioner_core::inventory::{TokenRecord, Update};
+use provisioner_core::lifecycle::Trigger;
+use provisioner_core::model::{Event, MacAddr, Machine};
 use provisioner_core::release::admission::{self, PendingApproval};
 use provisioner_core::release::binding::{self, Bound, Refusal, Stage};
 use provisioner_core::release::smbios::{PinCheck, check_pin};
 use provisioner_core::render::{self, BootUrls};
+use provisioner_core::timeline::{ApprovalFlow, ApprovalRequest, ScriptAnswer};
 use rand::RngCore;
 use time::OffsetDateTime;
 
 use super::release::Release;
-use super::{BootService, ServiceError, event};
+use super::{BootService, ServiceError};
+
+/// What one served script writes besides its own entry.
+struct Served {
+    /// The request was bound to the machine (identity fields may be updated).
+    bound: bool,
+    /// A UUID to pin.
+    pin: Option<String>,
+    /// The new boot-loop history of an install answer.
+    history: Option<Vec<i64>>,
+    /// Boot-loop protection stopped it: (install scripts in the window, window minutes).
+    halted: Option<(usize, i64)>,
+    /// One-time tokens issued with an install script.
+    tokens: Vec<(String, TokenRecord)>,
+}
 
 impl BootService {
     /// Answers `/ipxe`: decides, checks who asks, records, and renders the script.
@@ -98,42 +113,39 @@ impl BootService {
             match self.guard.on_install_script(state, past, now.unix_timestamp()) {
                 Verdict::Install { history: h } => history = Some(h),
                 Verdict::Halt { count, history: h } => {
-                    let reason = format!(
-                        "boot loop: {count} install boots within {} min without reaching Installed; \
-                         install stopped until an operator re-images it",
-                        self.guard.window_secs / 60
-                    );
+                    let window_min = self.guard.window_secs / 60;
+                    let reason = Event::BootLoopDetected { count, window_min }.to_string();
                     metrics::counter!("provisioner_boot_loops_total").increment(1);
                     tracing::warn!(%mac, count, "boot loop detected; answering local boot");
                     history = Some(h);
-                    halted = Some(reason.clone());
+                    halted = Some((count, window_min));
                     decision = BootDecision::LocalBoot { reason };
                 }
             }
         }
         let outcome = decision.outcome();
         metrics::counter!("provisioner_boot_decisions_total", "outcome" => outcome).increment(1);
-        let urls = match &decision {
-            BootDecision::Install(plan) => self.issue_tokens(mac, plan, peer)?,
-            _ => BootUrls {
-                base: self.base.clone(),
-                config: String::new(),
-                callback: String::new(),
-            },
+        let (urls, tokens) = match &decision {
+            BootDecision::Install(plan) => self.new_tokens(mac, plan, peer, now),
+            _ => (
+                BootUrls {
+                    base: self.base.clone(),
+                    config: String::new(),
+                    callback: String::new(),
+                },
+                Vec::new(),
+            ),
         };
         let record = !matches!(decision, BootDecision::Unknown { record: false, .. });
         if record {
-            self.record_script(
-                mac,
-                req,
-                &decision,
-                outcome,
-                bound.is_ok(),
+            let served = Served {
+                bound: bound.is_ok(),
                 pin,
                 history,
                 halted,
-                now,
-            )?;
+                tokens,
+            };
+            self.record_script(mac, req, &decision, served, now)?;
             if let (Some(ip), Ok(_)) = (peer, &bound) {
                 self.remember_peer(ip, mac);
             }
@@ -203,7 +215,7 @@ impl BootService {
             denied_by: None,
         };
         let mut out = fresh.clone();
-        let mut written = Vec::new();
+        let mut requested = false;
         self.inventory.apply(mac, &mut |cur| {
             if let Some(p) = cur
                 .as_ref()
@@ -211,62 +223,67 @@ impl BootService {
                 .filter(|p| p.same_request(req.uuid.as_deref(), ip))
             {
                 out = p.clone();
-                written.clear();
+                requested = false;
                 return Update::default();
             }
             let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
             m.last_seen = now;
             m.pending_approval = Some(fresh.clone());
             out = fresh.clone();
-            written = vec![event(
-                EventKind::ApprovalRequested,
-                format!(
-                    "install waits for an operator: code {} uuid {} ip {ip}; approve with \
-                     `provisioner machines approve {mac} --code {}`",
-                    fresh.code,
-                    fresh.uuid.as_deref().unwrap_or("(none)"),
-                    fresh.code
-                ),
-            )];
+            requested = true;
+            let event = Event::ApprovalRequested(ApprovalRequest {
+                flow: ApprovalFlow::Admission,
+                code: fresh.code.clone(),
+                uuid: fresh.uuid.clone(),
+                peer: ip,
+                mac,
+            });
             Update {
                 machine: Some(m),
-                events: written.clone(),
+                events: vec![event.at(now)],
+                ..Update::default()
             }
         })?;
-        if !written.is_empty() {
+        if requested {
             metrics::counter!("provisioner_approvals_total", "kind" => "admission", "action" => "requested")
                 .increment(1);
-            self.publish(mac, &written);
         }
         Ok(out)
     }
 
     /// Writes what a served script changes, in one commit: the timeline entry,
-    /// state, boot-loop history; identity fields and the UUID pin only for a bound
-    /// request.
-    #[allow(clippy::too_many_arguments)]
+    /// state, boot-loop history and the install's one-time tokens; identity fields
+    /// and the UUID pin only for a bound request.
     fn record_script(
         &self,
         mac: MacAddr,
         req: &BootRequest,
         decision: &BootDecision,
-        outcome: &str,
-        bound: bool,
-        pin: Option<String>,
-        history: Option<Vec<i64>>,
-        halted: Option<String>,
+        served: Served,
         now: OffsetDateTime,
     ) -> Result<(), ServiceError> {
-        let detail = match decision {
-            BootDecision::Install(p) => format!("install profile {} image {}", p.profile.id, p.image.id),
-            BootDecision::LocalBoot { reason } | BootDecision::Unknown { reason, .. } => {
-                format!("{outcome}: {reason}")
-            }
+        let answer = match decision {
+            BootDecision::Install(p) => ScriptAnswer::Install {
+                profile: p.profile.id.clone(),
+                image: p.image.id.clone(),
+            },
+            BootDecision::LocalBoot { reason } => ScriptAnswer::Local {
+                reason: reason.clone(),
+            },
+            BootDecision::Unknown { reason, .. } => ScriptAnswer::Unknown {
+                reason: reason.clone(),
+            },
         };
         let install = matches!(decision, BootDecision::Install(_));
-        let mut written = Vec::new();
+        let Served {
+            bound,
+            pin,
+            history,
+            halted,
+            tokens,
+        } = served;
         self.inventory.apply(mac, &mut |cur| {
-            let mut events = vec![event(EventKind::IpxeScriptServed, detail.clone())];
+            let mut events = vec![Event::IpxeScriptServed(answer.clone()).at(now)];
             let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
             m.last_seen = now;
             if bound {
@@ -277,38 +294,28 @@ impl BootService {
                 m.serial = req.serial.clone().or(m.serial.take());
                 if let Some(u) = pin.as_ref().filter(|_| m.pinned_uuid.is_none()) {
                     m.pinned_uuid = Some(u.clone());
-                    events.push(event(
-                        EventKind::UuidPinned,
-                        format!("SMBIOS UUID {u} pinned to {mac}; another UUID is refused until unpinned"),
-                    ));
+                    events.push(Event::UuidPinned { uuid: u.clone(), mac }.at(now));
                 }
             }
-            if install {
-                m.pending_approval = None;
-                if let Ok(next) = lifecycle::next(m.state, Trigger::InstallScriptServed)
-                    && next != m.state
-                {
-                    events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
-                    m.state = next;
-                }
+            // An install script cannot be refused here: the booter answers local
+            // boot for the states that refuse it.
+            if install && let Ok(changed) = m.apply(Trigger::InstallScriptServed, now) {
+                events.extend(changed);
             }
             if let Some(h) = &history {
                 m.install_boots = h.clone();
             }
-            if let Some(reason) = &halted {
-                events.push(event(EventKind::BootLoopDetected, reason.clone()));
-                if let Ok(next) = lifecycle::next(m.state, Trigger::BootLoopDetected) {
-                    events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
-                    m.state = next;
-                }
+            if let Some((count, window_min)) = halted
+                && let Ok(changed) = m.apply(Trigger::BootLoopDetected { count, window_min }, now)
+            {
+                events.extend(changed);
             }
-            written = events.clone();
             Update {
                 machine: Some(m),
                 events,
+                tokens: tokens.clone(),
             }
         })?;
-        self.publish(mac, &written);
         Ok(())
     }
 }

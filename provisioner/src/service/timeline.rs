@@ -1,57 +1,43 @@
-//! Timeline writes: state transitions and events, each one durable commit and
-//! then published to live subscribers; the peer address → MAC map.
+//! Timeline writes: triggers applied to a machine (`Machine::apply`) and plain
+//! events, each one durable commit through the journal (which publishes them); the
+//! peer address → MAC map.
 
 use std::net::IpAddr;
 
 use provisioner_core::boot::{BootDecision, BootRequest};
 use provisioner_core::inventory::Update;
-use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
+use provisioner_core::lifecycle::Trigger;
+use provisioner_core::model::{Event, MacAddr, Machine};
 use time::OffsetDateTime;
 
-use super::{BootService, ServiceError, event};
+use super::{BootService, ServiceError};
 
 impl BootService {
-    /// Sets the state and appends `ev` (plus a `state_changed` entry) in one commit.
-    pub(super) fn transition(
-        &self,
-        mac: MacAddr,
-        next: MachineState,
-        ev: TimelineEvent,
-    ) -> Result<(), ServiceError> {
+    /// Applies `trigger` to `mac`'s record (created if missing) in one commit: the
+    /// new state and the events it causes. A trigger the state refuses writes
+    /// nothing (callers check [`provisioner_core::lifecycle::next`] first to answer).
+    pub(super) fn trigger(&self, mac: MacAddr, trigger: Trigger) -> Result<(), ServiceError> {
         let now = OffsetDateTime::now_utc();
-        let mut written = Vec::new();
         self.inventory.apply(mac, &mut |cur| {
             let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
-            m.last_seen = now;
-            let mut events = vec![ev.clone()];
-            if m.state != next {
-                events.push(event(EventKind::StateChanged, format!("{} -> {next}", m.state)));
-                m.state = next;
-            }
-            if next == MachineState::Installed {
-                // It made it: boot-loop counting starts over, and its approval (one
-                // install window) is used up; a re-image asks again.
-                m.install_boots.clear();
-                m.approval = None;
-                m.pending_approval = None;
-            }
-            written = events.clone();
-            Update {
-                machine: Some(m),
-                events,
+            match m.apply(trigger, now) {
+                Ok(events) => Update {
+                    machine: Some(m),
+                    events,
+                    ..Update::default()
+                },
+                Err(_) => Update::default(),
             }
         })?;
-        self.publish(mac, &written);
         Ok(())
     }
 
     /// Appends one event to a known machine's timeline (unknown machines are skipped:
     /// the unknown policy decides who gets a record, and only `/ipxe` applies it).
-    pub fn record(&self, mac: MacAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
+    pub fn record(&self, mac: MacAddr, event: Event) -> Result<(), ServiceError> {
         if self.inventory.get(mac)?.is_some() {
-            let events = [event(kind, detail)];
-            self.inventory.append(mac, &events)?;
-            self.publish(mac, &events);
+            self.inventory
+                .append(mac, &[event.at(OffsetDateTime::now_utc())])?;
         }
         Ok(())
     }
@@ -59,7 +45,7 @@ impl BootService {
     /// Records an event for `mac`, creating its record (state `Discovered`) if the
     /// machine is new and the unknown policy lets it be recorded. Used for traffic
     /// that arrives before `/ipxe`, such as firmware PXE fetching iPXE over TFTP.
-    pub fn record_seen(&self, mac: MacAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
+    pub fn record_seen(&self, mac: MacAddr, event: Event) -> Result<(), ServiceError> {
         if self.inventory.get(mac)?.is_none() {
             let req = BootRequest {
                 mac: Some(mac),
@@ -73,24 +59,24 @@ impl BootService {
             }
         }
         let now = OffsetDateTime::now_utc();
-        let events = vec![event(kind, detail)];
+        let events = vec![event.at(now)];
         self.inventory.apply(mac, &mut |cur| {
             let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, now));
             m.last_seen = now;
             Update {
                 machine: Some(m),
                 events: events.clone(),
+                ..Update::default()
             }
         })?;
-        self.publish(mac, &events);
         Ok(())
     }
 
     /// Records an event for whichever machine last booted from `ip`, if known.
-    pub fn record_for_peer(&self, ip: IpAddr, kind: EventKind, detail: &str) -> Result<(), ServiceError> {
+    pub fn record_for_peer(&self, ip: IpAddr, event: Event) -> Result<(), ServiceError> {
         let mac = self.peers.lock().ok().and_then(|p| p.get(&ip).copied());
         match mac {
-            Some(mac) => self.record(mac, kind, detail),
+            Some(mac) => self.record(mac, event),
             None => Ok(()),
         }
     }

@@ -6,14 +6,14 @@
 
 use provisioner_core::boot::InstallPlan;
 use provisioner_core::catalog::ConfigKind;
-use provisioner_core::inventory::{SpentHow, SpentToken, TokenPurpose, TokenRecord};
-use provisioner_core::model::{EventKind, MacAddr};
+use provisioner_core::inventory::{SpentToken, TokenPurpose, TokenRecord};
+use provisioner_core::model::{Event, MacAddr};
 use provisioner_core::render::BootUrls;
 use provisioner_core::render::config::ConfigUrls;
+use provisioner_core::timeline::Rejection;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{BootService, ServiceError};
 
@@ -63,46 +63,46 @@ impl BootService {
         }
     }
 
-    /// Issues a new config token and its callback token(s) for `mac`, revoking older
-    /// ones. Flatcar machines also get the `K0sInstalled` callback token.
-    /// `peer` is the address the script goes to: the machine's later fetches are
-    /// accepted from there (peer binding's multi-NIC rule).
-    pub(super) fn issue_tokens(
+    /// A new config token and its callback token(s) for `mac`, as the URLs of its
+    /// script and the records to issue in the same commit as the script's timeline
+    /// entry (issuing revokes the machine's older tokens). Flatcar machines also get
+    /// the `K0sInstalled` callback token. `peer` is the address the script goes to:
+    /// the machine's later fetches are accepted from there (peer binding's multi-NIC
+    /// rule).
+    pub(super) fn new_tokens(
         &self,
         mac: MacAddr,
         plan: &InstallPlan,
         peer: Option<std::net::IpAddr>,
-    ) -> Result<BootUrls, ServiceError> {
-        let now = OffsetDateTime::now_utc();
+        now: OffsetDateTime,
+    ) -> (BootUrls, Vec<(String, TokenRecord)>) {
         let config = new_token();
-        let issue = |token: &str, purpose| {
-            self.inventory.issue_token(
-                &token_key(token),
-                &TokenRecord {
-                    mac,
-                    purpose,
-                    issued_at: now,
-                    peer,
-                },
-            )
+        let record = |purpose| TokenRecord {
+            mac,
+            purpose,
+            issued_at: now,
+            peer,
         };
-        issue(&config, TokenPurpose::Config)?;
-        issue(
-            &derived_token(&config, INSTALLED),
-            TokenPurpose::InstalledCallback,
-        )?;
+        let mut tokens = vec![
+            (token_key(&config), record(TokenPurpose::Config)),
+            (
+                token_key(&derived_token(&config, INSTALLED)),
+                record(TokenPurpose::InstalledCallback),
+            ),
+        ];
         if plan.profile.config == ConfigKind::Flatcar {
-            issue(
-                &derived_token(&config, K0S_INSTALLED),
-                TokenPurpose::K0sInstalledCallback,
-            )?;
+            tokens.push((
+                token_key(&derived_token(&config, K0S_INSTALLED)),
+                record(TokenPurpose::K0sInstalledCallback),
+            ));
         }
         let urls = self.config_urls(&config);
-        Ok(BootUrls {
+        let urls = BootUrls {
             base: self.base.clone(),
             config: format!("{}/config/{config}", self.base),
             callback: urls.installed,
-        })
+        };
+        (urls, tokens)
     }
 
     /// Takes the live token `token` for `purpose`. Refusals are recorded on the
@@ -116,23 +116,17 @@ impl BootService {
         match self.inventory.take_token(&key, now)? {
             Some(rec) if rec.purpose != purpose => {
                 // Presented at the wrong endpoint: it is spent, and that is suspicious.
-                self.record(
-                    rec.mac,
-                    EventKind::TokenRejected,
-                    "token used at the wrong endpoint",
-                )?;
+                self.record(rec.mac, Event::TokenRejected(Rejection::WrongEndpoint))?;
                 Err(ServiceError::BadToken)
             }
             Some(rec) if purpose == TokenPurpose::Config && now - rec.issued_at > self.config_token_ttl => {
                 metrics::counter!("provisioner_config_tokens_expired_total").increment(1);
-                let age = (now - rec.issued_at).whole_seconds();
                 self.record(
                     rec.mac,
-                    EventKind::ConfigTokenExpired,
-                    &format!(
-                        "config token presented {age} s after issue (TTL {} s); the machine must netboot again",
-                        self.config_token_ttl.whole_seconds()
-                    ),
+                    Event::ConfigTokenExpired {
+                        age_secs: (now - rec.issued_at).whole_seconds(),
+                        ttl_secs: self.config_token_ttl.whole_seconds(),
+                    },
                 )?;
                 Err(ServiceError::Expired)
             }
@@ -149,11 +143,7 @@ impl BootService {
     /// Counts a spent token presented again and records it on its machine's
     /// timeline, the first time this process sees that token replayed.
     fn replayed(&self, key: &str, spent: &SpentToken, endpoint: TokenPurpose) -> Result<(), ServiceError> {
-        let what = match spent.record.purpose {
-            TokenPurpose::Config => "config",
-            TokenPurpose::InstalledCallback => "installed_callback",
-            TokenPurpose::K0sInstalledCallback => "k0s_installed_callback",
-        };
+        let what = provisioner_core::timeline::purpose_label(spent.record.purpose);
         metrics::counter!("provisioner_token_replays_total", "purpose" => what).increment(1);
         let first = self.replays_recorded.lock().is_ok_and(|mut seen| {
             // Bounded like the peer map.
@@ -165,23 +155,16 @@ impl BootService {
         if !first {
             return Ok(());
         }
-        let how = match spent.how {
-            SpentHow::Used => "used",
-            SpentHow::Revoked => "revoked by a newer boot",
+        let (how, at) = (spent.how, spent.at);
+        let event = if spent.record.purpose == TokenPurpose::Config && endpoint == TokenPurpose::Config {
+            Event::ConfigReplayRefused { how, at }
+        } else {
+            Event::TokenRejected(Rejection::Spent {
+                purpose: spent.record.purpose,
+                how,
+                at,
+            })
         };
-        let when = spent.at.format(&Rfc3339).unwrap_or_default();
-        let (kind, detail) =
-            if spent.record.purpose == TokenPurpose::Config && endpoint == TokenPurpose::Config {
-                (
-                    EventKind::ConfigReplayRefused,
-                    format!("config URL fetched again; its token was {how} at {when}"),
-                )
-            } else {
-                (
-                    EventKind::TokenRejected,
-                    format!("spent {what} token presented again; it was {how} at {when}"),
-                )
-            };
-        self.record(spent.record.mac, kind, &detail)
+        self.record(spent.record.mac, event)
     }
 }

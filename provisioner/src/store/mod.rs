@@ -4,6 +4,7 @@
 mod age_files;
 mod clusters;
 mod redb_leases;
+mod redb_migrate;
 mod redb_store;
 mod redb_tokens;
 mod secrets_key;

@@ -14,17 +14,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-const MACHINES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("machines");
-/// Timeline entries keyed by (mac, sequence number).
-const TIMELINE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("timeline");
+pub(super) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+pub(super) const MACHINES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("machines");
+/// Timeline entries keyed by (mac, sequence number), each a JSON
+/// [`TimelineEvent`] (schema 2: with the typed `event`; see `redb_migrate`).
+pub(super) const TIMELINE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("timeline");
 /// Per machine: (oldest sequence kept, next sequence), so appends and the cap are O(1).
-const TIMELINE_SEQ: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("timeline_seq");
+pub(super) const TIMELINE_SEQ: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("timeline_seq");
 /// One-time tokens keyed by a hash of the token.
-const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
+pub(super) const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 /// Spent tokens (used or revoked), same keys, bounded per machine: a replay names
 /// its machine. Added without a schema bump: older builds ignore the table.
-const SPENT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spent_tokens");
+pub(super) const SPENT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("spent_tokens");
 
 /// The redb-backed [`Inventory`].
 #[derive(Debug)]
@@ -36,11 +37,11 @@ pub(super) fn backend(e: impl std::fmt::Display) -> InventoryError {
     InventoryError::Backend(e.to_string())
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, InventoryError> {
+pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, InventoryError> {
     serde_json::to_vec(v).map_err(backend)
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, InventoryError> {
+pub(super) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, InventoryError> {
     serde_json::from_slice(bytes).map_err(|e| InventoryError::Corrupt {
         key: key.to_string(),
         message: e.to_string(),
@@ -67,8 +68,8 @@ impl RedbInventory {
     }
 
     /// Creates every table and records the schema version; refuses newer stores.
-    /// Version 1 is the first schema, so there is nothing to convert yet: a future
-    /// version adds its step here, inside this one transaction.
+    /// Older stores are converted in this one transaction, one step per version
+    /// (`redb_migrate`), so a crash leaves either the old store or the new one.
     fn migrate(&self) -> Result<(), InventoryError> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
@@ -82,7 +83,10 @@ impl RedbInventory {
                     });
                 }
                 Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-                _ => {
+                found => {
+                    if found == Some(1) {
+                        super::redb_migrate::typed_timeline(&txn)?;
+                    }
                     meta.insert("schema_version", u64::from(SCHEMA_VERSION))
                         .map_err(backend)?;
                 }
@@ -169,6 +173,13 @@ impl Inventory for RedbInventory {
                 }
                 seq.insert(key.as_str(), (first, next)).map_err(backend)?;
             }
+            if !update.tokens.is_empty() {
+                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+                let mut spent = txn.open_table(SPENT).map_err(backend)?;
+                for (k, record) in &update.tokens {
+                    issue(&mut tokens, &mut spent, k, record)?;
+                }
+            }
             stored
         };
         txn.commit().map_err(backend)?;
@@ -230,24 +241,8 @@ impl Inventory for RedbInventory {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-            let mut replaced = Vec::new();
-            tokens
-                .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
-                    Ok(t) if t.mac == record.mac && t.purpose == record.purpose => {
-                        replaced.push((k.to_string(), t));
-                        false
-                    }
-                    Ok(_) => true,
-                    // Undecodable tokens are useless: drop them rather than fail boots.
-                    Err(_) => false,
-                })
-                .map_err(backend)?;
-            tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
             let mut spent = txn.open_table(SPENT).map_err(backend)?;
-            spent.remove(key).map_err(backend)?;
-            for (k, t) in replaced {
-                spend(&mut spent, &k, t, SpentHow::Revoked, record.issued_at)?;
-            }
+            issue(&mut tokens, &mut spent, key, record)?;
         }
         txn.commit().map_err(backend)
     }
@@ -288,6 +283,34 @@ impl Inventory for RedbInventory {
         // An undecodable entry is as good as none: the replay is refused either way.
         Ok(found.and_then(|v| serde_json::from_slice(v.value()).ok()))
     }
+}
+
+/// Issues `record` under `key` in the caller's transaction, revoking the machine's
+/// other live tokens of the same purpose.
+fn issue(
+    tokens: &mut redb::Table<'_, &str, &[u8]>,
+    spent: &mut redb::Table<'_, &str, &[u8]>,
+    key: &str,
+    record: &TokenRecord,
+) -> Result<(), InventoryError> {
+    let mut replaced = Vec::new();
+    tokens
+        .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
+            Ok(t) if t.mac == record.mac && t.purpose == record.purpose => {
+                replaced.push((k.to_string(), t));
+                false
+            }
+            Ok(_) => true,
+            // Undecodable tokens are useless: drop them rather than fail boots.
+            Err(_) => false,
+        })
+        .map_err(backend)?;
+    tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
+    spent.remove(key).map_err(backend)?;
+    for (k, t) in replaced {
+        spend(spent, &k, t, SpentHow::Revoked, record.issued_at)?;
+    }
+    Ok(())
 }
 
 /// Keeps `record` as spent under `key` and drops its machine's oldest spent tokens

@@ -11,8 +11,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use common::daemon::{Daemon, run, write_config};
+use provisioner_core::inventory::SCHEMA_VERSION;
 use provisioner_core::inventory::{Inventory, MemInventory};
-use provisioner_core::model::{EventKind, Machine, TimelineEvent};
+use provisioner_core::model::{Event, Machine};
 
 /// An age identity file in `dir` and its recipient (`age1…`).
 fn age_identity(dir: &Path) -> (PathBuf, String) {
@@ -41,11 +42,11 @@ fn source() -> (tempfile::TempDir, String) {
         inv.put(&Machine::discovered(mac, at)).unwrap();
         inv.append(
             mac,
-            &[TimelineEvent {
-                at,
-                kind: EventKind::DhcpSeen,
-                detail: format!("boot {i}"),
-            }],
+            &[Event::TftpServed {
+                file: format!("boot {i}"),
+                bytes: 1024,
+            }
+            .at(at)],
         )
         .unwrap();
     }
@@ -137,12 +138,15 @@ fn backup_restored_into_an_empty_state_dir_reproduces_everything() {
         &cfg_a,
     ]);
     assert!(
-        out.contains("2 machine(s), 2 secret file(s), 2 image file(s) included, schema 1, encrypted to 1 age recipient(s)"),
+        out.contains(&format!(
+            "2 machine(s), 2 secret file(s), 2 image file(s) included, schema {SCHEMA_VERSION}, encrypted to 1 \
+             age recipient(s)"
+        )),
         "{out}"
     );
     let m = manifest(&full, &identity);
     assert_eq!(m["format"], "provisioner-backup");
-    assert_eq!(m["store_schema_version"], 1);
+    assert_eq!(m["store_schema_version"], SCHEMA_VERSION);
     assert_eq!(m["images"].as_array().unwrap().len(), 2);
 
     let (b, cfg_b) = empty();

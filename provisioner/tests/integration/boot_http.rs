@@ -11,7 +11,8 @@ use axum::http::{Request, StatusCode, header};
 use common::*;
 use http_body_util::BodyExt;
 use provisioner_core::boot::UnknownPolicy;
-use provisioner_core::model::{EventKind, MachineState};
+use provisioner_core::inventory::{Inventory, InventoryError, SpentToken, TokenRecord};
+use provisioner_core::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
 use tower::ServiceExt;
 
 async fn call(
@@ -130,7 +131,7 @@ async fn install_flow_config_once_then_local_boot() {
         .timeline(mac)
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind())
         .collect();
     let pos = |k| {
         kinds
@@ -185,7 +186,7 @@ async fn a_new_script_revokes_the_previous_token() {
         .timeline(mac)
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind())
         .collect();
     assert!(
         kinds.contains(&EventKind::TokenRejected),
@@ -291,4 +292,98 @@ async fn first_stage_retries_dhcp_and_chains_with_identity() {
     assert!(s.starts_with("#!ipxe\n"));
     assert!(s.contains("dhcp || dhcp || dhcp"));
     assert!(s.contains("/ipxe?mac=${mac:hexhyp}&uuid=${uuid}&arch=${buildarch}"));
+}
+
+/// Counts the writes that reach the store (each is one durable commit in redb).
+#[derive(Debug)]
+struct Commits {
+    store: provisioner_core::inventory::MemInventory,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl Commits {
+    fn count(&self) -> usize {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn write(&self) {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Inventory for Commits {
+    fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
+        self.store.get(mac)
+    }
+    fn list(&self) -> Result<Vec<Machine>, InventoryError> {
+        self.store.list()
+    }
+    fn apply(
+        &self,
+        mac: MacAddr,
+        change: provisioner_core::inventory::Change<'_>,
+    ) -> Result<Option<Machine>, InventoryError> {
+        self.write();
+        self.store.apply(mac, change)
+    }
+    fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
+        self.write();
+        self.store.delete(mac)
+    }
+    fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError> {
+        self.store.timeline(mac)
+    }
+    fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
+        self.write();
+        self.store.issue_token(key, record)
+    }
+    fn live_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
+        self.store.live_token(key)
+    }
+    fn take_token(
+        &self,
+        key: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, InventoryError> {
+        self.write();
+        self.store.take_token(key, now)
+    }
+    fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError> {
+        self.store.spent_token(key)
+    }
+}
+
+/// Issue 14: an `/ipxe` install answer is one durable commit (record, timeline
+/// events and the one-time config and callback tokens together), not one per piece;
+/// and the tokens it names work.
+#[tokio::test]
+async fn an_install_script_is_one_commit_with_its_tokens() {
+    let store = std::sync::Arc::new(Commits {
+        store: provisioner_core::inventory::MemInventory::new(),
+        writes: Default::default(),
+    });
+    let r = rig_on(UnknownPolicy::Record, store.clone());
+    r.facts.neighbour_is("10.0.0.50", EFI_MAC);
+    let app = app(&r);
+    let before = store.count();
+    let (st, _, body) = call(
+        &app,
+        "GET",
+        "/ipxe?mac=52-54-00-00-00-02&arch=x86_64&platform=efi",
+        &[],
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(store.count() - before, 1, "one commit for the whole answer");
+    let script = text(&body);
+    let mac: MacAddr = EFI_MAC.parse().unwrap();
+    let kinds: Vec<EventKind> = store.timeline(mac).unwrap().iter().map(|e| e.kind()).collect();
+    assert!(
+        kinds.contains(&EventKind::IpxeScriptServed) && kinds.contains(&EventKind::StateChanged),
+        "{kinds:?}"
+    );
+    // The tokens of that commit are live: the config and the callback are served.
+    let (st, _, _) = call(&app, "GET", &url_path(&script, "provisioner.config"), &[]).await;
+    assert_eq!(st, StatusCode::OK, "{script}");
+    let (st, _, _) = call(&app, "POST", &url_path(&script, "provisioner.callback"), &[]).await;
+    assert_eq!(st, StatusCode::OK, "{script}");
 }

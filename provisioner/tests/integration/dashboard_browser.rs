@@ -1,9 +1,10 @@
 //! The dashboard in headless Chromium (Debian's `chromium` + `chromium-driver`, driven
 //! over the W3C WebDriver protocol): log in with an admin token, open a seeded
 //! machine, watch its timeline update live (no reload) while a simulated boot
-//! progresses over HTTP (`/ipxe`, the kernel asset, `/config`, `/callback`), click
-//! re-image, and save screenshots under
-//! the target directory (paths printed).
+//! progresses (a firmware PXE DISCOVER over loopback UDP to the proxyDHCP socket,
+//! then `/ipxe`, the kernel asset, `/config`, `/callback` over HTTP), click
+//! re-image, and save screenshots under the target directory (paths printed). A
+//! second test watches the cluster supervisor mark Talos nodes installed live.
 
 use crate::common;
 
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::daemon::{Daemon, http, loopback_boot, write_config};
+use common::live::{client_socket, proxy_dhcp, pxe_request, send};
+use common::serve_rig::Rig;
+use provisioner_core::dhcp::v4::MessageType;
 use serde_json::{Value, json};
 
 /// The W3C WebDriver web element identifier key.
@@ -175,11 +179,34 @@ impl Driver {
 
     /// Polls until `css`'s text satisfies `ok`.
     fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        self.wait_text_poking(css, what, ok, || ())
+    }
+
+    /// Polls until `css` exists (after a click that navigates, the old page may
+    /// still be the current one for a while).
+    fn wait_for(&self, css: &str) {
+        self.wait_text_poking(css, css, |_| self.find(css).is_some(), || ());
+    }
+
+    /// Polls until `css`'s text satisfies `ok`, calling `poke` about once a second
+    /// (to resend a datagram UDP may lose).
+    fn wait_text_poking(
+        &self,
+        css: &str,
+        what: &str,
+        ok: impl Fn(&str) -> bool,
+        mut poke: impl FnMut(),
+    ) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
+        let mut next_poke = Instant::now() + Duration::from_secs(1);
         loop {
             let t = self.text(css);
             if ok(&t) {
                 return t;
+            }
+            if Instant::now() >= next_poke {
+                poke();
+                next_poke = Instant::now() + Duration::from_secs(1);
             }
             assert!(
                 Instant::now() < deadline,
@@ -218,6 +245,7 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     let dir = tempfile::tempdir().unwrap();
     common::write_catalog(dir.path());
     let cfg = loopback_boot(&write_config(dir.path(), dir.path()));
+    let dhcp = proxy_dhcp(&cfg);
     let d = Daemon::start(&cfg);
     // Seeded machines: one installing, one unknown.
     let efi = "/ipxe?mac=52-54-00-00-00-02&arch=x86_64&platform=efi";
@@ -240,7 +268,7 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     assert!(b.find("#token").is_some(), "pages need a login: {}", b.source());
     b.type_into("#token", "pvt_wrong");
     b.click("#login");
-    assert!(b.text("#login-error").contains("Unknown"), "bad token refused");
+    b.wait_text("#login-error", "the bad token refused", |t| t.contains("Unknown"));
     b.type_into("#token", &admin);
     b.click("#login");
     b.wait_text("#machines", "the machine table", |t| {
@@ -255,6 +283,20 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     b.goto(&format!("{base}/ui/machines/{MAC}"));
     assert_eq!(b.text("#state"), "Booting");
     b.wait_text("#live", "the event stream", |t| t == "live");
+    // The firmware's PXE DISCOVER reaches the proxyDHCP socket; what it saw and
+    // what it answered appear live.
+    let udp = client_socket();
+    let discover = pxe_request(MAC, MessageType::Discover);
+    send(&udp, dhcp.dhcp, &discover);
+    b.wait_text_poking(
+        "#timeline",
+        "dhcp_seen and dhcp_sent",
+        |t| {
+            t.contains("dhcp_seen DISCOVER on :67 (proxy): pxe, arch 7")
+                && t.contains("dhcp_sent OFFER boot snponly.efi")
+        },
+        || send(&udp, dhcp.dhcp, &discover),
+    );
     // A boot progresses: a fresh script, the one-time config, the installed callback.
     let (_, script) = http(d.http, "GET", efi).unwrap();
     let script = String::from_utf8(script).unwrap();
@@ -302,6 +344,7 @@ fn dashboard_follows_a_boot_live_and_reimages() {
     b.goto(&format!("{base}/ui/clusters"));
     assert!(b.source().contains("<h1>Clusters</h1>"));
     b.click("header form button"); // log out
+    b.wait_for("#token");
     b.type_into("#token", &reader);
     b.click("#login");
     b.wait_text("#machines", "the machine table", |t| t.contains(MAC));
@@ -310,4 +353,41 @@ fn dashboard_follows_a_boot_live_and_reimages() {
         b.find("#state").is_some() && b.find("#reimage").is_none(),
         "read-only sees no re-image"
     );
+}
+
+/// The cluster supervisor's marks appear live: the machine page is open while the
+/// Talos nodes (fake apids) come up and answer `Version` over mTLS.
+#[test]
+fn dashboard_shows_talos_nodes_marked_installed_live() {
+    let Some(rig) = Rig::booting("{ wait_nodes_secs: 120, hand_off_secs: 120 }") else {
+        return;
+    };
+    let node = common::BIOS_MAC;
+    {
+        use provisioner_core::inventory::Inventory;
+        let inv =
+            provisioner::store::RedbInventory::open(&rig.tmp.path().join("state/inventory.redb")).unwrap();
+        let m = provisioner_core::model::Machine::discovered(
+            node.parse().unwrap(),
+            time::OffsetDateTime::now_utc(),
+        );
+        inv.put(&m).unwrap();
+    }
+    let d = Daemon::start(&rig.cfg);
+    let admin = d.token("admin");
+    let base = d.api_url();
+    let b = Driver::start();
+    b.goto(&format!("{base}/ui/machines"));
+    b.type_into("#token", &admin);
+    b.click("#login");
+    b.wait_text("#machines", "the machine table", |t| t.contains(node));
+    b.goto(&format!("{base}/ui/machines/{node}"));
+    assert_eq!(b.text("#state"), "Discovered");
+    b.wait_text("#live", "the event stream", |t| t == "live");
+    rig.lab.open();
+    b.wait_text("#timeline", "the installed mark", |t| {
+        t.contains("installed 127.0.0.11 answered Talos Version over mTLS")
+    });
+    b.wait_text("#state", "Installed", |t| t == "Installed");
+    b.screenshot("dashboard-talos-installed.png");
 }

@@ -100,14 +100,14 @@ fn proxy_offer_records_the_machine_and_its_timeline() {
     let tl = r.inventory.timeline(m.mac).unwrap();
     let seen = tl
         .iter()
-        .find(|e| e.kind == EventKind::DhcpSeen)
+        .find(|e| e.kind() == EventKind::DhcpSeen)
         .expect("dhcp_seen");
-    assert_eq!(seen.detail, "DISCOVER on :67 (proxy): pxe, arch 7");
+    assert_eq!(seen.detail(), "DISCOVER on :67 (proxy): pxe, arch 7");
     let sent = tl
         .iter()
-        .find(|e| e.kind == EventKind::DhcpSent)
+        .find(|e| e.kind() == EventKind::DhcpSent)
         .expect("dhcp_sent");
-    assert_eq!(sent.detail, "OFFER boot snponly.efi to 255.255.255.255:68");
+    assert_eq!(sent.detail(), "OFFER boot snponly.efi to 255.255.255.255:68");
 }
 
 #[test]

@@ -543,7 +543,7 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
         "replay refused"
     );
     let tl = s.inventory.timeline(mac).unwrap();
-    let kinds: Vec<EventKind> = tl.iter().map(|e| e.kind).collect();
+    let kinds: Vec<EventKind> = tl.iter().map(|e| e.kind()).collect();
     let pos = |k| kinds.iter().rposition(|x| *x == k).unwrap();
     assert!(pos(EventKind::ConfigServed) < pos(EventKind::DiskInstalled));
     assert!(pos(EventKind::DiskInstalled) < pos(EventKind::K0sInstalled));
@@ -561,7 +561,7 @@ async fn boot_flow_disk_installed_then_local_boot_then_k0s_installed() {
         provisioner_core::k0s::progress::status(&tl, time::OffsetDateTime::now_utc(), &Default::default());
     assert_eq!((st.phase, st.health), ("K0sInstalled", "on_time"));
     // No secret material in the timeline.
-    let all: String = tl.iter().map(|e| e.detail.clone()).collect();
+    let all: String = tl.iter().map(|e| e.detail()).collect();
     assert!(!all.contains("PRIVATE KEY") && !all.contains(&s.secrets.worker_tokens["work"].expose()));
 }
 

@@ -32,19 +32,22 @@ use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::k0s::K0sPlan;
 use provisioner_core::cluster::{BootstrapState, ClusterEvent, ClusterEventKind, ClusterStore, Step};
 use provisioner_core::inventory::{Inventory, InventoryError};
-use provisioner_core::k0s::progress::STAGE1_MARKER;
-use provisioner_core::model::{EventKind, MacAddr, Machine, TimelineEvent};
+use provisioner_core::model::{Event, MacAddr, Machine, TimelineEvent};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 const CONTROLLER: &str = "52:54:00:00:02:01";
 
-fn ev(kind: EventKind, detail: &str) -> TimelineEvent {
-    TimelineEvent {
-        at: OffsetDateTime::now_utc(),
-        kind,
-        detail: detail.into(),
+fn ev(event: Event) -> TimelineEvent {
+    event.at(OffsetDateTime::now_utc())
+}
+
+/// The fetch of a Flatcar stage-1 Ignition (the k0s `Stage1Served` signal).
+fn stage1() -> Event {
+    Event::ConfigServed {
+        bytes: 1234,
+        config: provisioner_core::catalog::ConfigKind::Flatcar,
     }
 }
 
@@ -141,13 +144,7 @@ async fn controller_installed_to_handed_off_over_mtls() {
         .put(&Machine::discovered(mac, OffsetDateTime::now_utc()))
         .unwrap();
     store
-        .append(
-            mac,
-            &[
-                ev(EventKind::ConfigServed, &format!("1234 bytes ({STAGE1_MARKER})")),
-                ev(EventKind::DiskInstalled, "k0s: DiskInstalled"),
-            ],
-        )
+        .append(mac, &[ev(stage1()), ev(Event::DiskInstalled)])
         .unwrap();
 
     let inventory: Arc<dyn Inventory> = store.clone();
@@ -183,8 +180,7 @@ async fn controller_installed_to_handed_off_over_mtls() {
     let inv = store.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        inv.append(mac, &[ev(EventKind::K0sInstalled, "k0s: K0sInstalled")])
-            .unwrap();
+        inv.append(mac, &[ev(Event::K0sInstalled)]).unwrap();
     });
 
     let started = Instant::now();
@@ -402,11 +398,7 @@ async fn a_non_host_cluster_waits_for_the_argocd_host_then_registers_itself() {
     store
         .append(
             mac,
-            &[
-                ev(EventKind::ConfigServed, &format!("1 bytes ({STAGE1_MARKER})")),
-                ev(EventKind::DiskInstalled, ""),
-                ev(EventKind::K0sInstalled, ""),
-            ],
+            &[ev(stage1()), ev(Event::DiskInstalled), ev(Event::K0sInstalled)],
         )
         .unwrap();
     let mut p = plan();

@@ -39,6 +39,7 @@ mod deploy_scripts;
 mod device_flow;
 mod dhcp_handler;
 mod durability;
+mod events_live;
 mod example_data_quiet;
 mod gitops_check;
 mod gitops_workloads;

@@ -211,7 +211,7 @@ async fn missing_secrets_answer_503_and_keep_the_token() {
     assert!(
         events
             .iter()
-            .any(|e| e.kind == EventKind::TokenRejected && e.detail.contains("no secrets bundle")),
+            .any(|e| e.kind() == EventKind::TokenRejected && e.detail().contains("no secrets bundle")),
         "{events:?}"
     );
     // Once the bundle exists, the machine's retry with the same URL succeeds.
@@ -226,7 +226,7 @@ fn kinds_and_details(r: &Rig, mac: &str) -> Vec<(EventKind, String)> {
         .timeline(mac.parse().unwrap())
         .unwrap()
         .into_iter()
-        .map(|e| (e.kind, e.detail))
+        .map(|e| (e.kind(), e.detail()))
         .collect()
 }
 

@@ -112,7 +112,11 @@ fn fetched_bytes(serial: &str) -> u64 {
 fn stop_and_export(site: &mut Site, mac: &str) -> Value {
     site.appliance.stop().unwrap_or_else(|e| panic!("{e:#}"));
     let export = site.appliance.export_json().unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(export["schema_version"], 1, "export schema_version");
+    assert_eq!(
+        export["schema_version"],
+        provisioner_core::inventory::SCHEMA_VERSION,
+        "export schema_version"
+    );
     timeline::machine(&export, mac)
         .unwrap_or_else(|e| panic!("{e:#}"))
         .clone()

@@ -2,13 +2,15 @@
 //! knows, what does it boot? Every protocol (HTTP/iPXE now, DHCP boot-file choice
 //! later) asks through the [`Booter`] trait, so policy lives in exactly one place.
 
+pub mod assign;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, Image, Profile, select_group};
+use crate::catalog::{Catalog, Image, Profile};
 use crate::model::{Arch, Labels, MacAddr, Machine, MachineState};
 use crate::release::smbios::UuidField;
 
@@ -180,13 +182,14 @@ impl Booter for CatalogBooter {
                 reason: "boot loop detected; install stopped until an operator re-images it".into(),
             };
         }
-        let override_profile = machine.and_then(|m| m.profile.clone());
-        let (profile_id, group, metadata) = if let Some(p) = override_profile {
-            (p, None, BTreeMap::new())
-        } else if let Some(g) = select_group(&self.catalog.groups, &req.labels(machine)) {
-            (g.profile.clone(), Some(g.id.clone()), g.metadata.clone())
-        } else {
-            match &self.unknown {
+        let (profile_id, group, metadata) = match assign::assign(&self.catalog, machine, &req.labels(machine))
+        {
+            Some(a) => {
+                let metadata = a.group.as_ref().and_then(|g| self.catalog.groups.get(g));
+                let metadata = metadata.map(|g| g.metadata.clone()).unwrap_or_default();
+                (a.profile, a.group, metadata)
+            }
+            None => match &self.unknown {
                 UnknownPolicy::Profile(p) => (p.clone(), None, BTreeMap::new()),
                 policy => {
                     return BootDecision::Unknown {
@@ -194,7 +197,7 @@ impl Booter for CatalogBooter {
                         record: *policy == UnknownPolicy::Record,
                     };
                 }
-            }
+            },
         };
         let Some(profile) = self.catalog.profiles.get(&profile_id) else {
             return BootDecision::Unknown {

@@ -155,3 +155,50 @@ proptest::proptest! {
         if let Some(m) = r.mac { proptest::prop_assert_eq!(m.to_string().len(), 17); }
     }
 }
+
+/// The booter and the views of stored machines (API, cluster workflows) use the one
+/// rule: for each machine, the profile and group the booter installs are the ones
+/// `assign::assignment` reports, and a machine no group takes is unassigned in both.
+#[test]
+fn the_booter_and_stored_machines_share_one_assignment_rule() {
+    let mut c = catalog();
+    c.groups.insert(
+        "rack-r1".into(),
+        Group {
+            id: "rack-r1".into(),
+            description: String::new(),
+            profile: "fallback".into(),
+            selector: [("rack".to_string(), "r1".to_string())].into(),
+            metadata: Default::default(),
+        },
+    );
+    let b = CatalogBooter {
+        catalog: c.clone(),
+        unknown: UnknownPolicy::Record,
+    };
+    let at = OffsetDateTime::UNIX_EPOCH;
+    let by_mac = Machine::discovered("52:54:00:00:00:01".parse().unwrap(), at);
+    let mut by_label = Machine::discovered("52:54:00:00:00:03".parse().unwrap(), at);
+    by_label.labels.insert("rack".into(), "r1".into());
+    let mut overridden = by_mac.clone();
+    overridden.profile = Some("fallback".into());
+    let stranger = Machine::discovered("52:54:00:00:00:09".parse().unwrap(), at);
+    let expected = [
+        Some(("cp", Some("talos-1"))),
+        Some(("fallback", Some("rack-r1"))),
+        Some(("fallback", None)),
+        None,
+    ];
+    for (m, want) in [by_mac, by_label, overridden, stranger].iter().zip(expected) {
+        let stored = assign::assignment(&c, m);
+        let booted = match b.decide(&req(&m.mac.to_string()), Some(m)) {
+            BootDecision::Install(plan) => Some((plan.profile.id, plan.group)),
+            BootDecision::Unknown { .. } => None,
+            other => panic!("{other:?}"),
+        };
+        let stored = stored.map(|a| (a.profile, a.group));
+        assert_eq!(stored, booted, "{}", m.mac);
+        let want = want.map(|(p, g)| (p.to_string(), g.map(str::to_string)));
+        assert_eq!(stored, want, "{}", m.mac);
+    }
+}

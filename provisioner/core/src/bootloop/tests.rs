@@ -91,18 +91,33 @@ fn run(g: LoopGuard, inputs: &[Input]) -> Vec<(MachineState, Option<bool>)> {
                         }
                         Verdict::Halt { history, .. } => {
                             hist = history;
-                            state = lifecycle::next(state, Trigger::BootLoopDetected).unwrap();
+                            state = lifecycle::next(
+                                state,
+                                Trigger::BootLoopDetected {
+                                    count: 0,
+                                    window_min: 0,
+                                },
+                            )
+                            .unwrap();
                             Some(false)
                         }
                     }
                 }
             }
             Input::Config => {
-                state = lifecycle::next(state, Trigger::ConfigFetched).unwrap_or(state);
+                state = lifecycle::next(
+                    state,
+                    Trigger::ConfigFetched {
+                        bytes: 0,
+                        config: crate::catalog::ConfigKind::Talos,
+                    },
+                )
+                .unwrap_or(state);
                 None
             }
             Input::Reported => {
-                state = lifecycle::next(state, Trigger::InstallReported).unwrap();
+                state =
+                    lifecycle::next(state, Trigger::InstallReported(lifecycle::Report::Callback)).unwrap();
                 hist.clear();
                 None
             }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{CatalogError, FieldError, load};
-pub use select::select_group;
+pub(crate) use select::select_group;
 
 /// One file of an image in the cache (`<cache>/<image id>/<file>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

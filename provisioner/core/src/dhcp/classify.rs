@@ -12,7 +12,8 @@ use crate::model::{Arch, MacAddr};
 pub const OPT_IPXE_ENCAP: u8 = 175;
 
 /// What kind of network-boot client sent the packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ClientKind {
     /// iPXE: it gets the HTTP first-stage URL, never an iPXE binary again (that
     /// would chain-load forever, boot-protocols.md §6.2).

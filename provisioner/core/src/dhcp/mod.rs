@@ -1,20 +1,23 @@
 //! DHCP for network boot, as pure functions (boot-protocols.md §3).
 //!
-//! The daemon's socket loops call, in order:
+//! The daemon's socket loops call [`engine::Request::parse`] and [`engine::answer`],
+//! which run, in order:
 //! 1. [`wire::decode`]: bytes → [`v4::Message`], never panicking (magic cookie checked
 //!    here because dhcproto does not, and the decoder runs inside `catch_unwind`).
 //! 2. [`classify::classify`]: who is asking (iPXE, firmware PXE, UEFI HTTP Boot, or a
 //!    plain DHCP client), for which architecture, with which message type.
-//! 3. [`bootfile::choose`]: which boot file or URL that client gets.
+//! 3. [`bootfile::choose`]: which boot file or URL that client gets (after the
+//!    booter's decision, which the caller passes in).
 //! 4. [`reply`] (proxyDHCP offers/acks, the common boot fields, reply addressing per
 //!    RFC 2131 §4.1) and [`full`] (the authoritative personality over a
-//!    [`lease::LeaseStore`]).
+//!    [`lease::LeaseStore`]), then [`wire::encode`] and the timeline events.
 //!
 //! Nothing here opens a socket; [`lease::LeaseStore`] is the storage seam with an
 //! in-memory implementation and a test [`lease::battery`] for every backend.
 
 pub mod bootfile;
 pub mod classify;
+pub mod engine;
 pub mod full;
 pub mod lease;
 pub mod reply;

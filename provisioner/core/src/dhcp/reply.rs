@@ -30,6 +30,14 @@ impl Port {
             Self::PxeBootServer => "4011",
         }
     }
+
+    /// The port number.
+    pub fn number(self) -> u16 {
+        match self {
+            Self::Dhcp => 67,
+            Self::PxeBootServer => 4011,
+        }
+    }
 }
 
 /// The answering server's addresses for one reply.

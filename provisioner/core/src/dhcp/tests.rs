@@ -1,6 +1,7 @@
 //! Table tests of classification, boot-file choice, proxy replies, reply addressing
 //! and the full personality; plus a property test over decode → classify → reply.
 
+mod engine;
 mod full_mode;
 mod fuzz;
 mod proxy;

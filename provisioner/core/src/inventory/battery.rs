@@ -8,7 +8,8 @@ use super::{
     Inventory, MachineExport, SCHEMA_VERSION, SPENT_TOKENS_PER_MACHINE, Snapshot, SpentHow, TIMELINE_CAP,
     TokenPurpose, TokenRecord, Update,
 };
-use crate::model::{EventKind, MacAddr, Machine, MachineState, TimelineEvent};
+use crate::model::{MacAddr, Machine, MachineState};
+use crate::timeline::{Event, Reporter, TimelineEvent};
 
 /// A factory of empty stores.
 pub type Factory<'a> = &'a dyn Fn() -> Box<dyn Inventory>;
@@ -21,7 +22,9 @@ pub fn run_all(make: Factory<'_>) {
     tokens_are_one_time_and_newest_only(&*make());
     spent_tokens_name_their_machine(&*make());
     delete_removes_everything(&*make());
+    apply_issues_tokens_in_the_same_commit(&*make());
     export_import_round_trip(&*make(), &*make());
+    import_reads_schema_1_exports(&*make());
     import_refuses_newer_schema(&*make());
 }
 
@@ -33,12 +36,16 @@ fn at(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_790_000_000 + secs).unwrap()
 }
 
-fn event(secs: i64, kind: EventKind, detail: &str) -> TimelineEvent {
-    TimelineEvent {
-        at: at(secs),
-        kind,
+/// A free-text event (the one variant whose detail is arbitrary text).
+fn note(secs: i64, detail: &str) -> TimelineEvent {
+    Event::PowerAction {
         detail: detail.into(),
     }
+    .at(at(secs))
+}
+
+fn state_changed(secs: i64, from: MachineState, to: MachineState) -> TimelineEvent {
+    Event::StateChanged { from, to }.at(at(secs))
 }
 
 fn put(inv: &dyn Inventory, m: Machine) {
@@ -64,7 +71,8 @@ fn apply_is_read_modify_write(inv: &dyn Inventory) {
             assert!(cur.is_none());
             Update {
                 machine: Some(Machine::discovered(mac(1), at(0))),
-                events: vec![event(0, EventKind::DhcpSeen, "first")],
+                events: vec![note(0, "first")],
+                ..Update::default()
             }
         })
         .unwrap();
@@ -75,7 +83,8 @@ fn apply_is_read_modify_write(inv: &dyn Inventory) {
             m.state = MachineState::Booting;
             Update {
                 machine: Some(m),
-                events: vec![event(1, EventKind::StateChanged, "Discovered -> Booting")],
+                events: vec![state_changed(1, MachineState::Discovered, MachineState::Booting)],
+                ..Update::default()
             }
         })
         .unwrap();
@@ -84,7 +93,14 @@ fn apply_is_read_modify_write(inv: &dyn Inventory) {
     let out = inv
         .apply(mac(1), &mut |_| Update {
             machine: None,
-            events: vec![event(2, EventKind::AssetServed, "vmlinuz")],
+            events: vec![
+                Event::AssetServed {
+                    file: "talos/vmlinuz".into(),
+                    bytes: 9,
+                }
+                .at(at(2)),
+            ],
+            ..Update::default()
         })
         .unwrap();
     assert_eq!(out.unwrap().state, MachineState::Booting, "None keeps the record");
@@ -94,15 +110,15 @@ fn apply_is_read_modify_write(inv: &dyn Inventory) {
 fn timeline_order_and_cap(inv: &dyn Inventory) {
     put(inv, Machine::discovered(mac(1), at(0)));
     let batch: Vec<_> = (0..(TIMELINE_CAP as i64 + 10))
-        .map(|i| event(i, EventKind::TftpServed, &format!("e{i}")))
+        .map(|i| note(i, &format!("e{i}")))
         .collect();
     for chunk in batch.chunks(300) {
         inv.append(mac(1), chunk).unwrap();
     }
     let tl = inv.timeline(mac(1)).unwrap();
     assert_eq!(tl.len(), TIMELINE_CAP, "timeline capped");
-    assert_eq!(tl.first().unwrap().detail, "e10", "oldest events dropped first");
-    assert_eq!(tl.last().unwrap().detail, format!("e{}", TIMELINE_CAP + 9));
+    assert_eq!(tl.first().unwrap().detail(), "e10", "oldest events dropped first");
+    assert_eq!(tl.last().unwrap().detail(), format!("e{}", TIMELINE_CAP + 9));
     assert!(tl.windows(2).all(|w| w[0].at <= w[1].at), "oldest first");
     assert!(inv.timeline(mac(9)).unwrap().is_empty());
 }
@@ -195,7 +211,7 @@ fn spent_tokens_name_their_machine(inv: &dyn Inventory) {
 
 fn delete_removes_everything(inv: &dyn Inventory) {
     put(inv, Machine::discovered(mac(1), at(0)));
-    inv.append(mac(1), &[event(0, EventKind::DhcpSeen, "")]).unwrap();
+    inv.append(mac(1), &[note(0, "")]).unwrap();
     inv.issue_token(
         "k",
         &TokenRecord {
@@ -236,8 +252,16 @@ fn export_import_round_trip(a: &dyn Inventory, b: &dyn Inventory) {
         m.uuid = Some(format!("00000000-0000-4000-8000-00000000000{n}"));
         m.labels.insert("role".into(), "worker".into());
         put(a, m);
-        a.append(mac(n), &[event(n as i64, EventKind::Installed, "callback")])
-            .unwrap();
+        let events = [
+            Event::Installed(Reporter::Callback).at(at(n as i64)),
+            state_changed(n as i64, MachineState::ConfigServed, MachineState::Installed),
+            Event::Legacy {
+                kind: crate::timeline::EventKind::TftpServed,
+                detail: "written by an older appliance".into(),
+            }
+            .at(at(n as i64)),
+        ];
+        a.append(mac(n), &events).unwrap();
     }
     let snap = a.export().unwrap();
     assert_eq!(snap.schema_version, SCHEMA_VERSION);
@@ -250,6 +274,63 @@ fn export_import_round_trip(a: &dyn Inventory, b: &dyn Inventory) {
     // Importing twice does not duplicate timelines.
     b.import(&back).unwrap();
     assert_eq!(b.export().unwrap(), snap, "import is idempotent");
+}
+
+fn apply_issues_tokens_in_the_same_commit(inv: &dyn Inventory) {
+    let rec = |purpose, secs| TokenRecord {
+        mac: mac(1),
+        purpose,
+        issued_at: at(secs),
+        peer: None,
+    };
+    inv.issue_token("old", &rec(TokenPurpose::Config, 0)).unwrap();
+    inv.apply(mac(1), &mut |cur| Update {
+        machine: Some(cur.unwrap_or_else(|| Machine::discovered(mac(1), at(1)))),
+        events: vec![note(1, "script")],
+        tokens: vec![
+            ("cfg".into(), rec(TokenPurpose::Config, 1)),
+            ("cb".into(), rec(TokenPurpose::InstalledCallback, 1)),
+        ],
+    })
+    .unwrap();
+    assert_eq!(inv.timeline(mac(1)).unwrap().len(), 1);
+    assert_eq!(inv.live_token("cfg").unwrap(), Some(rec(TokenPurpose::Config, 1)));
+    assert!(inv.live_token("cb").unwrap().is_some());
+    let old = inv
+        .spent_token("old")
+        .unwrap()
+        .expect("the older config token is revoked");
+    assert_eq!((old.how, old.at), (SpentHow::Revoked, at(1)));
+    assert_eq!(inv.take_token("old", at(2)).unwrap(), None);
+}
+
+/// An export written before the typed timeline (schema 1: `kind` and `detail`
+/// only) imports, and its entries read back as typed events where the text is one
+/// the appliance wrote.
+fn import_reads_schema_1_exports(inv: &dyn Inventory) {
+    let json = r#"{"schema_version":1,"machines":[{"mac":"52:54:00:00:00:01",
+        "first_seen":"2026-09-21T12:00:00Z","last_seen":"2026-09-21T12:00:00Z","state":"Installed",
+        "timeline":[
+          {"at":"2026-09-21T12:00:00Z","kind":"state_changed","detail":"ConfigServed -> Installed"},
+          {"at":"2026-09-21T12:00:01Z","kind":"tftp_served","detail":"snponly.efi (1024 bytes)"}]}]}"#;
+    let snap: Snapshot = serde_json::from_str(json).unwrap();
+    inv.import(&snap).unwrap();
+    let tl = inv.timeline(mac(1)).unwrap();
+    assert_eq!(
+        tl[0].event,
+        Event::StateChanged {
+            from: MachineState::ConfigServed,
+            to: MachineState::Installed
+        }
+    );
+    assert_eq!(
+        tl[1].detail(),
+        "snponly.efi (1024 bytes)",
+        "other text kept as written"
+    );
+    let again = serde_json::to_value(&tl).unwrap();
+    assert_eq!(again[0]["event"]["type"], "state_changed");
+    assert_eq!(again[1]["kind"], "tftp_served");
 }
 
 fn import_refuses_newer_schema(inv: &dyn Inventory) {

@@ -19,6 +19,23 @@ struct State {
 }
 
 impl State {
+    /// Issues `record` under `key`, revoking the machine's other live tokens of the
+    /// same purpose.
+    fn issue(&mut self, key: &str, record: &TokenRecord) {
+        let replaced: Vec<(String, TokenRecord)> = self
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.mac == record.mac && t.purpose == record.purpose)
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        for (k, t) in replaced {
+            self.tokens.remove(&k);
+            self.spend(k, t, SpentHow::Revoked, record.issued_at);
+        }
+        self.spent.remove(key);
+        self.tokens.insert(key.to_string(), record.clone());
+    }
+
     /// Keeps `record` as spent under `key`, within the per-machine bound.
     fn spend(&mut self, key: String, record: TokenRecord, how: SpentHow, at: OffsetDateTime) {
         let mac = record.mac;
@@ -62,6 +79,9 @@ impl Inventory for MemInventory {
         let current = st.machines.get(&mac).cloned();
         let update = change(current.clone());
         let events = &update.events;
+        for (key, record) in &update.tokens {
+            st.issue(key, record);
+        }
         let stored = match update.machine {
             Some(new) => {
                 st.machines.insert(mac, new.clone());
@@ -93,19 +113,7 @@ impl Inventory for MemInventory {
     }
 
     fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
-        let mut st = self.lock()?;
-        let replaced: Vec<(String, TokenRecord)> = st
-            .tokens
-            .iter()
-            .filter(|(_, t)| t.mac == record.mac && t.purpose == record.purpose)
-            .map(|(k, t)| (k.clone(), t.clone()))
-            .collect();
-        for (k, t) in replaced {
-            st.tokens.remove(&k);
-            st.spend(k, t, SpentHow::Revoked, record.issued_at);
-        }
-        st.spent.remove(key);
-        st.tokens.insert(key.to_string(), record.clone());
+        self.lock()?.issue(key, record);
         Ok(())
     }
 

@@ -17,7 +17,10 @@ pub use mem::MemInventory;
 
 /// Schema version of stored records and of exports. Bump it, and add a migration,
 /// whenever a stored type changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+/// - 1: timeline entries are `{at, kind, detail}`.
+/// - 2: they also carry the typed `event` ([`crate::timeline`]); entries of
+///   version 1 are read through [`crate::timeline::legacy`].
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Most recent events kept per machine; older ones are dropped so a boot-looping
 /// machine cannot grow the store without bound.
@@ -151,6 +154,9 @@ pub struct Update {
     pub machine: Option<Machine>,
     /// Appended to the machine's timeline in the same commit.
     pub events: Vec<TimelineEvent>,
+    /// One-time tokens issued in the same commit, as [`Inventory::issue_token`]
+    /// issues them: `(key, record)`, the key a hash of the token.
+    pub tokens: Vec<(String, TokenRecord)>,
 }
 
 /// A read-modify-write step for [`Inventory::apply`]: sees the current record (if
@@ -164,14 +170,15 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
     fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError>;
     /// All machines, ordered by MAC.
     fn list(&self) -> Result<Vec<Machine>, InventoryError>;
-    /// Atomically: run `change` on the current record, store the new record and
-    /// append the events it returns, in one durable commit. Returns the stored record.
+    /// Atomically: run `change` on the current record, store the new record, append
+    /// the events and issue the tokens it returns, in one durable commit. Returns
+    /// the stored record.
     fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError>;
     /// Appends events to a machine's timeline.
     fn append(&self, mac: MacAddr, events: &[TimelineEvent]) -> Result<(), InventoryError> {
         self.apply(mac, &mut |_| Update {
-            machine: None,
             events: events.to_vec(),
+            ..Update::default()
         })?;
         Ok(())
     }
@@ -179,7 +186,7 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
     fn put(&self, machine: &Machine) -> Result<(), InventoryError> {
         self.apply(machine.mac, &mut |_| Update {
             machine: Some(machine.clone()),
-            events: vec![],
+            ..Update::default()
         })?;
         Ok(())
     }
@@ -227,6 +234,7 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
             self.apply(m.machine.mac, &mut |_| Update {
                 machine: Some(m.machine.clone()),
                 events: m.timeline.clone(),
+                ..Update::default()
             })?;
         }
         Ok(())

@@ -23,10 +23,12 @@ use std::net::IpAddr;
 
 use crate::model::MacAddr;
 
-/// Where on the boot path a request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where on the boot path a request is (written as [`Stage::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// `/ipxe`: the script that would carry a fresh config token.
+    #[serde(rename = "ipxe")]
     Script,
     /// `/config/<t>`.
     Config,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use provisioner_core::catalog::{Catalog, ConfigKind, Group, Profile};
 use provisioner_core::inventory::{Inventory, MemInventory};
-use provisioner_core::k0s::progress::{Phase, STAGE1_MARKER};
-use provisioner_core::model::{EventKind, MacAddr, Machine, TimelineEvent};
+use provisioner_core::k0s::progress::Phase;
+use provisioner_core::model::{Event, MacAddr, Machine, TimelineEvent};
 use time::{Duration, OffsetDateTime};
 
 use super::io::{InventoryController, MintedKubeconfig};
@@ -64,11 +64,15 @@ fn the_admin_kubeconfig_is_kept_and_renewed_before_expiry() {
     assert!(String::from_utf8_lossy(&m.get().unwrap()).contains(url));
 }
 
-fn ev(kind: EventKind, detail: &str) -> TimelineEvent {
-    TimelineEvent {
-        at: OffsetDateTime::now_utc(),
-        kind,
-        detail: detail.into(),
+fn ev(event: Event) -> TimelineEvent {
+    event.at(OffsetDateTime::now_utc())
+}
+
+/// The fetch of a Flatcar stage-1 Ignition (the k0s `Stage1Served` signal).
+fn stage1() -> Event {
+    Event::ConfigServed {
+        bytes: 1234,
+        config: provisioner_core::catalog::ConfigKind::Flatcar,
     }
 }
 
@@ -118,29 +122,21 @@ fn the_controller_is_found_by_mac_or_by_its_group_hostname() {
     let inv = Arc::new(MemInventory::new());
     let now = OffsetDateTime::now_utc();
     let mac = |s: &str| s.parse::<MacAddr>().unwrap();
-    let stage1 = ev(EventKind::ConfigServed, &format!("x ({STAGE1_MARKER})"));
+    let stage1 = ev(stage1());
     for (m, events) in [
         // The controller: stage 1 served, then disk installed.
         (
             "52:54:00:00:02:01",
-            vec![stage1.clone(), ev(EventKind::DiskInstalled, "")],
+            vec![stage1.clone(), ev(Event::DiskInstalled)],
         ),
         // A worker and another cluster's "beelink-1", both further along: ignored.
         (
             "52:54:00:00:02:02",
-            vec![
-                stage1.clone(),
-                ev(EventKind::DiskInstalled, ""),
-                ev(EventKind::K0sInstalled, ""),
-            ],
+            vec![stage1.clone(), ev(Event::DiskInstalled), ev(Event::K0sInstalled)],
         ),
         (
             "52:54:00:00:02:03",
-            vec![
-                stage1.clone(),
-                ev(EventKind::DiskInstalled, ""),
-                ev(EventKind::K0sInstalled, ""),
-            ],
+            vec![stage1.clone(), ev(Event::DiskInstalled), ev(Event::K0sInstalled)],
         ),
     ] {
         inv.put(&Machine::discovered(mac(m), now)).unwrap();
@@ -160,7 +156,7 @@ fn the_controller_is_found_by_mac_or_by_its_group_hostname() {
         ..by_group.clone()
     };
     assert_eq!(by_mac.phase().unwrap(), Phase::DiskInstalled);
-    inv.append(mac("52:54:00:00:02:01"), &[ev(EventKind::K0sInstalled, "")])
+    inv.append(mac("52:54:00:00:02:01"), &[ev(Event::K0sInstalled)])
         .unwrap();
     assert_eq!(by_group.phase().unwrap(), Phase::K0sInstalled);
     assert_eq!(by_mac.phase().unwrap(), Phase::K0sInstalled);

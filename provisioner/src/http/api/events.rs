@@ -13,6 +13,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use provisioner_core::model::{EventKind, MacAddr};
+use provisioner_core::timeline;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
@@ -31,8 +32,13 @@ pub struct EventMessage {
     pub at: OffsetDateTime,
     /// What.
     pub kind: EventKind,
-    /// Details.
+    /// Details, for people.
     pub detail: String,
+    /// The typed event (`type` names it), absent for entries of an older store
+    /// whose text could not be read back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub event: Option<timeline::Event>,
 }
 
 /// Live timeline events.
@@ -98,11 +104,14 @@ pub async fn stream(
             };
             let ev = match next {
                 Ok(e) if only.is_none_or(|m| m == e.mac) => {
+                    // Rendered to text here, at the edge.
+                    let ev = e.event;
                     let msg = EventMessage {
                         mac: e.mac.to_string(),
-                        at: e.event.at,
-                        kind: e.event.kind,
-                        detail: e.event.detail,
+                        at: ev.at,
+                        kind: ev.kind(),
+                        detail: ev.detail(),
+                        event: (!matches!(ev.event, timeline::Event::Legacy { .. })).then_some(ev.event),
                     };
                     Event::default()
                         .event("timeline")

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use provisioner_core::inventory::Update;
-use provisioner_core::model::{EventKind, TimelineEvent};
+use provisioner_core::model::Event;
 use provisioner_core::power::PowerSpec;
 use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
@@ -188,15 +188,13 @@ pub async fn patch(
             let events = if changed.is_empty() {
                 vec![]
             } else {
-                vec![TimelineEvent {
-                    at: OffsetDateTime::now_utc(),
-                    kind: EventKind::MachineUpdated,
-                    detail: format!("changed {}", changed.join(", ")),
-                }]
+                let fields = changed.iter().map(|f| f.to_string()).collect();
+                vec![Event::MachineUpdated { fields }.at(OffsetDateTime::now_utc())]
             };
             Update {
                 machine: Some(m),
                 events,
+                ..Update::default()
             }
         })?;
         match stored {

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod daemon;
 pub mod fake_k0s;
 pub mod fake_token;
+pub mod live;
 pub mod pki;
 pub mod release;
 pub mod serve_rig;
@@ -83,10 +84,14 @@ pub struct Rig {
 }
 
 pub fn rig(policy: UnknownPolicy) -> Rig {
+    rig_on(policy, Arc::new(MemInventory::new()))
+}
+
+/// [`rig`] over the given inventory store.
+pub fn rig_on(policy: UnknownPolicy, inventory: Arc<dyn Inventory>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     write_catalog(dir.path());
     let cat = catalog::load(&dir.path().join("images"), &dir.path().join("profiles")).unwrap();
-    let inventory: Arc<dyn Inventory> = Arc::new(MemInventory::new());
     let images = Arc::new(cat.images.clone());
     let booter = Arc::new(CatalogBooter {
         catalog: cat,

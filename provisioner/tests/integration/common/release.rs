@@ -143,8 +143,8 @@ pub fn events(s: &Site, mac: &str, kind: EventKind) -> Vec<String> {
         .timeline(mac)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == kind)
-        .map(|e| e.detail)
+        .filter(|e| e.kind() == kind)
+        .map(|e| e.detail())
         .collect()
 }
 

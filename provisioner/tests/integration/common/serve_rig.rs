@@ -96,6 +96,14 @@ impl Rig {
 
     /// `timeouts`: the `bootstrap.timeouts` settings (YAML flow mapping).
     pub fn with_timeouts(timeouts: &str) -> Option<Self> {
+        let rig = Self::booting(timeouts)?;
+        rig.lab.open();
+        Some(rig)
+    }
+
+    /// Like [`Self::with_timeouts`], with the Talos nodes still booting until
+    /// `lab.open()`.
+    pub fn booting(timeouts: &str) -> Option<Self> {
         super::crypto();
         let fixture = super::fixture("argocd/install-v3.5.1.yaml")?;
         let tmp = tempfile::tempdir().unwrap();
@@ -111,7 +119,7 @@ impl Rig {
         // Healthy once settled unless a test scripts otherwise (`argo`).
         let argo = Arc::new(FakeArgo::from_tree(&repo().join("gitops"), Duration::from_millis(300)).unwrap());
         kube.set_argo(argo.clone());
-        let lab = rt.block_on(TalosLab::start_on_one_port(
+        let lab = rt.block_on(TalosLab::booting_on_one_port(
             OsCa::from_bundle(&bundle),
             3,
             &kube.kubeconfig(),

@@ -16,6 +16,8 @@ pub struct TalosLab {
     /// (node IP, where its apid listens)
     pub nodes: Vec<(IpAddr, SocketAddr)>,
     shutdown: CancellationToken,
+    /// Cancelled when the nodes start answering (see [`Self::open`]).
+    up: CancellationToken,
 }
 
 impl TalosLab {
@@ -39,17 +41,29 @@ impl TalosLab {
             let (cluster, token) = (cluster.clone(), shutdown.clone());
             tokio::spawn(async move { fake_apid::serve(ip, listener, &tls, cluster, token).await });
         }
+        let up = CancellationToken::new();
+        up.cancel();
         Self {
             ca,
             cluster,
             nodes,
             shutdown,
+            up,
         }
     }
 
     /// `n` nodes whose apids all listen on one port (each on its own loopback
     /// address), as real nodes do on 50000, with TLS from `ca`; etcd not bootstrapped.
     pub async fn start_on_one_port(ca: OsCa, n: u8, kubeconfig: &[u8]) -> Self {
+        let lab = Self::booting_on_one_port(ca, n, kubeconfig).await;
+        lab.open();
+        lab
+    }
+
+    /// Like [`Self::start_on_one_port`], but the nodes are still booting: their
+    /// ports are bound (connections wait in the backlog, TLS unanswered) until
+    /// [`Self::open`].
+    pub async fn booting_on_one_port(ca: OsCa, n: u8, kubeconfig: &[u8]) -> Self {
         let ips: Vec<IpAddr> = (0..n).map(|i| IpAddr::from([127, 0, 0, 11 + i])).collect();
         let names: Vec<(IpAddr, String)> = ips
             .iter()
@@ -77,19 +91,29 @@ impl TalosLab {
             panic!("no port free on every loopback node address");
         };
         let shutdown = CancellationToken::new();
+        let up = CancellationToken::new();
         let mut nodes = Vec::new();
         for (ip, listener) in ips.into_iter().zip(listeners) {
             nodes.push((ip, listener.local_addr().unwrap()));
             let tls = ca.node_tls(ip);
-            let (cluster, token) = (cluster.clone(), shutdown.clone());
-            tokio::spawn(async move { fake_apid::serve(ip, listener, &tls, cluster, token).await });
+            let (cluster, token, up) = (cluster.clone(), shutdown.clone(), up.clone());
+            tokio::spawn(async move {
+                up.cancelled().await;
+                fake_apid::serve(ip, listener, &tls, cluster, token).await
+            });
         }
         Self {
             ca,
             cluster,
             nodes,
             shutdown,
+            up,
         }
+    }
+
+    /// The nodes have booted: their apids answer from now on.
+    pub fn open(&self) {
+        self.up.cancel();
     }
 
     /// The port every node listens on (see [`Self::start_on_one_port`]).

@@ -9,12 +9,17 @@
 //!             └──────────────── reimage (from any phase) ───────────────────────────────┘
 //! ```
 //!
+//! The phase is replayed from the machine's typed timeline events ([`signal_of`]),
+//! never from their text.
+//!
 //! Timeouts are evaluated, not scheduled: [`health`] says whether the step the
 //! machine is waiting for is overdue, from the time it entered its phase.
 
 use time::{Duration, OffsetDateTime};
 
-use crate::model::{EventKind, TimelineEvent};
+use crate::catalog::ConfigKind;
+use crate::model::MachineState;
+use crate::timeline::{Event, TimelineEvent};
 
 /// Where a k0s node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,17 +137,20 @@ pub fn health(phase: Phase, since: OffsetDateTime, now: OffsetDateTime, t: &Time
     }
 }
 
-/// Marker the boot service puts in a `config_served` detail when the config was a
-/// Flatcar stage-1 Ignition; other machines' config fetches are not k0s signals.
-pub const STAGE1_MARKER: &str = "k0s: Stage1Served";
-
-/// The signal a timeline event stands for, if any.
+/// The signal a timeline event stands for, if any: a Flatcar config fetch (the
+/// stage-1 Ignition), the two callbacks, and a state change to `ReimageRequested`.
 pub fn signal_of(ev: &TimelineEvent) -> Option<Signal> {
-    match ev.kind {
-        EventKind::ConfigServed if ev.detail.contains(STAGE1_MARKER) => Some(Signal::Stage1Served),
-        EventKind::DiskInstalled => Some(Signal::DiskInstalled),
-        EventKind::K0sInstalled => Some(Signal::K0sInstalled),
-        EventKind::StateChanged if ev.detail.ends_with("-> ReimageRequested") => Some(Signal::Reimage),
+    match &ev.event {
+        Event::ConfigServed {
+            config: ConfigKind::Flatcar,
+            ..
+        } => Some(Signal::Stage1Served),
+        Event::DiskInstalled => Some(Signal::DiskInstalled),
+        Event::K0sInstalled => Some(Signal::K0sInstalled),
+        Event::StateChanged {
+            to: MachineState::ReimageRequested,
+            ..
+        } => Some(Signal::Reimage),
         _ => None,
     }
 }

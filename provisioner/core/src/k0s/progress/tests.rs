@@ -1,6 +1,7 @@
 use time::macros::datetime;
 
 use super::*;
+use crate::timeline::ScriptAnswer;
 use Phase as P;
 use Signal as S;
 
@@ -94,38 +95,48 @@ fn timeouts() {
     }
 }
 
-fn ev(min: i64, kind: EventKind, detail: &str) -> TimelineEvent {
-    TimelineEvent {
-        at: datetime!(2026-01-01 00:00 UTC) + Duration::minutes(min),
-        kind,
-        detail: detail.into(),
-    }
+fn ev(min: i64, event: Event) -> TimelineEvent {
+    event.at(datetime!(2026-01-01 00:00 UTC) + Duration::minutes(min))
+}
+
+fn served(bytes: u64, config: ConfigKind) -> Event {
+    Event::ConfigServed { bytes, config }
 }
 
 #[test]
 fn timeline_replay_skips_refused_events() {
     let events = [
-        ev(0, EventKind::IpxeScriptServed, "install"),
         ev(
-            1,
-            EventKind::ConfigServed,
-            "900 bytes (Flatcar; k0s: Stage1Served)",
+            0,
+            Event::IpxeScriptServed(ScriptAnswer::Install {
+                profile: "k0s".into(),
+                image: "flatcar".into(),
+            }),
         ),
-        ev(2, EventKind::K0sInstalled, "too early: refused at the time"),
-        ev(5, EventKind::ConfigServed, "120 bytes (Plain): not a k0s signal"),
-        ev(9, EventKind::ConfigServed, "k0s: Stage1Served (retry)"),
-        ev(20, EventKind::DiskInstalled, ""),
-        ev(21, EventKind::DiskInstalled, "replay"),
+        ev(1, served(900, ConfigKind::Flatcar)),
+        // Refused at the time: replaying it must not count it.
+        ev(2, Event::K0sInstalled),
+        // Other machines' config fetches are not k0s signals.
+        ev(5, served(120, ConfigKind::Plain)),
+        ev(9, served(900, ConfigKind::Flatcar)),
+        ev(20, Event::DiskInstalled),
+        ev(21, Event::DiskInstalled),
     ];
     let (p, since) = from_timeline(&events);
     assert_eq!(p, P::DiskInstalled);
     assert_eq!(since, Some(events[5].at));
     let mut more = events.to_vec();
-    more.push(ev(30, EventKind::K0sInstalled, ""));
+    more.push(ev(30, Event::K0sInstalled));
     assert_eq!(from_timeline(&more).0, P::K0sInstalled);
-    more.push(ev(40, EventKind::StateChanged, "Installed -> ReimageRequested"));
+    more.push(ev(
+        40,
+        Event::StateChanged {
+            from: MachineState::Installed,
+            to: MachineState::ReimageRequested,
+        },
+    ));
     assert_eq!(from_timeline(&more).0, P::Pending);
-    more.push(ev(41, EventKind::ConfigServed, STAGE1_MARKER));
+    more.push(ev(41, served(900, ConfigKind::Flatcar)));
     assert_eq!(from_timeline(&more).0, S1, "attempts restart after a reimage");
     let st = status(
         &more,
@@ -137,4 +148,31 @@ fn timeline_replay_skips_refused_events() {
         (st.waiting_for, st.late_by_secs),
         (Some("DiskInstalled"), Some(300))
     );
+}
+
+/// Entries of a store written before the typed timeline are read back into the
+/// typed events the phase needs; text that merely mentions a signal is not one.
+#[test]
+fn schema_1_entries_replay_through_the_legacy_reader() {
+    use crate::timeline::{EventKind, legacy};
+    let old = |min: i64, kind: EventKind, detail: &str| ev(min, legacy::parse(kind, detail));
+    let events = [
+        old(
+            1,
+            EventKind::ConfigServed,
+            "900 bytes (Flatcar stage-1 Ignition; k0s: Stage1Served)",
+        ),
+        old(2, EventKind::ConfigServed, "k0s: Stage1Served (hand-written)"),
+        old(
+            3,
+            EventKind::DiskInstalled,
+            "flatcar-install finished; next netboot boots the disk; k0s: DiskInstalled, waiting for \
+             K0sInstalled",
+        ),
+    ];
+    assert_eq!(from_timeline(&events), (P::DiskInstalled, Some(events[2].at)));
+    assert!(matches!(events[1].event, Event::Legacy { .. }));
+    let mut reimaged = events.to_vec();
+    reimaged.push(old(4, EventKind::StateChanged, "Installed -> ReimageRequested"));
+    assert_eq!(from_timeline(&reimaged).0, P::Pending);
 }

@@ -1,0 +1,149 @@
+//! The one timeline writer: every change to a machine (its record, its timeline
+//! events, the one-time tokens issued with them) is one durable commit of the
+//! inventory, and the events of that commit are then published to live subscribers
+//! (the API's Server-Sent Events and the dashboard). The commit comes first, so a
+//! subscriber never sees an event the store lost.
+//!
+//! [`Journal`] is an [`Inventory`] itself: the boot service, the DHCP timeline
+//! writer, the cluster orchestrator's "installed" marking and the operator actions
+//! all hold it (never the bare store), so whoever writes, the event is published.
+
+use std::sync::Arc;
+
+use provisioner_core::inventory::{Change, Inventory, InventoryError, Snapshot, SpentToken, TokenRecord};
+use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+/// One timeline event as published to live subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineEvent {
+    /// Whose timeline it was written to.
+    pub mac: MacAddr,
+    /// The event as stored.
+    pub event: TimelineEvent,
+}
+
+/// Events buffered per subscriber before a slow one starts missing some (it is told
+/// how many it missed: `broadcast::error::RecvError::Lagged`).
+const EVENT_BUFFER: usize = 1024;
+
+/// The store plus the live feed of what is committed to it.
+#[derive(Debug)]
+pub struct Journal {
+    store: Arc<dyn Inventory>,
+    events: broadcast::Sender<MachineEvent>,
+}
+
+impl Journal {
+    /// Writes through `store`.
+    pub fn new(store: Arc<dyn Inventory>) -> Self {
+        Self {
+            store,
+            events: broadcast::channel(EVENT_BUFFER).0,
+        }
+    }
+
+    /// A receiver of every timeline event committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineEvent> {
+        self.events.subscribe()
+    }
+}
+
+impl Inventory for Journal {
+    fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
+        self.store.get(mac)
+    }
+
+    fn list(&self) -> Result<Vec<Machine>, InventoryError> {
+        self.store.list()
+    }
+
+    /// Commits, then publishes the events of the commit (copied only while someone
+    /// listens, so the DHCP path pays nothing without a subscriber).
+    fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
+        let listening = self.events.receiver_count() > 0;
+        let mut written = Vec::new();
+        let stored = self.store.apply(mac, &mut |cur| {
+            let update = change(cur);
+            if listening {
+                written.clone_from(&update.events);
+            }
+            update
+        })?;
+        for event in written {
+            // No subscriber left is fine.
+            let _ = self.events.send(MachineEvent { mac, event });
+        }
+        Ok(stored)
+    }
+
+    fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
+        self.store.delete(mac)
+    }
+
+    fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError> {
+        self.store.timeline(mac)
+    }
+
+    fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
+        self.store.issue_token(key, record)
+    }
+
+    fn live_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
+        self.store.live_token(key)
+    }
+
+    fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
+        self.store.take_token(key, now)
+    }
+
+    fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError> {
+        self.store.spent_token(key)
+    }
+
+    fn export(&self) -> Result<Snapshot, InventoryError> {
+        self.store.export()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use provisioner_core::inventory::{MemInventory, Update};
+    use provisioner_core::model::Event;
+
+    use super::*;
+
+    #[test]
+    fn battery() {
+        provisioner_core::inventory::battery::run_all(&|| {
+            Box::new(Journal::new(Arc::new(MemInventory::new())))
+        });
+    }
+
+    #[test]
+    fn publishes_what_it_committed_after_the_commit() {
+        let store = Arc::new(MemInventory::new());
+        let journal = Journal::new(store.clone());
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut rx = journal.subscribe();
+        let ev = Event::PowerAction {
+            detail: "on via wol: done: sent".into(),
+        }
+        .at(now);
+        journal
+            .apply(mac, &mut |_| Update {
+                machine: Some(Machine::discovered(mac, now)),
+                events: vec![ev.clone()],
+                ..Update::default()
+            })
+            .unwrap();
+        let got = rx.try_recv().unwrap();
+        assert_eq!((got.mac, &got.event), (mac, &ev));
+        assert_eq!(store.timeline(mac).unwrap(), [ev], "stored before published");
+        // A change that writes no event publishes nothing.
+        journal.apply(mac, &mut |_| Update::default()).unwrap();
+        assert!(rx.try_recv().is_err());
+    }
+}
