@@ -345,12 +345,12 @@ pub enum ImagesCommand {
 }
 
 /// Runs an `images` subcommand.
-pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<()> {
-    let cfg = crate::commands::load_config(args)?;
+pub fn run(cmd: ImagesCommand, args: &crate::cmd::cli::ConfigArgs) -> anyhow::Result<()> {
+    let cfg = crate::cmd::commands::load_config(args)?;
     if let Some(done) = crate::cluster::argocd::fetch::command(&cmd, &cfg) {
         return done;
     }
-    let cat = crate::commands::load_catalog(&cfg)?;
+    let cat = crate::cmd::commands::load_catalog(&cfg)?;
     let cache = cfg.cache_dir();
     match cmd {
         ImagesCommand::Pull {
@@ -362,7 +362,7 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
         } if kind != "talos" => {
             let image = image.as_deref().unwrap_or(FLATCAR_IMAGE);
             let version = version.unwrap_or_default();
-            crate::k0s::commands::pull(&cfg, &kind, &version, base.as_deref(), image)?;
+            crate::cmd::k0s::pull(&cfg, &kind, &version, base.as_deref(), image)?;
         }
         ImagesCommand::Pull {
             version,
@@ -387,7 +387,7 @@ pub fn run(cmd: ImagesCommand, args: &crate::cli::ConfigArgs) -> anyhow::Result<
         } => {
             let image = image.as_deref().unwrap_or(FLATCAR_IMAGE);
             let version = version.unwrap_or_default();
-            crate::k0s::commands::import(&cfg, &kind, &version, image, &files)?;
+            crate::cmd::k0s::import(&cfg, &kind, &version, image, &files)?;
         }
         ImagesCommand::Import { image, files, .. } => {
             let image = image.context("--image is required (or --mirror flatcar|k0s, or `argocd <file>`)")?;

@@ -284,7 +284,7 @@ fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
     let (dir, inv) = seeded();
     let s = dir.path().join("state");
     let tokens = crate::store::RedbApiTokens::new(&s.join("api-tokens.redb"));
-    let (token, rec) = crate::client::token::create(&tokens, Role::Admin, "ops").unwrap();
+    let (token, rec) = crate::cmd::client::token::create(&tokens, Role::Admin, "ops").unwrap();
     drop(tokens);
     let tls =
         crate::http::api::tls::prepare(&Default::default(), &s, &["127.0.0.1".parse().unwrap()]).unwrap();

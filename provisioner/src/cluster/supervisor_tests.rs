@@ -129,7 +129,7 @@ async fn nothing_starts_before_a_node_answers() {
         n.ip_address = ip.into();
     }
     sup.clusters = [("lab".to_string(), c)].into();
-    let bundle = crate::talos::pki::generate(OffsetDateTime::now_utc()).unwrap();
+    let bundle = crate::pki::talos::generate(OffsetDateTime::now_utc()).unwrap();
     sup.secrets.put("lab", &bundle).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(sup.run(shutdown.clone()));

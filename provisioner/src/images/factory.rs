@@ -242,7 +242,7 @@ pub fn pull_talos(
     factory: &str,
     image: Option<&str>,
 ) -> anyhow::Result<()> {
-    let cat = crate::commands::load_catalog(cfg)?;
+    let cat = crate::cmd::commands::load_catalog(cfg)?;
     let infra = provisioner_core::infra::load(&cfg.infra_dir).map_err(|e| {
         anyhow::anyhow!(
             "{}",

@@ -4,14 +4,14 @@
 //! Pure parts (cluster model, ClusterConfig, tokens, Ignition, sub-states) are in
 //! `provisioner_core::k0s`.
 
-pub mod commands;
 pub mod download;
 pub mod mirror;
-pub mod pki;
 pub mod renderer;
 pub mod secrets;
 
 use std::collections::BTreeMap;
+
+use crate::pki::k0s as pki;
 use std::path::Path;
 
 use provisioner_core::k0s::K0sCluster;
@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use secrets::{K0sSecretStore, StoreError};
 
 /// Wires the Flatcar renderer into `service` when `infra/` defines armed k0s clusters
-/// ([`crate::arming`]): loads them, opens the encrypted store, generates missing
+/// ([`crate::inputs::arming`]): loads them, opens the encrypted store, generates missing
 /// secrets (zero-touch first start). Without k0s clusters the service is returned unchanged.
 pub fn attach(
     service: crate::service::BootService,
@@ -29,13 +29,13 @@ pub fn attach(
 ) -> anyhow::Result<crate::service::BootService> {
     use anyhow::Context;
     // Armed clusters only: example data with placeholder MACs gets no secrets.
-    let clusters = crate::arming::load(&cfg.infra_dir)
+    let clusters = crate::inputs::arming::load(&cfg.infra_dir)
         .context("loading infra/ (run `provisioner check`)")?
         .k0s;
     if clusters.is_empty() {
         return Ok(service);
     }
-    let store = commands::open_store(cfg)?;
+    let store = crate::cmd::k0s::open_store(cfg)?;
     for name in ensure_secrets(&clusters, store.as_ref(), OffsetDateTime::now_utc())? {
         tracing::info!(cluster = %name, "generated k0s CA, service-account key and join tokens (stored encrypted)");
     }

@@ -20,7 +20,7 @@ pub struct ClusterFile {
     pub name: String,
     /// The file.
     pub source: PathBuf,
-    /// Why the cluster is not armed (placeholder MACs, `crate::arming`); `None` when
+    /// Why the cluster is not armed (placeholder MACs, `crate::inputs::arming`); `None` when
     /// it is.
     pub not_armed: Option<String>,
 }

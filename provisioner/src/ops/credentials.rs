@@ -102,7 +102,7 @@ impl ClusterCredentials for StoreCredentials {
         let url = c.api_url().ok_or_else(|| {
             CredentialError::NotAvailable(format!("{cluster:?}: the controller has no ipAddress"))
         })?;
-        let kc = crate::k0s::pki::admin_kubeconfig(cluster, &url, &s, OffsetDateTime::now_utc())
+        let kc = crate::pki::k0s::admin_kubeconfig(cluster, &url, &s, OffsetDateTime::now_utc())
             .map_err(store_err)?;
         Ok(kc.to_yaml().into_bytes())
     }

@@ -112,7 +112,7 @@ impl SecretsKey {
             && self.origin == KeyOrigin::StateDir
             && let Some(dir) = self.path.parent()
         {
-            crate::state::ensure_dir(dir)
+            crate::sys::state::ensure_dir(dir)
                 .map_err(|e| SecretStoreError::Backend(format!("{}: {e}", dir.display())))?;
         }
         super::load_or_create_identity(&self.path)

@@ -3,10 +3,10 @@
 //! ([`renderer`]) and the `talos …` subcommands ([`commands`]). Pure parts (cluster
 //! model, machine configs, schematics) are in `provisioner_core::talos`.
 
-pub mod commands;
-pub mod pki;
 pub mod renderer;
 pub mod sops;
+
+use crate::pki::talos as pki;
 pub mod store;
 
 use provisioner_core::talos::{SecretsBundle, TalosCluster};

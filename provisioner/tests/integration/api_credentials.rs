@@ -42,7 +42,7 @@ fn rig() -> Creds {
         ..Default::default()
     };
     let secrets = Arc::new(MemSecretStore::new());
-    let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+    let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
     secrets.put("lab", &bundle).unwrap();
     let k0s = provisioner::k0s::parse_cluster(K0S).unwrap();
     let k0s_clusters = [("beelink".to_string(), k0s)].into();

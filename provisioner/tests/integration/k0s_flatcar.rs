@@ -422,7 +422,7 @@ fn pki_is_a_ca_with_an_admin_client_in_system_masters() {
     let ca_der = pem_der(&s.secrets.ca_crt);
     let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
     assert!(ca.is_ca());
-    let kc = provisioner::k0s::pki::admin_kubeconfig(
+    let kc = provisioner::pki::k0s::admin_kubeconfig(
         "lab",
         "https://10.0.20.11:6443",
         &s.secrets,

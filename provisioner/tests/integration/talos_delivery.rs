@@ -52,7 +52,7 @@ fn bundle() -> SecretsBundle {
             &std::fs::read_to_string(d.join("talos/v1.11/stability-secrets.yaml")).unwrap(),
         )
         .unwrap(),
-        None => provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap(),
+        None => provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap(),
     }
 }
 

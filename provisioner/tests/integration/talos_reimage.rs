@@ -75,7 +75,7 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
     .unwrap();
     // The cluster's bundle exists before the first start, so the fake apids can be
     // issued by its OS CA (the appliance mints its os:admin identity from it).
-    let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+    let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
     {
         let secrets = d.join("state/secrets");
         std::fs::create_dir_all(&secrets).unwrap();

@@ -48,13 +48,13 @@ pub fn spawn(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<usize> {
     // Armed clusters only: nodes with placeholder MACs are never dialled.
-    let clusters = crate::arming::load(&cfg.infra_dir)
+    let clusters = crate::inputs::arming::load(&cfg.infra_dir)
         .context("loading infra/ (run `provisioner check`)")?
         .k0s;
     if clusters.is_empty() {
         return Ok(0);
     }
-    let secrets = crate::k0s::commands::open_store(cfg)?;
+    let secrets = crate::cmd::k0s::open_store(cfg)?;
     let custody = shared.kubeconfigs.clone();
     let settings = match Settings::load(&cfg.gitops_dir) {
         Ok(s) => Some(s),

@@ -58,7 +58,7 @@ impl IdentitySource for BundleIdentity {
             .get(cluster)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("cluster {cluster:?} has no secrets bundle"))?;
-        let (crt, key) = crate::talos::pki::admin_client_cert(&bundle, time::OffsetDateTime::now_utc())
+        let (crt, key) = crate::pki::talos::admin_client_cert(&bundle, time::OffsetDateTime::now_utc())
             .map_err(|e| e.to_string())?;
         let (_, os_ca_pem) = pem_field("certs.os.crt", &bundle.certs.os.crt)?;
         let (_, client_cert_pem) = pem_field("client crt", &crt)?;
@@ -101,7 +101,7 @@ mod tests {
     fn bundle_identity_mints_an_admin_cert_from_the_os_ca() {
         use crate::talos::store::{MemSecretStore, SecretStore};
         let store = std::sync::Arc::new(MemSecretStore::new());
-        let bundle = crate::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+        let bundle = crate::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
         store.put("lab", &bundle).unwrap();
         let src = BundleIdentity::new(store);
         assert!(

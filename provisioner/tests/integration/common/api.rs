@@ -93,10 +93,10 @@ pub fn api_state(
     resetter: Option<Arc<dyn NodeResetter>>,
 ) -> (ApiState, String, String) {
     let tokens = Arc::new(MemApiTokens::new());
-    let admin = provisioner::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
+    let admin = provisioner::cmd::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
         .unwrap()
         .0;
-    let reader = provisioner::client::token::create(tokens.as_ref(), Role::ReadOnly, "test reader")
+    let reader = provisioner::cmd::client::token::create(tokens.as_ref(), Role::ReadOnly, "test reader")
         .unwrap()
         .0;
     let state = ApiState {

@@ -38,7 +38,7 @@ impl OsCa {
         crate::common::crypto();
         let (_, pem) = pem_field("os crt", &b.certs.os.crt).unwrap();
         let (_, key_pem) = pem_field("os key", &b.certs.os.key).unwrap();
-        let key = provisioner::talos::pki::key_from_talos_pem(&key_pem).unwrap();
+        let key = provisioner::pki::talos::key_from_talos_pem(&key_pem).unwrap();
         Self {
             issuer: Issuer::from_ca_cert_pem(&pem, key).unwrap(),
             pem,

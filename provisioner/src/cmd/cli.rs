@@ -1,5 +1,5 @@
 //! Command-line interface (clap). Each subcommand maps to one function in
-//! [`crate::commands`] or [`crate::app`].
+//! [`crate::cmd::commands`] or [`crate::app`].
 
 use std::path::PathBuf;
 
@@ -114,7 +114,7 @@ pub enum Command {
     Talos {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::talos::commands::TalosCommand,
+        cmd: crate::cmd::talos::TalosCommand,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -177,10 +177,10 @@ pub enum Command {
     Machines {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::client::MachinesCmd,
+        cmd: crate::cmd::client::MachinesCmd,
         /// API endpoint and token.
         #[command(flatten)]
-        api: crate::client::ApiArgs,
+        api: crate::cmd::client::ApiArgs,
         /// Local appliance configuration (default endpoint and CA).
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -189,10 +189,10 @@ pub enum Command {
     Clusters {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::client::ClustersCmd,
+        cmd: crate::cmd::client::ClustersCmd,
         /// API endpoint and token.
         #[command(flatten)]
-        api: crate::client::ApiArgs,
+        api: crate::cmd::client::ApiArgs,
         /// Local appliance configuration (default endpoint and CA).
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -207,7 +207,7 @@ pub enum Command {
         mac: Option<String>,
         /// API endpoint and token.
         #[command(flatten)]
-        api: crate::client::ApiArgs,
+        api: crate::cmd::client::ApiArgs,
         /// Local appliance configuration (default endpoint and CA).
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -216,7 +216,7 @@ pub enum Command {
     Token {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::client::token::TokenCmd,
+        cmd: crate::cmd::client::token::TokenCmd,
         /// Configuration source (where the token store is).
         #[command(flatten)]
         cfg: ConfigArgs,
@@ -225,7 +225,7 @@ pub enum Command {
     K0s {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::k0s::commands::K0sCommand,
+        cmd: crate::cmd::k0s::K0sCommand,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,

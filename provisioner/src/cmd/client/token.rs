@@ -8,7 +8,7 @@ use provisioner_core::apitoken::{ApiTokenRecord, ApiTokenStore, Role};
 use rand::RngCore;
 use time::OffsetDateTime;
 
-use crate::cli::ConfigArgs;
+use crate::cmd::cli::ConfigArgs;
 use crate::service::token_key;
 use crate::store::RedbApiTokens;
 
@@ -62,7 +62,7 @@ pub fn create(store: &dyn ApiTokenStore, role: Role, name: &str) -> anyhow::Resu
 
 /// Runs a token subcommand.
 pub fn run(cmd: &TokenCmd, cfg: &ConfigArgs) -> anyhow::Result<()> {
-    let cfg = crate::commands::load_config(cfg)?;
+    let cfg = crate::cmd::commands::load_config(cfg)?;
     std::fs::create_dir_all(&cfg.state_dir).with_context(|| cfg.state_dir.display().to_string())?;
     let store = RedbApiTokens::new(&cfg.api_tokens_path());
     let result = run_on(cmd, &store);
@@ -72,7 +72,7 @@ pub fn run(cmd: &TokenCmd, cfg: &ConfigArgs) -> anyhow::Result<()> {
 
 /// Operators run `token` as root; the packaged daemon runs as the owner of the state
 /// directory and must still open the store, so the files go to that owner, 0600
-/// (as `crate::state::adopt` does for `import` and `restore`).
+/// (as `crate::sys::state::adopt` does for `import` and `restore`).
 fn hand_over(state_dir: &std::path::Path, store: &std::path::Path) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Ok(top) = std::fs::metadata(state_dir) else {

@@ -9,11 +9,11 @@ use clap::Subcommand;
 use provisioner_core::talos::{self, TalosCluster};
 use time::OffsetDateTime;
 
-use super::store::SecretStore;
-use crate::cli::ConfigArgs;
-use crate::commands::load_config;
+use crate::cmd::cli::ConfigArgs;
+use crate::cmd::commands::load_config;
 use crate::config::Config;
 use crate::store::RedbSecretStore;
+use crate::talos::store::SecretStore;
 
 /// `provisioner talos …`.
 #[derive(Debug, Subcommand)]
@@ -162,7 +162,10 @@ pub fn run(cmd: TalosCommand, args: &ConfigArgs) -> anyhow::Result<()> {
             let s = open_secrets(&cfg)?
                 .get(&cluster)?
                 .context("no secrets bundle for this cluster")?;
-            print!("{}", super::talosconfig(&c, &s, OffsetDateTime::now_utc())?);
+            print!(
+                "{}",
+                crate::talos::talosconfig(&c, &s, OffsetDateTime::now_utc())?
+            );
         }
         TalosCommand::Secrets(sc) => secrets(sc, &cfg)?,
     }
@@ -176,7 +179,7 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
             if store.get(&cluster)?.is_some() && !force {
                 bail!("cluster {cluster:?} already has a secrets bundle (use --force to replace it)");
             }
-            store.put(&cluster, &super::pki::generate(OffsetDateTime::now_utc())?)?;
+            store.put(&cluster, &crate::pki::talos::generate(OffsetDateTime::now_utc())?)?;
             eprintln!("generated a secrets bundle for cluster {cluster:?} (stored encrypted)");
         }
         SecretsCommand::Import {
@@ -192,7 +195,7 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
             let key = age_key
                 .map(|p| std::fs::read_to_string(&p).with_context(|| p.display().to_string()))
                 .transpose()?;
-            let b = super::import_bundle(&text, key.as_deref())
+            let b = crate::talos::import_bundle(&text, key.as_deref())
                 .with_context(|| format!("{}: not a usable secrets bundle", file.display()))?;
             store.put(&cluster, &b)?;
             eprintln!("imported the secrets bundle for cluster {cluster:?} (stored encrypted)");
@@ -215,7 +218,7 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
                         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
                         .format(&time::format_description::well_known::Rfc3339)
                         .unwrap_or_default();
-                    super::sops::encrypt_yaml(&b.to_yaml(), &r, &now).map_err(anyhow::Error::msg)?
+                    crate::talos::sops::encrypt_yaml(&b.to_yaml(), &r, &now).map_err(anyhow::Error::msg)?
                 }
                 None => b.to_yaml(),
             };

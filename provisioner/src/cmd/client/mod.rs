@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::cli::ConfigArgs;
+use crate::cmd::cli::ConfigArgs;
 pub use http::ApiClient;
 
 /// Where the API is and how to authenticate.
@@ -171,7 +171,7 @@ fn client_file() -> anyhow::Result<ClientFile> {
 /// Resolves flags/env, the client file and the local appliance configuration.
 pub fn connect(api: &ApiArgs, cfg: &ConfigArgs) -> anyhow::Result<ApiClient> {
     let file = client_file()?;
-    let local = crate::commands::load_config(cfg).ok();
+    let local = crate::cmd::commands::load_config(cfg).ok();
     let url = api
         .api_url
         .clone()

@@ -2,6 +2,8 @@
 //! configuration and data, opens the store, binds every socket, and runs the servers
 //! until shutdown.
 
+pub mod selftest;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use provisioner_core::render;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{advertised_on, load_catalog};
+use crate::cmd::commands::{advertised_on, load_catalog};
 use crate::config::Config;
 use crate::http::{api, boot};
 use crate::ops::Operator;
@@ -52,10 +54,10 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let inventory: Arc<dyn Inventory> = store.clone();
     // Files root left in the state directory (import/restore run as root) become
     // the service user's where possible; a failure here is not fatal to serving.
-    if let Err(e) = crate::state::adopt(&cfg.state_dir) {
+    if let Err(e) = crate::sys::state::adopt(&cfg.state_dir) {
         tracing::warn!(error = %e, dir = %cfg.state_dir.display(), "could not secure the state directory");
     }
-    let mut selftest = crate::selftest::Report::new(&cfg, &catalog);
+    let mut selftest = crate::app::selftest::Report::new(&cfg, &catalog);
     if !cfg.tftp_root.join("undionly.kpxe").exists() {
         tracing::warn!(dir = %cfg.tftp_root.display(), "no iPXE binaries found; install Debian's `ipxe` package");
     }
@@ -71,7 +73,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         unknown: cfg.unknown_policy.clone(),
     });
     // Only armed clusters (no placeholder MACs) get secrets, reservations and dials.
-    let armed = crate::arming::load(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?;
+    let armed =
+        crate::inputs::arming::load(&cfg.infra_dir).context("loading infra/ (run `provisioner check`)")?;
     armed.warn();
     let talos = armed.talos.clone();
     // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
@@ -87,7 +90,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         .with_release(crate::service::ReleasePolicy::from_config(
             &cfg,
             (&talos, &k0s),
-            Arc::new(crate::netinfo::KernelFacts {
+            Arc::new(crate::sys::netinfo::KernelFacts {
                 leases: (cfg.dhcp.mode == Personality::Full).then(|| leases.clone()),
                 probe: cfg.peer_binding.arp_probe,
             }),
@@ -96,7 +99,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let talos_secrets = if talos.is_empty() {
         None
     } else {
-        Some(crate::talos::commands::open_secrets(&cfg)?)
+        Some(crate::cmd::talos::open_secrets(&cfg)?)
     };
     let service = match &talos_secrets {
         None => service,
@@ -104,7 +107,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             for name in talos.keys() {
                 // Zero-touch: a cluster without a bundle gets one at first start.
                 if secrets.get(name)?.is_none() {
-                    let bundle = crate::talos::pki::generate(time::OffsetDateTime::now_utc())?;
+                    let bundle = crate::pki::talos::generate(time::OffsetDateTime::now_utc())?;
                     secrets.put(name, &bundle)?;
                     tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
                 }
@@ -223,7 +226,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             k0s_secrets: if k0s.is_empty() {
                 None
             } else {
-                Some(crate::k0s::commands::open_store(&cfg)?)
+                Some(crate::cmd::k0s::open_store(&cfg)?)
             },
             k0s,
         }),
@@ -321,10 +324,10 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         print!("{}", selftest.finish(&server_ip, &base, inventory.as_ref())?);
         return Ok(());
     }
-    crate::notify::ready(&format!("serving {base}"));
-    let _watchdog = crate::notify::spawn_watchdog(shutdown.clone());
+    crate::sys::notify::ready(&format!("serving {base}"));
+    let _watchdog = crate::sys::notify::spawn_watchdog(shutdown.clone());
     tokio::select! {
-        () = crate::shutdown::signal() => tracing::info!("shutting down"),
+        () = crate::sys::shutdown::signal() => tracing::info!("shutting down"),
         Some(r) = tasks.join_next() => {
             shutdown.cancel();
             r??;
@@ -332,7 +335,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         }
     }
     shutdown.cancel();
-    crate::notify::stopping();
+    crate::sys::notify::stopping();
     // Drain with a deadline: in-flight downloads get a few seconds.
     let drain = async {
         while let Some(r) = tasks.join_next().await {
@@ -420,7 +423,7 @@ fn tftp_hook(service: Arc<BootService>) -> tftp::files::CompletionHook {
         let detail = format!("{path} ({bytes} bytes)");
         tokio::task::spawn_blocking(move || {
             let ip = client.ip();
-            let result = match crate::netinfo::arp_lookup(ip) {
+            let result = match crate::sys::netinfo::arp_lookup(ip) {
                 Some(mac) => {
                     service.remember_peer(ip, mac);
                     service.record_seen(mac, EventKind::TftpServed, &detail)

@@ -10,11 +10,12 @@ use anyhow::{Context, bail};
 use provisioner_core::k0s::K0sCluster;
 use provisioner_core::render::config::ConfigUrls;
 
-use super::mirror::Kind;
-use super::secrets::{FileSecretStore, K0sSecretStore};
-use super::{download, ensure_secrets, load_clusters, pki, renderer};
-use crate::cli::ConfigArgs;
+use crate::cmd::cli::ConfigArgs;
 use crate::config::Config;
+use crate::k0s::mirror::Kind;
+use crate::k0s::secrets::{FileSecretStore, K0sSecretStore};
+use crate::k0s::{download, ensure_secrets, load_clusters, renderer};
+use crate::pki::k0s as pki;
 
 /// `provisioner k0s …`.
 #[derive(Debug, clap::Subcommand)]
@@ -74,7 +75,7 @@ pub fn pull(cfg: &Config, kind: &str, version: &str, base: Option<&str>, image: 
     let rt = tokio::runtime::Runtime::new()?;
     let placed = match Kind::parse(kind) {
         Some(Kind::Flatcar) => {
-            let cat = crate::commands::load_catalog(cfg)?;
+            let cat = crate::cmd::commands::load_catalog(cfg)?;
             let img = cat
                 .images
                 .get(image)
@@ -105,7 +106,7 @@ pub fn pull(cfg: &Config, kind: &str, version: &str, base: Option<&str>, image: 
 /// Imports into the mirror; prints one line per file.
 pub fn import(cfg: &Config, kind: &str, version: &str, image: &str, files: &[PathBuf]) -> anyhow::Result<()> {
     let kind = Kind::parse(kind).with_context(|| format!("{kind:?} is not flatcar or k0s"))?;
-    let cat = crate::commands::load_catalog(cfg)?;
+    let cat = crate::cmd::commands::load_catalog(cfg)?;
     let img = if kind == Kind::Flatcar {
         cat.images.get(image)
     } else {
@@ -119,7 +120,7 @@ pub fn import(cfg: &Config, kind: &str, version: &str, image: &str, files: &[Pat
 
 /// Runs a `k0s` subcommand.
 pub fn run(cmd: K0sCommand, args: &ConfigArgs) -> anyhow::Result<()> {
-    let cfg = crate::commands::load_config(args)?;
+    let cfg = crate::cmd::commands::load_config(args)?;
     match cmd {
         K0sCommand::Kubeconfig { cluster, output } => {
             let c = one_cluster(&cfg, cluster.as_deref())?;
@@ -167,7 +168,7 @@ pub fn run(cmd: K0sCommand, args: &ConfigArgs) -> anyhow::Result<()> {
             let store = open_store(&cfg)?;
             ensure_secrets(&clusters, store.as_ref(), time::OffsetDateTime::now_utc())?;
             let s = store.get(&c.cluster_name)?.context("secrets vanished")?;
-            let (_, base) = crate::commands::advertised(&cfg);
+            let (_, base) = crate::cmd::commands::advertised(&cfg);
             let urls = ConfigUrls {
                 installed: format!("{base}/callback/TOKEN/installed"),
                 k0s_installed: format!("{base}/callback/TOKEN/k0s-installed"),

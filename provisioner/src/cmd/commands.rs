@@ -10,7 +10,7 @@ use provisioner_core::catalog::{self, Catalog};
 use provisioner_core::inventory::{Inventory, Snapshot};
 use provisioner_core::render::{self, BootUrls};
 
-use crate::cli::{ConfigArgs, Format};
+use crate::cmd::cli::{ConfigArgs, Format};
 use crate::config::Config;
 use crate::snippet::{self, Chain, Target};
 use crate::store::RedbInventory;
@@ -47,7 +47,7 @@ pub fn advertised(cfg: &Config) -> (std::net::IpAddr, String) {
 pub fn advertised_on(cfg: &Config, port: u16) -> (std::net::IpAddr, String) {
     let ip = cfg
         .server_ip
-        .or_else(|| crate::netinfo::detect_server_ip(cfg.interface.as_deref()))
+        .or_else(|| crate::sys::netinfo::detect_server_ip(cfg.interface.as_deref()))
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     let base = if port == 80 {
         format!("http://{ip}")
@@ -169,7 +169,7 @@ fn check_infra(
         }
     };
     // Not a problem (the shipped example data is like this), but nothing happens for
-    // such a cluster until its MACs are real (crate::arming).
+    // such a cluster until its MACs are real (crate::inputs::arming).
     for (name, why) in infra.unarmed() {
         let file = infra
             .sources
@@ -274,9 +274,9 @@ pub fn import(file: &Path, args: &ConfigArgs) -> anyhow::Result<()> {
         Err(_) => serde_saphyr::from_str(&text)
             .with_context(|| format!("{}: neither JSON nor YAML export", file.display()))?,
     };
-    crate::state::ensure_dir(&cfg.state_dir)?;
+    crate::sys::state::ensure_dir(&cfg.state_dir)?;
     open_store(&cfg)?.import(&snap)?;
-    crate::state::adopt(&cfg.state_dir)?;
+    crate::sys::state::adopt(&cfg.state_dir)?;
     println!("imported {} machine(s)", snap.machines.len());
     Ok(())
 }
@@ -366,7 +366,7 @@ pub fn restore(file: &Path, identity: Option<&Path>, force: bool, args: &ConfigA
         &open_inventory,
     )?;
     if !cache_dir.starts_with(&cfg.state_dir) && cache_dir.exists() {
-        crate::state::adopt(&cache_dir)?;
+        crate::sys::state::adopt(&cache_dir)?;
     }
     println!(
         "restored {}: {} machine(s), {} secret file(s), {} image file(s) from the backup; \

@@ -1,0 +1,7 @@
+//! The command line: clap types ([`cli`]), the one-shot subcommands and the API client.
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod k0s;
+pub mod talos;
