@@ -11,8 +11,6 @@
 //! longer matches is moved aside before anything is fetched, so the boot path never
 //! serves it. Talos pulls go through [`factory`] (the schematic is POSTed first).
 
-pub mod factory;
-
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -371,7 +369,7 @@ pub fn run(cmd: ImagesCommand, args: &crate::cmd::cli::ConfigArgs) -> anyhow::Re
             image,
             ..
         } => {
-            factory::pull_talos(
+            crate::os::talos::factory::pull_talos(
                 &cfg,
                 schematic.as_deref().unwrap_or_default(),
                 version.as_deref().unwrap_or_default(),

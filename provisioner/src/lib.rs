@@ -32,13 +32,14 @@ pub mod images;
 pub mod inputs;
 pub mod k0s;
 pub mod ops;
+pub mod os;
 pub mod pki;
 pub mod power;
 pub mod service;
 pub mod snippet;
 pub mod store;
 pub mod sys;
-pub mod talos;
+
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tftp;

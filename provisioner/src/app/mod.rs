@@ -112,7 +112,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
                     tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
                 }
             }
-            let renderer = crate::talos::renderer::TalosRenderer::new(talos.clone(), secrets.clone());
+            let renderer = crate::os::talos::renderer::TalosRenderer::new(talos.clone(), secrets.clone());
             service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer))
         }
     };
@@ -136,9 +136,9 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     // Admin kubeconfigs (fetched from Talos, minted for k0s), opened once for the
     // workflows and the credentials view; opening creates the secrets key, which a
     // state without clusters does not need.
-    let kubeconfigs: Arc<dyn crate::cluster::orchestrator::KubeconfigStore> =
+    let kubeconfigs: Arc<dyn crate::os::talos::orchestrator::KubeconfigStore> =
         if talos.is_empty() && k0s.is_empty() {
-            Arc::new(crate::cluster::orchestrator::MemKubeconfigs::default())
+            Arc::new(crate::os::talos::orchestrator::MemKubeconfigs::default())
         } else {
             Arc::new(crate::store::AgeKubeconfigs::open_keyed(
                 &cfg.state_dir,
@@ -148,7 +148,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     // One ArgoCD hand-off (manifest loaded on first use) for both workflows.
     let shared = crate::cluster::k0s_ready::Shared {
         kubeconfigs: kubeconfigs.clone(),
-        argo: Arc::new(crate::cluster::supervisor::CachedArgo::new(
+        argo: Arc::new(crate::os::talos::supervisor::CachedArgo::new(
             cfg.gitops_dir.clone(),
             cfg.cache_dir(),
             kubeconfigs.clone(),
@@ -203,9 +203,9 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             // os:admin identity from its secrets bundle.
             resetter: talos_secrets.as_ref().map(|s| {
                 Arc::new(
-                    crate::ops::talos_reset::TalosResetter::new(
+                    crate::os::talos::reset::TalosResetter::new(
                         talos.clone(),
-                        Arc::new(crate::cluster::talos::BundleIdentity::new(s.clone())),
+                        Arc::new(crate::os::talos::api::BundleIdentity::new(s.clone())),
                         cfg.talos.api_port,
                         Duration::from_secs(5),
                     )
@@ -300,7 +300,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     }
 
     if let Some((clusters, secrets)) = bootstrap.filter(|_| cfg.bootstrap.enabled && !dry_run) {
-        let supervisor = crate::cluster::supervisor::Supervisor {
+        let supervisor = crate::os::talos::supervisor::Supervisor {
             settings: cfg.bootstrap.clone(),
             talos_port: cfg.talos.api_port,
             clusters,

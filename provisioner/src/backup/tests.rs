@@ -279,7 +279,7 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
 
 #[test]
 fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
-    use crate::cluster::orchestrator::KubeconfigStore;
+    use crate::os::talos::orchestrator::KubeconfigStore;
     use provisioner_core::apitoken::{ApiTokenStore, Role};
     let (dir, inv) = seeded();
     let s = dir.path().join("state");

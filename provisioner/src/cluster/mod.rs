@@ -8,7 +8,4 @@
 pub mod argocd;
 pub mod await_retry;
 pub mod k0s_ready;
-pub mod orchestrator;
 pub mod settings;
-pub mod supervisor;
-pub mod talos;

@@ -13,7 +13,7 @@ use crate::cmd::cli::ConfigArgs;
 use crate::cmd::commands::load_config;
 use crate::config::Config;
 use crate::store::RedbSecretStore;
-use crate::talos::store::SecretStore;
+use provisioner_core::talos::store::SecretStore;
 
 /// `provisioner talos …`.
 #[derive(Debug, Subcommand)]
@@ -164,7 +164,7 @@ pub fn run(cmd: TalosCommand, args: &ConfigArgs) -> anyhow::Result<()> {
                 .context("no secrets bundle for this cluster")?;
             print!(
                 "{}",
-                crate::talos::talosconfig(&c, &s, OffsetDateTime::now_utc())?
+                crate::os::talos::talosconfig(&c, &s, OffsetDateTime::now_utc())?
             );
         }
         TalosCommand::Secrets(sc) => secrets(sc, &cfg)?,
@@ -195,7 +195,7 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
             let key = age_key
                 .map(|p| std::fs::read_to_string(&p).with_context(|| p.display().to_string()))
                 .transpose()?;
-            let b = crate::talos::import_bundle(&text, key.as_deref())
+            let b = crate::os::talos::import_bundle(&text, key.as_deref())
                 .with_context(|| format!("{}: not a usable secrets bundle", file.display()))?;
             store.put(&cluster, &b)?;
             eprintln!("imported the secrets bundle for cluster {cluster:?} (stored encrypted)");
@@ -218,7 +218,8 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
                         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
                         .format(&time::format_description::well_known::Rfc3339)
                         .unwrap_or_default();
-                    crate::talos::sops::encrypt_yaml(&b.to_yaml(), &r, &now).map_err(anyhow::Error::msg)?
+                    crate::os::talos::sops::encrypt_yaml(&b.to_yaml(), &r, &now)
+                        .map_err(anyhow::Error::msg)?
                 }
                 None => b.to_yaml(),
             };

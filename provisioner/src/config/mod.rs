@@ -198,7 +198,7 @@ pub struct TalosSettings {
 impl Default for TalosSettings {
     fn default() -> Self {
         Self {
-            api_port: crate::cluster::talos::APID_PORT,
+            api_port: crate::os::talos::api::APID_PORT,
         }
     }
 }

@@ -10,9 +10,9 @@ use provisioner_core::k0s::K0sCluster;
 use provisioner_core::talos::TalosCluster;
 use time::OffsetDateTime;
 
-use crate::cluster::orchestrator::KubeconfigStore;
 use crate::k0s::secrets::K0sSecretStore;
-use crate::talos::store::SecretStore;
+use crate::os::talos::orchestrator::KubeconfigStore;
+use provisioner_core::talos::store::SecretStore;
 
 /// Why a credential cannot be handed out. Messages never contain secret material.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ impl ClusterCredentials for StoreCredentials {
             None => None,
         }
         .ok_or_else(|| CredentialError::NotAvailable(format!("{cluster:?} has no secrets bundle yet")))?;
-        crate::talos::talosconfig(c, &bundle, OffsetDateTime::now_utc())
+        crate::os::talos::talosconfig(c, &bundle, OffsetDateTime::now_utc())
             .map(String::into_bytes)
             .map_err(store_err)
     }

@@ -13,7 +13,6 @@ pub mod bootstrap_view;
 pub mod clusters;
 pub mod credentials;
 pub mod reset;
-pub mod talos_reset;
 
 use std::sync::Arc;
 

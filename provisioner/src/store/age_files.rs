@@ -121,7 +121,7 @@ impl AgeKubeconfigs {
     }
 }
 
-impl crate::cluster::orchestrator::KubeconfigStore for AgeKubeconfigs {
+impl crate::os::talos::orchestrator::KubeconfigStore for AgeKubeconfigs {
     fn put(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
         self.0.write(cluster, kubeconfig).map_err(|e| e.to_string())
     }
@@ -134,7 +134,7 @@ impl crate::cluster::orchestrator::KubeconfigStore for AgeKubeconfigs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::orchestrator::KubeconfigStore;
+    use crate::os::talos::orchestrator::KubeconfigStore;
 
     #[test]
     fn kubeconfigs_are_encrypted_at_rest_and_survive_reopen() {

@@ -18,7 +18,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::talos::store::SecretStoreError;
+use provisioner_core::talos::store::SecretStoreError;
 
 /// The credential name the unit loads (`LoadCredential=provisioner.secrets.key`).
 pub const CREDENTIAL: &str = "provisioner.secrets.key";

@@ -10,11 +10,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::api::{ApiRig, api_rig, call, loopback_power};
 use http_body_util::BodyExt;
-use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs};
 use provisioner::http::api;
 use provisioner::ops::credentials::StoreCredentials;
-use provisioner::talos::store::{MemSecretStore, SecretStore};
+use provisioner::os::talos::orchestrator::{KubeconfigStore, MemKubeconfigs};
 use provisioner_core::dhcp::lease::{Lease, LeaseState, LeaseStore, MemLeases};
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::talos::{TalosCluster, TalosNode};
 use tower::ServiceExt;
 

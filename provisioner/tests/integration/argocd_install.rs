@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use provisioner::cluster::argocd::install::{AWAITED, FIELD_MANAGER};
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
-use provisioner::cluster::orchestrator::{ApiProbe, HandOff, KubeconfigStore, MemKubeconfigs};
+use provisioner::os::talos::orchestrator::{ApiProbe, HandOff, KubeconfigStore, MemKubeconfigs};
 use provisioner::testing::fake_kube::FakeKube;
 
 fn gitops_dir() -> PathBuf {

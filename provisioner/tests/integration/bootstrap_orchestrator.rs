@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::talos_lab::TalosLab;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use provisioner::cluster::orchestrator::{ApiProbe, HandOff, MemKubeconfigs, Orchestrator};
+use provisioner::os::talos::orchestrator::{ApiProbe, HandOff, MemKubeconfigs, Orchestrator};
 use provisioner::store::RedbInventory;
 use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
 use provisioner_core::cluster::{BootstrapState, ClusterEvent, ClusterEventKind, ClusterStore, Step};

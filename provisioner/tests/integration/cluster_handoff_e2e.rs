@@ -16,7 +16,7 @@ use common::fake_token::{FAKE_CA_PEM, FakeCluster, assert_sa_registration};
 use common::talos_lab::TalosLab;
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
-use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs, Orchestrator};
+use provisioner::os::talos::orchestrator::{KubeconfigStore, MemKubeconfigs, Orchestrator};
 use provisioner::store::RedbInventory;
 use provisioner::testing::fake_argo::FakeArgo;
 use provisioner::testing::fake_kube::FakeKube;

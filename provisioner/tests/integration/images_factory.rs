@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::cli::{repo_config, run};
-use provisioner::images::factory::{FactoryError, ensure_schematic};
 use provisioner::images::{self, SUMS};
+use provisioner::os::talos::factory::{FactoryError, ensure_schematic};
 use provisioner::testing::fake_factory::FakeFactory;
 use provisioner_core::talos::schematic::Schematic;
 

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use provisioner::images::factory::ensure_schematic;
 use provisioner::images::{self, SUMS};
+use provisioner::os::talos::factory::ensure_schematic;
 use provisioner::testing::fake_factory::FakeFactory;
 use provisioner_core::catalog::{Image, ImageFile};
 use provisioner_core::talos::schematic::Schematic;

@@ -17,15 +17,15 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use provisioner::http::boot::{BootState, router};
+use provisioner::os::talos::renderer::TalosRenderer;
 use provisioner::service::{BootService, ReleasePolicy};
 use provisioner::store::RedbInventory;
-use provisioner::talos::renderer::TalosRenderer;
-use provisioner::talos::store::{MemSecretStore, SecretStore};
 use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
 use provisioner_core::catalog::{self, ConfigKind};
 use provisioner_core::inventory::{Inventory, MemInventory};
 use provisioner_core::model::{EventKind, MachineState};
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::talos::{self, SecretsBundle};
 use tower::ServiceExt;
 

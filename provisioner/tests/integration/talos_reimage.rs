@@ -12,12 +12,12 @@ use std::time::Duration;
 use common::daemon::{Daemon, http, loopback_boot, write_config};
 use common::pki::OsCa;
 use common::talos_lab::TalosLab;
-use provisioner::cluster::talos::BundleIdentity;
-use provisioner::cluster::talos::pb::machine::{ResetRequest, reset_request};
 use provisioner::ops::reset::NodeResetter;
-use provisioner::ops::talos_reset::TalosResetter;
-use provisioner::talos::store::{MemSecretStore, SecretStore};
+use provisioner::os::talos::api::BundleIdentity;
+use provisioner::os::talos::api::pb::machine::{ResetRequest, reset_request};
+use provisioner::os::talos::reset::TalosResetter;
 use provisioner_core::model::Machine;
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 
 const MAC1: &str = "52:54:00:00:10:01";
 

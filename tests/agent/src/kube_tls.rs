@@ -65,7 +65,7 @@ fn server_config_from(ca_crt_b64: &str, ca_key_b64: &str, ip: IpAddr) -> Result<
 #[cfg(test)]
 mod tests {
     use provisioner::cluster::argocd::KubeReadyz;
-    use provisioner::cluster::orchestrator::ApiProbe;
+    use provisioner::os::talos::orchestrator::ApiProbe;
     use provisioner::testing::fake_kube::FakeKube;
 
     use super::*;

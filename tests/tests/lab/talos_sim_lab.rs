@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use provisioner::cluster::talos::{
+use provisioner::os::talos::api::{
     BundleIdentity, ClusterIdentity, IdentitySource, TalosApi, Target, TonicTalos,
 };
-use provisioner::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::talos::SecretsBundle;
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 use provisioner_e2e::talos_sim::{CLUSTER, TalosSimSite, agent_bin, agent_initrd};
 use provisioner_e2e::{Appliance, Firmware, Lab, Machine, QemuVm, payload, require_root, tail, timeline};
 

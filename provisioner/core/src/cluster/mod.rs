@@ -6,8 +6,6 @@ pub mod argo_wait;
 pub mod bootstrap;
 pub mod k0s;
 pub mod retry;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

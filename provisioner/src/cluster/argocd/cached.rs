@@ -10,8 +10,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{ArgoHandOff, Settings};
-use crate::cluster::orchestrator::{HandOff, KubeconfigStore};
 use crate::cluster::settings::BootstrapSettings;
+use crate::os::talos::orchestrator::{HandOff, KubeconfigStore};
 
 /// The ArgoCD hand-off, loaded on first use: `gitops/settings.yaml` and the verified
 /// install manifest from the image cache (`images pull argocd`). Loading waits for

@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use self::install::Installer;
 use self::manifest::InstallManifest;
-use super::orchestrator::{ApiProbe, HandOff, KubeconfigStore};
+use crate::os::talos::orchestrator::{ApiProbe, HandOff, KubeconfigStore};
 
 /// `gitops/settings.yaml`: what the appliance needs to hand clusters to Git.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

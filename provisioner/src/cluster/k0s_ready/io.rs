@@ -19,8 +19,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::{AdminKubeconfig, ControllerPhase, NodeLister};
 use crate::cluster::argocd::client_for;
-use crate::cluster::orchestrator::KubeconfigStore;
 use crate::k0s::secrets::K0sSecretStore;
+use crate::os::talos::orchestrator::KubeconfigStore;
 use crate::pki::k0s as pki;
 
 /// The controller's phase from the inventory: the machine with the controller's MAC

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use spawn::{Shared, spawn};
 
-use super::orchestrator::{ApiProbe, ClusterError, HandOff};
+use crate::os::talos::orchestrator::{ApiProbe, ClusterError, HandOff};
 
 /// The controller machine's k0s phase (`core::k0s::progress`, from its timeline).
 pub trait ControllerPhase: Send + Sync + std::fmt::Debug {

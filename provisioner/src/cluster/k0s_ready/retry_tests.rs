@@ -15,9 +15,9 @@ use provisioner_core::k0s::progress::Phase;
 use tokio_util::sync::CancellationToken;
 
 use super::{AdminKubeconfig, ControllerPhase, K0sReady, NodeLister};
-use crate::cluster::orchestrator::{ApiProbe, HandOff};
 use crate::ops::bootstrap_view::StoreBootstrap;
 use crate::ops::clusters::BootstrapProgress;
+use crate::os::talos::orchestrator::{ApiProbe, HandOff};
 
 /// Counts its calls; `/readyz` answers ok only once `ready` is set.
 #[derive(Debug, Default)]

@@ -17,8 +17,8 @@ use super::K0sReady;
 use super::io::{InventoryController, KubeNodes, MintedKubeconfig};
 use crate::cluster::argocd::cached::CachedArgo;
 use crate::cluster::argocd::{KubeReadyz, Settings};
-use crate::cluster::orchestrator::{HandOff, KubeconfigStore};
 use crate::config::Config;
+use crate::os::talos::orchestrator::{HandOff, KubeconfigStore};
 
 /// Pause between polls of a step that is not done yet.
 const POLL: Duration = Duration::from_secs(5);

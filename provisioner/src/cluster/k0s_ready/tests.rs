@@ -12,8 +12,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::io::{InventoryController, MintedKubeconfig};
 use super::{AdminKubeconfig, ControllerPhase};
-use crate::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs};
 use crate::k0s::secrets::{K0sSecretStore, MemSecretStore};
+use crate::os::talos::orchestrator::{KubeconfigStore, MemKubeconfigs};
 use crate::pki::k0s as pki;
 
 fn minted(url: &str, secrets: Arc<MemSecretStore>, custody: Arc<MemKubeconfigs>) -> MintedKubeconfig {

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use provisioner::cluster::talos::ClusterIdentity;
+use provisioner::os::talos::api::ClusterIdentity;
 use provisioner::testing::fake_apid::NodeTls;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

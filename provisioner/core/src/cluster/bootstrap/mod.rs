@@ -25,9 +25,7 @@ use time::OffsetDateTime;
 
 use super::ClusterEvent;
 
-mod step;
-
-pub use step::{step, work_for};
+pub use crate::talos::bootstrap::{step, work_for};
 
 /// Where a cluster's bootstrap is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use provisioner_core::model::MacAddr;
 use provisioner_core::render::config::{ConfigRenderer, check_bound, cluster_node};
 use provisioner_core::talos::{self, TalosCluster};
 
-use super::store::SecretStore;
+use provisioner_core::talos::store::SecretStore;
 
 /// Renders Talos machine configs for the boot path.
 #[derive(Debug)]

@@ -40,12 +40,12 @@ pub trait IdentitySource: Send + Sync + fmt::Debug {
 /// cheap), exactly what `talosctl gen config` puts in a talosconfig.
 #[derive(Debug, Clone)]
 pub struct BundleIdentity {
-    secrets: std::sync::Arc<dyn crate::talos::store::SecretStore>,
+    secrets: std::sync::Arc<dyn provisioner_core::talos::store::SecretStore>,
 }
 
 impl BundleIdentity {
     /// Identities from `secrets`.
-    pub fn new(secrets: std::sync::Arc<dyn crate::talos::store::SecretStore>) -> Self {
+    pub fn new(secrets: std::sync::Arc<dyn provisioner_core::talos::store::SecretStore>) -> Self {
         Self { secrets }
     }
 }
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn bundle_identity_mints_an_admin_cert_from_the_os_ca() {
-        use crate::talos::store::{MemSecretStore, SecretStore};
+        use provisioner_core::talos::store::{MemSecretStore, SecretStore};
         let store = std::sync::Arc::new(MemSecretStore::new());
         let bundle = crate::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
         store.put("lab", &bundle).unwrap();

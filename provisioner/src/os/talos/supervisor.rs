@@ -23,12 +23,12 @@ use provisioner_core::talos::cluster::TalosCluster;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::argocd::KubeReadyz;
-pub use super::argocd::cached::CachedArgo;
+use super::api::{BundleIdentity, IdentitySource, TalosApi, Target, TonicTalos};
 use super::orchestrator::{HandOff, KubeconfigStore, Orchestrator};
-pub use super::settings::{BootstrapSettings, plan_for};
-use super::talos::{BundleIdentity, IdentitySource, TalosApi, Target, TonicTalos};
-use crate::talos::store::SecretStore;
+use crate::cluster::argocd::KubeReadyz;
+pub use crate::cluster::argocd::cached::CachedArgo;
+pub use crate::cluster::settings::{BootstrapSettings, plan_for};
+use provisioner_core::talos::store::SecretStore;
 
 /// Everything the per-cluster tasks share.
 #[derive(Debug)]
@@ -126,7 +126,9 @@ impl Running {
                         .unwrap_or_default();
                     tracing::error!(cluster = %name, %failure, "bootstrap Failed; waiting for an operator retry (`provisioner clusters retry`)");
                     let poll = Duration::from_millis(self.settings.poll_ms.clamp(10, 2_000));
-                    if !super::await_retry::until_retried(self.store.as_ref(), name, poll, &shutdown).await {
+                    if !crate::cluster::await_retry::until_retried(self.store.as_ref(), name, poll, &shutdown)
+                        .await
+                    {
                         return;
                     }
                     tracing::info!(cluster = %name, "bootstrap retried by an operator; resuming at the failed step");

@@ -18,9 +18,9 @@ use provisioner_core::catalog::Catalog;
 use provisioner_core::model::Machine;
 use provisioner_core::talos::{TalosCluster, TalosNode};
 
-use super::reset::{NodeResetter, ResetError};
-use crate::cluster::talos::pb::machine::{ResetPartitionSpec, ResetRequest, reset_request};
-use crate::cluster::talos::{IdentitySource, TalosApi, Target, TonicTalos};
+use crate::ops::reset::{NodeResetter, ResetError};
+use crate::os::talos::api::pb::machine::{ResetPartitionSpec, ResetRequest, reset_request};
+use crate::os::talos::api::{IdentitySource, TalosApi, Target, TonicTalos};
 
 /// The system partitions a re-image wipes (Talos labels).
 pub const WIPED_PARTITIONS: [&str; 2] = ["STATE", "EPHEMERAL"];
@@ -126,7 +126,7 @@ impl TalosResetter {
 
     fn group_hostname(&self, m: &Machine) -> Option<String> {
         let catalog = self.catalog.as_deref()?;
-        let group = super::assignment(catalog, m)?.group?;
+        let group = crate::ops::assignment(catalog, m)?.group?;
         catalog.groups.get(&group)?.metadata.get("hostname").cloned()
     }
 

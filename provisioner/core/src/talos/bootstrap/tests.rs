@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::bootstrap::*;
-use super::{ClusterEventKind, ClusterStore, MemClusterStore};
+use crate::cluster::bootstrap::*;
+use crate::cluster::{ClusterEventKind, ClusterStore, MemClusterStore};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{
+use crate::cluster::ClusterEventKind;
+use crate::cluster::bootstrap::{
     BootstrapOutcome, BootstrapState, EtcdMember, EtcdService, Observation, Plan, Step, Transition, Work, ev,
 };
-use crate::cluster::ClusterEventKind;
 
 /// Advances the workflow by one observation. Pure: no clock, no I/O.
 pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDateTime) -> Transition {
@@ -21,7 +21,7 @@ pub fn step(plan: &Plan, state: &BootstrapState, obs: Observation, now: OffsetDa
         delay: Duration::ZERO,
     };
     // A k0s record (`cluster::k0s`) is not this workflow's to drive.
-    if state.step.is_terminal() || state.flow != super::Flow::Talos {
+    if state.step.is_terminal() || state.flow != crate::cluster::bootstrap::Flow::Talos {
         return t;
     }
     // `Some(reason)` when the step is not done yet: poll again, unless out of time.
@@ -240,3 +240,6 @@ fn enter(t: &mut Transition, step: Step, now: OffsetDateTime, why: &str) {
 fn fail(t: &mut Transition, now: OffsetDateTime, why: String) {
     t.next.fail(&mut t.events, now, why);
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,8 +8,8 @@ use provisioner_core::cluster::{ClusterStore, MemClusterStore};
 use provisioner_core::inventory::MemInventory;
 
 use super::*;
-use crate::cluster::orchestrator::MemKubeconfigs;
-use crate::talos::store::MemSecretStore;
+use crate::os::talos::orchestrator::MemKubeconfigs;
+use provisioner_core::talos::store::MemSecretStore;
 
 fn cluster() -> TalosCluster {
     serde_saphyr::from_str(
@@ -51,7 +51,7 @@ fn supervisor(store: Arc<MemClusterStore>) -> Supervisor {
     );
     Supervisor {
         settings,
-        talos_port: crate::cluster::talos::APID_PORT,
+        talos_port: crate::os::talos::api::APID_PORT,
         clusters: [("lab".to_string(), cluster())].into(),
         secrets: Arc::new(MemSecretStore::new()),
         store,

@@ -20,7 +20,7 @@ use provisioner_core::model::{EventKind, MacAddr, TimelineEvent};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::talos::{TalosApi, Target, classify_bootstrap};
+use super::api::{TalosApi, Target, classify_bootstrap};
 
 /// Where fetched kubeconfigs are kept. They hold cluster-admin credentials, so the
 /// production implementation is the encrypted secret store (issue 4's); they are

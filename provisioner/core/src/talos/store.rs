@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use provisioner_core::talos::SecretsBundle;
+use super::SecretsBundle;
 
 /// Secret-store failures (messages never contain secret material).
 #[derive(Debug, thiserror::Error)]

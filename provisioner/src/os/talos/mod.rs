@@ -3,11 +3,15 @@
 //! ([`renderer`]) and the `talos …` subcommands ([`commands`]). Pure parts (cluster
 //! model, machine configs, schematics) are in `provisioner_core::talos`.
 
+pub mod api;
+pub mod factory;
+pub mod orchestrator;
 pub mod renderer;
+pub mod reset;
 pub mod sops;
+pub mod supervisor;
 
 use crate::pki::talos as pki;
-pub mod store;
 
 use provisioner_core::talos::{SecretsBundle, TalosCluster};
 use time::OffsetDateTime;

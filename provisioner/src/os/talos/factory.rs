@@ -270,8 +270,8 @@ pub fn pull_talos(
     let rt = tokio::runtime::Runtime::new()?;
     let created = rt.block_on(ensure_schematic(&client, factory, &schematic))?;
     println!("schematic {created}: present on {factory}");
-    let files = super::sources(img, Some((factory, &created, version)))?;
-    for (file, sum, fetched) in rt.block_on(super::pull(&client, &cfg.cache_dir(), img, &files))? {
+    let files = crate::images::sources(img, Some((factory, &created, version)))?;
+    for (file, sum, fetched) in rt.block_on(crate::images::pull(&client, &cfg.cache_dir(), img, &files))? {
         let what = if fetched { "downloaded" } else { "already cached" };
         println!("{}/{file}: {what}, sha256 {sum}", img.id);
     }
