@@ -30,7 +30,6 @@ pub mod gitops;
 pub mod http;
 pub mod images;
 pub mod inputs;
-pub mod k0s;
 pub mod ops;
 pub mod os;
 pub mod pki;

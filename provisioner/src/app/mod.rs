@@ -118,7 +118,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     };
     // The bootstrap supervisor's inputs, when there are Talos clusters.
     let bootstrap = talos_secrets.clone().map(|s| (talos.clone(), s));
-    let service = Arc::new(crate::k0s::attach(service, &cfg, &cache_dir)?);
+    let service = Arc::new(crate::os::k0s::attach(service, &cfg, &cache_dir)?);
     infra_reservations.extend(crate::dhcp::settings::k0s_reservations(&k0s));
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
@@ -146,7 +146,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             )?)
         };
     // One ArgoCD hand-off (manifest loaded on first use) for both workflows.
-    let shared = crate::cluster::k0s_ready::Shared {
+    let shared = crate::os::k0s::ready::Shared {
         kubeconfigs: kubeconfigs.clone(),
         argo: Arc::new(crate::os::talos::supervisor::CachedArgo::new(
             cfg.gitops_dir.clone(),
@@ -156,7 +156,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         )),
     };
     // k0s clusters: controller readiness, Ready nodes, ArgoCD hand-off (one task each).
-    crate::cluster::k0s_ready::spawn(
+    crate::os::k0s::ready::spawn(
         &cfg,
         catalog.clone(),
         inventory.clone(),

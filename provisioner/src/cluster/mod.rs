@@ -7,5 +7,4 @@
 
 pub mod argocd;
 pub mod await_retry;
-pub mod k0s_ready;
 pub mod settings;

@@ -192,7 +192,7 @@ fn check_infra(
             "cluster",
             &source,
         ));
-        crate::k0s::check_groups(&infra.k0s, cat, problems);
+        crate::os::k0s::check_groups(&infra.k0s, cat, problems);
     }
     infra.names().into_iter().collect()
 }

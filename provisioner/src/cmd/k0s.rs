@@ -12,10 +12,11 @@ use provisioner_core::render::config::ConfigUrls;
 
 use crate::cmd::cli::ConfigArgs;
 use crate::config::Config;
-use crate::k0s::mirror::Kind;
-use crate::k0s::secrets::{FileSecretStore, K0sSecretStore};
-use crate::k0s::{download, ensure_secrets, load_clusters, renderer};
+use crate::images::mirror::Kind;
+use crate::os::k0s::pull as download;
+use crate::os::k0s::{ensure_secrets, load_clusters, renderer};
 use crate::pki::k0s as pki;
+use crate::store::k0s_secrets::{FileSecretStore, K0sSecretStore};
 
 /// `provisioner k0s …`.
 #[derive(Debug, clap::Subcommand)]

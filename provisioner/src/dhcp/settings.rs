@@ -341,7 +341,7 @@ mod k0s_infra_tests {
     #[test]
     fn k0s_nodes_become_reservations_and_config_wins() {
         let text = "distribution: k0s\nclusterName: lab\nk0sVersion: v1.36.3+k0s.2\nflatcarVersion: 4459.2.0\nnodes:\n  - { hostname: c1, controlPlane: true, ipAddress: 10.9.0.21, mac: \"52:54:00:00:02:01\" }\n  - { hostname: w1, ipAddress: 10.9.0.22, mac: \"52:54:00:00:02:02\" }\n  - { hostname: nomac, ipAddress: 10.9.0.23 }\n  - { hostname: noip, mac: \"52:54:00:00:02:04\" }\n  - { hostname: v6, ipAddress: \"fd00::5\", mac: \"52:54:00:00:02:05\" }\n  - { hostname: elsewhere, ipAddress: 192.0.2.9, mac: \"52:54:00:00:02:06\" }\n";
-        let c = crate::k0s::parse_cluster(text).unwrap();
+        let c = crate::os::k0s::parse_cluster(text).unwrap();
         let infra = k0s_reservations(&BTreeMap::from([("lab".to_string(), c)]));
         let macs: Vec<String> = infra.iter().map(|r| r.mac.to_string()).collect();
         assert_eq!(
@@ -387,7 +387,7 @@ mod k0s_infra_tests {
     #[test]
     fn the_beelink_file_reserves_every_node() {
         let infra = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra");
-        let clusters = crate::k0s::load_clusters(&infra).unwrap();
+        let clusters = crate::os::k0s::load_clusters(&infra).unwrap();
         let r = k0s_reservations(&clusters);
         let beelink = &clusters["beelink"];
         assert_eq!(r.len(), beelink.nodes.len(), "{r:?}");

@@ -10,8 +10,8 @@ use provisioner_core::k0s::K0sCluster;
 use provisioner_core::talos::TalosCluster;
 use time::OffsetDateTime;
 
-use crate::k0s::secrets::K0sSecretStore;
 use crate::os::talos::orchestrator::KubeconfigStore;
+use crate::store::k0s_secrets::K0sSecretStore;
 use provisioner_core::talos::store::SecretStore;
 
 /// Why a credential cannot be handed out. Messages never contain secret material.

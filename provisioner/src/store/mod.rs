@@ -3,6 +3,7 @@
 
 mod age_files;
 mod clusters;
+pub mod k0s_secrets;
 mod redb_leases;
 mod redb_store;
 mod redb_tokens;

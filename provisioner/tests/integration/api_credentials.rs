@@ -44,10 +44,10 @@ fn rig() -> Creds {
     let secrets = Arc::new(MemSecretStore::new());
     let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
     secrets.put("lab", &bundle).unwrap();
-    let k0s = provisioner::k0s::parse_cluster(K0S).unwrap();
+    let k0s = provisioner::os::k0s::parse_cluster(K0S).unwrap();
     let k0s_clusters = [("beelink".to_string(), k0s)].into();
-    let k0s_store = Arc::new(provisioner::k0s::secrets::MemSecretStore::default());
-    provisioner::k0s::ensure_secrets(&k0s_clusters, k0s_store.as_ref(), time::OffsetDateTime::now_utc())
+    let k0s_store = Arc::new(provisioner::store::k0s_secrets::MemSecretStore::default());
+    provisioner::os::k0s::ensure_secrets(&k0s_clusters, k0s_store.as_ref(), time::OffsetDateTime::now_utc())
         .unwrap();
     let kubeconfigs = Arc::new(MemKubeconfigs::default());
     let leases = Arc::new(MemLeases::new());

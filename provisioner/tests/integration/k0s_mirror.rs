@@ -16,10 +16,10 @@ use std::sync::Arc;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
-use provisioner::k0s::download;
-use provisioner::k0s::mirror::{self, Kind};
-use provisioner::k0s::secrets::{FileSecretStore, K0sSecretStore};
+use provisioner::images::mirror::{self, Kind};
+use provisioner::os::k0s::pull as download;
 use provisioner::pki::k0s as pki;
+use provisioner::store::k0s_secrets::{FileSecretStore, K0sSecretStore};
 
 const K0S: &str = "v1.36.3+k0s.2";
 const FLATCAR: &str = "4459.2.0";

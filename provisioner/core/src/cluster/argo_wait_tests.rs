@@ -8,10 +8,10 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::cluster::bootstrap::{BootstrapState, Observation, Plan, Step, Timeouts, Work, step};
-use crate::cluster::k0s::{self, K0sObservation, K0sPlan, K0sWork};
 use crate::cluster::retry::retry;
 use crate::cluster::{ClusterEventKind, Flow};
 use crate::gitops::health::{AppStatus, Report};
+use crate::k0s::workflow::{self as k0s, K0sObservation, K0sPlan, K0sWork};
 
 fn t0() -> OffsetDateTime {
     OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)

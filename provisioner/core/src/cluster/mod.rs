@@ -4,7 +4,6 @@
 
 pub mod argo_wait;
 pub mod bootstrap;
-pub mod k0s;
 pub mod retry;
 
 use std::collections::BTreeMap;

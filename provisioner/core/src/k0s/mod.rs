@@ -9,5 +9,6 @@ pub mod clusterconfig;
 pub mod ignition;
 pub mod progress;
 pub mod token;
+pub mod workflow;
 
 pub use cluster::{K0sCluster, K0sNode, NetworkProvider};

@@ -4,10 +4,9 @@
 //! Pure parts (cluster model, ClusterConfig, tokens, Ignition, sub-states) are in
 //! `provisioner_core::k0s`.
 
-pub mod download;
-pub mod mirror;
+pub mod pull;
+pub mod ready;
 pub mod renderer;
-pub mod secrets;
 
 use std::collections::BTreeMap;
 
@@ -17,7 +16,7 @@ use std::path::Path;
 use provisioner_core::k0s::K0sCluster;
 use time::OffsetDateTime;
 
-use secrets::{K0sSecretStore, StoreError};
+use crate::store::k0s_secrets::{K0sSecretStore, StoreError};
 
 /// Wires the Flatcar renderer into `service` when `infra/` defines armed k0s clusters
 /// ([`crate::inputs::arming`]): loads them, opens the encrypted store, generates missing

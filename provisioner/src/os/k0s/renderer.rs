@@ -15,8 +15,8 @@ use provisioner_core::k0s::{K0sCluster, clusterconfig};
 use provisioner_core::model::MacAddr;
 use provisioner_core::render::config::{ConfigRenderer, ConfigUrls, check_bound, cluster_node};
 
-use super::mirror::{self, Kind};
-use super::secrets::{K0sSecretStore, K0sSecrets};
+use crate::images::mirror::{self, Kind};
+use crate::store::k0s_secrets::{K0sSecretStore, K0sSecrets};
 
 /// Renders Flatcar Ignition configs for k0s nodes.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! Drives the pure k0s workflow (`provisioner_core::cluster::k0s`) with real I/O, as
+//! Drives the pure k0s workflow (`provisioner_core::k0s::workflow`) with real I/O, as
 //! [`super::orchestrator`] does for Talos: each turn persists the transition (state +
 //! events, one durable commit) *before* doing the work, so a restart resumes at the
 //! last recorded step and never redoes one recorded as done.
@@ -18,9 +18,11 @@ mod tests;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use provisioner_core::cluster::k0s::{self, K0sObservation, K0sPlan, K0sTransition, K0sWork, NodeStatus};
 use provisioner_core::cluster::{ClusterEventKind, ClusterStore, Flow, Step};
 use provisioner_core::k0s::progress::Phase;
+use provisioner_core::k0s::workflow::{
+    self as k0s, K0sObservation, K0sPlan, K0sTransition, K0sWork, NodeStatus,
+};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -84,7 +86,9 @@ impl K0sReady {
                 Ok(Some(Step::Failed)) if !shutdown.is_cancelled() => {
                     tracing::error!(cluster = %name, "k0s workflow Failed; waiting for an operator retry (`provisioner clusters retry`)");
                     let poll = self.plan.poll.min(RETRY_POLL);
-                    if super::await_retry::until_retried(self.store.as_ref(), name, poll, &shutdown).await {
+                    if crate::cluster::await_retry::until_retried(self.store.as_ref(), name, poll, &shutdown)
+                        .await
+                    {
                         tracing::info!(cluster = %name, "k0s workflow retried by an operator");
                         continue;
                     }

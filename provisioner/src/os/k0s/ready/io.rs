@@ -10,18 +10,18 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use provisioner_core::catalog::{Catalog, ConfigKind};
-use provisioner_core::cluster::k0s::NodeStatus;
 use provisioner_core::inventory::Inventory;
 use provisioner_core::k0s::progress::{self, Phase};
 use provisioner_core::k0s::token::Kubeconfig;
+use provisioner_core::k0s::workflow::NodeStatus;
 use provisioner_core::model::MacAddr;
 use time::{Duration, OffsetDateTime};
 
 use super::{AdminKubeconfig, ControllerPhase, NodeLister};
 use crate::cluster::argocd::client_for;
-use crate::k0s::secrets::K0sSecretStore;
 use crate::os::talos::orchestrator::KubeconfigStore;
 use crate::pki::k0s as pki;
+use crate::store::k0s_secrets::K0sSecretStore;
 
 /// The controller's phase from the inventory: the machine with the controller's MAC
 /// from infra/, else every machine the catalog assigns to the cluster through a group

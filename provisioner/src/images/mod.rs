@@ -11,6 +11,8 @@
 //! longer matches is moved aside before anything is fetched, so the boot path never
 //! serves it. Talos pulls go through [`factory`] (the schematic is POSTed first).
 
+pub mod mirror;
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

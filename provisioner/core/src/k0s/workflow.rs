@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::bootstrap::{BootstrapState, Flow, Step, Timeouts, ev};
-use super::{ClusterEvent, ClusterEventKind};
+use crate::cluster::bootstrap::{BootstrapState, Flow, Step, Timeouts, ev};
+use crate::cluster::{ClusterEvent, ClusterEventKind};
 use crate::k0s::progress::Phase;
 
 /// What the k0s workflow is run for: fixed for a cluster, not persisted.
@@ -223,7 +223,7 @@ pub fn step(
         K0sObservation::Argo(r) if state.step == Step::HandOff && state.applied_at.is_some() => {
             match t.next.observe_argo(&mut t.events, r, now) {
                 None => {
-                    enter(&mut t, Step::HandedOff, now, super::argo_wait::DONE);
+                    enter(&mut t, Step::HandedOff, now, crate::cluster::argo_wait::DONE);
                     None
                 }
                 Some(why) => Some(why),

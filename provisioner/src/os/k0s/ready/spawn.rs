@@ -8,8 +8,8 @@ use anyhow::Context;
 use provisioner_core::catalog::Catalog;
 use provisioner_core::cluster::ClusterStore;
 use provisioner_core::cluster::bootstrap::Timeouts;
-use provisioner_core::cluster::k0s::K0sPlan;
 use provisioner_core::inventory::Inventory;
+use provisioner_core::k0s::workflow::K0sPlan;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 

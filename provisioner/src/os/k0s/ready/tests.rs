@@ -12,9 +12,9 @@ use time::{Duration, OffsetDateTime};
 
 use super::io::{InventoryController, MintedKubeconfig};
 use super::{AdminKubeconfig, ControllerPhase};
-use crate::k0s::secrets::{K0sSecretStore, MemSecretStore};
 use crate::os::talos::orchestrator::{KubeconfigStore, MemKubeconfigs};
 use crate::pki::k0s as pki;
+use crate::store::k0s_secrets::{K0sSecretStore, MemSecretStore};
 
 fn minted(url: &str, secrets: Arc<MemSecretStore>, custody: Arc<MemKubeconfigs>) -> MintedKubeconfig {
     MintedKubeconfig {

@@ -20,7 +20,7 @@ use provisioner_core::k0s::ignition::url_path_segment;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::mirror::{self, Kind};
+use crate::images::mirror::{self, Kind};
 
 /// Flatcar's stable channel, amd64 (k0s-flatcar.md §3).
 pub const FLATCAR_BASE: &str = "https://stable.release.flatcar-linux.net/amd64-usr";

@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use provisioner_core::cluster::bootstrap::Timeouts;
-use provisioner_core::cluster::k0s::{K0sPlan, NodeStatus};
 use provisioner_core::cluster::{ClusterStore, MemClusterStore, Step};
 use provisioner_core::k0s::progress::Phase;
+use provisioner_core::k0s::workflow::{K0sPlan, NodeStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::{AdminKubeconfig, ControllerPhase, K0sReady, NodeLister};
