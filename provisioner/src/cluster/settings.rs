@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
+use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::model::MacAddr;
+use provisioner_core::talos::bootstrap::Plan;
 use provisioner_core::talos::cluster::TalosCluster;
 use serde::{Deserialize, Serialize};
 

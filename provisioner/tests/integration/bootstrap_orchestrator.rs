@@ -17,10 +17,11 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use provisioner::os::talos::orchestrator::{ApiProbe, HandOff, MemKubeconfigs, Orchestrator};
 use provisioner::store::RedbInventory;
-use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
+use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::{BootstrapState, ClusterEvent, ClusterEventKind, ClusterStore, Step};
 use provisioner_core::inventory::{Inventory, InventoryError};
 use provisioner_core::model::{MacAddr, Machine, MachineState};
+use provisioner_core::talos::bootstrap::Plan;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 

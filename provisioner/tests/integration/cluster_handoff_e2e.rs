@@ -20,8 +20,9 @@ use provisioner::os::talos::orchestrator::{KubeconfigStore, MemKubeconfigs, Orch
 use provisioner::store::RedbInventory;
 use provisioner::testing::fake_argo::FakeArgo;
 use provisioner::testing::fake_kube::FakeKube;
-use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
+use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::{ClusterStore, Step};
+use provisioner_core::talos::bootstrap::Plan;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 

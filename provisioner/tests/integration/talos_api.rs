@@ -7,7 +7,7 @@ use crate::common;
 use common::talos_lab::TalosLab;
 use provisioner::os::talos::api::pb::machine::{ResetRequest, reset_request};
 use provisioner::os::talos::api::{TalosApi, Target, classify_bootstrap};
-use provisioner_core::cluster::bootstrap::BootstrapOutcome;
+use provisioner_core::talos::bootstrap::BootstrapOutcome;
 use rcgen::ExtendedKeyUsagePurpose as Eku;
 use tonic::Code;
 

@@ -10,13 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use provisioner_core::cluster::ClusterStore;
-use provisioner_core::cluster::bootstrap::{
-    self, BootstrapState, EtcdMember, EtcdService, Observation, Plan, Step, Work,
-};
+use provisioner_core::cluster::bootstrap::{BootstrapState, Step};
 use provisioner_core::gitops::health::Report;
 use provisioner_core::inventory::{Inventory, Update};
 use provisioner_core::lifecycle::{self, Trigger};
 use provisioner_core::model::{EventKind, MacAddr, TimelineEvent};
+use provisioner_core::talos::bootstrap::{self, EtcdMember, EtcdService, Observation, Plan, Work};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use provisioner_core::cluster::bootstrap::{BootstrapState, Plan, Step};
+use provisioner_core::cluster::bootstrap::{BootstrapState, Step};
 use provisioner_core::cluster::{ClusterEvent, ClusterEventKind, ClusterStore};
 use provisioner_core::inventory::{Inventory, InventoryError};
+use provisioner_core::talos::bootstrap::Plan;
 use provisioner_core::talos::cluster::TalosCluster;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;

@@ -307,7 +307,7 @@ fn a_blocked_hand_off_waits_with_its_clock_stopped() {
 
 #[test]
 fn the_talos_workflow_leaves_k0s_records_alone() {
-    use crate::cluster::bootstrap::{self, Observation, Plan};
+    use crate::talos::bootstrap::{self, Observation, Plan};
     let talos = Plan {
         cluster: "beelink".into(),
         control_plane: ["10.0.40.11".parse().unwrap()].into(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::*;
 use crate::cluster::bootstrap::*;
 use crate::cluster::{ClusterEventKind, ClusterStore, MemClusterStore};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use provisioner_core::cluster::bootstrap::BootstrapOutcome;
+use provisioner_core::talos::bootstrap::BootstrapOutcome;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::pb::machine::machine_service_client::MachineServiceClient;

@@ -1,19 +1,8 @@
-//! The cluster bootstrap workflow as a pure state machine: `(plan, state, observation,
-//! now) -> (next state, events, what to do next)`. The daemon persists the returned
-//! state and events in one durable commit *before* it performs the returned work, so a
-//! restart at any point resumes from the last recorded step and never repeats a step
-//! that was recorded as done. That is what keeps `Bootstrap` to exactly one node
-//! (talos.md §16.3 step 5: persist before calling, or a restart risks a split brain).
-//!
-//! Steps (talos.md §10.4, §16.3; argocd-gitops.md §10):
-//! `WaitNodes` (mTLS `Version` answers on every control-plane node; each answer marks
-//! that node's machine `Installed`) → `Bootstrap` (node chosen = lowest IP, recorded,
-//! then `Bootstrap` retried on FailedPrecondition / DeadlineExceeded / connection errors,
-//! `AlreadyExists` = done) → `WaitEtcd` (etcd Running + healthy everywhere, member list
-//! complete, no learner) → `FetchKubeconfig` → `WaitApi` (`/readyz`) → `HandOff`
-//! (ArgoCD install + root app, then, with its own clock and timeout, Argo CD's
-//! report until every Application of the cluster is Synced and Healthy:
-//! [`super::argo_wait`]) → `HandedOff`. Any step past its own timeout → `Failed`.
+//! The persisted progress shared by both cluster workflows (Talos:
+//! [`crate::talos::bootstrap`], k0s: [`crate::k0s::workflow`]): the step a cluster is
+//! in, when it entered it, each step's timeout, and the "move, wait or fail" rules
+//! both state machines apply to it. Persisted as one record per cluster
+//! ([`super::ClusterStore`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,8 +13,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ClusterEvent;
-
-pub use crate::talos::bootstrap::{step, work_for};
 
 /// Where a cluster's bootstrap is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,29 +116,14 @@ impl Timeouts {
     }
 }
 
-/// What the workflow is run for: fixed for a cluster, not persisted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    /// Cluster name (infra/<name>.yaml).
-    pub cluster: String,
-    /// Control-plane node addresses (the talosconfig endpoints; never the VIP).
-    pub control_plane: BTreeSet<IpAddr>,
-    /// Whether this cluster gets ArgoCD; without it the workflow ends after `/readyz`.
-    pub hand_off: bool,
-    /// Per-step limits.
-    pub timeouts: Timeouts,
-    /// Pause between polls of a step that is not done yet.
-    pub poll: Duration,
-}
-
 /// Which workflow a [`BootstrapState`] belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Flow {
-    /// Talos: this module's [`step`].
+    /// Talos: [`crate::talos::bootstrap::step`].
     #[default]
     Talos,
-    /// k0s on Flatcar: [`super::k0s::step`].
+    /// k0s on Flatcar: [`crate::k0s::workflow::step`].
     K0s,
 }
 
@@ -224,92 +196,6 @@ impl BootstrapState {
     }
 }
 
-/// How one `Bootstrap` call ended, classified per talos.md §10.2/§10.3.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BootstrapOutcome {
-    /// The node accepted the bootstrap.
-    Accepted,
-    /// `AlreadyExists`: etcd already has data, i.e. a previous call succeeded.
-    AlreadyDone,
-    /// FailedPrecondition (CRI or time sync not ready), DeadlineExceeded, connection
-    /// refused or reset: try again.
-    Retry(String),
-    /// Anything else (e.g. "can only be performed on a control plane node").
-    Fatal(String),
-}
-
-/// One node's view of its etcd service (from `ServiceList`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdService {
-    /// State of the last service event (`Running`, `Preparing`, ...).
-    pub state: String,
-    /// `health.healthy`.
-    pub healthy: bool,
-}
-
-/// One etcd member (from `EtcdMemberList`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdMember {
-    /// Member hostname.
-    pub hostname: String,
-    /// Still a learner (not yet voting).
-    pub is_learner: bool,
-}
-
-/// What the daemon saw when it did the last piece of work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observation {
-    /// The daemon (re)started the workflow. `kubeconfig_available` says whether the
-    /// secret store still holds the kubeconfig (it is not part of this state).
-    Resumed {
-        /// A kubeconfig for this cluster is available.
-        kubeconfig_available: bool,
-    },
-    /// `Version` answers: nodes that answered, and errors of those that did not.
-    Versions {
-        /// Answered over mTLS.
-        ok: BTreeSet<IpAddr>,
-        /// Did not answer, with why.
-        failed: BTreeMap<IpAddr, String>,
-    },
-    /// The `Bootstrap` call ended.
-    Bootstrap(BootstrapOutcome),
-    /// etcd as seen through `ServiceList` on every node and `EtcdMemberList`.
-    Etcd {
-        /// Per node: etcd service state, or `None` if the node did not answer.
-        services: BTreeMap<IpAddr, Option<EtcdService>>,
-        /// Members as one node reports them; empty if nobody answered.
-        members: Vec<EtcdMember>,
-    },
-    /// The kubeconfig was fetched and stored (`Ok`) or not.
-    Kubeconfig(Result<(), String>),
-    /// `/readyz` answered ok (`Ok`) or not.
-    Readyz(Result<(), String>),
-    /// The ArgoCD hand-off's objects were applied (`Ok`) or not, worth retrying.
-    HandOff(Result<(), String>),
-    /// Argo CD's report on the cluster's Applications, or why it could not be read.
-    Argo(Result<crate::gitops::health::Report, String>),
-}
-
-/// The next piece of I/O the daemon performs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Work {
-    /// Call `Version` on these nodes.
-    ProbeVersions(BTreeSet<IpAddr>),
-    /// Call `Bootstrap` on this node.
-    Bootstrap(IpAddr),
-    /// `ServiceList` on every control-plane node and `EtcdMemberList`.
-    CheckEtcd,
-    /// Fetch the kubeconfig from this node and store it.
-    FetchKubeconfig(IpAddr),
-    /// Probe `/readyz` with the stored kubeconfig.
-    CheckReadyz,
-    /// Run the ArgoCD hand-off (install, register, apply the root app).
-    HandOff,
-    /// Read Argo CD's report on the cluster's Applications.
-    CheckArgo,
-}
-
 /// An event of a workflow.
 pub(crate) fn ev(
     at: OffsetDateTime,
@@ -380,19 +266,4 @@ impl BootstrapState {
         self.enter(events, Step::Failed, now, &why);
         events.push(ev(now, super::ClusterEventKind::Failed, why));
     }
-}
-
-/// The result of one [`step`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
-    /// The state to persist.
-    pub next: BootstrapState,
-    /// Events to persist with it.
-    pub events: Vec<ClusterEvent>,
-    /// Machines to mark `Installed` (their next netboot boots from disk).
-    pub mark_installed: Vec<IpAddr>,
-    /// What to do after persisting; `None` when the workflow is over.
-    pub work: Option<Work>,
-    /// How long to wait before doing it (a poll interval when the step is not done).
-    pub delay: Duration,
 }
