@@ -136,9 +136,9 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     // Admin kubeconfigs (fetched from Talos, minted for k0s), opened once for the
     // workflows and the credentials view; opening creates the secrets key, which a
     // state without clusters does not need.
-    let kubeconfigs: Arc<dyn crate::os::talos::orchestrator::KubeconfigStore> =
+    let kubeconfigs: Arc<dyn provisioner_core::cluster::KubeconfigStore> =
         if talos.is_empty() && k0s.is_empty() {
-            Arc::new(crate::os::talos::orchestrator::MemKubeconfigs::default())
+            Arc::new(provisioner_core::cluster::MemKubeconfigs::default())
         } else {
             Arc::new(crate::store::AgeKubeconfigs::open_keyed(
                 &cfg.state_dir,
@@ -210,7 +210,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
                         Duration::from_secs(5),
                     )
                     .with_catalog(catalog.clone()),
-                ) as Arc<dyn crate::ops::reset::NodeResetter>
+                ) as Arc<dyn crate::cluster::seams::NodeResetter>
             }),
         },
         tokens: Arc::new(RedbApiTokens::new(&cfg.api_tokens_path())),

@@ -279,8 +279,8 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
 
 #[test]
 fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
-    use crate::os::talos::orchestrator::KubeconfigStore;
     use provisioner_core::apitoken::{ApiTokenStore, Role};
+    use provisioner_core::cluster::KubeconfigStore;
     let (dir, inv) = seeded();
     let s = dir.path().join("state");
     let tokens = crate::store::RedbApiTokens::new(&s.join("api-tokens.redb"));

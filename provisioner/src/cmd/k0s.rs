@@ -16,7 +16,8 @@ use crate::images::mirror::Kind;
 use crate::os::k0s::pull as download;
 use crate::os::k0s::{ensure_secrets, load_clusters, renderer};
 use crate::pki::k0s as pki;
-use crate::store::k0s_secrets::{FileSecretStore, K0sSecretStore};
+use crate::store::FileSecretStore;
+use provisioner_core::k0s::store::K0sSecretStore;
 
 /// `provisioner k0s …`.
 #[derive(Debug, clap::Subcommand)]

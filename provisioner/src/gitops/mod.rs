@@ -48,7 +48,7 @@ pub fn check(
     let settings = match Settings::load(gitops_dir) {
         Ok(s) => s,
         Err(e) => {
-            problems.push(e);
+            problems.push(e.to_string());
             return None;
         }
     };
@@ -74,7 +74,7 @@ pub fn check(
     let values = match tree::values(gitops_dir) {
         Ok(v) => v,
         Err(e) => {
-            problems.push(e);
+            problems.push(e.to_string());
             return None;
         }
     };

@@ -10,31 +10,11 @@ use provisioner_core::k0s::K0sCluster;
 use provisioner_core::talos::TalosCluster;
 use time::OffsetDateTime;
 
-use crate::os::talos::orchestrator::KubeconfigStore;
-use crate::store::k0s_secrets::K0sSecretStore;
+use provisioner_core::cluster::KubeconfigStore;
+use provisioner_core::k0s::store::K0sSecretStore;
 use provisioner_core::talos::store::SecretStore;
 
-/// Why a credential cannot be handed out. Messages never contain secret material.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    /// `infra/` has no such cluster.
-    #[error("no cluster {0:?} in infra/")]
-    NoCluster(String),
-    /// The cluster exists but this credential does not (yet); the message says why.
-    #[error("{0}")]
-    NotAvailable(String),
-    /// A store or key generation failed.
-    #[error("credential store: {0}")]
-    Store(String),
-}
-
-/// Where admin credentials come from.
-pub trait ClusterCredentials: Send + Sync + std::fmt::Debug {
-    /// A fresh talosconfig (YAML) for Talos cluster `cluster`.
-    fn talosconfig(&self, cluster: &str) -> Result<Vec<u8>, CredentialError>;
-    /// The admin kubeconfig (YAML) of `cluster`.
-    fn kubeconfig(&self, cluster: &str) -> Result<Vec<u8>, CredentialError>;
-}
+use crate::cluster::seams::{ClusterCredentials, CredentialError};
 
 /// [`ClusterCredentials`] over the appliance's encrypted stores.
 pub struct StoreCredentials {
@@ -64,6 +44,10 @@ fn store_err(e: impl std::fmt::Display) -> CredentialError {
 }
 
 impl ClusterCredentials for StoreCredentials {
+    fn owns(&self, cluster: &str) -> bool {
+        self.talos.contains_key(cluster) || self.k0s.contains_key(cluster)
+    }
+
     fn talosconfig(&self, cluster: &str) -> Result<Vec<u8>, CredentialError> {
         let Some(c) = self.talos.get(cluster) else {
             return Err(if self.k0s.contains_key(cluster) {

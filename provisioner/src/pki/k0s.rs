@@ -16,7 +16,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::store::k0s_secrets::K0sSecrets;
+use provisioner_core::k0s::store::K0sSecrets;
 
 /// Why keys or certificates cannot be made or read (never secret material).
 #[derive(Debug, thiserror::Error)]

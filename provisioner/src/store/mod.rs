@@ -3,7 +3,7 @@
 
 mod age_files;
 mod clusters;
-pub mod k0s_secrets;
+mod k0s_secrets;
 mod redb_leases;
 mod redb_store;
 mod redb_tokens;
@@ -11,6 +11,7 @@ mod secrets_key;
 mod secrets_redb;
 
 pub use age_files::{AgeFileError, AgeFiles, AgeKubeconfigs};
+pub use k0s_secrets::FileSecretStore;
 pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;
 pub use redb_tokens::RedbApiTokens;

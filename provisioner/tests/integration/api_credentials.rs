@@ -12,7 +12,7 @@ use common::api::{ApiRig, api_rig, call, loopback_power};
 use http_body_util::BodyExt;
 use provisioner::http::api;
 use provisioner::ops::credentials::StoreCredentials;
-use provisioner::os::talos::orchestrator::{KubeconfigStore, MemKubeconfigs};
+use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
 use provisioner_core::dhcp::lease::{Lease, LeaseState, LeaseStore, MemLeases};
 use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::talos::{TalosCluster, TalosNode};
@@ -46,7 +46,7 @@ fn rig() -> Creds {
     secrets.put("lab", &bundle).unwrap();
     let k0s = provisioner::os::k0s::parse_cluster(K0S).unwrap();
     let k0s_clusters = [("beelink".to_string(), k0s)].into();
-    let k0s_store = Arc::new(provisioner::store::k0s_secrets::MemSecretStore::default());
+    let k0s_store = Arc::new(provisioner_core::k0s::store::MemSecretStore::default());
     provisioner::os::k0s::ensure_secrets(&k0s_clusters, k0s_store.as_ref(), time::OffsetDateTime::now_utc())
         .unwrap();
     let kubeconfigs = Arc::new(MemKubeconfigs::default());

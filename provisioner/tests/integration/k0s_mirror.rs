@@ -19,7 +19,8 @@ use axum::routing::get;
 use provisioner::images::mirror::{self, Kind};
 use provisioner::os::k0s::pull as download;
 use provisioner::pki::k0s as pki;
-use provisioner::store::k0s_secrets::{FileSecretStore, K0sSecretStore};
+use provisioner::store::FileSecretStore;
+use provisioner_core::k0s::store::K0sSecretStore;
 
 const K0S: &str = "v1.36.3+k0s.2";
 const FLATCAR: &str = "4459.2.0";

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::daemon::{Daemon, http, loopback_boot, write_config};
 use common::pki::OsCa;
 use common::talos_lab::TalosLab;
-use provisioner::ops::reset::NodeResetter;
+use provisioner::cluster::seams::NodeResetter;
 use provisioner::os::talos::api::BundleIdentity;
 use provisioner::os::talos::api::pb::machine::{ResetRequest, reset_request};
 use provisioner::os::talos::reset::TalosResetter;

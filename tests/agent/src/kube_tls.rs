@@ -65,7 +65,7 @@ fn server_config_from(ca_crt_b64: &str, ca_key_b64: &str, ip: IpAddr) -> Result<
 #[cfg(test)]
 mod tests {
     use provisioner::cluster::argocd::KubeReadyz;
-    use provisioner::os::talos::orchestrator::ApiProbe;
+    use provisioner::cluster::seams::ApiProbe;
     use provisioner::testing::fake_kube::FakeKube;
 
     use super::*;
@@ -99,6 +99,9 @@ mod tests {
             .readyz(anonymous.join("\n").as_bytes())
             .await
             .unwrap_err();
-        assert!(!e.contains("kubeconfig"), "refused by TLS, not by parsing: {e}");
+        assert!(
+            !e.to_string().contains("kubeconfig"),
+            "refused by TLS, not by parsing: {e}"
+        );
     }
 }

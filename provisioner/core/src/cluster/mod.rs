@@ -4,6 +4,7 @@
 
 pub mod argo_wait;
 pub mod bootstrap;
+pub mod kubeconfigs;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::inventory::{InventoryError, TIMELINE_CAP};
 pub use bootstrap::{BootstrapState, Flow, Step};
+pub use kubeconfigs::{KubeconfigError, KubeconfigStore, MemKubeconfigs};
 
 /// What happened to a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

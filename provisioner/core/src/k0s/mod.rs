@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod clusterconfig;
 pub mod ignition;
 pub mod progress;
+pub mod store;
 pub mod token;
 pub mod workflow;
 

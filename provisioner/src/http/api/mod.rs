@@ -40,9 +40,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::cluster::seams::ClusterCredentials;
 use crate::ops::Operator;
 use crate::ops::clusters::BootstrapProgress;
-use crate::ops::credentials::ClusterCredentials;
 use error::ApiError;
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.

@@ -16,7 +16,7 @@ use std::path::Path;
 use provisioner_core::k0s::K0sCluster;
 use time::OffsetDateTime;
 
-use crate::store::k0s_secrets::{K0sSecretStore, StoreError};
+use provisioner_core::k0s::store::{K0sSecretStore, StoreError};
 
 /// Wires the Flatcar renderer into `service` when `infra/` defines armed k0s clusters
 /// ([`crate::inputs::arming`]): loads them, opens the encrypted store, generates missing

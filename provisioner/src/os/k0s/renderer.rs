@@ -16,7 +16,7 @@ use provisioner_core::model::MacAddr;
 use provisioner_core::render::config::{ConfigRenderer, ConfigUrls, check_bound, cluster_node};
 
 use crate::images::mirror::{self, Kind};
-use crate::store::k0s_secrets::{K0sSecretStore, K0sSecrets};
+use provisioner_core::k0s::store::{K0sSecretStore, K0sSecrets};
 
 /// Renders Flatcar Ignition configs for k0s nodes.
 #[derive(Debug)]

@@ -6,12 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use provisioner_core::cluster::ClusterStore;
 use provisioner_core::cluster::bootstrap::{BootstrapState, Step};
-use provisioner_core::gitops::health::Report;
+use provisioner_core::cluster::{ClusterStore, KubeconfigStore};
 use provisioner_core::inventory::{Inventory, Update};
 use provisioner_core::lifecycle::{self, Trigger};
 use provisioner_core::model::{EventKind, MacAddr, TimelineEvent};
@@ -20,79 +18,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{TalosApi, Target, classify_bootstrap};
-
-/// Where fetched kubeconfigs are kept. They hold cluster-admin credentials, so the
-/// production implementation is the encrypted secret store (issue 4's); they are
-/// deliberately not part of the plain [`BootstrapState`].
-pub trait KubeconfigStore: Send + Sync + std::fmt::Debug {
-    /// Stores `cluster`'s admin kubeconfig.
-    fn put(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String>;
-    /// `cluster`'s admin kubeconfig, if stored.
-    fn get(&self, cluster: &str) -> Result<Option<Vec<u8>>, String>;
-}
-
-/// A [`KubeconfigStore`] in memory: nothing survives a restart, so a resumed workflow
-/// fetches the kubeconfig again (the state machine does that by itself).
-#[derive(Default)]
-pub struct MemKubeconfigs(Mutex<BTreeMap<String, Vec<u8>>>);
-
-impl std::fmt::Debug for MemKubeconfigs {
-    /// Names the clusters only: kubeconfigs hold admin credentials.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self
-            .0
-            .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        f.debug_tuple("MemKubeconfigs").field(&names).finish()
-    }
-}
-
-impl KubeconfigStore for MemKubeconfigs {
-    fn put(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
-        self.0
-            .lock()
-            .map_err(|_| "poisoned".to_string())?
-            .insert(cluster.to_string(), kubeconfig.to_vec());
-        Ok(())
-    }
-
-    fn get(&self, cluster: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self
-            .0
-            .lock()
-            .map_err(|_| "poisoned".to_string())?
-            .get(cluster)
-            .cloned())
-    }
-}
-
-/// `/readyz` on the cluster's API server.
-pub trait ApiProbe: Send + Sync + std::fmt::Debug {
-    /// `Ok` when the API server behind `kubeconfig` reports ready.
-    fn readyz<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>>;
-}
-
-/// The GitOps hand-off (ArgoCD install + root app), see [`super::argocd`].
-pub trait HandOff: Send + Sync + std::fmt::Debug {
-    /// Installs and hands `cluster` over; idempotent until it returns `Ok`.
-    fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>>;
-    /// What Argo CD reports about `cluster`'s Applications (the hand-off is over
-    /// when they are all Synced and Healthy); `kubeconfig` is `cluster`'s own.
-    fn argo_status<'a>(
-        &'a self,
-        cluster: &'a str,
-        kubeconfig: &'a [u8],
-    ) -> BoxFuture<'a, Result<Report, String>>;
-}
-
-/// Why the orchestrator stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The store failed; the workflow cannot go on without persisting.
-    #[error("cluster store: {0}")]
-    Store(#[from] provisioner_core::inventory::InventoryError),
-}
+use crate::cluster::seams::{ApiProbe, ClusterError, HandOff};
 
 /// Everything one cluster's workflow needs.
 #[derive(Debug, Clone)]
@@ -211,21 +137,29 @@ impl Orchestrator {
             }
             Work::FetchKubeconfig(node) => {
                 let r = match self.talos.kubeconfig(Target::direct(*node)).await {
-                    Ok(kc) => self.kubeconfigs.put(cluster, &kc),
+                    Ok(kc) => self.kubeconfigs.put(cluster, &kc).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 Observation::Kubeconfig(r)
             }
             Work::CheckReadyz => Observation::Readyz(match self.kubeconfig() {
-                Ok(kc) => self.api.readyz(&kc).await,
+                Ok(kc) => self.api.readyz(&kc).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             }),
             Work::HandOff => Observation::HandOff(match self.kubeconfig() {
-                Ok(kc) => self.hand_off.hand_off(cluster, &kc).await,
+                Ok(kc) => self
+                    .hand_off
+                    .hand_off(cluster, &kc)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             }),
             Work::CheckArgo => Observation::Argo(match self.kubeconfig() {
-                Ok(kc) => self.hand_off.argo_status(cluster, &kc).await,
+                Ok(kc) => self
+                    .hand_off
+                    .argo_status(cluster, &kc)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             }),
         }
@@ -233,7 +167,8 @@ impl Orchestrator {
 
     fn kubeconfig(&self) -> Result<Vec<u8>, String> {
         self.kubeconfigs
-            .get(&self.plan.cluster)?
+            .get(&self.plan.cluster)
+            .map_err(|e| e.to_string())?
             .ok_or_else(|| "kubeconfig missing from the secret store".to_string())
     }
 
@@ -277,23 +212,5 @@ impl Orchestrator {
                 tracing::warn!(%ip, %mac, error = %e, "marking machine installed failed");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kubeconfig_custody_never_prints_contents() {
-        let k = MemKubeconfigs::default();
-        k.put("genmachine", b"client-key-data: SECRET").unwrap();
-        let shown = format!("{k:?}");
-        assert!(
-            shown.contains("genmachine") && !shown.contains("SECRET"),
-            "{shown}"
-        );
-        assert_eq!(k.get("genmachine").unwrap().unwrap(), b"client-key-data: SECRET");
-        assert_eq!(k.get("beelink").unwrap(), None);
     }
 }

@@ -18,7 +18,7 @@ use provisioner_core::catalog::Catalog;
 use provisioner_core::model::Machine;
 use provisioner_core::talos::{TalosCluster, TalosNode};
 
-use crate::ops::reset::{NodeResetter, ResetError};
+use crate::cluster::seams::{NodeResetter, ResetError};
 use crate::os::talos::api::pb::machine::{ResetPartitionSpec, ResetRequest, reset_request};
 use crate::os::talos::api::{IdentitySource, TalosApi, Target, TonicTalos};
 

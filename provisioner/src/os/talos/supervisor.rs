@@ -25,10 +25,12 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{BundleIdentity, IdentitySource, TalosApi, Target, TonicTalos};
-use super::orchestrator::{HandOff, KubeconfigStore, Orchestrator};
+use super::orchestrator::Orchestrator;
 use crate::cluster::argocd::KubeReadyz;
 pub use crate::cluster::argocd::cached::CachedArgo;
+use crate::cluster::seams::{CallError, HandOff};
 pub use crate::cluster::settings::{BootstrapSettings, plan_for};
+use provisioner_core::cluster::KubeconfigStore;
 use provisioner_core::talos::store::SecretStore;
 
 /// Everything the per-cluster tasks share.
@@ -204,7 +206,10 @@ impl Running {
         if plan.hand_off
             && let Some(s) = state.as_ref().filter(|s| s.step == Step::HandOff)
         {
-            self.argo.get().await.map_err(Blocked::HandOff)?;
+            self.argo
+                .get()
+                .await
+                .map_err(|e| Blocked::HandOff(e.to_string()))?;
             if parked {
                 let mut s = s.clone();
                 s.step_started = OffsetDateTime::now_utc();
@@ -341,13 +346,17 @@ struct Parking {
 }
 
 impl HandOff for Parking {
-    fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn hand_off<'a>(
+        &'a self,
+        cluster: &'a str,
+        kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), CallError>> {
         async move {
             match self.argo.get().await {
                 Ok(argo) => argo.hand_off(cluster, kubeconfig).await,
                 Err(e) => {
                     if let Ok(mut w) = self.why.lock() {
-                        *w = Some(e.clone());
+                        *w = Some(e.to_string());
                     }
                     self.park.cancel();
                     Err(e)
@@ -361,7 +370,7 @@ impl HandOff for Parking {
         &'a self,
         cluster: &'a str,
         kubeconfig: &'a [u8],
-    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, String>> {
+    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, CallError>> {
         // The manifest was loaded for the apply; reading statuses needs no park.
         async move { self.argo.get().await?.argo_status(cluster, kubeconfig).await }.boxed()
     }

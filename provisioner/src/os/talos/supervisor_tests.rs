@@ -8,7 +8,7 @@ use provisioner_core::cluster::{ClusterStore, MemClusterStore};
 use provisioner_core::inventory::MemInventory;
 
 use super::*;
-use crate::os::talos::orchestrator::MemKubeconfigs;
+use provisioner_core::cluster::MemKubeconfigs;
 use provisioner_core::talos::store::MemSecretStore;
 
 fn cluster() -> TalosCluster {

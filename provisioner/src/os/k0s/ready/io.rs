@@ -19,9 +19,10 @@ use time::{Duration, OffsetDateTime};
 
 use super::{AdminKubeconfig, ControllerPhase, NodeLister};
 use crate::cluster::argocd::client_for;
-use crate::os::talos::orchestrator::KubeconfigStore;
+use crate::cluster::seams::CallError;
 use crate::pki::k0s as pki;
-use crate::store::k0s_secrets::K0sSecretStore;
+use provisioner_core::cluster::KubeconfigStore;
+use provisioner_core::k0s::store::K0sSecretStore;
 
 /// The controller's phase from the inventory: the machine with the controller's MAC
 /// from infra/, else every machine the catalog assigns to the cluster through a group
@@ -68,19 +69,22 @@ impl InventoryController {
 }
 
 impl ControllerPhase for InventoryController {
-    fn phase(&self) -> Result<Phase, String> {
+    fn phase(&self) -> Result<Phase, CallError> {
         let machines = match self.mac {
             Some(mac) => self
                 .inventory
                 .get(mac)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| CallError::Api(e.to_string()))?
                 .into_iter()
                 .collect(),
-            None => self.inventory.list().map_err(|e| e.to_string())?,
+            None => self.inventory.list().map_err(|e| CallError::Api(e.to_string()))?,
         };
         let mut best = Phase::Pending;
         for m in machines.iter().filter(|m| self.is_controller(m)) {
-            let events = self.inventory.timeline(m.mac).map_err(|e| e.to_string())?;
+            let events = self
+                .inventory
+                .timeline(m.mac)
+                .map_err(|e| CallError::Api(e.to_string()))?;
             let (p, _) = progress::from_timeline(&events);
             if rank(p) > rank(best) {
                 best = p;
@@ -139,7 +143,7 @@ impl MintedKubeconfig {
 }
 
 impl AdminKubeconfig for MintedKubeconfig {
-    fn get(&self) -> Result<Vec<u8>, String> {
+    fn get(&self) -> Result<Vec<u8>, CallError> {
         let now = OffsetDateTime::now_utc();
         if let Some(kc) = self.custody.get(&self.cluster)?
             && self.usable(&kc, now)
@@ -149,10 +153,10 @@ impl AdminKubeconfig for MintedKubeconfig {
         let s = self
             .secrets
             .get(&self.cluster)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no k0s secrets for cluster {}", self.cluster))?;
+            .map_err(|e| CallError::Waiting(e.to_string()))?
+            .ok_or_else(|| CallError::Waiting(format!("no k0s secrets for cluster {}", self.cluster)))?;
         let kc = pki::admin_kubeconfig(&self.cluster, &self.api_url, &s, now)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| CallError::Client(e.to_string()))?
             .to_yaml()
             .into_bytes();
         self.custody.put(&self.cluster, &kc)?;
@@ -166,13 +170,13 @@ impl AdminKubeconfig for MintedKubeconfig {
 pub struct KubeNodes;
 
 impl NodeLister for KubeNodes {
-    fn nodes<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<Vec<NodeStatus>, String>> {
+    fn nodes<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<Vec<NodeStatus>, CallError>> {
         async move {
             let client = client_for(kubeconfig).await?;
             let list = Api::<Node>::all(client)
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| format!("GET /api/v1/nodes: {e}"))?;
+                .map_err(|e| CallError::Api(format!("GET /api/v1/nodes: {e}")))?;
             Ok(list.items.into_iter().map(node_status).collect())
         }
         .boxed()

@@ -28,25 +28,25 @@ use tokio_util::sync::CancellationToken;
 
 pub use spawn::{Shared, spawn};
 
-use crate::os::talos::orchestrator::{ApiProbe, ClusterError, HandOff};
+use crate::cluster::seams::{ApiProbe, CallError, ClusterError, HandOff};
 
 /// The controller machine's k0s phase (`core::k0s::progress`, from its timeline).
 pub trait ControllerPhase: Send + Sync + std::fmt::Debug {
     /// The phase now, or why it cannot be read.
-    fn phase(&self) -> Result<Phase, String>;
+    fn phase(&self) -> Result<Phase, CallError>;
 }
 
 /// The appliance's admin kubeconfig for the cluster (client certificate with
 /// `O=system:masters` from the cluster CA the appliance owns).
 pub trait AdminKubeconfig: Send + Sync + std::fmt::Debug {
     /// The kubeconfig (YAML); minted when missing or about to expire.
-    fn get(&self) -> Result<Vec<u8>, String>;
+    fn get(&self) -> Result<Vec<u8>, CallError>;
 }
 
 /// `GET /api/v1/nodes`.
 pub trait NodeLister: Send + Sync + std::fmt::Debug {
     /// The Nodes of the cluster behind `kubeconfig`.
-    fn nodes<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<Vec<NodeStatus>, String>>;
+    fn nodes<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<Vec<NodeStatus>, CallError>>;
 }
 
 /// Everything one k0s cluster's workflow needs.
@@ -175,9 +175,9 @@ impl K0sReady {
                         return Some(t);
                     }
                 }
-                Err(e) if told.as_ref() != Some(&e) => {
+                Err(e) if told.as_ref() != Some(&e.to_string()) => {
                     tracing::warn!(cluster = %self.plan.cluster, error = %e, "reading the controller's progress");
-                    told = Some(e);
+                    told = Some(e.to_string());
                 }
                 Err(_) => {}
             }
@@ -192,27 +192,37 @@ impl K0sReady {
     /// The one place that talks to the cluster.
     async fn perform(&self, work: K0sWork) -> K0sObservation {
         match work {
-            K0sWork::CheckController => K0sObservation::Controller(self.controller.phase()),
+            K0sWork::CheckController => {
+                K0sObservation::Controller(self.controller.phase().map_err(|e| e.to_string()))
+            }
             K0sWork::CheckReadyz => K0sObservation::Readyz(match self.kubeconfig.get() {
-                Ok(kc) => self.api.readyz(&kc).await,
-                Err(e) => Err(e),
+                Ok(kc) => self.api.readyz(&kc).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
             }),
             K0sWork::CheckNodes => K0sObservation::Nodes(match self.kubeconfig.get() {
-                Ok(kc) => self.nodes.nodes(&kc).await,
-                Err(e) => Err(e),
+                Ok(kc) => self.nodes.nodes(&kc).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
             }),
             K0sWork::HandOff => {
                 if let Some(why) = self.host_not_ready() {
                     return K0sObservation::HandOffBlocked(why);
                 }
                 K0sObservation::HandOff(match self.kubeconfig.get() {
-                    Ok(kc) => self.hand_off.hand_off(&self.plan.cluster, &kc).await,
-                    Err(e) => Err(e),
+                    Ok(kc) => self
+                        .hand_off
+                        .hand_off(&self.plan.cluster, &kc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 })
             }
             K0sWork::CheckArgo => K0sObservation::Argo(match self.kubeconfig.get() {
-                Ok(kc) => self.hand_off.argo_status(&self.plan.cluster, &kc).await,
-                Err(e) => Err(e),
+                Ok(kc) => self
+                    .hand_off
+                    .argo_status(&self.plan.cluster, &kc)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
             }),
         }
     }

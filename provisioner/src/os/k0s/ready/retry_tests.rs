@@ -15,9 +15,9 @@ use provisioner_core::k0s::workflow::{K0sPlan, NodeStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::{AdminKubeconfig, ControllerPhase, K0sReady, NodeLister};
+use crate::cluster::seams::{ApiProbe, CallError, HandOff};
 use crate::ops::bootstrap_view::StoreBootstrap;
 use crate::ops::clusters::BootstrapProgress;
-use crate::os::talos::orchestrator::{ApiProbe, HandOff};
 
 /// Counts its calls; `/readyz` answers ok only once `ready` is set.
 #[derive(Debug, Default)]
@@ -28,26 +28,26 @@ struct Fakes {
 }
 
 impl ControllerPhase for Fakes {
-    fn phase(&self) -> Result<Phase, String> {
+    fn phase(&self) -> Result<Phase, CallError> {
         self.phase_calls.fetch_add(1, Ordering::SeqCst);
         Ok(Phase::K0sInstalled)
     }
 }
 
 impl AdminKubeconfig for Fakes {
-    fn get(&self) -> Result<Vec<u8>, String> {
+    fn get(&self) -> Result<Vec<u8>, CallError> {
         Ok(b"kubeconfig".to_vec())
     }
 }
 
 impl ApiProbe for Fakes {
-    fn readyz<'a>(&'a self, _kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn readyz<'a>(&'a self, _kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>> {
         let ok = self.ready.load(Ordering::SeqCst);
         async move {
             if ok {
                 Ok(())
             } else {
-                Err("503 etcd not ready".into())
+                Err(CallError::Api("503 etcd not ready".into()))
             }
         }
         .boxed()
@@ -55,7 +55,7 @@ impl ApiProbe for Fakes {
 }
 
 impl NodeLister for Fakes {
-    fn nodes<'a>(&'a self, _kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<Vec<NodeStatus>, String>> {
+    fn nodes<'a>(&'a self, _kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<Vec<NodeStatus>, CallError>> {
         let node = NodeStatus {
             name: "beelink-1".into(),
             addresses: Vec::new(),
@@ -66,7 +66,11 @@ impl NodeLister for Fakes {
 }
 
 impl HandOff for Fakes {
-    fn hand_off<'a>(&'a self, _cluster: &'a str, _kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn hand_off<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), CallError>> {
         self.hand_offs.fetch_add(1, Ordering::SeqCst);
         async { Ok(()) }.boxed()
     }
@@ -75,7 +79,7 @@ impl HandOff for Fakes {
         &'a self,
         _cluster: &'a str,
         _kubeconfig: &'a [u8],
-    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, String>> {
+    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, CallError>> {
         async { Ok(healthy_report("cilium-beelink")) }.boxed()
     }
 }

@@ -17,8 +17,9 @@ use super::K0sReady;
 use super::io::{InventoryController, KubeNodes, MintedKubeconfig};
 use crate::cluster::argocd::cached::CachedArgo;
 use crate::cluster::argocd::{KubeReadyz, Settings};
+use crate::cluster::seams::HandOff;
 use crate::config::Config;
-use crate::os::talos::orchestrator::{HandOff, KubeconfigStore};
+use provisioner_core::cluster::KubeconfigStore;
 
 /// Pause between polls of a step that is not done yet.
 const POLL: Duration = Duration::from_secs(5);

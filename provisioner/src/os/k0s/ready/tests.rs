@@ -12,9 +12,9 @@ use time::{Duration, OffsetDateTime};
 
 use super::io::{InventoryController, MintedKubeconfig};
 use super::{AdminKubeconfig, ControllerPhase};
-use crate::os::talos::orchestrator::{KubeconfigStore, MemKubeconfigs};
 use crate::pki::k0s as pki;
-use crate::store::k0s_secrets::{K0sSecretStore, MemSecretStore};
+use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
+use provisioner_core::k0s::store::{K0sSecretStore, MemSecretStore};
 
 fn minted(url: &str, secrets: Arc<MemSecretStore>, custody: Arc<MemKubeconfigs>) -> MintedKubeconfig {
     MintedKubeconfig {
@@ -33,7 +33,7 @@ fn the_admin_kubeconfig_is_kept_and_renewed_before_expiry() {
     let custody = Arc::new(MemKubeconfigs::default());
     let url = "https://10.0.40.11:6443";
     let m = minted(url, secrets.clone(), custody.clone());
-    assert!(m.get().unwrap_err().contains("no k0s secrets"));
+    assert!(m.get().unwrap_err().to_string().contains("no k0s secrets"));
     secrets.put("beelink", &s).unwrap();
 
     let first = m.get().unwrap();
