@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
             ..
         } => provisioner::cmd::talos::import_talhelper(&file, output.as_deref(), force, &cfg),
         Command::Talos { cmd, cfg } => provisioner::cmd::talos::run(cmd, &cfg),
-        Command::Images { cmd, cfg } => provisioner::images::run(cmd, &cfg),
+        Command::Images { cmd, cfg } => provisioner::cmd::images::run(cmd, &cfg),
         Command::Backup {
             output,
             include_images,

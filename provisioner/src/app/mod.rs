@@ -48,8 +48,8 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     // Inventory and (later) secrets live here: owner only.
     std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("chmod 700 {}", cfg.state_dir.display()))?;
-    let cache_dir = cfg.cache_dir();
-    std::fs::create_dir_all(&cache_dir).with_context(|| cache_dir.display().to_string())?;
+    let cache = cfg.image_cache();
+    cache.create()?;
     let store = Arc::new(RedbInventory::open(&cfg.inventory_path())?);
     let inventory: Arc<dyn Inventory> = store.clone();
     // Files root left in the state directory (import/restore run as root) become
@@ -118,7 +118,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     };
     // The bootstrap supervisor's inputs, when there are Talos clusters.
     let bootstrap = talos_secrets.clone().map(|s| (talos.clone(), s));
-    let service = Arc::new(crate::os::k0s::attach(service, &cfg, &cache_dir)?);
+    let service = Arc::new(crate::os::k0s::attach(service, &cfg, &cache)?);
     infra_reservations.extend(crate::dhcp::settings::k0s_reservations(&k0s));
     let first_stage: Arc<str> = render::ipxe::first_stage(&base).into();
 
@@ -150,7 +150,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         kubeconfigs: kubeconfigs.clone(),
         argo: Arc::new(crate::os::talos::supervisor::CachedArgo::new(
             cfg.gitops_dir.clone(),
-            cfg.cache_dir(),
+            cache.clone(),
             kubeconfigs.clone(),
             &cfg.bootstrap,
         )),
@@ -169,7 +169,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let boot_router = boot::router(boot::BootState {
         service: service.clone(),
         images,
-        cache_dir,
+        cache,
         ipxe_dir: cfg.tftp_root.clone(),
         first_stage: first_stage.clone(),
     });

@@ -123,7 +123,7 @@ pub enum Command {
     Images {
         /// What to do.
         #[command(subcommand)]
-        cmd: crate::images::ImagesCommand,
+        cmd: crate::cmd::images::ImagesCommand,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,

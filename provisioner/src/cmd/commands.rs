@@ -103,7 +103,7 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let mut warnings = Vec::new();
     let gitops = crate::gitops::check(
         &cfg.gitops_dir,
-        &cfg.cache_dir(),
+        &cfg.image_cache(),
         &clusters,
         &mut problems,
         &mut warnings,

@@ -12,8 +12,6 @@ use provisioner_core::render::config::ConfigUrls;
 
 use crate::cmd::cli::ConfigArgs;
 use crate::config::Config;
-use crate::images::mirror::Kind;
-use crate::os::k0s::pull as download;
 use crate::os::k0s::{ensure_secrets, load_clusters, renderer};
 use crate::pki::k0s as pki;
 use crate::store::FileSecretStore;
@@ -66,58 +64,6 @@ fn one_cluster(cfg: &Config, name: Option<&str>) -> anyhow::Result<K0sCluster> {
             cfg.infra_dir.display()
         ),
     }
-}
-
-/// Pulls into the mirror; prints one line per file.
-pub fn pull(cfg: &Config, kind: &str, version: &str, base: Option<&str>, image: &str) -> anyhow::Result<()> {
-    let cache = cfg.cache_dir();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let placed = match Kind::parse(kind) {
-        Some(Kind::Flatcar) => {
-            let cat = crate::cmd::commands::load_catalog(cfg)?;
-            let img = cat
-                .images
-                .get(image)
-                .with_context(|| format!("no image {image:?} in {}", cfg.images_dir.display()))?;
-            rt.block_on(download::pull_flatcar(
-                &client,
-                &cache,
-                base.unwrap_or(download::FLATCAR_BASE),
-                version,
-                img,
-            ))?
-        }
-        Some(Kind::K0s) => rt.block_on(download::pull_k0s(
-            &client,
-            &cache,
-            base.unwrap_or(download::K0S_BASE),
-            version,
-        ))?,
-        None => bail!("{kind:?} is not flatcar or k0s"),
-    };
-    for p in placed {
-        let what = if p.fetched { "downloaded" } else { "already cached" };
-        println!("{}: {what}, sha256 {}", p.path.display(), p.sha256);
-    }
-    Ok(())
-}
-
-/// Imports into the mirror; prints one line per file.
-pub fn import(cfg: &Config, kind: &str, version: &str, image: &str, files: &[PathBuf]) -> anyhow::Result<()> {
-    let kind = Kind::parse(kind).with_context(|| format!("{kind:?} is not flatcar or k0s"))?;
-    let cat = crate::cmd::commands::load_catalog(cfg)?;
-    let img = if kind == Kind::Flatcar {
-        cat.images.get(image)
-    } else {
-        None
-    };
-    for p in download::import(&cfg.cache_dir(), kind, version, img, files)? {
-        println!("{}: imported, sha256 {}", p.path.display(), p.sha256);
-    }
-    Ok(())
 }
 
 /// Runs a `k0s` subcommand.
@@ -176,8 +122,8 @@ pub fn run(cmd: K0sCommand, args: &ConfigArgs) -> anyhow::Result<()> {
                 k0s_installed: format!("{base}/callback/TOKEN/k0s-installed"),
                 base,
             };
-            let n =
-                renderer::node_configs(c, &node, &s, &cfg.cache_dir(), &urls).map_err(anyhow::Error::msg)?;
+            let n = renderer::node_configs(c, &node, &s, &cfg.image_cache(), &urls)
+                .map_err(anyhow::Error::msg)?;
             match stage {
                 1 => println!("{}", n.stage1.to_json()),
                 2 => println!("{}", n.stage2.to_json()),

@@ -3,5 +3,6 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod images;
 pub mod k0s;
 pub mod talos;

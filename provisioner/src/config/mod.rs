@@ -376,6 +376,11 @@ impl Config {
             .unwrap_or_else(|| self.state_dir.join("images"))
     }
 
+    /// The image cache.
+    pub fn image_cache(&self) -> crate::images::ImageCache {
+        crate::images::ImageCache::new(self.cache_dir())
+    }
+
     /// The API token store.
     pub fn api_tokens_path(&self) -> PathBuf {
         self.state_dir.join("api-tokens.redb")

@@ -36,7 +36,7 @@ pub struct Summary {
 /// netboots) skips these checks.
 pub fn check(
     gitops_dir: &Path,
-    cache_dir: &Path,
+    cache: &crate::images::ImageCache,
     clusters: &[String],
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
@@ -83,7 +83,7 @@ pub fn check(
     let objects = &tree.objects;
     let ctx = tree.context(url, &settings.argocd.host, registry(&settings, objects));
     let generated = rules::expand(objects, &ctx);
-    let schema = match settings.load_manifest(cache_dir) {
+    let schema = match settings.load_manifest(cache) {
         Ok(m) => {
             // One validator per kind (JSON Schema draft 4 is what openAPIV3Schema
             // is closest to; the x-kubernetes-* keywords are ignored).

@@ -93,7 +93,7 @@ fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
     let app = router(BootState {
         service: Arc::new(service),
         images,
-        cache_dir: std::env::temp_dir(),
+        cache: provisioner::images::ImageCache::new(std::env::temp_dir()),
         ipxe_dir: std::env::temp_dir(),
         first_stage: "#!ipxe\n".into(),
     });

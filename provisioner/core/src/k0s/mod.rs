@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod clusterconfig;
 pub mod ignition;
+pub mod mirror;
 pub mod progress;
 pub mod store;
 pub mod token;

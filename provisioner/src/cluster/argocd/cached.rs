@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use super::{ArgoHandOff, Settings};
 use crate::cluster::seams::{CallError, HandOff};
 use crate::cluster::settings::BootstrapSettings;
+use crate::images::ImageCache;
 use provisioner_core::cluster::KubeconfigStore;
 
 /// The ArgoCD hand-off, loaded on first use: `gitops/settings.yaml` and the verified
@@ -19,7 +20,7 @@ use provisioner_core::cluster::KubeconfigStore;
 /// the step that needs it, so a manifest imported after start is picked up.
 pub struct CachedArgo {
     gitops_dir: PathBuf,
-    cache_dir: PathBuf,
+    cache: ImageCache,
     kubeconfigs: Arc<dyn KubeconfigStore>,
     wait_timeout: Duration,
     poll: Duration,
@@ -30,22 +31,22 @@ impl std::fmt::Debug for CachedArgo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CachedArgo")
             .field("gitops_dir", &self.gitops_dir)
-            .field("cache_dir", &self.cache_dir)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
 
 impl CachedArgo {
-    /// Reads `gitops_dir` and the manifest under `cache_dir` when first needed.
+    /// Reads `gitops_dir` and the manifest from `cache` when first needed.
     pub fn new(
         gitops_dir: PathBuf,
-        cache_dir: PathBuf,
+        cache: ImageCache,
         kubeconfigs: Arc<dyn KubeconfigStore>,
         settings: &BootstrapSettings,
     ) -> Self {
         Self {
             gitops_dir,
-            cache_dir,
+            cache,
             kubeconfigs,
             wait_timeout: Duration::from_secs(settings.argocd_wait_secs.max(1)),
             poll: Duration::from_millis(settings.poll_ms.clamp(10, 2_000)),
@@ -59,7 +60,7 @@ impl CachedArgo {
         if let Some(a) = slot.as_ref() {
             return Ok(a.clone());
         }
-        let (gitops, cache) = (self.gitops_dir.clone(), self.cache_dir.clone());
+        let (gitops, cache) = (self.gitops_dir.clone(), self.cache.clone());
         let (settings, manifest) = tokio::task::spawn_blocking(move || {
             let settings = Settings::load(&gitops).map_err(|e| CallError::Waiting(e.to_string()))?;
             let manifest = settings.load_manifest(&cache).map_err(|e| {

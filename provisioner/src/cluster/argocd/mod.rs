@@ -33,6 +33,7 @@ use self::manifest::InstallManifest;
 use self::manifest::ManifestError;
 use crate::cluster::seams::{ApiProbe, CallError, HandOff};
 use crate::gitops::tree::TreeError;
+use crate::images::ImageCache;
 use provisioner_core::cluster::KubeconfigStore;
 
 /// `gitops/settings.yaml`: what the appliance needs to hand clusters to Git.
@@ -86,16 +87,9 @@ impl Settings {
         })
     }
 
-    /// Where the install manifest is cached: `<cache>/argocd/install-<version>.yaml`.
-    pub fn manifest_path(&self, cache_dir: &Path) -> PathBuf {
-        cache_dir
-            .join("argocd")
-            .join(format!("install-{}.yaml", self.argocd.version))
-    }
-
     /// Reads and verifies the cached install manifest.
-    pub fn load_manifest(&self, cache_dir: &Path) -> Result<InstallManifest, ManifestError> {
-        let path = self.manifest_path(cache_dir);
+    pub fn load_manifest(&self, cache: &ImageCache) -> Result<InstallManifest, ManifestError> {
+        let path = cache.argocd_manifest(&self.argocd.version);
         let bytes = std::fs::read(&path).map_err(|source| ManifestError::Missing {
             path: path.clone(),
             url: self.argocd.url.clone(),

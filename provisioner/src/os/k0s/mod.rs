@@ -24,7 +24,7 @@ use provisioner_core::k0s::store::{K0sSecretStore, StoreError};
 pub fn attach(
     service: crate::service::BootService,
     cfg: &crate::config::Config,
-    cache_dir: &Path,
+    cache: &crate::images::ImageCache,
 ) -> anyhow::Result<crate::service::BootService> {
     use anyhow::Context;
     // Armed clusters only: example data with placeholder MACs gets no secrets.
@@ -38,7 +38,7 @@ pub fn attach(
     for name in ensure_secrets(&clusters, store.as_ref(), OffsetDateTime::now_utc())? {
         tracing::info!(cluster = %name, "generated k0s CA, service-account key and join tokens (stored encrypted)");
     }
-    let renderer = renderer::FlatcarRenderer::new(clusters, store, cache_dir.to_path_buf());
+    let renderer = renderer::FlatcarRenderer::new(clusters, store, cache.clone());
     Ok(service.with_renderer(
         provisioner_core::catalog::ConfigKind::Flatcar,
         std::sync::Arc::new(renderer),

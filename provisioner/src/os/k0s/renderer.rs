@@ -5,7 +5,6 @@
 //! result is the stage-1 Ignition config with stage 2 inside.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use provisioner_core::boot::InstallPlan;
@@ -15,7 +14,9 @@ use provisioner_core::k0s::{K0sCluster, clusterconfig};
 use provisioner_core::model::MacAddr;
 use provisioner_core::render::config::{ConfigRenderer, ConfigUrls, check_bound, cluster_node};
 
-use crate::images::mirror::{self, Kind};
+use provisioner_core::k0s::mirror::{self, Kind};
+
+use crate::images::ImageCache;
 use provisioner_core::k0s::store::{K0sSecretStore, K0sSecrets};
 
 /// Renders Flatcar Ignition configs for k0s nodes.
@@ -23,7 +24,7 @@ use provisioner_core::k0s::store::{K0sSecretStore, K0sSecrets};
 pub struct FlatcarRenderer {
     clusters: BTreeMap<String, K0sCluster>,
     secrets: Arc<dyn K0sSecretStore>,
-    cache_dir: PathBuf,
+    cache: ImageCache,
 }
 
 /// Both stages of one node, before serialisation.
@@ -55,7 +56,7 @@ pub fn node_configs(
     cluster: &K0sCluster,
     host: &str,
     secrets: &K0sSecrets,
-    cache_dir: &std::path::Path,
+    cache: &ImageCache,
     urls: &ConfigUrls,
 ) -> Result<NodeConfigs, String> {
     let name = &cluster.cluster_name;
@@ -64,11 +65,14 @@ pub fn node_configs(
         .ok_or_else(|| format!("cluster {name:?} has no node {host:?}"))?;
     let tag = &cluster.k0s_version;
     let bin = mirror::k0s_binary(tag);
-    let sha = mirror::recorded_sha256(cache_dir, Kind::K0s, tag, &bin).ok_or_else(|| {
+    let sha = cache.mirror_sha256(Kind::K0s, tag, &bin).ok_or_else(|| {
         format!("k0s {tag} is not in the mirror (run `provisioner images pull k0s --version {tag}`)")
     })?;
     let fv = &cluster.flatcar_version;
-    if mirror::recorded_sha256(cache_dir, Kind::Flatcar, fv, mirror::FLATCAR_IMAGE).is_none() {
+    if cache
+        .mirror_sha256(Kind::Flatcar, fv, mirror::FLATCAR_IMAGE)
+        .is_none()
+    {
         return Err(format!(
             "Flatcar {fv} is not in the mirror (run `provisioner images pull flatcar --version {fv}`)"
         ));
@@ -129,12 +133,12 @@ impl FlatcarRenderer {
     pub fn new(
         clusters: BTreeMap<String, K0sCluster>,
         secrets: Arc<dyn K0sSecretStore>,
-        cache_dir: PathBuf,
+        cache: ImageCache,
     ) -> Self {
         Self {
             clusters,
             secrets,
-            cache_dir,
+            cache,
         }
     }
 }
@@ -159,7 +163,7 @@ impl ConfigRenderer for FlatcarRenderer {
             .get(name)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no k0s secrets for cluster {name:?} yet"))?;
-        Ok(node_configs(cluster, host, &secrets, &self.cache_dir, urls)?
+        Ok(node_configs(cluster, host, &secrets, &self.cache, urls)?
             .stage1
             .to_json())
     }

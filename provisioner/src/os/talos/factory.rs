@@ -19,10 +19,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, bail};
 use provisioner_core::catalog::Image;
 use provisioner_core::infra::Infra;
 use provisioner_core::talos::schematic::Schematic;
+
+use crate::images::{CacheError, ImageCache, Placed};
 
 /// How much of an error body is quoted (the factory's are one line).
 const BODY_QUOTE: usize = 512;
@@ -93,9 +94,12 @@ pub enum FactoryError {
         /// The factory's canonical YAML.
         canonical: String,
     },
-    /// The schematic has no canonical form here.
-    #[error("schematic: {0}")]
+    /// The schematic has no canonical form here, or `--schematic` names none.
+    #[error("{0}")]
     Local(String),
+    /// The files could not be cached.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 fn quote(body: &[u8]) -> String {
@@ -115,8 +119,12 @@ pub async fn ensure_schematic(
     schematic: &Schematic,
 ) -> Result<String, FactoryError> {
     let url = format!("{}/schematics", factory.trim_end_matches('/'));
-    let body = schematic.canonical_yaml().map_err(FactoryError::Local)?;
-    let local = schematic.id().map_err(FactoryError::Local)?;
+    let body = schematic
+        .canonical_yaml()
+        .map_err(|e| FactoryError::Local(format!("schematic: {e}")))?;
+    let local = schematic
+        .id()
+        .map_err(|e| FactoryError::Local(format!("schematic: {e}")))?;
     let resp = client
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/yaml")
@@ -179,16 +187,19 @@ pub async fn ensure_schematic(
 /// `infra/`), or the 64-hex ID of a schematic defined in `infra/` (or the factory's
 /// default, empty schematic). The factory cannot be asked for a bare ID: only the
 /// body can be POSTed.
-pub fn resolve(arg: &str, infra: &Infra) -> anyhow::Result<Schematic> {
+pub fn resolve(arg: &str, infra: &Infra) -> Result<Schematic, FactoryError> {
     let path = Path::new(arg);
     if path.is_file() {
-        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-        let s: Schematic =
-            serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FactoryError::Local(format!("{}: {e}", path.display())))?;
+        let s: Schematic = serde_saphyr::from_str(&text)
+            .map_err(|e| FactoryError::Local(format!("{}: {e}", path.display())))?;
         return Ok(s.normalized());
     }
     if arg.len() != 64 || !arg.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!("--schematic: {arg:?} is neither a schematic file nor a 64-hex-digit schematic ID");
+        return Err(FactoryError::Local(format!(
+            "--schematic: {arg:?} is neither a schematic file nor a 64-hex-digit schematic ID"
+        )));
     }
     let mut known: BTreeMap<String, (Schematic, String)> = BTreeMap::new();
     let default = Schematic::default();
@@ -213,12 +224,12 @@ pub fn resolve(arg: &str, infra: &Infra) -> anyhow::Result<Schematic> {
         .iter()
         .map(|(id, (_, from))| format!("{id} ({from})"))
         .collect();
-    bail!(
+    Err(FactoryError::Local(format!(
         "--schematic {arg}: no schematic in infra/ has this ID, and the Image Factory only serves \
          schematics POSTed to it, which needs the body: pass the schematic YAML file instead \
          (known IDs: {})",
         list.join(", ")
-    )
+    )))
 }
 
 /// The images/ descriptor whose file URLs point at this schematic and version.
@@ -233,47 +244,19 @@ pub fn descriptor_for<'a>(
         .find(|i| i.kernel.url.as_deref().is_some_and(|u| u.contains(&needle)))
 }
 
-/// `images pull talos`: create the schematic on the factory, then pull its files into
-/// the cache (checksums recorded on first pull, verified after).
-pub fn pull_talos(
-    cfg: &crate::config::Config,
-    schematic_arg: &str,
-    version: &str,
+/// `images pull talos`: create the schematic on the factory, then pull the files of
+/// `image` into the cache (checksums recorded on first pull, verified after).
+/// Returns the schematic ID the factory stored and what was placed.
+pub async fn pull(
+    client: &reqwest::Client,
+    cache: &ImageCache,
     factory: &str,
-    image: Option<&str>,
-) -> anyhow::Result<()> {
-    let cat = crate::cmd::commands::load_catalog(cfg)?;
-    let infra = provisioner_core::infra::load(&cfg.infra_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            e.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
-        )
-    })?;
-    let schematic = resolve(schematic_arg, &infra)?;
-    let id = schematic.id().map_err(|e| anyhow::anyhow!("schematic: {e}"))?;
-    let img = match image {
-        Some(i) => cat
-            .images
-            .get(i)
-            .with_context(|| format!("no image {i:?} in images/"))?,
-        None => descriptor_for(&cat.images, &id, version).with_context(|| {
-            format!(
-                "no descriptor in {} for schematic {id} and {version}; add one (see \
-                 images/talos-genmachine-v1.11.6-amd64.yaml) or pass --image",
-                cfg.images_dir.display()
-            )
-        })?,
-    };
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let created = rt.block_on(ensure_schematic(&client, factory, &schematic))?;
-    println!("schematic {created}: present on {factory}");
-    let files = crate::images::sources(img, Some((factory, &created, version)))?;
-    for (file, sum, fetched) in rt.block_on(crate::images::pull(&client, &cfg.cache_dir(), img, &files))? {
-        let what = if fetched { "downloaded" } else { "already cached" };
-        println!("{}/{file}: {what}, sha256 {sum}", img.id);
-    }
-    Ok(())
+    schematic: &Schematic,
+    version: &str,
+    image: &Image,
+) -> Result<(String, Vec<Placed>), FactoryError> {
+    let created = ensure_schematic(client, factory, schematic).await?;
+    let files = ImageCache::sources(image, Some((factory, &created, version)))?;
+    let placed = cache.pull_image(client, image, &files).await?;
+    Ok((created, placed))
 }

@@ -45,7 +45,7 @@ fn supervisor(store: Arc<MemClusterStore>) -> Supervisor {
     let kubeconfigs: Arc<dyn KubeconfigStore> = Arc::new(MemKubeconfigs::default());
     let argo = CachedArgo::new(
         "/nonexistent/gitops".into(),
-        "/nonexistent/cache".into(),
+        crate::images::ImageCache::new("/nonexistent/cache"),
         kubeconfigs.clone(),
         &settings,
     );

@@ -1,11 +1,6 @@
-//! The appliance's Flatcar and k0s mirror: layout on disk and the allowlist the HTTP
-//! route checks.
-//!
-//! ```text
-//! <cache_dir>/mirror/flatcar/<version>/flatcar_production_image.bin.bz2 (+ .sig)
-//! <cache_dir>/mirror/k0s/<tag>/k0s-<tag>-amd64, sha256sums.txt
-//! each version directory: SHA256SUMS (what the appliance verified and serves)
-//! ```
+//! What the appliance mirrors of Flatcar and k0s releases: the file names of one
+//! version and the allowlist the boot path's `/mirror` route checks (where they sit in
+//! the image cache is the daemon's `images::ImageCache`).
 //!
 //! `flatcar-install -b <base>/mirror/flatcar -V <version>` fetches
 //! `<base>/<version>/flatcar_production_image.bin.bz2` and its `.sig` and verifies
@@ -14,9 +9,8 @@
 //! reaches outside the mirror.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use provisioner_core::k0s::cluster::{valid_flatcar_version, valid_k0s_version};
+use super::cluster::{valid_flatcar_version, valid_k0s_version};
 
 /// The disk image `flatcar-install` writes.
 pub const FLATCAR_IMAGE: &str = "flatcar_production_image.bin.bz2";
@@ -24,8 +18,6 @@ pub const FLATCAR_IMAGE: &str = "flatcar_production_image.bin.bz2";
 pub const FLATCAR_SIG: &str = "flatcar_production_image.bin.bz2.sig";
 /// The k0s release's checksum list.
 pub const K0S_SUMS: &str = "sha256sums.txt";
-/// What the appliance verified, per version directory (`sha256sum` format).
-pub const SUMS: &str = "SHA256SUMS";
 
 /// What the mirror holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +68,11 @@ pub fn k0s_binary(tag: &str) -> String {
     format!("k0s-{tag}-amd64")
 }
 
-/// `<cache>/mirror/<kind>/<version>`.
-pub fn dir(cache: &Path, kind: Kind, version: &str) -> PathBuf {
-    cache.join("mirror").join(kind.name()).join(version)
-}
-
-/// The on-disk path for a request, if the request names a served file.
-pub fn resolve(cache: &Path, kind: &str, version: &str, file: &str) -> Option<PathBuf> {
+/// The kind of a request naming a served file (`kind/version/file`): a valid version
+/// of a known kind and one of its fixed file names, so no request names anything else.
+pub fn served(kind: &str, version: &str, file: &str) -> Option<Kind> {
     let kind = Kind::parse(kind)?;
-    if !kind.valid_version(version) || !kind.files(version).iter().any(|f| f == file) {
-        return None;
-    }
-    Some(dir(cache, kind, version).join(file))
+    (kind.valid_version(version) && kind.files(version).iter().any(|f| f == file)).then_some(kind)
 }
 
 /// Reads `SHA256SUMS`-style lines (`<hex>  <file>`, `*` binary marker allowed).
@@ -102,28 +87,17 @@ pub fn parse_sums(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The verified SHA-256 of a mirrored file, if it is present and recorded.
-pub fn recorded_sha256(cache: &Path, kind: Kind, version: &str, file: &str) -> Option<String> {
-    let d = dir(cache, kind, version);
-    if !d.join(file).is_file() {
-        return None;
-    }
-    let text = std::fs::read_to_string(d.join(SUMS)).ok()?;
-    parse_sums(&text).remove(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_listed_files_of_valid_versions_resolve() {
-        let c = Path::new("/cache");
+    fn only_listed_files_of_valid_versions_are_served() {
+        assert_eq!(served("flatcar", "4459.2.0", FLATCAR_IMAGE), Some(Kind::Flatcar));
         assert_eq!(
-            resolve(c, "flatcar", "4459.2.0", FLATCAR_IMAGE),
-            Some(PathBuf::from("/cache/mirror/flatcar/4459.2.0").join(FLATCAR_IMAGE))
+            served("k0s", "v1.36.3+k0s.2", "k0s-v1.36.3+k0s.2-amd64"),
+            Some(Kind::K0s)
         );
-        assert!(resolve(c, "k0s", "v1.36.3+k0s.2", "k0s-v1.36.3+k0s.2-amd64").is_some());
         for (k, v, f) in [
             ("flatcar", "..", FLATCAR_IMAGE),
             ("flatcar", "4459.2.0", "../../secrets.key"),
@@ -132,7 +106,7 @@ mod tests {
             ("talos", "4459.2.0", FLATCAR_IMAGE),
             ("flatcar", "4459.2.0/..", FLATCAR_IMAGE),
         ] {
-            assert_eq!(resolve(c, k, v, f), None, "{k}/{v}/{f}");
+            assert_eq!(served(k, v, f), None, "{k}/{v}/{f}");
         }
     }
 
