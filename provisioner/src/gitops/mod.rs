@@ -6,6 +6,7 @@
 //! the cluster Secrets Argo CD will hold). The repository setting must be a clone
 //! URL; pointing at the seed author's repository is a warning.
 
+pub mod settings;
 pub mod tree;
 pub mod workloads;
 
@@ -16,7 +17,7 @@ use provisioner_core::gitops::destination::{ClusterSecret, IN_CLUSTER_SERVER, Re
 use provisioner_core::gitops::{self as rules, Object};
 use serde_json::Value;
 
-use crate::cluster::argocd::Settings;
+use self::settings::Settings;
 
 /// What a passing check saw.
 #[derive(Debug, Clone, PartialEq, Eq)]

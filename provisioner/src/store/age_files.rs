@@ -53,7 +53,7 @@ impl AgeFiles {
     /// `<state_dir>/secrets/<sub>`, created if absent, with the configuration's
     /// secrets key (which may live outside the state directory).
     pub fn open_keyed(state_dir: &Path, sub: &str, key: &super::SecretsKey) -> Result<Self, AgeFileError> {
-        let dir = state_dir.join(crate::backup::SECRETS_DIR).join(sub);
+        let dir = state_dir.join(crate::store::SECRETS_DIR).join(sub);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let identity = key.load().map_err(|e| AgeFileError::Backend(e.to_string()))?;
         Ok(Self { dir, identity })
@@ -155,7 +155,7 @@ mod tests {
         store.put("lab", doc).unwrap();
         let file = dir
             .path()
-            .join(crate::backup::SECRETS_DIR)
+            .join(crate::store::SECRETS_DIR)
             .join("kubeconfigs/lab.age");
         let raw = std::fs::read(&file).unwrap();
         assert!(!raw.windows(9).any(|w| w == b"SECRETKEY"), "plaintext on disk");

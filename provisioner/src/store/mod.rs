@@ -17,3 +17,6 @@ pub use redb_store::RedbInventory;
 pub use redb_tokens::RedbApiTokens;
 pub use secrets_key::{CREDENTIAL as SECRETS_KEY_CREDENTIAL, KeyOrigin, SecretsKey};
 pub use secrets_redb::{RedbSecretStore, load_or_create_identity};
+
+/// Directory under the state directory whose files are backed up verbatim.
+pub const SECRETS_DIR: &str = "secrets";

@@ -50,7 +50,7 @@ pub struct SecretsKey {
 impl SecretsKey {
     /// Applies the rules above. `credentials_dir` is `$CREDENTIALS_DIRECTORY`.
     pub fn locate(state_dir: &Path, configured: Option<&Path>, credentials_dir: Option<&OsStr>) -> Self {
-        let secrets_dir = state_dir.join(crate::backup::SECRETS_DIR);
+        let secrets_dir = state_dir.join(crate::store::SECRETS_DIR);
         let credential = credentials_dir
             .map(|d| Path::new(d).join(CREDENTIAL))
             .filter(|p| p.is_file());

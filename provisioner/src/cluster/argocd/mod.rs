@@ -17,7 +17,7 @@ pub mod manifest;
 pub mod objects;
 pub mod status;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,67 +26,17 @@ use futures::future::BoxFuture;
 use kube::Client;
 use kube::api::DynamicObject;
 use provisioner_core::gitops::health::Report;
-use serde::Deserialize;
 
 use self::install::Installer;
 use self::manifest::InstallManifest;
 use self::manifest::ManifestError;
 use crate::cluster::seams::{ApiProbe, CallError, HandOff};
-use crate::gitops::tree::TreeError;
 use crate::images::ImageCache;
 use provisioner_core::cluster::KubeconfigStore;
 
-/// `gitops/settings.yaml`: what the appliance needs to hand clusters to Git.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// The GitOps repository (this tree).
-    pub repository: Repository,
-    /// The pinned ArgoCD install.
-    pub argocd: ArgoPin,
-    /// Cluster names as registered in ArgoCD; `manifests/<app>/<cluster>` directory
-    /// names and `destination.name`s must be among them.
-    pub clusters: Vec<String>,
-}
-
-/// The repository ArgoCD syncs from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Repository {
-    /// Clone URL; every git source and generator in the tree must use it.
-    pub url: String,
-    /// Branch or tag.
-    pub revision: String,
-}
-
-/// Version, origin and checksum of the ArgoCD install manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArgoPin {
-    /// ArgoCD release.
-    pub version: String,
-    /// Where the non-HA `install.yaml` of that release is downloaded from.
-    pub url: String,
-    /// Its SHA-256 (hex).
-    pub sha256: String,
-    /// The cluster ArgoCD runs on.
-    pub host: String,
-}
+pub use crate::gitops::settings::{ArgoPin, Repository, Settings};
 
 impl Settings {
-    /// Reads `<gitops_dir>/settings.yaml`.
-    pub fn load(gitops_dir: &Path) -> Result<Self, TreeError> {
-        let file = gitops_dir.join("settings.yaml");
-        let text = std::fs::read_to_string(&file).map_err(|source| TreeError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        serde_saphyr::from_str(&text).map_err(|e| TreeError::Parse {
-            file,
-            message: e.to_string(),
-        })
-    }
-
     /// Reads and verifies the cached install manifest.
     pub fn load_manifest(&self, cache: &ImageCache) -> Result<InstallManifest, ManifestError> {
         let path = cache.argocd_manifest(&self.argocd.version);
