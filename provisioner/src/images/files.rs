@@ -45,6 +45,10 @@ pub struct Listed {
     pub size: Option<u64>,
 }
 
+/// Says whether a file name belongs in a folder (`Err`: why not) and its SHA-256 if
+/// known beforehand.
+pub type Expected<'a> = dyn Fn(&Path, &str) -> Result<Option<String>, CacheError> + 'a;
+
 fn files_of(image: &Image) -> impl Iterator<Item = &ImageFile> {
     std::iter::once(&image.kernel).chain(image.initrds.iter())
 }
@@ -140,7 +144,7 @@ impl ImageCache {
         &self,
         dir: &Path,
         paths: &[PathBuf],
-        expected: &dyn Fn(&Path, &str) -> Result<Option<String>, CacheError>,
+        expected: &Expected<'_>,
     ) -> Result<Vec<Placed>, CacheError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut out = Vec::new();
