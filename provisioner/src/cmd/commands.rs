@@ -66,15 +66,16 @@ pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
 pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     let cfg = load_config(args)?;
     let mut problems: Vec<String> = Vec::new();
-    let cat = match catalog::load(&cfg.images_dir, &cfg.profiles_dir) {
-        Ok(c) => Some(c),
+    // One load of every input; when it fails, the problems and whatever did load.
+    let (cat, infra) = match crate::inputs::Inputs::load(cfg.input_dirs()) {
+        Ok(i) => (Some(i.catalog), Some(i.infra)),
         Err(e) => {
-            problems.extend(e.0.iter().map(|f| f.to_string()));
-            None
+            problems.extend(e.problems.0.iter().map(|f| f.to_string()));
+            (e.catalog.map(|c| *c), e.infra.map(|i| *i))
         }
     };
     let mut notes = Vec::new();
-    let clusters = check_infra(&cfg, cat.as_ref(), &mut problems, &mut notes);
+    let clusters = check_infra(infra.as_ref(), cat.as_ref(), &mut problems, &mut notes);
     if let Err(e) = cfg.dhcp.full_config() {
         problems.push(format!("configuration: {e}"));
     }
@@ -111,7 +112,7 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let workloads = crate::gitops::workloads::check(&cfg.gitops_dir, &cfg.infra_dir, &mut problems);
+    let workloads = crate::gitops::workloads::check(&cfg.gitops_dir, infra.as_ref(), &mut problems);
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
@@ -156,17 +157,13 @@ pub fn check(args: &ConfigArgs) -> anyhow::Result<()> {
 /// common fields) and the profiles and groups that point at them; returns the
 /// cluster names. Clusters that are not armed are `notes`, not problems.
 fn check_infra(
-    cfg: &Config,
+    infra: Option<&provisioner_core::infra::Infra>,
     cat: Option<&Catalog>,
     problems: &mut Vec<String>,
     notes: &mut Vec<String>,
 ) -> Vec<String> {
-    let infra = match provisioner_core::infra::load(&cfg.infra_dir) {
-        Ok(i) => i,
-        Err(e) => {
-            problems.extend(e.0.iter().map(|f| f.to_string()));
-            return Vec::new();
-        }
+    let Some(infra) = infra else {
+        return Vec::new();
     };
     // Not a problem (the shipped example data is like this), but nothing happens for
     // such a cluster until its MACs are real (crate::inputs::arming).

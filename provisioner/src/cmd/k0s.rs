@@ -14,7 +14,6 @@ use crate::cmd::cli::ConfigArgs;
 use crate::config::Config;
 use crate::os::k0s::{ensure_secrets, load_clusters, renderer};
 use crate::pki::k0s as pki;
-use crate::store::FileSecretStore;
 use provisioner_core::k0s::store::K0sSecretStore;
 
 /// `provisioner k0s …`.
@@ -44,10 +43,7 @@ pub enum K0sCommand {
 
 /// Opens the encrypted k0s secret store of `cfg`.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn K0sSecretStore>> {
-    Ok(Arc::new(FileSecretStore::open_keyed(
-        &cfg.state_dir,
-        &cfg.secrets_key(),
-    )?))
+    crate::app::k0s_secrets(cfg)
 }
 
 fn one_cluster(cfg: &Config, name: Option<&str>) -> anyhow::Result<K0sCluster> {

@@ -12,7 +12,6 @@ use time::OffsetDateTime;
 use crate::cmd::cli::ConfigArgs;
 use crate::cmd::commands::load_config;
 use crate::config::Config;
-use crate::store::RedbSecretStore;
 use provisioner_core::talos::store::SecretStore;
 
 /// `provisioner talos …`.
@@ -92,14 +91,7 @@ pub enum SecretsCommand {
 /// a systemd credential, `secrets_key_file`, or `<state_dir>/secrets/secrets.key`,
 /// created 0600 on first use).
 pub fn open_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
-    let dir = cfg.state_dir.join(crate::store::SECRETS_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("chmod 700 {}", dir.display()))?;
-    Ok(Arc::new(RedbSecretStore::open_keyed(
-        &dir.join("secrets.redb"),
-        &cfg.secrets_key(),
-    )?))
+    crate::app::talos_secrets(cfg)
 }
 
 /// Talos clusters of `infra/`, validated.

@@ -362,6 +362,16 @@ impl Config {
         self.state_dir.join("api-tokens.redb")
     }
 
+    /// Where `images/`, `profiles/`, `infra/` and `gitops/` are.
+    pub fn input_dirs(&self) -> crate::inputs::Dirs<'_> {
+        crate::inputs::Dirs {
+            images: &self.images_dir,
+            profiles: &self.profiles_dir,
+            infra: &self.infra_dir,
+            gitops: &self.gitops_dir,
+        }
+    }
+
     /// The inventory file.
     pub fn inventory_path(&self) -> PathBuf {
         self.state_dir.join(INVENTORY_FILE)

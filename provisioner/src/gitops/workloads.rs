@@ -214,11 +214,15 @@ impl Tree<'_> {
 
 /// Runs the workload checks; problems are `file: object: message` lines. `None`
 /// when there is no `gitops/` or `infra/` could not be loaded (reported elsewhere).
-pub fn check(gitops_dir: &Path, infra_dir: &Path, problems: &mut Vec<String>) -> Option<Summary> {
+pub fn check(
+    gitops_dir: &Path,
+    infra: Option<&provisioner_core::infra::Infra>,
+    problems: &mut Vec<String>,
+) -> Option<Summary> {
     if !gitops_dir.is_dir() {
         return None;
     }
-    let infra = provisioner_core::infra::load(infra_dir).ok()?;
+    let infra = infra?;
     let root = gitops_dir.parent().unwrap_or(Path::new("."));
     // The tree as Argo CD renders it (its Helm charts with settings.yaml); files that
     // do not load are reported by the ArgoCD object checks.
@@ -269,7 +273,7 @@ pub fn check(gitops_dir: &Path, infra_dir: &Path, problems: &mut Vec<String>) ->
         deployments.push(tree.deployment(&file, object, &spec));
     }
     let not_checked = std::mem::take(&mut tree.not_checked);
-    let (facts, cnis) = facts::cluster_facts(&infra);
+    let (facts, cnis) = facts::cluster_facts(infra);
     let (mut findings, s) = provisioner_core::gitops::workloads::check(&deployments, &facts);
     findings.extend(metallb::check(&deployments, &facts));
     for d in &deployments {

@@ -8,9 +8,8 @@
 //! pure and lives in `provisioner_core::infra`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use provisioner_core::catalog::CatalogError;
+use provisioner_core::infra::Infra;
 use provisioner_core::k0s::K0sCluster;
 use provisioner_core::talos::TalosCluster;
 
@@ -26,20 +25,17 @@ pub struct Clusters {
     pub unarmed: BTreeMap<String, String>,
 }
 
-/// Loads and validates `infra_dir` (every file, as `provisioner check` does) and keeps
-/// the armed clusters.
-pub fn load(infra_dir: &Path) -> Result<Clusters, CatalogError> {
-    let infra = provisioner_core::infra::load(infra_dir)?;
-    let unarmed = infra.unarmed();
-    let armed = infra.armed_only();
-    Ok(Clusters {
-        talos: armed.talos,
-        k0s: armed.k0s,
-        unarmed,
-    })
-}
-
 impl Clusters {
+    /// The armed clusters of `infra` (loaded and validated with the other inputs).
+    pub fn of(infra: &Infra) -> Self {
+        let armed = infra.clone().armed_only();
+        Self {
+            talos: armed.talos,
+            k0s: armed.k0s,
+            unarmed: infra.unarmed(),
+        }
+    }
+
     /// Says, once per cluster, which ones stay idle and why.
     pub fn warn(&self) {
         for (name, why) in &self.unarmed {

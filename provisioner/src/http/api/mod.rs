@@ -23,7 +23,6 @@ pub mod params;
 pub mod patch;
 pub mod tls;
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -68,8 +67,8 @@ pub struct ApiState {
     pub tokens: Arc<dyn ApiTokenStore>,
     /// Dashboard sessions.
     pub sessions: Arc<auth::Sessions>,
-    /// `infra/`, read for cluster status.
-    pub infra_dir: PathBuf,
+    /// The clusters of `infra/` (loaded once with the other inputs).
+    pub clusters: Arc<[crate::ops::clusters::ClusterFile]>,
     /// Bootstrap progress per cluster.
     pub bootstrap: Arc<dyn BootstrapProgress>,
     /// Ends live streams at shutdown.

@@ -18,27 +18,22 @@ use time::OffsetDateTime;
 
 use provisioner_core::k0s::store::{K0sSecretStore, StoreError};
 
-/// Wires the Flatcar renderer into `service` when `infra/` defines armed k0s clusters
-/// ([`crate::inputs::arming`]): loads them, opens the encrypted store, generates missing
-/// secrets (zero-touch first start). Without k0s clusters the service is returned unchanged.
+/// Wires the Flatcar renderer into `service` for the armed k0s clusters
+/// ([`crate::inputs::arming`]) and generates missing secrets (zero-touch first
+/// start). Without k0s clusters (no store) the service is returned unchanged.
 pub fn attach(
     service: crate::service::BootService,
-    cfg: &crate::config::Config,
+    clusters: &BTreeMap<String, K0sCluster>,
+    store: Option<std::sync::Arc<dyn K0sSecretStore>>,
     cache: &crate::images::ImageCache,
-) -> anyhow::Result<crate::service::BootService> {
-    use anyhow::Context;
-    // Armed clusters only: example data with placeholder MACs gets no secrets.
-    let clusters = crate::inputs::arming::load(&cfg.infra_dir)
-        .context("loading infra/ (run `provisioner check`)")?
-        .k0s;
-    if clusters.is_empty() {
+) -> Result<crate::service::BootService, K0sError> {
+    let Some(store) = store.filter(|_| !clusters.is_empty()) else {
         return Ok(service);
-    }
-    let store = crate::cmd::k0s::open_store(cfg)?;
-    for name in ensure_secrets(&clusters, store.as_ref(), OffsetDateTime::now_utc())? {
+    };
+    for name in ensure_secrets(clusters, store.as_ref(), OffsetDateTime::now_utc())? {
         tracing::info!(cluster = %name, "generated k0s CA, service-account key and join tokens (stored encrypted)");
     }
-    let renderer = renderer::FlatcarRenderer::new(clusters, store, cache.clone());
+    let renderer = renderer::FlatcarRenderer::new(clusters.clone(), store, cache.clone());
     Ok(service.with_renderer(
         provisioner_core::catalog::ConfigKind::Flatcar,
         std::sync::Arc::new(renderer),

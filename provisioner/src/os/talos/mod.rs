@@ -13,8 +13,45 @@ pub mod supervisor;
 
 use crate::pki::talos as pki;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use provisioner_core::talos::store::SecretStore;
 use provisioner_core::talos::{SecretsBundle, TalosCluster};
 use time::OffsetDateTime;
+
+/// Why the Talos path could not be wired into the boot service.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The secret store failed.
+    #[error(transparent)]
+    Store(#[from] provisioner_core::talos::store::SecretStoreError),
+    /// A bundle could not be generated.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+}
+
+/// Wires the Talos renderer into `service` for the armed Talos `clusters`, after
+/// generating the secrets bundle of any cluster without one (zero-touch first start).
+/// Without clusters (no store) the service is returned unchanged.
+pub fn attach(
+    service: crate::service::BootService,
+    clusters: &BTreeMap<String, TalosCluster>,
+    secrets: Option<&Arc<dyn SecretStore>>,
+) -> Result<crate::service::BootService, AttachError> {
+    let Some(secrets) = secrets.filter(|_| !clusters.is_empty()) else {
+        return Ok(service);
+    };
+    for name in clusters.keys() {
+        if secrets.get(name)?.is_none() {
+            let bundle = pki::generate(OffsetDateTime::now_utc())?;
+            secrets.put(name, &bundle)?;
+            tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
+        }
+    }
+    let renderer = renderer::TalosRenderer::new(clusters.clone(), secrets.clone());
+    Ok(service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer)))
+}
 
 /// Why a bundle cannot be imported.
 #[derive(Debug, thiserror::Error)]

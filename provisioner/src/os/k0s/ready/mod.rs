@@ -26,7 +26,7 @@ use provisioner_core::k0s::workflow::{
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use spawn::{Shared, spawn};
+pub use spawn::{Shared, Wiring, spawn};
 
 use crate::cluster::seams::{ApiProbe, CallError, ClusterError, HandOff};
 

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use std::collections::BTreeMap;
+
 use provisioner_core::catalog::Catalog;
 use provisioner_core::cluster::ClusterStore;
 use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::inventory::Inventory;
+use provisioner_core::k0s::K0sCluster;
+use provisioner_core::k0s::store::K0sSecretStore;
 use provisioner_core::k0s::workflow::K0sPlan;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +21,6 @@ use super::io::{InventoryController, KubeNodes, MintedKubeconfig};
 use crate::cluster::argocd::cached::CachedArgo;
 use crate::cluster::argocd::{KubeReadyz, Settings};
 use crate::cluster::seams::HandOff;
-use crate::config::Config;
 use provisioner_core::cluster::KubeconfigStore;
 
 /// Pause between polls of a step that is not done yet.
@@ -34,39 +36,45 @@ pub struct Shared {
     pub argo: Arc<CachedArgo>,
 }
 
+/// What the k0s workflows are built from (opened and loaded once by the composition
+/// root).
+#[derive(Debug)]
+pub struct Wiring<'a> {
+    /// The armed k0s clusters.
+    pub clusters: &'a BTreeMap<String, K0sCluster>,
+    /// `gitops/settings.yaml`, if there is one (else clusters end once their nodes are Ready).
+    pub settings: Option<&'a Settings>,
+    /// The k0s secret store.
+    pub secrets: Arc<dyn K0sSecretStore>,
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// The machines.
+    pub inventory: Arc<dyn Inventory>,
+    /// Where workflow state persists.
+    pub store: Arc<dyn ClusterStore>,
+    /// The seams shared with the Talos supervisor.
+    pub shared: &'a Shared,
+}
+
 /// Starts the readiness and hand-off workflow of every k0s cluster in `infra/`
 /// (none when there is none). Each task runs its workflow to the end; a `Failed` one
 /// waits for an operator retry and runs again; then it waits for `shutdown` (the
 /// daemon treats a task that ends early as a crashed server). Returns how many were
 /// started.
-pub fn spawn(
-    cfg: &Config,
-    catalog: Arc<Catalog>,
-    inventory: Arc<dyn Inventory>,
-    store: Arc<dyn ClusterStore>,
-    shared: &Shared,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<usize> {
-    // Armed clusters only: nodes with placeholder MACs are never dialled.
-    let clusters = crate::inputs::arming::load(&cfg.infra_dir)
-        .context("loading infra/ (run `provisioner check`)")?
-        .k0s;
-    if clusters.is_empty() {
-        return Ok(0);
-    }
-    let secrets = crate::cmd::k0s::open_store(cfg)?;
+pub fn spawn(w: Wiring<'_>, tasks: &mut JoinSet<anyhow::Result<()>>, shutdown: &CancellationToken) -> usize {
+    let Wiring {
+        clusters,
+        settings,
+        secrets,
+        catalog,
+        inventory,
+        store,
+        shared,
+    } = w;
     let custody = shared.kubeconfigs.clone();
-    let settings = match Settings::load(&cfg.gitops_dir) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "no GitOps settings: k0s clusters end once their nodes are Ready");
-            None
-        }
-    };
     let hand_off: Arc<dyn HandOff> = shared.argo.clone();
     let mut started = 0;
-    for (name, c) in clusters {
+    for (name, c) in clusters.clone() {
         let (Some(controller), Some(api_url)) = (c.controller(), c.api_url()) else {
             tracing::warn!(cluster = %name, "k0s cluster without a controller address: no readiness workflow");
             continue;
@@ -79,7 +87,7 @@ pub fn spawn(
                     .iter()
                     .map(|n| (n.hostname.clone(), n.ip_address))
                     .collect(),
-                hand_off: settings.as_ref().is_some_and(|s| s.clusters.contains(&name)),
+                hand_off: settings.is_some_and(|s| s.clusters.contains(&name)),
                 timeouts: Timeouts::default(),
                 poll: POLL,
             },
@@ -100,7 +108,7 @@ pub fn spawn(
             api: Arc::new(KubeReadyz),
             nodes: Arc::new(KubeNodes),
             hand_off: hand_off.clone(),
-            argocd_host: settings.as_ref().map(|s| s.argocd.host.clone()),
+            argocd_host: settings.map(|s| s.argocd.host.clone()),
         };
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -110,5 +118,5 @@ pub fn spawn(
         });
         started += 1;
     }
-    Ok(started)
+    started
 }
