@@ -78,7 +78,7 @@ impl BootService {
                     EventKind::TokenRejected,
                     &format!("config not rendered: {why}"),
                 )?;
-                return Err(ServiceError::Render(why));
+                return Err(ServiceError::Render(why.to_string()));
             }
         };
         let what = match plan.profile.config {

@@ -12,7 +12,7 @@ use provisioner_core::k0s::ignition::{self, ControllerPki, Ignition, Role, Stage
 use provisioner_core::k0s::token::{self, Kubeconfig};
 use provisioner_core::k0s::{K0sCluster, clusterconfig};
 use provisioner_core::model::MacAddr;
-use provisioner_core::render::config::{ConfigRenderer, ConfigUrls, check_bound, cluster_node};
+use provisioner_core::render::config::{ConfigRenderer, ConfigUrls, RenderError, check_bound, cluster_node};
 
 use provisioner_core::k0s::mirror::{self, Kind};
 
@@ -58,33 +58,35 @@ pub fn node_configs(
     secrets: &K0sSecrets,
     cache: &ImageCache,
     urls: &ConfigUrls,
-) -> Result<NodeConfigs, String> {
+) -> Result<NodeConfigs, RenderError> {
     let name = &cluster.cluster_name;
     let node = cluster
         .node(host)
-        .ok_or_else(|| format!("cluster {name:?} has no node {host:?}"))?;
+        .ok_or_else(|| RenderError::NoNode(format!("cluster {name:?} has no node {host:?}")))?;
     let tag = &cluster.k0s_version;
     let bin = mirror::k0s_binary(tag);
     let sha = cache.mirror_sha256(Kind::K0s, tag, &bin).ok_or_else(|| {
-        format!("k0s {tag} is not in the mirror (run `provisioner images pull k0s --version {tag}`)")
+        RenderError::Missing(format!(
+            "k0s {tag} is not in the mirror (run `provisioner images pull k0s --version {tag}`)"
+        ))
     })?;
     let fv = &cluster.flatcar_version;
     if cache
         .mirror_sha256(Kind::Flatcar, fv, mirror::FLATCAR_IMAGE)
         .is_none()
     {
-        return Err(format!(
+        return Err(RenderError::Missing(format!(
             "Flatcar {fv} is not in the mirror (run `provisioner images pull flatcar --version {fv}`)"
-        ));
+        )));
     }
     let api_url = cluster
         .api_url()
-        .ok_or_else(|| format!("cluster {name:?}: the controller has no ipAddress"))?;
+        .ok_or_else(|| RenderError::NoNode(format!("cluster {name:?}: the controller has no ipAddress")))?;
     let k0s_yaml;
     let manifest;
     let join;
     let role = if node.control_plane {
-        k0s_yaml = clusterconfig::render(cluster).map_err(|e| e.to_string())?;
+        k0s_yaml = clusterconfig::render(cluster).map_err(|e| RenderError::Failed(e.to_string()))?;
         manifest = token_manifest(cluster, secrets);
         Role::Controller {
             k0s_yaml: &k0s_yaml,
@@ -98,7 +100,9 @@ pub fn node_configs(
         }
     } else {
         let t = secrets.worker_tokens.get(host).ok_or_else(|| {
-            format!("no join token for {host:?} in cluster {name:?} (restart the appliance to mint it)")
+            RenderError::Missing(format!(
+                "no join token for {host:?} in cluster {name:?} (restart the appliance to mint it)"
+            ))
         })?;
         join = token::encode(&Kubeconfig::worker_join(&api_url, &secrets.ca_crt, t));
         Role::Worker { join_token: &join }
@@ -144,25 +148,34 @@ impl FlatcarRenderer {
 }
 
 impl ConfigRenderer for FlatcarRenderer {
-    fn render(&self, _mac: MacAddr, _plan: &InstallPlan) -> Result<String, String> {
-        Err("the Flatcar renderer needs the callback URLs (render_with)".into())
+    fn render(&self, _mac: MacAddr, _plan: &InstallPlan) -> Result<String, RenderError> {
+        Err(RenderError::Failed(
+            "the Flatcar renderer needs the callback URLs (render_with)".into(),
+        ))
     }
 
-    fn render_with(&self, mac: MacAddr, plan: &InstallPlan, urls: &ConfigUrls) -> Result<String, String> {
+    fn render_with(
+        &self,
+        mac: MacAddr,
+        plan: &InstallPlan,
+        urls: &ConfigUrls,
+    ) -> Result<String, RenderError> {
         let (name, host) = cluster_node(mac, plan, "flatcar")?;
-        let cluster = self
-            .clusters
-            .get(name)
-            .ok_or_else(|| format!("profile {:?}: no k0s cluster {name:?} in infra/", plan.profile.id))?;
+        let cluster = self.clusters.get(name).ok_or_else(|| {
+            RenderError::NoNode(format!(
+                "profile {:?}: no k0s cluster {name:?} in infra/",
+                plan.profile.id
+            ))
+        })?;
         let node = cluster
             .node(host)
-            .ok_or_else(|| format!("cluster {name:?} has no node {host:?}"))?;
+            .ok_or_else(|| RenderError::NoNode(format!("cluster {name:?} has no node {host:?}")))?;
         check_bound(host, node.mac, mac)?;
         let secrets = self
             .secrets
             .get(name)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no k0s secrets for cluster {name:?} yet"))?;
+            .map_err(|e| RenderError::Failed(e.to_string()))?
+            .ok_or_else(|| RenderError::Missing(format!("no k0s secrets for cluster {name:?} yet")))?;
         Ok(node_configs(cluster, host, &secrets, &self.cache, urls)?
             .stage1
             .to_json())

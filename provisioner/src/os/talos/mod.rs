@@ -75,7 +75,7 @@ pub fn import_bundle(text: &str, age_identity: Option<&str>) -> Result<SecretsBu
         let id = age_identity.ok_or_else(|| {
             ImportError::Sops("the bundle is SOPS-encrypted: pass the age key file with --age-key".into())
         })?;
-        sops::decrypt_yaml(text, id).map_err(ImportError::Sops)?
+        sops::decrypt_yaml(text, id).map_err(|e| ImportError::Sops(e.to_string()))?
     } else {
         text.to_string()
     };
@@ -115,5 +115,5 @@ pub fn talosconfig(
             }
         }
     });
-    provisioner_core::talos::yaml::to_string(&doc).map_err(pki::PkiError::Key)
+    provisioner_core::talos::yaml::to_string(&doc).map_err(|e| pki::PkiError::Key(e.to_string()))
 }

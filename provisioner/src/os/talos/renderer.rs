@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use provisioner_core::boot::InstallPlan;
 use provisioner_core::model::MacAddr;
-use provisioner_core::render::config::{ConfigRenderer, check_bound, cluster_node};
+use provisioner_core::render::config::{ConfigRenderer, RenderError, check_bound, cluster_node};
 use provisioner_core::talos::{self, TalosCluster};
 
 use provisioner_core::talos::store::SecretStore;
@@ -29,26 +29,28 @@ impl TalosRenderer {
 }
 
 impl ConfigRenderer for TalosRenderer {
-    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, String> {
+    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, RenderError> {
         let (name, host) = cluster_node(mac, plan, "talos")?;
         let cluster = self.clusters.get(name).ok_or_else(|| {
-            format!(
+            RenderError::NoNode(format!(
                 "profile {:?}: no Talos cluster {name:?} in infra/",
                 plan.profile.id
-            )
+            ))
         })?;
         let node = cluster
             .node(host)
-            .ok_or_else(|| format!("cluster {name:?} has no node {host:?}"))?;
+            .ok_or_else(|| RenderError::NoNode(format!("cluster {name:?} has no node {host:?}")))?;
         check_bound(host, node.mac, mac)?;
         let secrets = self
             .secrets
             .get(name)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| RenderError::Failed(e.to_string()))?
             .ok_or_else(|| {
-                format!("no secrets bundle for cluster {name:?} (run `provisioner talos secrets gen`)")
+                RenderError::Missing(format!(
+                    "no secrets bundle for cluster {name:?} (run `provisioner talos secrets gen`)"
+                ))
             })?;
-        let cfg = talos::render(cluster, host, &secrets).map_err(|e| e.to_string())?;
+        let cfg = talos::render(cluster, host, &secrets).map_err(|e| RenderError::Failed(e.to_string()))?;
         Ok(cfg.to_yaml())
     }
 }

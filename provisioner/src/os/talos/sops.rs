@@ -24,6 +24,30 @@ use sha2::{Digest, Sha512};
 
 type Cipher = AesGcm<Aes256, U32>;
 
+/// Why a SOPS document cannot be decrypted or encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SopsError {
+    /// The document is not YAML.
+    #[error(transparent)]
+    Yaml(#[from] provisioner_core::talos::yaml::YamlError),
+    /// The document, its `sops` block or the age key is malformed, does not match,
+    /// or was tampered with (the message says which).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<&str> for SopsError {
+    fn from(why: &str) -> Self {
+        Self::Invalid(why.to_string())
+    }
+}
+
+impl From<String> for SopsError {
+    fn from(why: String) -> Self {
+        Self::Invalid(why)
+    }
+}
+
 /// Whether `text` is a SOPS document (has a top-level `sops:` mapping).
 pub fn is_sops(text: &str) -> bool {
     provisioner_core::talos::yaml::from_str(text)
@@ -33,14 +57,14 @@ pub fn is_sops(text: &str) -> bool {
 }
 
 /// The `AGE-SECRET-KEY-…` line of an age key file (comments allowed).
-fn identity(key_file: &str) -> Result<age::x25519::Identity, String> {
+fn identity(key_file: &str) -> Result<age::x25519::Identity, SopsError> {
     key_file
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
         .ok_or("the age key file has no AGE-SECRET-KEY line")?
         .parse()
-        .map_err(|_| "the age key file's identity does not parse".to_string())
+        .map_err(|_| SopsError::from("the age key file's identity does not parse"))
 }
 
 /// The parts of an `ENC[…]` value: ciphertext, IV, tag, type.
@@ -62,7 +86,7 @@ fn parse_enc(s: &str) -> Option<EncParts> {
     Some((data?, iv?, tag?, ty?))
 }
 
-fn decrypt_value(s: &str, key: &[u8; 32], aad: &str) -> Result<(String, String), String> {
+fn decrypt_value(s: &str, key: &[u8; 32], aad: &str) -> Result<(String, String), SopsError> {
     let (mut data, iv, tag, ty) = parse_enc(s).ok_or("malformed ENC[] value")?;
     if iv.len() != 32 {
         return Err("IV is not 32 bytes".into());
@@ -108,8 +132,8 @@ fn encrypt_value(plain: &str, ty: &str, key: &[u8; 32], aad: &str) -> String {
 fn walk(
     v: &mut Value,
     path: &mut Vec<String>,
-    f: &mut dyn FnMut(&str, &mut Value) -> Result<(), String>,
-) -> Result<(), String> {
+    f: &mut dyn FnMut(&str, &mut Value) -> Result<(), SopsError>,
+) -> Result<(), SopsError> {
     match v {
         Value::Object(m) => {
             for (k, x) in m.iter_mut() {
@@ -124,7 +148,7 @@ fn walk(
     }
 }
 
-fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8; 32], String> {
+fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8; 32], SopsError> {
     let entries = meta
         .get("age")
         .and_then(Value::as_array)
@@ -142,7 +166,7 @@ fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8
             r.read_to_end(&mut key).map_err(|e| e.to_string())?;
             return key
                 .try_into()
-                .map_err(|_| "the SOPS data key is not 32 bytes".to_string());
+                .map_err(|_| SopsError::from("the SOPS data key is not 32 bytes"));
         }
     }
     Err("none of the sops.age recipients matches the given age key".into())
@@ -150,7 +174,7 @@ fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8
 
 /// Decrypts a SOPS YAML document with an age key file's contents; returns the plain
 /// YAML (without the `sops` block). Fails if the MAC does not verify.
-pub fn decrypt_yaml(text: &str, age_key_file: &str) -> Result<String, String> {
+pub fn decrypt_yaml(text: &str, age_key_file: &str) -> Result<String, SopsError> {
     let id = identity(age_key_file)?;
     let mut doc = provisioner_core::talos::yaml::from_str(text)?;
     let obj = doc.as_object_mut().ok_or("not a mapping")?;
@@ -181,12 +205,12 @@ pub fn decrypt_yaml(text: &str, age_key_file: &str) -> Result<String, String> {
     if !mac.eq_ignore_ascii_case(&hex::encode(hash.finalize())) {
         return Err("sops.mac does not match the decrypted values (tampered file?)".into());
     }
-    provisioner_core::talos::yaml::to_string(&doc)
+    Ok(provisioner_core::talos::yaml::to_string(&doc)?)
 }
 
 /// Encrypts a plain YAML document for one age recipient in the same format (used to
 /// export a bundle for talhelper users and by the tests).
-pub fn encrypt_yaml(text: &str, recipient: &str, lastmodified: &str) -> Result<String, String> {
+pub fn encrypt_yaml(text: &str, recipient: &str, lastmodified: &str) -> Result<String, SopsError> {
     let rcpt: age::x25519::Recipient = recipient.parse().map_err(|e| format!("age recipient: {e}"))?;
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
@@ -224,5 +248,5 @@ pub fn encrypt_yaml(text: &str, recipient: &str, lastmodified: &str) -> Result<S
             "version": "3.9.0",
         }),
     );
-    provisioner_core::talos::yaml::to_string(&doc)
+    Ok(provisioner_core::talos::yaml::to_string(&doc)?)
 }
