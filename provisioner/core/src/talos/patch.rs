@@ -203,6 +203,7 @@ mod tests {
         assert!(
             Patch::parse(&json!("@./file.yaml"))
                 .unwrap_err()
+                .to_string()
                 .contains("not supported")
         );
         assert!(Patch::parse(&json!("just a string")).is_err());
