@@ -52,7 +52,7 @@ fn dhcp_sockets(cfg: &Config) -> anyhow::Result<Vec<(Port, std::net::UdpSocket)>
     if d.mode == Personality::Off {
         return Ok(Vec::new());
     }
-    d.full_config().map_err(anyhow::Error::msg)?;
+    d.full_config()?;
     let iface = d.interface.as_deref().or(cfg.interface.as_deref());
     if d.mode == Personality::Full && d.probe_secs > 0 {
         let answers = crate::dhcp::probe::other_servers(iface, Duration::from_secs(d.probe_secs))

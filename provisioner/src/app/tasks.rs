@@ -188,10 +188,7 @@ impl Wiring<'_> {
         reservations.extend(crate::dhcp::settings::k0s_reservations(&clusters.k0s));
         let handler = Arc::new(crate::dhcp::handler::Handler {
             personality: d.mode,
-            full: d
-                .full_config_with(&reservations)
-                .map_err(anyhow::Error::msg)?
-                .map(FullServer::new),
+            full: d.full_config_with(&reservations)?.map(FullServer::new),
             leases: self.stores.leases.clone(),
             service: self.service.clone(),
             files: d.boot_files.clone(),

@@ -30,11 +30,17 @@ pub struct Summary {
     pub not_checked: Vec<String>,
 }
 
-fn yaml_docs(path: &Path) -> Result<Vec<Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn yaml_docs(path: &Path) -> Result<Vec<Value>, super::tree::TreeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| super::tree::TreeError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
     serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text)
         .map(|d| d.into_iter().filter(|v| !v.is_null()).collect())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| super::tree::TreeError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 fn files_under(dir: &Path, recurse: bool, out: &mut Vec<PathBuf>) {
@@ -206,7 +212,7 @@ impl Tree<'_> {
             }
             match yaml_docs(&f) {
                 Ok(docs) => out.extend(docs.into_iter().map(|v| (self.rel(&f), v))),
-                Err(e) => self.problems.push(e),
+                Err(e) => self.problems.push(e.to_string()),
             }
         }
     }

@@ -33,8 +33,8 @@ pub enum TokenCmd {
     },
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
-    s.parse()
+fn parse_role(s: &str) -> anyhow::Result<Role> {
+    s.parse().map_err(anyhow::Error::msg)
 }
 
 /// A new token: `pvt_` and 256 random bits in hex (the prefix lets secret scanners

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use provisioner_core::cluster::bootstrap::{BootstrapState, Step};
-use provisioner_core::cluster::{ClusterStore, KubeconfigStore};
+use provisioner_core::cluster::{ClusterStore, KubeconfigError, KubeconfigStore};
 use provisioner_core::inventory::{Inventory, Update};
 use provisioner_core::lifecycle::{self, Trigger};
 use provisioner_core::model::{EventKind, MacAddr, TimelineEvent};
@@ -144,7 +144,7 @@ impl Orchestrator {
             }
             Work::CheckReadyz => Observation::Readyz(match self.kubeconfig() {
                 Ok(kc) => self.api.readyz(&kc).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             }),
             Work::HandOff => Observation::HandOff(match self.kubeconfig() {
                 Ok(kc) => self
@@ -152,7 +152,7 @@ impl Orchestrator {
                     .hand_off(cluster, &kc)
                     .await
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             }),
             Work::CheckArgo => Observation::Argo(match self.kubeconfig() {
                 Ok(kc) => self
@@ -160,16 +160,15 @@ impl Orchestrator {
                     .argo_status(cluster, &kc)
                     .await
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             }),
         }
     }
 
-    fn kubeconfig(&self) -> Result<Vec<u8>, String> {
+    fn kubeconfig(&self) -> Result<Vec<u8>, KubeconfigError> {
         self.kubeconfigs
-            .get(&self.plan.cluster)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "kubeconfig missing from the secret store".to_string())
+            .get(&self.plan.cluster)?
+            .ok_or_else(|| KubeconfigError::Backend("kubeconfig missing from the secret store".into()))
     }
 
     /// A node that answered `Version` over mTLS is installed: its machine moves to

@@ -146,7 +146,10 @@ impl TalosResetter {
         if let Some(a) = apis.get(cluster) {
             return Ok(a.clone());
         }
-        let id = self.identity.talos_identity(cluster).map_err(ResetError)?;
+        let id = self
+            .identity
+            .talos_identity(cluster)
+            .map_err(|e| ResetError(e.to_string()))?;
         let api: Arc<dyn TalosApi> = Arc::new(
             TonicTalos::new(&id, self.port, self.attempt_timeout).map_err(|e| ResetError(e.to_string()))?,
         );

@@ -191,8 +191,10 @@ impl Running {
             .clusters
             .get(name)
             .ok_or_else(|| format!("{name} is not a Talos cluster of infra/"))?;
-        let (plan, macs) = plan_for(cluster, &self.settings)?;
-        let identity = BundleIdentity::new(self.secrets.clone()).talos_identity(name)?;
+        let (plan, macs) = plan_for(cluster, &self.settings).map_err(|e| e.to_string())?;
+        let identity = BundleIdentity::new(self.secrets.clone())
+            .talos_identity(name)
+            .map_err(|e| e.to_string())?;
         let talos = TonicTalos::new(
             &identity,
             self.talos_port,

@@ -32,7 +32,7 @@ fn plan_dials_control_plane_nodes_and_knows_their_macs() {
     assert_eq!(macs.len(), 2, "{macs:?}");
     let mut c = cluster();
     c.nodes[0].ip_address = String::new();
-    assert!(plan_for(&c, &settings).unwrap_err().contains("cp2"));
+    assert!(plan_for(&c, &settings).unwrap_err().to_string().contains("cp2"));
     c.nodes.truncate(0);
     assert!(plan_for(&c, &settings).is_err());
 }

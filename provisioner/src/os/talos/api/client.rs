@@ -245,9 +245,9 @@ impl TalosApi for TonicTalos {
                 }
                 archive.extend_from_slice(&chunk.bytes);
             }
-            kubeconfig::unpack(&archive).map_err(|message| TalosError::Protocol {
+            kubeconfig::unpack(&archive).map_err(|e| TalosError::Protocol {
                 node: target.endpoint,
-                message,
+                message: e.to_string(),
             })
         })
         .boxed()

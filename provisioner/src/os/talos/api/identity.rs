@@ -29,10 +29,24 @@ impl fmt::Debug for ClusterIdentity {
     }
 }
 
+/// Why a cluster's talosconfig identity is not available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The secret store failed.
+    #[error("secret store: {0}")]
+    Store(String),
+    /// The cluster has no secrets bundle yet.
+    #[error("cluster {0:?} has no secrets bundle")]
+    NoBundle(String),
+    /// A certificate could not be minted or does not parse.
+    #[error("{0}")]
+    Pki(String),
+}
+
 /// Where a cluster's identity comes from (issue 4's secrets bundle implements this).
 pub trait IdentitySource: Send + Sync + fmt::Debug {
     /// The talosconfig identity of `cluster`.
-    fn talos_identity(&self, cluster: &str) -> Result<ClusterIdentity, String>;
+    fn talos_identity(&self, cluster: &str) -> Result<ClusterIdentity, IdentityError>;
 }
 
 /// [`IdentitySource`] over the secrets bundles (issue 4's store): the OS CA from the
@@ -51,18 +65,19 @@ impl BundleIdentity {
 }
 
 impl IdentitySource for BundleIdentity {
-    fn talos_identity(&self, cluster: &str) -> Result<ClusterIdentity, String> {
+    fn talos_identity(&self, cluster: &str) -> Result<ClusterIdentity, IdentityError> {
         use provisioner_core::talos::secrets::pem_field;
         let bundle = self
             .secrets
             .get(cluster)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("cluster {cluster:?} has no secrets bundle"))?;
+            .map_err(|e| IdentityError::Store(e.to_string()))?
+            .ok_or_else(|| IdentityError::NoBundle(cluster.to_string()))?;
         let (crt, key) = crate::pki::talos::admin_client_cert(&bundle, time::OffsetDateTime::now_utc())
-            .map_err(|e| e.to_string())?;
-        let (_, os_ca_pem) = pem_field("certs.os.crt", &bundle.certs.os.crt)?;
-        let (_, client_cert_pem) = pem_field("client crt", &crt)?;
-        let (_, client_key_pem) = pem_field("client key", &key)?;
+            .map_err(|e| IdentityError::Pki(e.to_string()))?;
+        let pem = |field: &str, b64: &str| pem_field(field, b64).map_err(IdentityError::Pki);
+        let (_, os_ca_pem) = pem("certs.os.crt", &bundle.certs.os.crt)?;
+        let (_, client_cert_pem) = pem("client crt", &crt)?;
+        let (_, client_key_pem) = pem("client key", &key)?;
         Ok(ClusterIdentity {
             os_ca_pem,
             client_cert_pem,
@@ -107,6 +122,7 @@ mod tests {
         assert!(
             src.talos_identity("other")
                 .unwrap_err()
+                .to_string()
                 .contains("no secrets bundle")
         );
         let id = src.talos_identity("lab").unwrap();

@@ -7,30 +7,36 @@ use std::io::Read;
 /// Largest archive accepted; a kubeconfig is a few KiB.
 pub const MAX_ARCHIVE: usize = 4 << 20;
 
+/// Why a kubeconfig archive does not give a kubeconfig.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ArchiveError(String);
+
 /// The `kubeconfig` file inside a Talos kubeconfig archive.
-pub fn unpack(archive: &[u8]) -> Result<Vec<u8>, String> {
+pub fn unpack(archive: &[u8]) -> Result<Vec<u8>, ArchiveError> {
+    let bad = |what: &str, e: std::io::Error| ArchiveError(format!("{what}: {e}"));
     if archive.len() > MAX_ARCHIVE {
-        return Err(format!(
+        return Err(ArchiveError(format!(
             "kubeconfig archive of {} bytes is too large",
             archive.len()
-        ));
+        )));
     }
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-    let entries = tar.entries().map_err(|e| format!("not a tar.gz: {e}"))?;
+    let entries = tar.entries().map_err(|e| bad("not a tar.gz", e))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
-        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+        let mut entry = entry.map_err(|e| bad("bad tar entry", e))?;
+        let path = entry.path().map_err(|e| bad("bad tar entry", e))?.into_owned();
         if path.file_name().and_then(|n| n.to_str()) == Some("kubeconfig") {
             let mut out = Vec::new();
             entry
                 .by_ref()
                 .take(MAX_ARCHIVE as u64)
                 .read_to_end(&mut out)
-                .map_err(|e| format!("reading kubeconfig: {e}"))?;
+                .map_err(|e| bad("reading kubeconfig", e))?;
             return Ok(out);
         }
     }
-    Err("archive has no `kubeconfig` file".into())
+    Err(ArchiveError("archive has no `kubeconfig` file".into()))
 }
 
 /// Builds the archive a Talos node sends (used by the fake apid).
@@ -70,6 +76,9 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "other", &b"x"[..]).unwrap();
         let other = b.into_inner().unwrap().finish().unwrap();
-        assert_eq!(unpack(&other).unwrap_err(), "archive has no `kubeconfig` file");
+        assert_eq!(
+            unpack(&other).unwrap_err().to_string(),
+            "archive has no `kubeconfig` file"
+        );
     }
 }
