@@ -84,7 +84,7 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
     if !cfg.tftp_root.join("undionly.kpxe").exists() {
         tracing::warn!(dir = %cfg.tftp_root.display(), "no iPXE binaries found; install Debian's `ipxe` package");
     }
-    let (server_ip, base) = crate::cmd::commands::advertised_on(&cfg, bound.http.local_addr()?.port());
+    let (server_ip, base) = crate::config::advertised_on(&cfg, bound.http.local_addr()?.port());
     let service = Arc::new(boot_service(&cfg, &inputs, &stores, &cache, server_ip, &base)?);
     let wiring = tasks::Wiring {
         cfg: &cfg,

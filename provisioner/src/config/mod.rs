@@ -59,6 +59,9 @@ pub enum LogFormat {
 
 pub use crate::tftp::settings::TftpTuning;
 
+mod advertise;
+pub use advertise::{advertised, advertised_on};
+
 /// Boot-loop protection (`provisioner_core::bootloop`): more than `max_installs`
 /// install boots within `window_minutes` without reaching `Installed` stops installing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

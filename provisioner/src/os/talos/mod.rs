@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod factory;
+mod locked;
 pub mod orchestrator;
 pub mod renderer;
 pub mod reset;

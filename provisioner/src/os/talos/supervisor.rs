@@ -16,15 +16,16 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use provisioner_core::cluster::bootstrap::{BootstrapState, Step};
+use provisioner_core::cluster::bootstrap::Step;
 use provisioner_core::cluster::{ClusterEvent, ClusterEventKind, ClusterStore};
-use provisioner_core::inventory::{Inventory, InventoryError};
+use provisioner_core::inventory::Inventory;
 use provisioner_core::talos::bootstrap::Plan;
 use provisioner_core::talos::cluster::TalosCluster;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{BundleIdentity, IdentitySource, TalosApi, Target, TonicTalos};
+use super::locked::Locked;
 use super::orchestrator::Orchestrator;
 use crate::cluster::argocd::KubeReadyz;
 pub use crate::cluster::argocd::cached::CachedArgo;
@@ -273,53 +274,6 @@ impl Running {
         if let Err(e) = self.log.append(name, event) {
             tracing::warn!(cluster = %name, error = %e, "cannot record the cluster event");
         }
-    }
-}
-
-/// The cluster store with one lock around every write, so an event the supervisor
-/// appends (read the state, save it back with the event) can never roll back a step an
-/// orchestrator saved in between.
-#[derive(Debug)]
-struct Locked {
-    inner: Arc<dyn ClusterStore>,
-    lock: std::sync::Mutex<()>,
-}
-
-impl Locked {
-    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Appends `event` to `cluster`'s log without changing its state (a cluster
-    /// that never started gets its initial state).
-    fn append(&self, cluster: &str, event: ClusterEvent) -> Result<(), InventoryError> {
-        let _g = self.guard();
-        let state = match self.inner.load(cluster)? {
-            Some(s) => s,
-            None => BootstrapState::new(cluster, event.at),
-        };
-        self.inner.save(&state, &[event])
-    }
-}
-
-impl ClusterStore for Locked {
-    fn load(&self, cluster: &str) -> Result<Option<BootstrapState>, InventoryError> {
-        self.inner.load(cluster)
-    }
-
-    fn save(&self, state: &BootstrapState, events: &[ClusterEvent]) -> Result<(), InventoryError> {
-        let _g = self.guard();
-        self.inner.save(state, events)
-    }
-
-    fn clusters(&self) -> Result<Vec<BootstrapState>, InventoryError> {
-        self.inner.clusters()
-    }
-
-    fn events(&self, cluster: &str) -> Result<Vec<ClusterEvent>, InventoryError> {
-        self.inner.events(cluster)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use provisioner_core::cluster::bootstrap::BootstrapState;
 use provisioner_core::cluster::{ClusterStore, MemClusterStore};
 use provisioner_core::inventory::MemInventory;
 
