@@ -21,29 +21,24 @@
 //!   tests and the lab agent; never in the appliance binary.
 
 pub mod app;
-pub mod arming;
 pub mod backup;
-pub mod cli;
-pub mod client;
 pub mod cluster;
-pub mod commands;
+pub mod cmd;
 pub mod config;
 pub mod dhcp;
 pub mod gitops;
 pub mod http;
 pub mod images;
-pub mod k0s;
-pub mod netinfo;
-pub mod notify;
+pub mod inputs;
 pub mod ops;
+pub mod os;
+pub mod pki;
 pub mod power;
-pub mod selftest;
 pub mod service;
-pub mod shutdown;
 pub mod snippet;
-pub mod state;
 pub mod store;
-pub mod talos;
+pub mod sys;
+
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tftp;

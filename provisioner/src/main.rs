@@ -1,9 +1,10 @@
 //! `provisioner`: parse the command line, set up logging, run.
 
 use clap::Parser;
-use provisioner::cli::{BootstrapCmd, Cli, Command, ImportFrom};
+use provisioner::app;
+use provisioner::cmd::cli::{BootstrapCmd, Cli, Command, ImportFrom};
+use provisioner::cmd::{client, commands};
 use provisioner::config::LogFormat;
-use provisioner::{app, client, commands};
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVISIONER_LOG")
@@ -62,9 +63,9 @@ fn main() -> std::process::ExitCode {
                     cfg,
                 }),
             ..
-        } => provisioner::talos::commands::import_talhelper(&file, output.as_deref(), force, &cfg),
-        Command::Talos { cmd, cfg } => provisioner::talos::commands::run(cmd, &cfg),
-        Command::Images { cmd, cfg } => provisioner::images::run(cmd, &cfg),
+        } => provisioner::cmd::talos::import_talhelper(&file, output.as_deref(), force, &cfg),
+        Command::Talos { cmd, cfg } => provisioner::cmd::talos::run(cmd, &cfg),
+        Command::Images { cmd, cfg } => provisioner::cmd::images::run(cmd, &cfg),
         Command::Backup {
             output,
             include_images,
@@ -90,7 +91,7 @@ fn main() -> std::process::ExitCode {
             cfg,
         } => client::events(follow, mac.as_deref(), &api, &cfg),
         Command::Token { cmd, cfg } => client::token::run(&cmd, &cfg),
-        Command::K0s { cmd, cfg } => provisioner::k0s::commands::run(cmd, &cfg),
+        Command::K0s { cmd, cfg } => provisioner::cmd::k0s::run(cmd, &cfg),
         Command::Version => {
             println!("provisioner {}", env!("CARGO_PKG_VERSION"));
             Ok(())

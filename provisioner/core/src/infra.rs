@@ -74,7 +74,7 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
                 continue;
             }
             Err(e) => {
-                errs.push(err(&path, "(document)", e));
+                errs.push(err(&path, "(document)", e.to_string()));
                 continue;
             }
         };

@@ -49,8 +49,7 @@ pub const FORMAT: &str = "provisioner-backup";
 /// 2: the manifest says whether the secrets key is inside (and the file is
 /// encrypted unless asked otherwise).
 pub const FORMAT_VERSION: u32 = 2;
-/// Directory under the state directory whose files are backed up verbatim.
-pub const SECRETS_DIR: &str = "secrets";
+pub use crate::store::SECRETS_DIR;
 
 /// Files directly in the state directory that are backed up verbatim (the API token
 /// store: hashed tokens; the service is stopped while a backup runs).

@@ -106,7 +106,7 @@ pub fn restore(
     }
 
     // The current state: locked by opening its inventory, checked, released.
-    crate::state::ensure_dir(target.state_dir).map_err(io_err(target.state_dir))?;
+    crate::sys::state::ensure_dir(target.state_dir).map_err(io_err(target.state_dir))?;
     let current = open_inventory(target.state_dir)?;
     if !opts.force {
         refuse_overwrite(&manifest, current.as_ref(), target.state_dir)?;
@@ -236,7 +236,7 @@ fn write_checked(
 ) -> Result<(), BackupError> {
     let dest = dir.join(safe_relative(rel)?);
     if let Some(parent) = dest.parent() {
-        crate::state::ensure_dir(parent).map_err(io_err(parent))?;
+        crate::sys::state::ensure_dir(parent).map_err(io_err(parent))?;
     }
     let tmp = dest.with_file_name(format!(
         ".{}.restoring",

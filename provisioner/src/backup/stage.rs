@@ -48,7 +48,7 @@ impl Staging {
     /// interrupted restore left). `linked` are subdirectories (relative) whose files
     /// are hard-linked instead of copied.
     pub(super) fn begin(state_dir: &Path, linked: &[PathBuf]) -> Result<Self, BackupError> {
-        crate::state::ensure_dir(state_dir).map_err(io(state_dir))?;
+        crate::sys::state::ensure_dir(state_dir).map_err(io(state_dir))?;
         let target = std::fs::canonicalize(state_dir).map_err(io(state_dir))?;
         let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
             return Err(BackupError::Format(format!(
@@ -67,7 +67,7 @@ impl Staging {
             target,
             done: false,
         };
-        crate::state::ensure_dir(&staging.dir).map_err(|e| BackupError::Io {
+        crate::sys::state::ensure_dir(&staging.dir).map_err(|e| BackupError::Io {
             path: staging.dir.clone(),
             source: std::io::Error::new(
                 e.kind(),
@@ -94,7 +94,7 @@ impl Staging {
             let m = std::fs::metadata(&self.target).map_err(io(&self.target))?;
             (m.uid(), m.gid())
         };
-        crate::state::adopt_as(&self.dir, owner).map_err(io(&self.dir))?;
+        crate::sys::state::adopt_as(&self.dir, owner).map_err(io(&self.dir))?;
         sync_dir(&self.dir)?;
         use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
         renameat2(
@@ -153,7 +153,7 @@ fn copy_tree(from: &Path, to: &Path, rel: &Path, linked: &[PathBuf]) -> Result<(
             let link = std::fs::read_link(&src).map_err(io(&src))?;
             std::os::unix::fs::symlink(link, &dst).map_err(io(&dst))?;
         } else if meta.is_dir() {
-            crate::state::ensure_dir(&dst).map_err(io(&dst))?;
+            crate::sys::state::ensure_dir(&dst).map_err(io(&dst))?;
             copy_tree(&src, &dst, &r, linked)?;
         } else if meta.is_file() {
             let link = linked.iter().any(|l| r.starts_with(l)) && std::fs::hard_link(&src, &dst).is_ok();

@@ -279,12 +279,12 @@ fn bad_backups_are_refused_and_leave_the_inventory_untouched() {
 
 #[test]
 fn api_tokens_tls_files_and_kubeconfigs_survive_a_round_trip() {
-    use crate::cluster::orchestrator::KubeconfigStore;
     use provisioner_core::apitoken::{ApiTokenStore, Role};
+    use provisioner_core::cluster::KubeconfigStore;
     let (dir, inv) = seeded();
     let s = dir.path().join("state");
     let tokens = crate::store::RedbApiTokens::new(&s.join("api-tokens.redb"));
-    let (token, rec) = crate::client::token::create(&tokens, Role::Admin, "ops").unwrap();
+    let (token, rec) = crate::cmd::client::token::create(&tokens, Role::Admin, "ops").unwrap();
     drop(tokens);
     let tls =
         crate::http::api::tls::prepare(&Default::default(), &s, &["127.0.0.1".parse().unwrap()]).unwrap();

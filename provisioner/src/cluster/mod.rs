@@ -1,14 +1,9 @@
-//! Cluster bootstrap and GitOps hand-off: the Talos API client ([`talos`]), the
-//! orchestrator that drives `provisioner_core::cluster::bootstrap` with real I/O
-//! ([`orchestrator`]), the k0s readiness workflow ([`k0s_ready`]), the ArgoCD
-//! installer ([`argocd`]), and the supervisor that runs one Talos orchestrator per
-//! cluster inside `serve` ([`supervisor`]); a `Failed` cluster's task waits for an
-//! operator retry ([`await_retry`]).
+//! What the cluster workflows of every OS share: the seams they call and implement
+//! ([`seams`]), the `bootstrap:` settings ([`settings`]), the ArgoCD hand-off
+//! ([`argocd`]), and the wait for an operator retry of a `Failed` cluster
+//! ([`await_retry`]). The workflows themselves live with their OS (`crate::os`).
 
 pub mod argocd;
 pub mod await_retry;
-pub mod k0s_ready;
-pub mod orchestrator;
+pub mod seams;
 pub mod settings;
-pub mod supervisor;
-pub mod talos;

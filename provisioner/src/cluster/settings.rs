@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
+use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::model::MacAddr;
+use provisioner_core::talos::bootstrap::Plan;
 use provisioner_core::talos::cluster::TalosCluster;
 use serde::{Deserialize, Serialize};
 
@@ -105,22 +106,38 @@ impl StepTimeouts {
     }
 }
 
+/// Why a Talos cluster cannot be bootstrapped as defined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A control-plane node has no address the appliance can dial.
+    #[error("control-plane node {node} has no usable ipAddress ({given:?}): the appliance dials it")]
+    NoAddress {
+        /// The node.
+        node: String,
+        /// Its first `ipAddress`.
+        given: String,
+    },
+    /// The cluster has no control-plane node.
+    #[error("no control-plane node in infra/")]
+    NoControlPlane,
+}
+
 /// The plan for `cluster` (control-plane addresses: each node's first `ipAddress`)
 /// and the MAC of each node, so nodes answering over mTLS are marked `Installed`.
 pub fn plan_for(
     cluster: &TalosCluster,
     settings: &BootstrapSettings,
-) -> Result<(Plan, BTreeMap<IpAddr, MacAddr>), String> {
+) -> Result<(Plan, BTreeMap<IpAddr, MacAddr>), PlanError> {
     let mut control_plane = std::collections::BTreeSet::new();
     let mut macs = BTreeMap::new();
     for node in &cluster.nodes {
         let first = node.ip_address.split(',').next().unwrap_or("").trim();
         let Ok(ip) = first.parse::<IpAddr>() else {
             if node.control_plane {
-                return Err(format!(
-                    "control-plane node {} has no usable ipAddress ({first:?}): the appliance dials it",
-                    node.hostname
-                ));
+                return Err(PlanError::NoAddress {
+                    node: node.hostname.clone(),
+                    given: first.to_string(),
+                });
             }
             continue;
         };
@@ -132,7 +149,7 @@ pub fn plan_for(
         }
     }
     if control_plane.is_empty() {
-        return Err("no control-plane node in infra/".into());
+        return Err(PlanError::NoControlPlane);
     }
     let plan = Plan {
         cluster: cluster.cluster_name.clone(),

@@ -57,31 +57,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// TFTP tuning. Defaults follow crates.md §5.2 (async-tftp #18: few retries, so an
-/// aborted firmware `tsize` probe cannot leave a transfer running for minutes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TftpTuning {
-    /// Largest blksize granted (RFC 2348); 1468 fits a 1500-byte MTU.
-    pub block_size_limit: u16,
-    /// Largest windowsize granted (RFC 7440).
-    pub window_size_limit: u16,
-    /// Retransmission timeout in seconds.
-    pub timeout_secs: u64,
-    /// Retransmissions before a transfer is abandoned.
-    pub max_send_retries: u32,
-}
+pub use crate::tftp::settings::TftpTuning;
 
-impl Default for TftpTuning {
-    fn default() -> Self {
-        Self {
-            block_size_limit: 1468,
-            window_size_limit: 16,
-            timeout_secs: 2,
-            max_send_retries: 5,
-        }
-    }
-}
+mod advertise;
+pub use advertise::{advertised, advertised_on};
 
 /// Boot-loop protection (`provisioner_core::bootloop`): more than `max_installs`
 /// install boots within `window_minutes` without reaching `Installed` stops installing.
@@ -198,7 +177,7 @@ pub struct TalosSettings {
 impl Default for TalosSettings {
     fn default() -> Self {
         Self {
-            api_port: crate::cluster::talos::APID_PORT,
+            api_port: crate::os::talos::api::APID_PORT,
         }
     }
 }
@@ -376,9 +355,24 @@ impl Config {
             .unwrap_or_else(|| self.state_dir.join("images"))
     }
 
+    /// The image cache.
+    pub fn image_cache(&self) -> crate::images::ImageCache {
+        crate::images::ImageCache::new(self.cache_dir())
+    }
+
     /// The API token store.
     pub fn api_tokens_path(&self) -> PathBuf {
         self.state_dir.join("api-tokens.redb")
+    }
+
+    /// Where `images/`, `profiles/`, `infra/` and `gitops/` are.
+    pub fn input_dirs(&self) -> crate::inputs::Dirs<'_> {
+        crate::inputs::Dirs {
+            images: &self.images_dir,
+            profiles: &self.profiles_dir,
+            infra: &self.infra_dir,
+            gitops: &self.gitops_dir,
+        }
     }
 
     /// The inventory file.

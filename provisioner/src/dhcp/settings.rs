@@ -107,10 +107,22 @@ impl Default for DhcpSettings {
     }
 }
 
+/// The `dhcp:` settings do not make a working `full` server; the message names the
+/// field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DhcpConfigError(pub String);
+
+impl From<&str> for DhcpConfigError {
+    fn from(why: &str) -> Self {
+        Self(why.to_string())
+    }
+}
+
 impl DhcpSettings {
     /// Checks the `full` settings and builds the engine's config (`None` in the
     /// other modes). Errors name the field.
-    pub fn full_config(&self) -> Result<Option<FullConfig>, String> {
+    pub fn full_config(&self) -> Result<Option<FullConfig>, DhcpConfigError> {
         self.full_config_with(&[])
     }
 
@@ -118,25 +130,33 @@ impl DhcpSettings {
     /// ([`talos_reservations`]): the config's own entries win for a MAC, infra
     /// entries outside the subnet are left out, and one address for two MACs is an
     /// error naming both.
-    pub fn full_config_with(&self, infra: &[ReservationEntry]) -> Result<Option<FullConfig>, String> {
+    pub fn full_config_with(
+        &self,
+        infra: &[ReservationEntry],
+    ) -> Result<Option<FullConfig>, DhcpConfigError> {
         if self.mode != Personality::Full {
             return Ok(None);
         }
-        let subnet = self.subnet.ok_or("dhcp.subnet is required in full mode")?;
+        let subnet = self
+            .subnet
+            .ok_or(DhcpConfigError::from("dhcp.subnet is required in full mode"))?;
         let in_subnet = |ip: Ipv4Addr, what: &str| {
             if subnet.contains_host(ip) {
                 Ok(())
             } else {
-                Err(format!(
+                Err(DhcpConfigError(format!(
                     "{what} {ip} is not a host address of dhcp.subnet {subnet}"
-                ))
+                )))
             }
         };
         if let Some(p) = self.pool {
             in_subnet(p.start, "dhcp.pool.start")?;
             in_subnet(p.end, "dhcp.pool.end")?;
             if u32::from(p.start) > u32::from(p.end) {
-                return Err(format!("dhcp.pool: start {} is after end {}", p.start, p.end));
+                return Err(DhcpConfigError(format!(
+                    "dhcp.pool: start {} is after end {}",
+                    p.start, p.end
+                )));
             }
         }
         if let Some(r) = self.router {
@@ -154,17 +174,20 @@ impl DhcpSettings {
         for r in self.reservations.iter().chain(from_infra) {
             in_subnet(r.ip, &format!("dhcp.reservations[{}].ip", r.mac))?;
             if let Some(other) = seen.insert(r.ip, r.mac) {
-                return Err(format!(
+                return Err(DhcpConfigError(format!(
                     "dhcp.reservations: {} is reserved for both {other} and {}",
                     r.ip, r.mac
-                ));
+                )));
             }
             let res = Reservation {
                 ip: r.ip,
                 hostname: r.hostname.clone(),
             };
             if reservations.insert(r.mac, res).is_some() {
-                return Err(format!("dhcp.reservations: {} appears twice", r.mac));
+                return Err(DhcpConfigError(format!(
+                    "dhcp.reservations: {} appears twice",
+                    r.mac
+                )));
             }
         }
         Ok(Some(FullConfig {
@@ -240,13 +263,13 @@ mod tests {
         assert_eq!(DhcpSettings::default().full_config().unwrap(), None);
         let mut s = full();
         s.subnet = None;
-        assert!(s.full_config().unwrap_err().contains("dhcp.subnet"));
+        assert!(s.full_config().unwrap_err().0.contains("dhcp.subnet"));
         let mut s = full();
         s.pool = Some(PoolRange {
             start: "10.9.1.1".parse().unwrap(),
             end: "10.9.0.150".parse().unwrap(),
         });
-        assert!(s.full_config().unwrap_err().contains("dhcp.pool.start"));
+        assert!(s.full_config().unwrap_err().0.contains("dhcp.pool.start"));
         let mut s = full();
         let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
         s.reservations = vec![
@@ -261,7 +284,7 @@ mod tests {
                 hostname: None,
             },
         ];
-        assert!(s.full_config().unwrap_err().contains("appears twice"));
+        assert!(s.full_config().unwrap_err().0.contains("appears twice"));
     }
 }
 
@@ -329,6 +352,7 @@ mod infra_tests {
         assert!(
             s.full_config_with(&infra)
                 .unwrap_err()
+                .0
                 .contains("reserved for both")
         );
     }
@@ -341,7 +365,7 @@ mod k0s_infra_tests {
     #[test]
     fn k0s_nodes_become_reservations_and_config_wins() {
         let text = "distribution: k0s\nclusterName: lab\nk0sVersion: v1.36.3+k0s.2\nflatcarVersion: 4459.2.0\nnodes:\n  - { hostname: c1, controlPlane: true, ipAddress: 10.9.0.21, mac: \"52:54:00:00:02:01\" }\n  - { hostname: w1, ipAddress: 10.9.0.22, mac: \"52:54:00:00:02:02\" }\n  - { hostname: nomac, ipAddress: 10.9.0.23 }\n  - { hostname: noip, mac: \"52:54:00:00:02:04\" }\n  - { hostname: v6, ipAddress: \"fd00::5\", mac: \"52:54:00:00:02:05\" }\n  - { hostname: elsewhere, ipAddress: 192.0.2.9, mac: \"52:54:00:00:02:06\" }\n";
-        let c = crate::k0s::parse_cluster(text).unwrap();
+        let c = crate::os::k0s::parse_cluster(text).unwrap();
         let infra = k0s_reservations(&BTreeMap::from([("lab".to_string(), c)]));
         let macs: Vec<String> = infra.iter().map(|r| r.mac.to_string()).collect();
         assert_eq!(
@@ -380,6 +404,7 @@ mod k0s_infra_tests {
         assert!(
             s.full_config_with(&infra)
                 .unwrap_err()
+                .0
                 .contains("reserved for both")
         );
     }
@@ -387,7 +412,7 @@ mod k0s_infra_tests {
     #[test]
     fn the_beelink_file_reserves_every_node() {
         let infra = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra");
-        let clusters = crate::k0s::load_clusters(&infra).unwrap();
+        let clusters = crate::os::k0s::load_clusters(&infra).unwrap();
         let r = k0s_reservations(&clusters);
         let beelink = &clusters["beelink"];
         assert_eq!(r.len(), beelink.nodes.len(), "{r:?}");

@@ -6,6 +6,7 @@
 //! the cluster Secrets Argo CD will hold). The repository setting must be a clone
 //! URL; pointing at the seed author's repository is a warning.
 
+pub mod settings;
 pub mod tree;
 pub mod workloads;
 
@@ -16,7 +17,7 @@ use provisioner_core::gitops::destination::{ClusterSecret, IN_CLUSTER_SERVER, Re
 use provisioner_core::gitops::{self as rules, Object};
 use serde_json::Value;
 
-use crate::cluster::argocd::Settings;
+use self::settings::Settings;
 
 /// What a passing check saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub struct Summary {
 /// netboots) skips these checks.
 pub fn check(
     gitops_dir: &Path,
-    cache_dir: &Path,
+    cache: &crate::images::ImageCache,
     clusters: &[String],
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
@@ -48,7 +49,7 @@ pub fn check(
     let settings = match Settings::load(gitops_dir) {
         Ok(s) => s,
         Err(e) => {
-            problems.push(e);
+            problems.push(e.to_string());
             return None;
         }
     };
@@ -74,7 +75,7 @@ pub fn check(
     let values = match tree::values(gitops_dir) {
         Ok(v) => v,
         Err(e) => {
-            problems.push(e);
+            problems.push(e.to_string());
             return None;
         }
     };
@@ -83,7 +84,7 @@ pub fn check(
     let objects = &tree.objects;
     let ctx = tree.context(url, &settings.argocd.host, registry(&settings, objects));
     let generated = rules::expand(objects, &ctx);
-    let schema = match settings.load_manifest(cache_dir) {
+    let schema = match settings.load_manifest(cache) {
         Ok(m) => {
             // One validator per kind (JSON Schema draft 4 is what openAPIV3Schema
             // is closest to; the x-kubernetes-* keywords are ignored).

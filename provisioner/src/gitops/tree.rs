@@ -26,11 +26,42 @@ pub struct Tree {
     pub problems: Vec<String>,
 }
 
+/// Why the tree cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// `settings.yaml` cannot be read.
+    #[error("{}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `settings.yaml` does not parse.
+    #[error("{}: {message}", file.display())]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A file of the tree could not be read, rendered or parsed (`file: why`), or an
+    /// object the caller needs is not there.
+    #[error("{0}")]
+    Problem(String),
+}
+
 /// `gitops_dir/settings.yaml` as Helm values (any YAML value).
-pub fn values(gitops_dir: &Path) -> Result<Value, String> {
-    let path = gitops_dir.join("settings.yaml");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn values(gitops_dir: &Path) -> Result<Value, TreeError> {
+    let file = gitops_dir.join("settings.yaml");
+    let text = std::fs::read_to_string(&file).map_err(|source| TreeError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| TreeError::Parse {
+        file,
+        message: e.to_string(),
+    })
 }
 
 /// Loads `gitops_dir` (which sits at the repository root, as `gitops/`), rendering

@@ -30,11 +30,17 @@ pub struct Summary {
     pub not_checked: Vec<String>,
 }
 
-fn yaml_docs(path: &Path) -> Result<Vec<Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn yaml_docs(path: &Path) -> Result<Vec<Value>, super::tree::TreeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| super::tree::TreeError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
     serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text)
         .map(|d| d.into_iter().filter(|v| !v.is_null()).collect())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| super::tree::TreeError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 fn files_under(dir: &Path, recurse: bool, out: &mut Vec<PathBuf>) {
@@ -206,7 +212,7 @@ impl Tree<'_> {
             }
             match yaml_docs(&f) {
                 Ok(docs) => out.extend(docs.into_iter().map(|v| (self.rel(&f), v))),
-                Err(e) => self.problems.push(e),
+                Err(e) => self.problems.push(e.to_string()),
             }
         }
     }
@@ -214,11 +220,15 @@ impl Tree<'_> {
 
 /// Runs the workload checks; problems are `file: object: message` lines. `None`
 /// when there is no `gitops/` or `infra/` could not be loaded (reported elsewhere).
-pub fn check(gitops_dir: &Path, infra_dir: &Path, problems: &mut Vec<String>) -> Option<Summary> {
+pub fn check(
+    gitops_dir: &Path,
+    infra: Option<&provisioner_core::infra::Infra>,
+    problems: &mut Vec<String>,
+) -> Option<Summary> {
     if !gitops_dir.is_dir() {
         return None;
     }
-    let infra = provisioner_core::infra::load(infra_dir).ok()?;
+    let infra = infra?;
     let root = gitops_dir.parent().unwrap_or(Path::new("."));
     // The tree as Argo CD renders it (its Helm charts with settings.yaml); files that
     // do not load are reported by the ArgoCD object checks.
@@ -269,7 +279,7 @@ pub fn check(gitops_dir: &Path, infra_dir: &Path, problems: &mut Vec<String>) ->
         deployments.push(tree.deployment(&file, object, &spec));
     }
     let not_checked = std::mem::take(&mut tree.not_checked);
-    let (facts, cnis) = facts::cluster_facts(&infra);
+    let (facts, cnis) = facts::cluster_facts(infra);
     let (mut findings, s) = provisioner_core::gitops::workloads::check(&deployments, &facts);
     findings.extend(metallb::check(&deployments, &facts));
     for d in &deployments {

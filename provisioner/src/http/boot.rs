@@ -20,6 +20,7 @@ use provisioner_core::model::Event;
 use provisioner_core::render;
 
 use super::assets;
+use crate::images::ImageCache;
 use crate::service::{BootService, ServiceError};
 
 /// What the boot routes need.
@@ -30,7 +31,7 @@ pub struct BootState {
     /// Images whose files may be served.
     pub images: Arc<BTreeMap<String, Image>>,
     /// The image cache.
-    pub cache_dir: PathBuf,
+    pub cache: ImageCache,
     /// iPXE binaries (also offered over HTTP for UEFI HTTP Boot).
     pub ipxe_dir: PathBuf,
     /// The rendered first stage.
@@ -117,7 +118,7 @@ async fn asset(
     if !known {
         return (StatusCode::NOT_FOUND, "no such file in this image\n").into_response();
     }
-    let path = st.cache_dir.join(&img.id).join(&file);
+    let path = st.cache.image_file(&img.id, &file);
     let svc = st.service.clone();
     let served = format!("{}/{}", img.id, file);
     let on_done: Box<dyn FnOnce(u64) + Send> = Box::new(move |bytes| {

@@ -3,8 +3,8 @@
 //! --spider` (HEAD; axum answers HEAD on GET routes) and downloads with plain GET;
 //! Ignition fetches `/opt/bin/k0s` and checks its `verification.hash`.
 //!
-//! Only names [`crate::k0s::mirror::resolve`] builds from a validated version and a
-//! fixed file list are served; anything else is 404, so no request leaves the mirror.
+//! Only names [`crate::images::ImageCache::mirror_file`] builds from a validated version
+//! and a fixed file list are served; anything else is 404, so no request leaves the mirror.
 
 use std::net::SocketAddr;
 
@@ -23,7 +23,7 @@ pub async fn serve(
     Path((kind, version, file)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(path) = crate::k0s::mirror::resolve(&st.cache_dir, &kind, &version, &file) else {
+    let Some(path) = st.cache.mirror_file(&kind, &version, &file) else {
         metrics::counter!("provisioner_mirror_refused_total").increment(1);
         return (StatusCode::NOT_FOUND, "not in the mirror\n").into_response();
     };

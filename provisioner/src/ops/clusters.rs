@@ -4,7 +4,7 @@
 //! them from its store); the JSON carries a `bootstrap` object with ordered steps.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use provisioner_core::catalog::{Catalog, ConfigKind};
 use provisioner_core::model::{MacAddr, Machine, MachineState};
@@ -20,41 +20,24 @@ pub struct ClusterFile {
     pub name: String,
     /// The file.
     pub source: PathBuf,
-    /// Why the cluster is not armed (placeholder MACs, `crate::arming`); `None` when
+    /// Why the cluster is not armed (placeholder MACs, `crate::inputs::arming`); `None` when
     /// it is.
     pub not_armed: Option<String>,
 }
 
-/// Reads the cluster names of `infra/*.yaml`. Files that do not parse are skipped
-/// here: `provisioner check` reports them with file and field.
-pub fn read_infra(dir: &Path) -> Vec<ClusterFile> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<ClusterFile> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .filter_map(|path| {
-            let text = std::fs::read_to_string(&path).ok()?;
-            let v: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
-            let name = v
-                .get("clusterName")
-                .or_else(|| v.get("name"))
-                .and_then(|n| n.as_str())
-                .map(str::to_string)
-                .or_else(|| path.file_stem()?.to_str().map(str::to_string))?;
-            let placeholders = provisioner_core::infra::NodeMacs::placeholder_nodes(&v);
-            let not_armed =
-                (!placeholders.is_empty()).then(|| provisioner_core::infra::not_armed_message(&placeholders));
-            Some(ClusterFile {
-                name,
-                source: path,
-                not_armed,
-            })
+/// The clusters of `infra/` as loaded and validated once with the other inputs
+/// (`crate::inputs::Inputs`), by name.
+pub fn cluster_files(infra: &provisioner_core::infra::Infra) -> Vec<ClusterFile> {
+    let unarmed = infra.unarmed();
+    infra
+        .names()
+        .into_iter()
+        .map(|name| ClusterFile {
+            source: infra.sources.get(&name).cloned().unwrap_or_default(),
+            not_armed: unarmed.get(&name).cloned(),
+            name,
         })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+        .collect()
 }
 
 /// Phase of a cluster's bootstrap.

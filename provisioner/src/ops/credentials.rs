@@ -10,31 +10,11 @@ use provisioner_core::k0s::K0sCluster;
 use provisioner_core::talos::TalosCluster;
 use time::OffsetDateTime;
 
-use crate::cluster::orchestrator::KubeconfigStore;
-use crate::k0s::secrets::K0sSecretStore;
-use crate::talos::store::SecretStore;
+use provisioner_core::cluster::KubeconfigStore;
+use provisioner_core::k0s::store::K0sSecretStore;
+use provisioner_core::talos::store::SecretStore;
 
-/// Why a credential cannot be handed out. Messages never contain secret material.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    /// `infra/` has no such cluster.
-    #[error("no cluster {0:?} in infra/")]
-    NoCluster(String),
-    /// The cluster exists but this credential does not (yet); the message says why.
-    #[error("{0}")]
-    NotAvailable(String),
-    /// A store or key generation failed.
-    #[error("credential store: {0}")]
-    Store(String),
-}
-
-/// Where admin credentials come from.
-pub trait ClusterCredentials: Send + Sync + std::fmt::Debug {
-    /// A fresh talosconfig (YAML) for Talos cluster `cluster`.
-    fn talosconfig(&self, cluster: &str) -> Result<Vec<u8>, CredentialError>;
-    /// The admin kubeconfig (YAML) of `cluster`.
-    fn kubeconfig(&self, cluster: &str) -> Result<Vec<u8>, CredentialError>;
-}
+use crate::cluster::seams::{ClusterCredentials, CredentialError};
 
 /// [`ClusterCredentials`] over the appliance's encrypted stores.
 pub struct StoreCredentials {
@@ -64,6 +44,10 @@ fn store_err(e: impl std::fmt::Display) -> CredentialError {
 }
 
 impl ClusterCredentials for StoreCredentials {
+    fn owns(&self, cluster: &str) -> bool {
+        self.talos.contains_key(cluster) || self.k0s.contains_key(cluster)
+    }
+
     fn talosconfig(&self, cluster: &str) -> Result<Vec<u8>, CredentialError> {
         let Some(c) = self.talos.get(cluster) else {
             return Err(if self.k0s.contains_key(cluster) {
@@ -77,7 +61,7 @@ impl ClusterCredentials for StoreCredentials {
             None => None,
         }
         .ok_or_else(|| CredentialError::NotAvailable(format!("{cluster:?} has no secrets bundle yet")))?;
-        crate::talos::talosconfig(c, &bundle, OffsetDateTime::now_utc())
+        crate::os::talos::talosconfig(c, &bundle, OffsetDateTime::now_utc())
             .map(String::into_bytes)
             .map_err(store_err)
     }
@@ -102,7 +86,7 @@ impl ClusterCredentials for StoreCredentials {
         let url = c.api_url().ok_or_else(|| {
             CredentialError::NotAvailable(format!("{cluster:?}: the controller has no ipAddress"))
         })?;
-        let kc = crate::k0s::pki::admin_kubeconfig(cluster, &url, &s, OffsetDateTime::now_utc())
+        let kc = crate::pki::k0s::admin_kubeconfig(cluster, &url, &s, OffsetDateTime::now_utc())
             .map_err(store_err)?;
         Ok(kc.to_yaml().into_bytes())
     }

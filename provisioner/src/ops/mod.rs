@@ -4,7 +4,7 @@
 //! Re-imaging (issue "operator surface" §3): the machine goes to `ReimageRequested`
 //! (the booter then installs it on its next network boot with fresh one-time tokens),
 //! then
-//! - a Talos node is reset over the Talos API ([`reset::NodeResetter`]), which wipes
+//! - a Talos node is reset over the Talos API ([`NodeResetter`]), which wipes
 //!   STATE and EPHEMERAL and reboots it into the network boot;
 //! - any other node (Flatcar/k0s, plain) gets "network boot next" and a power cycle
 //!   from its power driver.
@@ -12,8 +12,6 @@
 pub mod bootstrap_view;
 pub mod clusters;
 pub mod credentials;
-pub mod reset;
-pub mod talos_reset;
 
 use std::sync::Arc;
 
@@ -25,9 +23,9 @@ use provisioner_core::power::PowerAction;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::cluster::seams::NodeResetter;
 use crate::power::{OutcomeStatus, PowerDrivers, PowerError, PowerOutcome};
 use crate::service::{BootService, ServiceError};
-use reset::NodeResetter;
 
 // The one assignment rule lives in core, next to the booter that applies it.
 pub use provisioner_core::boot::assign::{Assignment, assignment};

@@ -150,6 +150,11 @@ pub struct PowerDrivers {
 /// Timeout for each call to a power API.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A power spec names an endpoint the configuration does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownEndpoint(String);
+
 impl PowerDrivers {
     /// Drivers configured by `cfg`; Wake-on-LAN sends on `interface` unless
     /// `cfg.wol.interface` says otherwise.
@@ -158,14 +163,14 @@ impl PowerDrivers {
     }
 
     /// Checks a spec before it is stored: its endpoint must be configured.
-    pub fn validate(&self, spec: &PowerSpec) -> Result<(), String> {
+    pub fn validate(&self, spec: &PowerSpec) -> Result<(), UnknownEndpoint> {
         match spec.endpoint() {
             Some(e) if !self.cfg.endpoints.contains_key(e) => {
                 let known: Vec<&str> = self.cfg.endpoints.keys().map(String::as_str).collect();
-                Err(format!(
+                Err(UnknownEndpoint(format!(
                     "no power endpoint {e:?} in the appliance configuration (configured: [{}])",
                     known.join(", ")
-                ))
+                )))
             }
             _ => Ok(()),
         }

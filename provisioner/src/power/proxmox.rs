@@ -26,16 +26,18 @@ pub struct Proxmox {
     vmid: u32,
 }
 
+/// The VM's `boot` option is not in the `order=` form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("boot order {0:?} is not in the `order=` form; set network first by hand")]
+pub struct BootOrderError(String);
+
 /// The VM's new `boot` value with its network devices first, or `None` if they
 /// already are. Only the `order=` form (PVE ≥ 6.2) is understood; the legacy
 /// `boot: cdn` form names no devices, so it is reported as an error.
-pub fn netboot_first(current: Option<&str>) -> Result<Option<String>, String> {
+pub fn netboot_first(current: Option<&str>) -> Result<Option<String>, BootOrderError> {
     let Some(order) = current.and_then(|c| c.split(',').find_map(|kv| kv.trim().strip_prefix("order=")))
     else {
-        return Err(format!(
-            "boot order {:?} is not in the `order=` form; set network first by hand",
-            current.unwrap_or("")
-        ));
+        return Err(BootOrderError(current.unwrap_or("").to_string()));
     };
     let devs: Vec<&str> = order.split(';').filter(|d| !d.is_empty()).collect();
     let (mut net, rest): (Vec<&str>, Vec<&str>) = devs.iter().partition(|d| d.starts_with("net"));

@@ -77,7 +77,7 @@ impl BootService {
                     mac,
                     Event::TokenRejected(Rejection::NotRendered { reason: why.clone() }),
                 )?;
-                return Err(ServiceError::Render(why));
+                return Err(ServiceError::Render(why.to_string()));
             }
         };
         self.trigger(mac, fetched(body.len() as u64))?;

@@ -8,6 +8,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use provisioner_core::cluster::KubeconfigError;
+
 /// Why a file could not be read or written (never secret material).
 #[derive(Debug, thiserror::Error)]
 pub enum AgeFileError {
@@ -51,7 +53,7 @@ impl AgeFiles {
     /// `<state_dir>/secrets/<sub>`, created if absent, with the configuration's
     /// secrets key (which may live outside the state directory).
     pub fn open_keyed(state_dir: &Path, sub: &str, key: &super::SecretsKey) -> Result<Self, AgeFileError> {
-        let dir = state_dir.join(crate::backup::SECRETS_DIR).join(sub);
+        let dir = state_dir.join(crate::store::SECRETS_DIR).join(sub);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let identity = key.load().map_err(|e| AgeFileError::Backend(e.to_string()))?;
         Ok(Self { dir, identity })
@@ -104,6 +106,13 @@ impl AgeFiles {
     }
 }
 
+fn kubeconfig_error(e: AgeFileError) -> KubeconfigError {
+    match e {
+        AgeFileError::Undecryptable { path } => KubeconfigError::Undecryptable(path),
+        AgeFileError::Backend(m) => KubeconfigError::Backend(m),
+    }
+}
+
 /// Admin kubeconfigs fetched by the bootstrap orchestrator, encrypted at rest under
 /// `<state_dir>/secrets/kubeconfigs/<cluster>.age`.
 #[derive(Debug)]
@@ -121,20 +130,20 @@ impl AgeKubeconfigs {
     }
 }
 
-impl crate::cluster::orchestrator::KubeconfigStore for AgeKubeconfigs {
-    fn put(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
-        self.0.write(cluster, kubeconfig).map_err(|e| e.to_string())
+impl provisioner_core::cluster::KubeconfigStore for AgeKubeconfigs {
+    fn put(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), KubeconfigError> {
+        self.0.write(cluster, kubeconfig).map_err(kubeconfig_error)
     }
 
-    fn get(&self, cluster: &str) -> Result<Option<Vec<u8>>, String> {
-        self.0.read(cluster).map_err(|e| e.to_string())
+    fn get(&self, cluster: &str) -> Result<Option<Vec<u8>>, KubeconfigError> {
+        self.0.read(cluster).map_err(kubeconfig_error)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::orchestrator::KubeconfigStore;
+    use provisioner_core::cluster::KubeconfigStore;
 
     #[test]
     fn kubeconfigs_are_encrypted_at_rest_and_survive_reopen() {
@@ -146,7 +155,7 @@ mod tests {
         store.put("lab", doc).unwrap();
         let file = dir
             .path()
-            .join(crate::backup::SECRETS_DIR)
+            .join(crate::store::SECRETS_DIR)
             .join("kubeconfigs/lab.age");
         let raw = std::fs::read(&file).unwrap();
         assert!(!raw.windows(9).any(|w| w == b"SECRETKEY"), "plaintext on disk");
@@ -160,6 +169,12 @@ mod tests {
         assert!(reopened.put("../escape", doc).is_err());
         // A file written under another key is reported, not returned as garbage.
         std::fs::write(&file, b"not age").unwrap();
-        assert!(reopened.get("lab").unwrap_err().contains("does not decrypt"));
+        assert!(
+            reopened
+                .get("lab")
+                .unwrap_err()
+                .to_string()
+                .contains("does not decrypt")
+        );
     }
 }

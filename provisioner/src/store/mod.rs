@@ -3,6 +3,7 @@
 
 mod age_files;
 mod clusters;
+mod k0s_secrets;
 mod redb_leases;
 mod redb_migrate;
 mod redb_store;
@@ -11,8 +12,12 @@ mod secrets_key;
 mod secrets_redb;
 
 pub use age_files::{AgeFileError, AgeFiles, AgeKubeconfigs};
+pub use k0s_secrets::FileSecretStore;
 pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;
 pub use redb_tokens::RedbApiTokens;
 pub use secrets_key::{CREDENTIAL as SECRETS_KEY_CREDENTIAL, KeyOrigin, SecretsKey};
 pub use secrets_redb::{RedbSecretStore, load_or_create_identity};
+
+/// Directory under the state directory whose files are backed up verbatim.
+pub const SECRETS_DIR: &str = "secrets";

@@ -18,7 +18,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::talos::store::SecretStoreError;
+use provisioner_core::talos::store::SecretStoreError;
 
 /// The credential name the unit loads (`LoadCredential=provisioner.secrets.key`).
 pub const CREDENTIAL: &str = "provisioner.secrets.key";
@@ -50,7 +50,7 @@ pub struct SecretsKey {
 impl SecretsKey {
     /// Applies the rules above. `credentials_dir` is `$CREDENTIALS_DIRECTORY`.
     pub fn locate(state_dir: &Path, configured: Option<&Path>, credentials_dir: Option<&OsStr>) -> Self {
-        let secrets_dir = state_dir.join(crate::backup::SECRETS_DIR);
+        let secrets_dir = state_dir.join(crate::store::SECRETS_DIR);
         let credential = credentials_dir
             .map(|d| Path::new(d).join(CREDENTIAL))
             .filter(|p| p.is_file());
@@ -112,7 +112,7 @@ impl SecretsKey {
             && self.origin == KeyOrigin::StateDir
             && let Some(dir) = self.path.parent()
         {
-            crate::state::ensure_dir(dir)
+            crate::sys::state::ensure_dir(dir)
                 .map_err(|e| SecretStoreError::Backend(format!("{}: {e}", dir.display())))?;
         }
         super::load_or_create_identity(&self.path)

@@ -11,7 +11,7 @@ use age::secrecy::ExposeSecret;
 use provisioner_core::talos::SecretsBundle;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::talos::store::{SecretStore, SecretStoreError};
+use provisioner_core::talos::store::{SecretStore, SecretStoreError};
 
 const BUNDLES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("talos_secrets");
 

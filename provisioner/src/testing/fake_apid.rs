@@ -18,10 +18,10 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status};
 
 use super::apid_auth::{Role, role_of};
-use crate::cluster::talos::kubeconfig;
-use crate::cluster::talos::pb::common::{Data, Metadata};
-use crate::cluster::talos::pb::machine::machine_service_server::{MachineService, MachineServiceServer};
-use crate::cluster::talos::pb::machine::*;
+use crate::os::talos::api::kubeconfig;
+use crate::os::talos::api::pb::common::{Data, Metadata};
+use crate::os::talos::api::pb::machine::machine_service_server::{MachineService, MachineServiceServer};
+use crate::os::talos::api::pb::machine::*;
 
 /// One call the fake answered (or refused).
 #[derive(Debug, Clone, PartialEq, Eq)]

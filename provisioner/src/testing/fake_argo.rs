@@ -58,12 +58,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl FakeArgo {
     /// A controller whose root Application creates the Applications of the tree at
     /// `gitops_dir` (rendered with its `settings.yaml`).
-    pub fn from_tree(gitops_dir: &Path, settle: Duration) -> Result<Self, String> {
+    pub fn from_tree(gitops_dir: &Path, settle: Duration) -> Result<Self, crate::gitops::tree::TreeError> {
         let settings = crate::cluster::argocd::Settings::load(gitops_dir)?;
         let values = crate::gitops::tree::values(gitops_dir)?;
         let tree = crate::gitops::tree::load(gitops_dir, &values);
         if let Some(p) = tree.problems.first() {
-            return Err(p.clone());
+            return Err(crate::gitops::tree::TreeError::Problem(p.clone()));
         }
         let ctx = tree.context(
             &settings.repository.url,

@@ -7,6 +7,7 @@
 
 pub mod files;
 mod server;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,8 +12,8 @@ use async_tftp::server::{Handler, TftpServerBuilder};
 use futures_lite::io::{AsyncRead, Cursor, Sink};
 use tokio_util::sync::CancellationToken;
 
+use super::settings::TftpTuning;
 use super::{Refusal, TftpFiles, sanitize};
-use crate::config::TftpTuning;
 
 /// The TFTP server could not run.
 #[derive(Debug, thiserror::Error)]

@@ -199,7 +199,12 @@ async fn a_cluster_with_placeholder_macs_says_it_is_not_armed() {
          - {hostname: n2, ipAddress: 192.168.1.152, mac: '52:54:00:00:01:02'}\n",
     )
     .unwrap();
-    let (st, cs) = call(&r.app, "GET", "/api/v1/clusters", Some(&r.reader), None).await;
+    // infra/ is read once, when the daemon starts: the API state is built after the file.
+    let app = provisioner::http::api::router(provisioner::http::api::ApiState {
+        clusters: common::api::cluster_files(&r.dir.path().join("infra")).into(),
+        ..r.state.clone()
+    });
+    let (st, cs) = call(&app, "GET", "/api/v1/clusters", Some(&r.reader), None).await;
     assert_eq!(st, StatusCode::OK);
     let by_name = |n: &str| {
         cs.as_array()
@@ -238,7 +243,7 @@ async fn a_cluster_with_placeholder_macs_says_it_is_not_armed() {
         .header("cookie", format!("provisioner_session={session}"))
         .body(axum::body::Body::empty())
         .unwrap();
-    let resp = tower::ServiceExt::oneshot(r.app.clone(), req).await.unwrap();
+    let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let html = http_body_util::BodyExt::collect(resp.into_body())
         .await

@@ -10,11 +10,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::api::{ApiRig, api_rig, call, loopback_power};
 use http_body_util::BodyExt;
-use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs};
 use provisioner::http::api;
 use provisioner::ops::credentials::StoreCredentials;
-use provisioner::talos::store::{MemSecretStore, SecretStore};
+use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
 use provisioner_core::dhcp::lease::{Lease, LeaseState, LeaseStore, MemLeases};
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::talos::{TalosCluster, TalosNode};
 use tower::ServiceExt;
 
@@ -42,12 +42,12 @@ fn rig() -> Creds {
         ..Default::default()
     };
     let secrets = Arc::new(MemSecretStore::new());
-    let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+    let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
     secrets.put("lab", &bundle).unwrap();
-    let k0s = provisioner::k0s::parse_cluster(K0S).unwrap();
+    let k0s = provisioner::os::k0s::parse_cluster(K0S).unwrap();
     let k0s_clusters = [("beelink".to_string(), k0s)].into();
-    let k0s_store = Arc::new(provisioner::k0s::secrets::MemSecretStore::default());
-    provisioner::k0s::ensure_secrets(&k0s_clusters, k0s_store.as_ref(), time::OffsetDateTime::now_utc())
+    let k0s_store = Arc::new(provisioner_core::k0s::store::MemSecretStore::default());
+    provisioner::os::k0s::ensure_secrets(&k0s_clusters, k0s_store.as_ref(), time::OffsetDateTime::now_utc())
         .unwrap();
     let kubeconfigs = Arc::new(MemKubeconfigs::default());
     let leases = Arc::new(MemLeases::new());

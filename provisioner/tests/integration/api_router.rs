@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use common::api::{ApiRig, TALOS_MAC, api_rig, boot, call, loopback_power};
 use common::{BIOS_MAC, EFI_MAC};
 use futures::future::BoxFuture;
-use provisioner::ops::reset::{NodeResetter, ResetError};
+use provisioner::cluster::seams::{NodeResetter, ResetError};
 use provisioner_core::model::Machine;
 use serde_json::json;
 

@@ -19,8 +19,9 @@ use kube::ResourceExt;
 use provisioner::cluster::argocd::install::{AWAITED, FIELD_MANAGER};
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
-use provisioner::cluster::orchestrator::{ApiProbe, HandOff, KubeconfigStore, MemKubeconfigs};
+use provisioner::cluster::seams::{ApiProbe, HandOff};
 use provisioner::testing::fake_kube::FakeKube;
+use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
 
 fn gitops_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../gitops")

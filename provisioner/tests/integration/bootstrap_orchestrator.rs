@@ -15,12 +15,15 @@ use std::time::Duration;
 use common::talos_lab::TalosLab;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use provisioner::cluster::orchestrator::{ApiProbe, HandOff, MemKubeconfigs, Orchestrator};
+use provisioner::cluster::seams::{ApiProbe, CallError, HandOff};
+use provisioner::os::talos::orchestrator::Orchestrator;
 use provisioner::store::RedbInventory;
-use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
+use provisioner_core::cluster::MemKubeconfigs;
+use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::{BootstrapState, ClusterEvent, ClusterEventKind, ClusterStore, Step};
 use provisioner_core::inventory::{Inventory, InventoryError};
 use provisioner_core::model::{MacAddr, Machine, MachineState};
+use provisioner_core::talos::bootstrap::Plan;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -58,14 +61,14 @@ impl ClusterStore for CrashAfter {
 struct Counting(AtomicUsize);
 
 impl ApiProbe for Counting {
-    fn readyz<'a>(&'a self, kc: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn readyz<'a>(&'a self, kc: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>> {
         let n = self.0.fetch_add(1, Ordering::SeqCst);
         let ok = kc == KUBECONFIG;
         // Not ready on the first probe, so the step polls.
         async move {
             match (n, ok) {
-                (_, false) => Err("wrong kubeconfig".into()),
-                (0, _) => Err("503 etcd not ready".into()),
+                (_, false) => Err(CallError::Api("wrong kubeconfig".into())),
+                (0, _) => Err(CallError::Api("503 etcd not ready".into())),
                 _ => Ok(()),
             }
         }
@@ -74,12 +77,12 @@ impl ApiProbe for Counting {
 }
 
 impl HandOff for Counting {
-    fn hand_off<'a>(&'a self, cluster: &'a str, kc: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn hand_off<'a>(&'a self, cluster: &'a str, kc: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>> {
         self.0.fetch_add(1, Ordering::SeqCst);
         let r = if cluster == "genmachine" && kc == KUBECONFIG {
             Ok(())
         } else {
-            Err("bad input".into())
+            Err(CallError::HandOff("bad input".into()))
         };
         async move { r }.boxed()
     }
@@ -90,7 +93,7 @@ impl HandOff for Counting {
         &'a self,
         _cluster: &'a str,
         _kc: &'a [u8],
-    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, String>> {
+    ) -> BoxFuture<'a, Result<provisioner_core::gitops::health::Report, CallError>> {
         let health = "Healthy";
         let report = provisioner_core::gitops::health::Report {
             apps: vec![provisioner_core::gitops::health::AppStatus::from_application(

@@ -16,12 +16,14 @@ use common::fake_token::{FAKE_CA_PEM, FakeCluster, assert_sa_registration};
 use common::talos_lab::TalosLab;
 use provisioner::cluster::argocd::manifest::InstallManifest;
 use provisioner::cluster::argocd::{ArgoHandOff, KubeReadyz, Settings};
-use provisioner::cluster::orchestrator::{KubeconfigStore, MemKubeconfigs, Orchestrator};
+use provisioner::os::talos::orchestrator::Orchestrator;
 use provisioner::store::RedbInventory;
 use provisioner::testing::fake_argo::FakeArgo;
 use provisioner::testing::fake_kube::FakeKube;
-use provisioner_core::cluster::bootstrap::{Plan, Timeouts};
+use provisioner_core::cluster::bootstrap::Timeouts;
 use provisioner_core::cluster::{ClusterStore, Step};
+use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
+use provisioner_core::talos::bootstrap::Plan;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 

@@ -456,7 +456,7 @@ fn service_bundle(c: &Chroot, work: &Path) -> provisioner_core::talos::SecretsBu
     .unwrap();
     let config =
         provisioner::config::Config::load(Some(&cfg), Default::default(), &Default::default()).unwrap();
-    provisioner::talos::commands::open_secrets(&config)
+    provisioner::cmd::talos::open_secrets(&config)
         .unwrap()
         .get("genmachine")
         .unwrap()

@@ -14,6 +14,7 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use common::daemon::run;
 use provisioner::cluster::argocd::Settings;
+use provisioner::images::ImageCache;
 
 fn gitops() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../gitops")
@@ -85,7 +86,7 @@ fn pull_resumes_verifies_and_refuses_other_bytes() {
 
     // An interrupted earlier download: the first 100 000 bytes.
     let cfg = config(dir, "cache");
-    let dest = settings.manifest_path(&dir.join("cache"));
+    let dest = ImageCache::new(dir.join("cache")).argocd_manifest(&settings.argocd.version);
     let part = dest.with_extension("yaml.part");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::write(&part, &real[..100_000]).unwrap();
@@ -98,7 +99,9 @@ fn pull_resumes_verifies_and_refuses_other_bytes() {
         [Some("bytes=100000-".to_string())]
     );
     // What the hand-off loads: verified and parsed.
-    let manifest = settings.load_manifest(&dir.join("cache")).unwrap();
+    let manifest = settings
+        .load_manifest(&ImageCache::new(dir.join("cache")))
+        .unwrap();
     assert!(manifest.objects.len() > 50, "{}", manifest.objects.len());
 
     let (ok, out, err) = run(&["images", "pull", "argocd", "--base", &good.base, "--config", &cfg]);
@@ -127,7 +130,7 @@ fn pull_resumes_verifies_and_refuses_other_bytes() {
     let cfg2 = config(dir, "cache2");
     let (ok, out, err) = run(&["images", "pull", "argocd", "--base", &bad.base, "--config", &cfg2]);
     assert!(!ok && err.contains("does not match"), "{out}{err}");
-    let dest2 = settings.manifest_path(&dir.join("cache2"));
+    let dest2 = ImageCache::new(dir.join("cache2")).argocd_manifest(&settings.argocd.version);
     assert!(!dest2.exists() && !dest2.with_extension("yaml.part").exists());
 
     // Air-gapped: import verifies the same pin.

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::cli::{repo_config, run};
-use provisioner::images::factory::{FactoryError, ensure_schematic};
 use provisioner::images::{self, SUMS};
+use provisioner::os::talos::factory::{FactoryError, ensure_schematic};
 use provisioner::testing::fake_factory::FakeFactory;
 use provisioner_core::talos::schematic::Schematic;
 
@@ -178,7 +178,7 @@ async fn cli_pull_creates_schematic_records_and_refuses_tampering() {
         "{out}"
     );
     let dir = tmp.path().join("state/images").join(IMAGE);
-    let sums = images::read_sums(&dir);
+    let sums = images::parse_sums_file(&dir);
     let sha = |b: &[u8]| {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(b))
@@ -200,7 +200,7 @@ async fn cli_pull_creates_schematic_records_and_refuses_tampering() {
     );
     assert!(!dir.join("initramfs-amd64.xz").exists());
     assert!(!dir.join("initramfs-amd64.xz.part").exists());
-    assert_eq!(images::read_sums(&dir)["initramfs-amd64.xz"], sha(&initrd));
+    assert_eq!(images::parse_sums_file(&dir)["initramfs-amd64.xz"], sha(&initrd));
 
     // A cached file changed on disk is moved aside (never served) and fetched again.
     publish(&root, "initramfs-amd64.xz", &initrd);

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use provisioner::images::factory::ensure_schematic;
-use provisioner::images::{self, SUMS};
+use provisioner::images::{self, ImageCache, SUMS};
+use provisioner::os::talos::factory::ensure_schematic;
 use provisioner::testing::fake_factory::FakeFactory;
 use provisioner_core::catalog::{Image, ImageFile};
 use provisioner_core::talos::schematic::Schematic;
@@ -68,21 +68,24 @@ fn sha(b: &[u8]) -> String {
 #[tokio::test]
 async fn pull_records_verifies_resumes_and_rejects_corruption() {
     let tmp = tempfile::tempdir().unwrap();
-    let (root, cache) = (tmp.path().join("factory"), tmp.path().join("cache"));
+    let (root, cache) = (
+        tmp.path().join("factory"),
+        ImageCache::new(tmp.path().join("cache")),
+    );
     let kernel: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
     let initrd = b"initramfs with extensions".to_vec();
     publish(&root, &kernel, &initrd);
     let (base, server) = factory(&root).await;
     let img = image();
-    let files = images::sources(&img, Some((&base, SCHEMATIC, "v1.11.6"))).unwrap();
+    let files = ImageCache::sources(&img, Some((&base, SCHEMATIC, "v1.11.6"))).unwrap();
     let client = reqwest::Client::new();
 
     // First pull: downloaded, recorded, in the boot path's cache layout.
-    let got = images::pull(&client, &cache, &img, &files).await.unwrap();
-    assert!(got.iter().all(|(_, _, fetched)| *fetched));
-    let dir = cache.join("talos-test");
+    let got = cache.pull_image(&client, &img, &files).await.unwrap();
+    assert!(got.iter().all(|p| p.fetched));
+    let dir = cache.image_dir("talos-test");
     assert_eq!(std::fs::read(dir.join("kernel-amd64")).unwrap(), kernel);
-    let sums = images::read_sums(&dir);
+    let sums = images::parse_sums_file(&dir);
     assert_eq!(sums["kernel-amd64"], sha(&kernel));
     assert_eq!(sums["initramfs-amd64.xz"], sha(&initrd));
     assert!(
@@ -91,15 +94,15 @@ async fn pull_records_verifies_resumes_and_rejects_corruption() {
             .contains("  kernel-amd64\n")
     );
     // Second pull: verified from the cache, nothing downloaded.
-    let again = images::pull(&client, &cache, &img, &files).await.unwrap();
-    assert!(again.iter().all(|(_, _, fetched)| !*fetched));
+    let again = cache.pull_image(&client, &img, &files).await.unwrap();
+    assert!(again.iter().all(|p| !p.fetched));
 
     // Resume: a partial download continues with Range and ends identical.
     std::fs::remove_file(dir.join("kernel-amd64")).unwrap();
     std::fs::write(dir.join("kernel-amd64.part"), &kernel[..1_000_000]).unwrap();
     let sum = images::download(
         &client,
-        &files[0].1,
+        &files[0].url,
         &dir.join("kernel-amd64"),
         Some(&sha(&kernel)),
     )
@@ -115,27 +118,28 @@ async fn pull_records_verifies_resumes_and_rejects_corruption() {
     corrupt[123_456] ^= 0xff;
     publish(&root, &corrupt, &initrd);
     std::fs::remove_file(dir.join("kernel-amd64")).unwrap();
-    let err = images::pull(&client, &cache, &img, &files)
+    let err = cache
+        .pull_image(&client, &img, &files)
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not match"), "{err}");
     assert!(!dir.join("kernel-amd64").exists() && !dir.join("kernel-amd64.part").exists());
-    assert_eq!(images::read_sums(&dir)["kernel-amd64"], sha(&kernel));
-    let rows = images::list(&cache, &[(img.id.clone(), img.clone())].into());
+    assert_eq!(images::parse_sums_file(&dir)["kernel-amd64"], sha(&kernel));
+    let rows = cache.list(&[(img.id.clone(), img.clone())].into());
     assert_eq!(rows[0].status, "missing");
     assert_eq!(rows[1].status, "ok");
 
     // Air-gapped import of the right file restores it; the wrong one is refused.
     let good = tmp.path().join("kernel-amd64");
     std::fs::write(&good, &kernel).unwrap();
-    images::import(&cache, &img, std::slice::from_ref(&good)).unwrap();
+    cache.import_image(&img, std::slice::from_ref(&good)).unwrap();
     let bad_dir = tmp.path().join("bad");
     std::fs::create_dir_all(&bad_dir).unwrap();
     std::fs::write(bad_dir.join("kernel-amd64"), &corrupt).unwrap();
-    assert!(images::import(&cache, &img, &[bad_dir.join("kernel-amd64")]).is_err());
-    assert!(images::import(&cache, &img, &[tmp.path().join("factory")]).is_err());
-    let rows = images::list(&cache, &[(img.id.clone(), img)].into());
+    assert!(cache.import_image(&img, &[bad_dir.join("kernel-amd64")]).is_err());
+    assert!(cache.import_image(&img, &[tmp.path().join("factory")]).is_err());
+    let rows = cache.list(&[(img.id.clone(), img)].into());
     assert!(rows.iter().all(|r| r.status == "ok"), "{rows:?}");
     server.abort();
 }

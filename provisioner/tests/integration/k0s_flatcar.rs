@@ -20,16 +20,18 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use provisioner::http::boot::{BootState, router};
-use provisioner::k0s::mirror::{self, Kind};
-use provisioner::k0s::renderer::{self, FlatcarRenderer};
-use provisioner::k0s::secrets::{K0sSecretStore, K0sSecrets, MemSecretStore};
-use provisioner::k0s::{download, ensure_secrets, parse_cluster};
+use provisioner::images::{ImageCache, sha256_file};
+use provisioner::os::k0s::pull as download;
+use provisioner::os::k0s::renderer::{self, FlatcarRenderer};
+use provisioner::os::k0s::{ensure_secrets, parse_cluster};
 use provisioner::service::{BootService, ReleasePolicy};
 use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
 use provisioner_core::catalog::{self, ConfigKind};
 use provisioner_core::inventory::{Inventory, MemInventory};
 use provisioner_core::k0s::ignition::{Ignition, MANIFEST_DIR, PKI_DIR, TOKEN_FILE};
+use provisioner_core::k0s::mirror::{self, Kind};
+use provisioner_core::k0s::store::{K0sSecretStore, K0sSecrets, MemSecretStore};
 use provisioner_core::k0s::token::{self, AUTH_EXTRA_GROUP, SECRET_TYPE};
 use provisioner_core::k0s::{K0sCluster, clusterconfig};
 use provisioner_core::model::{EventKind, MacAddr, MachineState};
@@ -53,12 +55,12 @@ fn cluster() -> K0sCluster {
 }
 
 /// Fills the mirror through `import`, as an air-gapped operator would.
-fn fill_mirror(dir: &Path, cache: &Path) {
+fn fill_mirror(dir: &Path, cache: &ImageCache) {
     let up = dir.join("upstream");
     std::fs::create_dir_all(&up).unwrap();
     let bin = up.join(mirror::k0s_binary(K0S));
     std::fs::write(&bin, b"\x7fELF fake k0s binary for tests").unwrap();
-    let sum = download::sha256_file(&bin).unwrap();
+    let sum = sha256_file(&bin).unwrap();
     let sums = up.join(mirror::K0S_SUMS);
     std::fs::write(&sums, format!("{sum}  {}\n", mirror::k0s_binary(K0S))).unwrap();
     download::import(cache, Kind::K0s, K0S, None, &[bin, sums]).unwrap();
@@ -72,7 +74,7 @@ fn fill_mirror(dir: &Path, cache: &Path) {
 struct Site {
     facts: Arc<StaticFacts>,
     _dir: tempfile::TempDir,
-    cache: std::path::PathBuf,
+    cache: ImageCache,
     cluster: K0sCluster,
     secrets: K0sSecrets,
     inventory: Arc<dyn Inventory>,
@@ -112,7 +114,7 @@ fn site() -> Site {
         )
         .unwrap();
     }
-    let cache = root.join("cache");
+    let cache = ImageCache::new(root.join("cache"));
     fill_mirror(root, &cache);
     let cat = catalog::load(&root.join("images"), &root.join("profiles")).unwrap();
     let cluster = cluster();
@@ -139,7 +141,7 @@ fn site() -> Site {
     let app = router(BootState {
         service: Arc::new(service),
         images,
-        cache_dir: cache.clone(),
+        cache: cache.clone(),
         ipxe_dir: root.join("cache/flatcar-test"),
         first_stage: "#!ipxe\n".into(),
     });
@@ -262,8 +264,7 @@ fn ignition_for_every_role_and_stage_validates_and_is_consistent() {
         installed: format!("{BASE}/callback/aaaa/installed"),
         k0s_installed: format!("{BASE}/callback/bbbb/k0s-installed"),
     };
-    let k0s_sha =
-        download::sha256_file(&mirror::dir(&s.cache, Kind::K0s, K0S).join(mirror::k0s_binary(K0S))).unwrap();
+    let k0s_sha = sha256_file(&s.cache.mirror_dir(Kind::K0s, K0S).join(mirror::k0s_binary(K0S))).unwrap();
     for host in ["ctrl", "work"] {
         let n = renderer::node_configs(&s.cluster, host, &s.secrets, &s.cache, &urls).unwrap();
         ignition_validate(&format!("{host}-stage1"), &n.stage1.to_json());
@@ -422,7 +423,7 @@ fn pki_is_a_ca_with_an_admin_client_in_system_masters() {
     let ca_der = pem_der(&s.secrets.ca_crt);
     let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
     assert!(ca.is_ca());
-    let kc = provisioner::k0s::pki::admin_kubeconfig(
+    let kc = provisioner::pki::k0s::admin_kubeconfig(
         "lab",
         "https://10.0.20.11:6443",
         &s.secrets,
@@ -635,7 +636,7 @@ async fn missing_secrets_answer_503_and_keep_the_token() {
     let app = router(BootState {
         service,
         images,
-        cache_dir: s.cache.clone(),
+        cache: s.cache.clone(),
         ipxe_dir: dir.join("cache"),
         first_stage: "#!ipxe\n".into(),
     });

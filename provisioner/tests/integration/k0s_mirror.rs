@@ -16,9 +16,12 @@ use std::sync::Arc;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
-use provisioner::k0s::mirror::{self, Kind};
-use provisioner::k0s::secrets::{FileSecretStore, K0sSecretStore};
-use provisioner::k0s::{download, pki};
+use provisioner::images::{ImageCache, sha256_file};
+use provisioner::os::k0s::pull as download;
+use provisioner::pki::k0s as pki;
+use provisioner::store::FileSecretStore;
+use provisioner_core::k0s::mirror::{self, Kind};
+use provisioner_core::k0s::store::K0sSecretStore;
 
 const K0S: &str = "v1.36.3+k0s.2";
 const FLATCAR: &str = "4459.2.0";
@@ -64,33 +67,33 @@ fn publish_k0s(root: &Path, binary: &[u8], listed: &[u8]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_k0s_checks_the_release_sums_and_refuses_a_tampered_binary() {
     let tmp = tempfile::tempdir().unwrap();
-    let (root, cache) = (tmp.path().join("up"), tmp.path().join("cache"));
+    let (root, cache) = (tmp.path().join("up"), ImageCache::new(tmp.path().join("cache")));
     let good = b"\x7fELF the real k0s".to_vec();
     publish_k0s(&root, &good, &good);
     let (base, server) = upstream(root.clone()).await;
     let client = reqwest::Client::new();
     let placed = download::pull_k0s(&client, &cache, &base, K0S).await.unwrap();
-    let bin = mirror::dir(&cache, Kind::K0s, K0S).join(mirror::k0s_binary(K0S));
+    let bin = cache.mirror_dir(Kind::K0s, K0S).join(mirror::k0s_binary(K0S));
     assert_eq!(std::fs::read(&bin).unwrap(), good);
-    let sha = download::sha256_file(&bin).unwrap();
+    let sha = sha256_file(&bin).unwrap();
     assert!(placed.iter().any(|p| p.path == bin && p.sha256 == sha));
     assert_eq!(
-        mirror::recorded_sha256(&cache, Kind::K0s, K0S, &mirror::k0s_binary(K0S)),
+        cache.mirror_sha256(Kind::K0s, K0S, &mirror::k0s_binary(K0S)),
         Some(sha.clone())
     );
 
     // Upstream now serves different bytes than its list says: refused, not installed.
-    let cache2 = tmp.path().join("cache2");
+    let cache2 = ImageCache::new(tmp.path().join("cache2"));
     publish_k0s(&root, b"\x7fELF tampered", &good);
     let err = download::pull_k0s(&client, &cache2, &base, K0S)
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("does not match"), "{err:#}");
-    let dir2 = mirror::dir(&cache2, Kind::K0s, K0S);
+    let dir2 = cache2.mirror_dir(Kind::K0s, K0S);
     assert!(!dir2.join(mirror::k0s_binary(K0S)).exists());
     assert!(!dir2.join(format!("{}.part", mirror::k0s_binary(K0S))).exists());
     assert_eq!(
-        mirror::recorded_sha256(&cache2, Kind::K0s, K0S, &mirror::k0s_binary(K0S)),
+        cache2.mirror_sha256(Kind::K0s, K0S, &mirror::k0s_binary(K0S)),
         None
     );
     server.abort();
@@ -129,19 +132,23 @@ fn cli_pulls_flatcar_and_k0s_then_imports_for_air_gap() {
         cfg,
     ]);
     assert!(ok, "{out}{err}");
-    let cache = tmp.path().join("state/images");
-    let m = mirror::dir(&cache, Kind::Flatcar, FLATCAR);
+    let cache = ImageCache::new(tmp.path().join("state/images"));
+    let m = cache.mirror_dir(Kind::Flatcar, FLATCAR);
     assert_eq!(
         std::fs::read(m.join(mirror::FLATCAR_IMAGE)).unwrap(),
         b"BZh9 disk"
     );
     assert_eq!(std::fs::read(m.join(mirror::FLATCAR_SIG)).unwrap(), b"sig");
-    let pxe = cache.join("flatcar-stable-amd64");
+    let pxe = cache.image_dir("flatcar-stable-amd64");
     assert_eq!(
         std::fs::read(pxe.join("flatcar_production_pxe.vmlinuz")).unwrap(),
         b"pxe kernel"
     );
-    assert!(mirror::recorded_sha256(&cache, Kind::Flatcar, FLATCAR, mirror::FLATCAR_IMAGE).is_some());
+    assert!(
+        cache
+            .mirror_sha256(Kind::Flatcar, FLATCAR, mirror::FLATCAR_IMAGE)
+            .is_some()
+    );
 
     let (ok, out, err) = run(&[
         "images",
@@ -199,8 +206,12 @@ fn cli_pulls_flatcar_and_k0s_then_imports_for_air_gap() {
         cfg2,
     ]);
     assert!(ok, "{out}{err}");
-    let cache2 = site2.path().join("state/images");
-    assert!(mirror::recorded_sha256(&cache2, Kind::K0s, K0S, &mirror::k0s_binary(K0S)).is_some());
+    let cache2 = ImageCache::new(site2.path().join("state/images"));
+    assert!(
+        cache2
+            .mirror_sha256(Kind::K0s, K0S, &mirror::k0s_binary(K0S))
+            .is_some()
+    );
     let bad = tmp.path().join(mirror::k0s_binary(K0S));
     std::fs::write(&bad, b"\x7fELF other").unwrap();
     let (ok, _, err) = run(&[
@@ -230,7 +241,7 @@ fn cli_pulls_flatcar_and_k0s_then_imports_for_air_gap() {
     assert!(ok, "{out}{err}");
     assert!(
         cache2
-            .join("flatcar-stable-amd64/flatcar_production_pxe.vmlinuz")
+            .image_file("flatcar-stable-amd64", "flatcar_production_pxe.vmlinuz")
             .is_file()
     );
     let (ok, _, err) = run(&[

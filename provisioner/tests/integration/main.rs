@@ -22,6 +22,7 @@ mod api_clusters;
 mod api_credentials;
 mod api_router;
 mod api_sessions;
+mod app_compose;
 mod argocd_install;
 mod argocd_register;
 mod backup_restore;

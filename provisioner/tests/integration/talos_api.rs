@@ -5,9 +5,9 @@
 use crate::common;
 
 use common::talos_lab::TalosLab;
-use provisioner::cluster::talos::pb::machine::{ResetRequest, reset_request};
-use provisioner::cluster::talos::{TalosApi, Target, classify_bootstrap};
-use provisioner_core::cluster::bootstrap::BootstrapOutcome;
+use provisioner::os::talos::api::pb::machine::{ResetRequest, reset_request};
+use provisioner::os::talos::api::{TalosApi, Target, classify_bootstrap};
+use provisioner_core::talos::bootstrap::BootstrapOutcome;
 use rcgen::ExtendedKeyUsagePurpose as Eku;
 use tonic::Code;
 
@@ -71,7 +71,7 @@ async fn etcd_views_reset_apply_and_events() {
     let lab = TalosLab::start(3, 0, KUBECONFIG.as_bytes()).await;
     let talos = lab.client(&lab.ca.admin());
     let [a, b, _] = lab.ips()[..] else { unreachable!() };
-    let etcd = |list: Vec<provisioner::cluster::talos::ServiceStatus>| {
+    let etcd = |list: Vec<provisioner::os::talos::api::ServiceStatus>| {
         list.into_iter().find(|s| s.id == "etcd").unwrap()
     };
     let before = etcd(talos.service_list(Target::direct(a)).await.unwrap());
@@ -114,7 +114,7 @@ async fn etcd_views_reset_apply_and_events() {
     let applied = talos
         .apply_configuration(
             Target::direct(b),
-            provisioner::cluster::talos::pb::machine::ApplyConfigurationRequest {
+            provisioner::os::talos::api::pb::machine::ApplyConfigurationRequest {
                 data: b"version: v1alpha1\n".to_vec(),
                 mode: 1,
                 ..Default::default()
@@ -192,7 +192,7 @@ async fn client_without_a_certificate_is_refused() {
         .unwrap()
         .connect_lazy();
     let mut c =
-        provisioner::cluster::talos::pb::machine::machine_service_client::MachineServiceClient::new(channel);
+        provisioner::os::talos::api::pb::machine::machine_service_client::MachineServiceClient::new(channel);
     let e = c.version(()).await.unwrap_err();
     assert!(matches!(e.code(), Code::Unavailable | Code::Unknown), "{e:?}");
     assert!(
@@ -213,7 +213,7 @@ async fn server_certificate_must_chain_to_the_os_ca_and_name_the_node_ip() {
     assert!(matches!(e.code(), Some(Code::Unavailable | Code::Unknown)), "{e}");
     // Right CA, but b's listener answers for a's IP: the IP SAN does not match.
     let addr_b = lab.nodes[1].1;
-    let swapped = provisioner::cluster::talos::TonicTalos::new(
+    let swapped = provisioner::os::talos::api::TonicTalos::new(
         &lab.ca.admin(),
         50000,
         std::time::Duration::from_secs(2),

@@ -17,15 +17,15 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use provisioner::http::boot::{BootState, router};
+use provisioner::os::talos::renderer::TalosRenderer;
 use provisioner::service::{BootService, ReleasePolicy};
 use provisioner::store::RedbInventory;
-use provisioner::talos::renderer::TalosRenderer;
-use provisioner::talos::store::{MemSecretStore, SecretStore};
 use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
 use provisioner_core::catalog::{self, ConfigKind};
 use provisioner_core::inventory::{Inventory, MemInventory};
 use provisioner_core::model::{EventKind, MachineState};
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::talos::{self, SecretsBundle};
 use tower::ServiceExt;
 
@@ -52,7 +52,7 @@ fn bundle() -> SecretsBundle {
             &std::fs::read_to_string(d.join("talos/v1.11/stability-secrets.yaml")).unwrap(),
         )
         .unwrap(),
-        None => provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap(),
+        None => provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap(),
     }
 }
 
@@ -93,7 +93,7 @@ fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
     let app = router(BootState {
         service: Arc::new(service),
         images,
-        cache_dir: std::env::temp_dir(),
+        cache: provisioner::images::ImageCache::new(std::env::temp_dir()),
         ipxe_dir: std::env::temp_dir(),
         first_stage: "#!ipxe\n".into(),
     });

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorSet};
-use provisioner::cluster::talos::SUBSET_DESCRIPTORS;
+use provisioner::os::talos::api::SUBSET_DESCRIPTORS;
 
 #[derive(Default)]
 struct Index {

@@ -12,12 +12,12 @@ use std::time::Duration;
 use common::daemon::{Daemon, http, loopback_boot, write_config};
 use common::pki::OsCa;
 use common::talos_lab::TalosLab;
-use provisioner::cluster::talos::BundleIdentity;
-use provisioner::cluster::talos::pb::machine::{ResetRequest, reset_request};
-use provisioner::ops::reset::NodeResetter;
-use provisioner::ops::talos_reset::TalosResetter;
-use provisioner::talos::store::{MemSecretStore, SecretStore};
+use provisioner::cluster::seams::NodeResetter;
+use provisioner::os::talos::api::BundleIdentity;
+use provisioner::os::talos::api::pb::machine::{ResetRequest, reset_request};
+use provisioner::os::talos::reset::TalosResetter;
 use provisioner_core::model::Machine;
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 
 const MAC1: &str = "52:54:00:00:10:01";
 
@@ -75,7 +75,7 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
     .unwrap();
     // The cluster's bundle exists before the first start, so the fake apids can be
     // issued by its OS CA (the appliance mints its os:admin identity from it).
-    let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+    let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
     {
         let secrets = d.join("state/secrets");
         std::fs::create_dir_all(&secrets).unwrap();

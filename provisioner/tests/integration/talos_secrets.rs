@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use ::time::OffsetDateTime;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use provisioner::os::talos::{import_bundle, sops, talosconfig};
+use provisioner::pki::talos as pki;
 use provisioner::store::RedbSecretStore;
-use provisioner::talos::store::{MemSecretStore, SecretStore, battery};
-use provisioner::talos::{import_bundle, pki, sops, talosconfig};
 use provisioner_core::talos::SecretsBundle;
 use provisioner_core::talos::secrets::{is_token, pem_field};
+use provisioner_core::talos::store::{MemSecretStore, SecretStore, battery};
 use x509_parser::prelude::*;
 
 fn fixtures() -> Option<PathBuf> {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use provisioner::talos::pki::key_from_talos_pem;
+use provisioner::pki::talos::key_from_talos_pem;
 use provisioner_core::talos::secrets::pem_field;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose,
@@ -65,7 +65,7 @@ fn server_config_from(ca_crt_b64: &str, ca_key_b64: &str, ip: IpAddr) -> Result<
 #[cfg(test)]
 mod tests {
     use provisioner::cluster::argocd::KubeReadyz;
-    use provisioner::cluster::orchestrator::ApiProbe;
+    use provisioner::cluster::seams::ApiProbe;
     use provisioner::testing::fake_kube::FakeKube;
 
     use super::*;
@@ -77,7 +77,7 @@ mod tests {
     #[tokio::test]
     async fn the_agents_kubeconfig_reaches_the_tls_fake_api() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+        let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let tls = server_config_from(&bundle.certs.k8s.crt, &bundle.certs.k8s.key, addr.ip()).unwrap();
@@ -99,6 +99,9 @@ mod tests {
             .readyz(anonymous.join("\n").as_bytes())
             .await
             .unwrap_err();
-        assert!(!e.contains("kubeconfig"), "refused by TLS, not by parsing: {e}");
+        assert!(
+            !e.to_string().contains("kubeconfig"),
+            "refused by TLS, not by parsing: {e}"
+        );
     }
 }

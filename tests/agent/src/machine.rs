@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
-use provisioner::talos::pki::key_from_talos_pem;
+use provisioner::pki::talos::key_from_talos_pem;
 use provisioner::testing::fake_apid::NodeTls;
 use provisioner_core::talos::secrets::pem_field;
 use rcgen::{
@@ -143,7 +143,7 @@ mod tests {
     use super::*;
 
     fn config(with_key: bool) -> String {
-        let bundle = provisioner::talos::pki::generate(time_now()).unwrap();
+        let bundle = provisioner::pki::talos::generate(time_now()).unwrap();
         let key = if with_key {
             format!("    key: {}\n", bundle.certs.os.key)
         } else {

@@ -50,7 +50,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         peers: Vec<IpAddr>,
         /// apid port.
-        #[arg(long, default_value_t = provisioner::cluster::talos::APID_PORT)]
+        #[arg(long, default_value_t = provisioner::os::talos::api::APID_PORT)]
         port: u16,
         /// Side-channel port for the etcd state (etcd's peer port).
         #[arg(long, default_value_t = peers::PEER_PORT)]

@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use provisioner::cluster::talos::{
+use provisioner::os::talos::api::{
     BundleIdentity, ClusterIdentity, IdentitySource, TalosApi, Target, TonicTalos,
 };
-use provisioner::talos::store::{MemSecretStore, SecretStore};
 use provisioner_core::talos::SecretsBundle;
+use provisioner_core::talos::store::{MemSecretStore, SecretStore};
 use provisioner_e2e::talos_sim::{CLUSTER, TalosSimSite, agent_bin, agent_initrd};
 use provisioner_e2e::{Appliance, Firmware, Lab, Machine, QemuVm, payload, require_root, tail, timeline};
 
@@ -206,7 +206,7 @@ fn run(lab: &Lab, argocd: &Path) -> Result<()> {
     // mTLS from the host side: the bundle's identity is accepted by every node (the
     // server certificate chains to the bundle's OS CA with the node IP as name); an
     // identity from another bundle is refused.
-    let stranger = identity_of(&provisioner::talos::pki::generate(time_now())?)?;
+    let stranger = identity_of(&provisioner::pki::talos::generate(time_now())?)?;
     let (id, nodes) = (identity.clone(), ips.clone());
     let (ours, theirs) = in_lab(lab, move || {
         Box::pin(async move { (versions(&id, &nodes).await, versions(&stranger, &nodes).await) })

@@ -7,11 +7,12 @@ use std::time::Duration;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::cluster::bootstrap::{BootstrapState, Observation, Plan, Step, Timeouts, Work, step};
-use crate::cluster::k0s::{self, K0sObservation, K0sPlan, K0sWork};
+use crate::cluster::bootstrap::{BootstrapState, Step, Timeouts};
 use crate::cluster::retry::retry;
 use crate::cluster::{ClusterEventKind, Flow};
 use crate::gitops::health::{AppStatus, Report};
+use crate::k0s::workflow::{self as k0s, K0sObservation, K0sPlan, K0sWork};
+use crate::talos::bootstrap::{Observation, Plan, Work, step};
 
 fn t0() -> OffsetDateTime {
     OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -133,7 +134,7 @@ fn handed_off_only_once_argo_cd_reports_synced_and_healthy() {
     let (back, _) = retry(&t.next, None, late).unwrap();
     assert_eq!((back.step, back.applied_at), (Step::HandOff, Some(at)));
     assert_eq!(
-        crate::cluster::bootstrap::work_for(&p, &back),
+        crate::talos::bootstrap::work_for(&p, &back),
         Some(Work::CheckArgo)
     );
     let t = step(

@@ -4,10 +4,8 @@
 
 pub mod argo_wait;
 pub mod bootstrap;
-pub mod k0s;
+pub mod kubeconfigs;
 pub mod retry;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::inventory::{InventoryError, TIMELINE_CAP};
 pub use bootstrap::{BootstrapState, Flow, Step};
+pub use kubeconfigs::{KubeconfigError, KubeconfigStore, MemKubeconfigs};
 
 /// What happened to a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -7,7 +7,10 @@
 pub mod cluster;
 pub mod clusterconfig;
 pub mod ignition;
+pub mod mirror;
 pub mod progress;
+pub mod store;
 pub mod token;
+pub mod workflow;
 
 pub use cluster::{K0sCluster, K0sNode, NetworkProvider};

@@ -61,16 +61,49 @@ impl std::fmt::Debug for ConfigUrls {
     }
 }
 
+/// Why a config was not rendered. Shown to operators (logs, timeline): never secret
+/// material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The plan does not name a cluster node (the profile has no `cluster`, the group
+    /// no `hostname`), or names one `infra/` does not have.
+    #[error("{0}")]
+    NoNode(String),
+    /// The node is pinned to another MAC in `infra/`: its config (and secrets) go to
+    /// that MAC only.
+    #[error("node {host:?} is bound to {bound}, not {mac}")]
+    WrongMac {
+        /// The node.
+        host: String,
+        /// The MAC `infra/` pins it to.
+        bound: MacAddr,
+        /// The MAC asking.
+        mac: MacAddr,
+    },
+    /// Something the appliance must have first is missing (secrets, mirror files,
+    /// join tokens); the message says how to get it.
+    #[error("{0}")]
+    Missing(String),
+    /// The document could not be built, or the secret store failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Renders the document a machine fetches through its one-time config URL. The boot
 /// service picks one per [`ConfigKind`]: [`PlainRenderer`] for `plain`, the daemon's
 /// Talos and Flatcar renderers for theirs.
 pub trait ConfigRenderer: Send + Sync + std::fmt::Debug {
     /// The config for `mac` installing `plan`. The error is shown to operators (logs,
     /// timeline) and must not contain secret material.
-    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, String>;
+    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, RenderError>;
 
     /// As [`ConfigRenderer::render`], for renderers that embed one-time URLs.
-    fn render_with(&self, mac: MacAddr, plan: &InstallPlan, urls: &ConfigUrls) -> Result<String, String> {
+    fn render_with(
+        &self,
+        mac: MacAddr,
+        plan: &InstallPlan,
+        urls: &ConfigUrls,
+    ) -> Result<String, RenderError> {
         let _ = urls;
         self.render(mac, plan)
     }
@@ -86,7 +119,7 @@ pub trait ConfigRenderer: Send + Sync + std::fmt::Debug {
 pub struct PlainRenderer;
 
 impl ConfigRenderer for PlainRenderer {
-    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, String> {
+    fn render(&self, mac: MacAddr, plan: &InstallPlan) -> Result<String, RenderError> {
         Ok(plain(mac, plan))
     }
 }
@@ -97,25 +130,26 @@ pub fn cluster_node<'a>(
     mac: MacAddr,
     plan: &'a InstallPlan,
     kind: &str,
-) -> Result<(&'a str, &'a str), String> {
+) -> Result<(&'a str, &'a str), RenderError> {
     let profile = &plan.profile.id;
-    let cluster = plan
-        .profile
-        .cluster
-        .as_deref()
-        .ok_or_else(|| format!("profile {profile:?} has config {kind} but no `cluster`"))?;
-    let host = plan
-        .metadata
-        .get("hostname")
-        .ok_or_else(|| format!("the group selecting {mac} has no metadata `hostname`"))?;
+    let cluster = plan.profile.cluster.as_deref().ok_or_else(|| {
+        RenderError::NoNode(format!("profile {profile:?} has config {kind} but no `cluster`"))
+    })?;
+    let host = plan.metadata.get("hostname").ok_or_else(|| {
+        RenderError::NoNode(format!("the group selecting {mac} has no metadata `hostname`"))
+    })?;
     Ok((cluster, host))
 }
 
 /// A node pinned to a MAC in `infra/` serves its config (and the secrets in it) to
 /// that MAC only.
-pub fn check_bound(host: &str, bound: Option<MacAddr>, mac: MacAddr) -> Result<(), String> {
+pub fn check_bound(host: &str, bound: Option<MacAddr>, mac: MacAddr) -> Result<(), RenderError> {
     match bound {
-        Some(want) if want != mac => Err(format!("node {host:?} is bound to {want}, not {mac}")),
+        Some(want) if want != mac => Err(RenderError::WrongMac {
+            host: host.to_string(),
+            bound: want,
+            mac,
+        }),
         _ => Ok(()),
     }
 }

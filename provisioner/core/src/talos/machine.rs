@@ -135,10 +135,10 @@ pub fn render(
     for (name, patches) in layers {
         for (i, p) in patches.iter().enumerate() {
             let where_ = format!("{name}[{i}]");
-            let patch = Patch::parse(p).map_err(|e| RenderError::Patch(where_.clone(), e))?;
+            let patch = Patch::parse(p).map_err(|e| RenderError::Patch(where_.clone(), e.to_string()))?;
             patch
                 .apply(&mut docs)
-                .map_err(|e| RenderError::Patch(where_, e))?;
+                .map_err(|e| RenderError::Patch(where_, e.to_string()))?;
         }
     }
     Ok(MachineConfig { documents: docs })

@@ -7,12 +7,14 @@
 //! machine config, §7 version changes, §8 talhelper). Key generation, storage and
 //! downloads live in the daemon crate (`provisioner/src/talos/`).
 
+pub mod bootstrap;
 pub mod cilium;
 pub mod cluster;
 pub mod machine;
 pub mod patch;
 pub mod schematic;
 pub mod secrets;
+pub mod store;
 pub mod talhelper;
 mod validate;
 pub mod version;

@@ -12,6 +12,26 @@
 
 use serde_json::{Map, Value};
 
+/// Why a patch does not parse or apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    /// `@file` references (talhelper's) are not supported.
+    #[error("file reference {0:?} is not supported: inline the patch")]
+    FileReference(String),
+    /// The patch text is not YAML.
+    #[error(transparent)]
+    Yaml(#[from] super::yaml::YamlError),
+    /// Neither a strategic-merge mapping nor RFC 6902 operations.
+    #[error("{0}")]
+    Shape(String),
+    /// The config has no v1alpha1 document to patch.
+    #[error("no v1alpha1 document")]
+    NoDocument,
+    /// An RFC 6902 operation failed (a `test` that does not hold, a missing path).
+    #[error("RFC 6902 patch failed: {0}")]
+    Json6902(String),
+}
+
 /// One parsed patch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Patch {
@@ -29,13 +49,10 @@ fn is_delete(v: &Value) -> bool {
 impl Patch {
     /// Parses a patch given inline (a YAML string, as in talconfig.yaml) or as
     /// structured YAML in the cluster file.
-    pub fn parse(v: &Value) -> Result<Self, String> {
+    pub fn parse(v: &Value) -> Result<Self, PatchError> {
         let docs = match v {
             Value::String(s) if s.trim_start().starts_with('@') => {
-                return Err(format!(
-                    "file reference {:?} is not supported: inline the patch",
-                    s.trim()
-                ));
+                return Err(PatchError::FileReference(s.trim().to_string()));
             }
             Value::String(s) => super::yaml::from_str_multi(s)?,
             other => vec![other.clone()],
@@ -43,19 +60,21 @@ impl Patch {
         match docs.as_slice() {
             [Value::Array(_)] => serde_json::from_value(docs[0].clone())
                 .map(Patch::Json6902)
-                .map_err(|e| format!("not an RFC 6902 patch: {e}")),
-            [] => Err("empty patch".into()),
+                .map_err(|e| PatchError::Shape(format!("not an RFC 6902 patch: {e}"))),
+            [] => Err(PatchError::Shape("empty patch".into())),
             _ if docs.iter().all(Value::is_object) => Ok(Patch::Strategic(docs)),
-            _ => Err("a patch is a mapping (strategic merge) or a sequence of RFC 6902 operations".into()),
+            _ => Err(PatchError::Shape(
+                "a patch is a mapping (strategic merge) or a sequence of RFC 6902 operations".into(),
+            )),
         }
     }
 
     /// Applies the patch to `docs` (`docs[0]` is the v1alpha1 document).
-    pub fn apply(&self, docs: &mut Vec<Value>) -> Result<(), String> {
+    pub fn apply(&self, docs: &mut Vec<Value>) -> Result<(), PatchError> {
         match self {
             Patch::Json6902(p) => {
-                let first = docs.first_mut().ok_or("no v1alpha1 document")?;
-                json_patch::patch(first, p).map_err(|e| format!("RFC 6902 patch failed: {e}"))
+                let first = docs.first_mut().ok_or(PatchError::NoDocument)?;
+                json_patch::patch(first, p).map_err(|e| PatchError::Json6902(e.to_string()))
             }
             Patch::Strategic(patch_docs) => {
                 for pd in patch_docs {
@@ -70,7 +89,7 @@ impl Patch {
                             None => docs.push(pd.clone()),
                         }
                     } else {
-                        let first = docs.first_mut().ok_or("no v1alpha1 document")?;
+                        let first = docs.first_mut().ok_or(PatchError::NoDocument)?;
                         merge(first, pd, "");
                     }
                 }
@@ -184,6 +203,7 @@ mod tests {
         assert!(
             Patch::parse(&json!("@./file.yaml"))
                 .unwrap_err()
+                .to_string()
                 .contains("not supported")
         );
         assert!(Patch::parse(&json!("just a string")).is_err());

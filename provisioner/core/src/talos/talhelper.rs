@@ -126,12 +126,26 @@ fn clean(m: &mut Map<String, Value>, path: &str, out: &mut Vec<(String, String)>
     }
 }
 
+/// Why a talconfig.yaml cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TalhelperError {
+    /// Not YAML.
+    #[error("talconfig.yaml: {0}")]
+    Yaml(#[from] super::yaml::YamlError),
+    /// YAML, but not a mapping.
+    #[error("talconfig.yaml is not a mapping")]
+    NotAMapping,
+    /// What remains after dropping the unsupported parts is not a cluster definition.
+    #[error("talconfig.yaml: {0}")]
+    Cluster(String),
+}
+
 /// Converts talconfig text. Fails only when what remains is not a valid cluster
 /// definition (the error names the field).
-pub fn import(text: &str) -> Result<Imported, String> {
+pub fn import(text: &str) -> Result<Imported, TalhelperError> {
     let mut v = super::yaml::from_str(text)?;
     let mut out = Vec::new();
-    let top = v.as_object_mut().ok_or("talconfig.yaml is not a mapping")?;
+    let top = v.as_object_mut().ok_or(TalhelperError::NotAMapping)?;
     if let Some(a) = top.remove("allowSchedulingOnMasters") {
         top.entry("allowSchedulingOnControlPlanes").or_insert(a);
     }
@@ -152,7 +166,8 @@ pub fn import(text: &str) -> Result<Imported, String> {
         }
     }
     top.insert("distribution".into(), Value::String("talos".into()));
-    let cluster: TalosCluster = serde_json::from_value(v).map_err(|e| format!("talconfig.yaml: {e}"))?;
+    let cluster: TalosCluster =
+        serde_json::from_value(v).map_err(|e| TalhelperError::Cluster(e.to_string()))?;
     Ok(Imported {
         cluster,
         unsupported: out,

@@ -234,7 +234,7 @@ fn valid_cidr(s: &str) -> bool {
 fn check_patches(field: &str, patches: &[Value], push: &mut impl FnMut(String, String)) {
     for (i, patch) in patches.iter().enumerate() {
         if let Err(e) = super::patch::Patch::parse(patch) {
-            push(format!("{field}[{i}]"), e);
+            push(format!("{field}[{i}]"), e.to_string());
         }
     }
 }

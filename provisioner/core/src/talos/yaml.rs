@@ -6,20 +6,26 @@
 use serde::Serialize;
 use serde_json::Value;
 
+/// A document that does not parse or serialise (the parser's message: line, column
+/// and what it expected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct YamlError(pub String);
+
 /// Serialises one document in talosctl's layout.
-pub fn to_string<T: Serialize>(doc: &T) -> Result<String, String> {
+pub fn to_string<T: Serialize>(doc: &T) -> Result<String, YamlError> {
     let opts = serde_saphyr::ser_options! {
         indent_step: 4,
         compact_list_indent: false,
         // Never fold long single-line scalars (base64 PEM, tokens) into `>` blocks.
         folded_wrap_chars: usize::MAX,
     };
-    serde_saphyr::to_string_with_options(doc, opts).map_err(|e| e.to_string())
+    serde_saphyr::to_string_with_options(doc, opts).map_err(|e| YamlError(e.to_string()))
 }
 
 /// Serialises several documents separated by `---` lines (Talos multi-document
 /// configs put the v1alpha1 document first).
-pub fn to_string_multi(docs: &[Value]) -> Result<String, String> {
+pub fn to_string_multi(docs: &[Value]) -> Result<String, YamlError> {
     let mut out = String::new();
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {
@@ -31,16 +37,16 @@ pub fn to_string_multi(docs: &[Value]) -> Result<String, String> {
 }
 
 /// Parses one YAML document into a JSON tree with YAML 1.2 booleans only.
-pub fn from_str(text: &str) -> Result<Value, String> {
+pub fn from_str(text: &str) -> Result<Value, YamlError> {
     serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
-        .map_err(|e| e.to_string())
+        .map_err(|e| YamlError(e.to_string()))
 }
 
 /// Parses every document of a YAML stream (empty documents are dropped).
-pub fn from_str_multi(text: &str) -> Result<Vec<Value>, String> {
+pub fn from_str_multi(text: &str) -> Result<Vec<Value>, YamlError> {
     let docs: Vec<Value> =
         serde_saphyr::from_str_multiple_with_options(text, serde_saphyr::options! { strict_booleans: true })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| YamlError(e.to_string()))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 

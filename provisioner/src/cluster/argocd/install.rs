@@ -78,7 +78,10 @@ impl Installer {
     }
 
     fn api(&self, obj: &DynamicObject) -> Result<(Api<DynamicObject>, String), InstallError> {
-        let (ar, scope) = self.resources.resolve(obj).map_err(InstallError::Invalid)?;
+        let (ar, scope) = self
+            .resources
+            .resolve(obj)
+            .map_err(|e| InstallError::Invalid(e.0))?;
         let name = obj.name_any();
         Ok(match scope {
             Scope::Cluster => (Api::all_with(self.client.clone(), &ar), name),

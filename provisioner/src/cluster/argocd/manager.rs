@@ -162,8 +162,10 @@ pub async fn register(
         cluster: name.to_string(),
         why,
     };
-    let endpoint = objects::endpoint(kubeconfig).map_err(bad)?;
-    let client = super::client_for(kubeconfig).await.map_err(bad)?;
+    let endpoint = objects::endpoint(kubeconfig).map_err(|e| bad(e.0))?;
+    let client = super::client_for(kubeconfig)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
     let installer = Installer::new(client.clone(), Resources::builtin());
     for obj in manager_objects() {
         installer

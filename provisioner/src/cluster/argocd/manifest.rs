@@ -100,12 +100,14 @@ impl Resources {
     }
 
     /// Adds every served version of a CRD object's kind.
-    pub fn add_crd(&mut self, crd: &Value) -> Result<(), String> {
-        let spec = crd.get("spec").ok_or("CRD without spec")?;
+    pub fn add_crd(&mut self, crd: &Value) -> Result<(), ResourceError> {
+        let spec = crd
+            .get("spec")
+            .ok_or_else(|| ResourceError("CRD without spec".into()))?;
         let s = |p: &str| {
             spec.pointer(p)
                 .and_then(Value::as_str)
-                .ok_or(format!("CRD without {p}"))
+                .ok_or_else(|| ResourceError(format!("CRD without {p}")))
         };
         let (group, kind, plural) = (s("/group")?, s("/names/kind")?, s("/names/plural")?);
         let scope = if s("/scope")? == "Cluster" {
@@ -129,14 +131,22 @@ impl Resources {
     }
 
     /// The resource for `obj`'s apiVersion/kind.
-    pub fn resolve(&self, obj: &DynamicObject) -> Result<(ApiResource, Scope), String> {
-        let t = obj.types.as_ref().ok_or("object without apiVersion/kind")?;
+    pub fn resolve(&self, obj: &DynamicObject) -> Result<(ApiResource, Scope), ResourceError> {
+        let t = obj
+            .types
+            .as_ref()
+            .ok_or_else(|| ResourceError("object without apiVersion/kind".into()))?;
         self.0
             .get(&(t.api_version.clone(), t.kind.clone()))
             .cloned()
-            .ok_or_else(|| format!("no resource known for {} {}", t.api_version, t.kind))
+            .ok_or_else(|| ResourceError(format!("no resource known for {} {}", t.api_version, t.kind)))
     }
 }
+
+/// Why an object's API resource is not known.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ResourceError(pub String);
 
 /// Why the manifest is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +162,26 @@ pub enum ManifestError {
     /// It does not parse.
     #[error("install manifest: {0}")]
     Parse(String),
+    /// It is not in the cache.
+    #[error("{}: {source} (download {url} there; sha256 {sha256})", path.display())]
+    Missing {
+        /// Where it should be.
+        path: std::path::PathBuf,
+        /// The pinned URL.
+        url: String,
+        /// The pinned checksum.
+        sha256: String,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The cached copy is unusable.
+    #[error("{}: {source}", path.display())]
+    Cached {
+        /// The cached file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: Box<ManifestError>,
+    },
 }
 
 /// The parsed install manifest, in apply order.
@@ -207,14 +237,14 @@ impl InstallManifest {
         let mut objects = Vec::new();
         for doc in docs.into_iter().filter(|d| !d.is_null()) {
             if doc.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition") {
-                resources.add_crd(&doc).map_err(ManifestError::Parse)?;
+                resources.add_crd(&doc).map_err(|e| ManifestError::Parse(e.0))?;
             }
             let obj: DynamicObject =
                 serde_json::from_value(doc).map_err(|e| ManifestError::Parse(e.to_string()))?;
             objects.push(obj);
         }
         for obj in &mut objects {
-            let (_, scope) = resources.resolve(obj).map_err(ManifestError::Parse)?;
+            let (_, scope) = resources.resolve(obj).map_err(|e| ManifestError::Parse(e.0))?;
             if scope == Scope::Namespaced {
                 obj.metadata.namespace = Some(NAMESPACE.to_string());
             }

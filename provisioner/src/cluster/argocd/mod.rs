@@ -17,7 +17,7 @@ pub mod manifest;
 pub mod objects;
 pub mod status;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,93 +26,48 @@ use futures::future::BoxFuture;
 use kube::Client;
 use kube::api::DynamicObject;
 use provisioner_core::gitops::health::Report;
-use serde::Deserialize;
 
 use self::install::Installer;
 use self::manifest::InstallManifest;
-use super::orchestrator::{ApiProbe, HandOff, KubeconfigStore};
+use self::manifest::ManifestError;
+use crate::cluster::seams::{ApiProbe, CallError, HandOff};
+use crate::images::ImageCache;
+use provisioner_core::cluster::KubeconfigStore;
 
-/// `gitops/settings.yaml`: what the appliance needs to hand clusters to Git.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// The GitOps repository (this tree).
-    pub repository: Repository,
-    /// The pinned ArgoCD install.
-    pub argocd: ArgoPin,
-    /// Cluster names as registered in ArgoCD; `manifests/<app>/<cluster>` directory
-    /// names and `destination.name`s must be among them.
-    pub clusters: Vec<String>,
-}
-
-/// The repository ArgoCD syncs from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Repository {
-    /// Clone URL; every git source and generator in the tree must use it.
-    pub url: String,
-    /// Branch or tag.
-    pub revision: String,
-}
-
-/// Version, origin and checksum of the ArgoCD install manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArgoPin {
-    /// ArgoCD release.
-    pub version: String,
-    /// Where the non-HA `install.yaml` of that release is downloaded from.
-    pub url: String,
-    /// Its SHA-256 (hex).
-    pub sha256: String,
-    /// The cluster ArgoCD runs on.
-    pub host: String,
-}
+pub use crate::gitops::settings::{ArgoPin, Repository, Settings};
 
 impl Settings {
-    /// Reads `<gitops_dir>/settings.yaml`.
-    pub fn load(gitops_dir: &Path) -> Result<Self, String> {
-        let path = gitops_dir.join("settings.yaml");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Where the install manifest is cached: `<cache>/argocd/install-<version>.yaml`.
-    pub fn manifest_path(&self, cache_dir: &Path) -> PathBuf {
-        cache_dir
-            .join("argocd")
-            .join(format!("install-{}.yaml", self.argocd.version))
-    }
-
     /// Reads and verifies the cached install manifest.
-    pub fn load_manifest(&self, cache_dir: &Path) -> Result<InstallManifest, String> {
-        let path = self.manifest_path(cache_dir);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            format!(
-                "{}: {e} (download {} there; sha256 {})",
-                path.display(),
-                self.argocd.url,
-                self.argocd.sha256
-            )
+    pub fn load_manifest(&self, cache: &ImageCache) -> Result<InstallManifest, ManifestError> {
+        let path = cache.argocd_manifest(&self.argocd.version);
+        let bytes = std::fs::read(&path).map_err(|source| ManifestError::Missing {
+            path: path.clone(),
+            url: self.argocd.url.clone(),
+            sha256: self.argocd.sha256.clone(),
+            source,
         })?;
-        InstallManifest::parse(&bytes, &self.argocd.sha256).map_err(|e| format!("{}: {e}", path.display()))
+        InstallManifest::parse(&bytes, &self.argocd.sha256).map_err(|e| ManifestError::Cached {
+            path,
+            source: Box::new(e),
+        })
     }
 }
 
 /// A kube client for the cluster behind `kubeconfig` (its current context).
-pub async fn client_for(kubeconfig: &[u8]) -> Result<Client, String> {
-    let text = std::str::from_utf8(kubeconfig).map_err(|e| format!("kubeconfig: {e}"))?;
-    let kc = kube::config::Kubeconfig::from_yaml(text).map_err(|e| format!("kubeconfig: {e}"))?;
+pub async fn client_for(kubeconfig: &[u8]) -> Result<Client, CallError> {
+    let text = std::str::from_utf8(kubeconfig).map_err(|e| CallError::BadKubeconfig(e.to_string()))?;
+    let kc =
+        kube::config::Kubeconfig::from_yaml(text).map_err(|e| CallError::BadKubeconfig(e.to_string()))?;
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
-        .map_err(|e| format!("kubeconfig: {e}"))?;
+        .map_err(|e| CallError::BadKubeconfig(e.to_string()))?;
     cfg.connect_timeout = Some(Duration::from_secs(5));
     cfg.read_timeout = Some(Duration::from_secs(30));
     // kube retries 429/503/504 with backoff by default; against an aggregated API
     // whose backend is down that turns one call into a stall of tens of seconds
     // (argocd-gitops.md §6). Our callers retry on their own, bounded by step timeouts.
     cfg.default_retry = false;
-    Client::try_from(cfg).map_err(|e| format!("kube client: {e}"))
+    Client::try_from(cfg).map_err(|e| CallError::Client(e.to_string()))
 }
 
 /// The longest a registration waits for the token controller (`argocd cluster add`
@@ -124,20 +79,20 @@ pub const TOKEN_WAIT: Duration = Duration::from_secs(60);
 pub struct KubeReadyz;
 
 impl ApiProbe for KubeReadyz {
-    fn readyz<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn readyz<'a>(&'a self, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), CallError>> {
         async move {
             let client = client_for(kubeconfig).await?;
             let req = http::Request::get("/readyz")
                 .body(Vec::new())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| CallError::Api(e.to_string()))?;
             let body = client
                 .request_text(req)
                 .await
-                .map_err(|e| format!("/readyz: {e}"))?;
+                .map_err(|e| CallError::Api(format!("/readyz: {e}")))?;
             if body.trim() == "ok" {
                 Ok(())
             } else {
-                Err(format!("/readyz answered {:?}", body.trim()))
+                Err(CallError::Api(format!("/readyz answered {:?}", body.trim())))
             }
         }
         .boxed()
@@ -183,13 +138,13 @@ impl ArgoHandOff {
 
     /// The cluster Secret for `cluster`, after setting up its `argocd-manager` token
     /// through `kubeconfig` (the appliance's admin kubeconfig of that cluster).
-    async fn registration(&self, cluster: &str, kubeconfig: &[u8]) -> Result<DynamicObject, String> {
+    async fn registration(&self, cluster: &str, kubeconfig: &[u8]) -> Result<DynamicObject, CallError> {
         manager::register(cluster, kubeconfig, self.wait_timeout.min(TOKEN_WAIT), self.poll)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| CallError::HandOff(e.to_string()))
     }
 
-    async fn run(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), String> {
+    async fn run(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), CallError> {
         let host = &self.settings.argocd.host;
         if cluster == host {
             let mut objs = vec![
@@ -210,39 +165,42 @@ impl ArgoHandOff {
                     }
                 }
             }
-            objs.extend(objects::app_projects(&self.gitops_dir)?);
+            objs.extend(
+                objects::app_projects(&self.gitops_dir).map_err(|e| CallError::HandOff(e.to_string()))?,
+            );
             objs.push(objects::root_application(&self.settings));
             let client = client_for(kubeconfig).await?;
             self.installer(client)
                 .install(&self.manifest, &objs)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| CallError::HandOff(e.to_string()))
         } else {
-            let host_kc = self
-                .kubeconfigs
-                .get(host)?
-                .ok_or_else(|| format!("waiting for the ArgoCD host cluster {host} to have a kubeconfig"))?;
+            let host_kc = self.kubeconfigs.get(host)?.ok_or_else(|| {
+                CallError::Waiting(format!(
+                    "waiting for the ArgoCD host cluster {host} to have a kubeconfig"
+                ))
+            })?;
             let secret = self.registration(cluster, kubeconfig).await?;
             let client = client_for(&host_kc).await?;
             self.installer(client)
                 .apply(&secret)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| CallError::HandOff(e.to_string()))
         }
     }
 }
 
 impl ArgoHandOff {
-    async fn status(&self, cluster: &str, kubeconfig: &[u8]) -> Result<Report, String> {
+    async fn status(&self, cluster: &str, kubeconfig: &[u8]) -> Result<Report, CallError> {
         let host = &self.settings.argocd.host;
-        let expected = status::expected(&self.gitops_dir, &self.settings, cluster)?;
+        let expected = status::expected(&self.gitops_dir, &self.settings, cluster)
+            .map_err(|e| CallError::HandOff(e.to_string()))?;
         let client = if cluster == host {
             client_for(kubeconfig).await?
         } else {
-            let kc = self
-                .kubeconfigs
-                .get(host)?
-                .ok_or_else(|| format!("no kubeconfig of the ArgoCD host cluster {host}"))?;
+            let kc = self.kubeconfigs.get(host)?.ok_or_else(|| {
+                CallError::Waiting(format!("no kubeconfig of the ArgoCD host cluster {host}"))
+            })?;
             client_for(&kc).await?
         };
         status::report(client, &expected, cluster, host).await
@@ -250,7 +208,11 @@ impl ArgoHandOff {
 }
 
 impl HandOff for ArgoHandOff {
-    fn hand_off<'a>(&'a self, cluster: &'a str, kubeconfig: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn hand_off<'a>(
+        &'a self,
+        cluster: &'a str,
+        kubeconfig: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), CallError>> {
         self.run(cluster, kubeconfig).boxed()
     }
 
@@ -258,7 +220,7 @@ impl HandOff for ArgoHandOff {
         &'a self,
         cluster: &'a str,
         kubeconfig: &'a [u8],
-    ) -> BoxFuture<'a, Result<Report, String>> {
+    ) -> BoxFuture<'a, Result<Report, CallError>> {
         self.status(cluster, kubeconfig).boxed()
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::Settings;
 use super::manifest::NAMESPACE;
+use crate::gitops::tree::TreeError;
 
 fn object(v: Value) -> DynamicObject {
     serde_json::from_value(v).expect("objects built here always deserialize")
@@ -58,11 +59,17 @@ pub struct Endpoint {
     pub ca_data: Option<String>,
 }
 
+/// Why a kubeconfig names no usable server.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EndpointError(pub String);
+
 /// The server and CA of `kubeconfig`'s current context (the first context and
 /// cluster when none is current). Credentials are not read.
-pub fn endpoint(kubeconfig: &[u8]) -> Result<Endpoint, String> {
-    let text = std::str::from_utf8(kubeconfig).map_err(|e| e.to_string())?;
-    let kc: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+pub fn endpoint(kubeconfig: &[u8]) -> Result<Endpoint, EndpointError> {
+    let bad = |e: &dyn std::fmt::Display| EndpointError(e.to_string());
+    let text = std::str::from_utf8(kubeconfig).map_err(|e| bad(&e))?;
+    let kc: Value = serde_saphyr::from_str(text).map_err(|e| bad(&e))?;
     let current = kc.get("current-context").and_then(Value::as_str).unwrap_or("");
     let find = |list: &str, want: &str| -> Option<Value> {
         let items = kc.get(list)?.as_array()?;
@@ -77,10 +84,10 @@ pub fn endpoint(kubeconfig: &[u8]) -> Result<Endpoint, String> {
     let cl_name = ctx.get("cluster").and_then(Value::as_str).unwrap_or("");
     let cl = find("clusters", cl_name)
         .and_then(|c| c.get("cluster").cloned())
-        .ok_or("no cluster")?;
+        .ok_or_else(|| bad(&"no cluster"))?;
     let s = |k: &str| cl.get(k).and_then(Value::as_str).map(str::to_string);
     Ok(Endpoint {
-        server: s("server").ok_or("no server")?,
+        server: s("server").ok_or_else(|| bad(&"no server"))?,
         ca_data: s("certificate-authority-data"),
     })
 }
@@ -104,21 +111,24 @@ pub fn cluster_secret(name: &str, at: &Endpoint, bearer_token: &str) -> DynamicO
 /// Every AppProject of the tree (the `core/appProjects` chart rendered with
 /// `settings.yaml`, as Argo CD renders it), namespace `argocd`: applied before the
 /// root Application, whose project they define.
-pub fn app_projects(gitops_dir: &Path) -> Result<Vec<DynamicObject>, String> {
+pub fn app_projects(gitops_dir: &Path) -> Result<Vec<DynamicObject>, TreeError> {
     let values = crate::gitops::tree::values(gitops_dir)?;
     let tree = crate::gitops::tree::load(gitops_dir, &values);
     if let Some(p) = tree.problems.first() {
-        return Err(p.clone());
+        return Err(TreeError::Problem(p.clone()));
     }
     let mut out = Vec::new();
     for o in tree.of_kind("AppProject") {
-        let mut d: DynamicObject =
-            serde_json::from_value(o.value.clone()).map_err(|e| format!("{}: {e}", o.file))?;
+        let mut d: DynamicObject = serde_json::from_value(o.value.clone())
+            .map_err(|e| TreeError::Problem(format!("{}: {e}", o.file)))?;
         d.metadata.namespace = Some(NAMESPACE.to_string());
         out.push(d);
     }
     if out.is_empty() {
-        return Err(format!("{}: no AppProject in the tree", gitops_dir.display()));
+        return Err(TreeError::Problem(format!(
+            "{}: no AppProject in the tree",
+            gitops_dir.display()
+        )));
     }
     Ok(out)
 }

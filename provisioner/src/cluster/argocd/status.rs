@@ -22,6 +22,8 @@ use serde_json::Value;
 use super::Settings;
 use super::manifest::NAMESPACE;
 use super::objects::ROOT_APPLICATION;
+use crate::cluster::seams::CallError;
+use crate::gitops::tree::TreeError;
 
 /// Whether `app` is deployed to `cluster` (`host`: the cluster ArgoCD runs on).
 pub fn targets(app: &Value, cluster: &str, host: &str) -> bool {
@@ -38,11 +40,15 @@ pub fn targets(app: &Value, cluster: &str, host: &str) -> bool {
 }
 
 /// The Applications the tree under `gitops_dir` creates for `cluster`, by name.
-pub fn expected(gitops_dir: &Path, settings: &Settings, cluster: &str) -> Result<BTreeSet<String>, String> {
+pub fn expected(
+    gitops_dir: &Path,
+    settings: &Settings,
+    cluster: &str,
+) -> Result<BTreeSet<String>, TreeError> {
     let values = crate::gitops::tree::values(gitops_dir)?;
     let tree = crate::gitops::tree::load(gitops_dir, &values);
     if let Some(p) = tree.problems.first() {
-        return Err(p.clone());
+        return Err(TreeError::Problem(p.clone()));
     }
     let ctx = tree.context(
         &settings.repository.url,
@@ -72,7 +78,7 @@ pub async fn report(
     expected: &BTreeSet<String>,
     cluster: &str,
     host: &str,
-) -> Result<Report, String> {
+) -> Result<Report, CallError> {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
         "applications",
@@ -81,7 +87,7 @@ pub async fn report(
     let list = api
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("listing Applications in {NAMESPACE}: {e}"))?;
+        .map_err(|e| CallError::Api(format!("listing Applications in {NAMESPACE}: {e}")))?;
     let mut apps: BTreeMap<String, AppStatus> = BTreeMap::new();
     for o in list.items {
         let v = serde_json::to_value(&o).unwrap_or(Value::Null);

@@ -12,15 +12,17 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::params::IdParam;
-use crate::ops::clusters::{BootstrapStatus, ClusterView, RetryError, read_infra, views};
+use crate::ops::clusters::{BootstrapStatus, ClusterView, RetryError, views};
 
 async fn all(st: &ApiState) -> Result<Vec<ClusterView>, ApiError> {
     let inv = st.ops.service.inventory().clone();
-    let dir = st.infra_dir.clone();
-    let (files, machines) =
-        tokio::task::spawn_blocking(move || -> Result<_, ApiError> { Ok((read_infra(&dir), inv.list()?)) })
-            .await??;
-    Ok(views(&files, &st.ops.catalog, &machines, st.bootstrap.as_ref()))
+    let machines = tokio::task::spawn_blocking(move || inv.list()).await??;
+    Ok(views(
+        &st.clusters,
+        &st.ops.catalog,
+        &machines,
+        st.bootstrap.as_ref(),
+    ))
 }
 
 /// Every cluster.
@@ -73,15 +75,11 @@ pub async fn retry(
     let peer = peer
         .map(|p| p.0.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let (dir, progress, name) = (st.infra_dir.clone(), st.bootstrap.clone(), id.clone());
-    let result = tokio::task::spawn_blocking(move || {
-        if !read_infra(&dir).iter().any(|f| f.name == name) {
-            return None;
-        }
-        Some(progress.retry(&name))
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let known = st.clusters.iter().any(|f| f.name == id);
+    let (progress, name) = (st.bootstrap.clone(), id.clone());
+    let result = tokio::task::spawn_blocking(move || known.then(|| progress.retry(&name)))
+        .await
+        .map_err(ApiError::internal)?;
     let outcome = match &result {
         None => "not_found",
         Some(Ok(_)) => "retried",

@@ -16,7 +16,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::params::IdParam;
-use crate::ops::credentials::CredentialError;
+use crate::cluster::seams::CredentialError;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {

@@ -23,7 +23,6 @@ pub mod params;
 pub mod patch;
 pub mod tls;
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -40,9 +39,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::cluster::seams::ClusterCredentials;
 use crate::ops::Operator;
 use crate::ops::clusters::BootstrapProgress;
-use crate::ops::credentials::ClusterCredentials;
 use error::ApiError;
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -68,8 +67,8 @@ pub struct ApiState {
     pub tokens: Arc<dyn ApiTokenStore>,
     /// Dashboard sessions.
     pub sessions: Arc<auth::Sessions>,
-    /// `infra/`, read for cluster status.
-    pub infra_dir: PathBuf,
+    /// The clusters of `infra/` (loaded once with the other inputs).
+    pub clusters: Arc<[crate::ops::clusters::ClusterFile]>,
     /// Bootstrap progress per cluster.
     pub bootstrap: Arc<dyn BootstrapProgress>,
     /// Ends live streams at shutdown.

@@ -135,7 +135,7 @@ fn validate(st: &ApiState, p: &MachinePatch) -> Result<(), ApiError> {
         st.ops
             .power
             .validate(spec)
-            .map_err(|e| ApiError::invalid("power.endpoint", "unknown_power_endpoint", e))?;
+            .map_err(|e| ApiError::invalid("power.endpoint", "unknown_power_endpoint", e.to_string()))?;
     }
     Ok(())
 }

@@ -7,12 +7,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use provisioner::cluster::orchestrator::MemKubeconfigs;
+use provisioner::cluster::seams::NodeResetter;
 use provisioner::http::api::{self, ApiState};
 use provisioner::ops::Operator;
 use provisioner::ops::clusters::NoBootstrap;
 use provisioner::ops::credentials::StoreCredentials;
-use provisioner::ops::reset::NodeResetter;
 use provisioner::power::{PowerConfig, PowerDrivers, WolConfig};
 use provisioner::service::{BootService, ReleasePolicy};
 use provisioner::testing::peer_facts::StaticFacts;
@@ -20,6 +19,7 @@ use provisioner_core::apitoken::{MemApiTokens, Role};
 use provisioner_core::boot::{BootRequest, CatalogBooter, UnknownPolicy};
 use provisioner_core::bootloop::LoopGuard;
 use provisioner_core::catalog;
+use provisioner_core::cluster::MemKubeconfigs;
 use provisioner_core::inventory::{Inventory, MemInventory};
 use tower::ServiceExt;
 
@@ -93,10 +93,10 @@ pub fn api_state(
     resetter: Option<Arc<dyn NodeResetter>>,
 ) -> (ApiState, String, String) {
     let tokens = Arc::new(MemApiTokens::new());
-    let admin = provisioner::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
+    let admin = provisioner::cmd::client::token::create(tokens.as_ref(), Role::Admin, "test admin")
         .unwrap()
         .0;
-    let reader = provisioner::client::token::create(tokens.as_ref(), Role::ReadOnly, "test reader")
+    let reader = provisioner::cmd::client::token::create(tokens.as_ref(), Role::ReadOnly, "test reader")
         .unwrap()
         .0;
     let state = ApiState {
@@ -108,13 +108,38 @@ pub fn api_state(
         },
         tokens,
         sessions: Arc::default(),
-        infra_dir,
+        clusters: cluster_files(&infra_dir).into(),
         bootstrap: Arc::new(NoBootstrap),
         shutdown: Default::default(),
         credentials: Arc::new(no_credentials()),
         leases: Arc::new(provisioner_core::dhcp::lease::MemLeases::default()),
     };
     (state, admin, reader)
+}
+
+/// The clusters the API lists: the test's `infra/` files by name (those tests write
+/// only the fields the listing shows, not whole valid clusters, so this reads the
+/// names the way `infra/` files give them instead of validating them as `serve` does).
+pub fn cluster_files(dir: &std::path::Path) -> Vec<provisioner::ops::clusters::ClusterFile> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|path| {
+            let v: serde_json::Value =
+                serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let placeholders = provisioner_core::infra::NodeMacs::placeholder_nodes(&v);
+            provisioner::ops::clusters::ClusterFile {
+                name: v["clusterName"].as_str().unwrap().to_string(),
+                source: path,
+                not_armed: (!placeholders.is_empty())
+                    .then(|| provisioner_core::infra::not_armed_message(&placeholders)),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 /// Credentials over empty stores: every cluster is unknown.

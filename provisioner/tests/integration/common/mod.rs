@@ -107,7 +107,7 @@ pub fn rig_on(policy: UnknownPolicy, inventory: Arc<dyn Inventory>) -> Rig {
     let state = BootState {
         service: service.clone(),
         images,
-        cache_dir: dir.path().join("cache"),
+        cache: provisioner::images::ImageCache::new(dir.path().join("cache")),
         ipxe_dir: dir.path().join("cache/test-img"),
         first_stage: provisioner_core::render::ipxe::first_stage(BASE).into(),
     };

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use provisioner::cluster::talos::ClusterIdentity;
+use provisioner::os::talos::api::ClusterIdentity;
 use provisioner::testing::fake_apid::NodeTls;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -38,7 +38,7 @@ impl OsCa {
         crate::common::crypto();
         let (_, pem) = pem_field("os crt", &b.certs.os.crt).unwrap();
         let (_, key_pem) = pem_field("os key", &b.certs.os.key).unwrap();
-        let key = provisioner::talos::pki::key_from_talos_pem(&key_pem).unwrap();
+        let key = provisioner::pki::talos::key_from_talos_pem(&key_pem).unwrap();
         Self {
             issuer: Issuer::from_ca_cert_pem(&pem, key).unwrap(),
             pem,

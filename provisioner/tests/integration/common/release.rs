@@ -60,7 +60,7 @@ pub fn site(
     let boot = router(BootState {
         service: service.clone(),
         images,
-        cache_dir: dir.path().join("cache"),
+        cache: provisioner::images::ImageCache::new(dir.path().join("cache")),
         ipxe_dir: dir.path().join("cache/test-img"),
         first_stage: provisioner_core::render::ipxe::first_stage(super::BASE).into(),
     });

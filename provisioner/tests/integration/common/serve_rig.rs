@@ -112,7 +112,7 @@ impl Rig {
         write_infra(dir);
         // The cluster's secrets bundle, stored where the daemon keeps it, before it
         // starts (it would generate one, but the fake nodes need its OS CA).
-        let bundle = provisioner::talos::pki::generate(time::OffsetDateTime::now_utc()).unwrap();
+        let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let kube = rt.block_on(FakeKube::start());
         // Argo CD on the cluster: reports the tree's Applications, Synced and
@@ -136,7 +136,7 @@ impl Rig {
         std::fs::write(&cfg, text).unwrap();
         let config =
             provisioner::config::Config::load(Some(&cfg), Default::default(), &Default::default()).unwrap();
-        provisioner::talos::commands::open_secrets(&config)
+        provisioner::cmd::talos::open_secrets(&config)
             .unwrap()
             .put(CLUSTER, &bundle)
             .unwrap();

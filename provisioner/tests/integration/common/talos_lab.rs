@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use provisioner::cluster::talos::{ClusterIdentity, TonicTalos};
+use provisioner::os::talos::api::{ClusterIdentity, TonicTalos};
 use provisioner::testing::fake_apid::{self, FakeCluster};
 use tokio_util::sync::CancellationToken;
 

@@ -1,0 +1,106 @@
+//! Every store the daemon uses, opened once ([`Stores::open`]) and handed to the
+//! modules that need them as trait objects. No other module opens a store (the CLI's
+//! one-shot commands open what they need for themselves, in `crate::cmd`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
+use provisioner_core::dhcp::lease::{GroupCommit, LeaseStore};
+use provisioner_core::k0s::store::K0sSecretStore;
+use provisioner_core::talos::store::SecretStore;
+
+use crate::config::Config;
+use crate::inputs::arming::Clusters;
+use crate::store::{
+    AgeKubeconfigs, FileSecretStore, RedbApiTokens, RedbInventory, RedbLeases, RedbSecretStore,
+};
+
+/// The opened stores.
+#[derive(Clone)]
+pub struct Stores {
+    /// Machines, timelines and the cluster workflows' state (one redb file).
+    pub inventory: Arc<RedbInventory>,
+    /// DHCP leases, in memory and on disk; concurrent ACKs share one fsync.
+    pub leases: Arc<dyn LeaseStore>,
+    /// API tokens (hashed).
+    pub tokens: Arc<RedbApiTokens>,
+    /// Talos secrets bundles, when there are armed Talos clusters.
+    pub talos_secrets: Option<Arc<dyn SecretStore>>,
+    /// k0s PKI and join tokens, when there are armed k0s clusters.
+    pub k0s_secrets: Option<Arc<dyn K0sSecretStore>>,
+    /// Admin kubeconfigs (fetched from Talos, minted for k0s); in memory when there is
+    /// no cluster (opening the encrypted store creates the secrets key, which a state
+    /// without clusters does not need).
+    pub kubeconfigs: Arc<dyn KubeconfigStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Creates the state directory (owner only: inventory and secrets live there)
+    /// and opens every store in it; secret stores only for armed `clusters`.
+    pub fn open(cfg: &Config, clusters: &Clusters) -> anyhow::Result<Self> {
+        let state = &cfg.state_dir;
+        std::fs::create_dir_all(state).with_context(|| state.display().to_string())?;
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 700 {}", state.display()))?;
+        let inventory = Arc::new(RedbInventory::open(&cfg.inventory_path())?);
+        // Files root left in the state directory (import/restore run as root) become
+        // the service user's where possible; a failure here is not fatal to serving.
+        if let Err(e) = crate::sys::state::adopt(state) {
+            tracing::warn!(error = %e, dir = %state.display(), "could not secure the state directory");
+        }
+        let leases: Arc<dyn LeaseStore> = Arc::new(GroupCommit::new(Arc::new(RedbLeases::open(
+            &state.join("leases.redb"),
+        )?))?);
+        let key = cfg.secrets_key();
+        let talos_secrets = (!clusters.talos.is_empty())
+            .then(|| talos_secrets(cfg))
+            .transpose()?;
+        let k0s_secrets = (!clusters.k0s.is_empty())
+            .then(|| -> anyhow::Result<Arc<dyn K0sSecretStore>> {
+                Ok(Arc::new(FileSecretStore::open_keyed(state, &key)?))
+            })
+            .transpose()?;
+        let kubeconfigs: Arc<dyn KubeconfigStore> = if clusters.talos.is_empty() && clusters.k0s.is_empty() {
+            Arc::new(MemKubeconfigs::default())
+        } else {
+            Arc::new(AgeKubeconfigs::open_keyed(state, &key)?)
+        };
+        Ok(Self {
+            inventory,
+            leases,
+            tokens: Arc::new(RedbApiTokens::new(&cfg.api_tokens_path())),
+            talos_secrets,
+            k0s_secrets,
+            kubeconfigs,
+        })
+    }
+}
+
+/// The Talos secrets bundles: `<state>/secrets/secrets.redb`, encrypted with the
+/// configuration's secrets key (the directory owner-only).
+pub fn talos_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
+    let dir = cfg.state_dir.join(crate::store::SECRETS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", dir.display()))?;
+    Ok(Arc::new(RedbSecretStore::open_keyed(
+        &dir.join("secrets.redb"),
+        &cfg.secrets_key(),
+    )?))
+}
+
+/// The k0s secret store (`<state>/secrets/k0s`, encrypted).
+pub fn k0s_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn K0sSecretStore>> {
+    Ok(Arc::new(FileSecretStore::open_keyed(
+        &cfg.state_dir,
+        &cfg.secrets_key(),
+    )?))
+}

@@ -1,0 +1,300 @@
+//! Starting the servers and the cluster workflows over the opened stores and the
+//! loaded inputs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use provisioner_core::dhcp::full::FullServer;
+use provisioner_core::model::Event;
+use provisioner_core::render;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::listeners::Listeners;
+use super::selftest::Report;
+use super::stores::Stores;
+use crate::config::Config;
+use crate::http::{api, boot};
+use crate::images::ImageCache;
+use crate::inputs::Inputs;
+use crate::ops::Operator;
+use crate::ops::bootstrap_view::StoreBootstrap;
+use crate::power::PowerDrivers;
+use crate::service::BootService;
+use crate::tftp::{self, BootFiles};
+
+type Tasks = JoinSet<anyhow::Result<()>>;
+
+/// What the servers and workflows are built from.
+pub(super) struct Wiring<'a> {
+    pub cfg: &'a Config,
+    pub inputs: &'a Inputs,
+    pub stores: &'a Stores,
+    pub catalog: Arc<provisioner_core::catalog::Catalog>,
+    pub service: Arc<BootService>,
+    pub cache: ImageCache,
+    pub server_ip: IpAddr,
+    pub base: String,
+    pub shutdown: CancellationToken,
+}
+
+impl Wiring<'_> {
+    /// Starts HTTP, the API, TFTP and DHCP on the `bound` sockets; returns the DHCP
+    /// timeline writer's thread (joined at the end of the drain).
+    pub fn spawn_servers(
+        &self,
+        bound: Listeners,
+        selftest: &mut Report,
+        tasks: &mut Tasks,
+    ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+        let Listeners {
+            http,
+            api,
+            tftp,
+            dhcp,
+        } = bound;
+        let first_stage: Arc<str> = render::ipxe::first_stage(&self.base).into();
+        let boot_router = boot::router(boot::BootState {
+            service: self.service.clone(),
+            images: Arc::new(self.inputs.catalog.images.clone()),
+            cache: self.cache.clone(),
+            ipxe_dir: self.cfg.tftp_root.clone(),
+            first_stage: first_stage.clone(),
+        });
+        tracing::info!("listening for HTTP on {}", http.local_addr()?);
+        selftest.listener("HTTP boot (tcp)", http.local_addr()?);
+        let token = self.shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(
+                http,
+                boot_router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("HTTP server")
+        });
+        self.spawn_api(api, selftest, tasks)?;
+        let files = BootFiles::new(
+            &self.cfg.tftp_root,
+            first_stage.to_string(),
+            Some(tftp_hook(self.service.clone())),
+        );
+        tracing::info!("listening for TFTP on {}", tftp.local_addr()?);
+        selftest.listener("TFTP (udp)", tftp.local_addr()?);
+        let (tuning, token) = (self.cfg.tftp.clone(), self.shutdown.clone());
+        tasks.spawn(async move {
+            tftp::serve(tftp, Arc::new(files), &tuning, token)
+                .await
+                .context("TFTP server")
+        });
+        self.spawn_dhcp(dhcp, tasks)
+    }
+
+    fn spawn_api(
+        &self,
+        sock: std::net::TcpListener,
+        selftest: &mut Report,
+        tasks: &mut Tasks,
+    ) -> anyhow::Result<()> {
+        let cfg = self.cfg;
+        let tls_files = api::tls::prepare(
+            &cfg.api_tls,
+            &cfg.state_dir,
+            &[self.server_ip, cfg.api_listen.ip()],
+        )?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(api::tls::server_config(&tls_files)?);
+        tracing::info!(
+            ca = %tls_files.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "provided".into()),
+            cert = %tls_files.cert.display(),
+            "the API serves HTTPS only"
+        );
+        // Tools read the address as the last word of this line.
+        tracing::info!("listening for API on {}", sock.local_addr()?);
+        selftest.listener("API (tcp)", sock.local_addr()?);
+        let router = api::router(self.api_state());
+        let (token, handle) = (self.shutdown.clone(), axum_server::Handle::new());
+        let stopper = handle.clone();
+        tasks.spawn(async move {
+            token.cancelled().await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(3)));
+            Ok(())
+        });
+        tasks.spawn(async move {
+            axum_server::from_tcp_rustls(sock, tls)?
+                .handle(handle)
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+                .context("API server")
+        });
+        Ok(())
+    }
+
+    fn api_state(&self) -> api::ApiState {
+        let (cfg, stores, talos) = (self.cfg, self.stores, &self.inputs.clusters.talos);
+        // Re-imaging a Talos node: Reset over the Talos API with the cluster's
+        // os:admin identity from its secrets bundle.
+        let resetter = stores.talos_secrets.as_ref().map(|s| {
+            Arc::new(
+                crate::os::talos::reset::TalosResetter::new(
+                    talos.clone(),
+                    Arc::new(crate::os::talos::api::BundleIdentity::new(s.clone())),
+                    cfg.talos.api_port,
+                    Duration::from_secs(5),
+                )
+                .with_catalog(self.catalog.clone()),
+            ) as Arc<dyn crate::cluster::seams::NodeResetter>
+        });
+        api::ApiState {
+            ops: Operator {
+                service: self.service.clone(),
+                catalog: self.catalog.clone(),
+                power: Arc::new(PowerDrivers::new(cfg.power.clone(), cfg.interface.clone())),
+                resetter,
+            },
+            tokens: stores.tokens.clone(),
+            sessions: Arc::default(),
+            clusters: crate::ops::clusters::cluster_files(&self.inputs.infra).into(),
+            // The orchestrator's progress, from the same store.
+            bootstrap: Arc::new(StoreBootstrap(stores.inventory.clone())),
+            shutdown: self.shutdown.clone(),
+            credentials: Arc::new(crate::ops::credentials::StoreCredentials {
+                talos: talos.clone(),
+                talos_secrets: stores.talos_secrets.clone(),
+                kubeconfigs: stores.kubeconfigs.clone(),
+                k0s_secrets: stores.k0s_secrets.clone(),
+                k0s: self.inputs.clusters.k0s.clone(),
+            }),
+            leases: stores.leases.clone(),
+        }
+    }
+
+    fn spawn_dhcp(
+        &self,
+        socks: Vec<(provisioner_core::dhcp::reply::Port, std::net::UdpSocket)>,
+        tasks: &mut Tasks,
+    ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+        if socks.is_empty() {
+            return Ok(None);
+        }
+        let IpAddr::V4(next_server) = self.server_ip else {
+            anyhow::bail!("DHCP needs an IPv4 server_ip, not {}", self.server_ip);
+        };
+        let d = &self.cfg.dhcp;
+        // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
+        let clusters = &self.inputs.clusters;
+        let mut reservations = crate::dhcp::settings::talos_reservations(&clusters.talos);
+        reservations.extend(crate::dhcp::settings::k0s_reservations(&clusters.k0s));
+        let handler = Arc::new(crate::dhcp::handler::Handler {
+            personality: d.mode,
+            full: d.full_config_with(&reservations)?.map(FullServer::new),
+            leases: self.stores.leases.clone(),
+            service: self.service.clone(),
+            files: d.boot_files.clone(),
+            next_server,
+            http_boot_only: d.http_boot_only.iter().copied().collect(),
+        });
+        let limits = Arc::new(crate::dhcp::limits::Limits::new(
+            d.max_in_flight,
+            d.per_mac_rate,
+            d.per_mac_burst,
+        ));
+        let (recorder, writer) = crate::dhcp::handler::Recorder::spawn(self.service.clone(), 16_384)?;
+        for (port, sock) in socks {
+            let (handler, limits, token) = (handler.clone(), limits.clone(), self.shutdown.clone());
+            let recorder = recorder.clone();
+            tasks.spawn(async move {
+                crate::dhcp::server::serve(sock, port, handler, limits, recorder, token)
+                    .await
+                    .context("DHCP server")
+            });
+        }
+        Ok(Some(writer))
+    }
+
+    /// The k0s readiness workflows and (when `bootstrap` and enabled) the Talos
+    /// bootstrap supervisor, sharing one ArgoCD hand-off.
+    pub fn spawn_workflows(&self, bootstrap: bool, tasks: &mut Tasks) {
+        let (cfg, stores, clusters) = (self.cfg, self.stores, &self.inputs.clusters);
+        let shared = crate::os::k0s::ready::Shared {
+            kubeconfigs: stores.kubeconfigs.clone(),
+            argo: Arc::new(crate::os::talos::supervisor::CachedArgo::new(
+                cfg.gitops_dir.clone(),
+                self.cache.clone(),
+                stores.kubeconfigs.clone(),
+                &cfg.bootstrap,
+            )),
+        };
+        if let Some(secrets) = &stores.k0s_secrets {
+            let settings = match &self.inputs.gitops {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no GitOps settings: k0s clusters end once their nodes are Ready");
+                    None
+                }
+            };
+            crate::os::k0s::ready::spawn(
+                crate::os::k0s::ready::Wiring {
+                    clusters: &clusters.k0s,
+                    settings,
+                    secrets: secrets.clone(),
+                    catalog: self.catalog.clone(),
+                    inventory: stores.inventory.clone(),
+                    store: stores.inventory.clone(),
+                    shared: &shared,
+                },
+                tasks,
+                &self.shutdown,
+            );
+        }
+        let Some(secrets) = stores.talos_secrets.clone() else {
+            return;
+        };
+        if !(cfg.bootstrap.enabled && bootstrap) {
+            return;
+        }
+        let supervisor = crate::os::talos::supervisor::Supervisor {
+            settings: cfg.bootstrap.clone(),
+            talos_port: cfg.talos.api_port,
+            clusters: clusters.talos.clone(),
+            secrets,
+            store: stores.inventory.clone(),
+            // The journal: its "installed" marks reach the live event stream.
+            inventory: self.service.inventory().clone(),
+            kubeconfigs: stores.kubeconfigs.clone(),
+            argo: shared.argo.clone(),
+        };
+        let token = self.shutdown.clone();
+        tasks.spawn(async move {
+            supervisor.run(token).await;
+            Ok(())
+        });
+    }
+}
+
+/// Records completed TFTP transfers on the machine's timeline. The client's MAC comes
+/// from the peer map (`/ipxe` seen) or the kernel's ARP table (firmware PXE, which
+/// ARPs for us before its RRQ).
+fn tftp_hook(service: Arc<BootService>) -> tftp::files::CompletionHook {
+    Arc::new(move |client: SocketAddr, path: &str, bytes: u64| {
+        let service = service.clone();
+        let event = Event::TftpServed {
+            file: path.to_string(),
+            bytes,
+        };
+        tokio::task::spawn_blocking(move || {
+            let ip = client.ip();
+            let result = match crate::sys::netinfo::arp_lookup(ip) {
+                Some(mac) => {
+                    service.remember_peer(ip, mac);
+                    service.record_seen(mac, event)
+                }
+                None => service.record_for_peer(ip, event),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "recording tftp event failed");
+            }
+        });
+    })
+}

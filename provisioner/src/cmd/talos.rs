@@ -1,0 +1,260 @@
+//! `provisioner talos …` and `provisioner import talhelper`: render configs, manage
+//! the secrets bundle, derive talosconfig, show schematics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use provisioner_core::talos::{self, TalosCluster};
+use time::OffsetDateTime;
+
+use crate::cmd::cli::ConfigArgs;
+use crate::cmd::commands::load_config;
+use crate::config::Config;
+use provisioner_core::talos::store::SecretStore;
+
+/// `provisioner talos …`.
+#[derive(Debug, Subcommand)]
+pub enum TalosCommand {
+    /// Print a node's machine config (rendered from infra/ and the stored secrets).
+    Config {
+        /// Node hostname, e.g. `talos-1`.
+        #[arg(long)]
+        node: String,
+        /// Cluster name (default: the Talos cluster that has this node).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Manage a cluster's secrets bundle (talosctl `secrets.yaml` format).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Print a talosconfig (os:admin client certificate, 1 year).
+    Talosconfig {
+        /// Cluster name.
+        #[arg(long)]
+        cluster: String,
+    },
+    /// Print the canonical schematic and its Image Factory ID for a node.
+    Schematic {
+        /// Node hostname.
+        #[arg(long)]
+        node: String,
+        /// Cluster name (default: the Talos cluster that has this node).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+}
+
+/// `provisioner talos secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Generate a new bundle (refuses to replace one unless --force).
+    Gen {
+        /// Cluster name.
+        #[arg(long)]
+        cluster: String,
+        /// Replace an existing bundle (every node must then be reinstalled).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import a secrets.yaml / talsecret.yaml, plain or SOPS+age encrypted.
+    Import {
+        /// Cluster name.
+        #[arg(long)]
+        cluster: String,
+        /// The bundle file.
+        file: PathBuf,
+        /// age key file (for SOPS-encrypted bundles).
+        #[arg(long)]
+        age_key: Option<PathBuf>,
+        /// Replace an existing bundle.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the bundle (plain YAML, or SOPS-encrypted for an age recipient).
+    Export {
+        /// Cluster name.
+        #[arg(long)]
+        cluster: String,
+        /// Output file (mode 0600); stdout if absent.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Encrypt with SOPS for this age recipient (`age1…`).
+        #[arg(long)]
+        sops_age_recipient: Option<String>,
+    },
+}
+
+/// The secret store of a configuration (`<state_dir>/secrets/secrets.redb`, which
+/// `provisioner backup` carries verbatim) with its secrets key ([`Config::secrets_key`]:
+/// a systemd credential, `secrets_key_file`, or `<state_dir>/secrets/secrets.key`,
+/// created 0600 on first use).
+pub fn open_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
+    crate::app::talos_secrets(cfg)
+}
+
+/// Talos clusters of `infra/`, validated.
+pub fn talos_clusters(cfg: &Config) -> anyhow::Result<std::collections::BTreeMap<String, TalosCluster>> {
+    Ok(provisioner_core::infra::load(&cfg.infra_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .talos)
+}
+
+fn find(cfg: &Config, cluster: Option<&str>, node: Option<&str>) -> anyhow::Result<TalosCluster> {
+    let clusters = talos_clusters(cfg)?;
+    let found = match (cluster, node) {
+        (Some(c), _) => clusters.get(c).cloned(),
+        (None, Some(n)) => clusters.values().find(|c| c.node(n).is_some()).cloned(),
+        (None, None) => None,
+    };
+    found.with_context(|| match (cluster, node) {
+        (Some(c), _) => format!("no Talos cluster {c:?} in {}", cfg.infra_dir.display()),
+        (None, n) => format!("no Talos cluster in {} has node {n:?}", cfg.infra_dir.display()),
+    })
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Runs a `talos` subcommand.
+pub fn run(cmd: TalosCommand, args: &ConfigArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    match cmd {
+        TalosCommand::Config { node, cluster } => {
+            let c = find(&cfg, cluster.as_deref(), Some(&node))?;
+            let secrets = open_secrets(&cfg)?.get(&c.cluster_name)?.with_context(|| {
+                format!(
+                    "no secrets bundle for cluster {:?}: run `provisioner talos secrets gen --cluster {0}` or import one",
+                    c.cluster_name
+                )
+            })?;
+            print!("{}", talos::render(&c, &node, &secrets)?.to_yaml());
+        }
+        TalosCommand::Schematic { node, cluster } => {
+            let c = find(&cfg, cluster.as_deref(), Some(&node))?;
+            let n = c.node(&node).context("no such node")?;
+            let s = c.schematic_for(n);
+            print!("{}", s.canonical_yaml().map_err(anyhow::Error::msg)?);
+            println!("# id: {}", s.id().map_err(anyhow::Error::msg)?);
+        }
+        TalosCommand::Talosconfig { cluster } => {
+            let c = find(&cfg, Some(&cluster), None)?;
+            let s = open_secrets(&cfg)?
+                .get(&cluster)?
+                .context("no secrets bundle for this cluster")?;
+            print!(
+                "{}",
+                crate::os::talos::talosconfig(&c, &s, OffsetDateTime::now_utc())?
+            );
+        }
+        TalosCommand::Secrets(sc) => secrets(sc, &cfg)?,
+    }
+    Ok(())
+}
+
+fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
+    let store = open_secrets(cfg)?;
+    match cmd {
+        SecretsCommand::Gen { cluster, force } => {
+            if store.get(&cluster)?.is_some() && !force {
+                bail!("cluster {cluster:?} already has a secrets bundle (use --force to replace it)");
+            }
+            store.put(&cluster, &crate::pki::talos::generate(OffsetDateTime::now_utc())?)?;
+            eprintln!("generated a secrets bundle for cluster {cluster:?} (stored encrypted)");
+        }
+        SecretsCommand::Import {
+            cluster,
+            file,
+            age_key,
+            force,
+        } => {
+            if store.get(&cluster)?.is_some() && !force {
+                bail!("cluster {cluster:?} already has a secrets bundle (use --force to replace it)");
+            }
+            let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            let key = age_key
+                .map(|p| std::fs::read_to_string(&p).with_context(|| p.display().to_string()))
+                .transpose()?;
+            let b = crate::os::talos::import_bundle(&text, key.as_deref())
+                .with_context(|| format!("{}: not a usable secrets bundle", file.display()))?;
+            store.put(&cluster, &b)?;
+            eprintln!("imported the secrets bundle for cluster {cluster:?} (stored encrypted)");
+        }
+        SecretsCommand::Export {
+            cluster,
+            output,
+            sops_age_recipient,
+        } => {
+            let b = store
+                .get(&cluster)?
+                .context("no secrets bundle for this cluster")?;
+            let text = match sops_age_recipient {
+                Some(r) => {
+                    // sops re-formats `lastmodified` with Go's RFC 3339 layout (whole
+                    // seconds) before using it as the MAC's additional data, so a
+                    // fractional timestamp would make the MAC undecryptable for it.
+                    let now = OffsetDateTime::now_utc()
+                        .replace_nanosecond(0)
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    crate::os::talos::sops::encrypt_yaml(&b.to_yaml(), &r, &now)
+                        .map_err(anyhow::Error::msg)?
+                }
+                None => b.to_yaml(),
+            };
+            match output {
+                Some(p) => write_private(&p, &text)?,
+                None => print!("{text}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `provisioner import talhelper <talconfig.yaml>`.
+pub fn import_talhelper(
+    file: &Path,
+    output: Option<&Path>,
+    force: bool,
+    args: &ConfigArgs,
+) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    let imported = talos::talhelper::import(&text).map_err(anyhow::Error::msg)?;
+    let problems = imported.cluster.validate();
+    for (f, why) in &imported.unsupported {
+        eprintln!("not imported: {f}: {why}");
+    }
+    for (f, m) in &problems {
+        eprintln!("to fix: field `{f}`: {m}");
+    }
+    let dest = output.map(Path::to_path_buf).unwrap_or_else(|| {
+        cfg.infra_dir
+            .join(format!("{}.yaml", imported.cluster.cluster_name))
+    });
+    if dest.exists() && !force {
+        bail!("{} exists (use --force to overwrite)", dest.display());
+    }
+    std::fs::write(&dest, imported.to_yaml()).with_context(|| dest.display().to_string())?;
+    println!(
+        "wrote {} ({} node(s), {} field(s) not imported, {} problem(s) to fix)",
+        dest.display(),
+        imported.cluster.nodes.len(),
+        imported.unsupported.len(),
+        problems.len()
+    );
+    Ok(())
+}
