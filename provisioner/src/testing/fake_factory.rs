@@ -102,7 +102,7 @@ impl FakeFactory {
         }
         let parsed: Schematic =
             serde_json::from_value(map).map_err(|e| format!("yaml: unmarshal errors:\n  {e}"))?;
-        let mut canonical = parsed.canonical_yaml()?;
+        let mut canonical = parsed.canonical_yaml().map_err(|e| e.to_string())?;
         if let Some(o) = &self.enterprise_owner {
             canonical = format!("owner: {o}\n{canonical}");
         }

@@ -117,6 +117,14 @@ fn scalar(s: &str) -> String {
     }
 }
 
+/// A schematic whose canonical form is not reproduced here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchematicError {
+    /// An overlay option that is not a scalar.
+    #[error("overlay option {0:?}: only scalar values are supported")]
+    NonScalarOption(String),
+}
+
 impl Schematic {
     /// The schematic with extensions sorted and de-duplicated (stable IDs).
     pub fn normalized(&self) -> Self {
@@ -129,7 +137,7 @@ impl Schematic {
 
     /// The canonical YAML the factory hashes. Fails only for overlay options that are
     /// not scalars (their canonical form is not reproduced here).
-    pub fn canonical_yaml(&self) -> Result<String, String> {
+    pub fn canonical_yaml(&self) -> Result<String, SchematicError> {
         let mut out = String::new();
         if let Some(o) = &self.overlay {
             out.push_str("overlay:\n");
@@ -142,7 +150,7 @@ impl Schematic {
                         serde_json::Value::String(s) => scalar(s),
                         serde_json::Value::Bool(b) => b.to_string(),
                         serde_json::Value::Number(n) => n.to_string(),
-                        _ => return Err(format!("overlay option {k:?}: only scalar values are supported")),
+                        _ => return Err(SchematicError::NonScalarOption(k.clone())),
                     };
                     out.push_str(&format!("        {}: {val}\n", scalar(k)));
                 }
@@ -188,7 +196,7 @@ impl Schematic {
     }
 
     /// The schematic ID: hex SHA-256 of [`Schematic::canonical_yaml`].
-    pub fn id(&self) -> Result<String, String> {
+    pub fn id(&self) -> Result<String, SchematicError> {
         Ok(hex::encode(Sha256::digest(self.canonical_yaml()?.as_bytes())))
     }
 

@@ -181,7 +181,7 @@ impl TalosCluster {
             }
             let sch = self.schematic_for(n);
             if let Err(e) = sch.canonical_yaml() {
-                push(f("schematic"), e);
+                push(f("schematic"), e.to_string());
             }
             let exts = &sch.customization.system_extensions.official_extensions;
             for e in exts {

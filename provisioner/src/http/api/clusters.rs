@@ -15,8 +15,8 @@ use super::params::IdParam;
 use crate::ops::clusters::{BootstrapStatus, ClusterView, RetryError, views};
 
 async fn all(st: &ApiState) -> Result<Vec<ClusterView>, ApiError> {
-    let inv = st.ops.service.inventory().clone();
-    let machines = tokio::task::spawn_blocking(move || inv.list()).await??;
+    let ops = st.ops.clone();
+    let machines = tokio::task::spawn_blocking(move || ops.machines()).await??;
     Ok(views(
         &st.clusters,
         &st.ops.catalog,

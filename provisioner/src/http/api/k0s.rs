@@ -20,16 +20,16 @@ use super::params::MacParam;
         (status = 422, description = "Not a MAC address", body = ErrorBody),
     ))]
 pub async fn status(State(st): State<ApiState>, MacParam(mac): MacParam) -> Result<Json<Status>, ApiError> {
-    let inv = st.ops.service.inventory().clone();
+    let ops = st.ops.clone();
     let s = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        if inv.get(mac)?.is_none() {
+        if ops.machine(mac)?.is_none() {
             return Err(ApiError::not_found(
                 "machine_not_found",
                 format!("no machine {mac}"),
             ));
         }
         Ok(progress::status(
-            &inv.timeline(mac)?,
+            &ops.timeline(mac)?,
             time::OffsetDateTime::now_utc(),
             &progress::Timeouts::default(),
         ))

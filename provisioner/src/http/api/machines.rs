@@ -163,11 +163,11 @@ pub async fn list(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<MachineView>>, ApiError> {
     let f = parse_filter(q.as_deref())?;
-    let inv = st.ops.service.inventory().clone();
+    let ops = st.ops.clone();
     let rows = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let mut out = Vec::new();
-        for m in inv.list()? {
-            let last = inv.timeline(m.mac)?.pop();
+        for m in ops.machines()? {
+            let last = ops.timeline(m.mac)?.pop();
             out.push((m, last));
         }
         Ok(out)
@@ -197,12 +197,12 @@ pub async fn get(
     State(st): State<ApiState>,
     MacParam(mac): MacParam,
 ) -> Result<Json<MachineDetail>, ApiError> {
-    let inv = st.ops.service.inventory().clone();
+    let ops = st.ops.clone();
     let (m, timeline) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let m = inv
-            .get(mac)?
+        let m = ops
+            .machine(mac)?
             .ok_or_else(|| ApiError::not_found("machine_not_found", format!("no machine {mac}")))?;
-        Ok((m, inv.timeline(mac)?))
+        Ok((m, ops.timeline(mac)?))
     })
     .await??;
     Ok(Json(MachineDetail {
@@ -224,15 +224,15 @@ pub async fn timeline(
     State(st): State<ApiState>,
     MacParam(mac): MacParam,
 ) -> Result<Json<Vec<TimelineEvent>>, ApiError> {
-    let inv = st.ops.service.inventory().clone();
+    let ops = st.ops.clone();
     let tl = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        if inv.get(mac)?.is_none() {
+        if ops.machine(mac)?.is_none() {
             return Err(ApiError::not_found(
                 "machine_not_found",
                 format!("no machine {mac}"),
             ));
         }
-        Ok(inv.timeline(mac)?)
+        Ok(ops.timeline(mac)?)
     })
     .await??;
     Ok(Json(tl))

@@ -6,16 +6,14 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use provisioner_core::inventory::Update;
-use provisioner_core::model::Event;
 use provisioner_core::power::PowerSpec;
 use serde::{Deserialize, Deserializer};
-use time::OffsetDateTime;
 
 use super::ApiState;
 use super::error::{ApiError, Body, ErrorBody};
 use super::machines::{MachineView, view};
 use super::params::MacParam;
+use crate::ops::machines::MachineChanges;
 
 /// `Some(v)` when the field is present (even `null`), `None` when absent.
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
@@ -159,56 +157,16 @@ pub async fn patch(
     Body(p): Body<MachinePatch>,
 ) -> Result<Json<MachineView>, ApiError> {
     validate(&st, &p)?;
-    let svc = st.ops.service.clone();
-    let (m, last) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let mut found = false;
-        let stored = svc.update(mac, &mut |cur| {
-            let Some(mut m) = cur else {
-                found = false;
-                return Update::default();
-            };
-            found = true;
-            let mut changed = Vec::new();
-            if let Some(l) = &p.labels {
-                m.labels = l.clone();
-                changed.push("labels");
-            }
-            if let Some(v) = &p.profile {
-                m.profile = v.clone();
-                changed.push("profile");
-            }
-            if let Some(v) = &p.boot_file {
-                m.boot_file = v.clone();
-                changed.push("boot_file");
-            }
-            if let Some(v) = &p.power {
-                m.power = v.clone();
-                changed.push("power");
-            }
-            let events = if changed.is_empty() {
-                vec![]
-            } else {
-                let fields = changed.iter().map(|f| f.to_string()).collect();
-                vec![Event::MachineUpdated { fields }.at(OffsetDateTime::now_utc())]
-            };
-            Update {
-                machine: Some(m),
-                events,
-                ..Update::default()
-            }
-        })?;
-        match stored {
-            Some(m) if found => {
-                let last = svc.inventory().timeline(mac)?.pop();
-                Ok((m, last))
-            }
-            _ => Err(ApiError::not_found(
-                "machine_not_found",
-                format!("no machine {mac}"),
-            )),
-        }
-    })
-    .await??;
+    let ops = st.ops.clone();
+    let changes = MachineChanges {
+        labels: p.labels,
+        profile: p.profile,
+        boot_file: p.boot_file,
+        power: p.power,
+    };
+    let (m, last) = tokio::task::spawn_blocking(move || ops.update_machine(mac, &changes))
+        .await??
+        .ok_or_else(|| ApiError::not_found("machine_not_found", format!("no machine {mac}")))?;
     Ok(Json(view(&st, &m, last)))
 }
 
@@ -223,8 +181,8 @@ pub async fn patch(
         (status = 422, description = "Not a MAC address", body = ErrorBody),
     ))]
 pub async fn delete(State(st): State<ApiState>, MacParam(mac): MacParam) -> Result<StatusCode, ApiError> {
-    let inv = st.ops.service.inventory().clone();
-    if tokio::task::spawn_blocking(move || inv.delete(mac)).await?? {
+    let ops = st.ops.clone();
+    if tokio::task::spawn_blocking(move || ops.forget(mac)).await?? {
         tracing::info!(%mac, "machine deleted by an operator");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -209,12 +209,12 @@ async fn machines(State(st): State<ApiState>, headers: HeaderMap) -> Response {
     let Some(s) = auth::session(&st, &headers) else {
         return login_redirect();
     };
-    let inv = st.ops.service.inventory().clone();
+    let ops = st.ops.clone();
     let rows = tokio::task::spawn_blocking(
         move || -> Result<Vec<_>, provisioner_core::inventory::InventoryError> {
             let mut out = Vec::new();
-            for m in inv.list()? {
-                let last = inv.timeline(m.mac)?.pop();
+            for m in ops.machines()? {
+                let last = ops.timeline(m.mac)?.pop();
                 out.push((m, last));
             }
             Ok(out)
@@ -244,14 +244,14 @@ async fn machine(
     let Some(s) = auth::session(&st, &headers) else {
         return login_redirect();
     };
-    let inv = st.ops.service.inventory().clone();
+    let ops = st.ops.clone();
     let svc = st.ops.service.clone();
     let r = tokio::task::spawn_blocking(move || -> Result<_, crate::service::ServiceError> {
-        Ok(match inv.get(mac)? {
+        Ok(match ops.machine(mac)? {
             Some(m) => {
                 let mine = mac.to_string();
                 let waiting: Vec<_> = svc.pending()?.into_iter().filter(|p| p.mac == mine).collect();
-                Some((inv.timeline(mac)?, m, waiting))
+                Some((ops.timeline(mac)?, m, waiting))
             }
             None => None,
         })
