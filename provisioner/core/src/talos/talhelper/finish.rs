@@ -1,0 +1,132 @@
+//! On the typed cluster: `machineSpec` → installer image, Go templates evaluated
+//! against each node's rendered config, schematic kernel args.
+
+use serde_json::{Value, json};
+
+use super::nodes::Pending;
+use super::{Dropped, ImportError, Sources, gotmpl};
+use crate::talos::cluster::TalosCluster;
+use crate::talos::secrets::SecretsBundle;
+
+/// `machineSpec` → installer image, then templates, then schematic kernel args.
+pub(super) fn finish(
+    cluster: &mut TalosCluster,
+    pending: Vec<Pending>,
+    src: &dyn Sources,
+    out: &mut Dropped,
+) -> Result<(), ImportError> {
+    let mut uki = vec![false; pending.len()];
+    for (i, p) in pending.iter().enumerate() {
+        let path = format!("nodes[{i}].machineSpec");
+        let (mut mode, mut secureboot) = ("metal".to_string(), false);
+        for (k, v) in p.spec.iter().flatten() {
+            match (k.as_str(), v) {
+                ("mode", Value::String(m)) => mode = m.clone(),
+                ("secureboot", Value::Bool(b)) => secureboot = *b,
+                ("useUKI", Value::Bool(b)) => uki[i] = *b,
+                // The installer is a multi-arch image; boot assets follow the
+                // architecture iPXE reports.
+                ("arch", Value::String(a)) if matches!(a.as_str(), "amd64" | "arm64") => {}
+                ("bootMethod" | "imageSuffix", _) => out.push((
+                    format!("{path}.{k}"),
+                    "chooses talhelper's boot-media URL; the appliance network-boots".into(),
+                )),
+                _ => out.push((format!("{path}.{k}"), format!("unsupported value {v}"))),
+            }
+        }
+        let node = &cluster.nodes[i];
+        // talhelper's default installer template (`pkg/config/defaults.go`):
+        // `{{.RegistryURL}}/{{.Mode}}-installer{{if .Secureboot}}-secureboot{{end}}/{{.ID}}:{{.Version}}`;
+        // an explicit talosImageURL wins (`pkg/talos/nodeconfig.go` `installerURL`).
+        if node.talos_image_url.is_none() && (mode != "metal" || secureboot) {
+            let id = cluster
+                .schematic_for(node)
+                .id()
+                .map_err(|e| ImportError::Invalid(format!("nodes[{i}].schematic: {e}")))?;
+            let reg = cluster
+                .installer_registry
+                .as_deref()
+                .unwrap_or("factory.talos.dev");
+            let sb = if secureboot { "-secureboot" } else { "" };
+            cluster.nodes[i].talos_image_url = Some(format!("{reg}/{mode}-installer{sb}/{id}"));
+        }
+    }
+    templates(cluster, pending, src, out)?;
+    // talhelper copies the node schematic's kernel args into install.extraKernelArgs
+    // unless the node boots a UKI or Talos is 1.12+ (grubUseUKICmdline), where Talos
+    // ignores them (`pkg/talos/nodeconfig.go`, talhelper issues #1000, #1341).
+    let before_112 = cluster.talos().is_ok_and(|t| t.minor_pair() < (1, 12));
+    for (i, uki) in uki.into_iter().enumerate() {
+        let node = &cluster.nodes[i];
+        let args = cluster.schematic_for(node).customization.extra_kernel_args;
+        if node.schematic.is_some() && !args.is_empty() && !uki && before_112 {
+            cluster.nodes[i]
+                .patches
+                .insert(0, json!({"machine": {"install": {"extraKernelArgs": args}}}));
+        }
+    }
+    Ok(())
+}
+
+fn templates(
+    cluster: &mut TalosCluster,
+    pending: Vec<Pending>,
+    src: &dyn Sources,
+    out: &mut Dropped,
+) -> Result<(), ImportError> {
+    let mut plain = cluster.clone();
+    plain.patches.clear();
+    plain.control_plane.patches.clear();
+    plain.worker.patches.clear();
+    plain.nodes.iter_mut().for_each(|n| n.patches.clear());
+    for (i, p) in pending.into_iter().enumerate() {
+        if p.labels.is_empty() && p.annotations.is_empty() && p.patches.is_empty() {
+            continue;
+        }
+        let host = cluster.nodes[i].hostname.clone();
+        // Talos-side data only: placeholder secrets (templates over secrets refuse).
+        let data =
+            crate::talos::render(&plain, &host, &SecretsBundle::default()).map(|c| c.documents[0].clone());
+        let node = &mut cluster.nodes[i];
+        let eval = |t: &str| match &data {
+            Ok(d) => gotmpl::render(t, d),
+            Err(e) => Err(format!("the node does not render: {e}")),
+        };
+        for (k, t) in p.labels {
+            match eval(&t) {
+                Ok(v) => drop(node.node_labels.insert(k, v)),
+                Err(e) => out.push((format!("nodes[{i}].nodeLabels.{k}"), format!("template: {e}"))),
+            }
+        }
+        for (k, t) in p.annotations {
+            match eval(&t) {
+                Ok(v) => drop(node.node_annotations.insert(k, v)),
+                Err(e) => out.push((
+                    format!("nodes[{i}].nodeAnnotations.{k}"),
+                    format!("template: {e}"),
+                )),
+            }
+        }
+        let mut failed = Vec::new();
+        for (idx, field, env) in p.patches {
+            let t = node
+                .patches
+                .get(idx)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            match eval(&t) {
+                Ok(v) if env => node.patches[idx] = Value::String(super::substitute(&v, src)?),
+                Ok(v) => node.patches[idx] = Value::String(v),
+                Err(e) => {
+                    out.push((field, format!("template: {e}")));
+                    failed.push(idx);
+                }
+            }
+        }
+        for idx in failed.into_iter().rev() {
+            node.patches.remove(idx);
+        }
+    }
+    Ok(())
+}
