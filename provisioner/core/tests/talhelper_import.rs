@@ -493,3 +493,86 @@ fn talenv_values_are_scalars() {
     );
     assert!(talhelper::parse_talenv("A: [1]\n").is_err());
 }
+
+#[test]
+fn manifests_legacy_fields_and_what_is_listed() {
+    let Some(dir) = fixtures() else { return };
+    let text = r#"clusterName: c
+talosVersion: v1.11.6
+kubernetesVersion: v1.34.1
+endpoint: https://10.0.0.1:6443
+someTypo: 1
+imageFactory:
+  ISOURLTmpl: "{{.Protocol}}://x"
+inlineManifests:
+  - name: ns
+    contents: "@./manifests/ns.yaml"
+  - name: inline
+    contents: |
+      apiVersion: v1
+      kind: Namespace
+      metadata:
+        name: inline
+patches:
+  - "machine:\n  env:\n    H: \"{{ .MachineConfig.MachineNetwork.NetworkHostname }}\"\n"
+controlPlane:
+  inlinePatch:
+    machine:
+      env:
+        A: b
+nodes:
+  - hostname: cp
+    controlPlane: true
+    installDisk: /dev/sda
+    configPatches:
+      - op: add
+        path: /machine/sysctls
+        value:
+          vm.max_map_count: "262144"
+    extraManifests:
+      - ./docs/trim.yaml
+"#;
+    let mut g = Given::default();
+    g.vars.insert("NS".into(), "team-a".into());
+    g.files.insert(
+        "manifests/ns.yaml".into(),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${NS}\n".into(),
+    );
+    g.files.insert(
+        "docs/trim.yaml".into(),
+        "apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: \"{{ .MachineConfig.MachineNetwork.NetworkHostname }}-svc\"\nenvironment: [A=b]\n".into(),
+    );
+    let imported = talhelper::import(text, &g).unwrap();
+    let paths: Vec<&str> = imported.unsupported.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "imageFactory.ISOURLTmpl",
+            "someTypo",
+            "patches[0]",
+            "controlPlane.inlinePatch"
+        ],
+        "{:#?}",
+        imported.unsupported
+    );
+    assert!(imported.unsupported[2].1.contains("per node"));
+    assert!(imported.unsupported[3].1.contains("talhelper v1"));
+    let docs = render_all(&imported, &dir);
+    let cp = &docs["cp"];
+    let ims = &cp[0]["cluster"]["inlineManifests"];
+    assert_eq!(ims[0]["name"], "ns");
+    assert_eq!(
+        ims[0]["contents"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n"
+    );
+    assert_eq!(ims[1]["name"], "inline");
+    assert_eq!(
+        cp[0]["machine"]["sysctls"]["vm.max_map_count"], "262144",
+        "configPatches (RFC 6902)"
+    );
+    assert_eq!(
+        kinds(cp),
+        ["ExtensionServiceConfig/cp-svc"],
+        "templated extraManifests file"
+    );
+}

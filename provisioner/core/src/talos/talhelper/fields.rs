@@ -260,3 +260,31 @@ pub(super) fn convert(
         _ => return Ok(None),
     }))
 }
+
+/// talhelper v1's `configPatches` (RFC 6902 operations) and `inlinePatch` (an RFC 7396
+/// merge patch), removed in v2 (v3 ignores them silently). The operations become one
+/// RFC 6902 patch; a merge patch has no faithful strategic-merge equivalent (lists
+/// and `null` differ), so it is listed.
+pub(super) fn legacy_patches(m: &mut Map<String, Value>, path: &str, out: &mut Dropped) {
+    if let Some(ops) = m.remove("configPatches") {
+        match ops {
+            Value::Array(a) if !a.is_empty() => {
+                if let Value::Array(list) = m.entry("patches").or_insert(json!([])) {
+                    list.push(Value::Array(a));
+                }
+            }
+            Value::Array(_) => {}
+            _ => out.push((
+                format!("{path}configPatches"),
+                "not a list of RFC 6902 operations".into(),
+            )),
+        }
+    }
+    if m.remove("inlinePatch").is_some() {
+        out.push((
+            format!("{path}inlinePatch"),
+            "talhelper v1 RFC 7396 merge patch (removed in talhelper v2): rewrite it as a `patches` entry"
+                .into(),
+        ));
+    }
+}

@@ -52,14 +52,14 @@ pub(super) fn finish(
         }
     }
     templates(cluster, pending, src, out)?;
-    // talhelper copies the node schematic's kernel args into install.extraKernelArgs
+    // talhelper copies the node's (or its group's) schematic kernel args into install.extraKernelArgs
     // unless the node boots a UKI or Talos is 1.12+ (grubUseUKICmdline), where Talos
     // ignores them (`pkg/talos/nodeconfig.go`, talhelper issues #1000, #1341).
     let before_112 = cluster.talos().is_ok_and(|t| t.minor_pair() < (1, 12));
     for (i, uki) in uki.into_iter().enumerate() {
         let node = &cluster.nodes[i];
         let args = cluster.schematic_for(node).customization.extra_kernel_args;
-        if node.schematic.is_some() && !args.is_empty() && !uki && before_112 {
+        if !args.is_empty() && !uki && before_112 {
             cluster.nodes[i]
                 .patches
                 .insert(0, json!({"machine": {"install": {"extraKernelArgs": args}}}));

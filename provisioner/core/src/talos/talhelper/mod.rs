@@ -192,6 +192,7 @@ pub fn import(text: &str, src: &dyn Sources) -> Result<Imported, ImportError> {
     if let Some(a) = top.remove("allowSchedulingOnMasters") {
         top.entry("allowSchedulingOnControlPlanes").or_insert(a);
     }
+    fields::legacy_patches(top, "", &mut out);
     let mut cluster_patches = Vec::new();
     if let Some(Value::Object(f)) = top.remove("imageFactory") {
         image_factory(f, top, &mut out);

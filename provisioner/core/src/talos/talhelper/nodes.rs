@@ -119,6 +119,7 @@ pub(super) fn merge_and_convert(
     let mut groups = [Map::new(), Map::new()];
     for (gi, g) in ["controlPlane", "worker"].iter().enumerate() {
         if let Some(Value::Object(mut gm)) = top.remove(*g) {
+            fields::legacy_patches(&mut gm, &format!("{g}."), out);
             fields::resolve_patches(&mut gm, &format!("{g}."), src, out, false)?;
             for k in gm.keys().cloned().collect::<Vec<_>>() {
                 if !NODE_CONFIGS.contains(&k.as_str()) {
@@ -227,6 +228,7 @@ fn convert_node(
     src: &dyn Sources,
     out: &mut Dropped,
 ) -> Result<Pending, ImportError> {
+    fields::legacy_patches(nm, path, out);
     let mut p = Pending {
         labels: split_templates(nm, "nodeLabels"),
         annotations: split_templates(nm, "nodeAnnotations"),
