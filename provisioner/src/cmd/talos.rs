@@ -260,14 +260,15 @@ pub fn import_talhelper(
     if dest.exists() && !force {
         bail!("{} exists (use --force to overwrite)", dest.display());
     }
-    if sources.encrypted.is_empty() {
+    let encrypted = sources.encrypted();
+    if encrypted.is_empty() {
         std::fs::write(&dest, imported.to_yaml()).with_context(|| dest.display().to_string())?;
     } else {
         // Values from an encrypted talenv are now plain text in the output.
         write_private(&dest, &imported.to_yaml())?;
-        for f in &sources.encrypted {
+        for f in &encrypted {
             eprintln!(
-                "warning: {} is SOPS-encrypted; the values it substituted are in plain text in {} (written 0600): keep that file out of git or re-encrypt it",
+                "warning: {} is SOPS-encrypted; what it contributed is in plain text in {} (written 0600): keep that file out of git or re-encrypt it",
                 f.display(),
                 dest.display()
             );

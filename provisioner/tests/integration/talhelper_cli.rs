@@ -23,6 +23,10 @@ fn infra_config(dir: &Path) -> String {
     cfg.to_str().unwrap().to_string()
 }
 
+fn text_has(p: &Path, want: &str) -> bool {
+    std::fs::read_to_string(p).unwrap().contains(want)
+}
+
 fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -118,6 +122,8 @@ nodes:
         addresses: ["${IP1}/24"]
         vip:
           ip: ${VIP}
+    patches:
+      - "@./patches/wifi.sops.yaml"
 "#;
 
 #[test]
@@ -160,6 +166,28 @@ fn templated_hostnames_from_a_sops_encrypted_talenv() {
     let enc = String::from_utf8(enc.stdout).unwrap();
     assert!(enc.contains("ENC[AES256_GCM,") && !enc.contains("cp-9"), "{enc}");
     write(&th, "talenv.sops.yaml", &enc);
+    // A patch file encrypted the same way (talhelper decrypts `@` files with sops).
+    let patch = tmp.path().join("patch.yaml");
+    std::fs::write(&patch, "machine:\n  env:\n    WIFI_PSK: hunter2\n").unwrap();
+    let enc = sops_cmd(tmp.path(), &key_file)
+        .args([
+            "--encrypt",
+            "--age",
+            &id.to_public().to_string(),
+            "--input-type",
+            "yaml",
+            "--output-type",
+            "yaml",
+        ])
+        .arg(&patch)
+        .output()
+        .unwrap();
+    assert!(enc.status.success(), "{}", String::from_utf8_lossy(&enc.stderr));
+    write(
+        &th,
+        "patches/wifi.sops.yaml",
+        &String::from_utf8(enc.stdout).unwrap(),
+    );
 
     let no_default_key = std::env::var_os("SOPS_AGE_KEY_FILE").is_none()
         && std::env::var_os("SOPS_AGE_KEY").is_none()
@@ -183,6 +211,28 @@ fn templated_hostnames_from_a_sops_encrypted_talenv() {
         err.contains("talenv.sops.yaml is SOPS-encrypted") && err.contains("plain text"),
         "{err}"
     );
+    assert!(text_has(&tmp.path().join("infra/lab.yaml"), "WIFI_PSK: hunter2"));
+    // `-e` names other env files (here the plain one; no key needed for it).
+    let other = tmp.path().join("other.yaml");
+    let (ok, out, err) = run(&[
+        "import",
+        "talhelper",
+        file,
+        "-e",
+        plain.to_str().unwrap(),
+        "--age-key",
+        key_file.to_str().unwrap(),
+        "-o",
+        other.to_str().unwrap(),
+        "--config",
+        &cfg,
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("wifi.sops.yaml is SOPS-encrypted") && !err.contains("talenv.sops.yaml"),
+        "{err}"
+    );
+    assert!(text_has(&other, "cp-9"));
     let dest = tmp.path().join("infra/lab.yaml");
     let text = std::fs::read_to_string(&dest).unwrap();
     let v = provisioner_core::talos::yaml::from_str(&text).unwrap();

@@ -12,6 +12,7 @@
 //! where sops looks: `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, then
 //! `$XDG_CONFIG_HOME/sops/age/keys.txt` (`~/.config/sops/age/keys.txt`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -38,8 +39,8 @@ pub struct TalconfigDir {
     dir: PathBuf,
     env: BTreeMap<String, String>,
     age_key: Option<String>,
-    /// Env files that were SOPS-encrypted (their values end up in the output).
-    pub encrypted: Vec<PathBuf>,
+    /// Files that were SOPS-encrypted (their values end up in the output).
+    encrypted: RefCell<Vec<PathBuf>>,
 }
 
 // Values and the key are secrets: Debug shows only where they came from.
@@ -48,7 +49,7 @@ impl std::fmt::Debug for TalconfigDir {
         f.debug_struct("TalconfigDir")
             .field("dir", &self.dir)
             .field("vars", &self.env.len())
-            .field("encrypted", &self.encrypted)
+            .field("encrypted", &self.encrypted.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +109,7 @@ impl TalconfigDir {
             dir,
             env: BTreeMap::new(),
             age_key,
-            encrypted: Vec::new(),
+            encrypted: RefCell::new(Vec::new()),
         };
         for f in files {
             let text = match std::fs::read_to_string(&f) {
@@ -117,7 +118,7 @@ impl TalconfigDir {
                 Err(e) => return Err(SourceError::Read(f, e)),
             };
             if sops::is_sops(&text) {
-                me.encrypted.push(f.clone());
+                me.encrypted.borrow_mut().push(f.clone());
             }
             let plain =
                 decrypt(text, me.age_key.as_deref(), &f).map_err(|e| SourceError::Env(f.clone(), e))?;
@@ -125,6 +126,11 @@ impl TalconfigDir {
             me.env.extend(vars);
         }
         Ok(me)
+    }
+
+    /// The SOPS-encrypted files read so far (talenv and `@` files).
+    pub fn encrypted(&self) -> Vec<PathBuf> {
+        self.encrypted.borrow().clone()
     }
 }
 
@@ -136,6 +142,9 @@ impl Sources for TalconfigDir {
     fn file(&self, path: &str) -> Result<String, String> {
         let p = self.dir.join(path);
         let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if sops::is_sops(&text) {
+            self.encrypted.borrow_mut().push(p.clone());
+        }
         decrypt(text, self.age_key.as_deref(), &p)
     }
 }

@@ -37,7 +37,7 @@ const NODE_KEPT: [&str; 19] = [
 const GROUP_KEPT: [&str; 3] = ["patches", "schematic", "nameservers"];
 
 /// talhelper's `NodeConfigs` (`pkg/config/config.go`): what a group may set.
-const NODE_CONFIGS: [&str; 24] = [
+const NODE_CONFIGS: [&str; 22] = [
     "nodeLabels",
     "nodeAnnotations",
     "nodeTaints",
@@ -60,8 +60,6 @@ const NODE_CONFIGS: [&str; 24] = [
     "volumes",
     "userVolumes",
     "filenameTmpl",
-    "installDisk",
-    "installDiskSelector",
 ];
 
 /// Fields with nothing to carry over, and why.
