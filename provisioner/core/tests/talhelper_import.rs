@@ -540,7 +540,7 @@ nodes:
     );
     g.files.insert(
         "docs/trim.yaml".into(),
-        "apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: \"{{ .MachineConfig.MachineNetwork.NetworkHostname }}-svc\"\nenvironment: [A=b]\n".into(),
+        "apiVersion: v1alpha1\nkind: ExtensionServiceConfig\nname: \"{{ .MachineConfig.MachineNetwork.NetworkHostname }}-svc\"\nenvironment: [X=$NOT_A_VAR]\n".into(),
     );
     let imported = talhelper::import(text, &g).unwrap();
     let paths: Vec<&str> = imported.unsupported.iter().map(|(f, _)| f.as_str()).collect();
@@ -574,5 +574,9 @@ nodes:
         kinds(cp),
         ["ExtensionServiceConfig/cp-svc"],
         "templated extraManifests file"
+    );
+    assert_eq!(
+        cp[1]["environment"][0], "X=$NOT_A_VAR",
+        "extraManifests are not substituted"
     );
 }

@@ -48,16 +48,28 @@ fn file_ref(v: &str, field: &str, src: &dyn Sources) -> Result<Option<String>, I
 /// templating (file contents: talhelper templates, then substitutes).
 pub(super) type TemplatedPatch = (usize, String, bool);
 
+/// How [`resolve_patches`] treats a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layer {
+    /// Cluster or group patches: a template would need one rendering per node, so a
+    /// templated entry is dropped and listed.
+    Shared,
+    /// A node's patches: templates are returned for evaluation.
+    Node,
+    /// A node's `extraManifests`: templated but never substituted
+    /// (`pkg/generate/config.go` `combineExtraManifests`).
+    Manifests,
+}
+
 /// Resolves `m.patches`: `@file` entries become their contents (empty files are
-/// skipped, as talhelper's `PatchesPatcher`), untemplated file contents are
-/// substituted. Templated entries are returned when `per_node`, else dropped (a
-/// cluster or group patch would need one rendering per node).
+/// skipped, as talhelper's `PatchesPatcher`), file contents are substituted (after
+/// templating, when templated).
 pub(super) fn resolve_patches(
     m: &mut Map<String, Value>,
     path: &str,
     src: &dyn Sources,
     out: &mut Dropped,
-    per_node: bool,
+    layer: Layer,
 ) -> Result<Vec<TemplatedPatch>, ImportError> {
     let Some(Value::Array(list)) = m.get_mut("patches") else {
         return Ok(Vec::new());
@@ -75,9 +87,10 @@ pub(super) fn resolve_patches(
             Some(c) => (c, true),
             None => (s.clone(), false),
         };
+        let subst = from_file && layer != Layer::Manifests;
         if gotmpl::is_template(&text) {
-            if per_node {
-                templated.push((kept.len(), field, from_file));
+            if layer != Layer::Shared {
+                templated.push((kept.len(), field, subst));
             } else {
                 out.push((
                     field,
@@ -86,7 +99,7 @@ pub(super) fn resolve_patches(
                 continue;
             }
             kept.push(Value::String(text));
-        } else if from_file {
+        } else if subst {
             kept.push(Value::String(super::substitute(&text, src)?));
         } else {
             kept.push(Value::String(text));

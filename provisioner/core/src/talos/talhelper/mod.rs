@@ -209,7 +209,7 @@ pub fn import(text: &str, src: &dyn Sources) -> Result<Imported, ImportError> {
             out.push((k, "not a talhelper field".into()));
         }
     }
-    fields::resolve_patches(top, "", src, &mut out, false)?;
+    fields::resolve_patches(top, "", src, &mut out, fields::Layer::Shared)?;
     if let Some(Value::Array(p)) = top.get_mut("patches") {
         p.extend(cluster_patches);
     } else if !cluster_patches.is_empty() {

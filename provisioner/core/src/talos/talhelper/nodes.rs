@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use super::fields::{self, TemplatedPatch};
+use super::fields::{self, Layer, TemplatedPatch};
 use super::{Dropped, ImportError, Sources, gotmpl};
 use crate::talos::version::Version;
 
@@ -118,7 +118,7 @@ pub(super) fn merge_and_convert(
     for (gi, g) in ["controlPlane", "worker"].iter().enumerate() {
         if let Some(Value::Object(mut gm)) = top.remove(*g) {
             fields::legacy_patches(&mut gm, &format!("{g}."), out);
-            fields::resolve_patches(&mut gm, &format!("{g}."), src, out, false)?;
+            fields::resolve_patches(&mut gm, &format!("{g}."), src, out, Layer::Shared)?;
             for k in gm.keys().cloned().collect::<Vec<_>>() {
                 if !NODE_CONFIGS.contains(&k.as_str()) {
                     gm.remove(&k);
@@ -272,7 +272,7 @@ fn convert_node(
     if let Some(own) = nm.remove("patches") {
         all.insert("patches".into(), own);
     }
-    p.patches = fields::resolve_patches(&mut all, path, src, out, true)?;
+    p.patches = fields::resolve_patches(&mut all, path, src, out, Layer::Node)?;
     let n_gen = generated.len();
     p.patches.iter_mut().for_each(|t| t.0 += n_gen);
     let own = match all.remove("patches") {
@@ -292,7 +292,7 @@ fn convert_node(
             format!("@{s}")
         };
         let mut one = Map::from_iter([("patches".to_string(), json!([r]))]);
-        for (_, _, env) in fields::resolve_patches(&mut one, &field, src, out, true)? {
+        for (_, _, env) in fields::resolve_patches(&mut one, &field, src, out, Layer::Manifests)? {
             let idx = all["patches"].as_array().map_or(0, Vec::len);
             p.patches.push((idx, field.clone(), env));
         }
