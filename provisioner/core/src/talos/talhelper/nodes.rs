@@ -253,7 +253,8 @@ fn convert_node(
         let field = format!("{path}{k}");
         match k.as_str() {
             "machineSpec" => p.spec = v.as_object().cloned(),
-            "ignoreHostname" if v.as_bool() != Some(true) => {}
+            // Off is talhelper's default: nothing to carry over.
+            "ignoreHostname" | "noSchematicValidate" if v.as_bool() != Some(true) => {}
             // Deprecated in talhelper (`pkg/generate/config.go` appends each file,
             // templated, to the config): the same as an `@file` patch here.
             "extraManifests" => manifests = v.as_array().cloned().unwrap_or_default(),
