@@ -71,6 +71,10 @@ fn talhelper_example_imports_everything_talos_supports() {
     let dropped: Vec<&str> = imported.unsupported.iter().map(|(f, _)| f.as_str()).collect();
     println!("dropped: {:#?}", imported.unsupported);
     assert_eq!(dropped, Vec::<&str>::new());
+    assert!(
+        !imported.reordered,
+        "no two layers of the example set the same field"
+    );
     let c = &imported.cluster;
     assert_eq!(
         c.domain.as_deref(),
@@ -579,4 +583,47 @@ nodes:
         cp[1]["environment"][0], "X=$NOT_A_VAR",
         "extraManifests are not substituted"
     );
+}
+
+#[test]
+fn conflicting_layers_keep_talhelpers_patch_order() {
+    let Some(dir) = fixtures() else { return };
+    let text = r#"clusterName: c
+talosVersion: v1.11.6
+kubernetesVersion: v1.34.1
+endpoint: https://10.0.0.1:6443
+patches:
+  - "machine:\n  env:\n    WHO: cluster\n"
+worker:
+  patches:
+    - "machine:\n  env:\n    GROUP: worker\n"
+nodes:
+  - hostname: cp
+    controlPlane: true
+    installDisk: /dev/sda
+    patches:
+      - "machine:\n  env:\n    WHO: node\n"
+  - hostname: w
+    installDisk: /dev/sda
+"#;
+    let imported = talhelper::import(text, &Given::default()).unwrap();
+    assert!(imported.reordered);
+    assert!(imported.to_yaml().contains("in talhelper's order"));
+    let c = &imported.cluster;
+    assert!(c.patches.is_empty() && c.worker.patches.is_empty());
+    assert_eq!(c.nodes[1].patches.len(), 2, "group, then cluster");
+    let docs = render_all(&imported, &dir);
+    // talhelper applies the cluster's patches last: they win.
+    assert_eq!(docs["cp"][0]["machine"]["env"], json!({"WHO": "cluster"}));
+    assert_eq!(
+        docs["w"][0]["machine"]["env"],
+        json!({"GROUP": "worker", "WHO": "cluster"})
+    );
+
+    // Without a conflict the layers stay where they were written.
+    let calm = text.replace("WHO: node", "OTHER: node");
+    let imported = talhelper::import(&calm, &Given::default()).unwrap();
+    assert!(!imported.reordered);
+    assert_eq!(imported.cluster.patches.len(), 1);
+    assert_eq!(imported.cluster.worker.patches.len(), 1);
 }

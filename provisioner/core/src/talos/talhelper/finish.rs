@@ -8,13 +8,14 @@ use super::{Dropped, ImportError, Sources, gotmpl};
 use crate::talos::cluster::TalosCluster;
 use crate::talos::secrets::SecretsBundle;
 
-/// `machineSpec` → installer image, then templates, then schematic kernel args.
+/// `machineSpec` → installer image, then templates, then schematic kernel args, then
+/// talhelper's patch order where it matters. Returns whether patches were reordered.
 pub(super) fn finish(
     cluster: &mut TalosCluster,
     pending: Vec<Pending>,
     src: &dyn Sources,
     out: &mut Dropped,
-) -> Result<(), ImportError> {
+) -> Result<bool, ImportError> {
     let mut uki = vec![false; pending.len()];
     for (i, p) in pending.iter().enumerate() {
         let path = format!("nodes[{i}].machineSpec");
@@ -51,10 +52,11 @@ pub(super) fn finish(
             cluster.nodes[i].talos_image_url = Some(format!("{reg}/{mode}-installer{sb}/{id}"));
         }
     }
+    let mut generated: Vec<usize> = pending.iter().map(|p| p.generated).collect();
     templates(cluster, pending, src, out)?;
-    // talhelper copies the node's (or its group's) schematic kernel args into install.extraKernelArgs
-    // unless the node boots a UKI or Talos is 1.12+ (grubUseUKICmdline), where Talos
-    // ignores them (`pkg/talos/nodeconfig.go`, talhelper issues #1000, #1341).
+    // talhelper copies the node's (or its group's) schematic kernel args into
+    // install.extraKernelArgs unless the node boots a UKI or Talos is 1.12+
+    // (grubUseUKICmdline), where Talos ignores them (`pkg/talos/nodeconfig.go`, talhelper issues #1000, #1341).
     let before_112 = cluster.talos().is_ok_and(|t| t.minor_pair() < (1, 12));
     for (i, uki) in uki.into_iter().enumerate() {
         let node = &cluster.nodes[i];
@@ -63,9 +65,63 @@ pub(super) fn finish(
             cluster.nodes[i]
                 .patches
                 .insert(0, json!({"machine": {"install": {"extraKernelArgs": args}}}));
+            generated[i] += 1;
         }
     }
-    Ok(())
+    Ok(talhelper_order(cluster, &generated))
+}
+
+/// Patch order. talhelper applies a node's generated documents, then its group's
+/// patches, its own, and the cluster's last (`pkg/generate/config.go`
+/// `GenerateConfig`); the appliance applies cluster, group, then node patches. When
+/// that changes any node's config (two layers set the same field, or append to the
+/// same list), every patch moves into the nodes in talhelper's order. Returns
+/// whether it did.
+fn talhelper_order(cluster: &mut TalosCluster, generated: &[usize]) -> bool {
+    let mut t = cluster.clone();
+    t.patches.clear();
+    t.control_plane.patches.clear();
+    t.worker.patches.clear();
+    for (n, &g) in t.nodes.iter_mut().zip(generated) {
+        let group = if n.control_plane {
+            &cluster.control_plane
+        } else {
+            &cluster.worker
+        };
+        let g = g.min(n.patches.len());
+        n.patches.splice(g..g, group.patches.iter().cloned());
+        n.patches.extend(cluster.patches.iter().cloned());
+    }
+    let secrets = SecretsBundle::default();
+    let same = cluster.nodes.iter().all(|n| {
+        let ours = crate::talos::render(cluster, &n.hostname, &secrets);
+        let theirs = crate::talos::render(&t, &n.hostname, &secrets);
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => same_config(&a.documents, &b.documents),
+            // Unrenderable either way: `check` names the problem; keep it readable.
+            _ => true,
+        }
+    });
+    if !same {
+        *cluster = t;
+    }
+    !same
+}
+
+/// Same v1alpha1 document and the same other documents in any order (Talos does not
+/// order them).
+fn same_config(a: &[Value], b: &[Value]) -> bool {
+    if a.first() != b.first() || a.len() != b.len() {
+        return false;
+    }
+    let mut rest: Vec<&Value> = b.iter().skip(1).collect();
+    a.iter().skip(1).all(|d| match rest.iter().position(|x| *x == d) {
+        Some(i) => {
+            rest.swap_remove(i);
+            true
+        }
+        None => false,
+    })
 }
 
 fn templates(

@@ -92,6 +92,9 @@ pub struct Imported {
     pub cluster: TalosCluster,
     /// Dropped fields: (path, reason).
     pub unsupported: Vec<(String, String)>,
+    /// Every patch was moved into the nodes in talhelper's order, because the
+    /// appliance's layer order would have rendered some node differently.
+    pub reordered: bool,
 }
 
 /// Dropped fields collected during the import.
@@ -219,10 +222,11 @@ pub fn import(text: &str, src: &dyn Sources) -> Result<Imported, ImportError> {
     top.insert("distribution".into(), Value::String("talos".into()));
     let mut cluster: TalosCluster =
         serde_json::from_value(v).map_err(|e| ImportError::Invalid(e.to_string()))?;
-    finish::finish(&mut cluster, pending, src, &mut out)?;
+    let reordered = finish::finish(&mut cluster, pending, src, &mut out)?;
     Ok(Imported {
         cluster,
         unsupported: out,
+        reordered,
     })
 }
 
@@ -254,6 +258,12 @@ impl Imported {
             "# Imported from talhelper talconfig.yaml by `provisioner import talhelper`.\n\
              # Add each node's `mac` (PXE match) and `power` before booting it.\n",
         );
+        if self.reordered {
+            s.push_str(
+                "# Patches are listed per node in talhelper's order (generated documents, group,\n\
+                 # node, cluster): applied cluster-first, some would set the same field differently.\n",
+            );
+        }
         if !self.unsupported.is_empty() {
             s.push_str("# Not imported (unsupported):\n");
             for (f, why) in &self.unsupported {

@@ -91,6 +91,9 @@ pub(super) struct Pending {
     pub annotations: Vec<(String, String)>,
     /// Templated patches.
     pub patches: Vec<TemplatedPatch>,
+    /// How many of the node's patches are documents generated from its fields (they
+    /// come first, as talhelper applies them before any patch).
+    pub generated: usize,
 }
 
 fn is_zero(v: &Value) -> bool {
@@ -183,8 +186,10 @@ pub(super) fn merge_and_convert(
                         .expect("node mapping")
                         .entry("patches")
                         .or_insert(json!([]));
+                    // After the generated documents, before the node's own.
+                    let at = pending[i].generated;
                     if let Value::Array(l) = list {
-                        l.splice(0..0, gp.iter().cloned());
+                        l.splice(at..at, gp.iter().cloned());
                     }
                     for p in &mut pending[i].patches {
                         p.0 += gp.len();
@@ -275,6 +280,7 @@ fn convert_node(
     }
     p.patches = fields::resolve_patches(&mut all, path, src, out, Layer::Node)?;
     let n_gen = generated.len();
+    p.generated = n_gen;
     p.patches.iter_mut().for_each(|t| t.0 += n_gen);
     let own = match all.remove("patches") {
         Some(Value::Array(a)) => a,
