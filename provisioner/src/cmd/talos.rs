@@ -132,6 +132,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| path.display().to_string())?;
+    // `mode` applies only when the file is created; an overwritten file is narrowed too.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }

@@ -197,12 +197,15 @@ fn templated_hostnames_from_a_sops_encrypted_talenv() {
         let (ok, _, err) = run(&["import", "talhelper", file, "--config", &cfg]);
         assert!(!ok && err.contains("--age-key"), "{err}");
     }
+    // An earlier, world-readable import is replaced and narrowed to 0600.
+    write(tmp.path(), "infra/lab.yaml", "old\n");
     let (ok, out, err) = run(&[
         "import",
         "talhelper",
         file,
         "--age-key",
         key_file.to_str().unwrap(),
+        "--force",
         "--config",
         &cfg,
     ]);
