@@ -60,10 +60,18 @@ fn main() -> std::process::ExitCode {
                     file,
                     output,
                     force,
+                    env_files,
+                    age_key,
                     cfg,
                 }),
             ..
-        } => provisioner::cmd::talos::import_talhelper(&file, output.as_deref(), force, &cfg),
+        } => provisioner::cmd::talos::import_talhelper(
+            &file,
+            output.as_deref(),
+            force,
+            (&env_files, age_key.as_deref()),
+            &cfg,
+        ),
         Command::Talos { cmd, cfg } => provisioner::cmd::talos::run(cmd, &cfg),
         Command::Images { cmd, cfg } => provisioner::cmd::images::run(cmd, &cfg),
         Command::Backup {

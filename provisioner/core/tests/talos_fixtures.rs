@@ -2,60 +2,16 @@
 //! `$PROVISIONER_FIXTURES`, default `<repo>/../shared/fixtures`; never copied here):
 //! secrets bundles re-export byte for byte, every rendered config validates against
 //! Talos' v1.11 JSON schema, rendered configs match talosctl's golden output for
-//! the fields both set, and talhelper's example talconfig imports.
+//! the fields both set (talhelper imports: `talhelper_import.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use provisioner_core::infra;
-use provisioner_core::talos::{self, SecretsBundle, TalosCluster, talhelper};
+use provisioner_core::talos::{self, SecretsBundle, TalosCluster};
 use serde_json::Value;
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("PROVISIONER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
-    if dir.join("talos/v1.11/config.schema.json").is_file() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: no Talos fixtures at {} (set PROVISIONER_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
-}
-
-fn read(dir: &Path, rel: &str) -> String {
-    std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-fn stability_secrets(dir: &Path) -> SecretsBundle {
-    SecretsBundle::from_yaml(&read(dir, "talos/v1.11/stability-secrets.yaml")).unwrap()
-}
-
-fn validator(dir: &Path) -> jsonschema::Validator {
-    let schema: Value = serde_json::from_str(&read(dir, "talos/v1.11/config.schema.json")).unwrap();
-    jsonschema::validator_for(&schema).unwrap()
-}
-
-fn assert_valid(v: &jsonschema::Validator, doc: &Value, what: &str) {
-    let doc = talos::machine::schema_instance(doc);
-    let errs: Vec<String> = v
-        .iter_errors(&doc)
-        .map(|e| {
-            format!(
-                "{} at {}",
-                e.to_string().chars().take(300).collect::<String>(),
-                e.instance_path()
-            )
-        })
-        .collect();
-    assert!(
-        errs.is_empty(),
-        "{what} does not validate against config.schema.json:\n{}",
-        errs.join("\n")
-    );
-}
+mod common;
+use common::{assert_valid, fixtures, read, stability_secrets, validator};
 
 fn genmachine() -> TalosCluster {
     let infra = infra::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra"))
@@ -322,65 +278,5 @@ fn structure_matches_talosctl_goldens() {
                 golden["cluster"].as_object().unwrap().keys().collect::<Vec<_>>()
             );
         }
-    }
-}
-
-#[test]
-fn talhelper_example_imports_with_unsupported_fields_listed() {
-    let Some(dir) = fixtures() else { return };
-    let imported = talhelper::import(&read(&dir, "talhelper/talconfig.yaml")).unwrap();
-    let c = &imported.cluster;
-    assert_eq!(c.cluster_name, "home-cluster");
-    assert_eq!(c.talos_version, "v1.12.0");
-    assert_eq!(c.nodes.len(), 2);
-    assert_eq!(
-        c.allow_scheduling_on_control_planes,
-        Some(true),
-        "allowSchedulingOnMasters carried over"
-    );
-    assert!(c.nodes[0].control_plane && !c.nodes[1].control_plane);
-    assert_eq!(c.nodes[1].install_disk.as_deref(), Some("/dev/sdb"));
-    assert_eq!(c.nodes[0].network_interfaces.len(), 3);
-    assert_eq!(
-        c.nodes[0].node_labels.get("rack").map(String::as_str),
-        Some("rack1a")
-    );
-    let listed: Vec<&str> = imported.unsupported.iter().map(|(f, _)| f.as_str()).collect();
-    for f in [
-        "domain",
-        "patches[2]",
-        "nodes[0].extensionServices",
-        "nodes[0].userVolumes",
-        "nodes[0].volumes",
-        "nodes[0].ingressFirewall",
-        "nodes[0].machineSpec",
-        "nodes[0].machineFiles",
-        "nodes[0].kernelModules",
-        "nodes[0].nodeLabels.isSecureBootEnabled",
-        "nodes[0].nodeAnnotations.installerUrl",
-        "nodes[1].patches[1]",
-        "controlPlane.patches[1]",
-        "worker.ingressFirewall",
-    ] {
-        assert!(listed.contains(&f), "{f} not listed as unsupported: {listed:?}");
-    }
-    // What remains is a valid cluster definition that renders.
-    assert!(c.validate().is_empty(), "{:?}", c.validate());
-    let text = imported.to_yaml();
-    assert!(text.contains("#   nodes[0].machineSpec: not supported"), "{text}");
-    let back: TalosCluster = serde_saphyr::from_str(&text).unwrap();
-    assert_eq!(&back, c);
-    let secrets = stability_secrets(&dir);
-    let cfg = talos::render(c, "kworker1", &secrets).unwrap();
-    // The UserVolumeConfig patch became a second document.
-    assert_eq!(cfg.documents.len(), 2);
-    assert_eq!(cfg.documents[1]["kind"], "UserVolumeConfig");
-    assert_eq!(
-        cfg.documents[0]["machine"]["kubelet"]["extraArgs"]["feature-gates"],
-        "GracefulNodeShutdown=false,MixedProtocolLBService=false"
-    );
-    let v = validator(&dir);
-    for d in &cfg.documents {
-        assert_valid(&v, d, "imported kworker1");
     }
 }

@@ -248,6 +248,14 @@ pub enum ImportFrom {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+        /// talenv files for `${VAR}` (default: talenv.yaml, talenv.sops.yaml,
+        /// talenv.yml, talenv.sops.yml next to the talconfig; later ones win).
+        #[arg(long = "env-file", short = 'e')]
+        env_files: Vec<PathBuf>,
+        /// age key file for SOPS-encrypted talenv and `@` files (default: where sops
+        /// looks: SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, ~/.config/sops/age/keys.txt).
+        #[arg(long)]
+        age_key: Option<PathBuf>,
         /// Configuration source.
         #[command(flatten)]
         cfg: ConfigArgs,

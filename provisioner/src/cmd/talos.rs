@@ -124,6 +124,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| path.display().to_string())?;
+    // `mode` applies only when the file is created; an overwritten file is narrowed too.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -224,16 +226,20 @@ fn secrets(cmd: SecretsCommand, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `provisioner import talhelper <talconfig.yaml>`.
+/// `provisioner import talhelper <talconfig.yaml>`: `env` is the talenv files
+/// (empty: talhelper's defaults next to the talconfig) and the age key file.
 pub fn import_talhelper(
     file: &Path,
     output: Option<&Path>,
     force: bool,
+    env: (&[PathBuf], Option<&Path>),
     args: &ConfigArgs,
 ) -> anyhow::Result<()> {
+    use crate::os::talos::talhelper::{TalconfigDir, age_key};
     let cfg = load_config(args)?;
     let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
-    let imported = talos::talhelper::import(&text).map_err(anyhow::Error::msg)?;
+    let sources = TalconfigDir::load(file, env.0, age_key(env.1)?)?;
+    let imported = talos::talhelper::import(&text, &sources)?;
     let problems = imported.cluster.validate();
     for (f, why) in &imported.unsupported {
         eprintln!("not imported: {f}: {why}");
@@ -248,7 +254,20 @@ pub fn import_talhelper(
     if dest.exists() && !force {
         bail!("{} exists (use --force to overwrite)", dest.display());
     }
-    std::fs::write(&dest, imported.to_yaml()).with_context(|| dest.display().to_string())?;
+    let encrypted = sources.encrypted();
+    if encrypted.is_empty() {
+        std::fs::write(&dest, imported.to_yaml()).with_context(|| dest.display().to_string())?;
+    } else {
+        // Values from an encrypted talenv are now plain text in the output.
+        write_private(&dest, &imported.to_yaml())?;
+        for f in &encrypted {
+            eprintln!(
+                "warning: {} is SOPS-encrypted; what it contributed is in plain text in {} (written 0600): keep that file out of git or re-encrypt it",
+                f.display(),
+                dest.display()
+            );
+        }
+    }
     println!(
         "wrote {} ({} node(s), {} field(s) not imported, {} problem(s) to fix)",
         dest.display(),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use provisioner_core::inventory::{InventoryError, Update};
-use provisioner_core::model::{EventKind, MacAddr, Machine, TimelineEvent};
+use provisioner_core::model::{Event, MacAddr, Machine, TimelineEvent};
 use provisioner_core::power::PowerSpec;
 use time::OffsetDateTime;
 
@@ -82,15 +82,13 @@ impl Operator {
             let events = if changed.is_empty() {
                 vec![]
             } else {
-                vec![TimelineEvent {
-                    at: OffsetDateTime::now_utc(),
-                    kind: EventKind::MachineUpdated,
-                    detail: format!("changed {}", changed.join(", ")),
-                }]
+                let fields = changed.iter().map(|f| f.to_string()).collect();
+                vec![Event::MachineUpdated { fields }.at(OffsetDateTime::now_utc())]
             };
             Update {
                 machine: Some(m),
                 events,
+                ..Update::default()
             }
         })?;
         match stored {

@@ -55,6 +55,7 @@ mod observability;
 mod operator_surface;
 mod power_drivers;
 mod systemd_notify;
+mod talhelper_cli;
 mod talos_api;
 mod talos_cli;
 mod talos_delivery;

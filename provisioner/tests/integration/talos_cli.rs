@@ -1,7 +1,7 @@
 //! The Talos subcommands through the real binary: `check` validates infra/ (file and
 //! field named), `talos secrets gen` + `talos config --node talos-1` print the node's
-//! config, `talos schematic` prints the GenMachine schematic ID, and `import
-//! talhelper` converts talhelper's example, listing what it could not import.
+//! config, `talos schematic` prints the GenMachine schematic ID (`import
+//! talhelper`: `talhelper_cli.rs`).
 
 use crate::common;
 
@@ -122,43 +122,4 @@ fn check_names_file_and_field_in_infra() {
         err.contains("genmachine.yaml: field `nodes[1].installDisk`"),
         "{err}"
     );
-}
-
-#[test]
-fn import_talhelper_example() {
-    let Some(talconfig) = common::fixture("talhelper/talconfig.yaml") else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = repo_config(tmp.path(), &tmp.path().join("infra"), "");
-    std::fs::create_dir_all(tmp.path().join("infra")).unwrap();
-    for f in ["beelink.yaml", "genmachine.yaml"] {
-        std::fs::copy(repo().join("infra").join(f), tmp.path().join("infra").join(f)).unwrap();
-    }
-    let (ok, out, err) = run(&[
-        "import",
-        "talhelper",
-        talconfig.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}{err}");
-    assert!(err.contains("not imported: nodes[0].machineSpec"), "{err}");
-    assert!(err.contains("not imported: patches[2]: file reference"), "{err}");
-    let written = tmp.path().join("infra/home-cluster.yaml");
-    assert!(out.contains("home-cluster.yaml (2 node(s)"), "{out}");
-    let text = std::fs::read_to_string(&written).unwrap();
-    assert!(text.starts_with("# Imported from talhelper"), "{text}");
-    // Imported clusters pass `check` (profiles do not reference it; that is fine).
-    let (ok, out, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    // A second import does not overwrite without --force.
-    let (ok, _, err) = run(&[
-        "import",
-        "talhelper",
-        talconfig.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("--force"), "{err}");
 }

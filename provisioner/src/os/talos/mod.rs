@@ -11,6 +11,7 @@ pub mod renderer;
 pub mod reset;
 pub mod sops;
 pub mod supervisor;
+pub mod talhelper;
 
 use crate::pki::talos as pki;
 

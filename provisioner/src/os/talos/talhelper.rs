@@ -1,0 +1,150 @@
+//! The I/O side of `provisioner import talhelper`: the talenv files, the files a
+//! talconfig names with `@`, SOPS decryption with the operator's age key. The
+//! conversion itself is pure (`provisioner_core::talos::talhelper`).
+//!
+//! Facts from talhelper v3.1.16-20 (`39b6979`): `genconfig` reads the env files
+//! `talenv.yaml`, `talenv.sops.yaml`, `talenv.yml`, `talenv.sops.yml` (`cmd/genconfig.go`
+//! `--env-file`), skips missing ones, decrypts each with sops and sets every key as an
+//! environment variable, so a later file, and any file, wins over the process
+//! environment (`pkg/substitute/envsubst.go` `LoadEnvFromFiles`). Here they are looked
+//! up next to the talconfig. `@` paths are relative to the talconfig's directory
+//! (`pkg/substitute/pathsubst.go`). The age identity comes from `--age-key`, else
+//! where sops looks: `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, then
+//! `$XDG_CONFIG_HOME/sops/age/keys.txt` (`~/.config/sops/age/keys.txt`).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use provisioner_core::talos::talhelper::{self, Sources};
+
+use super::sops;
+
+/// talhelper's default env files, in load order.
+pub const ENV_FILES: [&str; 4] = ["talenv.yaml", "talenv.sops.yaml", "talenv.yml", "talenv.sops.yml"];
+
+/// Why the talenv files or the age key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A file cannot be read.
+    #[error("{0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// A talenv file does not decrypt or parse.
+    #[error("{0}: {1}")]
+    Env(PathBuf, String),
+}
+
+/// Files next to a talconfig, the talenv values and the age identity.
+pub struct TalconfigDir {
+    dir: PathBuf,
+    env: BTreeMap<String, String>,
+    age_key: Option<String>,
+    /// Files that were SOPS-encrypted (their values end up in the output).
+    encrypted: RefCell<Vec<PathBuf>>,
+}
+
+// Values and the key are secrets: Debug shows only where they came from.
+impl std::fmt::Debug for TalconfigDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TalconfigDir")
+            .field("dir", &self.dir)
+            .field("vars", &self.env.len())
+            .field("encrypted", &self.encrypted.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The age key file's contents, from `--age-key` or where sops looks.
+pub fn age_key(explicit: Option<&Path>) -> Result<Option<String>, SourceError> {
+    let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| SourceError::Read(p, e));
+    if let Some(p) = explicit {
+        return read(p.to_path_buf()).map(Some);
+    }
+    if let Some(p) = std::env::var_os("SOPS_AGE_KEY_FILE") {
+        return read(PathBuf::from(p)).map(Some);
+    }
+    if let Ok(k) = std::env::var("SOPS_AGE_KEY") {
+        return Ok(Some(k));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    match base.map(|b| b.join("sops/age/keys.txt")) {
+        Some(p) if p.is_file() => read(p).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn decrypt(text: String, key: Option<&str>, what: &Path) -> Result<String, String> {
+    if !sops::is_sops(&text) {
+        return Ok(text);
+    }
+    let key = key.ok_or_else(|| {
+        format!(
+            "{} is SOPS-encrypted: pass the age key file with --age-key (or set SOPS_AGE_KEY_FILE)",
+            what.display()
+        )
+    })?;
+    sops::decrypt_yaml(&text, key).map_err(|e| e.to_string())
+}
+
+impl TalconfigDir {
+    /// Loads the env files (`env_files`, or talhelper's defaults) next to `talconfig`.
+    pub fn load(
+        talconfig: &Path,
+        env_files: &[PathBuf],
+        age_key: Option<String>,
+    ) -> Result<Self, SourceError> {
+        let dir = talconfig
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let files: Vec<PathBuf> = if env_files.is_empty() {
+            ENV_FILES.iter().map(|f| dir.join(f)).collect()
+        } else {
+            env_files.to_vec()
+        };
+        let mut me = TalconfigDir {
+            dir,
+            env: BTreeMap::new(),
+            age_key,
+            encrypted: RefCell::new(Vec::new()),
+        };
+        for f in files {
+            let text = match std::fs::read_to_string(&f) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SourceError::Read(f, e)),
+            };
+            if sops::is_sops(&text) {
+                me.encrypted.borrow_mut().push(f.clone());
+            }
+            let plain =
+                decrypt(text, me.age_key.as_deref(), &f).map_err(|e| SourceError::Env(f.clone(), e))?;
+            let vars = talhelper::parse_talenv(&plain).map_err(|e| SourceError::Env(f.clone(), e))?;
+            me.env.extend(vars);
+        }
+        Ok(me)
+    }
+
+    /// The SOPS-encrypted files read so far (talenv and `@` files).
+    pub fn encrypted(&self) -> Vec<PathBuf> {
+        self.encrypted.borrow().clone()
+    }
+}
+
+impl Sources for TalconfigDir {
+    fn var(&self, name: &str) -> Option<String> {
+        self.env.get(name).cloned().or_else(|| std::env::var(name).ok())
+    }
+
+    fn file(&self, path: &str) -> Result<String, String> {
+        let p = self.dir.join(path);
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if sops::is_sops(&text) {
+            self.encrypted.borrow_mut().push(p.clone());
+        }
+        decrypt(text, self.age_key.as_deref(), &p)
+    }
+}
