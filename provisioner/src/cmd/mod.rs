@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod completions;
 pub mod images;
 pub mod k0s;
 pub mod talos;
