@@ -230,6 +230,10 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Is the network and host ready? Other DHCP servers, the listeners, node API
+    /// ports, disk, clock, API certificate, image cache; each finding with its fix.
+    /// Exits non-zero on an error.
+    Doctor(crate::cmd::doctor::DoctorArgs),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// Which shell.

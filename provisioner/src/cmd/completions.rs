@@ -59,7 +59,7 @@ mod tests {
     fn scripts_name_the_subcommands_and_their_flags() {
         let bash = script(clap_complete::Shell::Bash);
         assert!(bash.contains("complete -F _provisioner"), "{bash}");
-        for word in ["serve", "images", "--dry-run", "--unprivileged"] {
+        for word in ["serve", "doctor", "images", "--dry-run", "--unprivileged"] {
             assert!(bash.contains(word), "bash script lacks {word}");
         }
         let zsh = script(clap_complete::Shell::Zsh);

@@ -4,6 +4,8 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod completions;
+pub mod doctor;
 pub mod images;
 pub mod k0s;
+pub mod needs;
 pub mod talos;

@@ -240,7 +240,7 @@ fn package_ships_completions_and_man_pages() {
         "./usr/share/fish/vendor_completions.d/provisioner.fish",
         "./usr/share/man/man1/provisioner.1.gz",
         "./usr/share/man/man1/provisioner-images-pull.1.gz",
-        "./usr/share/man/man1/provisioner-completions.1.gz",
+        "./usr/share/man/man1/provisioner-doctor.1.gz",
     ] {
         let line = listing
             .lines()

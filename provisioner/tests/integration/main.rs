@@ -39,6 +39,7 @@ mod deploy_package;
 mod deploy_scripts;
 mod device_flow;
 mod dhcp_handler;
+mod doctor;
 mod durability;
 mod example_data_quiet;
 mod gitops_check;
