@@ -1,5 +1,6 @@
 //! The command line: clap types ([`cli`]), the one-shot subcommands and the API client.
 
+pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod commands;

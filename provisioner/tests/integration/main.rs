@@ -46,6 +46,7 @@ mod gitops_check;
 mod gitops_workloads;
 mod golden;
 mod images_argocd;
+mod images_bundle;
 mod images_factory;
 mod images_pull;
 mod k0s_flatcar;
