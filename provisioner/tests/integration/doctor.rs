@@ -46,18 +46,19 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Namespaces `a` (10.213.7.2/24) and `r` (10.213.7.1/24) joined by a veth.
-fn segment(id: u32) -> (Netns, String, String, String, String) {
-    let (a, r) = (format!("pdoca{id}"), format!("pdocr{id}"));
-    let (va, vr) = (format!("pdoca{id}"), format!("pdocr{id}"));
+/// Namespaces `a` (10.213.N.2/24) and `r` (10.213.N.1/24) joined by a veth.
+fn segment(tag: &str, n: u8) -> (Netns, String, String, String, String) {
+    let id = std::process::id() % 100_000;
+    let (a, r) = (format!("pd{tag}a{id}"), format!("pd{tag}r{id}"));
+    let (va, vr) = (a.clone(), r.clone());
     sh(&["ip", "netns", "add", &a]);
     let guard = Netns(vec![a.clone(), r.clone()]);
     sh(&["ip", "netns", "add", &r]);
     sh(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vr]);
     sh(&["ip", "link", "set", &va, "netns", &a]);
     sh(&["ip", "link", "set", &vr, "netns", &r]);
-    sh(&["ip", "-n", &a, "addr", "add", "10.213.7.2/24", "dev", &va]);
-    sh(&["ip", "-n", &r, "addr", "add", "10.213.7.1/24", "dev", &vr]);
+    sh(&["ip", "-n", &a, "addr", "add", &format!("10.213.{n}.2/24"), "dev", &va]);
+    sh(&["ip", "-n", &r, "addr", "add", &format!("10.213.{n}.1/24"), "dev", &vr]);
     for (ns, dev) in [(&a, &va), (&r, &vr)] {
         sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -180,8 +181,7 @@ fn finds_the_rogue_dhcp_server_and_the_missing_images() {
         println!("SKIPPED: doctor's lab segment needs root (network namespaces); CI runs as root");
         return;
     }
-    let id = std::process::id() % 100_000;
-    let (_ns, a, r, va, vr) = segment(id);
+    let (_ns, a, r, va, vr) = segment("d", 7);
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), &va);
     let rogue_dns = rogue(&r, &vr, tmp.path());
@@ -305,4 +305,116 @@ fn finds_the_rogue_dhcp_server_and_the_missing_images() {
         text.contains("        fix: `provisioner images pull --all`"),
         "{text}"
     );
+}
+
+/// The repository's infra/ armed (real-looking MACs) with its node addresses moved
+/// into the test's segment `10.213.N.x`.
+fn armed_infra(dir: &Path, n: u8) -> PathBuf {
+    let infra = dir.join("infra");
+    std::fs::create_dir_all(&infra).unwrap();
+    for e in std::fs::read_dir(repo().join("infra")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let t = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("02:00:00:00:0", "bc:24:11:00:0")
+                .replace("192.168.1.", &format!("10.213.{n}."));
+            std::fs::write(infra.join(p.file_name().unwrap()), t).unwrap();
+        }
+    }
+    infra
+}
+
+/// Listens on each `ip:port` inside `ns` until killed.
+fn listeners_in(ns: &str, addrs: &[(&str, u16)]) -> Killed {
+    let list: Vec<String> = addrs.iter().map(|(ip, p)| format!("(\"{ip}\",{p})")).collect();
+    let script = format!(
+        "import socket,sys,time\nss=[]\nfor a in [{}]:\n s=socket.socket()\n s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n \
+         s.bind(a)\n s.listen(16)\n ss.append(s)\nprint('up',flush=True)\ntime.sleep(120)\n",
+        list.join(",")
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (tests/requirements.txt)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "up");
+    Killed(child)
+}
+
+/// An armed Talos cluster: talos-1 answers on apid, trustd and the Kubernetes API;
+/// talos-2 is up but only apid listens (the others refuse: a firewall or a half-up
+/// node); talos-3 does not exist (down, skipped). The armed k0s cluster has no node
+/// up: one note, nothing dialled beyond the connect attempts.
+#[test]
+fn node_ports_are_checked_where_nodes_are_up() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: doctor's lab segment needs root (network namespaces); CI runs as root");
+        return;
+    }
+    let (_ns, a, r, _va, vr) = segment("n", 8);
+    for ip in ["10.213.8.151/24", "10.213.8.152/24"] {
+        sh(&["ip", "-n", &r, "addr", "add", ip, "dev", &vr]);
+    }
+    let _nodes = listeners_in(
+        &r,
+        &[
+            ("10.213.8.151", 50000),
+            ("10.213.8.151", 50001),
+            ("10.213.8.151", 6443),
+            ("10.213.8.152", 50000),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let infra = armed_infra(tmp.path(), 8);
+    let cfg = tmp.path().join("provisioner.yaml");
+    let rp = repo();
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {d}/state\nprofiles_dir: {r}/profiles\nimages_dir: {r}/images\ninfra_dir: {i}\n\
+             server_ip: 10.213.8.2\n",
+            d = tmp.path().display(),
+            r = rp.display(),
+            i = infra.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &a, BIN, "doctor", "--json", "--dhcp-wait", "0", "--timeout-ms", "800", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let nodes = findings(&v, "nodes");
+    let msgs: Vec<(&str, &str)> = nodes
+        .iter()
+        .map(|f| (f["severity"].as_str().unwrap(), f["message"].as_str().unwrap()))
+        .collect();
+    assert!(
+        msgs.contains(&(
+            "ok",
+            "cluster genmachine, node talos-1 (10.213.8.151): Talos apid 50000, Talos trustd 50001, Kubernetes API 6443 reachable"
+        )),
+        "{msgs:#?}"
+    );
+    for port in ["Talos trustd port 50001", "Kubernetes API port 6443"] {
+        let f = nodes
+            .iter()
+            .find(|f| {
+                f["severity"] == "error"
+                    && f["message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("cluster genmachine, node talos-2 (10.213.8.152): {port} not reachable"))
+            })
+            .unwrap_or_else(|| panic!("{port}: {msgs:#?}"));
+        assert!(f["fix"].as_str().unwrap().starts_with("allow TCP"), "{f}");
+    }
+    assert!(!msgs.iter().any(|(_, m)| m.contains("talos-3")), "a down node is skipped: {msgs:#?}");
+    assert!(msgs.contains(&("note", "cluster beelink: no node is up; API ports not checked")), "{msgs:#?}");
+    assert_eq!(nodes.iter().filter(|f| f["severity"] == "error").count(), 2, "{msgs:#?}");
+    assert!(!o.status.success());
 }
