@@ -57,8 +57,26 @@ fn segment(tag: &str, n: u8) -> (Netns, String, String, String, String) {
     sh(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vr]);
     sh(&["ip", "link", "set", &va, "netns", &a]);
     sh(&["ip", "link", "set", &vr, "netns", &r]);
-    sh(&["ip", "-n", &a, "addr", "add", &format!("10.213.{n}.2/24"), "dev", &va]);
-    sh(&["ip", "-n", &r, "addr", "add", &format!("10.213.{n}.1/24"), "dev", &vr]);
+    sh(&[
+        "ip",
+        "-n",
+        &a,
+        "addr",
+        "add",
+        &format!("10.213.{n}.2/24"),
+        "dev",
+        &va,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &r,
+        "addr",
+        "add",
+        &format!("10.213.{n}.1/24"),
+        "dev",
+        &vr,
+    ]);
     for (ns, dev) in [(&a, &va), (&r, &vr)] {
         sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -339,7 +357,9 @@ fn listeners_in(ns: &str, addrs: &[(&str, u16)]) -> Killed {
         .spawn()
         .expect("python3 (tests/requirements.txt)");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "up");
     Killed(child)
 }
@@ -383,7 +403,19 @@ fn node_ports_are_checked_where_nodes_are_up() {
     )
     .unwrap();
     let o = Command::new("ip")
-        .args(["netns", "exec", &a, BIN, "doctor", "--json", "--dhcp-wait", "0", "--timeout-ms", "800", "--config"])
+        .args([
+            "netns",
+            "exec",
+            &a,
+            BIN,
+            "doctor",
+            "--json",
+            "--dhcp-wait",
+            "0",
+            "--timeout-ms",
+            "800",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();
@@ -405,16 +437,25 @@ fn node_ports_are_checked_where_nodes_are_up() {
             .iter()
             .find(|f| {
                 f["severity"] == "error"
-                    && f["message"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with(&format!("cluster genmachine, node talos-2 (10.213.8.152): {port} not reachable"))
+                    && f["message"].as_str().unwrap().starts_with(&format!(
+                        "cluster genmachine, node talos-2 (10.213.8.152): {port} not reachable"
+                    ))
             })
             .unwrap_or_else(|| panic!("{port}: {msgs:#?}"));
         assert!(f["fix"].as_str().unwrap().starts_with("allow TCP"), "{f}");
     }
-    assert!(!msgs.iter().any(|(_, m)| m.contains("talos-3")), "a down node is skipped: {msgs:#?}");
-    assert!(msgs.contains(&("note", "cluster beelink: no node is up; API ports not checked")), "{msgs:#?}");
-    assert_eq!(nodes.iter().filter(|f| f["severity"] == "error").count(), 2, "{msgs:#?}");
+    assert!(
+        !msgs.iter().any(|(_, m)| m.contains("talos-3")),
+        "a down node is skipped: {msgs:#?}"
+    );
+    assert!(
+        msgs.contains(&("note", "cluster beelink: no node is up; API ports not checked")),
+        "{msgs:#?}"
+    );
+    assert_eq!(
+        nodes.iter().filter(|f| f["severity"] == "error").count(),
+        2,
+        "{msgs:#?}"
+    );
     assert!(!o.status.success());
 }
