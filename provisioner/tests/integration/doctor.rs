@@ -295,6 +295,19 @@ fn finds_the_rogue_dhcp_server_and_the_missing_images() {
             .any(|f| f["message"].as_str().unwrap().starts_with("argocd/install-"))
     );
 
+    // The certificate the running appliance made, the state's disk and clock.
+    let cert = findings(&v, "certificate");
+    assert_eq!(cert.len(), 1, "{cert:#?}");
+    assert_eq!(cert[0]["severity"], "ok", "{cert:#?}");
+    let m = cert[0]["message"].as_str().unwrap();
+    assert!(
+        m.contains("state/tls/api.crt") && m.ends_with("day(s) left"),
+        "{m}"
+    );
+    for check in ["disk", "clock"] {
+        assert!(!findings(&v, check).is_empty(), "no {check} finding: {v:#}");
+    }
+
     // The control: without the rogue the DHCP check passes.
     drop(rogue_dns);
     let (_, v) = doctor(&a, &cfg);

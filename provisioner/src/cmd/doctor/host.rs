@@ -247,3 +247,72 @@ pub fn images(needs: &Needs, cache: &ImageCache) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::{Duration as TDuration, OffsetDateTime};
+
+    fn cert_file(dir: &Path, not_before: OffsetDateTime, not_after: OffsetDateTime) -> std::path::PathBuf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.not_before = not_before;
+        p.not_after = not_after;
+        let pem = p.self_signed(&key).unwrap().pem();
+        let f = dir.join(format!("{}.crt", not_after.unix_timestamp()));
+        std::fs::write(&f, pem).unwrap();
+        f
+    }
+
+    fn judge(dir: &Path, nb: OffsetDateTime, na: OffsetDateTime) -> Finding {
+        let mut cfg = Config {
+            state_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        cfg.api_tls.cert_file = Some(cert_file(dir, nb, na));
+        certificate(&cfg).remove(0)
+    }
+
+    #[test]
+    fn certificate_expiry_is_judged_by_days_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let day = TDuration::days(1);
+        let ok = judge(dir.path(), now - day, now + 400 * day);
+        assert_eq!(ok.severity, Severity::Ok, "{ok:?}");
+        assert!(ok.message.ends_with("day(s) left"), "{ok:?}");
+        let soon = judge(dir.path(), now - day, now + 10 * day);
+        assert_eq!(soon.severity, Severity::Warning, "{soon:?}");
+        assert!(soon.fix.as_deref().unwrap().starts_with("renew it"));
+        let gone = judge(dir.path(), now - 30 * day, now - day);
+        assert_eq!(gone.severity, Severity::Error, "{gone:?}");
+        assert!(gone.message.ends_with("expired"), "{gone:?}");
+        let future = judge(dir.path(), now + 5 * day, now + 400 * day);
+        assert_eq!(future.severity, Severity::Error, "{future:?}");
+        assert!(future.message.contains("not valid before"), "{future:?}");
+        // No file yet: a note, not an error (the first start makes it).
+        let cfg = Config {
+            state_dir: dir.path().join("fresh"),
+            ..Default::default()
+        };
+        assert_eq!(certificate(&cfg)[0].severity, Severity::Note);
+    }
+
+    #[test]
+    fn a_clock_behind_the_state_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(clock(dir.path())[0].severity, Severity::Ok);
+        let f = dir.path().join("inventory.redb");
+        std::fs::write(&f, b"x").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let c = clock(dir.path());
+        assert_eq!(c[0].severity, Severity::Error, "{c:?}");
+        assert!(c[0].message.contains("inventory.redb"), "{c:?}");
+    }
+}
