@@ -100,6 +100,18 @@ fn main() -> std::process::ExitCode {
         } => client::events(follow, mac.as_deref(), &api, &cfg),
         Command::Token { cmd, cfg } => client::token::run(&cmd, &cfg),
         Command::K0s { cmd, cfg } => provisioner::cmd::k0s::run(cmd, &cfg),
+        Command::Doctor(args) => provisioner::cmd::doctor::run(&args),
+        Command::Completions { shell } => {
+            provisioner::cmd::completions::completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { output } => {
+            provisioner::cmd::completions::man(output.as_deref(), &mut std::io::stdout()).map(|pages| {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+            })
+        }
         Command::Version => {
             println!("provisioner {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -230,6 +230,22 @@ pub enum Command {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Is the network and host ready? Other DHCP servers, the listeners, node API
+    /// ports, disk, clock, API certificate, image cache; each finding with its fix.
+    /// Exits non-zero on an error.
+    Doctor(crate::cmd::doctor::DoctorArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// Which shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into a folder.
+    Man {
+        /// Write `provisioner.1`, `provisioner-<subcommand>.1` … into this folder.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
 }

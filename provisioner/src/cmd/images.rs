@@ -27,10 +27,23 @@ pub enum ImagesCommand {
     /// Flatcar (PXE kernel + initramfs, disk image + signature for the mirror) or a
     /// k0s release (binary checked against its sha256sums.txt) from upstream; the
     /// ArgoCD install manifest pinned in gitops/settings.yaml (sha256 verified).
+    ///
+    /// `--all`: everything infra/, profiles/ and gitops/settings.yaml need, each from
+    /// its own upstream (`--factory`, `--flatcar-base`, `--k0s-base`, `--base` for the
+    /// ArgoCD pin's origin).
     Pull {
         /// `talos`, `flatcar`, `k0s` or `argocd`.
-        #[arg(value_parser = ["talos", "flatcar", "k0s", "argocd"])]
-        kind: String,
+        #[arg(value_parser = ["talos", "flatcar", "k0s", "argocd"], required_unless_present = "all")]
+        kind: Option<String>,
+        /// Pull everything this site needs (then `images bundle` carries it offline).
+        #[arg(long, conflicts_with_all = ["kind", "version", "schematic", "image"])]
+        all: bool,
+        /// With `--all`: Flatcar releases base URL.
+        #[arg(long, requires = "all", default_value = k0s_pull::FLATCAR_BASE)]
+        flatcar_base: String,
+        /// With `--all`: k0s releases base URL.
+        #[arg(long, requires = "all", default_value = k0s_pull::K0S_BASE)]
+        k0s_base: String,
         /// Talos version (v1.11.6), Flatcar release (4459.2.0) or k0s tag (v1.36.3+k0s.2);
         /// for argocd the pinned version (the default).
         #[arg(long, required_if_eq_any([("kind", "talos"), ("kind", "flatcar"), ("kind", "k0s")]))]
@@ -52,7 +65,8 @@ pub enum ImagesCommand {
     },
     /// Copy already-downloaded files into the cache (air-gapped installs). With
     /// `--mirror flatcar|k0s --version V`: Flatcar or k0s release files;
-    /// `images import argocd <install.yaml>`: the pinned ArgoCD manifest.
+    /// `images import argocd <install.yaml>`: the pinned ArgoCD manifest;
+    /// `images import <bundle.tar>`: a bundle from `images bundle`.
     Import {
         /// Image id from images/ (Flatcar: the PXE image, default flatcar-stable-amd64);
         /// required unless `--mirror` or `argocd`.
@@ -69,6 +83,14 @@ pub enum ImagesCommand {
     },
     /// List images and the cache status of their files.
     Ls,
+    /// Write every file this site needs (as `pull --all` fetches them), verified, to
+    /// one tar with a manifest of SHA-256s; `images import <file.tar>` on the offline
+    /// appliance checks and places it.
+    Bundle {
+        /// The tar to write.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -88,10 +110,36 @@ fn print_placed(placed: &[Placed], what_new: &str) {
 pub fn run(cmd: ImagesCommand, args: &ConfigArgs) -> anyhow::Result<()> {
     let cfg = crate::cmd::commands::load_config(args)?;
     let cache = cfg.image_cache();
+    let kind_of = |k: &Option<String>| k.clone().unwrap_or_default();
     match cmd {
         ImagesCommand::Pull {
+            all: true,
+            flatcar_base,
+            k0s_base,
+            base,
+            factory,
+            ..
+        } => crate::cmd::bundle::pull_all(
+            &cfg,
+            &crate::cmd::bundle::Bases {
+                factory,
+                flatcar: flatcar_base,
+                k0s: k0s_base,
+                argocd: base,
+            },
+        ),
+        ImagesCommand::Bundle { output } => crate::cmd::bundle::bundle(&cfg, &output),
+        ImagesCommand::Import {
+            image: None,
+            mirror: None,
+            files,
+            ..
+        } if files.len() == 1 && files[0].extension().is_some_and(|e| e == "tar") => {
+            crate::cmd::bundle::import(&cfg, &files[0])
+        }
+        ImagesCommand::Pull {
             kind, version, base, ..
-        } if kind == "argocd" => pull_argocd(&cfg, &cache, version.as_deref(), base.as_deref()),
+        } if kind_of(&kind) == "argocd" => pull_argocd(&cfg, &cache, version.as_deref(), base.as_deref()),
         ImagesCommand::Import {
             image: None,
             mirror: None,
@@ -107,12 +155,12 @@ pub fn run(cmd: ImagesCommand, args: &ConfigArgs) -> anyhow::Result<()> {
             base,
             image,
             ..
-        } if kind != "talos" => {
+        } if kind_of(&kind) != "talos" => {
             let image = image.as_deref().unwrap_or(FLATCAR_IMAGE);
             pull_mirror(
                 &cfg,
                 &cache,
-                &kind,
+                &kind_of(&kind),
                 &version.unwrap_or_default(),
                 base.as_deref(),
                 image,

@@ -18,6 +18,7 @@
 //! Flatcar and k0s releases, the ArgoCD pin) is its own folder's business; they all
 //! come through here.
 
+mod bundle;
 mod fetch;
 mod files;
 
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use provisioner_core::k0s::mirror::{self, Kind};
 
+pub use bundle::{BundleFile, MANIFEST, Manifest};
 pub use fetch::{download, parse_sums_file, sha256_file};
 pub use files::{Listed, Placed, Wanted};
 

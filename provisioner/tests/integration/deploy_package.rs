@@ -166,6 +166,15 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
             .is_symlink(),
         "postinst did not enable the unit"
     );
+    // Completions and man pages land where the shells and man look for them.
+    for f in [
+        "/usr/share/bash-completion/completions/provisioner",
+        "/usr/share/zsh/vendor-completions/_provisioner",
+        "/usr/share/fish/vendor_completions.d/provisioner.fish",
+        "/usr/share/man/man1/provisioner.1.gz",
+    ] {
+        assert!(c.path(f).is_file(), "{f} not installed");
+    }
     let conffiles = c.ok(&["dpkg-query", "-W", "-f=${Conffiles}", "provisioner"]);
     for f in [
         "/etc/provisioner/provisioner.yaml",

@@ -222,3 +222,63 @@ fn create_lxc_rejects_bad_arguments_before_doing_anything() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// The package carries the completions and man pages the packaged binary generates
+/// from its clap definitions (`provisioner completions`, `provisioner man`), where
+/// Debian's bash-completion, zsh, fish and man look for them; the bash script loads
+/// and registers the command, every man page is a gzipped roff page with a title.
+#[test]
+fn package_ships_completions_and_man_pages() {
+    let work = tempfile::tempdir().unwrap();
+    let deb = crate::deploy::chroot::build_deb("0.0.0-test", work.path());
+    let listing = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for want in [
+        "./usr/share/bash-completion/completions/provisioner",
+        "./usr/share/zsh/vendor-completions/_provisioner",
+        "./usr/share/fish/vendor_completions.d/provisioner.fish",
+        "./usr/share/man/man1/provisioner.1.gz",
+        "./usr/share/man/man1/provisioner-images-pull.1.gz",
+        "./usr/share/man/man1/provisioner-doctor.1.gz",
+    ] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(want))
+            .unwrap_or_else(|| panic!("{want} not in the package:\n{listing}"));
+        assert!(line.starts_with("-rw-r--r-- root/root"), "{line}");
+    }
+    let root = work.path().join("x");
+    let o = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // Sourcing the script registers a completion function for the command.
+    let bash = root.join("usr/share/bash-completion/completions/provisioner");
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p provisioner", bash.display()))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("-F _provisioner"), "{out}");
+    let zsh = std::fs::read_to_string(root.join("usr/share/zsh/vendor-completions/_provisioner")).unwrap();
+    assert!(zsh.starts_with("#compdef provisioner"));
+    let pages: Vec<PathBuf> = std::fs::read_dir(root.join("usr/share/man/man1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(pages.len() > 20, "{pages:?}");
+    for p in &pages {
+        let o = Command::new("zcat").arg(p).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains(".TH provisioner"),
+            "{}",
+            p.display()
+        );
+    }
+}

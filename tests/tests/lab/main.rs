@@ -14,6 +14,7 @@
 mod common;
 
 mod boot_firmware;
+mod bundle_lab;
 mod config_release_lab;
 mod dhcp_clients;
 mod dhcp_durability;
