@@ -251,6 +251,7 @@ async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let files = BootFiles::new(
         &cfg.tftp_root,
         first_stage.to_string(),
+        cfg.tftp.cache_max_bytes,
         Some(tftp_hook(service.clone())),
     );
     tracing::info!("listening for TFTP on {}", tftp_sock.local_addr()?);
