@@ -44,6 +44,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), TftpError> {
     socket.set_nonblocking(true).map_err(engine)?;
+    // Transfers answer from the address the request socket is bound to (with
+    // 0.0.0.0, the kernel picks the source by route).
+    let local = socket.local_addr().map_err(engine)?.ip();
     size_receive_buffer(&socket, tuning.recv_buffer_bytes);
     raise_fd_limit(u64::from(tuning.max_sessions) + 256);
     // Completions go back to the caller's runtime, where the hook writes the timeline.
@@ -65,10 +68,10 @@ pub async fn serve(
                 .build()
                 .map_err(engine)
                 .and_then(|rt| {
-                    let local = tokio::task::LocalSet::new();
-                    local.block_on(&rt, async move {
+                    let set = tokio::task::LocalSet::new();
+                    set.block_on(&rt, async move {
                         let sock = tokio::net::UdpSocket::from_std(socket).map_err(engine)?;
-                        let ctx = Rc::new(Ctx::new(files, tuning, done_tx));
+                        let ctx = Rc::new(Ctx::new(files, tuning, local, done_tx));
                         tokio::select! {
                             r = listen(&sock, &ctx) => r,
                             () = shutdown.cancelled() => Ok(()),
@@ -114,6 +117,7 @@ pub(super) struct Ctx {
     pub(super) files: Arc<dyn TftpFiles>,
     pub(super) tuning: TftpTuning,
     limits: Limits,
+    local: IpAddr,
     pub(super) done: tokio::sync::mpsc::UnboundedSender<Done>,
     sessions: RefCell<Sessions>,
 }
@@ -131,6 +135,7 @@ impl Ctx {
     fn new(
         files: Arc<dyn TftpFiles>,
         tuning: TftpTuning,
+        local: IpAddr,
         done: tokio::sync::mpsc::UnboundedSender<Done>,
     ) -> Self {
         let limits = Limits {
@@ -143,6 +148,7 @@ impl Ctx {
             files,
             tuning,
             limits,
+            local,
             done,
             sessions: RefCell::default(),
         }
@@ -272,11 +278,7 @@ fn request(sock: &tokio::net::UdpSocket, ctx: &Rc<Ctx>, dgram: &[u8], peer: Sock
         }
     };
     let agreed = negotiate(&req.options, source.len(), &ctx.limits);
-    let local = sock
-        .local_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let socket = match transfer::socket(local, peer, &agreed) {
+    let socket = match transfer::socket(ctx.local, peer, &agreed) {
         Ok(s) => s,
         Err(e) => {
             count("socket_error");

@@ -6,14 +6,17 @@
 //! (no copy into a packet buffer), then one `recv` when the reactor reports the ACK.
 //! Nothing is allocated per block, and the timer is not re-armed per ACK: it fires at
 //! the deadline it was set for and is pushed back only then, to `last send + timeout`
-//! (one re-arm per timeout period in a healthy transfer).
+//! (one re-arm per timeout period in a healthy transfer). A window of several blocks
+//! (RFC 7440) leaves in one `sendmmsg` per [`BATCH`] blocks.
 
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::time::Duration;
 
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use provisioner_core::tftp::packet::{self, Reply};
 use provisioner_core::tftp::session::{AckOutcome, Negotiated, Sender};
 use tokio::io::Interest;
@@ -22,6 +25,9 @@ use tokio::time::Instant;
 
 use super::Source;
 use super::server::{Ctx, Session};
+
+/// Blocks per `sendmmsg`; headers and iovecs for a batch live on the stack.
+const BATCH: usize = 16;
 
 /// A connected, non-blocking socket for one transfer. The send buffer must hold a
 /// whole window (a large blksize × windowsize exceeds the default).
@@ -85,6 +91,9 @@ impl Transfer {
             Source::File { .. } => vec![0u8; usize::from(self.agreed.blksize)],
             Source::Memory(_) => Vec::new(),
         };
+        // The mmsghdr array for windows, allocated once per transfer.
+        let mut batch =
+            (self.agreed.window > 1).then(|| MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None));
         let mut buf = [0u8; 1024];
         let timeout = Duration::from_secs(u64::from(self.agreed.timeout_secs));
         let max_retries = self.ctx.tuning.max_send_retries;
@@ -93,7 +102,7 @@ impl Transfer {
         // repeats its ACK (it lost the block after it, RFC 7440 §4).
         let mut fast_retry_at = None;
 
-        if self.send(&mut s, &oack, &mut block).await.is_err() {
+        if self.send(&mut s, &oack, &mut block, &mut batch).await.is_err() {
             return End::PeerGone;
         }
         let mut last_send = Instant::now();
@@ -139,7 +148,7 @@ impl Transfer {
                         Reply::Error(..) => return End::PeerError,
                         Reply::Other => continue,
                     }
-                    if self.send(&mut s, &oack, &mut block).await.is_err() {
+                    if self.send(&mut s, &oack, &mut block, &mut batch).await.is_err() {
                         return End::PeerGone;
                     }
                     last_send = Instant::now();
@@ -155,7 +164,7 @@ impl Transfer {
                         return End::TimedOut;
                     }
                     metrics::counter!("provisioner_tftp_retransmits_total").increment(1);
-                    if self.send(&mut s, &oack, &mut block).await.is_err() {
+                    if self.send(&mut s, &oack, &mut block, &mut batch).await.is_err() {
                         return End::PeerGone;
                     }
                     last_send = Instant::now();
@@ -167,28 +176,90 @@ impl Transfer {
 
     /// Sends what the transfer owes now: the OACK while it is unacknowledged, else the
     /// current window.
-    async fn send(&self, s: &mut Sender, oack: &[u8], block: &mut [u8]) -> io::Result<()> {
+    async fn send(
+        &self,
+        s: &mut Sender,
+        oack: &[u8],
+        block: &mut [u8],
+        batch: &mut Option<MultiHeaders<SockaddrStorage>>,
+    ) -> io::Result<()> {
         if s.oack_pending() {
             return self.send_iov(&[IoSlice::new(oack)]).await;
         }
-        for n in s.to_send() {
-            let header = packet::data_header(Sender::wire(n));
-            let r = s.range(n);
-            match &self.source {
-                Source::Memory(bytes) => {
+        let blocks = s.to_send();
+        let (mut first, last) = (*blocks.start(), *blocks.end());
+        while first <= last {
+            match (&self.source, batch.as_mut()) {
+                (Source::Memory(bytes), Some(batch)) if first < last => {
+                    let n = (last - first + 1).min(BATCH as u64) as usize;
+                    let mut headers = [[0u8; 4]; BATCH];
+                    for (i, h) in headers.iter_mut().enumerate().take(n) {
+                        *h = packet::data_header(Sender::wire(first + i as u64));
+                    }
+                    let mut iov = [[IoSlice::new(&[]), IoSlice::new(&[])]; BATCH];
+                    for (i, (v, h)) in iov.iter_mut().zip(&headers).enumerate().take(n) {
+                        let r = s.range(first + i as u64);
+                        *v = [
+                            IoSlice::new(h),
+                            IoSlice::new(&bytes[r.start as usize..r.end as usize]),
+                        ];
+                    }
+                    first += self.send_batch(batch, &iov[..n]).await? as u64;
+                }
+                (Source::Memory(bytes), _) => {
+                    let r = s.range(first);
+                    let header = packet::data_header(Sender::wire(first));
                     let data = &bytes[r.start as usize..r.end as usize];
                     self.send_iov(&[IoSlice::new(&header), IoSlice::new(data)])
                         .await?;
+                    first += 1;
                 }
-                Source::File { file, .. } => {
+                (Source::File { file, .. }, _) => {
+                    let r = s.range(first);
+                    let header = packet::data_header(Sender::wire(first));
                     let want = (r.end - r.start) as usize;
                     let got = file.read_at(&mut block[..want], r.start)?;
                     self.send_iov(&[IoSlice::new(&header), IoSlice::new(&block[..got])])
                         .await?;
+                    first += 1;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Several datagrams in one `sendmmsg`; returns how many left (at least one).
+    async fn send_batch(
+        &self,
+        batch: &mut MultiHeaders<SockaddrStorage>,
+        iov: &[[IoSlice<'_>; 2]],
+    ) -> io::Result<usize> {
+        // The socket is connected: no per-message address.
+        let addrs = [None::<SockaddrStorage>; BATCH];
+        let none: [ControlMessage<'_>; 0] = [];
+        loop {
+            let fd = self.sock.as_raw_fd();
+            match sendmmsg(fd, batch, iov, &addrs[..iov.len()], none, MsgFlags::empty()) {
+                Ok(sent) => {
+                    let n = sent.count();
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => self.wait_writable().await?,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until the send buffer has room again. tokio did not see our EAGAIN:
+    /// clear its (stale) writable flag first, or `writable()` would return at once.
+    async fn wait_writable(&self) -> io::Result<()> {
+        let _ = self.sock.try_io(Interest::WRITABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+        self.sock.writable().await
     }
 
     /// Forgets tokio's readable flag without a syscall: a closure that reports
