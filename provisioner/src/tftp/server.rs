@@ -81,7 +81,9 @@ pub async fn serve(
             let _ = tx.send(r);
         })
         .map_err(engine)?;
-    let r = rx.await.unwrap_or(Ok(()));
+    let r = rx
+        .await
+        .unwrap_or_else(|_| Err(TftpError::Engine("the engine thread panicked".into())));
     let _ = hooks.await;
     r
 }
