@@ -166,18 +166,24 @@ impl Sender {
 
     /// The blocks to send now (first..=last), empty while the OACK is pending.
     ///
-    /// Until the client has acknowledged block 1 the window is 1: a spoofed request
-    /// (whose "client" never sees our packets) can reflect at most one block per
-    /// retransmission at its victim, whatever windowsize it asked for. After that,
-    /// RFC 7440 §4: a window starts right after the last acknowledged block.
+    /// Reflection bound: until the client has acknowledged a packet of ours, it gets
+    /// one packet per (re)transmission: the OACK when options were negotiated, else
+    /// block 1 (without options the window is 1 anyway, RFC 1350). A spoofed request,
+    /// whose "client" never sees our packets and cannot guess our new port, thus costs
+    /// its victim at most `max_send_retries + 1` small packets, whatever windowsize it
+    /// asked for. Once the OACK is acknowledged (ACK 0), the full window goes out:
+    /// holding it to one block until ACK 1 stalls every RFC 7440 client, because they
+    /// acknowledge only a full window (tianocore/edk2
+    /// `NetworkPkg/Mtftp4Dxe/Mtftp4Rrq.c` `Mtftp4RrqHandleData`; atftp waits for our
+    /// retransmission, measured 2 s per transfer in tests/bench/README.md).
+    /// After that, RFC 7440 §4: a window starts right after the last acknowledged block.
     pub fn to_send(&mut self) -> std::ops::RangeInclusive<u64> {
         if self.oack_pending {
             #[allow(clippy::reversed_empty_ranges)]
             return 1..=0;
         }
-        let window = if self.acked == 0 { 1 } else { self.window };
         let first = self.acked + 1;
-        let last = (self.acked + window).min(self.last);
+        let last = (self.acked + self.window).min(self.last);
         self.sent = self.sent.max(last);
         first..=last
     }

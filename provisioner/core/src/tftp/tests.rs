@@ -142,19 +142,16 @@ fn negotiation_clamps_blksize_and_window_and_declines_long_timeouts() {
 }
 
 #[test]
-fn window_is_one_until_block_1_is_acknowledged() {
+fn nothing_but_the_oack_until_the_peer_answers_then_whole_windows() {
     let n = negotiate(&opts(Some(512), None, None, Some(8)), 512 * 20, &LIMITS);
     let mut s = Sender::new(512 * 20, &n);
     assert!(s.oack_pending());
     assert!(s.to_send().is_empty(), "nothing before ACK 0");
     assert_eq!(s.on_ack(1), AckOutcome::Stale);
     assert_eq!(s.on_ack(0), AckOutcome::Advanced);
-    assert_eq!(s.to_send(), 1..=1, "one block to an unproven peer");
-    assert_eq!(s.to_send(), 1..=1, "still one on retransmission");
-    assert_eq!(s.on_ack(2), AckOutcome::Stale, "block 2 was never sent");
-    assert_eq!(s.on_ack(1), AckOutcome::Advanced);
-    assert_eq!(s.to_send(), 2..=9);
-    assert_eq!(s.on_ack(1), AckOutcome::Duplicate);
+    assert_eq!(s.to_send(), 1..=8, "ACK 0 proved the peer: a whole window");
+    assert_eq!(s.on_ack(9), AckOutcome::Stale, "block 9 was never sent");
+    assert_eq!(s.on_ack(0), AckOutcome::Duplicate);
     // A mid-window ACK restarts the window after it (RFC 7440 §4).
     assert_eq!(s.on_ack(5), AckOutcome::Advanced);
     assert_eq!(s.to_send(), 6..=13);
@@ -164,6 +161,20 @@ fn window_is_one_until_block_1_is_acknowledged() {
     assert_eq!(s.range(21), 10240..10240);
     assert_eq!(s.on_ack(21), AckOutcome::Done);
     assert!(s.done());
+}
+
+#[test]
+fn without_options_one_block_at_a_time() {
+    let n = negotiate(&opts(None, None, None, None), 1000, &LIMITS);
+    let mut s = Sender::new(1000, &n);
+    assert!(!s.oack_pending());
+    assert_eq!(s.to_send(), 1..=1);
+    assert_eq!(s.to_send(), 1..=1, "a retransmission is block 1 again");
+    assert_eq!(s.on_ack(2), AckOutcome::Stale);
+    assert_eq!(s.on_ack(1), AckOutcome::Advanced);
+    assert_eq!(s.to_send(), 2..=2);
+    assert_eq!(s.range(2), 512..1000);
+    assert_eq!(s.on_ack(2), AckOutcome::Done);
 }
 
 #[test]
