@@ -193,11 +193,10 @@ fn admit(ctx: &Rc<Ctx>, peer: SocketAddr) -> Result<Session, Busy> {
     if s.total >= ctx.tuning.max_sessions {
         return Err(Busy::Global);
     }
-    let n = s.per_ip.entry(peer.ip()).or_default();
-    if *n >= ctx.tuning.max_sessions_per_ip {
+    if s.per_ip.get(&peer.ip()).copied().unwrap_or(0) >= ctx.tuning.max_sessions_per_ip {
         return Err(Busy::PerIp);
     }
-    *n += 1;
+    *s.per_ip.entry(peer.ip()).or_default() += 1;
     s.total += 1;
     s.peers.insert(peer);
     metrics::gauge!("provisioner_tftp_sessions").set(f64::from(s.total));
