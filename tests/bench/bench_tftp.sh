@@ -168,7 +168,7 @@ bench_tftp_diag() {
     fi
     mkdir -p "$OUT_DIR"
     local ev="task-clock,context-switches" s
-    for s in sendto sendmsg recvfrom recvmsg poll epoll_wait epoll_pwait epoll_ctl futex read write pread64 lseek timerfd_settime; do
+    for s in sendto sendmsg sendmmsg writev recvfrom recvmsg poll epoll_wait epoll_pwait epoll_ctl futex read write pread64 lseek timerfd_settime; do
         ev+=",syscalls:sys_enter_$s"
     done
     : >"$f"

@@ -20,6 +20,8 @@
 //! - [`release`]: who gets a machine config: peer binding, UUID pinning, operator
 //!   approval and the RFC 8628 device flow, as pure decisions.
 //! - [`dhcp`]: DHCP/proxyDHCP classification, boot-file choice, replies and leases.
+//! - [`tftp`]: read-only TFTP packets, option negotiation and the window (RFC 1350,
+//!   2347-2349, 7440).
 //! - [`k0s`]: the k0s path's pure parts (cluster definition, ClusterConfig, join
 //!   tokens, Flatcar Ignition, the k0s sub-state machine).
 //!
@@ -42,4 +44,5 @@ pub mod power;
 pub mod release;
 pub mod render;
 pub mod talos;
+pub mod tftp;
 pub mod timeline;

@@ -79,6 +79,7 @@ impl Wiring<'_> {
         let files = BootFiles::new(
             &self.cfg.tftp_root,
             first_stage.to_string(),
+            self.cfg.tftp.cache_max_bytes,
             Some(tftp_hook(self.service.clone())),
         );
         tracing::info!("listening for TFTP on {}", tftp.local_addr()?);

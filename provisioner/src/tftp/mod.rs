@@ -1,16 +1,18 @@
 //! Read-only TFTP for iPXE binaries and `autoexec.ipxe`.
 //!
-//! The protocol engine is async-tftp, kept behind our own seam: the server only asks
-//! a [`TftpFiles`] what to send, so an in-house RRQ-only server could replace the
-//! engine without touching policy (crates.md §5.2). Path checks are the pure
-//! [`sanitize`] below.
+//! The engine is our own (tests/bench/README.md says why): a pure protocol core in
+//! `provisioner_core::tftp` (packets, option negotiation, the window) and, here, the
+//! I/O around it on a dedicated thread ([`server`]: request socket, session caps;
+//! `transfer`: one task per transfer). The engine only asks a [`TftpFiles`] what to
+//! send; [`files::BootFiles`] serves a directory through a byte-bounded LRU cache.
+//! Path checks are the pure [`sanitize`] below.
 
 pub mod files;
 mod server;
 pub mod settings;
+mod transfer;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 pub use files::BootFiles;
 pub use server::{TftpError, serve};
@@ -26,12 +28,42 @@ pub enum Refusal {
     Denied(&'static str),
 }
 
-/// What the TFTP server may send. Implementations must be fast: async-tftp serialises
-/// opens behind one lock.
+/// Where a transfer's bytes come from.
+#[derive(Debug)]
+pub enum Source {
+    /// The whole file in memory; blocks are slices of it, sent without a copy.
+    Memory(bytes::Bytes),
+    /// A file too large for the cache, read block by block with `pread`.
+    File {
+        /// The open file.
+        file: std::fs::File,
+        /// Its length when opened.
+        len: u64,
+    },
+}
+
+impl Source {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Source::Memory(b) => b.len() as u64,
+            Source::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the TFTP server may send. `open` runs on the engine's thread for every
+/// request, so it must be fast (the cache answers repeated files from memory).
 pub trait TftpFiles: Send + Sync + std::fmt::Debug {
-    /// The whole file for `path` (already sanitised) requested by `client`.
-    fn open(&self, client: SocketAddr, path: &str) -> Result<Arc<[u8]>, Refusal>;
-    /// Called once the last block of `path` was handed to the engine.
+    /// The file for `path` (already sanitised) requested by `client`.
+    fn open(&self, client: SocketAddr, path: &str) -> Result<Source, Refusal>;
+    /// Called (on the caller's tokio runtime) once the client acknowledged the last
+    /// block of `path`.
     fn completed(&self, client: SocketAddr, path: &str, bytes: u64);
 }
 

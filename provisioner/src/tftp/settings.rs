@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// TFTP tuning. Defaults follow crates.md §5.2 (async-tftp #18: few retries, so an
-/// aborted firmware `tsize` probe cannot leave a transfer running for minutes).
+/// TFTP settings (the engine in `tftp/`). Every bound is here so a flood of requests,
+/// spoofed or not, costs at most `max_sessions` sockets for at most
+/// `max_timeout_secs × (max_send_retries + 1)` seconds each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TftpTuning {
@@ -11,10 +12,20 @@ pub struct TftpTuning {
     pub block_size_limit: u16,
     /// Largest windowsize granted (RFC 7440).
     pub window_size_limit: u16,
-    /// Retransmission timeout in seconds.
-    pub timeout_secs: u64,
-    /// Retransmissions before a transfer is abandoned.
+    /// Retransmission timeout in seconds when the client names none.
+    pub timeout_secs: u8,
+    /// Largest client `timeout` option honoured (RFC 2349); a larger one is declined.
+    pub max_timeout_secs: u8,
+    /// Retransmissions of one window (or OACK) before a transfer is abandoned.
     pub max_send_retries: u32,
+    /// Transfers at once; an RRQ beyond it gets a TFTP ERROR (counted).
+    pub max_sessions: u32,
+    /// Transfers at once per client IP address.
+    pub max_sessions_per_ip: u32,
+    /// Bytes of files kept in memory (LRU); larger files are read per block.
+    pub cache_max_bytes: u64,
+    /// Receive buffer of the request socket, so a storm of RRQs is queued, not dropped.
+    pub recv_buffer_bytes: u32,
 }
 
 impl Default for TftpTuning {
@@ -23,7 +34,12 @@ impl Default for TftpTuning {
             block_size_limit: 1468,
             window_size_limit: 16,
             timeout_secs: 2,
+            max_timeout_secs: 5,
             max_send_retries: 5,
+            max_sessions: 2048,
+            max_sessions_per_ip: 8,
+            cache_max_bytes: 64 * 1024 * 1024,
+            recv_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -65,4 +65,5 @@ mod talos_proto_conformance;
 mod talos_reimage;
 mod talos_secrets;
 mod talos_sops;
+mod tftp_bounds;
 mod tftp_clients;

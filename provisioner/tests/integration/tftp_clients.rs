@@ -93,6 +93,18 @@ fn atftp_fetches_byte_identical_files_with_windowsize_1_and_16() {
             );
         }
     }
+    // atftp acknowledges only whole windows: a server that held back the first window
+    // would make it wait for a retransmission (RFC 7440 §4; see core::tftp::session).
+    let reader = d.token("read-only");
+    let (_, m) = d.api_get("/metrics", Some(&reader));
+    assert!(
+        m.contains("provisioner_tftp_transfers_total{result=\"completed\"} 16"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("provisioner_tftp_retransmits_total"),
+        "no retransmission needed:\n{m}"
+    );
 }
 
 /// Sends one RRQ and returns the first reply datagram.
