@@ -235,8 +235,11 @@ fn approve_mode_end_to_end() {
             name: "approve".into(),
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // The script prints "waits for an operator's approval", then the code, mac, uuid
+    // and ip lines and last the approve command: wait for that last line, so the lines
+    // read below are complete (reading after the first one raced the serial port).
     if let Err(e) = vm.wait_for_serial(
-        "waits for an operator's approval",
+        "provisioner machines approve",
         Firmware::SeabiosIpxe.boot_timeout(),
     ) {
         fail(&site, Some(&vm), e);
