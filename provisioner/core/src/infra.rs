@@ -34,6 +34,12 @@ impl Infra {
     }
 }
 
+/// The options `talos::yaml::from_str` reads cluster files with (Kubernetes-style
+/// booleans: `auto: off` stays a string).
+fn strict() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
 fn err(file: &Path, field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
         file: file.to_path_buf(),
@@ -96,32 +102,23 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
             .unwrap_or("talos")
             .to_string();
         match dist.as_str() {
-            "talos" => match serde_json::from_value::<TalosCluster>(value) {
+            "talos" => match crate::fieldpath::from_str::<TalosCluster>(&text, strict()) {
                 Ok(c) => {
                     for (f, m) in c.validate() {
                         errs.push(err(&path, f, m));
                     }
                     infra.talos.insert(stem.clone(), c);
                 }
-                Err(e) => errs.push(err(&path, "(document)", e.to_string())),
+                Err(e) => errs.push(err(&path, e.field_or_document(), e.to_string())),
             },
-            "k0s" => match serde_json::from_value::<K0sCluster>(value) {
+            "k0s" => match crate::fieldpath::from_str::<K0sCluster>(&text, strict()) {
                 Ok(c) => {
                     for (f, m) in c.validate() {
                         errs.push(err(&path, f, m));
                     }
                     infra.k0s.insert(stem.clone(), c);
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    let field = msg
-                        .split("field `")
-                        .nth(1)
-                        .and_then(|r| r.split('`').next())
-                        .unwrap_or("(document)")
-                        .to_string();
-                    errs.push(err(&path, field, msg));
-                }
+                Err(e) => errs.push(err(&path, e.field_or_document(), e.to_string())),
             },
             other => errs.push(err(
                 &path,
@@ -362,5 +359,35 @@ mod arming_tests {
             crate::talos::yaml::from_str(&std::fs::read_to_string(dir.join("beelink.yaml")).unwrap())
                 .unwrap();
         assert_eq!(raw.placeholder_nodes().len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod field_path_tests {
+    use super::*;
+
+    /// A typo deep in a cluster file is reported at its path (`nodes[0].macc`), for
+    /// Talos and k0s files alike, with serde-saphyr's message and position.
+    #[test]
+    fn a_nested_typo_is_named_by_its_path() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra");
+        let dir = std::env::temp_dir().join(format!("infra-fieldpath-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["genmachine.yaml", "beelink.yaml"] {
+            let text = std::fs::read_to_string(shipped.join(file)).unwrap();
+            let bad = text.replacen("    mac: \"02:", "    macc: \"02:", 1);
+            assert_ne!(bad, text, "{file}: the shipped file changed shape");
+            std::fs::write(dir.join(file), bad).unwrap();
+        }
+        let errs = load(&dir).unwrap_err().0;
+        std::fs::remove_dir_all(&dir).unwrap();
+        for file in ["genmachine.yaml", "beelink.yaml"] {
+            let e = errs
+                .iter()
+                .find(|e| e.file.ends_with(file))
+                .unwrap_or_else(|| panic!("{file}: {errs:?}"));
+            assert_eq!(e.field, "nodes[0].macc", "{e:?}");
+            assert!(e.message.contains("unknown field `macc`"), "{e:?}");
+        }
     }
 }

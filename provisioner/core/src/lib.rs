@@ -34,6 +34,7 @@ pub mod bootloop;
 pub mod catalog;
 pub mod cluster;
 pub mod dhcp;
+pub mod fieldpath;
 pub mod gitops;
 pub mod infra;
 pub mod inventory;

@@ -163,15 +163,36 @@ impl MachineState {
     ];
 }
 
+/// A name that is none of a closed set's names (`given` as typed, `expected` the
+/// set in words, e.g. `auto or approve`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{given:?} is not {expected}")]
+pub struct UnknownName {
+    /// What was given.
+    pub given: String,
+    /// The accepted names, in words.
+    pub expected: String,
+}
+
+impl UnknownName {
+    /// `given` is not `expected`.
+    pub fn new(given: &str, expected: impl Into<String>) -> Self {
+        Self {
+            given: given.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
 impl FromStr for MachineState {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|st| st.to_string() == s)
             .ok_or_else(|| {
                 let all: Vec<String> = Self::ALL.iter().map(ToString::to_string).collect();
-                format!("{s:?} is not one of {}", all.join(", "))
+                UnknownName::new(s, format!("one of {}", all.join(", ")))
             })
     }
 }

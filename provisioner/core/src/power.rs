@@ -89,12 +89,12 @@ impl fmt::Display for PowerAction {
 }
 
 impl FromStr for PowerAction {
-    type Err = String;
+    type Err = crate::model::UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|a| a.to_string() == s)
-            .ok_or_else(|| format!("{s:?} is not one of on, off, cycle"))
+            .ok_or_else(|| crate::model::UnknownName::new(s, "one of on, off, cycle"))
     }
 }
 

@@ -145,8 +145,14 @@ fn boot_service(
     let service = BootService::new(booter, stores.inventory.clone(), base.to_string())
         .with_loop_guard(cfg.boot_loop.guard())
         .with_config_token_ttl(cfg.config_token_ttl())
-        .with_release(crate::service::ReleasePolicy::from_config(
-            cfg,
+        .with_release(crate::service::ReleasePolicy::from_settings(
+            &crate::service::ReleaseSettings {
+                binding: cfg.peer_binding.enabled,
+                retry_secs: cfg.peer_binding.retry_secs,
+                admission: cfg.admission,
+                approval_window_minutes: cfg.approval_window_minutes,
+                api_listen: cfg.api_listen,
+            },
             (&clusters.talos, &clusters.k0s),
             Arc::new(crate::sys::netinfo::KernelFacts {
                 leases: (cfg.dhcp.mode == Personality::Full).then(|| stores.leases.clone()),

@@ -235,19 +235,21 @@ impl Wiring<'_> {
                     None
                 }
             };
-            crate::os::k0s::ready::spawn(
-                crate::os::k0s::ready::Wiring {
-                    clusters: &clusters.k0s,
-                    settings,
-                    secrets: secrets.clone(),
-                    catalog: self.catalog.clone(),
-                    inventory: stores.inventory.clone(),
-                    store: stores.inventory.clone(),
-                    shared: &shared,
-                },
-                tasks,
-                &self.shutdown,
-            );
+            let wiring = crate::os::k0s::ready::Wiring {
+                clusters: &clusters.k0s,
+                settings,
+                secrets: secrets.clone(),
+                catalog: self.catalog.clone(),
+                inventory: stores.inventory.clone(),
+                store: stores.inventory.clone(),
+                shared: &shared,
+            };
+            for workflow in crate::os::k0s::ready::workflows(wiring, &self.shutdown) {
+                tasks.spawn(async move {
+                    workflow.await;
+                    Ok(())
+                });
+            }
         }
         let Some(secrets) = stores.talos_secrets.clone() else {
             return;

@@ -90,7 +90,7 @@ pub fn check(
             // is closest to; the x-kubernetes-* keywords are ignored).
             let validators: BTreeMap<_, _> = crd_schemas(&m.objects)
                 .into_iter()
-                .map(|(k, schema)| (k, jsonschema::draft4::new(&schema).map_err(|e| e.to_string())))
+                .map(|(k, schema)| (k, jsonschema::draft4::new(&schema)))
                 .collect();
             // Every Application the ApplicationSets generate is validated like a
             // hand-written one: the CRD schema sees what Argo CD will create.
@@ -193,7 +193,10 @@ fn strict(s: &mut Value) {
 
 fn validate(
     o: &Object,
-    validators: &BTreeMap<(String, String), Result<jsonschema::Validator, String>>,
+    validators: &BTreeMap<
+        (String, String),
+        Result<jsonschema::Validator, jsonschema::ValidationError<'static>>,
+    >,
     problems: &mut Vec<String>,
 ) {
     let s = |p: &str| o.value.get(p).and_then(Value::as_str).unwrap_or("").to_string();

@@ -133,7 +133,7 @@ async fn asset(
 }
 
 async fn binary(State(st): State<BootState>, Path(file): Path<String>, headers: HeaderMap) -> Response {
-    match crate::tftp::sanitize(&file) {
+    match provisioner_core::tftp::path::sanitize(&file) {
         Ok(name) if !name.contains('/') => assets::serve_file(&st.ipxe_dir.join(name), &headers, None).await,
         _ => (StatusCode::NOT_FOUND, "no such binary\n").into_response(),
     }

@@ -31,6 +31,9 @@ pub enum PkiError {
     /// A key could not be converted or read.
     #[error("{0}")]
     Key(String),
+    /// A bundle field holds no PEM block.
+    #[error(transparent)]
+    Pem(#[from] provisioner_core::talos::secrets::PemError),
 }
 
 /// CA lifetime (`CAValidityTime`, 87600 h).
@@ -203,8 +206,8 @@ pub fn generate(now: OffsetDateTime) -> Result<SecretsBundle, PkiError> {
 /// An `os:admin` client certificate and key signed by the bundle's OS CA, as
 /// base64-of-PEM strings (crt, key).
 pub fn admin_client_cert(s: &SecretsBundle, now: OffsetDateTime) -> Result<(String, String), PkiError> {
-    let (_, ca_pem) = pem_field("certs.os.crt", &s.certs.os.crt).map_err(PkiError::Key)?;
-    let (_, ca_key_pem) = pem_field("certs.os.key", &s.certs.os.key).map_err(PkiError::Key)?;
+    let (_, ca_pem) = pem_field("certs.os.crt", &s.certs.os.crt)?;
+    let (_, ca_key_pem) = pem_field("certs.os.key", &s.certs.os.key)?;
     let ca_key = key_from_talos_pem(&ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
     let key = KeyPair::generate_for(&PKCS_ED25519)?;
@@ -237,8 +240,8 @@ pub fn check_pairs(s: &SecretsBundle) -> Result<(), PkiError> {
         ("certs.k8s", &c.k8s),
         ("certs.k8saggregator", &c.k8saggregator),
     ] {
-        let (_, crt) = pem_field(&format!("{name}.crt"), &ck.crt).map_err(PkiError::Key)?;
-        let (_, key) = pem_field(&format!("{name}.key"), &ck.key).map_err(PkiError::Key)?;
+        let (_, crt) = pem_field(&format!("{name}.crt"), &ck.crt)?;
+        let (_, key) = pem_field(&format!("{name}.key"), &ck.key)?;
         let der = pem::parse(&crt).map_err(|e| PkiError::Key(format!("{name}.crt: {e}")))?;
         let (_, cert) = X509Certificate::from_der(der.contents())
             .map_err(|e| PkiError::Key(format!("{name}.crt: not a certificate: {e}")))?;
@@ -249,8 +252,7 @@ pub fn check_pairs(s: &SecretsBundle) -> Result<(), PkiError> {
             )));
         }
     }
-    let (_, sa) =
-        pem_field("certs.k8sserviceaccount.key", &c.k8sserviceaccount.key).map_err(PkiError::Key)?;
+    let (_, sa) = pem_field("certs.k8sserviceaccount.key", &c.k8sserviceaccount.key)?;
     key_from_talos_pem(&sa).map_err(|e| PkiError::Key(format!("certs.k8sserviceaccount.key: {e}")))?;
     Ok(())
 }

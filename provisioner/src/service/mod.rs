@@ -35,7 +35,7 @@ use tokio::sync::broadcast;
 pub use approvals::{ApprovalError, Pending, PendingKind};
 pub use device::DeviceRefusal;
 pub use journal::{Journal, MachineEvent};
-pub use release::{DeviceSettings, NoFacts, ReleasePolicy};
+pub use release::{DeviceSettings, NoFacts, ReleasePolicy, ReleaseSettings};
 pub use tokens::token_key;
 
 /// Why a boot-path request cannot be answered.

@@ -102,11 +102,28 @@ impl Default for ReleasePolicy {
     }
 }
 
+/// The operator's release settings (the configuration's `peer_binding`,
+/// `admission`, `approval_window_minutes` and `api_listen`), copied out by the
+/// composition root so this layer never sees the whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSettings {
+    /// `peer_binding.enabled`.
+    pub binding: bool,
+    /// `peer_binding.retry_secs`.
+    pub retry_secs: u32,
+    /// Global `admission`.
+    pub admission: Admission,
+    /// `approval_window_minutes`.
+    pub approval_window_minutes: std::num::NonZeroU32,
+    /// `api_listen` (the device flow's verification URI points at it).
+    pub api_listen: std::net::SocketAddr,
+}
+
 impl ReleasePolicy {
-    /// The settings from the configuration and `infra/` (cluster `admission`,
+    /// The policy from the operator's settings and `infra/` (cluster `admission`,
     /// nodes' other NICs), with `facts` as the neighbour/lease lookup.
-    pub fn from_config(
-        cfg: &crate::config::Config,
+    pub fn from_settings(
+        cfg: &ReleaseSettings,
         (talos, k0s): (
             &std::collections::BTreeMap<String, provisioner_core::talos::TalosCluster>,
             &std::collections::BTreeMap<String, provisioner_core::k0s::K0sCluster>,
@@ -115,7 +132,7 @@ impl ReleasePolicy {
         server_ip: IpAddr,
     ) -> Self {
         use provisioner_core::release::nodes;
-        if !cfg.peer_binding.enabled {
+        if !cfg.binding {
             tracing::warn!(
                 "peer_binding.enabled is false: any host that knows a machine's MAC gets its config; \
                  use this only on a closed test rig"
@@ -126,13 +143,13 @@ impl ReleasePolicy {
             api.set_ip(server_ip);
         }
         Self {
-            binding: cfg.peer_binding.enabled,
+            binding: cfg.binding,
             facts,
             admission: cfg.admission,
             cluster_admission: nodes::cluster_admission(talos, k0s),
             other_nics: nodes::other_nics(talos, k0s),
             approval_window: time::Duration::minutes(i64::from(cfg.approval_window_minutes.get())),
-            retry_secs: cfg.peer_binding.retry_secs.max(1),
+            retry_secs: cfg.retry_secs.max(1),
             device: DeviceSettings {
                 verification_uri: format!("https://{api}/ui/approvals"),
                 ..Default::default()

@@ -63,6 +63,12 @@ fn go_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// The fake's 400 answer: the body as the real handler words it (Go's YAML and
+/// validation errors; see the module's notes on the upstream handler).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
 impl FakeFactory {
     fn record(&self, line: String) {
         if let Ok(mut l) = self.log.lock() {
@@ -71,15 +77,17 @@ impl FakeFactory {
     }
 
     /// Parses and stores a schematic as the real handler does; `Err` is the 400 body.
-    pub fn create(&self, body: &[u8]) -> Result<(String, String), String> {
-        let text = std::str::from_utf8(body).map_err(|e| format!("yaml: invalid UTF-8: {e}"))?;
+    pub fn create(&self, body: &[u8]) -> Result<(String, String), Rejected> {
+        let text = std::str::from_utf8(body).map_err(|e| Rejected(format!("yaml: invalid UTF-8: {e}")))?;
         if text.trim().is_empty() {
-            return Err("EOF".into());
+            return Err(Rejected("EOF".into()));
         }
-        let raw: Value = serde_saphyr::from_str(text).map_err(|e| format!("yaml: {e}"))?;
+        let raw: Value = serde_saphyr::from_str(text).map_err(|e| Rejected(format!("yaml: {e}")))?;
         let owner = raw.get("owner").and_then(Value::as_str).map(str::to_string);
         if owner.is_some() && self.enterprise_owner.is_none() {
-            return Err("owner field is only supported in Enterprise edition".into());
+            return Err(Rejected(
+                "owner field is only supported in Enterprise edition".into(),
+            ));
         }
         let mut map = raw;
         if let Some(m) = map.as_object_mut() {
@@ -94,15 +102,15 @@ impl FakeFactory {
                 }
                 "dual-boot" | "sd-boot" | "grub" => {}
                 other => {
-                    return Err(format!(
+                    return Err(Rejected(format!(
                         "yaml: unmarshal errors:\n  {other} does not belong to BootloaderKind values"
-                    ));
+                    )));
                 }
             }
         }
         let parsed: Schematic =
-            serde_json::from_value(map).map_err(|e| format!("yaml: unmarshal errors:\n  {e}"))?;
-        let mut canonical = parsed.canonical_yaml().map_err(|e| e.to_string())?;
+            serde_json::from_value(map).map_err(|e| Rejected(format!("yaml: unmarshal errors:\n  {e}")))?;
+        let mut canonical = parsed.canonical_yaml().map_err(|e| Rejected(e.to_string()))?;
         if let Some(o) = &self.enterprise_owner {
             canonical = format!("owner: {o}\n{canonical}");
         }
@@ -143,7 +151,7 @@ async fn create(State(f): State<Arc<FakeFactory>>, body: axum::body::Bytes) -> R
             format!("{}\n", serde_json::json!({"id": id, "schematic": schematic})),
         )
             .into_response(),
-        Err(e) => go_error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => go_error(StatusCode::BAD_REQUEST, &e.0),
     };
     f.record(format!("POST /schematics {}", r.status().as_u16()));
     r

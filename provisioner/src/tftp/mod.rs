@@ -5,7 +5,7 @@
 //! I/O around it on a dedicated thread ([`server`]: request socket, session caps;
 //! `transfer`: one task per transfer). The engine only asks a [`TftpFiles`] what to
 //! send; [`files::BootFiles`] serves a directory through a byte-bounded LRU cache.
-//! Path checks are the pure [`sanitize`] below.
+//! Path checks are core's pure [`path::sanitize`].
 
 pub mod files;
 mod server;
@@ -13,6 +13,8 @@ pub mod settings;
 mod transfer;
 
 use std::net::SocketAddr;
+
+use provisioner_core::tftp::path;
 
 pub use files::BootFiles;
 pub use server::{TftpError, serve};
@@ -67,35 +69,10 @@ pub trait TftpFiles: Send + Sync + std::fmt::Debug {
     fn completed(&self, client: SocketAddr, path: &str, bytes: u64);
 }
 
-/// Validates a requested file name. Accepts relative paths of plain components
-/// (letters, digits, `._-+`); refuses absolute paths, `..`, empty components,
-/// backslashes and control characters (including NUL, which RFC 1350 uses as the
-/// terminator and which must never reach the filesystem).
+/// Validates a requested file name: core's one rule ([`path::sanitize`]), as a
+/// TFTP refusal.
 pub fn sanitize(raw: &str) -> Result<String, Refusal> {
-    if raw.is_empty() {
-        return Err(Refusal::Denied("empty file name"));
-    }
-    if raw.starts_with('/') {
-        return Err(Refusal::Denied("absolute path"));
-    }
-    if raw.len() > 255 {
-        return Err(Refusal::Denied("file name too long"));
-    }
-    let mut parts = Vec::new();
-    for part in raw.split('/') {
-        match part {
-            "" | "." => return Err(Refusal::Denied("empty path component")),
-            ".." => return Err(Refusal::Denied("parent directory")),
-            p if !p
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')) =>
-            {
-                return Err(Refusal::Denied("unexpected character in file name"));
-            }
-            p => parts.push(p),
-        }
-    }
-    Ok(parts.join("/"))
+    path::sanitize(raw).map_err(|e| Refusal::Denied(e.reason()))
 }
 
 #[cfg(test)]

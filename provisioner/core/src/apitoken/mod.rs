@@ -46,12 +46,12 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
+    type Err = crate::model::UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "admin" => Ok(Self::Admin),
             "read-only" => Ok(Self::ReadOnly),
-            _ => Err(format!("{s:?} is not admin or read-only")),
+            _ => Err(crate::model::UnknownName::new(s, "admin or read-only")),
         }
     }
 }

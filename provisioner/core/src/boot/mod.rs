@@ -71,14 +71,17 @@ pub enum UnknownPolicy {
 }
 
 impl FromStr for UnknownPolicy {
-    type Err = String;
+    type Err = crate::model::UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "ignore" => Ok(Self::Ignore),
             "record" => Ok(Self::Record),
             _ => match s.strip_prefix("profile:") {
                 Some(p) if !p.is_empty() => Ok(Self::Profile(p.to_string())),
-                _ => Err(format!("{s:?} is not one of ignore, record, profile:<id>")),
+                _ => Err(crate::model::UnknownName::new(
+                    s,
+                    "one of ignore, record, profile:<id>",
+                )),
             },
         }
     }

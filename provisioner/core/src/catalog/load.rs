@@ -323,26 +323,12 @@ fn read_dir<T: DeserializeOwned>(dir: &Path, errs: &mut Vec<FieldError>) -> Vec<
                 continue;
             }
         };
-        match serde_saphyr::from_str::<T>(&text) {
+        match crate::fieldpath::from_str::<T>(&text, serde_saphyr::Options::default()) {
             Ok(v) => out.push((path, v)),
-            Err(e) => {
-                let msg = e.to_string();
-                errs.push(err(&path, &field_of(&msg), msg));
-            }
+            Err(e) => errs.push(err(&path, &e.field_or_document(), e.to_string())),
         }
     }
     out
-}
-
-/// Pulls the field name out of serde's "unknown field `x`" / "missing field `x`".
-fn field_of(msg: &str) -> String {
-    if msg.contains("field `")
-        && let Some(rest) = msg.split("field `").nth(1)
-        && let Some(name) = rest.split('`').next()
-    {
-        return name.to_string();
-    }
-    "(document)".to_string()
 }
 
 fn err(path: &Path, field: &str, message: String) -> FieldError {

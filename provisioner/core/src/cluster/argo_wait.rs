@@ -39,6 +39,7 @@ impl BootstrapState {
     pub(crate) fn observe_argo(
         &mut self,
         events: &mut Vec<ClusterEvent>,
+        // arch: string-result-ok (data): the observation as the workflow saw it
         report: Result<Report, String>,
         now: OffsetDateTime,
     ) -> Option<String> {

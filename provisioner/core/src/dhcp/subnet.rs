@@ -30,23 +30,51 @@ impl Subnet {
     }
 }
 
+/// Why a text is not a `a.b.c.d/len` subnet (the text shows the input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubnetError {
+    /// No `/len`.
+    #[error("{0:?}: expected a.b.c.d/len")]
+    Shape(String),
+    /// The address part does not parse.
+    #[error("{0:?}: {1}")]
+    Address(String, std::net::AddrParseError),
+    /// The length part does not parse.
+    #[error("{0:?}: {1}")]
+    Length(String, std::num::ParseIntError),
+    /// A length the DHCP server does not serve.
+    #[error("{0:?}: prefix length must be 8..=30")]
+    Range(String),
+    /// Host bits set; carries the network that was probably meant.
+    #[error("{text:?}: host bits set (did you mean {network}/{prefix}?)")]
+    HostBits {
+        /// The input.
+        text: String,
+        /// The network with the host bits cleared.
+        network: Ipv4Addr,
+        /// The prefix length.
+        prefix: u8,
+    },
+}
+
 impl std::str::FromStr for Subnet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = SubnetError;
+    fn from_str(s: &str) -> Result<Self, SubnetError> {
         let (a, p) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?}: expected a.b.c.d/len"))?;
-        let ip: Ipv4Addr = a.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let prefix: u8 = p.parse().map_err(|e| format!("{s:?}: {e}"))?;
+            .ok_or_else(|| SubnetError::Shape(s.to_string()))?;
+        let ip: Ipv4Addr = a.parse().map_err(|e| SubnetError::Address(s.to_string(), e))?;
+        let prefix: u8 = p.parse().map_err(|e| SubnetError::Length(s.to_string(), e))?;
         if !(8..=30).contains(&prefix) {
-            return Err(format!("{s:?}: prefix length must be 8..=30"));
+            return Err(SubnetError::Range(s.to_string()));
         }
         let sub = Self { network: ip, prefix };
         if u32::from(ip) & !u32::from(sub.mask()) != 0 {
-            return Err(format!(
-                "{s:?}: host bits set (did you mean {}/{prefix}?)",
-                Ipv4Addr::from(u32::from(ip) & u32::from(sub.mask()))
-            ));
+            return Err(SubnetError::HostBits {
+                text: s.to_string(),
+                network: Ipv4Addr::from(u32::from(ip) & u32::from(sub.mask())),
+                prefix,
+            });
         }
         Ok(sub)
     }

@@ -60,10 +60,22 @@ pub fn generated_directories(directories: &Value, dirs: &BTreeSet<String>) -> (V
     (generated, problems)
 }
 
+/// Why an ApplicationSet template does not render (argo-cd renders with
+/// `missingkey=error`, so an unknown expression fails the Application).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `{{` without its `}}`, in this template text.
+    #[error("unclosed `{{{{` in {0:?}")]
+    Unclosed(String),
+    /// An expression the git directory generator does not provide.
+    #[error("unsupported template expression `{{{{{0}}}}}`")]
+    Unsupported(String),
+}
+
 /// Renders the Go-template expressions ArgoCD's git directory generator provides
 /// (`{{.path.path}}`, `{{.path.basename}}`, `{{.path.basenameNormalized}}`) for `dir`.
 /// Anything else is an error, as with `missingkey=error`.
-pub fn render(template: &str, dir: &str) -> Result<String, String> {
+pub fn render(template: &str, dir: &str) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
@@ -71,13 +83,13 @@ pub fn render(template: &str, dir: &str) -> Result<String, String> {
         let after = &rest[start + 2..];
         let end = after
             .find("}}")
-            .ok_or_else(|| format!("unclosed `{{{{` in {template:?}"))?;
+            .ok_or_else(|| TemplateError::Unclosed(template.to_string()))?;
         let expr = after[..end].trim();
         let value = match expr {
             ".path.path" => dir.to_string(),
             ".path.basename" => dir.rsplit('/').next().unwrap_or(dir).to_string(),
             ".path.basenameNormalized" => basename_normalized(dir),
-            other => return Err(format!("unsupported template expression `{{{{{other}}}}}`")),
+            other => return Err(TemplateError::Unsupported(other.to_string())),
         };
         out.push_str(&value);
         rest = &after[end + 2..];
@@ -86,14 +98,14 @@ pub fn render(template: &str, dir: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn render_value(v: &Value, dir: &str) -> Result<Value, String> {
+fn render_value(v: &Value, dir: &str) -> Result<Value, TemplateError> {
     Ok(match v {
         Value::String(s) => Value::String(render(s, dir)?),
         Value::Array(a) => Value::Array(a.iter().map(|x| render_value(x, dir)).collect::<Result<_, _>>()?),
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| Ok((render(k, dir)?, render_value(x, dir)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, TemplateError>>()?,
         ),
         other => other.clone(),
     })
@@ -102,7 +114,7 @@ fn render_value(v: &Value, dir: &str) -> Result<Value, String> {
 /// The Applications `appset` generates over `ctx.directories`, each with the
 /// directory it was generated for, or why it cannot be rendered. Empty for an
 /// ApplicationSet without `goTemplate` or without a git directories generator.
-pub fn generate(appset: &Value, ctx: &Context) -> Vec<(String, Result<Value, String>)> {
+pub fn generate(appset: &Value, ctx: &Context) -> Vec<(String, Result<Value, TemplateError>)> {
     let spec = appset.get("spec").cloned().unwrap_or(Value::Null);
     if !spec.get("goTemplate").and_then(Value::as_bool).unwrap_or(false) {
         return Vec::new();

@@ -15,8 +15,64 @@
 
 use serde_json::Value;
 
+/// Where in a template a problem is (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Line number.
+    pub line: usize,
+    /// Column, in bytes.
+    pub column: usize,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {} column {}", self.line, self.column)
+    }
+}
+
+/// Why a chart template does not render the way Helm would.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelmError {
+    /// `{{` without its `}}`.
+    #[error("{0}: unclosed `{{{{`")]
+    Unclosed(Position),
+    /// An action that cannot be evaluated.
+    #[error("{at}: {problem}")]
+    Action {
+        /// Where the action starts.
+        at: Position,
+        /// What is wrong with it.
+        problem: ActionError,
+    },
+}
+
+/// What is wrong with one `{{ … }}` action.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// `{{-` / `-}}`.
+    #[error("trim markers (`{{{{-`, `-}}}}`) are not used by this tree's charts")]
+    TrimMarker,
+    /// A `.Values` path with a missing key.
+    #[error("`.Values.{path}`: no `{key}` in the values file")]
+    MissingKey {
+        /// The whole path.
+        path: String,
+        /// The first key not found.
+        key: String,
+    },
+    /// A `.Values` path naming a map or list.
+    #[error("`.Values.{0}` is not a scalar")]
+    NotScalar(String),
+    /// An escape Go's interpreted strings have but this subset does not.
+    #[error("unsupported escape `\\{0}`")]
+    Escape(char),
+    /// Anything but `.Values.<key>` and string constants.
+    #[error("unsupported template action `{{{{{0}}}}}` (only `.Values.<key>` and string constants)")]
+    Unsupported(String),
+}
+
 /// Renders `template` with `values` (the chart's values file).
-pub fn render(template: &str, values: &Value) -> Result<String, String> {
+pub fn render(template: &str, values: &Value) -> Result<String, HelmError> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     let mut offset = 0;
@@ -24,9 +80,11 @@ pub fn render(template: &str, values: &Value) -> Result<String, String> {
         out.push_str(&rest[..start]);
         let at = offset + start;
         let after = &rest[start + 2..];
-        let (action, len) =
-            action(after).ok_or_else(|| format!("{}: unclosed `{{{{`", line_col(template, at)))?;
-        out.push_str(&evaluate(action, values).map_err(|e| format!("{}: {e}", line_col(template, at)))?);
+        let (action, len) = action(after).ok_or_else(|| HelmError::Unclosed(line_col(template, at)))?;
+        out.push_str(&evaluate(action, values).map_err(|problem| HelmError::Action {
+            at: line_col(template, at),
+            problem,
+        })?);
         let consumed = start + 2 + len;
         rest = &rest[consumed..];
         offset += consumed;
@@ -62,23 +120,24 @@ fn action(s: &str) -> Option<(&str, usize)> {
     None
 }
 
-fn evaluate(action: &str, values: &Value) -> Result<String, String> {
+fn evaluate(action: &str, values: &Value) -> Result<String, ActionError> {
     if action.starts_with('-') || action.ends_with('-') {
-        return Err("trim markers (`{{-`, `-}}`) are not used by this tree's charts".into());
+        return Err(ActionError::TrimMarker);
     }
     let a = action.trim();
     if let Some(path) = a.strip_prefix(".Values.") {
         let mut v = values;
         for key in path.split('.') {
-            v = v
-                .get(key)
-                .ok_or_else(|| format!("`.Values.{path}`: no `{key}` in the values file"))?;
+            v = v.get(key).ok_or_else(|| ActionError::MissingKey {
+                path: path.to_string(),
+                key: key.to_string(),
+            })?;
         }
         return match v {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
             Value::Bool(b) => Ok(b.to_string()),
-            _ => Err(format!("`.Values.{path}` is not a scalar")),
+            _ => Err(ActionError::NotScalar(path.to_string())),
         };
     }
     if let Some(raw) = a.strip_prefix('`').and_then(|r| r.strip_suffix('`')) {
@@ -87,13 +146,11 @@ fn evaluate(action: &str, values: &Value) -> Result<String, String> {
     if a.len() >= 2 && a.starts_with('"') && a.ends_with('"') {
         return unquote(&a[1..a.len() - 1]);
     }
-    Err(format!(
-        "unsupported template action `{{{{{action}}}}}` (only `.Values.<key>` and string constants)"
-    ))
+    Err(ActionError::Unsupported(action.to_string()))
 }
 
 /// A Go interpreted string literal's body (the escapes a template needs).
-fn unquote(s: &str) -> Result<String, String> {
+fn unquote(s: &str) -> Result<String, ActionError> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -106,17 +163,18 @@ fn unquote(s: &str) -> Result<String, String> {
             Some('\\') => out.push('\\'),
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
-            other => return Err(format!("unsupported escape `\\{}`", other.unwrap_or(' '))),
+            other => return Err(ActionError::Escape(other.unwrap_or(' '))),
         }
     }
     Ok(out)
 }
 
-fn line_col(text: &str, at: usize) -> String {
+fn line_col(text: &str, at: usize) -> Position {
     let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
-    format!("line {line} column {col}")
+    Position {
+        line: before.matches('\n').count() + 1,
+        column: before.rsplit('\n').next().map_or(0, str::len) + 1,
+    }
 }
 
 #[cfg(test)]
@@ -150,8 +208,9 @@ mod tests {
             ("{{ range .Values.clusters }}", "unsupported template action"),
             ("{{- .Values.repository.url }}", "trim markers"),
             ("{{ .Values.repository.url ", "unclosed"),
+            ("{{ \"a\\qb\" }}", "unsupported escape `\\q`"),
         ] {
-            let e = render(t, &v).unwrap_err();
+            let e = render(t, &v).unwrap_err().to_string();
             assert!(e.contains(want), "{t:?}: {e}");
         }
     }

@@ -27,17 +27,42 @@ fn as_u128(ip: IpAddr) -> u128 {
     }
 }
 
+/// Why an `IPAddressPool` address entry is not a range (the text is the entry).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// The part before `/` is not an address.
+    #[error("{0:?}: not an address")]
+    Address(String),
+    /// The part after `/` is not a prefix length of the family.
+    #[error("{0:?}: bad prefix length")]
+    Prefix(String),
+    /// Neither `/` nor `-`.
+    #[error("{0:?}: neither a CIDR nor a first-last range")]
+    Shape(String),
+    /// One end of a first-last range is not an address.
+    #[error("{entry:?}: {end:?} is not an address")]
+    End {
+        /// The whole entry.
+        entry: String,
+        /// The end that does not parse.
+        end: String,
+    },
+    /// Last before first, or two families.
+    #[error("{0:?}: not an ascending range of one address family")]
+    Order(String),
+}
+
 /// `10.0.0.0/24` or `10.0.0.10-10.0.0.20` (same family, first ≤ last).
-pub fn parse_range(s: &str) -> Result<Range, String> {
+pub fn parse_range(s: &str) -> Result<Range, RangeError> {
     let s = s.trim();
     if let Some((ip, len)) = s.split_once('/') {
-        let ip: IpAddr = ip.parse().map_err(|_| format!("{s:?}: not an address"))?;
+        let ip: IpAddr = ip.parse().map_err(|_| RangeError::Address(s.to_string()))?;
         let bits = if ip.is_ipv4() { 32 } else { 128 };
         let len: u32 = len
             .parse()
             .ok()
             .filter(|l| *l <= bits)
-            .ok_or(format!("{s:?}: bad prefix length"))?;
+            .ok_or_else(|| RangeError::Prefix(s.to_string()))?;
         let host = if len == bits {
             0
         } else {
@@ -56,17 +81,17 @@ pub fn parse_range(s: &str) -> Result<Range, String> {
     }
     let (a, b) = s
         .split_once('-')
-        .ok_or(format!("{s:?}: neither a CIDR nor a first-last range"))?;
-    let a: IpAddr = a
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: {a:?} is not an address"))?;
-    let b: IpAddr = b
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: {b:?} is not an address"))?;
+        .ok_or_else(|| RangeError::Shape(s.to_string()))?;
+    let a: IpAddr = a.trim().parse().map_err(|_| RangeError::End {
+        entry: s.to_string(),
+        end: a.to_string(),
+    })?;
+    let b: IpAddr = b.trim().parse().map_err(|_| RangeError::End {
+        entry: s.to_string(),
+        end: b.to_string(),
+    })?;
     if a.is_ipv4() != b.is_ipv4() || as_u128(a) > as_u128(b) {
-        return Err(format!("{s:?}: not an ascending range of one address family"));
+        return Err(RangeError::Order(s.to_string()));
     }
     Ok((a, b))
 }

@@ -29,7 +29,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-pub use generate::{basename_normalized, expand, generate, generated_directories, render};
+pub use generate::{TemplateError, basename_normalized, expand, generate, generated_directories, render};
 pub use path_match::path_match;
 
 use self::destination::{IN_CLUSTER_NAME, IN_CLUSTER_SERVER, Registry};

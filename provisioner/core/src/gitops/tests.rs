@@ -312,5 +312,12 @@ fn render_and_normalize() {
         render("a-{{.path.basename}}-{{ .path.basenameNormalized }}", "d/My_Dir").unwrap(),
         "a-My_Dir-my-dir"
     );
-    assert!(render("{{.cluster}}", "d").is_err());
+    assert_eq!(
+        render("{{.cluster}}", "d").unwrap_err().to_string(),
+        "unsupported template expression `{{.cluster}}`"
+    );
+    assert_eq!(
+        render("x{{", "d").unwrap_err().to_string(),
+        "unclosed `{{` in \"x{{\""
+    );
 }

@@ -65,14 +65,19 @@ pub enum K0sObservation {
     Resumed,
     /// The controller machine's k0s phase, replayed from its timeline, or why it
     /// could not be read.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     Controller(Result<Phase, String>),
     /// `/readyz` answered ok (`Ok`) or not.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     Readyz(Result<(), String>),
     /// The Node list, or why it could not be read.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     Nodes(Result<Vec<NodeStatus>, String>),
     /// The ArgoCD hand-off's objects were applied (`Ok`) or not, worth retrying.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     HandOff(Result<(), String>),
     /// Argo CD's report on the cluster's Applications ([`super::argo_wait`]).
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     Argo(Result<crate::gitops::health::Report, String>),
     /// The hand-off cannot start for a reason outside this cluster: the cluster
     /// ArgoCD runs on (`gitops/settings.yaml` `argocd.host`) is not handed off yet.

@@ -28,12 +28,12 @@ pub enum Admission {
 }
 
 impl std::str::FromStr for Admission {
-    type Err = String;
+    type Err = crate::model::UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(Self::Auto),
             "approve" => Ok(Self::Approve),
-            _ => Err(format!("{s:?} is not auto or approve")),
+            _ => Err(crate::model::UnknownName::new(s, "auto or approve")),
         }
     }
 }

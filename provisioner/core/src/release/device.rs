@@ -202,6 +202,7 @@ pub struct DeviceAuthRequest {
     /// `scope`, split on spaces.
     pub scopes: Vec<String>,
     /// The `mac` extra variable: `None` absent, `Some(Err)` malformed.
+    // arch: string-result-ok (data): `Err` holds the malformed value, printable, not an error text
     pub mac: Option<Result<MacAddr, String>>,
     /// The `uuid` extra variable.
     pub uuid: UuidField,

@@ -96,12 +96,16 @@ pub enum Observation {
         members: Vec<EtcdMember>,
     },
     /// The kubeconfig was fetched and stored (`Ok`) or not.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     Kubeconfig(Result<(), String>),
     /// `/readyz` answered ok (`Ok`) or not.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     Readyz(Result<(), String>),
     /// The ArgoCD hand-off's objects were applied (`Ok`) or not, worth retrying.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     HandOff(Result<(), String>),
     /// Argo CD's report on the cluster's Applications, or why it could not be read.
+    // arch: string-result-ok (data): what a probe said, kept as the workflow saw it
     Argo(Result<crate::gitops::health::Report, String>),
 }
 

@@ -213,7 +213,7 @@ pub type Problem = (String, String);
 
 impl TalosCluster {
     /// The Talos version, parsed.
-    pub fn talos(&self) -> Result<Version, String> {
+    pub fn talos(&self) -> Result<Version, super::version::VersionError> {
         self.talos_version.parse()
     }
 

@@ -96,20 +96,41 @@ pub fn is_token(t: &str) -> bool {
     matches!(t.split_once('.'), Some((a, b)) if ok(a, 6) && ok(b, 16))
 }
 
+/// Why a base64-of-PEM field of a bundle does not hold a PEM block (the text names
+/// the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    /// Not base64.
+    #[error("{field}: not base64: {error}")]
+    Base64 {
+        /// The field.
+        field: String,
+        /// The decoder's complaint.
+        error: base64::DecodeError,
+    },
+    /// Decodes to bytes that are not text.
+    #[error("{0}: not PEM text")]
+    NotText(String),
+    /// Text without a `-----BEGIN …-----` line.
+    #[error("{0}: no PEM block")]
+    NoBlock(String),
+}
+
 /// Decodes a base64-of-PEM field and returns (label, text); used by the checks here
 /// and by the daemon's certificate parsing.
-pub fn pem_field(field: &str, b64: &str) -> Result<(String, String), String> {
-    let bytes = STANDARD
-        .decode(b64.trim())
-        .map_err(|e| format!("{field}: not base64: {e}"))?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("{field}: not PEM text"))?;
+pub fn pem_field(field: &str, b64: &str) -> Result<(String, String), PemError> {
+    let bytes = STANDARD.decode(b64.trim()).map_err(|error| PemError::Base64 {
+        field: field.to_string(),
+        error,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| PemError::NotText(field.to_string()))?;
     let label = text
         .lines()
         .find_map(|l| {
             l.strip_prefix("-----BEGIN ")
                 .and_then(|r| r.strip_suffix("-----"))
         })
-        .ok_or_else(|| format!("{field}: no PEM block"))?
+        .ok_or_else(|| PemError::NoBlock(field.to_string()))?
         .to_string();
     Ok((label, text))
 }
@@ -133,10 +154,10 @@ const KEY_LABELS: [&str; 4] = [
 ];
 
 impl SecretsBundle {
-    /// Parses a bundle (plain YAML; unknown fields rejected).
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
+    /// Parses a bundle (plain YAML; unknown fields rejected; the error names the
+    /// field and position).
+    pub fn from_yaml(text: &str) -> Result<Self, serde_saphyr::Error> {
         serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
-            .map_err(|e| e.to_string())
     }
 
     /// Writes it exactly as talosctl lays it out.
@@ -182,7 +203,7 @@ impl SecretsBundle {
             match pem_field(&format!("{name}.crt"), &ck.crt) {
                 Ok((l, _)) if l == "CERTIFICATE" => {}
                 Ok((l, _)) => errs.push(format!("{name}.crt: PEM label {l:?}, expected CERTIFICATE")),
-                Err(e) => errs.push(e),
+                Err(e) => errs.push(e.to_string()),
             }
             check_key(&format!("{name}.key"), &ck.key, &mut errs);
         }
@@ -195,7 +216,7 @@ fn check_key(field: &str, b64: &str, errs: &mut Vec<String>) {
     match pem_field(field, b64) {
         Ok((l, _)) if KEY_LABELS.contains(&l.as_str()) => {}
         Ok((l, _)) => errs.push(format!("{field}: PEM label {l:?} is not a private key")),
-        Err(e) => errs.push(e),
+        Err(e) => errs.push(e.to_string()),
     }
 }
 

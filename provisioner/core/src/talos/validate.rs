@@ -28,10 +28,10 @@ impl TalosCluster {
                 format!("{v} is outside the supported range v1.8–v1.14"),
             ),
             Ok(_) => {}
-            Err(e) => push("talosVersion".into(), e),
+            Err(e) => push("talosVersion".into(), e.to_string()),
         }
         if let Err(e) = self.kubernetes_version.parse::<Version>() {
-            push("kubernetesVersion".into(), e);
+            push("kubernetesVersion".into(), e.to_string());
         }
         match self.endpoint.strip_prefix("https://") {
             Some(hp)

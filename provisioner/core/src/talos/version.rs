@@ -24,10 +24,15 @@ impl Version {
     }
 }
 
+/// A Talos version that is not `vMAJOR.MINOR.PATCH[-PRE]` (the text is the input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a version like v1.11.6")]
+pub struct VersionError(pub String);
+
 impl FromStr for Version {
-    type Err = String;
+    type Err = VersionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not a version like v1.11.6");
+        let bad = || VersionError(s.to_string());
         let rest = s.strip_prefix('v').ok_or_else(bad)?;
         let (nums, pre) = match rest.split_once('-') {
             Some((n, p)) => (n, Some(p.to_string())),

@@ -126,10 +126,9 @@ fn parse_filter(q: Option<&str>) -> Result<Filter, ApiError> {
     for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "state" => {
-                f.state = Some(
-                    v.parse()
-                        .map_err(|e: String| ApiError::invalid("state", "validation_failed", e))?,
-                )
+                f.state = Some(v.parse().map_err(|e: provisioner_core::model::UnknownName| {
+                    ApiError::invalid("state", "validation_failed", e.to_string())
+                })?)
             }
             "profile" => f.profile = Some(v.into_owned()),
             "cluster" => f.cluster = Some(v.into_owned()),

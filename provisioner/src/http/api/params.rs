@@ -45,7 +45,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ActionParam {
         let raw = param(parts, state, "action").await?;
         raw.parse()
             .map(Self)
-            .map_err(|e: String| ApiError::invalid("action", "invalid_action", e))
+            .map_err(|e: provisioner_core::model::UnknownName| {
+                ApiError::invalid("action", "invalid_action", e.to_string())
+            })
     }
 }
 

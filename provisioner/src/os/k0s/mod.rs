@@ -56,16 +56,8 @@ pub enum K0sError {
 
 /// Parses one k0s cluster document; problems as `(field, message)`.
 pub fn parse_cluster(text: &str) -> Result<K0sCluster, Vec<(String, String)>> {
-    let c: K0sCluster = serde_saphyr::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg
-            .split("field `")
-            .nth(1)
-            .and_then(|r| r.split('`').next())
-            .unwrap_or("(document)")
-            .to_string();
-        vec![(field, msg)]
-    })?;
+    let c: K0sCluster = provisioner_core::fieldpath::from_str(text, serde_saphyr::Options::default())
+        .map_err(|e| vec![(e.field_or_document(), e.to_string())])?;
     let problems = c.validate();
     if problems.is_empty() { Ok(c) } else { Err(problems) }
 }

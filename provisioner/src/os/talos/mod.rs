@@ -61,6 +61,9 @@ pub enum ImportError {
     /// Not a bundle, or a bundle failing the shape checks (fields named).
     #[error("{0}")]
     Invalid(String),
+    /// Not a bundle: the YAML does not parse or has unknown fields.
+    #[error("{0}")]
+    Parse(#[from] serde_saphyr::Error),
     /// SOPS-encrypted and no (or the wrong) age identity.
     #[error("{0}")]
     Sops(String),
@@ -81,7 +84,7 @@ pub fn import_bundle(text: &str, age_identity: Option<&str>) -> Result<SecretsBu
     } else {
         text.to_string()
     };
-    let b = SecretsBundle::from_yaml(&plain).map_err(ImportError::Invalid)?;
+    let b = SecretsBundle::from_yaml(&plain)?;
     b.check().map_err(|e| ImportError::Invalid(e.join("\n")))?;
     pki::check_pairs(&b)?;
     Ok(b)

@@ -126,7 +126,7 @@ impl TalosResetter {
 
     fn group_hostname(&self, m: &Machine) -> Option<String> {
         let catalog = self.catalog.as_deref()?;
-        let group = crate::ops::assignment(catalog, m)?.group?;
+        let group = provisioner_core::boot::assign::assignment(catalog, m)?.group?;
         catalog.groups.get(&group)?.metadata.get("hostname").cloned()
     }
 

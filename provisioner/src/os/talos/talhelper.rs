@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use provisioner_core::talos::talhelper::{self, Sources};
+use provisioner_core::talos::talhelper::{self, FileError, Sources, TalenvError};
 
 use super::sops;
 
@@ -29,9 +29,12 @@ pub enum SourceError {
     /// A file cannot be read.
     #[error("{0}: {1}")]
     Read(PathBuf, std::io::Error),
-    /// A talenv file does not decrypt or parse.
+    /// A talenv file does not decrypt.
     #[error("{0}: {1}")]
-    Env(PathBuf, String),
+    Decrypt(PathBuf, FileError),
+    /// A talenv file does not parse.
+    #[error("{0}: {1}")]
+    Env(PathBuf, TalenvError),
 }
 
 /// Files next to a talconfig, the talenv values and the age identity.
@@ -75,17 +78,12 @@ pub fn age_key(explicit: Option<&Path>) -> Result<Option<String>, SourceError> {
     }
 }
 
-fn decrypt(text: String, key: Option<&str>, what: &Path) -> Result<String, String> {
+fn decrypt(text: String, key: Option<&str>, what: &Path) -> Result<String, FileError> {
     if !sops::is_sops(&text) {
         return Ok(text);
     }
-    let key = key.ok_or_else(|| {
-        format!(
-            "{} is SOPS-encrypted: pass the age key file with --age-key (or set SOPS_AGE_KEY_FILE)",
-            what.display()
-        )
-    })?;
-    sops::decrypt_yaml(&text, key).map_err(|e| e.to_string())
+    let key = key.ok_or_else(|| FileError::NoAgeKey(what.display().to_string()))?;
+    sops::decrypt_yaml(&text, key).map_err(|e| FileError::Decrypt(Box::new(e)))
 }
 
 impl TalconfigDir {
@@ -121,7 +119,7 @@ impl TalconfigDir {
                 me.encrypted.borrow_mut().push(f.clone());
             }
             let plain =
-                decrypt(text, me.age_key.as_deref(), &f).map_err(|e| SourceError::Env(f.clone(), e))?;
+                decrypt(text, me.age_key.as_deref(), &f).map_err(|e| SourceError::Decrypt(f.clone(), e))?;
             let vars = talhelper::parse_talenv(&plain).map_err(|e| SourceError::Env(f.clone(), e))?;
             me.env.extend(vars);
         }
@@ -139,9 +137,12 @@ impl Sources for TalconfigDir {
         self.env.get(name).cloned().or_else(|| std::env::var(name).ok())
     }
 
-    fn file(&self, path: &str) -> Result<String, String> {
+    fn file(&self, path: &str) -> Result<String, FileError> {
         let p = self.dir.join(path);
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let text = std::fs::read_to_string(&p).map_err(|error| FileError::Read {
+            path: p.display().to_string(),
+            error,
+        })?;
         if sops::is_sops(&text) {
             self.encrypted.borrow_mut().push(p.clone());
         }

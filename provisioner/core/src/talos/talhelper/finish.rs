@@ -146,7 +146,7 @@ fn templates(
         let node = &mut cluster.nodes[i];
         let eval = |t: &str| match &data {
             Ok(d) => gotmpl::render(t, d),
-            Err(e) => Err(format!("the node does not render: {e}")),
+            Err(e) => Err(gotmpl::TemplateError::NodeDoesNotRender(e.to_string())),
         };
         for (k, t) in p.labels {
             match eval(&t) {

@@ -21,6 +21,77 @@
 
 use serde_json::Value;
 
+/// Why a template is not rendered by the import (the caller lists the field with
+/// this reason instead of guessing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `{{` without `}}`.
+    #[error("unclosed `{{{{`")]
+    Unclosed,
+    /// `}}` without `{{`.
+    #[error("unexpected `}}}}`")]
+    UnexpectedClose,
+    /// A mapping where text is needed.
+    #[error("a mapping cannot be printed by the import")]
+    Mapping,
+    /// A string literal without its closing quote.
+    #[error("unterminated string")]
+    UnterminatedString,
+    /// Parentheses or variables.
+    #[error("`{0}` (parentheses, variables) not supported")]
+    Syntax(char),
+    /// `if`, `range`, `with` and the other control actions.
+    #[error("`{0}` actions not supported")]
+    Control(String),
+    /// `a | | b`.
+    #[error("empty command in pipeline")]
+    EmptyCommand,
+    /// Arguments after something that is not a function.
+    #[error("{0} is not a function")]
+    NotAFunction(String),
+    /// `{{ }}`.
+    #[error("empty action")]
+    EmptyAction,
+    /// An argument that is neither a field path nor a literal.
+    #[error("`{0}`: only field paths and literals are supported as arguments")]
+    Operand(String),
+    /// A path step below a scalar.
+    #[error(".{path}: `{step}` is not inside a mapping")]
+    NotAMapping {
+        /// The whole path.
+        path: String,
+        /// The Go field name of the step.
+        step: String,
+    },
+    /// A path step the rendered config does not have.
+    #[error(".{path}: `{step}` is not set in the rendered config")]
+    NotSet {
+        /// The whole path.
+        path: String,
+        /// The Go field name of the step.
+        step: String,
+    },
+    /// A path into secret material.
+    #[error(".{0}: secret material is not templated by the import")]
+    Secret(String),
+    /// A sprig function called with the wrong number of arguments.
+    #[error("{name} takes {want} argument(s), got {got}")]
+    Arity {
+        /// The function.
+        name: String,
+        /// How many it takes.
+        want: usize,
+        /// How many it got.
+        got: usize,
+    },
+    /// A function outside the supported subset.
+    #[error("template function `{0}` not supported by the import")]
+    Function(String),
+    /// The node's config (the template's data) does not render.
+    #[error("the node does not render: {0}")]
+    NodeDoesNotRender(String),
+}
+
 /// Keys whose values are secrets in the rendered config.
 const SECRET_KEYS: [&str; 9] = [
     "ca",
@@ -40,7 +111,7 @@ pub fn is_template(s: &str) -> bool {
 }
 
 /// Renders `text` against `data` (the v1alpha1 document).
-pub fn render(text: &str, data: &Value) -> Result<String, String> {
+pub fn render(text: &str, data: &Value) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
@@ -51,7 +122,7 @@ pub fn render(text: &str, data: &Value) -> Result<String, String> {
             body = b;
         }
         out.push_str(lit);
-        let close = body.find("}}").ok_or("unclosed `{{`")?;
+        let close = body.find("}}").ok_or(TemplateError::Unclosed)?;
         let mut action = &body[..close];
         rest = &body[close + 2..];
         if let Some(a) = action.strip_suffix('-') {
@@ -61,13 +132,13 @@ pub fn render(text: &str, data: &Value) -> Result<String, String> {
         out.push_str(&text_of(&pipeline(action.trim(), data)?)?);
     }
     if rest.contains("}}") {
-        return Err("unexpected `}}`".into());
+        return Err(TemplateError::UnexpectedClose);
     }
     out.push_str(rest);
     Ok(out)
 }
 
-fn text_of(v: &Value) -> Result<String, String> {
+fn text_of(v: &Value) -> Result<String, TemplateError> {
     Ok(match v {
         Value::String(s) => s.clone(),
         Value::Null => "<no value>".into(),
@@ -77,11 +148,11 @@ fn text_of(v: &Value) -> Result<String, String> {
             "[{}]",
             a.iter().map(text_of).collect::<Result<Vec<_>, _>>()?.join(" ")
         ),
-        Value::Object(_) => return Err("a mapping cannot be printed by the import".into()),
+        Value::Object(_) => return Err(TemplateError::Mapping),
     })
 }
 
-fn tokens(s: &str) -> Result<Vec<String>, String> {
+fn tokens(s: &str) -> Result<Vec<String>, TemplateError> {
     let mut out = Vec::new();
     let mut chars = s.char_indices().peekable();
     while let Some(&(i, c)) = chars.peek() {
@@ -92,7 +163,7 @@ fn tokens(s: &str) -> Result<Vec<String>, String> {
             let mut tok = String::from('"');
             let mut esc = false;
             loop {
-                let (_, d) = chars.next().ok_or("unterminated string")?;
+                let (_, d) = chars.next().ok_or(TemplateError::UnterminatedString)?;
                 if esc {
                     tok.push(match d {
                         'n' => '\n',
@@ -113,7 +184,7 @@ fn tokens(s: &str) -> Result<Vec<String>, String> {
             chars.next();
             out.push("|".into());
         } else if c == '(' || c == ')' || c == '$' {
-            return Err(format!("`{c}` (parentheses, variables) not supported"));
+            return Err(TemplateError::Syntax(c));
         } else {
             let start = i;
             let mut end = s.len();
@@ -130,7 +201,7 @@ fn tokens(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn pipeline(action: &str, data: &Value) -> Result<Value, String> {
+fn pipeline(action: &str, data: &Value) -> Result<Value, TemplateError> {
     let toks = tokens(action)?;
     if let Some(kw) = toks.first().filter(|t| {
         matches!(
@@ -138,11 +209,11 @@ fn pipeline(action: &str, data: &Value) -> Result<Value, String> {
             "if" | "else" | "end" | "range" | "with" | "define" | "template" | "block"
         )
     }) {
-        return Err(format!("`{kw}` actions not supported"));
+        return Err(TemplateError::Control(kw.clone()));
     }
     let mut prev: Option<Value> = None;
     for cmd in toks.split(|t| t == "|") {
-        let (head, args) = cmd.split_first().ok_or("empty command in pipeline")?;
+        let (head, args) = cmd.split_first().ok_or(TemplateError::EmptyCommand)?;
         let mut vals = args
             .iter()
             .map(|a| operand(a, data))
@@ -158,7 +229,7 @@ fn pipeline(action: &str, data: &Value) -> Result<Value, String> {
                 || head == "false"
             {
                 if !vals.is_empty() {
-                    return Err(format!("{head} is not a function"));
+                    return Err(TemplateError::NotAFunction(head.clone()));
                 }
                 operand(head, data)?
             } else {
@@ -166,10 +237,10 @@ fn pipeline(action: &str, data: &Value) -> Result<Value, String> {
             },
         );
     }
-    prev.ok_or_else(|| "empty action".into())
+    prev.ok_or(TemplateError::EmptyAction)
 }
 
-fn operand(tok: &str, data: &Value) -> Result<Value, String> {
+fn operand(tok: &str, data: &Value) -> Result<Value, TemplateError> {
     if let Some(s) = tok.strip_prefix('"') {
         return Ok(Value::String(s.to_string()));
     }
@@ -185,32 +256,34 @@ fn operand(tok: &str, data: &Value) -> Result<Value, String> {
     if let Ok(n) = tok.parse::<i64>() {
         return Ok(Value::from(n));
     }
-    Err(format!(
-        "`{tok}`: only field paths and literals are supported as arguments"
-    ))
+    Err(TemplateError::Operand(tok.to_string()))
 }
 
-fn field(data: &Value, path: &str) -> Result<Value, String> {
+fn field(data: &Value, path: &str) -> Result<Value, TemplateError> {
     let mut cur = data;
     for go in path.split('.') {
-        let obj = cur
-            .as_object()
-            .ok_or_else(|| format!(".{path}: `{go}` is not inside a mapping"))?;
+        let obj = cur.as_object().ok_or_else(|| TemplateError::NotAMapping {
+            path: path.to_string(),
+            step: go.to_string(),
+        })?;
         let lower = go.to_lowercase();
         let key = obj
             .keys()
             .filter(|k| lower.contains(&k.to_lowercase()))
             .max_by_key(|k| k.len())
-            .ok_or_else(|| format!(".{path}: `{go}` is not set in the rendered config"))?;
+            .ok_or_else(|| TemplateError::NotSet {
+                path: path.to_string(),
+                step: go.to_string(),
+            })?;
         if SECRET_KEYS.contains(&key.as_str()) {
-            return Err(format!(".{path}: secret material is not templated by the import"));
+            return Err(TemplateError::Secret(path.to_string()));
         }
         cur = &obj[key];
     }
     Ok(cur.clone())
 }
 
-fn s(v: &Value) -> Result<String, String> {
+fn s(v: &Value) -> Result<String, TemplateError> {
     text_of(v)
 }
 
@@ -225,12 +298,16 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn call(name: &str, a: &[Value]) -> Result<Value, String> {
+fn call(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
     let want = |n: usize| {
         if a.len() == n {
             Ok(())
         } else {
-            Err(format!("{name} takes {n} argument(s), got {}", a.len()))
+            Err(TemplateError::Arity {
+                name: name.to_string(),
+                want: n,
+                got: a.len(),
+            })
         }
     };
     let str_v = |x: String| Ok(Value::String(x));
@@ -261,7 +338,7 @@ fn call(name: &str, a: &[Value]) -> Result<Value, String> {
         "default" => want(2).map(|_| if truthy(&a[1]) { a[1].clone() } else { a[0].clone() }),
         "not" => want(1).map(|_| Value::Bool(!truthy(&a[0]))),
         "eq" | "ne" => want(2).map(|_| Value::Bool((a[0] == a[1]) == (name == "eq"))),
-        other => Err(format!("template function `{other}` not supported by the import")),
+        other => Err(TemplateError::Function(other.to_string())),
     }
 }
 
@@ -299,21 +376,25 @@ mod tests {
         assert!(
             render("{{ .MachineConfig.MachineToken }}", &cfg)
                 .unwrap_err()
+                .to_string()
                 .contains("secret")
         );
         assert!(
             render("{{ if .X }}a{{ end }}", &cfg)
                 .unwrap_err()
+                .to_string()
                 .contains("not supported")
         );
         assert!(
             render("{{ sha256sum .MachineConfig }}", &cfg)
                 .unwrap_err()
+                .to_string()
                 .contains("sha256sum")
         );
         assert!(
             render("{{ .MachineConfig.MachineKernel }}", &cfg)
                 .unwrap_err()
+                .to_string()
                 .contains("not set")
         );
         assert!(is_template("{{ x }}") && !is_template("plain ${VAR}"));

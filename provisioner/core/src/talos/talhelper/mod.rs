@@ -38,7 +38,43 @@ pub trait Sources {
     fn var(&self, name: &str) -> Option<String>;
     /// The contents of a file named after `@` in the talconfig (relative to the
     /// talconfig's directory unless absolute), SOPS-decrypted when encrypted.
-    fn file(&self, path: &str) -> Result<String, String>;
+    fn file(&self, path: &str) -> Result<String, FileError>;
+}
+
+/// Why a file (a talenv file or one named with `@`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Not among the given files.
+    #[error("{0}: no such file")]
+    Missing(String),
+    /// The caller could not read it.
+    #[error("{path}: {error}")]
+    Read {
+        /// The path read.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// SOPS-encrypted and no age identity to decrypt it.
+    #[error("{0} is SOPS-encrypted: pass the age key file with --age-key (or set SOPS_AGE_KEY_FILE)")]
+    NoAgeKey(String),
+    /// SOPS decryption failed (the caller's SOPS error).
+    #[error(transparent)]
+    Decrypt(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a talenv file is not a mapping of variables.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TalenvError {
+    /// Not YAML.
+    #[error(transparent)]
+    Yaml(#[from] super::yaml::YamlError),
+    /// YAML, but not a mapping.
+    #[error("talenv is not a mapping of NAME: value")]
+    NotMapping,
+    /// A value that is a list or mapping.
+    #[error("talenv value `{0}` is not a scalar")]
+    NotScalar(String),
 }
 
 /// [`Sources`] from maps (tests, and callers that preload everything).
@@ -54,12 +90,12 @@ impl Sources for Given {
     fn var(&self, name: &str) -> Option<String> {
         self.vars.get(name).cloned()
     }
-    fn file(&self, path: &str) -> Result<String, String> {
+    fn file(&self, path: &str) -> Result<String, FileError> {
         let p = path.trim_start_matches("./");
         self.files
             .get(p)
             .cloned()
-            .ok_or_else(|| format!("{path}: no such file"))
+            .ok_or_else(|| FileError::Missing(path.to_string()))
     }
 }
 
@@ -164,13 +200,13 @@ pub fn substitute(text: &str, src: &dyn Sources) -> Result<String, envsubst::Sub
 
 /// Parses a `talenv.yaml` (plain; decrypt SOPS first): a mapping of scalar values,
 /// each becoming a variable (talhelper `pkg/substitute/envsubst.go` `LoadEnv`).
-pub fn parse_talenv(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let v = super::yaml::from_str(text).map_err(|e| e.to_string())?;
+pub fn parse_talenv(text: &str) -> Result<BTreeMap<String, String>, TalenvError> {
+    let v = super::yaml::from_str(text)?;
     let Some(m) = v.as_object() else {
         return if v.is_null() {
             Ok(BTreeMap::new())
         } else {
-            Err("talenv is not a mapping of NAME: value".into())
+            Err(TalenvError::NotMapping)
         };
     };
     m.iter()
@@ -179,7 +215,7 @@ pub fn parse_talenv(text: &str) -> Result<BTreeMap<String, String>, String> {
             Value::String(s) => Ok((k.clone(), s.clone())),
             Value::Number(_) | Value::Bool(_) => Ok((k.clone(), v.to_string())),
             Value::Null => Ok((k.clone(), String::new())),
-            _ => Err(format!("talenv value `{k}` is not a scalar")),
+            _ => Err(TalenvError::NotScalar(k.clone())),
         })
         .collect()
 }

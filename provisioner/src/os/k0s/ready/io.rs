@@ -55,7 +55,7 @@ impl InventoryController {
         if self.mac.is_some() {
             return self.mac == Some(m.mac);
         }
-        let Some(a) = crate::ops::assignment(&self.catalog, m) else {
+        let Some(a) = provisioner_core::boot::assign::assignment(&self.catalog, m) else {
             return false;
         };
         a.config == ConfigKind::Flatcar

@@ -6,7 +6,7 @@
 //! The I/O: the controller's k0s phase from the inventory timeline ([`ControllerPhase`]),
 //! the appliance-minted admin kubeconfig ([`AdminKubeconfig`]), `/readyz` and the
 //! hand-off through the Talos orchestrator's [`ApiProbe`] and [`HandOff`] seams, and the
-//! Node list ([`NodeLister`]). [`spawn`] wires one workflow per k0s cluster of `infra/`.
+//! Node list ([`NodeLister`]). [`workflows`] wires one workflow per k0s cluster of `infra/`.
 
 pub mod io;
 #[cfg(test)]
@@ -26,7 +26,7 @@ use provisioner_core::k0s::workflow::{
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use spawn::{Shared, Wiring, spawn};
+pub use spawn::{Shared, Wiring, workflows};
 
 use crate::cluster::seams::{ApiProbe, CallError, ClusterError, HandOff};
 

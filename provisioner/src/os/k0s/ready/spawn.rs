@@ -1,6 +1,8 @@
 //! Wiring for the composition root: one [`K0sReady`] workflow per k0s cluster of
-//! `infra/`, with the production seams, spawned into the daemon's task set.
+//! `infra/`, with the production seams, returned as futures the composition root
+//! spawns into its own task set (so this module needs no error type of the edge).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,6 @@ use provisioner_core::inventory::Inventory;
 use provisioner_core::k0s::K0sCluster;
 use provisioner_core::k0s::store::K0sSecretStore;
 use provisioner_core::k0s::workflow::K0sPlan;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::K0sReady;
@@ -56,12 +57,14 @@ pub struct Wiring<'a> {
     pub shared: &'a Shared,
 }
 
-/// Starts the readiness and hand-off workflow of every k0s cluster in `infra/`
-/// (none when there is none). Each task runs its workflow to the end; a `Failed` one
-/// waits for an operator retry and runs again; then it waits for `shutdown` (the
-/// daemon treats a task that ends early as a crashed server). Returns how many were
-/// started.
-pub fn spawn(w: Wiring<'_>, tasks: &mut JoinSet<anyhow::Result<()>>, shutdown: &CancellationToken) -> usize {
+/// The readiness and hand-off workflow of every k0s cluster in `infra/` (none when
+/// there is none), one future each for the caller to spawn. Each runs its workflow to
+/// the end; a `Failed` one waits for an operator retry and runs again; then it waits
+/// for `shutdown` (the daemon treats a task that ends early as a crashed server).
+pub fn workflows(
+    w: Wiring<'_>,
+    shutdown: &CancellationToken,
+) -> Vec<impl Future<Output = ()> + Send + 'static> {
     let Wiring {
         clusters,
         settings,
@@ -73,7 +76,7 @@ pub fn spawn(w: Wiring<'_>, tasks: &mut JoinSet<anyhow::Result<()>>, shutdown: &
     } = w;
     let custody = shared.kubeconfigs.clone();
     let hand_off: Arc<dyn HandOff> = shared.argo.clone();
-    let mut started = 0;
+    let mut out = Vec::new();
     for (name, c) in clusters.clone() {
         let (Some(controller), Some(api_url)) = (c.controller(), c.api_url()) else {
             tracing::warn!(cluster = %name, "k0s cluster without a controller address: no readiness workflow");
@@ -111,12 +114,10 @@ pub fn spawn(w: Wiring<'_>, tasks: &mut JoinSet<anyhow::Result<()>>, shutdown: &
             argocd_host: settings.map(|s| s.argocd.host.clone()),
         };
         let token = shutdown.clone();
-        tasks.spawn(async move {
+        out.push(async move {
             w.run_retrying(&name, token.clone()).await;
             token.cancelled().await;
-            Ok(())
         });
-        started += 1;
     }
-    started
+    out
 }

@@ -74,7 +74,8 @@ impl IdentitySource for BundleIdentity {
             .ok_or_else(|| IdentityError::NoBundle(cluster.to_string()))?;
         let (crt, key) = crate::pki::talos::admin_client_cert(&bundle, time::OffsetDateTime::now_utc())
             .map_err(|e| IdentityError::Pki(e.to_string()))?;
-        let pem = |field: &str, b64: &str| pem_field(field, b64).map_err(IdentityError::Pki);
+        let pem =
+            |field: &str, b64: &str| pem_field(field, b64).map_err(|e| IdentityError::Pki(e.to_string()));
         let (_, os_ca_pem) = pem("certs.os.crt", &bundle.certs.os.crt)?;
         let (_, client_cert_pem) = pem("client crt", &crt)?;
         let (_, client_key_pem) = pem("client key", &key)?;
