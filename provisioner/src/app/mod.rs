@@ -86,7 +86,9 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
     }
     let (server_ip, base) = crate::config::advertised_on(&cfg, bound.http.local_addr()?.port());
     let service = Arc::new(boot_service(&cfg, &inputs, &stores, &cache, server_ip, &base)?);
+    let health = Arc::new(crate::service::health::Health::new(stores.healed()));
     let wiring = tasks::Wiring {
+        health: health.clone(),
         cfg: &cfg,
         inputs: &inputs,
         stores: &stores,
@@ -111,7 +113,9 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         return Ok(());
     }
     crate::sys::notify::ready(&format!("serving {base}"));
-    let _watchdog = crate::sys::notify::spawn_watchdog(shutdown.clone());
+    let _watchdog = crate::sys::notify::spawn_watchdog(health.answering(), shutdown.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move { Ok(health.monitor(token).await?) });
     tokio::select! {
         // Checked first: once the token is cancelled the servers end on purpose.
         biased;

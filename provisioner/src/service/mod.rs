@@ -14,6 +14,7 @@ mod approvals;
 mod decisions;
 mod device;
 mod device_ops;
+pub mod health;
 mod journal;
 mod release;
 mod script;

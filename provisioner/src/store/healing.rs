@@ -115,6 +115,12 @@ pub fn open_file(path: &Path) -> Result<Database, OpenError> {
     })
 }
 
+/// A store built on a [`Healing`] handle (the health check reaches it through this).
+pub trait Healed: Send + Sync + std::fmt::Debug {
+    /// The store's file handle.
+    fn healing(&self) -> &Healing;
+}
+
 /// A self-healing handle on one redb file.
 #[derive(Debug)]
 pub struct Healing {

@@ -13,7 +13,7 @@ mod secrets_key;
 mod secrets_redb;
 
 pub use age_files::{AgeFileError, AgeFiles, AgeKubeconfigs};
-pub use healing::{Healing, OpenError, StoreDown};
+pub use healing::{Healed, Healing, OpenError, StoreDown};
 pub use k0s_secrets::FileSecretStore;
 pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;

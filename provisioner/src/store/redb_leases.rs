@@ -115,6 +115,12 @@ impl RedbLeases {
     }
 }
 
+impl super::Healed for RedbLeases {
+    fn healing(&self) -> &Healing {
+        &self.db
+    }
+}
+
 impl LeaseStore for RedbLeases {
     fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
         self.db.with(|db| {

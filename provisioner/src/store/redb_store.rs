@@ -122,6 +122,12 @@ impl RedbInventory {
     }
 }
 
+impl super::Healed for RedbInventory {
+    fn healing(&self) -> &Healing {
+        &self.db
+    }
+}
+
 impl Inventory for RedbInventory {
     fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
         self.db.with(|db| {
