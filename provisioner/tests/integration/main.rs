@@ -54,6 +54,7 @@ mod k0s_ready;
 mod observability;
 mod operator_surface;
 mod power_drivers;
+mod store_faults;
 mod systemd_notify;
 mod talos_api;
 mod talos_cli;
