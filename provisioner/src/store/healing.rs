@@ -205,6 +205,8 @@ impl Healing {
         } else {
             0.0
         });
+        // Registered here too: `open` may run before the exporter is installed.
+        metrics::counter!("provisioner_store_reopens_total", "store" => self.label).increment(0);
         r.map_err(|e| format!("{}: {e}", self.label))
     }
 

@@ -120,6 +120,17 @@ fn api_views_and_health() {
             .len(),
         1
     );
+    // The stores' health is exported next to the request counters.
+    let (st, metrics) = d.api_get("/metrics", t);
+    assert_eq!(st, 200);
+    assert!(
+        metrics.contains("provisioner_store_healthy{store=\"inventory\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("provisioner_store_reopens_total{store=\"inventory\"} 0"),
+        "{metrics}"
+    );
     // The boot path exposes no API route.
     assert_eq!(http(d.http, "GET", "/api/v1/machines").unwrap().0, 404);
     assert_eq!(http(d.http, "GET", "/metrics").unwrap().0, 404);
