@@ -116,6 +116,12 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
     let _watchdog = crate::sys::notify::spawn_watchdog(health.answering(), shutdown.clone());
     let token = shutdown.clone();
     tasks.spawn(async move { Ok(health.monitor(token).await?) });
+    let inventory: Arc<dyn provisioner_core::inventory::Inventory> = stores.inventory.clone();
+    let (keeping, ttl, token) = (cfg.housekeeping.clone(), cfg.config_token_ttl(), shutdown.clone());
+    tasks.spawn(async move {
+        crate::ops::housekeeping::run(inventory, keeping, ttl, token).await;
+        Ok(())
+    });
     tokio::select! {
         // Checked first: once the token is cancelled the servers end on purpose.
         biased;
@@ -149,6 +155,7 @@ fn boot_service(
     let service = BootService::new(booter, stores.inventory.clone(), base.to_string())
         .with_loop_guard(cfg.boot_loop.guard())
         .with_config_token_ttl(cfg.config_token_ttl())
+        .with_callback_token_ttl(cfg.housekeeping.callback_token_ttl())
         .with_release(crate::service::ReleasePolicy::from_config(
             cfg,
             (&clusters.talos, &clusters.k0s),

@@ -353,6 +353,10 @@ mod tests {
         let started = Instant::now();
         let r = client.get(format!("http://{addr}/talos/vmlinuz")).send().await;
         assert!(r.is_err(), "a stalled mirror is an error");
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -55,6 +55,14 @@ impl Inventory for Journal {
         self.store.get(mac)
     }
 
+    fn drop_tokens(
+        &self,
+        expired: &dyn Fn(&provisioner_core::inventory::TokenRecord) -> bool,
+        spent_before: time::OffsetDateTime,
+    ) -> Result<usize, InventoryError> {
+        self.store.drop_tokens(expired, spent_before)
+    }
+
     fn list(&self) -> Result<Vec<Machine>, InventoryError> {
         self.store.list()
     }

@@ -5,6 +5,7 @@ mod age_files;
 mod clusters;
 mod healing;
 mod k0s_secrets;
+mod redb_inv_tokens;
 mod redb_leases;
 mod redb_migrate;
 mod redb_store;

@@ -6,12 +6,12 @@ use std::path::Path;
 
 use provisioner_core::inventory::{
     Change, Inventory, InventoryError, SCHEMA_VERSION, SpentHow, SpentToken, TIMELINE_CAP, TokenRecord,
-    spent_overflow,
 };
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::healing::{Healing, OpenError};
+use super::redb_inv_tokens::{issue, spend};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -308,6 +308,39 @@ impl Inventory for RedbInventory {
         })
     }
 
+    fn drop_tokens(
+        &self,
+        expired: &dyn Fn(&TokenRecord) -> bool,
+        spent_before: OffsetDateTime,
+    ) -> Result<usize, InventoryError> {
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let mut dropped = 0;
+            {
+                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+                tokens
+                    .retain(|_, v| {
+                        // Undecodable tokens can never be honoured: drop them too.
+                        let keep = serde_json::from_slice::<TokenRecord>(v).is_ok_and(|t| !expired(&t));
+                        dropped += usize::from(!keep);
+                        keep
+                    })
+                    .map_err(backend)?;
+                let mut spent = txn.open_table(SPENT).map_err(backend)?;
+                spent
+                    .retain(|_, v| {
+                        let keep =
+                            serde_json::from_slice::<SpentToken>(v).is_ok_and(|t| t.at >= spent_before);
+                        dropped += usize::from(!keep);
+                        keep
+                    })
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(dropped)
+        })
+    }
+
     fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError> {
         self.db.with(|db| {
             let txn = db.begin_read().map_err(backend)?;
@@ -317,59 +350,6 @@ impl Inventory for RedbInventory {
             Ok(found.and_then(|v| serde_json::from_slice(v.value()).ok()))
         })
     }
-}
-
-/// Issues `record` under `key` in the caller's transaction, revoking the machine's
-/// other live tokens of the same purpose.
-fn issue(
-    tokens: &mut redb::Table<'_, &str, &[u8]>,
-    spent: &mut redb::Table<'_, &str, &[u8]>,
-    key: &str,
-    record: &TokenRecord,
-) -> Result<(), InventoryError> {
-    let mut replaced = Vec::new();
-    tokens
-        .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
-            Ok(t) if t.mac == record.mac && t.purpose == record.purpose => {
-                replaced.push((k.to_string(), t));
-                false
-            }
-            Ok(_) => true,
-            // Undecodable tokens are useless: drop them rather than fail boots.
-            Err(_) => false,
-        })
-        .map_err(backend)?;
-    tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
-    spent.remove(key).map_err(backend)?;
-    for (k, t) in replaced {
-        spend(spent, &k, t, SpentHow::Revoked, record.issued_at)?;
-    }
-    Ok(())
-}
-
-/// Keeps `record` as spent under `key` and drops its machine's oldest spent tokens
-/// beyond the bound, in the caller's transaction.
-fn spend(
-    spent: &mut redb::Table<'_, &str, &[u8]>,
-    key: &str,
-    record: TokenRecord,
-    how: SpentHow,
-    at: OffsetDateTime,
-) -> Result<(), InventoryError> {
-    let mac = record.mac;
-    let entry = SpentToken { record, how, at };
-    spent.insert(key, encode(&entry)?.as_slice()).map_err(backend)?;
-    let mut all = Vec::new();
-    for row in spent.iter().map_err(backend)? {
-        let (k, v) = row.map_err(backend)?;
-        if let Ok(t) = serde_json::from_slice::<SpentToken>(v.value()) {
-            all.push((k.value().to_string(), t));
-        }
-    }
-    for k in spent_overflow(all.iter().map(|(k, t)| (k.as_str(), t)), mac) {
-        spent.remove(k.as_str()).map_err(backend)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

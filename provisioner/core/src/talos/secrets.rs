@@ -314,6 +314,9 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
-        assert!(shown.contains("cluster-id-public") && shown.contains("<redacted>"), "{shown}");
+        assert!(
+            shown.contains("cluster-id-public") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }
