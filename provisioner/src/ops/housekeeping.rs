@@ -70,12 +70,25 @@ pub fn sweep(
 ) -> Result<Swept, InventoryError> {
     let hours = |h: u32| time::Duration::hours(i64::from(h));
     let machines = inventory.list()?;
+    // Only the few never-booted candidates get their timeline read. A read error
+    // keeps the record (the safe direction) and is reported below.
+    let mut failed = None;
     let expired = expired_discovered(
         &machines,
         now,
         hours(cfg.discovered_max_age_hours),
         cfg.discovered_max,
+        &mut |m| match inventory.timeline(m.mac) {
+            Ok(t) => !t.is_empty(),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        },
     );
+    if let Some(e) = failed {
+        return Err(e);
+    }
     for mac in &expired {
         inventory.delete(*mac)?;
     }
@@ -148,6 +161,23 @@ mod tests {
         m
     }
 
+    const REJECTED: provisioner_core::timeline::Rejection =
+        provisioner_core::timeline::Rejection::WrongEndpoint;
+
+    /// Stores `m` with the sighting that created it, as the DHCP and `/ipxe` paths do.
+    fn sighted(inv: &dyn Inventory, m: &Machine) {
+        inv.apply(m.mac, &mut |_| provisioner_core::inventory::Update {
+            machine: Some(m.clone()),
+            events: vec![provisioner_core::model::TimelineEvent::new(
+                m.last_seen,
+                // Any event: what matters is that the network put one there.
+                provisioner_core::model::Event::TokenRejected(REJECTED),
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
     fn token(inv: &RedbInventory, key: &str, n: u8, purpose: TokenPurpose, issued: OffsetDateTime) {
         let rec = TokenRecord {
             mac: mac(n),
@@ -165,18 +195,20 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let h = time::Duration::hours;
         // A stranger seen 8 days ago (past the 7-day age).
-        inv.put(&seen(1, h(8 * 24), now)).unwrap();
+        sighted(&inv, &seen(1, h(8 * 24), now));
+        // As old, but created by an operator (imported, no sighting): kept.
+        inv.put(&seen(4, h(8 * 24), now)).unwrap();
         // The same age, but an operator set its profile: kept.
         let mut operator = seen(2, h(8 * 24), now);
         operator.profile = Some("lab".into());
-        inv.put(&operator).unwrap();
+        sighted(&inv, &operator);
         // Booted long ago: not Discovered any more, kept.
         let mut booted = seen(3, h(30 * 24), now);
         booted.state = MachineState::Installed;
         inv.put(&booted).unwrap();
         // Three young strangers over a cap of two: the least recently seen goes.
         for (n, ago) in [(10, 3), (11, 2), (12, 1)] {
-            inv.put(&seen(n, h(ago), now)).unwrap();
+            sighted(&inv, &seen(n, h(ago), now));
         }
         token(&inv, "config-old", 3, TokenPurpose::Config, now - h(2));
         token(
@@ -212,7 +244,7 @@ mod tests {
             }
         );
         let left: Vec<MacAddr> = inv.list().unwrap().iter().map(|m| m.mac).collect();
-        assert_eq!(left, vec![mac(2), mac(3), mac(11), mac(12)]);
+        assert_eq!(left, vec![mac(2), mac(3), mac(4), mac(11), mac(12)]);
         assert!(inv.live_token("config-old").unwrap().is_none());
         assert!(inv.live_token("cb-old").unwrap().is_none());
         assert!(
@@ -242,7 +274,7 @@ mod tests {
             for n in 0..=255u8 {
                 let mut m = Machine::discovered(MacAddr([2, 0, 0, 0, round, n]), now);
                 m.last_seen = now - time::Duration::seconds(i64::from(n));
-                inv.put(&m).unwrap();
+                sighted(&inv, &m);
             }
             sweep(&inv, &cfg, Duration::from_secs(1800), now).unwrap();
             assert_eq!(inv.list().unwrap().len(), 100);

@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use provisioner_core::inventory::{
-    Change, Inventory, InventoryError, SCHEMA_VERSION, SpentHow, SpentToken, TIMELINE_CAP, TokenRecord,
+    Change, Inventory, InventoryError, SCHEMA_VERSION, SpentToken, TIMELINE_CAP, TokenRecord,
 };
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::healing::{Healing, OpenError};
-use super::redb_inv_tokens::{issue, spend};
+use super::redb_inv_tokens::TokenTables;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -101,9 +101,8 @@ impl RedbInventory {
                 txn.open_table(MACHINES).map_err(backend)?;
                 txn.open_table(TIMELINE).map_err(backend)?;
                 txn.open_table(TIMELINE_SEQ).map_err(backend)?;
-                txn.open_table(TOKENS).map_err(backend)?;
-                txn.open_table(SPENT).map_err(backend)?;
             }
+            TokenTables::open(&txn)?.reindex()?;
             txn.commit().map_err(backend)
         })
     }
@@ -195,10 +194,9 @@ impl Inventory for RedbInventory {
                     seq.insert(key.as_str(), (first, next)).map_err(backend)?;
                 }
                 if !update.tokens.is_empty() {
-                    let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-                    let mut spent = txn.open_table(SPENT).map_err(backend)?;
+                    let mut t = TokenTables::open(&txn)?;
                     for (k, record) in &update.tokens {
-                        issue(&mut tokens, &mut spent, k, record)?;
+                        t.issue(k, record)?;
                     }
                 }
                 stored
@@ -220,25 +218,7 @@ impl Inventory for RedbInventory {
                 let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
                 tl.retain_in((key.as_str(), 0)..=(key.as_str(), u64::MAX), |_, _| false)
                     .map_err(backend)?;
-                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-                let mut bad = None;
-                tokens
-                    .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
-                        Ok(t) => t.mac != mac,
-                        Err(e) => {
-                            bad = Some((k.to_string(), e.to_string()));
-                            true
-                        }
-                    })
-                    .map_err(backend)?;
-                if let Some((key, message)) = bad {
-                    return Err(InventoryError::Corrupt { key, message });
-                }
-                // Undecodable spent entries name no machine: drop them.
-                let mut spent = txn.open_table(SPENT).map_err(backend)?;
-                spent
-                    .retain(|_, v| serde_json::from_slice::<SpentToken>(v).is_ok_and(|t| t.record.mac != mac))
-                    .map_err(backend)?;
+                TokenTables::open(&txn)?.forget(mac)?;
                 existed
             };
             txn.commit().map_err(backend)?;
@@ -266,11 +246,7 @@ impl Inventory for RedbInventory {
     fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
         self.db.with(|db| {
             let txn = db.begin_write().map_err(backend)?;
-            {
-                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-                let mut spent = txn.open_table(SPENT).map_err(backend)?;
-                issue(&mut tokens, &mut spent, key, record)?;
-            }
+            TokenTables::open(&txn)?.issue(key, record)?;
             txn.commit().map_err(backend)
         })
     }
@@ -290,19 +266,7 @@ impl Inventory for RedbInventory {
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
         self.db.with(|db| {
             let txn = db.begin_write().map_err(backend)?;
-            let rec = {
-                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-                let removed = tokens.remove(key).map_err(backend)?;
-                let rec = match removed {
-                    Some(v) => Some(decode::<TokenRecord>("token", v.value())?),
-                    None => None,
-                };
-                if let Some(r) = &rec {
-                    let mut spent = txn.open_table(SPENT).map_err(backend)?;
-                    spend(&mut spent, key, r.clone(), SpentHow::Used, now)?;
-                }
-                rec
-            };
+            let rec = TokenTables::open(&txn)?.take(key, now)?;
             txn.commit().map_err(backend)?;
             Ok(rec)
         })
@@ -315,27 +279,7 @@ impl Inventory for RedbInventory {
     ) -> Result<usize, InventoryError> {
         self.db.with(|db| {
             let txn = db.begin_write().map_err(backend)?;
-            let mut dropped = 0;
-            {
-                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-                tokens
-                    .retain(|_, v| {
-                        // Undecodable tokens can never be honoured: drop them too.
-                        let keep = serde_json::from_slice::<TokenRecord>(v).is_ok_and(|t| !expired(&t));
-                        dropped += usize::from(!keep);
-                        keep
-                    })
-                    .map_err(backend)?;
-                let mut spent = txn.open_table(SPENT).map_err(backend)?;
-                spent
-                    .retain(|_, v| {
-                        let keep =
-                            serde_json::from_slice::<SpentToken>(v).is_ok_and(|t| t.at >= spent_before);
-                        dropped += usize::from(!keep);
-                        keep
-                    })
-                    .map_err(backend)?;
-            }
+            let dropped = TokenTables::open(&txn)?.collect(expired, spent_before)?;
             txn.commit().map_err(backend)?;
             Ok(dropped)
         })

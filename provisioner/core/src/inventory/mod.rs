@@ -162,16 +162,23 @@ pub struct Update {
 /// Which `Discovered` records to forget ([`crate::inventory`] stays bounded under
 /// `unknown_policy: record` and random MACs): those never booted (still
 /// `Discovered`, no install boot) that carry nothing an operator set (profile,
-/// labels, power, boot file, approval, UUID pin), last seen more than `max_age` ago;
-/// then, if more than `max_count` such records remain, the least recently seen ones.
-/// Anything an operator touched never expires.
+/// labels, power, boot file, approval, UUID pin) and that `from_traffic` says the
+/// network created (the caller's check: a record created by a DHCP or `/ipxe`
+/// sighting has that sighting on its timeline, one an operator created or imported
+/// may have none), last seen more than `max_age` ago; then, if more than
+/// `max_count` such records remain, the least recently seen ones. Anything an
+/// operator created or touched never expires.
 pub fn expired_discovered(
     machines: &[Machine],
     now: OffsetDateTime,
     max_age: time::Duration,
     max_count: usize,
+    from_traffic: &mut dyn FnMut(&Machine) -> bool,
 ) -> Vec<MacAddr> {
-    let mut candidates: Vec<&Machine> = machines.iter().filter(|m| expirable(m)).collect();
+    let mut candidates: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| expirable(m) && from_traffic(m))
+        .collect();
     candidates.sort_by_key(|m| (m.last_seen, m.mac));
     let (old, young): (Vec<&Machine>, Vec<&Machine>) =
         candidates.into_iter().partition(|m| now - m.last_seen > max_age);
