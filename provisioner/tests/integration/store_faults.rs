@@ -249,7 +249,7 @@ fn full_disk_during_a_lease_storm_degrades_heals_and_loses_no_acked_lease() {
     // The disk fills during the storm.
     ns.fill();
     let during = storm(&relays, 2, 25, wait);
-    let (_, why) =
+    let (degraded_after, why) =
         wait_for(&d, 503, Duration::from_secs(15)).expect("/healthz turns degraded on a full disk");
     assert!(why.starts_with("degraded:"), "{why}");
     let during_acked = during.len();
@@ -290,7 +290,8 @@ fn full_disk_during_a_lease_storm_degrades_heals_and_loses_no_acked_lease() {
     }
     eprintln!(
         "ENOSPC figures: acked {} (during the full disk: {during_acked} of 100), stored {}, lost {lost}, \
-         health back {recovery:?} after space was freed",
+         /healthz 503 {degraded_after:?} after the storm on the full disk, 200 again {recovery:?} after \
+         space was freed",
         acked.len(),
         stored.list().unwrap().len()
     );
