@@ -119,12 +119,12 @@ impl<'t> TokenTables<'t> {
             .insert(key, encode(record)?.as_slice())
             .map_err(backend)?;
         self.tokens_idx.insert((mac.as_str(), key), ()).map_err(backend)?;
-        if let Some(v) = self.spent.remove(key).map_err(backend)? {
-            if let Ok(old) = serde_json::from_slice::<SpentToken>(v.value()) {
-                self.spent_idx
-                    .remove((old.record.mac.to_string().as_str(), key))
-                    .map_err(backend)?;
-            }
+        if let Some(v) = self.spent.remove(key).map_err(backend)?
+            && let Ok(old) = serde_json::from_slice::<SpentToken>(v.value())
+        {
+            self.spent_idx
+                .remove((old.record.mac.to_string().as_str(), key))
+                .map_err(backend)?;
         }
         Ok(())
     }

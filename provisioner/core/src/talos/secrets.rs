@@ -290,10 +290,12 @@ mod tests {
 
     #[test]
     fn debug_never_prints_keys_secrets_or_tokens() {
-        let mut b = SecretsBundle::default();
-        b.cluster = ClusterIdentity {
-            id: "cluster-id-public".into(),
-            secret: "CLUSTER-SECRET".into(),
+        let mut b = SecretsBundle {
+            cluster: ClusterIdentity {
+                id: "cluster-id-public".into(),
+                secret: "CLUSTER-SECRET".into(),
+            },
+            ..Default::default()
         };
         b.secrets.bootstraptoken = "BOOTST.TOKENTOKENTOKEN1".into();
         b.secrets.secretboxencryptionsecret = Some("SECRETBOX".into());
