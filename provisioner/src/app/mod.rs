@@ -156,6 +156,7 @@ fn boot_service(
         .with_loop_guard(cfg.boot_loop.guard())
         .with_config_token_ttl(cfg.config_token_ttl())
         .with_callback_token_ttl(cfg.housekeeping.callback_token_ttl())
+        .with_first_seen_rate(cfg.housekeeping.first_seen_per_minute)
         .with_release(crate::service::ReleasePolicy::from_config(
             cfg,
             (&clusters.talos, &clusters.k0s),

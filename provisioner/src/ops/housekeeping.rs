@@ -29,6 +29,9 @@ pub struct Housekeeping {
     pub callback_token_ttl_hours: u32,
     /// Spent tokens are kept this long (a later replay is refused as unknown).
     pub spent_token_days: u32,
+    /// New machine records from sightings alone (not installs), per minute, for all
+    /// MACs together (0: no limit).
+    pub first_seen_per_minute: u32,
 }
 
 impl Default for Housekeeping {
@@ -41,6 +44,7 @@ impl Default for Housekeeping {
             discovered_max: 5_000,
             callback_token_ttl_hours: 24,
             spent_token_days: 7,
+            first_seen_per_minute: 600,
         }
     }
 }

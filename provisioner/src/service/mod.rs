@@ -150,6 +150,13 @@ impl BootService {
         self
     }
 
+    /// Records at most `per_minute` new machines a minute from sightings alone
+    /// ([`Journal::limit_first_seen`]; 0: no limit).
+    pub fn with_first_seen_rate(self, per_minute: u32) -> Self {
+        self.journal.limit_first_seen(per_minute);
+        self
+    }
+
     /// Serves `kind` configs with `renderer` (the Talos renderer for
     /// `ConfigKind::Talos`, the Flatcar one for `ConfigKind::Flatcar`). Kinds without a renderer get the plain document.
     pub fn with_renderer(mut self, kind: ConfigKind, renderer: Arc<dyn ConfigRenderer>) -> Self {
