@@ -84,6 +84,10 @@ fn api_views_and_health() {
     let d = Daemon::start(&loopback_boot(&write_config(dir.path(), dir.path())));
     assert_eq!(http(d.http, "GET", "/healthz").unwrap().0, 200);
     assert_eq!(d.api_get("/healthz", None).0, 200, "liveness needs no token");
+    assert!(
+        dir.path().join("state/inventory.redb").exists() && !dir.path().join("state/leases.redb").exists(),
+        "the lease file is opened only in DHCP full mode"
+    );
     // The API listener speaks HTTPS only.
     assert!(
         http(d.api, "GET", "/healthz")
