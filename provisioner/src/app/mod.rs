@@ -86,7 +86,9 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
     }
     let (server_ip, base) = crate::config::advertised_on(&cfg, bound.http.local_addr()?.port());
     let service = Arc::new(boot_service(&cfg, &inputs, &stores, &cache, server_ip, &base)?);
+    let health = Arc::new(crate::service::health::Health::new(stores.healed()));
     let wiring = tasks::Wiring {
+        health: health.clone(),
         cfg: &cfg,
         inputs: &inputs,
         stores: &stores,
@@ -111,7 +113,15 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         return Ok(());
     }
     crate::sys::notify::ready(&format!("serving {base}"));
-    let _watchdog = crate::sys::notify::spawn_watchdog(shutdown.clone());
+    let _watchdog = crate::sys::notify::spawn_watchdog(health.answering(), shutdown.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move { Ok(health.monitor(token).await?) });
+    let inventory: Arc<dyn provisioner_core::inventory::Inventory> = stores.inventory.clone();
+    let (keeping, ttl, token) = (cfg.housekeeping.clone(), cfg.config_token_ttl(), shutdown.clone());
+    tasks.spawn(async move {
+        crate::ops::housekeeping::run(inventory, keeping, ttl, token).await;
+        Ok(())
+    });
     tokio::select! {
         // Checked first: once the token is cancelled the servers end on purpose.
         biased;
@@ -145,6 +155,8 @@ fn boot_service(
     let service = BootService::new(booter, stores.inventory.clone(), base.to_string())
         .with_loop_guard(cfg.boot_loop.guard())
         .with_config_token_ttl(cfg.config_token_ttl())
+        .with_callback_token_ttl(cfg.housekeeping.callback_token_ttl())
+        .with_first_seen_rate(cfg.housekeeping.first_seen_per_minute)
         .with_release(crate::service::ReleasePolicy::from_settings(
             &crate::service::ReleaseSettings {
                 binding: cfg.peer_binding.enabled,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
-use provisioner_core::dhcp::lease::{GroupCommit, LeaseStore};
+use provisioner_core::dhcp::Personality;
+use provisioner_core::dhcp::lease::{GroupCommit, LeaseStore, MemLeases};
 use provisioner_core::k0s::store::K0sSecretStore;
 use provisioner_core::talos::store::SecretStore;
 
@@ -22,8 +23,11 @@ use crate::store::{
 pub struct Stores {
     /// Machines, timelines and the cluster workflows' state (one redb file).
     pub inventory: Arc<RedbInventory>,
-    /// DHCP leases, in memory and on disk; concurrent ACKs share one fsync.
+    /// DHCP leases, in memory and on disk; concurrent ACKs share one fsync. In memory
+    /// (and empty) unless DHCP runs in `full` mode: `leases.redb` is opened only then.
     pub leases: Arc<dyn LeaseStore>,
+    /// The lease file under `leases` (`full` mode), for the health check.
+    pub lease_file: Option<Arc<RedbLeases>>,
     /// API tokens (hashed).
     pub tokens: Arc<RedbApiTokens>,
     /// Talos secrets bundles, when there are armed Talos clusters.
@@ -43,6 +47,15 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
+    /// The redb files the health check writes to (`/healthz`, watchdog).
+    pub fn healed(&self) -> Vec<Arc<dyn crate::store::Healed>> {
+        let mut out: Vec<Arc<dyn crate::store::Healed>> = vec![self.inventory.clone()];
+        if let Some(l) = &self.lease_file {
+            out.push(l.clone());
+        }
+        out
+    }
+
     /// Creates the state directory (owner only: inventory and secrets live there)
     /// and opens every store in it; secret stores only for armed `clusters`.
     pub fn open(cfg: &Config, clusters: &Clusters) -> anyhow::Result<Self> {
@@ -56,9 +69,13 @@ impl Stores {
         if let Err(e) = crate::sys::state::adopt(state) {
             tracing::warn!(error = %e, dir = %state.display(), "could not secure the state directory");
         }
-        let leases: Arc<dyn LeaseStore> = Arc::new(GroupCommit::new(Arc::new(RedbLeases::open(
-            &state.join("leases.redb"),
-        )?))?);
+        let lease_file = (cfg.dhcp.mode == Personality::Full)
+            .then(|| RedbLeases::open(&state.join("leases.redb")).map(Arc::new))
+            .transpose()?;
+        let leases: Arc<dyn LeaseStore> = match &lease_file {
+            Some(file) => Arc::new(GroupCommit::new(file.clone())?),
+            None => Arc::new(MemLeases::new()),
+        };
         let key = cfg.secrets_key();
         let talos_secrets = (!clusters.talos.is_empty())
             .then(|| talos_secrets(cfg))
@@ -76,6 +93,7 @@ impl Stores {
         Ok(Self {
             inventory,
             leases,
+            lease_file,
             tokens: Arc::new(RedbApiTokens::new(&cfg.api_tokens_path())),
             talos_secrets,
             k0s_secrets,

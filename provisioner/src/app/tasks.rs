@@ -38,6 +38,8 @@ pub(super) struct Wiring<'a> {
     pub server_ip: IpAddr,
     pub base: String,
     pub shutdown: CancellationToken,
+    /// The stores' health (`/healthz` on both listeners).
+    pub health: Arc<crate::service::health::Health>,
 }
 
 impl Wiring<'_> {
@@ -62,7 +64,8 @@ impl Wiring<'_> {
             cache: self.cache.clone(),
             ipxe_dir: self.cfg.tftp_root.clone(),
             first_stage: first_stage.clone(),
-        });
+        })
+        .layer(axum::Extension(self.health.clone()));
         tracing::info!("listening for HTTP on {}", http.local_addr()?);
         selftest.listener("HTTP boot (tcp)", http.local_addr()?);
         let token = self.shutdown.clone();
@@ -114,7 +117,7 @@ impl Wiring<'_> {
         // Tools read the address as the last word of this line.
         tracing::info!("listening for API on {}", sock.local_addr()?);
         selftest.listener("API (tcp)", sock.local_addr()?);
-        let router = api::router(self.api_state());
+        let router = api::router(self.api_state()).layer(axum::Extension(self.health.clone()));
         let (token, handle) = (self.shutdown.clone(), axum_server::Handle::new());
         let stopper = handle.clone();
         tasks.spawn(async move {

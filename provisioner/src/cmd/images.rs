@@ -93,9 +93,22 @@ pub enum ImagesCommand {
     },
 }
 
+/// A mirror that accepts the connection and then stalls must not hang `images pull`
+/// for ever: connecting is bounded, and so is each read (it resets after every chunk,
+/// so a large image on a slow but live link still downloads; reqwest 0.13
+/// `ClientBuilder::read_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn client() -> anyhow::Result<reqwest::Client> {
+    client_with(CONNECT_TIMEOUT, READ_TIMEOUT)
+}
+
+fn client_with(connect: std::time::Duration, read: std::time::Duration) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect)
+        .read_timeout(read)
         .build()?)
 }
 
@@ -367,4 +380,31 @@ fn import_argocd(cfg: &Config, cache: &ImageCache, file: &Path) -> anyhow::Resul
         path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_stalled_mirror_fails_the_pull_instead_of_hanging() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads the request, never answers.
+        let _server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let client = super::client_with(Duration::from_secs(1), Duration::from_millis(300)).unwrap();
+        let started = Instant::now();
+        let r = client.get(format!("http://{addr}/talos/vmlinuz")).send().await;
+        assert!(r.is_err(), "a stalled mirror is an error");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -131,6 +131,8 @@ pub struct Config {
     pub api_tls: ApiTls,
     /// Boot-loop protection.
     pub boot_loop: BootLoopConfig,
+    /// Bounded state: expiry of never-booted `Discovered` records, token TTLs and GC.
+    pub housekeeping: crate::ops::housekeeping::Housekeeping,
     /// Minutes a one-time config URL works after the machine's iPXE script was
     /// rendered (default 30; 0 is refused). Later fetches get 403.
     pub config_token_ttl_minutes: NonZeroU32,
@@ -202,6 +204,7 @@ impl Default for Config {
             tftp: TftpTuning::default(),
             api_tls: ApiTls::default(),
             boot_loop: BootLoopConfig::default(),
+            housekeeping: Default::default(),
             config_token_ttl_minutes: NonZeroU32::new(30).expect("literal"),
             power: PowerConfig::default(),
             dhcp: Default::default(),

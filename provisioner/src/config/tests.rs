@@ -27,6 +27,26 @@ fn unknown_field_rejected_with_file_and_name() {
 }
 
 #[test]
+fn housekeeping_defaults_and_overrides() {
+    let p = Path::new("c.yaml");
+    let d = Config::default().housekeeping;
+    assert_eq!((d.discovered_max, d.callback_token_ttl_hours), (5_000, 24));
+    let cfg = Config::from_yaml(
+        p,
+        "housekeeping: { discovered_max: 50, callback_token_ttl_hours: 2 }\n",
+        &Config::default(),
+    )
+    .unwrap();
+    assert_eq!(cfg.housekeeping.discovered_max, 50);
+    assert_eq!(cfg.housekeeping.callback_token_ttl().as_secs(), 7200);
+    assert_eq!(
+        cfg.housekeeping.every_minutes, d.every_minutes,
+        "unset fields keep defaults"
+    );
+    assert!(Config::from_yaml(p, "housekeeping: { nonsense: 1 }\n", &Config::default()).is_err());
+}
+
+#[test]
 fn config_token_ttl_defaults_parses_and_refuses_zero() {
     let p = Path::new("c.yaml");
     assert_eq!(Config::default().config_token_ttl().as_secs(), 30 * 60);

@@ -51,7 +51,7 @@ pub fn router(state: BootState) -> Router {
         .route(render::ipxe::DEVICE_AUTH_PATH, post(super::device::authorize))
         .route(render::ipxe::TOKEN_PATH, post(super::device::token))
         .route("/mirror/{kind}/{version}/{file}", get(super::mirror::serve))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(super::healthz))
         .with_state(state)
         .layer(middleware::from_fn(observe))
 }

@@ -12,6 +12,7 @@
 pub mod bootstrap_view;
 pub mod clusters;
 pub mod credentials;
+pub mod housekeeping;
 pub mod machines;
 
 use std::sync::Arc;

@@ -7,10 +7,19 @@
 //! [`Journal`] is an [`Inventory`] itself: the boot service, the DHCP timeline
 //! writer, the cluster orchestrator's "installed" marking and the operator actions
 //! all hold it (never the bare store), so whoever writes, the event is published.
+//!
+//! It is also the one place a machine record is created, so it holds the global
+//! rate for first-seen MACs ([`Journal::limit_first_seen`]): a record that only
+//! notes a sighting (no one-time token: not an install) of a MAC the store does not
+//! know is written at most at that rate; beyond it the sighting is dropped and
+//! counted (`provisioner_first_seen_refused_total`). Spoofed MACs are free to an
+//! attacker, so a per-MAC limit cannot bound this; installs are never refused.
 
 use std::sync::Arc;
 
-use provisioner_core::inventory::{Change, Inventory, InventoryError, Snapshot, SpentToken, TokenRecord};
+use provisioner_core::inventory::{
+    Change, Inventory, InventoryError, Snapshot, SpentToken, TokenRecord, Update,
+};
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -33,6 +42,29 @@ const EVENT_BUFFER: usize = 1024;
 pub struct Journal {
     store: Arc<dyn Inventory>,
     events: broadcast::Sender<MachineEvent>,
+    first_seen: std::sync::Mutex<Option<Bucket>>,
+}
+
+/// A token bucket: `per_minute` new records, bursts of as many.
+#[derive(Debug)]
+struct Bucket {
+    per_minute: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
+        self.tokens = (self.tokens + refill).min(self.per_minute);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Journal {
@@ -41,6 +73,26 @@ impl Journal {
         Self {
             store,
             events: broadcast::channel(EVENT_BUFFER).0,
+            first_seen: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Creates at most `per_minute` sighting-only records of unknown MACs a minute
+    /// (0: no limit).
+    pub fn limit_first_seen(&self, per_minute: u32) {
+        if let Ok(mut b) = self.first_seen.lock() {
+            *b = (per_minute > 0).then(|| Bucket {
+                per_minute: f64::from(per_minute),
+                tokens: f64::from(per_minute),
+                at: std::time::Instant::now(),
+            });
+        }
+    }
+
+    fn admit_first_seen(&self) -> bool {
+        match self.first_seen.lock() {
+            Ok(mut b) => b.as_mut().is_none_or(|b| b.take(std::time::Instant::now())),
+            Err(_) => true,
         }
     }
 
@@ -55,6 +107,14 @@ impl Inventory for Journal {
         self.store.get(mac)
     }
 
+    fn drop_tokens(
+        &self,
+        expired: &dyn Fn(&provisioner_core::inventory::TokenRecord) -> bool,
+        spent_before: time::OffsetDateTime,
+    ) -> Result<usize, InventoryError> {
+        self.store.drop_tokens(expired, spent_before)
+    }
+
     fn list(&self) -> Result<Vec<Machine>, InventoryError> {
         self.store.list()
     }
@@ -65,7 +125,12 @@ impl Inventory for Journal {
         let listening = self.events.receiver_count() > 0;
         let mut written = Vec::new();
         let stored = self.store.apply(mac, &mut |cur| {
+            let new = cur.is_none();
             let update = change(cur);
+            if new && update.machine.is_some() && update.tokens.is_empty() && !self.admit_first_seen() {
+                metrics::counter!("provisioner_first_seen_refused_total").increment(1);
+                return Update::default();
+            }
             if listening {
                 written.clone_from(&update.events);
             }
@@ -109,7 +174,7 @@ impl Inventory for Journal {
 
 #[cfg(test)]
 mod tests {
-    use provisioner_core::inventory::{MemInventory, Update};
+    use provisioner_core::inventory::MemInventory;
     use provisioner_core::model::Event;
 
     use super::*;
@@ -145,5 +210,43 @@ mod tests {
         // A change that writes no event publishes nothing.
         journal.apply(mac, &mut |_| Update::default()).unwrap();
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn first_seen_macs_are_recorded_at_the_global_rate_installs_always() {
+        let store = Arc::new(MemInventory::new());
+        let journal = Journal::new(store.clone());
+        journal.limit_first_seen(5);
+        let now = OffsetDateTime::now_utc();
+        let sighting = |n: u8| {
+            let mac = MacAddr([2, 0, 0, 0, 0, n]);
+            journal
+                .apply(mac, &mut |cur| Update {
+                    machine: Some(cur.unwrap_or_else(|| Machine::discovered(mac, now))),
+                    ..Update::default()
+                })
+                .unwrap()
+        };
+        let recorded = (0..50u8).filter_map(sighting).count();
+        assert_eq!(recorded, 5, "a burst of the rate, then nothing new");
+        // A known MAC's sighting is never limited.
+        assert!(sighting(0).is_some());
+        // An install (with its one-time token) is never refused.
+        let mac = MacAddr([2, 0, 0, 0, 1, 1]);
+        let token = TokenRecord {
+            mac,
+            purpose: provisioner_core::inventory::TokenPurpose::Config,
+            issued_at: now,
+            peer: None,
+        };
+        let installed = journal
+            .apply(mac, &mut |_| Update {
+                machine: Some(Machine::discovered(mac, now)),
+                tokens: vec![("ab".into(), token.clone())],
+                ..Update::default()
+            })
+            .unwrap();
+        assert!(installed.is_some());
+        assert_eq!(store.list().unwrap().len(), 6);
     }
 }

@@ -14,6 +14,7 @@ mod approvals;
 mod decisions;
 mod device;
 mod device_ops;
+pub mod health;
 mod journal;
 mod release;
 mod script;
@@ -95,6 +96,8 @@ pub struct BootService {
     guard: LoopGuard,
     /// How long a config token works after its script was rendered.
     config_token_ttl: time::Duration,
+    /// How long install callback tokens work after they are issued.
+    callback_token_ttl: time::Duration,
     /// Who gets a config: peer binding, admission, device flow settings.
     release: ReleasePolicy,
     /// When a refusal for (machine, peer, reason) was last put on a timeline.
@@ -106,6 +109,10 @@ pub struct BootService {
 /// Default [`BootService::with_config_token_ttl`]: 30 minutes covers downloading
 /// the kernel and initramfs and booting to the config fetch, with retries.
 pub const DEFAULT_CONFIG_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Default [`BootService::with_callback_token_ttl`]: a day covers an install from
+/// script to first boot from disk, however slow the disk or the download.
+pub const DEFAULT_CALLBACK_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl BootService {
     /// A service answering with URLs under `base`, writing through a [`Journal`]
@@ -122,6 +129,7 @@ impl BootService {
             renderers: HashMap::new(),
             guard: LoopGuard::default(),
             config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
+            callback_token_ttl: time::Duration::seconds(DEFAULT_CALLBACK_TOKEN_TTL.as_secs() as i64),
             release: ReleasePolicy::default(),
             refusals_recorded: Mutex::new(HashMap::new()),
             device: device::DeviceFlows::default(),
@@ -132,6 +140,20 @@ impl BootService {
     /// [`DEFAULT_CONFIG_TOKEN_TTL`]); a later fetch gets [`ServiceError::Expired`].
     pub fn with_config_token_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.config_token_ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX);
+        self
+    }
+
+    /// Sets how long install callback tokens work after they are issued (default
+    /// [`DEFAULT_CALLBACK_TOKEN_TTL`]); a later callback is refused.
+    pub fn with_callback_token_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.callback_token_ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX);
+        self
+    }
+
+    /// Records at most `per_minute` new machines a minute from sightings alone
+    /// ([`Journal::limit_first_seen`]; 0: no limit).
+    pub fn with_first_seen_rate(self, per_minute: u32) -> Self {
+        self.journal.limit_first_seen(per_minute);
         self
     }
 

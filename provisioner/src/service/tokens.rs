@@ -130,6 +130,16 @@ impl BootService {
                 )?;
                 Err(ServiceError::Expired)
             }
+            Some(rec) if purpose != TokenPurpose::Config && now - rec.issued_at > self.callback_token_ttl => {
+                self.record(
+                    rec.mac,
+                    Event::TokenRejected(Rejection::Expired {
+                        age_secs: (now - rec.issued_at).whole_seconds(),
+                        ttl_secs: self.callback_token_ttl.whole_seconds(),
+                    }),
+                )?;
+                Err(ServiceError::Expired)
+            }
             Some(rec) => Ok(rec),
             None => {
                 if let Some(spent) = self.inventory.spent_token(&key)? {
@@ -166,5 +176,70 @@ impl BootService {
             })
         };
         self.record(spent.record.mac, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
+    use provisioner_core::inventory::{Inventory, MemInventory, TokenPurpose, TokenRecord};
+    use time::OffsetDateTime;
+
+    use crate::service::{BootService, ServiceError, token_key};
+
+    fn callback(inv: &MemInventory, token: &str, age: time::Duration) {
+        let rec = TokenRecord {
+            mac: "52:54:00:00:00:09".parse().unwrap(),
+            purpose: TokenPurpose::InstalledCallback,
+            issued_at: OffsetDateTime::now_utc() - age,
+            peer: None,
+        };
+        inv.issue_token(&token_key(token), &rec).unwrap();
+    }
+
+    #[test]
+    fn callback_tokens_expire_after_their_ttl() {
+        let inv = Arc::new(MemInventory::new());
+        let booter = Arc::new(CatalogBooter {
+            catalog: Default::default(),
+            unknown: UnknownPolicy::Record,
+        });
+        let service = BootService::new(booter, inv.clone(), "http://127.0.0.1".into())
+            .with_callback_token_ttl(std::time::Duration::from_secs(3600))
+            // Peer binding is proven elsewhere (config_release.rs); here only the age.
+            .with_release(crate::service::ReleasePolicy {
+                binding: false,
+                ..Default::default()
+            });
+        let mac = "52:54:00:00:00:09".parse().unwrap();
+        inv.put(&provisioner_core::model::Machine::discovered(
+            mac,
+            OffsetDateTime::now_utc(),
+        ))
+        .unwrap();
+        callback(&inv, "old-callback", time::Duration::hours(2));
+        let r = service.installed("old-callback", None);
+        assert!(matches!(r, Err(ServiceError::Expired)), "{r:?}");
+        let timeline: Vec<String> = inv
+            .timeline(mac)
+            .unwrap()
+            .iter()
+            .map(|e| e.event.to_string())
+            .collect();
+        assert!(
+            timeline.iter().any(|t| t.contains("callback token expired")),
+            "{timeline:?}"
+        );
+        // Within the TTL the same kind of token is honoured.
+        callback(&inv, "fresh-callback", time::Duration::minutes(5));
+        assert!(
+            !matches!(
+                service.installed("fresh-callback", None),
+                Err(ServiceError::Expired)
+            ),
+            "a fresh callback is not expired"
+        );
     }
 }

@@ -32,72 +32,80 @@ fn missing<T>(r: Result<T, TableError>) -> Result<Option<T>, InventoryError> {
 
 impl ClusterStore for RedbInventory {
     fn load(&self, cluster: &str) -> Result<Option<BootstrapState>, InventoryError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let Some(t) = missing(txn.open_table(CLUSTERS))? else {
-            return Ok(None);
-        };
-        match t.get(cluster).map_err(backend)? {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(v.value()).map_err(|e| corrupt(cluster, e))?,
-            )),
-            None => Ok(None),
-        }
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let Some(t) = missing(txn.open_table(CLUSTERS))? else {
+                return Ok(None);
+            };
+            match t.get(cluster).map_err(backend)? {
+                Some(v) => Ok(Some(
+                    serde_json::from_slice(v.value()).map_err(|e| corrupt(cluster, e))?,
+                )),
+                None => Ok(None),
+            }
+        })
     }
 
     fn save(&self, state: &BootstrapState, events: &[ClusterEvent]) -> Result<(), InventoryError> {
-        let key = state.cluster.as_str();
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut t = txn.open_table(CLUSTERS).map_err(backend)?;
-            let bytes = serde_json::to_vec(state).map_err(backend)?;
-            t.insert(key, bytes.as_slice()).map_err(backend)?;
-            if !events.is_empty() {
-                let mut seq = txn.open_table(CLUSTER_EVENT_SEQ).map_err(backend)?;
-                let mut log = txn.open_table(CLUSTER_EVENTS).map_err(backend)?;
-                let (mut first, mut next) = seq
-                    .get(key)
-                    .map_err(backend)?
-                    .map(|v| v.value())
-                    .unwrap_or((0, 0));
-                for e in events {
-                    let bytes = serde_json::to_vec(e).map_err(backend)?;
-                    log.insert((key, next), bytes.as_slice()).map_err(backend)?;
-                    next += 1;
+        self.db.with(|db| {
+            let key = state.cluster.as_str();
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut t = txn.open_table(CLUSTERS).map_err(backend)?;
+                let bytes = serde_json::to_vec(state).map_err(backend)?;
+                t.insert(key, bytes.as_slice()).map_err(backend)?;
+                if !events.is_empty() {
+                    let mut seq = txn.open_table(CLUSTER_EVENT_SEQ).map_err(backend)?;
+                    let mut log = txn.open_table(CLUSTER_EVENTS).map_err(backend)?;
+                    let (mut first, mut next) = seq
+                        .get(key)
+                        .map_err(backend)?
+                        .map(|v| v.value())
+                        .unwrap_or((0, 0));
+                    for e in events {
+                        let bytes = serde_json::to_vec(e).map_err(backend)?;
+                        log.insert((key, next), bytes.as_slice()).map_err(backend)?;
+                        next += 1;
+                    }
+                    while next - first > TIMELINE_CAP as u64 {
+                        log.remove((key, first)).map_err(backend)?;
+                        first += 1;
+                    }
+                    seq.insert(key, (first, next)).map_err(backend)?;
                 }
-                while next - first > TIMELINE_CAP as u64 {
-                    log.remove((key, first)).map_err(backend)?;
-                    first += 1;
-                }
-                seq.insert(key, (first, next)).map_err(backend)?;
             }
-        }
-        txn.commit().map_err(backend)
+            txn.commit().map_err(backend)
+        })
     }
 
     fn clusters(&self) -> Result<Vec<BootstrapState>, InventoryError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let Some(t) = missing(txn.open_table(CLUSTERS))? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for row in t.iter().map_err(backend)? {
-            let (k, v) = row.map_err(backend)?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(k.value(), e))?);
-        }
-        Ok(out)
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let Some(t) = missing(txn.open_table(CLUSTERS))? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for row in t.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(k.value(), e))?);
+            }
+            Ok(out)
+        })
     }
 
     fn events(&self, cluster: &str) -> Result<Vec<ClusterEvent>, InventoryError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let Some(log) = missing(txn.open_table(CLUSTER_EVENTS))? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for row in log.range((cluster, 0)..=(cluster, u64::MAX)).map_err(backend)? {
-            let (_, v) = row.map_err(backend)?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(cluster, e))?);
-        }
-        Ok(out)
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let Some(log) = missing(txn.open_table(CLUSTER_EVENTS))? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for row in log.range((cluster, 0)..=(cluster, u64::MAX)).map_err(backend)? {
+                let (_, v) = row.map_err(backend)?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(cluster, e))?);
+            }
+            Ok(out)
+        })
     }
 }
 

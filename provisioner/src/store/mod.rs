@@ -3,7 +3,9 @@
 
 mod age_files;
 mod clusters;
+mod healing;
 mod k0s_secrets;
+mod redb_inv_tokens;
 mod redb_leases;
 mod redb_migrate;
 mod redb_store;
@@ -12,6 +14,7 @@ mod secrets_key;
 mod secrets_redb;
 
 pub use age_files::{AgeFileError, AgeFiles, AgeKubeconfigs};
+pub use healing::{Healed, Healing, OpenError, StoreDown, Unhealthy};
 pub use k0s_secrets::FileSecretStore;
 pub use redb_leases::RedbLeases;
 pub use redb_store::RedbInventory;

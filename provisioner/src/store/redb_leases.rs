@@ -8,7 +8,9 @@ use std::path::Path;
 
 use provisioner_core::dhcp::lease::{Lease, LeaseError, LeaseOp, LeaseStore};
 use provisioner_core::model::MacAddr;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::healing::Healing;
 
 /// Leases keyed by MAC (JSON values, like the inventory).
 const BY_MAC: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases_by_mac");
@@ -18,7 +20,7 @@ const BY_IP: TableDefinition<'_, u32, &str> = TableDefinition::new("leases_by_ip
 /// The redb-backed [`LeaseStore`].
 #[derive(Debug)]
 pub struct RedbLeases {
-    db: Database,
+    db: Healing,
 }
 
 fn backend(e: impl std::fmt::Display) -> LeaseError {
@@ -35,17 +37,13 @@ fn decode(key: &str, bytes: &[u8]) -> Result<Lease, LeaseError> {
 impl RedbLeases {
     /// Opens (or creates) the lease file. Fails if another process holds it open.
     pub fn open(path: &Path) -> Result<Self, LeaseError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => LeaseError::Backend(format!(
-                "{} is open in another process (is `provisioner serve` running?)",
-                path.display()
-            )),
-            e => LeaseError::Backend(format!("{}: {e}", path.display())),
+        let db = Healing::open(path, "leases").map_err(backend)?;
+        db.with(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            txn.open_table(BY_MAC).map_err(backend)?;
+            txn.open_table(BY_IP).map_err(backend)?;
+            txn.commit().map_err(backend)
         })?;
-        let txn = db.begin_write().map_err(backend)?;
-        txn.open_table(BY_MAC).map_err(backend)?;
-        txn.open_table(BY_IP).map_err(backend)?;
-        txn.commit().map_err(backend)?;
         Ok(Self { db })
     }
 }
@@ -102,45 +100,57 @@ impl RedbLeases {
     /// Runs `f` in one write transaction and commits (fsync) only if it succeeds;
     /// on error the transaction is dropped, which aborts it.
     fn write<T>(&self, f: impl FnOnce(&mut Tables<'_>) -> Result<T, LeaseError>) -> Result<T, LeaseError> {
-        let txn = self.db.begin_write().map_err(backend)?;
-        let out = {
-            let mut t = (
-                txn.open_table(BY_MAC).map_err(backend)?,
-                txn.open_table(BY_IP).map_err(backend)?,
-            );
-            f(&mut t)?
-        };
-        txn.commit().map_err(backend)?;
-        Ok(out)
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let out = {
+                let mut t = (
+                    txn.open_table(BY_MAC).map_err(backend)?,
+                    txn.open_table(BY_IP).map_err(backend)?,
+                );
+                f(&mut t)?
+            };
+            txn.commit().map_err(backend)?;
+            Ok(out)
+        })
+    }
+}
+
+impl super::Healed for RedbLeases {
+    fn healing(&self) -> &Healing {
+        &self.db
     }
 }
 
 impl LeaseStore for RedbLeases {
     fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
-        let key = mac.to_string();
-        let txn = self.db.begin_read().map_err(backend)?;
-        let t = txn.open_table(BY_MAC).map_err(backend)?;
-        match t.get(key.as_str()).map_err(backend)? {
-            Some(v) => Ok(Some(decode(&key, v.value())?)),
-            None => Ok(None),
-        }
+        self.db.with(|db| {
+            let key = mac.to_string();
+            let txn = db.begin_read().map_err(backend)?;
+            let t = txn.open_table(BY_MAC).map_err(backend)?;
+            match t.get(key.as_str()).map_err(backend)? {
+                Some(v) => Ok(Some(decode(&key, v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let ips = txn.open_table(BY_IP).map_err(backend)?;
-        let Some(mac) = ips
-            .get(u32::from(ip))
-            .map_err(backend)?
-            .map(|v| v.value().to_string())
-        else {
-            return Ok(None);
-        };
-        let t = txn.open_table(BY_MAC).map_err(backend)?;
-        match t.get(mac.as_str()).map_err(backend)? {
-            Some(v) => Ok(Some(decode(&mac, v.value())?)),
-            None => Ok(None),
-        }
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let ips = txn.open_table(BY_IP).map_err(backend)?;
+            let Some(mac) = ips
+                .get(u32::from(ip))
+                .map_err(backend)?
+                .map(|v| v.value().to_string())
+            else {
+                return Ok(None);
+            };
+            let t = txn.open_table(BY_MAC).map_err(backend)?;
+            match t.get(mac.as_str()).map_err(backend)? {
+                Some(v) => Ok(Some(decode(&mac, v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     fn put(&self, lease: &Lease) -> Result<(), LeaseError> {
@@ -167,17 +177,19 @@ impl LeaseStore for RedbLeases {
     }
 
     fn list(&self) -> Result<Vec<Lease>, LeaseError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let ips = txn.open_table(BY_IP).map_err(backend)?;
-        let macs = txn.open_table(BY_MAC).map_err(backend)?;
-        let mut out = Vec::new();
-        for row in ips.iter().map_err(backend)? {
-            let (_, mac) = row.map_err(backend)?;
-            if let Some(v) = macs.get(mac.value()).map_err(backend)? {
-                out.push(decode(mac.value(), v.value())?);
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let ips = txn.open_table(BY_IP).map_err(backend)?;
+            let macs = txn.open_table(BY_MAC).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in ips.iter().map_err(backend)? {
+                let (_, mac) = row.map_err(backend)?;
+                if let Some(v) = macs.get(mac.value()).map_err(backend)? {
+                    out.push(decode(mac.value(), v.value())?);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 

@@ -101,7 +101,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inventory.redb");
         write_schema_1(&path);
-        let inv = RedbInventory::open(&path).unwrap();
+        let mut inv = RedbInventory::open(&path).unwrap();
         assert_eq!(inv.schema_version().unwrap(), u64::from(SCHEMA_VERSION));
         let mac: MacAddr = MAC.parse().unwrap();
         assert_eq!(inv.get(mac).unwrap().unwrap().state, MachineState::Installed);
@@ -139,7 +139,7 @@ mod tests {
             "tokens untouched"
         );
         // The rows were rewritten in the new encoding.
-        let txn = inv.db.begin_read().unwrap();
+        let txn = inv.db.get_mut().unwrap().begin_read().unwrap();
         let rows = txn.open_table(TIMELINE).unwrap();
         let row = rows.get((MAC, 2)).unwrap().unwrap();
         let raw: serde_json::Value = serde_json::from_slice(row.value()).unwrap();

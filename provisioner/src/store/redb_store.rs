@@ -5,11 +5,13 @@
 use std::path::Path;
 
 use provisioner_core::inventory::{
-    Change, Inventory, InventoryError, SCHEMA_VERSION, SpentHow, SpentToken, TIMELINE_CAP, TokenRecord,
-    spent_overflow,
+    Change, Inventory, InventoryError, SCHEMA_VERSION, SpentToken, TIMELINE_CAP, TokenRecord,
 };
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::healing::{Healing, OpenError};
+use super::redb_inv_tokens::TokenTables;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -30,7 +32,7 @@ pub(super) const SPENT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new(
 /// The redb-backed [`Inventory`].
 #[derive(Debug)]
 pub struct RedbInventory {
-    pub(super) db: Database,
+    pub(super) db: Healing,
 }
 
 pub(super) fn backend(e: impl std::fmt::Display) -> InventoryError {
@@ -52,14 +54,18 @@ impl RedbInventory {
     /// Opens (or creates) the store at `path`, checks its integrity and schema
     /// version, and migrates it forward. Fails if another process holds it open.
     pub fn open(path: &Path) -> Result<Self, InventoryError> {
-        let mut db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => InventoryError::Backend(format!(
-                "{} is open in another process (is `provisioner serve` running?)",
-                path.display()
-            )),
-            e => InventoryError::Backend(format!("{}: {e}", path.display())),
-        })?;
-        if !db.check_integrity().map_err(backend)? {
+        let mut db = Healing::open(path, "inventory").map_err(backend)?;
+        let repaired = db
+            .get_mut()
+            .map(|d| d.check_integrity())
+            .transpose()
+            .map_err(|e| {
+                backend(OpenError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            })?;
+        if repaired == Some(false) {
             tracing::warn!(path = %path.display(), "inventory repaired by integrity check");
         }
         let store = Self { db };
@@ -71,271 +77,223 @@ impl RedbInventory {
     /// Older stores are converted in this one transaction, one step per version
     /// (`redb_migrate`), so a crash leaves either the old store or the new one.
     fn migrate(&self) -> Result<(), InventoryError> {
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut meta = txn.open_table(META).map_err(backend)?;
-            let found = meta.get("schema_version").map_err(backend)?.map(|v| v.value());
-            match found {
-                Some(v) if v > u64::from(SCHEMA_VERSION) => {
-                    return Err(InventoryError::SchemaTooNew {
-                        found: u32::try_from(v).unwrap_or(u32::MAX),
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-                found => {
-                    if found == Some(1) {
-                        super::redb_migrate::typed_timeline(&txn)?;
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut meta = txn.open_table(META).map_err(backend)?;
+                let found = meta.get("schema_version").map_err(backend)?.map(|v| v.value());
+                match found {
+                    Some(v) if v > u64::from(SCHEMA_VERSION) => {
+                        return Err(InventoryError::SchemaTooNew {
+                            found: u32::try_from(v).unwrap_or(u32::MAX),
+                            supported: SCHEMA_VERSION,
+                        });
                     }
-                    meta.insert("schema_version", u64::from(SCHEMA_VERSION))
-                        .map_err(backend)?;
+                    Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+                    found => {
+                        if found == Some(1) {
+                            super::redb_migrate::typed_timeline(&txn)?;
+                        }
+                        meta.insert("schema_version", u64::from(SCHEMA_VERSION))
+                            .map_err(backend)?;
+                    }
                 }
+                txn.open_table(MACHINES).map_err(backend)?;
+                txn.open_table(TIMELINE).map_err(backend)?;
+                txn.open_table(TIMELINE_SEQ).map_err(backend)?;
             }
-            txn.open_table(MACHINES).map_err(backend)?;
-            txn.open_table(TIMELINE).map_err(backend)?;
-            txn.open_table(TIMELINE_SEQ).map_err(backend)?;
-            txn.open_table(TOKENS).map_err(backend)?;
-            txn.open_table(SPENT).map_err(backend)?;
-        }
-        txn.commit().map_err(backend)
+            TokenTables::open(&txn)?.reindex()?;
+            txn.commit().map_err(backend)
+        })
     }
 
     /// The schema version stored in the file.
     pub fn schema_version(&self) -> Result<u64, InventoryError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let meta = txn.open_table(META).map_err(backend)?;
-        Ok(meta
-            .get("schema_version")
-            .map_err(backend)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let meta = txn.open_table(META).map_err(backend)?;
+            Ok(meta
+                .get("schema_version")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        })
+    }
+}
+
+impl super::Healed for RedbInventory {
+    fn healing(&self) -> &Healing {
+        &self.db
     }
 }
 
 impl Inventory for RedbInventory {
     fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
-        let key = mac.to_string();
-        let txn = self.db.begin_read().map_err(backend)?;
-        let t = txn.open_table(MACHINES).map_err(backend)?;
-        match t.get(key.as_str()).map_err(backend)? {
-            Some(v) => Ok(Some(decode(&key, v.value())?)),
-            None => Ok(None),
-        }
+        self.db.with(|db| {
+            let key = mac.to_string();
+            let txn = db.begin_read().map_err(backend)?;
+            let t = txn.open_table(MACHINES).map_err(backend)?;
+            match t.get(key.as_str()).map_err(backend)? {
+                Some(v) => Ok(Some(decode(&key, v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     fn list(&self) -> Result<Vec<Machine>, InventoryError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let t = txn.open_table(MACHINES).map_err(backend)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(backend)? {
-            let (k, v) = row.map_err(backend)?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let t = txn.open_table(MACHINES).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
-        let key = mac.to_string();
-        let txn = self.db.begin_write().map_err(backend)?;
-        let stored = {
-            let mut machines = txn.open_table(MACHINES).map_err(backend)?;
-            let current: Option<Machine> = match machines.get(key.as_str()).map_err(backend)? {
-                Some(v) => Some(decode(&key, v.value())?),
-                None => None,
+        self.db.with(|db| {
+            let key = mac.to_string();
+            let txn = db.begin_write().map_err(backend)?;
+            let stored = {
+                let mut machines = txn.open_table(MACHINES).map_err(backend)?;
+                let current: Option<Machine> = match machines.get(key.as_str()).map_err(backend)? {
+                    Some(v) => Some(decode(&key, v.value())?),
+                    None => None,
+                };
+                let update = change(current.clone());
+                let events = &update.events;
+                let stored = match update.machine {
+                    Some(new) => {
+                        machines
+                            .insert(key.as_str(), encode(&new)?.as_slice())
+                            .map_err(backend)?;
+                        Some(new)
+                    }
+                    None => current,
+                };
+                if !events.is_empty() {
+                    let mut seq = txn.open_table(TIMELINE_SEQ).map_err(backend)?;
+                    let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
+                    let (mut first, mut next) = seq
+                        .get(key.as_str())
+                        .map_err(backend)?
+                        .map(|v| v.value())
+                        .unwrap_or((0, 0));
+                    for ev in events {
+                        tl.insert((key.as_str(), next), encode(ev)?.as_slice())
+                            .map_err(backend)?;
+                        next += 1;
+                    }
+                    while next - first > TIMELINE_CAP as u64 {
+                        tl.remove((key.as_str(), first)).map_err(backend)?;
+                        first += 1;
+                    }
+                    seq.insert(key.as_str(), (first, next)).map_err(backend)?;
+                }
+                if !update.tokens.is_empty() {
+                    let mut t = TokenTables::open(&txn)?;
+                    for (k, record) in &update.tokens {
+                        t.issue(k, record)?;
+                    }
+                }
+                stored
             };
-            let update = change(current.clone());
-            let events = &update.events;
-            let stored = match update.machine {
-                Some(new) => {
-                    machines
-                        .insert(key.as_str(), encode(&new)?.as_slice())
-                        .map_err(backend)?;
-                    Some(new)
-                }
-                None => current,
-            };
-            if !events.is_empty() {
-                let mut seq = txn.open_table(TIMELINE_SEQ).map_err(backend)?;
-                let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
-                let (mut first, mut next) = seq
-                    .get(key.as_str())
-                    .map_err(backend)?
-                    .map(|v| v.value())
-                    .unwrap_or((0, 0));
-                for ev in events {
-                    tl.insert((key.as_str(), next), encode(ev)?.as_slice())
-                        .map_err(backend)?;
-                    next += 1;
-                }
-                while next - first > TIMELINE_CAP as u64 {
-                    tl.remove((key.as_str(), first)).map_err(backend)?;
-                    first += 1;
-                }
-                seq.insert(key.as_str(), (first, next)).map_err(backend)?;
-            }
-            if !update.tokens.is_empty() {
-                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-                let mut spent = txn.open_table(SPENT).map_err(backend)?;
-                for (k, record) in &update.tokens {
-                    issue(&mut tokens, &mut spent, k, record)?;
-                }
-            }
-            stored
-        };
-        txn.commit().map_err(backend)?;
-        Ok(stored)
+            txn.commit().map_err(backend)?;
+            Ok(stored)
+        })
     }
 
     fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
-        let key = mac.to_string();
-        let txn = self.db.begin_write().map_err(backend)?;
-        let existed = {
-            let mut machines = txn.open_table(MACHINES).map_err(backend)?;
-            let existed = machines.remove(key.as_str()).map_err(backend)?.is_some();
-            let mut seq = txn.open_table(TIMELINE_SEQ).map_err(backend)?;
-            seq.remove(key.as_str()).map_err(backend)?;
-            let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
-            tl.retain_in((key.as_str(), 0)..=(key.as_str(), u64::MAX), |_, _| false)
-                .map_err(backend)?;
-            let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-            let mut bad = None;
-            tokens
-                .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
-                    Ok(t) => t.mac != mac,
-                    Err(e) => {
-                        bad = Some((k.to_string(), e.to_string()));
-                        true
-                    }
-                })
-                .map_err(backend)?;
-            if let Some((key, message)) = bad {
-                return Err(InventoryError::Corrupt { key, message });
-            }
-            // Undecodable spent entries name no machine: drop them.
-            let mut spent = txn.open_table(SPENT).map_err(backend)?;
-            spent
-                .retain(|_, v| serde_json::from_slice::<SpentToken>(v).is_ok_and(|t| t.record.mac != mac))
-                .map_err(backend)?;
-            existed
-        };
-        txn.commit().map_err(backend)?;
-        Ok(existed)
+        self.db.with(|db| {
+            let key = mac.to_string();
+            let txn = db.begin_write().map_err(backend)?;
+            let existed = {
+                let mut machines = txn.open_table(MACHINES).map_err(backend)?;
+                let existed = machines.remove(key.as_str()).map_err(backend)?.is_some();
+                let mut seq = txn.open_table(TIMELINE_SEQ).map_err(backend)?;
+                seq.remove(key.as_str()).map_err(backend)?;
+                let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
+                tl.retain_in((key.as_str(), 0)..=(key.as_str(), u64::MAX), |_, _| false)
+                    .map_err(backend)?;
+                TokenTables::open(&txn)?.forget(mac)?;
+                existed
+            };
+            txn.commit().map_err(backend)?;
+            Ok(existed)
+        })
     }
 
     fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError> {
-        let key = mac.to_string();
-        let txn = self.db.begin_read().map_err(backend)?;
-        let tl = txn.open_table(TIMELINE).map_err(backend)?;
-        let mut out = Vec::new();
-        for row in tl
-            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
-            .map_err(backend)?
-        {
-            let (_, v) = row.map_err(backend)?;
-            out.push(decode(&key, v.value())?);
-        }
-        Ok(out)
+        self.db.with(|db| {
+            let key = mac.to_string();
+            let txn = db.begin_read().map_err(backend)?;
+            let tl = txn.open_table(TIMELINE).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in tl
+                .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+                .map_err(backend)?
+            {
+                let (_, v) = row.map_err(backend)?;
+                out.push(decode(&key, v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     fn issue_token(&self, key: &str, record: &TokenRecord) -> Result<(), InventoryError> {
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-            let mut spent = txn.open_table(SPENT).map_err(backend)?;
-            issue(&mut tokens, &mut spent, key, record)?;
-        }
-        txn.commit().map_err(backend)
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            TokenTables::open(&txn)?.issue(key, record)?;
+            txn.commit().map_err(backend)
+        })
     }
 
     fn live_token(&self, key: &str) -> Result<Option<TokenRecord>, InventoryError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let tokens = txn.open_table(TOKENS).map_err(backend)?;
-        let found = tokens.get(key).map_err(backend)?;
-        match found {
-            Some(v) => Ok(Some(decode::<TokenRecord>("token", v.value())?)),
-            None => Ok(None),
-        }
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let tokens = txn.open_table(TOKENS).map_err(backend)?;
+            let found = tokens.get(key).map_err(backend)?;
+            match found {
+                Some(v) => Ok(Some(decode::<TokenRecord>("token", v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
-        let txn = self.db.begin_write().map_err(backend)?;
-        let rec = {
-            let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
-            let removed = tokens.remove(key).map_err(backend)?;
-            let rec = match removed {
-                Some(v) => Some(decode::<TokenRecord>("token", v.value())?),
-                None => None,
-            };
-            if let Some(r) = &rec {
-                let mut spent = txn.open_table(SPENT).map_err(backend)?;
-                spend(&mut spent, key, r.clone(), SpentHow::Used, now)?;
-            }
-            rec
-        };
-        txn.commit().map_err(backend)?;
-        Ok(rec)
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let rec = TokenTables::open(&txn)?.take(key, now)?;
+            txn.commit().map_err(backend)?;
+            Ok(rec)
+        })
+    }
+
+    fn drop_tokens(
+        &self,
+        expired: &dyn Fn(&TokenRecord) -> bool,
+        spent_before: OffsetDateTime,
+    ) -> Result<usize, InventoryError> {
+        self.db.with(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let dropped = TokenTables::open(&txn)?.collect(expired, spent_before)?;
+            txn.commit().map_err(backend)?;
+            Ok(dropped)
+        })
     }
 
     fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let spent = txn.open_table(SPENT).map_err(backend)?;
-        let found = spent.get(key).map_err(backend)?;
-        // An undecodable entry is as good as none: the replay is refused either way.
-        Ok(found.and_then(|v| serde_json::from_slice(v.value()).ok()))
-    }
-}
-
-/// Issues `record` under `key` in the caller's transaction, revoking the machine's
-/// other live tokens of the same purpose.
-fn issue(
-    tokens: &mut redb::Table<'_, &str, &[u8]>,
-    spent: &mut redb::Table<'_, &str, &[u8]>,
-    key: &str,
-    record: &TokenRecord,
-) -> Result<(), InventoryError> {
-    let mut replaced = Vec::new();
-    tokens
-        .retain(|k, v| match serde_json::from_slice::<TokenRecord>(v) {
-            Ok(t) if t.mac == record.mac && t.purpose == record.purpose => {
-                replaced.push((k.to_string(), t));
-                false
-            }
-            Ok(_) => true,
-            // Undecodable tokens are useless: drop them rather than fail boots.
-            Err(_) => false,
+        self.db.with(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let spent = txn.open_table(SPENT).map_err(backend)?;
+            let found = spent.get(key).map_err(backend)?;
+            // An undecodable entry is as good as none: the replay is refused either way.
+            Ok(found.and_then(|v| serde_json::from_slice(v.value()).ok()))
         })
-        .map_err(backend)?;
-    tokens.insert(key, encode(record)?.as_slice()).map_err(backend)?;
-    spent.remove(key).map_err(backend)?;
-    for (k, t) in replaced {
-        spend(spent, &k, t, SpentHow::Revoked, record.issued_at)?;
     }
-    Ok(())
-}
-
-/// Keeps `record` as spent under `key` and drops its machine's oldest spent tokens
-/// beyond the bound, in the caller's transaction.
-fn spend(
-    spent: &mut redb::Table<'_, &str, &[u8]>,
-    key: &str,
-    record: TokenRecord,
-    how: SpentHow,
-    at: OffsetDateTime,
-) -> Result<(), InventoryError> {
-    let mac = record.mac;
-    let entry = SpentToken { record, how, at };
-    spent.insert(key, encode(&entry)?.as_slice()).map_err(backend)?;
-    let mut all = Vec::new();
-    for row in spent.iter().map_err(backend)? {
-        let (k, v) = row.map_err(backend)?;
-        if let Ok(t) = serde_json::from_slice::<SpentToken>(v.value()) {
-            all.push((k.value().to_string(), t));
-        }
-    }
-    for k in spent_overflow(all.iter().map(|(k, t)| (k.as_str(), t)), mac) {
-        spent.remove(k.as_str()).map_err(backend)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -381,8 +339,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inv.redb");
         {
-            let inv = RedbInventory::open(&path).unwrap();
-            let txn = inv.db.begin_write().unwrap();
+            let mut inv = RedbInventory::open(&path).unwrap();
+            let txn = inv.db.get_mut().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert("schema_version", 99)

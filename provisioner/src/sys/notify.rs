@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use sd_notify::NotifyState;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Tells systemd the service is ready, with a status line for `systemctl status`.
@@ -28,10 +29,14 @@ pub fn watchdog_period() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
 }
 
-/// Pings the watchdog from a runtime task until `shutdown`. The task only runs while
-/// the runtime schedules work, so a wedged runtime stops the pings and systemd
+/// Pings the watchdog from a runtime task until `shutdown`, but only while `answering`
+/// is `true` (the stores answered their last health round trip in time,
+/// `service::health`). A wedged runtime or a hung store stops the pings and systemd
 /// restarts the service (`Restart=on-failure` covers `WatchdogSec` timeouts).
-pub fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn_watchdog(
+    answering: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     let period = watchdog_period()?;
     tracing::info!(?period, "systemd watchdog enabled");
     Some(tokio::spawn(async move {
@@ -40,7 +45,13 @@ pub fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHa
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = tick.tick() => send(&[NotifyState::Watchdog]),
+                _ = tick.tick() => {
+                    if *answering.borrow() {
+                        send(&[NotifyState::Watchdog]);
+                    } else {
+                        tracing::warn!("store not answering: withholding the watchdog ping");
+                    }
+                }
             }
         }
     }))

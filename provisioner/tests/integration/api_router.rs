@@ -587,3 +587,78 @@ async fn events_stream_carries_timeline_writes() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("mac"))
     );
 }
+
+/// One dashboard request from 127.0.0.1: (status, headers, body).
+async fn ui(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut b = axum::http::Request::builder().method(method).uri(path);
+    if let Some(c) = cookie {
+        b = b.header("cookie", c);
+    }
+    if !form.is_empty() {
+        b = b.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let mut req = b.body(axum::body::Body::from(form.to_string())).unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo::<std::net::SocketAddr>(
+            "127.0.0.1:4000".parse().unwrap(),
+        ));
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (st, h) = (resp.status(), resp.headers().clone());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (st, h, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn dashboard_machines_come_in_pages() {
+    let r = rig();
+    let now = time::OffsetDateTime::now_utc();
+    let total = r.inventory.list().unwrap().len() + 7;
+    for n in 0..7u8 {
+        r.inventory
+            .put(&Machine::discovered(
+                provisioner_core::model::MacAddr([0x52, 0x54, 0, 0, 0x70, n]),
+                now,
+            ))
+            .unwrap();
+    }
+    let (st, h, _) = ui(&r.app, "POST", "/ui/login", None, &format!("token={}", r.reader)).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let cookie = h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let rows = |page: &str| page.matches("<a href=\"/ui/machines/").count();
+
+    let (st, _, first) = ui(&r.app, "GET", "/ui/machines?limit=3", Some(&cookie), "").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(rows(&first), 3, "{first}");
+    assert!(
+        first.contains(&format!("1–3 of {total}")) && first.contains("offset=3&amp;limit=3"),
+        "{first}"
+    );
+    assert!(!first.contains("52:54:00:00:70:06"), "only the first page");
+
+    let last_page = format!("/ui/machines?offset={}&limit=3", total - 1);
+    let (_, _, last) = ui(&r.app, "GET", &last_page, Some(&cookie), "").await;
+    assert_eq!(rows(&last), 1, "{last}");
+    assert!(
+        last.contains("52:54:00:00:70:06") && last.contains("rel=\"prev\""),
+        "{last}"
+    );
+    assert!(!last.contains("rel=\"next\""), "{last}");
+
+    // Without a query: the first page of the default size (everything here).
+    let (_, _, all) = ui(&r.app, "GET", "/ui/machines", Some(&cookie), "").await;
+    assert_eq!(rows(&all), total);
+}

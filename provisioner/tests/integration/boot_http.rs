@@ -314,6 +314,14 @@ impl Inventory for Commits {
     fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
         self.store.get(mac)
     }
+    fn drop_tokens(
+        &self,
+        expired: &dyn Fn(&provisioner_core::inventory::TokenRecord) -> bool,
+        spent_before: time::OffsetDateTime,
+    ) -> Result<usize, InventoryError> {
+        self.write();
+        self.store.drop_tokens(expired, spent_before)
+    }
     fn list(&self) -> Result<Vec<Machine>, InventoryError> {
         self.store.list()
     }

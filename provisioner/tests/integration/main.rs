@@ -56,6 +56,7 @@ mod k0s_ready;
 mod observability;
 mod operator_surface;
 mod power_drivers;
+mod store_faults;
 mod systemd_notify;
 mod talhelper_cli;
 mod talos_api;

@@ -84,6 +84,10 @@ fn api_views_and_health() {
     let d = Daemon::start(&loopback_boot(&write_config(dir.path(), dir.path())));
     assert_eq!(http(d.http, "GET", "/healthz").unwrap().0, 200);
     assert_eq!(d.api_get("/healthz", None).0, 200, "liveness needs no token");
+    assert!(
+        dir.path().join("state/inventory.redb").exists() && !dir.path().join("state/leases.redb").exists(),
+        "the lease file is opened only in DHCP full mode"
+    );
     // The API listener speaks HTTPS only.
     assert!(
         http(d.api, "GET", "/healthz")
@@ -119,6 +123,17 @@ fn api_views_and_health() {
             .unwrap()
             .len(),
         1
+    );
+    // The stores' health is exported next to the request counters.
+    let (st, metrics) = d.api_get("/metrics", t);
+    assert_eq!(st, 200);
+    assert!(
+        metrics.contains("provisioner_store_healthy{store=\"inventory\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("provisioner_store_reopens_total{store=\"inventory\"} 0"),
+        "{metrics}"
     );
     // The boot path exposes no API route.
     assert_eq!(http(d.http, "GET", "/api/v1/machines").unwrap().0, 404);

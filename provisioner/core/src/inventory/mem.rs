@@ -121,6 +121,18 @@ impl Inventory for MemInventory {
         Ok(self.lock()?.tokens.get(key).cloned())
     }
 
+    fn drop_tokens(
+        &self,
+        expired: &dyn Fn(&TokenRecord) -> bool,
+        spent_before: OffsetDateTime,
+    ) -> Result<usize, InventoryError> {
+        let mut st = self.lock()?;
+        let before = st.tokens.len() + st.spent.len();
+        st.tokens.retain(|_, t| !expired(t));
+        st.spent.retain(|_, t| t.at >= spent_before);
+        Ok(before - st.tokens.len() - st.spent.len())
+    }
+
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
         let mut st = self.lock()?;
         let taken = st.tokens.remove(key);

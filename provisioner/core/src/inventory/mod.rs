@@ -159,6 +159,44 @@ pub struct Update {
     pub tokens: Vec<(String, TokenRecord)>,
 }
 
+/// Which `Discovered` records to forget ([`crate::inventory`] stays bounded under
+/// `unknown_policy: record` and random MACs): those never booted (still
+/// `Discovered`, no install boot) that carry nothing an operator set (profile,
+/// labels, power, boot file, approval, UUID pin) and that `from_traffic` says the
+/// network created (the caller's check: a record created by a DHCP or `/ipxe`
+/// sighting has that sighting on its timeline, one an operator created or imported
+/// may have none), last seen more than `max_age` ago; then, if more than
+/// `max_count` such records remain, the least recently seen ones. Anything an
+/// operator created or touched never expires.
+pub fn expired_discovered(
+    machines: &[Machine],
+    now: OffsetDateTime,
+    max_age: time::Duration,
+    max_count: usize,
+    from_traffic: &mut dyn FnMut(&Machine) -> bool,
+) -> Vec<MacAddr> {
+    let mut candidates: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| expirable(m) && from_traffic(m))
+        .collect();
+    candidates.sort_by_key(|m| (m.last_seen, m.mac));
+    let (old, young): (Vec<&Machine>, Vec<&Machine>) =
+        candidates.into_iter().partition(|m| now - m.last_seen > max_age);
+    let over = young.len().saturating_sub(max_count);
+    old.iter().chain(young.iter().take(over)).map(|m| m.mac).collect()
+}
+
+fn expirable(m: &Machine) -> bool {
+    m.state == crate::model::MachineState::Discovered
+        && m.install_boots.is_empty()
+        && m.profile.is_none()
+        && m.labels.is_empty()
+        && m.power.is_none()
+        && m.boot_file.is_none()
+        && m.approval.is_none()
+        && m.pinned_uuid.is_none()
+}
+
 /// A read-modify-write step for [`Inventory::apply`]: sees the current record (if
 /// any) and says what to write.
 pub type Change<'a> = &'a mut dyn FnMut(Option<Machine>) -> Update;
@@ -208,6 +246,14 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
     /// The spent token under `key`, if it is among its machine's newest
     /// [`SPENT_TOKENS_PER_MACHINE`].
     fn spent_token(&self, key: &str) -> Result<Option<SpentToken>, InventoryError>;
+    /// Garbage-collects tokens in one commit: the live ones `expired` says are past
+    /// their TTL, and the spent ones spent before `spent_before` (a replay that late
+    /// is refused as unknown, which is as safe). Returns how many were dropped.
+    fn drop_tokens(
+        &self,
+        expired: &dyn Fn(&TokenRecord) -> bool,
+        spent_before: OffsetDateTime,
+    ) -> Result<usize, InventoryError>;
     /// Everything, for export and backup.
     fn export(&self) -> Result<Snapshot, InventoryError> {
         let mut machines = Vec::new();

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 /// A PEM certificate and its key, both base64 of PEM (`key` empty on workers).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertAndKey {
     /// base64 of a PEM `CERTIFICATE`.
@@ -19,7 +19,7 @@ pub struct CertAndKey {
 }
 
 /// A key without certificate (the service-account key).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyOnly {
     /// base64 of a PEM private key.
@@ -27,7 +27,7 @@ pub struct KeyOnly {
 }
 
 /// `cluster:`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterIdentity {
     /// 32 random bytes, base64 (URL-safe alphabet before Talos 1.14).
@@ -37,7 +37,7 @@ pub struct ClusterIdentity {
 }
 
 /// `secrets:`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapSecrets {
     /// Kubernetes bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`.
@@ -51,7 +51,7 @@ pub struct BootstrapSecrets {
 }
 
 /// `trustdinfo:`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustdInfo {
     /// `[a-z0-9]{6}.[a-z0-9]{16}`; becomes `machine.token`.
@@ -59,7 +59,7 @@ pub struct TrustdInfo {
 }
 
 /// `certs:`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certs {
     /// etcd CA (ECDSA P-256).
@@ -75,7 +75,7 @@ pub struct Certs {
 }
 
 /// The whole bundle, field order as talosctl writes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsBundle {
     /// Cluster id and secret.
@@ -86,6 +86,74 @@ pub struct SecretsBundle {
     pub trustdinfo: TrustdInfo,
     /// CAs and keys.
     pub certs: Certs,
+}
+
+// Debug by hand: keys, secrets and tokens never reach a log line or a panic message
+// through `{:?}` (a derived Debug on the bundle would print the cluster's CA keys).
+// Certificates are public; they show as their size.
+const REDACTED: &str = "<redacted>";
+
+fn size(b64: &str) -> String {
+    format!("<{} bytes>", b64.len())
+}
+
+impl std::fmt::Debug for CertAndKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertAndKey")
+            .field("crt", &size(&self.crt))
+            .field("key", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KeyOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyOnly").field("key", &REDACTED).finish()
+    }
+}
+
+impl std::fmt::Debug for ClusterIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterIdentity")
+            .field("id", &self.id)
+            .field("secret", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for BootstrapSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapSecrets").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TrustdInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustdInfo").field("token", &REDACTED).finish()
+    }
+}
+
+impl std::fmt::Debug for Certs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certs")
+            .field("etcd", &self.etcd)
+            .field("k8s", &self.k8s)
+            .field("k8saggregator", &self.k8saggregator)
+            .field("k8sserviceaccount", &self.k8sserviceaccount)
+            .field("os", &self.os)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SecretsBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsBundle")
+            .field("cluster", &self.cluster)
+            .field("secrets", &self.secrets)
+            .field("trustdinfo", &self.trustdinfo)
+            .field("certs", &self.certs)
+            .finish()
+    }
 }
 
 /// Whether `t` has the `[a-z0-9]{6}.[a-z0-9]{16}` shape of Talos tokens
@@ -239,5 +307,39 @@ mod tests {
         assert!(errs.iter().any(|e| e.starts_with("cluster.id")), "{errs:?}");
         assert!(errs.iter().any(|e| e.starts_with("trustdinfo.token")), "{errs:?}");
         assert!(errs.iter().any(|e| e.starts_with("certs.os.crt")), "{errs:?}");
+    }
+
+    #[test]
+    fn debug_never_prints_keys_secrets_or_tokens() {
+        let mut b = SecretsBundle {
+            cluster: ClusterIdentity {
+                id: "cluster-id-public".into(),
+                secret: "CLUSTER-SECRET".into(),
+            },
+            ..Default::default()
+        };
+        b.secrets.bootstraptoken = "BOOTST.TOKENTOKENTOKEN1".into();
+        b.secrets.secretboxencryptionsecret = Some("SECRETBOX".into());
+        b.trustdinfo.token = "TRUSTD.TOKENTOKENTOKEN1".into();
+        b.certs.os = CertAndKey {
+            crt: "Q0VSVA==".into(),
+            key: "PRIVATE-KEY-OS".into(),
+        };
+        b.certs.k8sserviceaccount.key = "PRIVATE-KEY-SA".into();
+        let shown = format!("{b:?} {b:#?}");
+        for secret in [
+            "CLUSTER-SECRET",
+            "BOOTST",
+            "SECRETBOX",
+            "TRUSTD",
+            "PRIVATE-KEY-OS",
+            "PRIVATE-KEY-SA",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("cluster-id-public") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

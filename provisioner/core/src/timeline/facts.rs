@@ -93,6 +93,13 @@ pub enum Rejection {
     },
     /// A live token presented at another endpoint than its own (it is spent now).
     WrongEndpoint,
+    /// A callback token presented after its TTL (it is spent now).
+    Expired {
+        /// Its age.
+        age_secs: i64,
+        /// The TTL.
+        ttl_secs: i64,
+    },
     /// A spent token presented again.
     Spent {
         /// What the token was for.

@@ -202,6 +202,9 @@ impl fmt::Display for Rejection {
             Self::NotRendered { reason } => write!(f, "config not rendered: {reason}"),
             Self::K0sCallbackRefused { reason } => write!(f, "k0s callback refused: {reason}"),
             Self::WrongEndpoint => f.write_str("token used at the wrong endpoint"),
+            Self::Expired { age_secs, ttl_secs } => {
+                write!(f, "callback token expired ({age_secs} s old, TTL {ttl_secs} s)")
+            }
             Self::Spent { purpose, how, at } => write!(
                 f,
                 "spent {} token presented again; it was {} at {}",

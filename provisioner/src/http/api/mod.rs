@@ -171,7 +171,7 @@ pub fn router(state: ApiState) -> Router {
                 ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::http::healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -49,8 +49,22 @@ pub fn loopback_boot(cfg: &Path) -> PathBuf {
 
 impl Daemon {
     pub fn start(config: &Path) -> Self {
+        Self::start_in(config, &[])
+    }
+
+    /// Starts the daemon under `prefix` (e.g. `nsenter -t <pid> -m --`: inside a
+    /// mount namespace a test made), which must exec the binary in its own pid.
+    pub fn start_in(config: &Path, prefix: &[String]) -> Self {
         let log = config.with_extension("log");
-        let mut child = Command::new(BIN)
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(config)
             .env("NO_COLOR", "1")

@@ -205,29 +205,61 @@ pub(super) fn login_redirect() -> Response {
     secure(Redirect::to("/ui/login").into_response())
 }
 
-async fn machines(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+/// `/ui/machines?offset=&limit=`: one page of the inventory. Only the page's
+/// machines have their timeline read (for the last event), so the page costs the
+/// same with 50 machines or 5,000 recorded strangers.
+#[derive(Debug, serde::Deserialize)]
+struct PageQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    PAGE_DEFAULT
+}
+
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 500;
+
+async fn machines(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> Response {
     let Some(s) = auth::session(&st, &headers) else {
         return login_redirect();
     };
-    let ops = st.ops.clone();
+    let (offset, limit) = (q.offset, q.limit.clamp(1, PAGE_MAX));
+    let inv = st.ops.clone();
     let rows = tokio::task::spawn_blocking(
-        move || -> Result<Vec<_>, provisioner_core::inventory::InventoryError> {
+        move || -> Result<(usize, Vec<_>), provisioner_core::inventory::InventoryError> {
+            let all = inv.machines()?;
             let mut out = Vec::new();
-            for m in ops.machines()? {
-                let last = ops.timeline(m.mac)?.pop();
-                out.push((m, last));
+            for m in all.iter().skip(offset).take(limit) {
+                let last = inv.timeline(m.mac)?.pop();
+                out.push((m.clone(), last));
             }
-            Ok(out)
+            Ok((all.len(), out))
         },
     )
     .await;
     match rows {
-        Ok(Ok(rows)) => {
+        Ok(Ok((total, rows))) => {
             let views: Vec<_> = rows.iter().map(|(m, l)| view(&st, m, l.clone())).collect();
+            let next = (offset + limit < total).then_some(offset + limit);
+            let prev = (offset > 0).then(|| offset.saturating_sub(limit));
             page(
                 StatusCode::OK,
                 "machines.html",
-                context! { role => role_name(&s.caller), machines => Value::from(Serde(&views)) },
+                context! {
+                    role => role_name(&s.caller),
+                    machines => Value::from(Serde(&views)),
+                    total, offset, limit, next, prev,
+                    first => offset + 1,
+                    last => offset + views.len(),
+                },
             )
         }
         Ok(Err(e)) => super::error::ApiError::from(e).into_response(),
