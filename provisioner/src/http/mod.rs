@@ -6,4 +6,6 @@ pub mod api;
 pub mod assets;
 pub mod boot;
 mod device;
+pub mod limits;
 pub mod mirror;
+pub mod serve;

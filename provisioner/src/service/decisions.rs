@@ -75,7 +75,9 @@ impl BootService {
                 self.inventory.issue_token(&token_key(token), &rec)?;
                 self.record(
                     mac,
-                    Event::TokenRejected(Rejection::NotRendered { reason: why.clone() }),
+                    Event::TokenRejected(Rejection::NotRendered {
+                        reason: why.to_string(),
+                    }),
                 )?;
                 return Err(ServiceError::Render(why.to_string()));
             }
