@@ -35,71 +35,8 @@ pub trait TftpFiles: Send + Sync + std::fmt::Debug {
     fn completed(&self, client: SocketAddr, path: &str, bytes: u64);
 }
 
-/// Validates a requested file name. Accepts relative paths of plain components
-/// (letters, digits, `._-+`); refuses absolute paths, `..`, empty components,
-/// backslashes and control characters (including NUL, which RFC 1350 uses as the
-/// terminator and which must never reach the filesystem).
+/// Validates a requested file name ([`provisioner_core::tftp::sanitize`]); a
+/// refusal is an access violation.
 pub fn sanitize(raw: &str) -> Result<String, Refusal> {
-    if raw.is_empty() {
-        return Err(Refusal::Denied("empty file name"));
-    }
-    if raw.starts_with('/') {
-        return Err(Refusal::Denied("absolute path"));
-    }
-    if raw.len() > 255 {
-        return Err(Refusal::Denied("file name too long"));
-    }
-    let mut parts = Vec::new();
-    for part in raw.split('/') {
-        match part {
-            "" | "." => return Err(Refusal::Denied("empty path component")),
-            ".." => return Err(Refusal::Denied("parent directory")),
-            p if !p
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')) =>
-            {
-                return Err(Refusal::Denied("unexpected character in file name"));
-            }
-            p => parts.push(p),
-        }
-    }
-    Ok(parts.join("/"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepts_plain_names() {
-        assert_eq!(sanitize("undionly.kpxe").unwrap(), "undionly.kpxe");
-        assert_eq!(sanitize("arm64/snp.efi").unwrap(), "arm64/snp.efi");
-    }
-
-    #[test]
-    fn refuses_traversal() {
-        for p in [
-            "../etc/passwd",
-            "a/../../b",
-            "/etc/passwd",
-            "a//b",
-            "./x",
-            "a\\..\\b",
-            "a\0b",
-            "",
-            "x\n",
-        ] {
-            assert!(sanitize(p).is_err(), "{p:?}");
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn never_panics_and_never_escapes(s in "\\PC{0,300}") {
-            if let Ok(p) = sanitize(&s) {
-                proptest::prop_assert!(!p.starts_with('/'));
-                proptest::prop_assert!(p.split('/').all(|c| c != ".." && !c.is_empty()));
-            }
-        }
-    }
+    provisioner_core::tftp::sanitize(raw).map_err(Refusal::Denied)
 }
