@@ -42,6 +42,7 @@ pub mod k0s;
 pub mod lifecycle;
 pub mod model;
 pub mod power;
+pub mod range;
 pub mod release;
 pub mod render;
 pub mod talos;

@@ -69,14 +69,11 @@ impl Wiring<'_> {
         tracing::info!("listening for HTTP on {}", http.local_addr()?);
         selftest.listener("HTTP boot (tcp)", http.local_addr()?);
         let token = self.shutdown.clone();
+        let limits = self.cfg.http.clone();
         tasks.spawn(async move {
-            axum::serve(
-                http,
-                boot_router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("HTTP server")
+            crate::http::serve::serve(http, boot_router, limits, token)
+                .await
+                .context("HTTP server")
         });
         self.spawn_api(api, selftest, tasks)?;
         let files = BootFiles::new(
@@ -125,8 +122,15 @@ impl Wiring<'_> {
             stopper.graceful_shutdown(Some(Duration::from_secs(3)));
             Ok(())
         });
+        let header = cfg.http.header_read_timeout();
         tasks.spawn(async move {
-            axum_server::from_tcp_rustls(sock, tls)?
+            let mut server = axum_server::from_tcp_rustls(sock, tls)?;
+            // The boot listener's header-read timeout here too (axum-server installs
+            // hyper's timer, which also bounds idle keep-alive connections); a TLS
+            // connection that never sends a request is closed after it too.
+            server.http_builder().http1().header_read_timeout(header);
+            server
+                .first_request_timeout(header)
                 .handle(handle)
                 .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await

@@ -105,6 +105,8 @@ pub struct Config {
     pub server_ip: Option<IpAddr>,
     /// Plain-HTTP boot path (firmware cannot do TLS). No API routes here.
     pub http_listen: SocketAddr,
+    /// Bounds of the boot listener (timeouts, connection caps, per-IP rate, body cap).
+    pub http: crate::http::limits::HttpLimits,
     /// Operator API, `/metrics` and `/healthz`.
     pub api_listen: SocketAddr,
     /// TFTP (port 69 for firmware).
@@ -191,6 +193,7 @@ impl Default for Config {
             interface: None,
             server_ip: None,
             http_listen: "0.0.0.0:80".parse().expect("literal"),
+            http: Default::default(),
             api_listen: "127.0.0.1:9090".parse().expect("literal"),
             tftp_listen: "0.0.0.0:69".parse().expect("literal"),
             tftp_root: PathBuf::from("/usr/lib/ipxe"),

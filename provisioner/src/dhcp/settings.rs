@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use provisioner_core::dhcp::Personality;
 use provisioner_core::dhcp::bootfile::BootFiles;
-use provisioner_core::dhcp::full::{FullConfig, Reservation, Subnet};
+use provisioner_core::dhcp::full::{FullConfig, PoolGuard, PoolPolicy, Reservation, Subnet};
 use provisioner_core::k0s::K0sCluster;
 use provisioner_core::model::MacAddr;
 use provisioner_core::talos::TalosCluster;
@@ -64,6 +64,14 @@ pub struct DhcpSettings {
     pub lease_time_secs: u32,
     /// `full`: static reservations.
     pub reservations: Vec<ReservationEntry>,
+    /// `full`: who gets pool addresses: `any`, `boot_clients` (network-boot clients
+    /// and machines in the inventory; the default) or `known` (the inventory only).
+    pub pool_policy: PoolPolicy,
+    /// `full`: offers per second to MACs with no machine record, reservation or
+    /// lease, all together (0: no limit).
+    pub unknown_offer_rate: u32,
+    /// `full`: burst of those offers.
+    pub unknown_offer_burst: u32,
     /// Binary names per architecture.
     pub boot_files: BootFiles,
     /// MACs that get no PXE boot file (only iPXE and UEFI HTTP Boot answers), so
@@ -96,6 +104,9 @@ impl Default for DhcpSettings {
             domain: None,
             lease_time_secs: 3600,
             reservations: Vec::new(),
+            pool_policy: PoolPolicy::default(),
+            unknown_offer_rate: PoolGuard::default().unknown_offer_rate,
+            unknown_offer_burst: PoolGuard::default().unknown_offer_burst,
             boot_files: BootFiles::default(),
             http_boot_only: Vec::new(),
             force: false,
@@ -198,6 +209,11 @@ impl DhcpSettings {
             domain: self.domain.clone(),
             lease_secs: self.lease_time_secs,
             reservations,
+            guard: PoolGuard {
+                policy: self.pool_policy,
+                unknown_offer_rate: self.unknown_offer_rate,
+                unknown_offer_burst: self.unknown_offer_burst,
+            },
         }))
     }
 }

@@ -15,56 +15,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-/// A byte range resolved against a length: inclusive start and end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
-    /// First byte.
-    pub start: u64,
-    /// Last byte (inclusive).
-    pub end: u64,
-}
-
-/// Parses one `Range: bytes=...` value (RFC 9110 §14.1.2) against `len`.
-/// `Ok(None)`: serve the whole body (absent, multi-range or not `bytes`);
-/// `Err(())`: unsatisfiable (416).
-#[allow(clippy::result_unit_err)]
-pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<ByteRange>, ()> {
-    let Some(v) = value else { return Ok(None) };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        // Multipart ranges: serving the full body is allowed and simpler.
-        return Ok(None);
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return Ok(None);
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        // Suffix: the last N bytes.
-        let n: u64 = b.parse().map_err(|_| ())?;
-        if n == 0 || len == 0 {
-            return Err(());
-        }
-        ByteRange {
-            start: len.saturating_sub(n),
-            end: len - 1,
-        }
-    } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() {
-            len.saturating_sub(1)
-        } else {
-            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
-        };
-        if start >= len || end < start {
-            return Err(());
-        }
-        ByteRange { start, end }
-    };
-    Ok(Some(range))
-}
+pub use provisioner_core::range::{ByteRange, parse_range};
 
 /// A strong-enough validator from size and modification time: the cache replaces
 /// files atomically, so either changes when the content does.
@@ -153,45 +104,4 @@ pub async fn serve_file(
         chunk
     });
     (status, resp_headers, Body::from_stream(stream)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(None, 10), Ok(None));
-        assert_eq!(
-            parse_range(Some("bytes=0-4"), 10),
-            Ok(Some(ByteRange { start: 0, end: 4 }))
-        );
-        assert_eq!(
-            parse_range(Some("bytes=5-"), 10),
-            Ok(Some(ByteRange { start: 5, end: 9 }))
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-3"), 10),
-            Ok(Some(ByteRange { start: 7, end: 9 }))
-        );
-        assert_eq!(
-            parse_range(Some("bytes=8-100"), 10),
-            Ok(Some(ByteRange { start: 8, end: 9 }))
-        );
-        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Ok(None));
-        assert_eq!(parse_range(Some("items=0-1"), 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=5-2"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=x-2"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=-0"), 10), Err(()));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn range_within_bounds(s in "\\PC{0,40}", len in 0u64..1_000_000) {
-            if let Ok(Some(r)) = parse_range(Some(&s), len) {
-                proptest::prop_assert!(r.start <= r.end && r.end < len);
-            }
-        }
-    }
 }

@@ -6,7 +6,9 @@ pub mod api;
 pub mod assets;
 pub mod boot;
 mod device;
+pub mod limits;
 pub mod mirror;
+pub mod serve;
 
 use std::sync::Arc;
 

@@ -33,6 +33,7 @@ fn handler(r: &common::Rig, mode: Personality, http_only: &[&str]) -> Handler {
             domain: None,
             lease_secs: 600,
             reservations: Default::default(),
+            guard: provisioner_core::dhcp::full::PoolGuard::open(),
         })
     });
     Handler {

@@ -46,6 +46,7 @@ mod example_data_quiet;
 mod gitops_check;
 mod gitops_workloads;
 mod golden;
+mod http_flood;
 mod images_argocd;
 mod images_bundle;
 mod images_factory;

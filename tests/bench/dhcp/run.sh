@@ -70,6 +70,9 @@ dhcp:
   max_in_flight: 1024
   per_mac_rate: 1000
   per_mac_burst: 1000
+  # perfdhcp's random plain clients measure the allocator, not the pool protection.
+  pool_policy: any
+  unknown_offer_rate: 0
 YAML
 }
 

@@ -19,6 +19,7 @@ mod config_release_lab;
 mod dhcp_clients;
 mod dhcp_durability;
 mod dhcp_firmware;
+mod dhcp_pool;
 mod k0s_flatcar_boot;
 mod lab_selftest;
 mod talos_boot;

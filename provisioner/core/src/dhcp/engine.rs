@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::bootfile::{self, BootFiles, BootTarget, NoBoot};
 use super::classify::{Client, ClientKind, classify};
-use super::full::{FullServer, Outcome};
+use super::full::{Asker, FullServer, Outcome};
 use super::lease::{LeaseError, LeaseStore};
 use super::reply::{self, Destination, Port, Responder};
 use super::v4::{Message, MessageType};
@@ -156,7 +156,17 @@ pub fn answer(
                 return out;
             }
             Some((full, leases)) => {
-                match full.handle(leases, msg, client, &ctx.responder, target.as_ref(), now) {
+                match full.handle(
+                    leases,
+                    msg,
+                    Asker {
+                        client,
+                        known: machine.is_some(),
+                    },
+                    &ctx.responder,
+                    target.as_ref(),
+                    now,
+                ) {
                     Ok(Outcome::Reply { msg, .. }) => Some(*msg),
                     Ok(Outcome::Recorded(l)) => {
                         if keep {

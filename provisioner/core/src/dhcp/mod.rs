@@ -20,6 +20,7 @@ pub mod classify;
 pub mod engine;
 pub mod full;
 pub mod lease;
+pub mod pool;
 pub mod reply;
 pub mod subnet;
 pub mod wire;

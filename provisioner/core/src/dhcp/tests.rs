@@ -4,6 +4,7 @@
 mod engine;
 mod full_mode;
 mod fuzz;
+mod pool;
 mod proxy;
 
 use std::net::Ipv4Addr;

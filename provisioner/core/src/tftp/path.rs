@@ -71,6 +71,10 @@ pub fn sanitize(raw: &str) -> Result<String, PathError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
     use super::*;
 
     #[test]
@@ -98,13 +102,61 @@ mod tests {
         assert_eq!(sanitize(&"a".repeat(256)), Err(PathError::TooLong));
     }
 
-    proptest::proptest! {
+    /// Paths built from segments as requests carry them: mostly plain names, some
+    /// traversal, empty, dot, backslash, control and non-ASCII segments, sometimes
+    /// a leading slash or an overlong name. Random strings almost never pass.
+    fn path() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            12 => "[A-Za-z0-9._+-]{1,12}",
+            1 => Just("..".to_string()),
+            1 => Just(".".to_string()),
+            1 => Just(String::new()),
+            1 => Just("a\\b".to_string()),
+            1 => Just("nul\0".to_string()),
+            1 => Just("é".to_string()),
+            1 => "[ -~]{1,4}",
+        ];
+        (
+            prop::bool::weighted(0.05),
+            prop::collection::vec(segment, 1..5),
+            prop::option::weighted(0.03, Just("x".repeat(300))),
+        )
+            .prop_map(|(abs, segs, long)| {
+                let p = segs.join("/");
+                let p = long.map_or(p.clone(), |l| format!("{p}{l}"));
+                if abs { format!("/{p}") } else { p }
+            })
+    }
+
+    fn plain(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')
+    }
+
+    proptest! {
         #[test]
-        fn never_panics_and_never_escapes(s in "\\PC{0,300}") {
+        fn never_escapes(s in path()) {
             if let Ok(p) = sanitize(&s) {
-                proptest::prop_assert!(!p.starts_with('/'));
-                proptest::prop_assert!(p.split('/').all(|c| c != ".." && !c.is_empty()));
+                prop_assert_eq!(&p, &s, "an accepted name is served as asked");
+                prop_assert!(!p.starts_with('/') && p.len() <= 255);
+                prop_assert!(p.split('/').all(|c| c != ".." && c != "." && !c.is_empty()));
+                prop_assert!(p.chars().all(|c| c == '/' || plain(c)));
             }
         }
+    }
+
+    /// The generator reaches both sides of the check.
+    #[test]
+    fn the_generator_reaches_the_check() {
+        let mut runner = TestRunner::deterministic();
+        let n = 4_000;
+        let accepted = (0..n)
+            .filter(|_| sanitize(&path().new_tree(&mut runner).unwrap().current()).is_ok())
+            .count();
+        assert!(accepted * 100 >= n * 30, "only {accepted} of {n} paths accepted");
+        assert!(
+            (n - accepted) * 100 >= n * 20,
+            "only {} of {n} paths refused",
+            n - accepted
+        );
     }
 }

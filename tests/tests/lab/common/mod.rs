@@ -49,9 +49,16 @@ pub fn full_yaml(lab: &Lab, extra: &str) -> String {
     } else {
         "  probe_secs: 1\n"
     };
+    // The lab's udhcpc, dhclient and crafted clients are plain DHCP clients: the
+    // whole server is under test here; the pool policy has its own test.
+    let policy = if extra.contains("pool_policy") {
+        ""
+    } else {
+        "  pool_policy: any\n"
+    };
     format!(
         "  mode: full\n  interface: br0\n  subnet: {p}.0/24\n  pool: {{ start: {p}.100, end: {p}.150 }}\n\
-         \x20 router: {p}.1\n  dns: [{p}.1]\n{probe}{extra}"
+         \x20 router: {p}.1\n  dns: [{p}.1]\n{probe}{policy}{extra}"
     )
 }
 

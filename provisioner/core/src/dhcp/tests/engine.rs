@@ -166,6 +166,7 @@ fn full_mode_commits_the_lease_before_the_ack_it_returns() {
         domain: None,
         lease_secs: 600,
         reservations: Default::default(),
+        guard: Default::default(),
     });
     let leases = MemLeases::new();
     let machine = Machine::discovered(MacAddr(MAC), time::OffsetDateTime::UNIX_EPOCH);

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::super::bootfile::BootTarget;
 use super::super::classify::classify;
-use super::super::full::{FullConfig, FullServer, Outcome, Reservation, Subnet};
+use super::super::full::{Asker, FullConfig, FullServer, Outcome, PoolGuard, Reservation, Subnet};
 use super::super::lease::{LeaseState, LeaseStore, MemLeases};
 use super::super::v4::{DhcpOption, Message, MessageType, OptionCode};
 use super::{MAC, Req, pxe, responder};
@@ -26,13 +26,25 @@ fn cfg(pool: Option<(u8, u8)>) -> FullConfig {
         domain: Some("lab".into()),
         lease_secs: 600,
         reservations: BTreeMap::new(),
+        guard: PoolGuard::open(),
     }
 }
 
 fn run(s: &FullServer, store: &dyn LeaseStore, req: &Req, boot: Option<&BootTarget>, now: i64) -> Outcome {
     let m = req.wire();
     let c = classify(&m).unwrap();
-    s.handle(store, &m, &c, &responder(), boot, now).unwrap()
+    s.handle(
+        store,
+        &m,
+        Asker {
+            client: &c,
+            known: false,
+        },
+        &responder(),
+        boot,
+        now,
+    )
+    .unwrap()
 }
 
 fn reply(o: Outcome) -> Message {
@@ -142,7 +154,19 @@ fn distinct_offers_for_concurrent_discovers_and_exhaustion() {
     let mut got = Vec::new();
     for last in 1..=3u8 {
         let m = other_mac(&Req::default(), last);
-        let o = s.handle(&store, &m, &c(&m), &responder(), None, NOW).unwrap();
+        let o = s
+            .handle(
+                &store,
+                &m,
+                Asker {
+                    client: &c(&m),
+                    known: false,
+                },
+                &responder(),
+                None,
+                NOW,
+            )
+            .unwrap();
         got.push(reply(o).yiaddr());
     }
     got.sort();
@@ -153,12 +177,33 @@ fn distinct_offers_for_concurrent_discovers_and_exhaustion() {
     );
     let m = other_mac(&Req::default(), 4);
     assert_eq!(
-        s.handle(&store, &m, &c(&m), &responder(), None, NOW).unwrap(),
+        s.handle(
+            &store,
+            &m,
+            Asker {
+                client: &c(&m),
+                known: false
+            },
+            &responder(),
+            None,
+            NOW
+        )
+        .unwrap(),
         Outcome::Silent("no_address")
     );
     // Offers expire: after the hold, the fourth client gets one.
     let later = s
-        .handle(&store, &m, &c(&m), &responder(), None, NOW + 31)
+        .handle(
+            &store,
+            &m,
+            Asker {
+                client: &c(&m),
+                known: false,
+            },
+            &responder(),
+            None,
+            NOW + 31,
+        )
         .unwrap();
     assert!(matches!(later, Outcome::Reply { .. }), "{later:?}");
 }
@@ -218,7 +263,17 @@ fn reservations_win_and_are_not_given_away() {
         7,
     );
     let o = s
-        .handle(&store, &m, &classify(&m).unwrap(), &responder(), None, NOW)
+        .handle(
+            &store,
+            &m,
+            Asker {
+                client: &classify(&m).unwrap(),
+                known: false,
+            },
+            &responder(),
+            None,
+            NOW,
+        )
         .unwrap();
     assert_eq!(reply(o).yiaddr(), ip(100));
 }

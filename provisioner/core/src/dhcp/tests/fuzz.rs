@@ -147,6 +147,7 @@ fn full() -> FullServer {
         domain: None,
         lease_secs: 60,
         reservations: Default::default(),
+        guard: super::super::full::PoolGuard::open(),
     })
 }
 

@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use super::bootfile::BootTarget;
 use super::classify::Client;
 use super::lease::{Lease, LeaseError, LeaseState, LeaseStore};
+use super::pool::{FreeList, OfferRate};
+pub use super::pool::{PoolGuard, PoolPolicy};
 use super::reply::{Responder, add_boot, skeleton};
 pub use super::subnet::Subnet;
 use super::v4::{DhcpOption, Message, MessageType};
@@ -50,6 +52,17 @@ pub struct FullConfig {
     pub lease_secs: u32,
     /// Static reservations by MAC.
     pub reservations: BTreeMap<MacAddr, Reservation>,
+    /// Who gets pool addresses, and the offer rate to unknown MACs.
+    pub guard: PoolGuard,
+}
+
+/// Who asks: the classified client, and whether the inventory knows its MAC.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    /// The classified request.
+    pub client: &'a Client,
+    /// The MAC has a machine record.
+    pub known: bool,
 }
 
 /// What the engine did with a request.
@@ -74,8 +87,11 @@ pub struct FullServer {
     cfg: FullConfig,
     /// ip → (mac, until): addresses offered but not yet requested.
     offers: Mutex<HashMap<Ipv4Addr, (MacAddr, i64)>>,
-    /// Where the next pool scan starts, so a storm allocates in O(1) per client.
-    cursor: Mutex<u32>,
+    /// Free pool addresses and held ones by end time: O(1) amortized allocation,
+    /// and an exhausted pool costs no scan.
+    free: Mutex<FreeList>,
+    /// Offers to MACs with no record, reservation or lease.
+    unknown_offers: Mutex<OfferRate>,
     /// Serialises address decisions (pick, allowed); commits run outside it.
     commit: Mutex<()>,
 }
@@ -83,11 +99,12 @@ pub struct FullServer {
 impl FullServer {
     /// An engine for `cfg`.
     pub fn new(cfg: FullConfig) -> Self {
-        let start = cfg.pool.map(|(s, _)| u32::from(s)).unwrap_or(0);
+        let rate = OfferRate::new(cfg.guard.unknown_offer_rate, cfg.guard.unknown_offer_burst);
         Self {
             cfg,
             offers: Mutex::new(HashMap::new()),
-            cursor: Mutex::new(start),
+            free: Mutex::new(FreeList::default()),
+            unknown_offers: Mutex::new(rate),
             commit: Mutex::new(()),
         }
     }
@@ -103,11 +120,12 @@ impl FullServer {
         &self,
         store: &dyn LeaseStore,
         req: &Message,
-        client: &Client,
+        asker: Asker<'_>,
         responder: &Responder,
         boot: Option<&BootTarget>,
         now: i64,
     ) -> Result<Outcome, LeaseError> {
+        let client = asker.client;
         let mac = client.mac;
         // One subnet is served: a relay on another subnet is not ours to answer.
         let giaddr = req.giaddr();
@@ -118,14 +136,16 @@ impl FullServer {
         match client.msg_type {
             MessageType::Discover => {
                 let guard = self.decide_lock()?;
-                let Some(ip) = self.pick(store, mac, client.requested_ip, now)? else {
-                    return Ok(Outcome::Silent("no_address"));
+                let ip = match self.pick(store, asker, now)? {
+                    Ok(ip) => ip,
+                    Err(why) => return Ok(Outcome::Silent(why)),
                 };
                 // Held before the lock is released, so the next DISCOVER skips it.
                 if let Ok(mut o) = self.offers.lock() {
                     o.retain(|_, (_, until)| *until > now);
                     o.insert(ip, (mac, now + OFFER_HOLD_SECS));
                 }
+                self.hold(ip, now + OFFER_HOLD_SECS);
                 drop(guard);
                 let mut m = self.answer(req, client, responder, MessageType::Offer, Some(ip), boot);
                 self.lease_options(&mut m, client, ip);
@@ -154,6 +174,15 @@ impl FullServer {
                     })
                 };
                 let guard = self.decide_lock()?;
+                // A client with no binding that the pool policy excludes is not ours
+                // to answer (RFC 2131 §4.3.2: a server with no record stays silent).
+                if !self.cfg.reservations.contains_key(&mac)
+                    && !self.offered_to(mac, now)
+                    && store.by_mac(mac)?.is_none()
+                    && !self.cfg.guard.policy.admits(client.kind.is_boot(), asker.known)
+                {
+                    return Ok(Outcome::Silent("pool_policy"));
+                }
                 if !self.allowed(store, mac, ip, now)? {
                     return nak();
                 }
@@ -172,6 +201,7 @@ impl FullServer {
                     Err(LeaseError::Conflict { .. }) => return nak(),
                     r => r?,
                 }
+                self.hold(ip, lease.expires);
                 self.drop_offer(mac);
                 let mut m = self.answer(req, client, responder, MessageType::Ack, Some(ip), boot);
                 self.lease_options(&mut m, client, ip);
@@ -189,6 +219,11 @@ impl FullServer {
                         l.state = LeaseState::Released;
                         l.expires = now;
                         store.put(&l)?;
+                        if self.in_pool(l.ip)
+                            && let Ok(mut f) = self.free.lock()
+                        {
+                            f.release(l.ip);
+                        }
                         Ok(Outcome::Recorded(l))
                     }
                     _ => Ok(Outcome::Silent("release_unknown_lease")),
@@ -214,6 +249,7 @@ impl FullServer {
                     state: LeaseState::Declined,
                 };
                 self.commit(store, &l, now)?;
+                self.hold(ip, l.expires);
                 self.drop_offer(mac);
                 Ok(Outcome::Recorded(l))
             }
@@ -298,123 +334,6 @@ impl FullServer {
             .and_then(|r| r.hostname.clone())
             .or_else(|| client.hostname.clone())
     }
-
-    fn drop_offer(&self, mac: MacAddr) {
-        if let Ok(mut o) = self.offers.lock() {
-            o.retain(|_, (m, _)| *m != mac);
-        }
-    }
-
-    fn offered_to_other(&self, ip: Ipv4Addr, mac: MacAddr, now: i64) -> bool {
-        self.offers
-            .lock()
-            .map(|o| o.get(&ip).is_some_and(|(m, until)| *m != mac && *until > now))
-            .unwrap_or(false)
-    }
-
-    fn in_pool(&self, ip: Ipv4Addr) -> bool {
-        self.cfg
-            .pool
-            .is_some_and(|(s, e)| (u32::from(s)..=u32::from(e)).contains(&u32::from(ip)))
-    }
-
-    fn reserved_for_other(&self, ip: Ipv4Addr, mac: MacAddr) -> bool {
-        self.cfg.reservations.iter().any(|(m, r)| r.ip == ip && *m != mac)
-    }
-
-    /// Whether `mac` may hold `ip` at `now`.
-    fn allowed(
-        &self,
-        store: &dyn LeaseStore,
-        mac: MacAddr,
-        ip: Ipv4Addr,
-        now: i64,
-    ) -> Result<bool, LeaseError> {
-        if !self.cfg.subnet.contains_host(ip) || self.reserved_for_other(ip, mac) {
-            return Ok(false);
-        }
-        match self.cfg.reservations.get(&mac) {
-            Some(r) if r.ip == ip => {}
-            Some(_) => return Ok(false),
-            None if !self.in_pool(ip) => return Ok(false),
-            None => {}
-        }
-        if self.offered_to_other(ip, mac, now) {
-            return Ok(false);
-        }
-        Ok(match store.by_ip(ip)? {
-            Some(l) if l.mac == mac => l.state != LeaseState::Declined || l.expires <= now,
-            Some(l) => !l.holds_address(now),
-            None => true,
-        })
-    }
-
-    /// The address to offer `mac`: its reservation, its current lease, the address
-    /// it asks for, or the next free pool address.
-    fn pick(
-        &self,
-        store: &dyn LeaseStore,
-        mac: MacAddr,
-        requested: Option<Ipv4Addr>,
-        now: i64,
-    ) -> Result<Option<Ipv4Addr>, LeaseError> {
-        if let Some(r) = self.cfg.reservations.get(&mac) {
-            return Ok(self.allowed(store, mac, r.ip, now)?.then_some(r.ip));
-        }
-        if let Some(l) = store.by_mac(mac)?
-            && l.state != LeaseState::Declined
-            && self.allowed(store, mac, l.ip, now)?
-        {
-            return Ok(Some(l.ip));
-        }
-        if let Some(ip) = requested
-            && self.allowed(store, mac, ip, now)?
-        {
-            return Ok(Some(ip));
-        }
-        // A retransmitted DISCOVER gets the address it was already offered.
-        let held = self.offers.lock().ok().and_then(|o| {
-            o.iter()
-                .find(|(_, (m, until))| *m == mac && *until > now)
-                .map(|(ip, _)| *ip)
-        });
-        if let Some(ip) = held
-            && self.allowed(store, mac, ip, now)?
-        {
-            return Ok(Some(ip));
-        }
-        let Some((start, end)) = self.cfg.pool.map(|(s, e)| (u32::from(s), u32::from(e))) else {
-            return Ok(None);
-        };
-        let mut cursor = self
-            .cursor
-            .lock()
-            .map_err(|_| LeaseError::Backend("cursor lock poisoned".into()))?;
-        let size = end - start + 1;
-        for i in 0..size {
-            let n = start + (cursor.wrapping_sub(start).wrapping_add(i)) % size;
-            let ip = Ipv4Addr::from(n);
-            if self.allowed(store, mac, ip, now)? {
-                *cursor = if n == end { start } else { n + 1 };
-                return Ok(Some(ip));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Writes `lease`, first removing another MAC's stale lease on the address.
-    fn commit(&self, store: &dyn LeaseStore, lease: &Lease, now: i64) -> Result<(), LeaseError> {
-        if let Some(old) = store.by_ip(lease.ip)?
-            && old.mac != lease.mac
-        {
-            if old.holds_address(now) {
-                return Err(LeaseError::Conflict {
-                    ip: lease.ip,
-                    holder: old.mac,
-                });
-            }
-            store.remove(old.mac)?;
-        }
-        store.put(lease)
-    }
 }
+
+mod alloc;
