@@ -120,7 +120,7 @@ fn config(dir: &Path, dev: &str) -> PathBuf {
              gitops_dir: {r}/gitops\ntftp_root: {d}\nserver_ip: 10.213.7.2\ninterface: {dev}\n\
              http_listen: 0.0.0.0:8080\ntftp_listen: 0.0.0.0:6969\napi_listen: 127.0.0.1:9090\n\
              bootstrap: {{ enabled: false }}\n\
-             dhcp:\n  mode: full\n  force: true\n  probe_secs: 1\n  subnet: 10.213.7.0/24\n  \
+             dhcp:\n  mode: full\n  pool_policy: any\n  force: true\n  probe_secs: 1\n  subnet: 10.213.7.0/24\n  \
              pool: {{ start: 10.213.7.200, end: 10.213.7.220 }}\n",
             d = dir.display(),
             r = r.display()

@@ -29,7 +29,10 @@ fn sigkill_mid_boot_loses_no_acknowledged_write() {
     let cfg = loopback_boot(&write_config(p, p));
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("unknown_policy: record", "unknown_policy: profile:lab");
+        .replace("unknown_policy: record", "unknown_policy: profile:lab")
+        // Every made-up machine comes from 127.0.0.1: lift the per-IP /ipxe and
+        // /config rate (http_flood proves the rate) so the storm is not throttled.
+        + "http: { script_rate_per_ip: 1000000, script_burst_per_ip: 1000000 }\n";
     std::fs::write(&cfg, text).unwrap();
     let mut d = Daemon::start(&cfg);
     let addr = d.http;

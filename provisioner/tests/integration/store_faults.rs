@@ -227,7 +227,7 @@ fn full_disk_during_a_lease_storm_degrades_heals_and_loses_no_acked_lease() {
         .port();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
-        "dhcp:\n  mode: full\n  listen: 127.0.0.1\n  port: {port}\n  pxe_port: 0\n  probe_secs: 0\n  \
+        "dhcp:\n  mode: full\n  pool_policy: any\n  listen: 127.0.0.1\n  port: {port}\n  pxe_port: 0\n  probe_secs: 0\n  \
          subnet: 127.0.0.0/8\n  pool: {{ start: 127.200.0.1, end: 127.200.15.250 }}\n  lease_time_secs: 3600\n"
     ));
     std::fs::write(&cfg, text).unwrap();
