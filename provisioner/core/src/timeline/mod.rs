@@ -18,6 +18,7 @@
 mod facts;
 pub mod legacy;
 mod text;
+pub mod waterfall;
 mod wire;
 
 pub use facts::{
