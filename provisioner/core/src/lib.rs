@@ -35,6 +35,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod dhcp;
 pub mod fieldpath;
+pub mod fleet;
 pub mod gitops;
 pub mod infra;
 pub mod inventory;
