@@ -5,6 +5,7 @@
 pub mod argo_wait;
 pub mod bootstrap;
 pub mod kubeconfigs;
+pub mod progress;
 pub mod retry;
 
 use std::collections::BTreeMap;
