@@ -175,6 +175,7 @@ impl Wiring<'_> {
                 k0s: self.inputs.clusters.k0s.clone(),
             }),
             leases: stores.leases.clone(),
+            dashboard: cfg.dashboard.clone(),
         }
     }
 

@@ -159,6 +159,8 @@ pub struct Config {
     pub admission: provisioner_core::release::admission::Admission,
     /// How long an operator's approval lasts (it also ends at `Installed`).
     pub approval_window_minutes: NonZeroU32,
+    /// Dashboard: after how long a fetched config without an installed report is stuck.
+    pub dashboard: crate::http::api::dashboard::DashboardSettings,
 }
 
 /// `backup:` settings.
@@ -218,6 +220,7 @@ impl Default for Config {
             peer_binding: PeerBinding::default(),
             admission: Default::default(),
             approval_window_minutes: NonZeroU32::new(60).expect("literal"),
+            dashboard: Default::default(),
         }
     }
 }

@@ -163,6 +163,14 @@ impl BootstrapProgress for StoreBootstrap {
         self.status_with(cluster, flow)
     }
 
+    fn line(&self, cluster: &str, kind: &str) -> Vec<provisioner_core::cluster::progress::Milestone> {
+        let flow = if kind == "k0s" { Flow::K0s } else { Flow::Talos };
+        let state = self.0.load(cluster).ok().flatten();
+        let events = self.0.events(cluster).unwrap_or_default();
+        let flow = state.as_ref().map_or(flow, |s| s.flow);
+        provisioner_core::cluster::progress::line(flow, state.as_ref(), &events)
+    }
+
     fn retry(&self, cluster: &str) -> Result<BootstrapStatus, RetryError> {
         // Two retries at once would both see `Failed`: one at a time, so the second
         // sees the first's result and is refused.

@@ -150,6 +150,12 @@ pub trait BootstrapProgress: Send + Sync + std::fmt::Debug {
     fn retry(&self, _cluster: &str) -> Result<BootstrapStatus, RetryError> {
         Err(RetryError::Unavailable)
     }
+
+    /// The bootstrap as a progress line with times (`core::cluster::progress`); empty
+    /// where no workflow store is wired in.
+    fn line(&self, _cluster: &str, _kind: &str) -> Vec<provisioner_core::cluster::progress::Milestone> {
+        Vec::new()
+    }
 }
 
 /// The reporter used until the orchestrator is wired in.

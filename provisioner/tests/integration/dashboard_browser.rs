@@ -4,9 +4,14 @@
 //! progresses (a firmware PXE DISCOVER over loopback UDP to the proxyDHCP socket,
 //! then `/ipxe`, the kernel asset, `/config`, `/callback` over HTTP), click
 //! re-image, and save screenshots under the target directory (paths printed). A
-//! second test watches the cluster supervisor mark Talos nodes installed live.
+//! second test watches the cluster supervisor mark Talos nodes installed live; the
+//! third ([`views`]) checks the fleet view, the boot waterfall and the cluster
+//! progress line against the API's timeline.
 
 use crate::common;
+
+#[path = "dashboard_views.rs"]
+mod views;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -223,9 +228,52 @@ impl Driver {
             .unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-        std::fs::write(&path, png).unwrap();
+        std::fs::write(&path, &png).unwrap();
         println!("screenshot: {}", path.display());
+        // CI keeps them: `$PROVISIONER_ARTIFACTS` is the run's artifact directory.
+        if let Some(dir) = std::env::var_os("PROVISIONER_ARTIFACTS") {
+            let dir = std::path::PathBuf::from(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), &png).unwrap();
+        }
         path
+    }
+
+    /// Every element matching `css` (WebDriver "Find Elements").
+    fn find_all(&self, css: &str) -> Vec<String> {
+        let v = self.cmd(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[ELEMENT].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// An attribute of element `id` ("" when absent).
+    fn attr(&self, id: &str, name: &str) -> String {
+        let v = self.cmd(reqwest::Method::GET, &format!("/element/{id}/attribute/{name}"), None);
+        v.as_str().unwrap_or("").to_string()
+    }
+
+    /// The text of the first `css` inside element `id` (its DOM `textContent`: SVG
+    /// text included).
+    fn text_in(&self, id: &str, css: &str) -> String {
+        let inner = self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        let inner = inner[ELEMENT].as_str().unwrap();
+        let v = self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{inner}/property/textContent"),
+            None,
+        );
+        v.as_str().unwrap_or("").trim().to_string()
     }
 }
 

@@ -77,6 +77,8 @@ pub struct ApiState {
     pub credentials: Arc<dyn ClusterCredentials>,
     /// DHCP leases (`full` mode; empty otherwise).
     pub leases: Arc<dyn LeaseStore>,
+    /// Dashboard settings (the fleet view's stuck-install limit).
+    pub dashboard: dashboard::DashboardSettings,
 }
 
 #[derive(OpenApi)]

@@ -113,6 +113,7 @@ pub fn api_state(
         shutdown: Default::default(),
         credentials: Arc::new(no_credentials()),
         leases: Arc::new(provisioner_core::dhcp::lease::MemLeases::default()),
+        dashboard: Default::default(),
     };
     (state, admin, reader)
 }

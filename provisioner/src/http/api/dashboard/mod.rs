@@ -20,11 +20,17 @@ use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
 mod approvals;
+mod cluster_page;
+mod fleet;
+mod live;
+mod waterfall;
+
+pub use fleet::DashboardSettings;
 
 use super::auth::{self, Caller, SESSION_COOKIE};
 use super::machines::view;
 use super::params::MacParam;
-use super::{ApiState, clusters};
+use super::ApiState;
 
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -34,6 +40,8 @@ fn env() -> &'static Environment<'static> {
             ("base.html", include_str!("base.html")),
             ("login.html", include_str!("login.html")),
             ("machines.html", include_str!("machines.html")),
+            ("fleet.html", include_str!("fleet.html")),
+            ("waterfall.html", include_str!("waterfall.html")),
             ("machine.html", include_str!("machine.html")),
             ("clusters.html", include_str!("clusters.html")),
             ("approvals.html", include_str!("approvals.html")),
@@ -83,6 +91,8 @@ pub fn router() -> Router<ApiState> {
         .route("/ui", get(|| async { Redirect::to("/ui/machines") }))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
+        .route("/ui/fleet", get(fleet::fleet))
+        .route("/ui/clusters/live", get(live::clusters))
         .route("/ui/machines", get(machines))
         .route("/ui/machines/{mac}", get(machine))
         .route("/ui/machines/{mac}/reimage", post(reimage))
@@ -90,7 +100,7 @@ pub fn router() -> Router<ApiState> {
         .route("/ui/machines/{mac}/deny", post(approvals::deny))
         .route("/ui/machines/{mac}/unpin", post(approvals::unpin))
         .route("/ui/approvals", get(approvals::approvals))
-        .route("/ui/clusters", get(clusters_page))
+        .route("/ui/clusters", get(cluster_page::clusters_page))
         .route(
             "/ui/static/app.css",
             get(|| async {
@@ -312,6 +322,7 @@ async fn machine(
             back => format!("/ui/machines/{mac}"),
             waiting => Value::from(Serde(&waiting)),
             m => Value::from(Serde(view(&st, &m, timeline.last().cloned()))),
+            attempts => Value::from(Serde(waterfall::view(&timeline))),
             timeline => Value::from(Serde(&timeline)),
         },
     )
@@ -346,19 +357,5 @@ async fn reimage(
             secure(Redirect::to(&format!("/ui/machines/{mac}?reimaged=1")).into_response())
         }
         Err(e) => super::error::ApiError::from(e).into_response(),
-    }
-}
-
-async fn clusters_page(State(st): State<ApiState>, headers: HeaderMap) -> Response {
-    let Some(s) = auth::session(&st, &headers) else {
-        return login_redirect();
-    };
-    match clusters::list(State(st.clone())).await {
-        Ok(axum::Json(cs)) => page(
-            StatusCode::OK,
-            "clusters.html",
-            context! { role => role_name(&s.caller), clusters => Value::from(Serde(&cs)) },
-        ),
-        Err(e) => e.into_response(),
     }
 }
