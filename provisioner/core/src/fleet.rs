@@ -141,7 +141,11 @@ pub fn attention(
         push(Reason::Refused, e.at, e.detail());
     }
     if let Some(p) = m.pending_approval.as_ref().filter(|p| p.denied_by.is_none()) {
-        push(Reason::WaitingApproval, p.since, format!("install code {}", p.code));
+        push(
+            Reason::WaitingApproval,
+            p.since,
+            format!("install code {}", p.code),
+        );
     }
     if let Some(code) = device_code {
         let since = last(&|e| matches!(e, Event::ApprovalRequested(_)))
@@ -171,7 +175,7 @@ pub fn attention(
 
 /// Orders a fleet's attention list: by reason, then oldest first, then by MAC.
 pub fn sort(list: &mut [Attention]) {
-    list.sort_by(|a, b| (a.reason, a.since, a.mac).cmp(&(b.reason, b.since, b.mac)));
+    list.sort_by_key(|a| (a.reason, a.since, a.mac));
 }
 
 #[cfg(test)]

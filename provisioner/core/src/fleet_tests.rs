@@ -131,11 +131,21 @@ fn waiting_approvals_need_attention_until_decided() {
     m.pending_approval.as_mut().unwrap().denied_by = Some("tok".into());
     assert!(attention(&m, &[], None, t0(), d).is_empty());
     let a = attention(&m, &[], Some("WXYZ-BCDF"), t0(), d);
-    assert_eq!((reasons(&a), a[0].detail.as_str()), (vec![Reason::WaitingApproval], "device code WXYZ-BCDF"));
+    assert_eq!(
+        (reasons(&a), a[0].detail.as_str()),
+        (vec![Reason::WaitingApproval], "device code WXYZ-BCDF")
+    );
 
     let mut list = vec![
         attention(&m, &[], Some("WXYZ-BCDF"), t0(), d).remove(0),
-        attention(&machine(9, MachineState::Booting), &[refused(t0())], None, t0(), d).remove(0),
+        attention(
+            &machine(9, MachineState::Booting),
+            &[refused(t0())],
+            None,
+            t0(),
+            d,
+        )
+        .remove(0),
     ];
     sort(&mut list);
     assert_eq!(reasons(&list), [Reason::Refused, Reason::WaitingApproval]);

@@ -255,7 +255,11 @@ impl Driver {
 
     /// An attribute of element `id` ("" when absent).
     fn attr(&self, id: &str, name: &str) -> String {
-        let v = self.cmd(reqwest::Method::GET, &format!("/element/{id}/attribute/{name}"), None);
+        let v = self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{id}/attribute/{name}"),
+            None,
+        );
         v.as_str().unwrap_or("").to_string()
     }
 

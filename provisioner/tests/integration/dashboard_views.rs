@@ -194,7 +194,11 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
     b.wait_for("#waterfall .attempt[data-attempt='2'] .bar-installed");
     let shot = b.screenshot("dashboard-waterfall.png");
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{}", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{}",
+        png.len()
+    );
 
     // The bars against the API's timeline.
     let (st, body) = d.api_get(&format!("/api/v1/machines/{EFI_MAC}/timeline"), Some(&reader));
@@ -224,7 +228,10 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
     b.wait_text("#live", "the fleet's event stream", |t| t == "live");
     assert_eq!(b.text("#count-total"), "2");
     let count = |state: &str| b.text(&format!(".count[data-state='{state}'] .n"));
-    assert_eq!((count("Installed"), count("BootLoop"), count("Booting")), ("1".into(), "1".into(), "0".into()));
+    assert_eq!(
+        (count("Installed"), count("BootLoop"), count("Booting")),
+        ("1".into(), "1".into(), "0".into())
+    );
     let (_, list) = d.api_get("/api/v1/machines", Some(&reader));
     let list: Vec<Value> = serde_json::from_str(&list).unwrap();
     assert_eq!(list.iter().filter(|m| m["state"] == "BootLoop").count(), 1);
@@ -232,7 +239,9 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
     assert!(rows.contains(BIOS_MAC) && rows.contains("boot loop"), "{rows}");
     assert!(!rows.contains("refused"), "{rows}");
     assert_eq!(http(d.http, "GET", &config).unwrap().0, 403);
-    b.wait_text("#attention", "the refusal, live", |t| t.contains("refused") && t.contains(EFI_MAC));
+    b.wait_text("#attention", "the refusal, live", |t| {
+        t.contains("refused") && t.contains(EFI_MAC)
+    });
     assert_eq!(b.text("#attention-count"), "(2)");
     // Each row links to its machine.
     let link = b.find("#attention tr[data-reason='refused'] a").unwrap();
@@ -248,8 +257,19 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
         .iter()
         .map(|id| (b.text_in(id, ".label"), b.attr(id, "data-mark")))
         .collect();
-    let names = ["Bootstrap", "etcd", "kubeconfig", "readyz", "Argo CD", "root app", "Synced+Healthy", "HandedOff"];
-    let want_marks = ["done", "done", "done", "done", "done", "done", "running", "pending"];
+    let names = [
+        "Bootstrap",
+        "etcd",
+        "kubeconfig",
+        "readyz",
+        "Argo CD",
+        "root app",
+        "Synced+Healthy",
+        "HandedOff",
+    ];
+    let want_marks = [
+        "done", "done", "done", "done", "done", "done", "running", "pending",
+    ];
     let got: Vec<(&str, &str)> = marks.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(got, names.iter().copied().zip(want_marks).collect::<Vec<_>>());
     let rfc = |m: i64| {
@@ -263,12 +283,29 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
     }
     let (_, c) = d.api_get("/api/v1/clusters/lab", Some(&reader));
     let c: Value = serde_json::from_str(&c).unwrap();
-    assert_eq!(c["bootstrap"]["last_event"]["detail"], "root: new -> OutOfSync/Progressing");
-    assert!(b.text(".last-event").contains("root: new -> OutOfSync/Progressing"));
+    assert_eq!(
+        c["bootstrap"]["last_event"]["detail"],
+        "root: new -> OutOfSync/Progressing"
+    );
+    assert!(
+        b.text(".last-event")
+            .contains("root: new -> OutOfSync/Progressing")
+    );
     // Live: a machine event re-renders the page's regions.
     let live = b.find("#live").unwrap();
     assert_eq!(b.attr(&live, "data-renders"), "");
-    assert_eq!(http(d.http, "GET", "/ipxe?mac=52-54-00-00-00-09&arch=i386&platform=pcbios").unwrap().0, 200);
-    b.wait_text("#live", "a re-render", |_| !b.attr(&live, "data-renders").is_empty());
+    assert_eq!(
+        http(
+            d.http,
+            "GET",
+            "/ipxe?mac=52-54-00-00-00-09&arch=i386&platform=pcbios"
+        )
+        .unwrap()
+        .0,
+        200
+    );
+    b.wait_text("#live", "a re-render", |_| {
+        !b.attr(&live, "data-renders").is_empty()
+    });
     b.screenshot("dashboard-clusters.png");
 }

@@ -136,11 +136,7 @@ pub fn line(flow: Flow, state: Option<&BootstrapState>, events: &[ClusterEvent])
             } else {
                 (Mark::Pending, None)
             };
-            Milestone {
-                label,
-                mark,
-                at,
-            }
+            Milestone { label, mark, at }
         })
         .collect()
 }

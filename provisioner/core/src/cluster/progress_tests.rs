@@ -11,7 +11,11 @@ fn t(min: i64) -> OffsetDateTime {
 }
 
 fn change(min: i64, from: Step, to: Step) -> ClusterEvent {
-    ev(t(min), ClusterEventKind::StepChanged, format!("{from} -> {to}: why"))
+    ev(
+        t(min),
+        ClusterEventKind::StepChanged,
+        format!("{from} -> {to}: why"),
+    )
 }
 
 fn marks(l: &[Milestone]) -> Vec<(&str, Mark, Option<OffsetDateTime>)> {
@@ -49,7 +53,10 @@ fn a_talos_hand_off_in_progress() {
     s.applied_at = Some(t(14));
     s.step_started = t(14);
     let l = line(Flow::Talos, Some(&s), &events);
-    assert_eq!(marks(&l)[4..6], [("Argo CD", Done, Some(t(14))), ("root app", Done, Some(t(14)))]);
+    assert_eq!(
+        marks(&l)[4..6],
+        [("Argo CD", Done, Some(t(14))), ("root app", Done, Some(t(14)))]
+    );
     assert_eq!(marks(&l)[6], ("Synced+Healthy", Running, Some(t(14))));
     // Handed off at 20.
     let mut events = events;
@@ -67,7 +74,10 @@ fn not_started_and_failed_lines() {
     assert!(l.iter().all(|m| m.mark == Mark::Pending && m.at.is_none()));
     // Waiting for nodes: Bootstrap is what it works towards.
     let s = BootstrapState::new("lab", t(0));
-    assert_eq!(marks(&line(Flow::Talos, Some(&s), &[]))[0], ("Bootstrap", Mark::Running, Some(t(0))));
+    assert_eq!(
+        marks(&line(Flow::Talos, Some(&s), &[]))[0],
+        ("Bootstrap", Mark::Running, Some(t(0)))
+    );
 
     let mut s = BootstrapState::new("beelink", t(0));
     s.flow = Flow::K0s;

@@ -81,10 +81,13 @@ fn a_full_pxe_boot_is_one_attempt_of_six_bars() {
         (2, sent(2)),
         (1_000, seen(3, 4011, ClientKind::Pxe)),
         (1_003, sent(5)),
-        (3_500, Event::TftpServed {
-            file: "snponly.efi".into(),
-            bytes: 200_000,
-        }),
+        (
+            3_500,
+            Event::TftpServed {
+                file: "snponly.efi".into(),
+                bytes: 200_000,
+            },
+        ),
         // The chain-loaded iPXE's own DHCP: the same boot going on.
         (4_000, seen(1, 67, ClientKind::Ipxe)),
         (4_001, sent(2)),
@@ -130,10 +133,13 @@ fn a_new_discover_after_progress_starts_a_new_attempt() {
     let events = tl(vec![
         (0, seen(1, 67, ClientKind::Pxe)),
         (10, sent(2)),
-        (500, Event::TftpServed {
-            file: "ipxe.efi".into(),
-            bytes: 1,
-        }),
+        (
+            500,
+            Event::TftpServed {
+                file: "ipxe.efi".into(),
+                bytes: 1,
+            },
+        ),
         (700, seen(1, 67, ClientKind::Ipxe)),
         (900, install()),
         (2_900, asset("vmlinuz")),
@@ -149,7 +155,12 @@ fn a_new_discover_after_progress_starts_a_new_attempt() {
     ]);
     let w = waterfall(&events);
     assert_eq!(w.len(), 2);
-    assert_eq!(w[0].outcome, Outcome::Abandoned { reached: Phase::Kernel });
+    assert_eq!(
+        w[0].outcome,
+        Outcome::Abandoned {
+            reached: Phase::Kernel
+        }
+    );
     assert_eq!(
         bars(&w[0]),
         [
@@ -163,7 +174,12 @@ fn a_new_discover_after_progress_starts_a_new_attempt() {
     let b = &w[1];
     assert_eq!(b.number, 2);
     assert_eq!(b.started, t0() + Duration::seconds(60));
-    assert_eq!(b.outcome, Outcome::Open { reached: Phase::Config });
+    assert_eq!(
+        b.outcome,
+        Outcome::Open {
+            reached: Phase::Config
+        }
+    );
     assert_eq!(
         bars(b),
         [
@@ -181,23 +197,37 @@ fn a_new_discover_after_progress_starts_a_new_attempt() {
 #[test]
 fn scripts_split_attempts_and_name_outcomes() {
     let events = tl(vec![
-        (0, script(ScriptAnswer::Unknown {
-            reason: "no group".into(),
-        })),
+        (
+            0,
+            script(ScriptAnswer::Unknown {
+                reason: "no group".into(),
+            }),
+        ),
         (1_000, install()),
         (1_500, asset("vmlinuz")),
         (9_000, install()),
         (9_100, Event::ReimageRequested),
-        (20_000, script(ScriptAnswer::Local {
-            reason: "installed".into(),
-        })),
+        (
+            20_000,
+            script(ScriptAnswer::Local {
+                reason: "installed".into(),
+            }),
+        ),
     ]);
     let w = waterfall(&events);
     assert_eq!(w.len(), 2);
     // The first two scripts are one iPXE bar (iPXE retried before any kernel).
-    assert_eq!(bars(&w[0]), [(Phase::Ipxe, 0, 1_000), (Phase::Kernel, 1_000, 500)]);
+    assert_eq!(
+        bars(&w[0]),
+        [(Phase::Ipxe, 0, 1_000), (Phase::Kernel, 1_000, 500)]
+    );
     assert_eq!(w[0].bars[0].events, 2);
-    assert_eq!(w[0].outcome, Outcome::Abandoned { reached: Phase::Kernel });
+    assert_eq!(
+        w[0].outcome,
+        Outcome::Abandoned {
+            reached: Phase::Kernel
+        }
+    );
     // Its second script was an install: the answer that counts is the last one.
     assert_eq!(bars(&w[1]), [(Phase::Ipxe, 0, 11_000)]);
     assert_eq!(w[1].outcome, Outcome::LocalBoot);

@@ -78,7 +78,8 @@ fn summary(st: &ApiState, now: OffsetDateTime) -> Result<Summary, crate::service
     for m in &machines {
         let code = device.get(&m.mac).map(String::as_str);
         let assigned = crate::ops::assignment(&ops.catalog, m).is_some();
-        if !assigned && m.state == MachineState::Discovered && m.pending_approval.is_none() && code.is_none() {
+        if !assigned && m.state == MachineState::Discovered && m.pending_approval.is_none() && code.is_none()
+        {
             continue;
         }
         let timeline = ops.timeline(m.mac)?;

@@ -27,10 +27,10 @@ mod waterfall;
 
 pub use fleet::DashboardSettings;
 
+use super::ApiState;
 use super::auth::{self, Caller, SESSION_COOKIE};
 use super::machines::view;
 use super::params::MacParam;
-use super::ApiState;
 
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
