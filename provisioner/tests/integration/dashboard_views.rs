@@ -104,9 +104,12 @@ fn seed_cluster(state_dir: &std::path::Path, t0: OffsetDateTime) {
         kind: ClusterEventKind::StepChanged,
         detail: format!("{from} -> {to}: test"),
     };
+    // Failed waiting for Argo CD at 44 (an operator retries it below).
     let mut s = BootstrapState::new("lab", t0);
-    s.step = Step::HandOff;
-    s.step_started = min(14);
+    s.step = Step::Failed;
+    s.failed_step = Some(Step::HandOff);
+    s.failure = Some("step HandOff timed out after 1800s: root: OutOfSync/Progressing".into());
+    s.step_started = min(44);
     s.applied_at = Some(min(14));
     let events = [
         change(3, Step::WaitNodes, Step::Bootstrap),
@@ -119,6 +122,7 @@ fn seed_cluster(state_dir: &std::path::Path, t0: OffsetDateTime) {
             kind: ClusterEventKind::ArgoStatus,
             detail: "root: new -> OutOfSync/Progressing".into(),
         },
+        change(44, Step::HandOff, Step::Failed),
     ];
     store.save(&s, &events).unwrap();
 }
@@ -268,7 +272,7 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
         "HandedOff",
     ];
     let want_marks = [
-        "done", "done", "done", "done", "done", "done", "running", "pending",
+        "done", "done", "done", "done", "done", "done", "failed", "pending",
     ];
     let got: Vec<(&str, &str)> = marks.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(got, names.iter().copied().zip(want_marks).collect::<Vec<_>>());
@@ -278,22 +282,41 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
             .unwrap()
     };
     let line = b.text("#progress-lab");
-    for m in [4, 7, 8, 11, 14] {
+    for m in [4, 7, 8, 11, 14, 44] {
         assert!(line.contains(&rfc(m)), "{} in {line}", rfc(m));
     }
     let (_, c) = d.api_get("/api/v1/clusters/lab", Some(&reader));
     let c: Value = serde_json::from_str(&c).unwrap();
-    assert_eq!(
-        c["bootstrap"]["last_event"]["detail"],
-        "root: new -> OutOfSync/Progressing"
-    );
-    assert!(
-        b.text(".last-event")
-            .contains("root: new -> OutOfSync/Progressing")
-    );
-    // Live: a machine event re-renders the page's regions.
+    let last = c["bootstrap"]["last_event"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(last.starts_with("HandOff -> Failed"), "{last}");
+    assert!(b.text(".last-event").contains(&last));
+    b.screenshot("dashboard-clusters-failed.png");
+    // Live from the cluster store: an operator's retry puts Synced+Healthy back to
+    // running on the open page (no machine event involved).
     let live = b.find("#live").unwrap();
     assert_eq!(b.attr(&live, "data-renders"), "");
+    let r = d
+        .api_client()
+        .post(format!("{base}/api/v1/clusters/lab/bootstrap/retry"))
+        .bearer_auth(d.token("admin"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    b.wait_text("#progress-lab", "the retried step, live", |_| {
+        b.find("#progress-lab .milestone[data-mark='running']").is_some()
+    });
+    assert!(!b.attr(&live, "data-renders").is_empty());
+    assert!(
+        b.text(".last-event")
+            .contains("Failed -> HandOff: operator retry"),
+        "{}",
+        b.text(".last-event")
+    );
+    // A machine event re-renders it too.
+    let renders = b.attr(&live, "data-renders");
     assert_eq!(
         http(
             d.http,
@@ -305,7 +328,7 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
         200
     );
     b.wait_text("#live", "a re-render", |_| {
-        !b.attr(&live, "data-renders").is_empty()
+        b.attr(&live, "data-renders") != renders
     });
     b.screenshot("dashboard-clusters.png");
 }

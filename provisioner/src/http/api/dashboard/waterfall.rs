@@ -105,3 +105,45 @@ pub(super) fn view(timeline: &[TimelineEvent]) -> Vec<AttemptView> {
     let all = waterfall(timeline);
     all.iter().rev().take(SHOWN).map(attempt).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use provisioner_core::timeline::{Event, ScriptAnswer};
+    use time::macros::datetime;
+
+    use super::*;
+
+    /// Bars are placed in proportion across the bar area: a script at 0, the kernel
+    /// done 1000 ms later.
+    #[test]
+    fn bars_are_drawn_in_proportion_with_their_labels() {
+        let t0 = datetime!(2026-09-21 12:00 UTC);
+        let tl = vec![
+            Event::IpxeScriptServed(ScriptAnswer::Install {
+                profile: "lab".into(),
+                image: "img".into(),
+            })
+            .at(t0),
+            Event::AssetServed {
+                file: "img/vmlinuz".into(),
+                bytes: 1,
+            }
+            .at(t0 + time::Duration::milliseconds(1_000)),
+        ];
+        let v = view(&tl);
+        assert_eq!(v.len(), 1);
+        let (ipxe, kernel) = (&v[0].bars[0], &v[0].bars[1]);
+        // A zero-length bar still shows (2 units), at the left edge.
+        assert_eq!((ipxe.x, ipxe.width, ipxe.duration.as_str()), (BAR_X, 2, "0 ms"));
+        assert_eq!(
+            (kernel.x, kernel.width, kernel.duration.as_str()),
+            (BAR_X, BAR_W, "1.0 s")
+        );
+        assert_eq!(kernel.text_x, BAR_X + BAR_W + 6);
+        assert_eq!(
+            (v[0].total.as_str(), v[0].outcome.as_str()),
+            ("1.0 s", "in progress: kernel/initrd done")
+        );
+        assert_eq!(v[0].height, 8 + 2 * ROW);
+    }
+}
