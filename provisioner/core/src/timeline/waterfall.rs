@@ -15,10 +15,10 @@
 //! - an `/ipxe` script after the attempt already fetched its kernel (a reboot we saw
 //!   no DHCP of, e.g. with an external DHCP server chaining to `/ipxe`).
 //!
-//! Other events of an earlier phase than the attempt reached (iPXE's own DHCP, k0s
-//! mirror downloads after the config) belong to the bar that is running and move no
-//! boundary. Events outside the boot path (state changes, refusals, power) are not
-//! bars.
+//! Other events of an earlier phase than the attempt reached (iPXE's own DHCP, a
+//! kernel fetched again) belong to the bar that is running and move no boundary.
+//! Events outside the boot path (state changes, refusals, power, k0s mirror files
+//! the installed OS downloads) are not bars.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -73,6 +73,8 @@ impl Phase {
             Event::DhcpSeen(_) | Event::DhcpSent(_) => Self::Dhcp,
             Event::TftpServed { .. } => Self::Tftp,
             Event::IpxeScriptServed(_) => Self::Ipxe,
+            // Mirror files (k0s binaries, fetched by the installed OS) are not boot files.
+            Event::AssetServed { file, .. } if file.starts_with("mirror ") => return None,
             Event::AssetServed { .. } => Self::Kernel,
             Event::ConfigServed { .. } => Self::Config,
             Event::Installed(_) | Event::DiskInstalled => Self::Installed,

@@ -150,7 +150,9 @@ fn a_new_discover_after_progress_starts_a_new_attempt() {
         (61_300, asset("vmlinuz")),
         (64_800, asset("initrd")),
         (65_000, config()),
-        // k0s mirror files after the config run inside the open bar.
+        // A kernel fetched again after the config runs inside the open bar; the k0s
+        // mirror files the installed OS downloads are no boot step.
+        (65_500, asset("vmlinuz")),
         (66_000, asset("mirror k0s/v1.33/k0s")),
     ]);
     let w = waterfall(&events);
@@ -213,6 +215,8 @@ fn scripts_split_attempts_and_name_outcomes() {
                 reason: "installed".into(),
             }),
         ),
+        // The installed k0s node fetches its binaries from the mirror: no bar.
+        (25_000, asset("mirror k0s/v1.33/k0s")),
     ]);
     let w = waterfall(&events);
     assert_eq!(w.len(), 2);
