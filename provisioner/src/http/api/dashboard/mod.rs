@@ -87,8 +87,8 @@ pub(super) fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Res
 /// The dashboard routes (merged into the API router).
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/ui/machines") }))
-        .route("/ui", get(|| async { Redirect::to("/ui/machines") }))
+        .route("/", get(|| async { Redirect::to("/ui/fleet") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/fleet") }))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/fleet", get(fleet::fleet))
