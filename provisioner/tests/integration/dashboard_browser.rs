@@ -226,7 +226,8 @@ impl Driver {
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64.as_str().unwrap())
             .unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let (w, h) = png_size(&png);
+        assert!(w > 0 && h > 0, "{name}: {w}x{h}");
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
         std::fs::write(&path, &png).unwrap();
         println!("screenshot: {}", path.display());
@@ -279,6 +280,30 @@ impl Driver {
         );
         v.as_str().unwrap_or("").trim().to_string()
     }
+}
+
+/// Walks a PNG's chunks (PNG spec §5: signature, then length + type + data + CRC,
+/// `IHDR` first, `IDAT` data, `IEND` last) and returns the `IHDR` width and height.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG signature");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let (mut at, mut size, mut idat) = (8, None, 0);
+    loop {
+        assert!(at + 12 <= png.len(), "PNG truncated at byte {at}");
+        let len = be(&png[at..]) as usize;
+        let kind = &png[at + 4..at + 8];
+        let data = &png[at + 8..at + 8 + len];
+        match kind {
+            b"IHDR" => size = Some((be(data), be(&data[4..]))),
+            b"IDAT" => idat += len,
+            b"IEND" => break,
+            _ => {}
+        }
+        assert!(at > 8 || kind == b"IHDR", "IHDR must come first");
+        at += 12 + len;
+    }
+    assert!(idat > 0, "no image data");
+    size.expect("an IHDR chunk")
 }
 
 fn token_after(script: &str, marker: &str) -> String {
