@@ -9,6 +9,7 @@
 //! - any other node (Flatcar/k0s, plain) gets "network boot next" and a power cycle
 //!   from its power driver.
 
+pub mod adopt;
 pub mod bootstrap_view;
 pub mod clusters;
 pub mod credentials;
@@ -86,6 +87,9 @@ pub struct Operator {
     /// Talos reset over the Talos API ([`talos_reset::TalosResetter`]); `None` when
     /// `infra/` has no Talos cluster (the step then names the manual command).
     pub resetter: Option<Arc<dyn NodeResetter>>,
+    /// Writes adopted machines into `infra/` and reloads; `None` where the inputs
+    /// are not files the appliance may write (tests that serve a fixed catalog).
+    pub adopter: Option<Arc<adopt::Adopter>>,
 }
 
 fn step_from(step: &str, r: &Result<PowerOutcome, PowerError>) -> Step {

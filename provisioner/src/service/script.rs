@@ -65,7 +65,7 @@ impl BootService {
             },
             None => req.clone(),
         };
-        let mut decision = self.booter.decide(&decide_req, machine.as_ref());
+        let mut decision = self.booter().decide(&decide_req, machine.as_ref());
         let approved = machine
             .as_ref()
             .is_some_and(|m| admission::covers(m.approval.as_ref(), req.uuid.as_deref(), now));
@@ -80,7 +80,7 @@ impl BootService {
                         .increment(1);
                     self.refuse(mac, Stage::Script, peer, code, &reason, true)?;
                     let script =
-                        render::ipxe::refused_script(mac, &reason, &self.base, self.release.retry_secs);
+                        render::ipxe::refused_script(mac, &reason, &self.base, self.release().retry_secs);
                     return Ok((script, "refused"));
                 }
                 Release::Wait { unverifiable } => {
@@ -92,7 +92,7 @@ impl BootService {
                     }
                     let pending = self.await_approval(mac, req, peer, now)?;
                     let script =
-                        render::ipxe::waiting_script(mac, &pending, &self.base, self.release.retry_secs);
+                        render::ipxe::waiting_script(mac, &pending, &self.base, self.release().retry_secs);
                     return Ok((script, "waiting"));
                 }
             }
