@@ -28,6 +28,8 @@ use super::{BootService, ServiceError};
 struct Served {
     /// The request was bound to the machine (identity fields may be updated).
     bound: bool,
+    /// The requester's address.
+    peer: Option<IpAddr>,
     /// A UUID to pin.
     pin: Option<String>,
     /// The new boot-loop history of an install answer.
@@ -140,6 +142,7 @@ impl BootService {
         if record {
             let served = Served {
                 bound: bound.is_ok(),
+                peer,
                 pin,
                 history,
                 halted,
@@ -277,6 +280,7 @@ impl BootService {
         let install = matches!(decision, BootDecision::Install(_));
         let Served {
             bound,
+            peer,
             pin,
             history,
             halted,
@@ -292,6 +296,7 @@ impl BootService {
                 }
                 m.uuid = req.uuid.clone().or(m.uuid.take());
                 m.serial = req.serial.clone().or(m.serial.take());
+                m.ip = peer.or(m.ip);
                 if let Some(u) = pin.as_ref().filter(|_| m.pinned_uuid.is_none()) {
                     m.pinned_uuid = Some(u.clone());
                     events.push(Event::UuidPinned { uuid: u.clone(), mac }.at(now));

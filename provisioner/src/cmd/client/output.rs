@@ -94,6 +94,8 @@ pub fn machine_detail(m: &Value) -> String {
         ("UUID", "uuid"),
         ("UUID pin", "pinned_uuid"),
         ("Serial", "serial"),
+        ("Vendor", "vendor_class"),
+        ("IP", "ip"),
         ("Boot file", "boot_file"),
         ("First seen", "first_seen"),
         ("Last seen", "last_seen"),
