@@ -150,7 +150,7 @@ fn boot_service(
 ) -> anyhow::Result<(Arc<BootService>, Arc<crate::ops::adopt::Adopter>)> {
     let live = Arc::new(reload::Live::new(cfg, stores, cache, server_ip));
     let (booter, renderers, release) = live.parts(inputs)?;
-    let service = BootService::new(booter.clone(), stores.inventory.clone(), base.to_string())
+    let service = BootService::new(booter.0.clone(), stores.inventory.clone(), base.to_string())
         .with_loop_guard(cfg.boot_loop.guard())
         .with_config_token_ttl(cfg.config_token_ttl())
         .with_callback_token_ttl(cfg.housekeeping.callback_token_ttl())

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use provisioner_core::boot::{Booter, CatalogBooter};
-use provisioner_core::catalog::ConfigKind;
+use provisioner_core::catalog::{Catalog, ConfigKind};
 use provisioner_core::dhcp::Personality;
 use provisioner_core::k0s::store::K0sSecretStore;
 use provisioner_core::render::config::ConfigRenderer;
@@ -22,7 +22,7 @@ use crate::inputs::Inputs;
 use crate::service::{BootService, ReleasePolicy, ReleaseSettings};
 
 /// The booter, the renderers and the release policy of one set of inputs.
-pub(super) type Parts = (Arc<dyn Booter>, HashMap<ConfigKind, Arc<dyn ConfigRenderer>>, ReleasePolicy);
+pub(super) type Parts = ((Arc<dyn Booter>, Arc<Catalog>), HashMap<ConfigKind, Arc<dyn ConfigRenderer>>, ReleasePolicy);
 
 type Secrets = (Option<Arc<dyn SecretStore>>, Option<Arc<dyn K0sSecretStore>>);
 
@@ -92,7 +92,7 @@ impl Live {
         if let Some(r) = crate::os::k0s::renderer(&clusters.k0s, k0s, &self.cache)? {
             renderers.insert(ConfigKind::Flatcar, r);
         }
-        Ok((booter, renderers, release))
+        Ok(((booter, Arc::new(inputs.catalog.clone())), renderers, release))
     }
 }
 

@@ -111,6 +111,11 @@ fn step_from(step: &str, r: &Result<PowerOutcome, PowerError>) -> Step {
 }
 
 impl Operator {
+    /// The catalog the booter decides with now (reloaded after an adoption).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.service.catalog().unwrap_or_else(|| self.catalog.clone())
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(Arc<BootService>) -> Result<T, OpError> + Send + 'static,
@@ -156,7 +161,7 @@ impl Operator {
             detail: "ReimageRequested: the next network boot installs with a fresh one-time config token"
                 .into(),
         }];
-        let assign = assignment(&self.catalog, &machine);
+        let assign = assignment(&self.catalog(), &machine);
         if assign.as_ref().map(|a| a.config) == Some(ConfigKind::Talos) {
             let cluster = assign.as_ref().and_then(|a| a.cluster.clone());
             let step = match &self.resetter {

@@ -94,6 +94,9 @@ pub struct BootService {
     replays_recorded: Mutex<HashSet<String>>,
     /// Config renderers by kind; kinds without one get the plain document.
     renderers: RwLock<HashMap<ConfigKind, Arc<dyn ConfigRenderer>>>,
+    /// The catalog the booter decides with, once inputs were (re)loaded into it: the
+    /// operator's views show what the booter decides.
+    catalog: RwLock<Option<Arc<provisioner_core::catalog::Catalog>>>,
     /// Boot-loop protection limits.
     guard: LoopGuard,
     /// How long a config token works after its script was rendered.
@@ -129,6 +132,7 @@ impl BootService {
             peers: Mutex::new(HashMap::new()),
             replays_recorded: Mutex::new(HashSet::new()),
             renderers: RwLock::default(),
+            catalog: RwLock::default(),
             guard: LoopGuard::default(),
             config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
             callback_token_ttl: time::Duration::seconds(DEFAULT_CALLBACK_TOKEN_TTL.as_secs() as i64),
@@ -203,6 +207,11 @@ impl BootService {
         read(&self.booter).clone()
     }
 
+    /// The catalog of the last [`BootService::reload`], if any.
+    pub fn catalog(&self) -> Option<Arc<provisioner_core::catalog::Catalog>> {
+        read(&self.catalog).clone()
+    }
+
     /// The renderer of `kind` now, if one is attached.
     pub(crate) fn renderer(&self, kind: ConfigKind) -> Option<Arc<dyn ConfigRenderer>> {
         read(&self.renderers).get(&kind).cloned()
@@ -213,10 +222,11 @@ impl BootService {
     /// the old inputs or the new ones. Tokens, peers and approvals stay.
     pub fn reload(
         &self,
-        booter: Arc<dyn Booter>,
+        (booter, catalog): (Arc<dyn Booter>, Arc<provisioner_core::catalog::Catalog>),
         renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
         release: ReleasePolicy,
     ) {
+        *write(&self.catalog) = Some(catalog);
         *write(&self.release) = Arc::new(release);
         *write(&self.renderers) = renderers;
         *write(&self.booter) = booter;

@@ -64,16 +64,19 @@ pub fn nodes(infra: &Infra) -> Vec<NodeRef> {
     talos.chain(k0s).collect()
 }
 
-/// The profile that boots `node`: among the profiles naming its cluster with its
-/// config kind, those whose `role` is unset or the node's; one with the node's role
-/// set wins over one without. `Err` lists the candidates when that is not one.
+/// The profile that boots `node`: among the profiles naming its cluster (those with
+/// its distribution's config kind, if any; else any kind, e.g. a `plain` rescue
+/// profile), those whose `role` is unset or the node's; one with the node's role set
+/// wins over one without. `Err` lists the candidates when that is not one.
 pub fn profile_for<'a>(cat: &'a Catalog, node: &NodeRef) -> Result<&'a Profile, Vec<String>> {
-    let fits: Vec<&Profile> = cat
+    let named: Vec<&Profile> = cat
         .profiles
         .values()
-        .filter(|p| p.cluster.as_deref() == Some(node.cluster.as_str()) && p.config == node.kind)
+        .filter(|p| p.cluster.as_deref() == Some(node.cluster.as_str()))
         .filter(|p| p.role.is_none_or(|r| r == node.role))
         .collect();
+    let kind: Vec<&Profile> = named.iter().copied().filter(|p| p.config == node.kind).collect();
+    let fits = if kind.is_empty() { named } else { kind };
     let exact: Vec<&Profile> = fits.iter().copied().filter(|p| p.role == Some(node.role)).collect();
     match (exact.as_slice(), fits.as_slice()) {
         ([one], _) | ([], [one]) => Ok(one),

@@ -77,7 +77,7 @@ pub struct MachineDetail {
 
 /// The view of `m`.
 pub fn view(st: &ApiState, m: &Machine, last_event: Option<TimelineEvent>) -> MachineView {
-    let a = assignment(&st.ops.catalog, m);
+    let a = assignment(&st.ops.catalog(), m);
     MachineView {
         mac: m.mac.to_string(),
         state: m.state,
