@@ -55,7 +55,7 @@ fn lab_genmachine(prefix: &str) -> String {
 }
 
 /// Turns a plain lab site into the GenMachine one (see the module docs).
-fn make_talos_site(site: &LabSite, prefix: &str) {
+pub(crate) fn make_talos_site(site: &LabSite, prefix: &str) {
     let root = &site.root;
     fs::write(root.join("infra/genmachine.yaml"), lab_genmachine(prefix)).unwrap();
     // Talos' file names, the payload's bytes (hard links: no copy).
@@ -101,7 +101,7 @@ fn make_talos_site(site: &LabSite, prefix: &str) {
 
 /// `provisioner <args> --config <site>`; stdout. Output is never printed on
 /// success (it can be a machine config with keys).
-fn cli(site: &LabSite, args: &[&str]) -> Vec<u8> {
+pub(crate) fn cli(site: &LabSite, args: &[&str]) -> Vec<u8> {
     let out = Command::new(provisioner_bin().unwrap())
         .args(args)
         .arg("--config")
