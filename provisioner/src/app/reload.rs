@@ -22,7 +22,11 @@ use crate::inputs::Inputs;
 use crate::service::{BootService, ReleasePolicy, ReleaseSettings};
 
 /// The booter, the renderers and the release policy of one set of inputs.
-pub(super) type Parts = ((Arc<dyn Booter>, Arc<Catalog>), HashMap<ConfigKind, Arc<dyn ConfigRenderer>>, ReleasePolicy);
+pub(super) type Parts = (
+    (Arc<dyn Booter>, Arc<Catalog>),
+    HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
+    ReleasePolicy,
+);
 
 type Secrets = (Option<Arc<dyn SecretStore>>, Option<Arc<dyn K0sSecretStore>>);
 
@@ -76,7 +80,10 @@ impl Live {
             self.server_ip,
         );
         let (talos, k0s) = {
-            let mut held = self.secrets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut held = self
+                .secrets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if held.0.is_none() && !clusters.talos.is_empty() {
                 held.0 = Some(talos_secrets(cfg).context("opening the Talos secrets store")?);
             }
@@ -104,7 +111,8 @@ pub(super) struct Reloading {
 }
 
 impl crate::ops::adopt::Reloader for Reloading {
-    fn reload(&self) -> Result<(), String> { // arch: string-result-ok (shown to the operator)
+    fn reload(&self) -> Result<(), String> {
+        // arch: string-result-ok (shown to the operator)
         let inputs = Inputs::load(self.live.cfg.input_dirs()).map_err(|e| e.to_string())?;
         let (booter, renderers, release) = self.live.parts(&inputs).map_err(|e| format!("{e:#}"))?;
         self.service.reload(booter, renderers, release);

@@ -105,9 +105,15 @@ impl Adopter {
     /// Writes `mac` (and `uuid`, for Talos nodes) into node `host`, then reloads.
     /// Blocking (file I/O and fsync).
     pub fn adopt(&self, mac: MacAddr, host: &str, uuid: Option<&str>) -> Result<Adopted, AdoptError> {
-        let _one = self.one_at_a_time.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let inputs = Inputs::load(self.dirs())
-            .map_err(|e| AdoptError::Invalid(format!("the inputs do not validate now (run `provisioner check`): {e}")))?;
+        let _one = self
+            .one_at_a_time
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inputs = Inputs::load(self.dirs()).map_err(|e| {
+            AdoptError::Invalid(format!(
+                "the inputs do not validate now (run `provisioner check`): {e}"
+            ))
+        })?;
         let found: Vec<_> = adopt::nodes(&inputs.infra)
             .into_iter()
             .filter(|n| n.hostname == host)
@@ -120,7 +126,12 @@ impl Adopter {
                 return Err(AdoptError::Ambiguous(host.into(), names.join(", ")));
             }
         };
-        let file = inputs.infra.sources.get(&node.cluster).cloned().unwrap_or_default();
+        let file = inputs
+            .infra
+            .sources
+            .get(&node.cluster)
+            .cloned()
+            .unwrap_or_default();
         if let Some(m) = node.mac.filter(|m| *m != mac && !is_placeholder_mac(*m)) {
             return Err(AdoptError::Conflict(format!(
                 "node {host:?} already has mac {m} ({} nodes[{}].mac); edit the file to change it",
@@ -131,12 +142,18 @@ impl Adopter {
         claimed_elsewhere(&inputs, &node, &file, mac)?;
         // k0s nodes have no `uuid` field.
         let uuid = uuid.filter(|_| node.kind == ConfigKind::Talos);
-        let io = |source| AdoptError::Io { file: file.clone(), source };
+        let io = |source| AdoptError::Io {
+            file: file.clone(),
+            source,
+        };
         let text = std::fs::read_to_string(&file).map_err(io)?;
         let edited = edit::adopt(&text, host, mac, uuid).map_err(|e| AdoptError::Conflict(e.to_string()))?;
         if !edited.lines.is_empty() {
             Inputs::load_with(self.dirs(), Some((&file, &edited.text))).map_err(|e| {
-                AdoptError::Invalid(format!("the edited {} would not validate, nothing written: {e}", file.display()))
+                AdoptError::Invalid(format!(
+                    "the edited {} would not validate, nothing written: {e}",
+                    file.display()
+                ))
             })?;
             write_atomically(&file, &edited.text).map_err(io)?;
             tracing::info!(%mac, node = host, file = %file.display(), "adopted: infra/ written");
@@ -147,7 +164,11 @@ impl Adopter {
             cluster: node.cluster,
             node: host.into(),
             file: file.display().to_string(),
-            lines: edited.lines.iter().map(|&i| lines[i].trim().to_string()).collect(),
+            lines: edited
+                .lines
+                .iter()
+                .map(|&i| lines[i].trim().to_string())
+                .collect(),
             uuid: uuid.map(str::to_string),
             reload_error: self.reloader.reload().err(),
         })
@@ -155,7 +176,12 @@ impl Adopter {
 }
 
 /// Refuses a MAC that another node or a group of `profiles/groups/` claims.
-fn claimed_elsewhere(inputs: &Inputs, node: &adopt::NodeRef, file: &Path, mac: MacAddr) -> Result<(), AdoptError> {
+fn claimed_elsewhere(
+    inputs: &Inputs,
+    node: &adopt::NodeRef,
+    file: &Path,
+    mac: MacAddr,
+) -> Result<(), AdoptError> {
     let own = format!("node {}/{}", node.cluster, node.hostname);
     // The group derived for this node repeats its own MAC.
     let derived = format!("group {}", node.hostname);

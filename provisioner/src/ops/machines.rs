@@ -127,12 +127,19 @@ impl Operator {
         let service = self.service.clone();
         let task = move || -> Result<_, AdoptFailure> {
             let machine = service.inventory().get(mac).map_err(ServiceError::from)?;
-            let uuid = machine.as_ref().and_then(|m| m.pinned_uuid.clone().or_else(|| m.uuid.clone()));
+            let uuid = machine
+                .as_ref()
+                .and_then(|m| m.pinned_uuid.clone().or_else(|| m.uuid.clone()));
             let adopted = adopter.adopt(mac, &node, uuid.as_deref())?;
             if machine.is_some() && !adopted.lines.is_empty() {
                 let fields = vec![format!("adopted into {} as node {}", adopted.file, adopted.node)];
                 service.update(mac, &mut |_| Update {
-                    events: vec![Event::MachineUpdated { fields: fields.clone() }.at(OffsetDateTime::now_utc())],
+                    events: vec![
+                        Event::MachineUpdated {
+                            fields: fields.clone(),
+                        }
+                        .at(OffsetDateTime::now_utc()),
+                    ],
                     ..Update::default()
                 })?;
             }

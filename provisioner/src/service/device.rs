@@ -279,7 +279,7 @@ impl BootService {
             Ok(_) => {
                 let access = random_hex();
                 let release = self.release();
-        let d = &release.device;
+                let d = &release.device;
                 if let Ok(mut a) = self.device.access.lock() {
                     a.retain(|_, x| x.expires_ms > t);
                     a.insert(

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 use super::common::cli::repo;
 use super::common::daemon::{Daemon, http, loopback_boot, run, write_config};
+use super::common::live::{client_socket, proxy_dhcp, pxe_request, send};
+use provisioner_core::dhcp::v4::MessageType;
 
 const UNKNOWN_1: &str = "52:54:00:17:00:01";
 const UNKNOWN_2: &str = "52:54:00:17:00:02";
@@ -57,7 +59,10 @@ fn config(dir: &Path) -> PathBuf {
     let cfg = loopback_boot(&write_config(dir, &tftp));
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     // No node is ever dialled (the 192.168.1.x addresses are the homelab's).
-    text.push_str(&format!("gitops_dir: {}/gitops\nbootstrap: {{ enabled: false }}\n", dir.display()));
+    text.push_str(&format!(
+        "gitops_dir: {}/gitops\nbootstrap: {{ enabled: false }}\n",
+        dir.display()
+    ));
     std::fs::write(&cfg, text).unwrap();
     cfg
 }
@@ -65,7 +70,12 @@ fn config(dir: &Path) -> PathBuf {
 fn ipxe(d: &Daemon, mac: &str, uuid: Option<&str>) -> String {
     let mac = mac.replace(':', "-");
     let uuid = uuid.map(|u| format!("&uuid={u}")).unwrap_or_default();
-    let (st, body) = http(d.http, "GET", &format!("/ipxe?mac={mac}&arch=x86_64&platform=efi{uuid}")).unwrap();
+    let (st, body) = http(
+        d.http,
+        "GET",
+        &format!("/ipxe?mac={mac}&arch=x86_64&platform=efi{uuid}"),
+    )
+    .unwrap();
     assert_eq!(st, 200);
     String::from_utf8(body).unwrap()
 }
@@ -89,8 +99,14 @@ fn diff(old: &str, new: &str) -> (Vec<String>, Vec<String>) {
     let o: Vec<&str> = old.lines().collect();
     let n: Vec<&str> = new.lines().collect();
     (
-        o.iter().filter(|l| !n.contains(l)).map(|l| l.to_string()).collect(),
-        n.iter().filter(|l| !o.contains(l)).map(|l| l.to_string()).collect(),
+        o.iter()
+            .filter(|l| !n.contains(l))
+            .map(|l| l.to_string())
+            .collect(),
+        n.iter()
+            .filter(|l| !o.contains(l))
+            .map(|l| l.to_string())
+            .collect(),
     )
 }
 
@@ -99,10 +115,30 @@ fn a_discovered_machine_is_adopted_by_cli_and_api_and_installs_on_its_next_boot(
     let dir = tempfile::tempdir().unwrap();
     site(dir.path());
     let cfg = config(dir.path());
+    let ports = proxy_dhcp(&cfg);
     let infra = dir.path().join("infra/genmachine.yaml");
     let original = std::fs::read_to_string(&infra).unwrap();
     let d = Daemon::start(&cfg);
     let admin = d.token("admin");
+
+    // Its firmware's PXE DISCOVER (proxy DHCP) records its vendor class.
+    let discover = pxe_request(UNKNOWN_1, MessageType::Discover);
+    let client = client_socket();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        send(&client, ports.dhcp, &discover);
+        let (_, body) = d.api_get(&format!("/api/v1/machines/{UNKNOWN_1}"), Some(&admin));
+        let m: Value = serde_json::from_str(&body).unwrap_or_default();
+        if m["vendor_class"] == "PXEClient:Arch:00007:UNDI:003016" {
+            assert_eq!(m["state"], "Discovered", "{m}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no vendor class recorded: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     // An unknown machine boots: no install, a Discovered record with what it said.
     let script = ipxe(&d, UNKNOWN_1, Some(UUID_1));
@@ -121,18 +157,31 @@ fn a_discovered_machine_is_adopted_by_cli_and_api_and_installs_on_its_next_boot(
     assert_eq!((st, e["code"].as_str()), (404, Some("node_not_found")), "{e}");
     let (st, e) = adopt_api(&d, &admin, UNKNOWN_1, r#"{"node":"talos-3"}"#);
     assert_eq!((st, e["code"].as_str()), (409, Some("mac_conflict")), "{e}");
-    assert!(e["message"].as_str().unwrap().contains(&format!("already has mac {TALOS_3}")), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("already has mac {TALOS_3}")),
+        "{e}"
+    );
     let (st, e) = adopt_api(&d, &admin, OUTSIDE, r#"{"node":"talos-1"}"#);
     assert_eq!((st, e["code"].as_str()), (409, Some("mac_conflict")), "{e}");
     let msg = e["message"].as_str().unwrap();
-    assert!(msg.contains("outside.yaml") && msg.contains("selector.mac"), "{e}");
+    assert!(
+        msg.contains("outside.yaml") && msg.contains("selector.mac"),
+        "{e}"
+    );
     let (st, e) = adopt_api(&d, &admin, TALOS_3, r#"{"node":"talos-1"}"#);
     assert_eq!(st, 409, "{e}");
     assert!(e["message"].as_str().unwrap().contains("nodes[2].mac"), "{e}");
     let read_only = d.token("read-only");
     let (st, _) = adopt_api(&d, &read_only, UNKNOWN_1, r#"{"node":"talos-1"}"#);
     assert_eq!(st, 403);
-    assert_eq!(std::fs::read_to_string(&infra).unwrap(), original, "a refusal wrote the file");
+    assert_eq!(
+        std::fs::read_to_string(&infra).unwrap(),
+        original,
+        "a refusal wrote the file"
+    );
 
     // Adopt through the CLI (which goes through the API).
     let (ok, out, err) = run(&[
@@ -149,7 +198,10 @@ fn a_discovered_machine_is_adopted_by_cli_and_api_and_installs_on_its_next_boot(
         d.ca().to_str().unwrap(),
     ]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("adopted as node talos-1") && out.contains("reloaded"), "{out}");
+    assert!(
+        out.contains("adopted as node talos-1") && out.contains("reloaded"),
+        "{out}"
+    );
     let after_cli = std::fs::read_to_string(&infra).unwrap();
     let (gone, came) = diff(&original, &after_cli);
     assert_eq!(
@@ -168,12 +220,20 @@ fn a_discovered_machine_is_adopted_by_cli_and_api_and_installs_on_its_next_boot(
         ]
     );
     assert_eq!(after_cli.lines().count(), original.lines().count() + 1);
-    let comments = |t: &str| t.lines().filter(|l| l.trim_start().starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+    let comments = |t: &str| {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(comments(&after_cli), comments(&original));
-    assert!(!dir.path().join("infra").read_dir().unwrap().any(|e| {
-        let name = e.unwrap().file_name();
-        name.to_string_lossy().starts_with('.')
-    }), "no temp file left");
+    assert!(
+        !dir.path().join("infra").read_dir().unwrap().any(|e| {
+            let name = e.unwrap().file_name();
+            name.to_string_lossy().starts_with('.')
+        }),
+        "no temp file left"
+    );
     // Adopting again with the same values writes nothing.
     let (st, again) = adopt_api(&d, &admin, UNKNOWN_1, r#"{"node":"talos-1"}"#);
     assert_eq!(st, 200, "{again}");
@@ -187,13 +247,22 @@ fn a_discovered_machine_is_adopted_by_cli_and_api_and_installs_on_its_next_boot(
     let config_path = script
         .split_whitespace()
         .find_map(|w| w.strip_prefix("talos.config="))
-        .map(|u| u.trim_start_matches("http://").split_once('/').unwrap().1.to_string())
+        .map(|u| {
+            u.trim_start_matches("http://")
+                .split_once('/')
+                .unwrap()
+                .1
+                .to_string()
+        })
         .unwrap();
     let (st, config) = http(d.http, "GET", &format!("/{config_path}")).unwrap();
     let config = String::from_utf8_lossy(&config).to_string();
     assert_eq!(st, 200, "{config}");
     assert!(config.contains("hostname: talos-1"), "{config}");
-    assert!(config.contains(UNKNOWN_1), "the NIC selector follows the MAC: {config}");
+    assert!(
+        config.contains(UNKNOWN_1),
+        "the NIC selector follows the MAC: {config}"
+    );
     let (_, body) = d.api_get(&format!("/api/v1/machines/{UNKNOWN_1}"), Some(&admin));
     let m: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(m["cluster"], "genmachine", "{m}");
@@ -202,7 +271,11 @@ fn a_discovered_machine_is_adopted_by_cli_and_api_and_installs_on_its_next_boot(
     ipxe(&d, UNKNOWN_2, None);
     let (st, a) = adopt_api(&d, &admin, UNKNOWN_2, r#"{"node":"talos-2"}"#);
     assert_eq!(st, 200, "{a}");
-    assert_eq!(a["lines"], serde_json::json!([format!("mac: \"{UNKNOWN_2}\"")]), "{a}");
+    assert_eq!(
+        a["lines"],
+        serde_json::json!([format!("mac: \"{UNKNOWN_2}\"")]),
+        "{a}"
+    );
     assert!(a["reload_error"].is_null(), "{a}");
     let after_api = std::fs::read_to_string(&infra).unwrap();
     let (gone, came) = diff(&after_cli, &after_api);
@@ -234,7 +307,10 @@ fn check_refuses_a_mac_claimed_twice_naming_both_files_and_fields() {
     )
     .unwrap();
     let err = check();
-    let line = err.lines().find(|l| l.contains("talos-3-old.yaml")).unwrap_or_else(|| panic!("{err}"));
+    let line = err
+        .lines()
+        .find(|l| l.contains("talos-3-old.yaml"))
+        .unwrap_or_else(|| panic!("{err}"));
     assert!(line.contains("field `selector.mac`"), "{line}");
     assert!(line.contains("genmachine.yaml field `nodes[2].mac`"), "{line}");
     assert!(line.contains("need no group"), "{line}");
@@ -244,13 +320,19 @@ fn check_refuses_a_mac_claimed_twice_naming_both_files_and_fields() {
     std::fs::write(
         dir.path().join("profiles/groups/outside-2.yaml"),
         // Not the same selector (the catalog refuses that by itself): the same MAC.
-        format!("id: outside-2\nprofile: rescue\nselector: {{ mac: \"{}\", arch: amd64 }}\n", OUTSIDE.to_uppercase()),
+        format!(
+            "id: outside-2\nprofile: rescue\nselector: {{ mac: \"{}\", arch: amd64 }}\n",
+            OUTSIDE.to_uppercase()
+        ),
     )
     .unwrap();
     let err = check();
     assert!(
-        err.lines().any(|l| l.contains("outside-2.yaml: field `selector.mac`") && l.contains("outside.yaml field `selector.mac`")
-            || l.contains("outside.yaml: field `selector.mac`") && l.contains("outside-2.yaml field `selector.mac`")),
+        err.lines()
+            .any(|l| l.contains("outside-2.yaml: field `selector.mac`")
+                && l.contains("outside.yaml field `selector.mac`")
+                || l.contains("outside.yaml: field `selector.mac`")
+                    && l.contains("outside-2.yaml field `selector.mac`")),
         "{err}"
     );
     std::fs::remove_file(dir.path().join("profiles/groups/outside-2.yaml")).unwrap();
@@ -262,7 +344,9 @@ fn check_refuses_a_mac_claimed_twice_naming_both_files_and_fields() {
     std::fs::write(dir.path().join("infra/beelink.yaml"), beelink).unwrap();
     let err = check();
     assert!(
-        err.lines().any(|l| l.contains("beelink.yaml: field `nodes[2].mac`") && l.contains("genmachine.yaml field `nodes[2].mac`")),
+        err.lines()
+            .any(|l| l.contains("beelink.yaml: field `nodes[2].mac`")
+                && l.contains("genmachine.yaml field `nodes[2].mac`")),
         "{err}"
     );
 }

@@ -71,8 +71,12 @@ fn rig() -> Rig {
 /// A rig over `inventory`, with a config-token TTL if given.
 fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
     // The groups of infra/ nodes are derived from infra/ (provisioner_core::adopt).
-    let (images, profiles, infra, gitops) =
-        (repo().join("images"), repo().join("profiles"), repo().join("infra"), repo().join("gitops"));
+    let (images, profiles, infra, gitops) = (
+        repo().join("images"),
+        repo().join("profiles"),
+        repo().join("infra"),
+        repo().join("gitops"),
+    );
     let inputs = provisioner::inputs::Inputs::load(provisioner::inputs::Dirs {
         images: &images,
         profiles: &profiles,

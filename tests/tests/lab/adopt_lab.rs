@@ -40,12 +40,18 @@ fn an_unknown_machine_is_discovered_adopted_by_the_cli_and_installs_on_its_next_
     let site = LabSite::write(&lab, &payload, &[MAC]).unwrap_or_else(|e| panic!("{e:#}"));
     make_talos_site(&site, &lab.subnet_prefix());
     let infra = site.root.join("infra/genmachine.yaml");
-    let text = fs::read_to_string(&infra).unwrap().replace(TALOS_1_LAB, PLACEHOLDER);
+    let text = fs::read_to_string(&infra)
+        .unwrap()
+        .replace(TALOS_1_LAB, PLACEHOLDER);
     fs::write(&infra, &text).unwrap();
     // The plain profile (no device flow): this test is about adoption.
     let profile = site.root.join("profiles/profiles/genmachine-controlplane.yaml");
     let p = fs::read_to_string(&profile).unwrap();
-    let p: String = p.lines().filter(|l| !l.starts_with("device_flow")).map(|l| format!("{l}\n")).collect();
+    let p: String = p
+        .lines()
+        .filter(|l| !l.starts_with("device_flow"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     fs::write(&profile, p).unwrap();
     cli(&site, &["check"]);
     let before = fs::read_to_string(&infra).unwrap();
@@ -55,24 +61,38 @@ fn an_unknown_machine_is_discovered_adopted_by_the_cli_and_installs_on_its_next_
         panic!(
             "{what}: {e:#}\n--- appliance log ---\n{}\n--- serial ---\n{}",
             provisioner_e2e::tail(&appliance.log(), 40),
-            vm.map(|v| provisioner_e2e::tail(&v.serial(), 30)).unwrap_or_default()
+            vm.map(|v| provisioner_e2e::tail(&v.serial(), 30))
+                .unwrap_or_default()
         )
     };
-    let snippet = appliance.dhcp_snippet("dnsmasq").unwrap_or_else(|e| fail("snippet", e, None));
+    let snippet = appliance
+        .dhcp_snippet("dnsmasq")
+        .unwrap_or_else(|e| fail("snippet", e, None));
     let _dnsmasq = lab.dnsmasq(&snippet).unwrap_or_else(|e| fail("dnsmasq", e, None));
 
     // First boot: nothing matches; the appliance records what the machine said.
     let mut vm = boot(&lab);
     let uuid = vm.machine().smbios_uuid();
-    let show = provisioner_e2e::wait_for(Firmware::SeabiosIpxe.boot_timeout(), "the machine Discovered", || {
-        let out = appliance.admin_cli(&["machines", "show", MAC, "--json"]).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        Ok((v["state"] == "Discovered" && v["uuid"].is_string()).then_some(v))
-    })
+    let show = provisioner_e2e::wait_for(
+        Firmware::SeabiosIpxe.boot_timeout(),
+        "the machine Discovered",
+        || {
+            let out = appliance
+                .admin_cli(&["machines", "show", MAC, "--json"])
+                .unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            Ok((v["state"] == "Discovered" && v["uuid"].is_string()).then_some(v))
+        },
+    )
     .unwrap_or_else(|e| fail("discovery", e, Some(&vm)));
     assert_eq!(show["uuid"], uuid.as_str(), "{show}");
     assert_eq!(show["firmware"], "bios", "{show}");
-    assert!(show["ip"].as_str().is_some_and(|ip| ip.starts_with(&lab.subnet_prefix())), "{show}");
+    assert!(
+        show["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with(&lab.subnet_prefix())),
+        "{show}"
+    );
     assert!(show["cluster"].is_null(), "{show}");
     assert!(!vm.serial().contains(markers::CONFIG_FETCHED));
     vm.kill();
@@ -83,10 +103,19 @@ fn an_unknown_machine_is_discovered_adopted_by_the_cli_and_installs_on_its_next_
     let out = appliance
         .admin_cli(&["machines", "adopt", MAC, "--node", "talos-1"])
         .unwrap_or_else(|e| fail("adopt", e, None));
-    assert!(out.contains("adopted as node talos-1") && out.contains("reloaded"), "{out}");
+    assert!(
+        out.contains("adopted as node talos-1") && out.contains("reloaded"),
+        "{out}"
+    );
     let after = fs::read_to_string(&infra).unwrap();
-    let removed: Vec<&str> = before.lines().filter(|l| !after.lines().any(|a| a == *l)).collect();
-    let added: Vec<&str> = after.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+    let removed: Vec<&str> = before
+        .lines()
+        .filter(|l| !after.lines().any(|a| a == *l))
+        .collect();
+    let added: Vec<&str> = after
+        .lines()
+        .filter(|l| !before.lines().any(|b| b == *l))
+        .collect();
     assert_eq!(
         removed,
         [
@@ -108,8 +137,11 @@ fn an_unknown_machine_is_discovered_adopted_by_the_cli_and_installs_on_its_next_
 
     // Second boot, same appliance process: it installs.
     let mut vm = boot(&lab);
-    vm.wait_for_serial(markers::CONFIG_FETCHED, Firmware::SeabiosIpxe.boot_timeout() + Duration::from_secs(60))
-        .unwrap_or_else(|e| fail("install after adoption", e, Some(&vm)));
+    vm.wait_for_serial(
+        markers::CONFIG_FETCHED,
+        Firmware::SeabiosIpxe.boot_timeout() + Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| fail("install after adoption", e, Some(&vm)));
     vm.wait_for_serial(markers::CALLBACK_OK, Duration::from_secs(60))
         .unwrap_or_else(|e| fail("install callback", e, Some(&vm)));
     let serial = vm.serial();
@@ -122,7 +154,10 @@ fn an_unknown_machine_is_discovered_adopted_by_the_cli_and_installs_on_its_next_
     let v: serde_json::Value = serde_json::from_str(&show).unwrap();
     assert_eq!(v["cluster"], "genmachine", "{v}");
     assert_eq!(v["group"], "talos-1", "{v}");
-    assert!(appliance.log().contains("generated the Talos secrets bundle"), "secrets generated at the reload");
+    assert!(
+        appliance.log().contains("generated the Talos secrets bundle"),
+        "secrets generated at the reload"
+    );
     // Only the adoption wrote infra/.
     assert_eq!(fs::read_to_string(&infra).unwrap(), after);
 }

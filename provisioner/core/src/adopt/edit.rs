@@ -107,7 +107,11 @@ pub fn adopt(text: &str, host: &str, mac: MacAddr, uuid: Option<&str>) -> Result
                 let old_mac = old.parse::<MacAddr>().ok();
                 if old_mac != Some(mac) {
                     if old_mac.is_some_and(|m| !is_placeholder_mac(m)) {
-                        return Err(EditError::Taken { host: host.into(), field: "mac", value: old });
+                        return Err(EditError::Taken {
+                            host: host.into(),
+                            field: "mac",
+                            value: old,
+                        });
                     }
                     lines[i].replace_range(range, &mac_s);
                     changed.push(i);
@@ -135,7 +139,11 @@ pub fn adopt(text: &str, host: &str, mac: MacAddr, uuid: Option<&str>) -> Result
             match found {
                 Some((old, _)) if old.eq_ignore_ascii_case(uuid) => {}
                 Some((old, _)) => {
-                    return Err(EditError::Taken { host: host.into(), field: "uuid", value: old });
+                    return Err(EditError::Taken {
+                        host: host.into(),
+                        field: "uuid",
+                        value: old,
+                    });
                 }
                 None => {
                     lines.insert(mac_line + 1, format!("{}uuid: \"{uuid}\"\n", " ".repeat(col)));
@@ -144,7 +152,10 @@ pub fn adopt(text: &str, host: &str, mac: MacAddr, uuid: Option<&str>) -> Result
             }
         }
         changed.sort_unstable();
-        return Ok(Edited { text: lines.concat(), lines: changed });
+        return Ok(Edited {
+            text: lines.concat(),
+            lines: changed,
+        });
     }
     Err(EditError::NoNode(host.to_string()))
 }

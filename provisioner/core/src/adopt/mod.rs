@@ -34,7 +34,11 @@ pub struct NodeRef {
 }
 
 fn role(control_plane: bool) -> NodeRole {
-    if control_plane { NodeRole::Controlplane } else { NodeRole::Worker }
+    if control_plane {
+        NodeRole::Controlplane
+    } else {
+        NodeRole::Worker
+    }
 }
 
 /// Every node of every cluster, in file order.
@@ -77,7 +81,11 @@ pub fn profile_for<'a>(cat: &'a Catalog, node: &NodeRef) -> Result<&'a Profile, 
         .collect();
     let kind: Vec<&Profile> = named.iter().copied().filter(|p| p.config == node.kind).collect();
     let fits = if kind.is_empty() { named } else { kind };
-    let exact: Vec<&Profile> = fits.iter().copied().filter(|p| p.role == Some(node.role)).collect();
+    let exact: Vec<&Profile> = fits
+        .iter()
+        .copied()
+        .filter(|p| p.role == Some(node.role))
+        .collect();
     match (exact.as_slice(), fits.as_slice()) {
         ([one], _) | ([], [one]) => Ok(one),
         (_, _) => Err(fits.iter().map(|p| p.id.clone()).collect()),
@@ -170,16 +178,34 @@ pub fn claims(cat: &Catalog, infra: &Infra) -> Vec<(MacAddr, Claim)> {
         );
         for (mac, field) in fields {
             let field = format!("nodes[{}].{field}", n.index);
-            out.push((mac, Claim { file: file.clone(), field, owner: owner.clone() }));
+            out.push((
+                mac,
+                Claim {
+                    file: file.clone(),
+                    field,
+                    owner: owner.clone(),
+                },
+            ));
         }
     }
     for g in cat.groups.values() {
         let Some(mac) = g.selector.get("mac").and_then(|m| m.parse::<MacAddr>().ok()) else {
             continue;
         };
-        let file = cat.sources.get(&format!("group/{}", g.id)).cloned().unwrap_or_default();
+        let file = cat
+            .sources
+            .get(&format!("group/{}", g.id))
+            .cloned()
+            .unwrap_or_default();
         let owner = format!("group {}", g.id);
-        out.push((mac, Claim { file, field: "selector.mac".into(), owner }));
+        out.push((
+            mac,
+            Claim {
+                file,
+                field: "selector.mac".into(),
+                owner,
+            },
+        ));
     }
     out
 }

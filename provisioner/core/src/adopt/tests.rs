@@ -4,7 +4,12 @@ use super::edit::{EditError, adopt};
 use super::*;
 
 fn shipped(file: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra").join(file)).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../infra")
+            .join(file),
+    )
+    .unwrap()
 }
 
 fn mac(s: &str) -> MacAddr {
@@ -15,8 +20,16 @@ fn mac(s: &str) -> MacAddr {
 fn diff(old: &str, new: &str) -> (Vec<String>, Vec<String>) {
     let o: Vec<&str> = old.lines().collect();
     let n: Vec<&str> = new.lines().collect();
-    let gone = o.iter().filter(|l| !n.contains(l)).map(|l| l.to_string()).collect();
-    let came = n.iter().filter(|l| !o.contains(l)).map(|l| l.to_string()).collect();
+    let gone = o
+        .iter()
+        .filter(|l| !n.contains(l))
+        .map(|l| l.to_string())
+        .collect();
+    let came = n
+        .iter()
+        .filter(|l| !o.contains(l))
+        .map(|l| l.to_string())
+        .collect();
     (gone, came)
 }
 
@@ -45,7 +58,8 @@ fn adopting_a_placeholder_node_replaces_its_mac_and_selector_and_adds_the_uuid()
     assert_eq!(e.text.lines().count(), text.lines().count() + 1);
     // Comments and the other nodes are untouched; the result parses.
     assert!(e.text.starts_with("# GenMachine: the production Talos cluster"));
-    let c: crate::talos::TalosCluster = serde_json::from_value(crate::talos::yaml::from_str(&e.text).unwrap()).unwrap();
+    let c: crate::talos::TalosCluster =
+        serde_json::from_value(crate::talos::yaml::from_str(&e.text).unwrap()).unwrap();
     assert_eq!(c.nodes[1].mac, Some(mac("52:54:00:aa:bb:02")));
     assert_eq!(c.nodes[1].uuid.as_deref(), Some(uuid));
     assert_eq!(c.nodes[0].mac, Some(mac("02:00:00:00:01:01")));
@@ -62,7 +76,9 @@ fn a_node_without_mac_gets_one_after_its_hostname_and_k0s_files_work_too() {
     let (gone, came) = diff(&text, &e.text);
     assert!(gone.is_empty(), "{gone:?}");
     assert_eq!(came, ["    mac: \"52:54:00:aa:bb:03\""]);
-    let at = e.text.find("- hostname: beelink-3\n    mac: \"52:54:00:aa:bb:03\"\n");
+    let at = e
+        .text
+        .find("- hostname: beelink-3\n    mac: \"52:54:00:aa:bb:03\"\n");
     assert!(at.is_some(), "{}", e.text);
 }
 
@@ -82,14 +98,33 @@ fn refusals_name_the_node_and_what_it_has() {
             value: "bc:24:11:00:00:01".into()
         })
     );
-    let with_uuid = adopt(&text, "talos-1", mac("52:54:00:aa:bb:01"), Some("8c4e3c1a-1b2c-4d5e-8f90-123456789abc"))
-        .unwrap()
-        .text;
-    let other = adopt(&with_uuid, "talos-1", mac("52:54:00:aa:bb:01"), Some("00000000-1b2c-4d5e-8f90-123456789abc"));
-    assert!(matches!(other, Err(EditError::Taken { field: "uuid", .. })), "{other:?}");
-    assert_eq!(adopt("clusterName: x\n", "a", mac("52:54:00:aa:bb:01"), None), Err(EditError::NoNodes));
+    let with_uuid = adopt(
+        &text,
+        "talos-1",
+        mac("52:54:00:aa:bb:01"),
+        Some("8c4e3c1a-1b2c-4d5e-8f90-123456789abc"),
+    )
+    .unwrap()
+    .text;
+    let other = adopt(
+        &with_uuid,
+        "talos-1",
+        mac("52:54:00:aa:bb:01"),
+        Some("00000000-1b2c-4d5e-8f90-123456789abc"),
+    );
+    assert!(
+        matches!(other, Err(EditError::Taken { field: "uuid", .. })),
+        "{other:?}"
+    );
+    assert_eq!(
+        adopt("clusterName: x\n", "a", mac("52:54:00:aa:bb:01"), None),
+        Err(EditError::NoNodes)
+    );
     let flow = "nodes:\n  - { hostname: a, mac: \"02:00:00:00:00:01\" }\n";
-    assert_eq!(adopt(flow, "a", mac("52:54:00:aa:bb:01"), None), Err(EditError::Flow("a".into())));
+    assert_eq!(
+        adopt(flow, "a", mac("52:54:00:aa:bb:01"), None),
+        Err(EditError::Flow("a".into()))
+    );
 }
 
 fn shipped_inputs() -> (Catalog, Infra) {
@@ -101,7 +136,11 @@ fn shipped_inputs() -> (Catalog, Infra) {
 #[test]
 fn groups_for_infra_nodes_are_derived_by_cluster_and_role() {
     let (mut cat, infra) = shipped_inputs();
-    assert!(cat.groups.is_empty(), "the shipped groups were only infra nodes: {:?}", cat.groups.keys());
+    assert!(
+        cat.groups.is_empty(),
+        "the shipped groups were only infra nodes: {:?}",
+        cat.groups.keys()
+    );
     assert!(derive_groups(&mut cat, &infra).is_empty());
     let profile = |h: &str| cat.groups[h].profile.as_str();
     assert_eq!(profile("talos-1"), "genmachine-controlplane");
@@ -119,7 +158,10 @@ fn groups_for_infra_nodes_are_derived_by_cluster_and_role() {
     assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(problems[0].file.ends_with("infra/beelink.yaml"));
     assert_eq!(problems[0].field, "nodes[0]");
-    assert!(problems[0].message.contains("beelink-controller, beelink-worker"), "{problems:?}");
+    assert!(
+        problems[0].message.contains("beelink-controller, beelink-worker"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -139,14 +181,28 @@ fn a_mac_claimed_twice_names_both_files_and_fields() {
                 metadata: BTreeMap::new(),
             },
         );
-        cat.sources.insert(format!("group/{id}"), format!("profiles/groups/{id}.yaml").into());
+        cat.sources
+            .insert(format!("group/{id}"), format!("profiles/groups/{id}.yaml").into());
     }
-    let problems: Vec<String> = duplicate_claims(&claims(&cat, &infra)).iter().map(|p| p.to_string()).collect();
+    let problems: Vec<String> = duplicate_claims(&claims(&cat, &infra))
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
     assert_eq!(problems.len(), 3, "{problems:#?}");
-    assert!(problems.iter().any(|p| p.contains("genmachine.yaml field `nodes[0].mac`")
-        && p.contains("beelink.yaml: field `nodes[2].mac`")));
-    assert!(problems.iter().any(|p| p.starts_with("profiles/groups/old-talos-2.yaml: field `selector.mac`")
-        && p.contains("genmachine.yaml field `nodes[1].mac`")
-        && p.contains("need no group")));
-    assert!(problems.iter().any(|p| p.starts_with("profiles/groups/stray.yaml: field `selector.mac`")));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("genmachine.yaml field `nodes[0].mac`")
+                && p.contains("beelink.yaml: field `nodes[2].mac`"))
+    );
+    assert!(problems.iter().any(
+        |p| p.starts_with("profiles/groups/old-talos-2.yaml: field `selector.mac`")
+            && p.contains("genmachine.yaml field `nodes[1].mac`")
+            && p.contains("need no group")
+    ));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("profiles/groups/stray.yaml: field `selector.mac`"))
+    );
 }

@@ -356,9 +356,19 @@ pub fn unpinned(v: &Value) -> String {
 pub fn adopted(v: &Value) -> String {
     let lines = v["lines"].as_array().map(Vec::as_slice).unwrap_or_default();
     let mut out = if lines.is_empty() {
-        format!("{}: already node {} in {}; nothing written\n", s(&v["mac"]), s(&v["node"]), s(&v["file"]))
+        format!(
+            "{}: already node {} in {}; nothing written\n",
+            s(&v["mac"]),
+            s(&v["node"]),
+            s(&v["file"])
+        )
     } else {
-        let mut o = format!("{}: adopted as node {} ({} changed):\n", s(&v["mac"]), s(&v["node"]), s(&v["file"]));
+        let mut o = format!(
+            "{}: adopted as node {} ({} changed):\n",
+            s(&v["mac"]),
+            s(&v["node"]),
+            s(&v["file"])
+        );
         for l in lines {
             o.push_str(&format!("  {}\n", s(l)));
         }
@@ -366,7 +376,9 @@ pub fn adopted(v: &Value) -> String {
     };
     match v["reload_error"].as_str() {
         None => out.push_str("reloaded: it installs on its next network boot\n"),
-        Some(e) => out.push_str(&format!("NOT reloaded ({e}): restart the appliance to serve it\n")),
+        Some(e) => out.push_str(&format!(
+            "NOT reloaded ({e}): restart the appliance to serve it\n"
+        )),
     }
     out
 }

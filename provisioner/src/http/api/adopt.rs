@@ -29,10 +29,16 @@ impl From<AdoptFailure> for ApiError {
     fn from(e: AdoptFailure) -> Self {
         let msg = e.to_string();
         match e {
-            AdoptFailure::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "adopt_unavailable", msg),
+            AdoptFailure::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "adopt_unavailable", msg)
+            }
             AdoptFailure::Adopt(AdoptError::NoNode(_)) => ApiError::not_found("node_not_found", msg),
-            AdoptFailure::Adopt(AdoptError::Ambiguous(..)) => ApiError::invalid("node", "node_ambiguous", msg),
-            AdoptFailure::Adopt(AdoptError::Conflict(_)) => ApiError::new(StatusCode::CONFLICT, "mac_conflict", msg),
+            AdoptFailure::Adopt(AdoptError::Ambiguous(..)) => {
+                ApiError::invalid("node", "node_ambiguous", msg)
+            }
+            AdoptFailure::Adopt(AdoptError::Conflict(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "mac_conflict", msg)
+            }
             AdoptFailure::Adopt(AdoptError::Invalid(_)) => ApiError::invalid("node", "inputs_invalid", msg),
             AdoptFailure::Adopt(AdoptError::Io { .. }) | AdoptFailure::Internal(_) => ApiError::internal(msg),
             AdoptFailure::Service(e) => e.into(),
@@ -73,7 +79,9 @@ pub async fn adopt(
         }
     })?;
     let r = st.ops.adopt(mac, req.node.clone()).await;
-    let peer = peer.map(|p| p.0.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let peer = peer
+        .map(|p| p.0.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     let outcome = match &r {
         Ok(_) => "done".to_string(),
         Err(e) => format!("refused: {e}"),

@@ -63,7 +63,10 @@ pub fn renderer(
             tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
         }
     }
-    Ok(Some(Arc::new(renderer::TalosRenderer::new(clusters.clone(), secrets.clone()))))
+    Ok(Some(Arc::new(renderer::TalosRenderer::new(
+        clusters.clone(),
+        secrets.clone(),
+    ))))
 }
 
 /// Why a bundle cannot be imported.

@@ -32,7 +32,11 @@ pub(super) async fn adopt(
     };
     if !s.caller.role.may_mutate() || f.csrf != s.csrf {
         metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
-        tracing::warn!(route = "/ui/machines/{mac}/adopt", reason = "forbidden", "API authentication failed");
+        tracing::warn!(
+            route = "/ui/machines/{mac}/adopt",
+            reason = "forbidden",
+            "API authentication failed"
+        );
         return (StatusCode::FORBIDDEN, "adopting needs an admin session\n").into_response();
     }
     let node = f.node.trim().to_string();
