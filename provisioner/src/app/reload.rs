@@ -19,6 +19,7 @@ use super::stores::{Stores, k0s_secrets, talos_secrets};
 use crate::config::Config;
 use crate::images::ImageCache;
 use crate::inputs::Inputs;
+use crate::ops::adopt::ReloadError;
 use crate::service::{BootService, ReleasePolicy, ReleaseSettings};
 
 /// The booter, the renderers and the release policy of one set of inputs.
@@ -111,10 +112,12 @@ pub(super) struct Reloading {
 }
 
 impl crate::ops::adopt::Reloader for Reloading {
-    fn reload(&self) -> Result<(), String> {
-        // arch: string-result-ok (shown to the operator)
-        let inputs = Inputs::load(self.live.cfg.input_dirs()).map_err(|e| e.to_string())?;
-        let (booter, renderers, release) = self.live.parts(&inputs).map_err(|e| format!("{e:#}"))?;
+    fn reload(&self) -> Result<(), ReloadError> {
+        let inputs = Inputs::load(self.live.cfg.input_dirs()).map_err(|e| ReloadError(e.to_string()))?;
+        let (booter, renderers, release) = self
+            .live
+            .parts(&inputs)
+            .map_err(|e| ReloadError(format!("{e:#}")))?;
         self.service.reload(booter, renderers, release);
         inputs.clusters.warn();
         tracing::info!("inputs reloaded: the next network boots use them");

@@ -21,8 +21,13 @@ use crate::inputs::{Dirs, Inputs};
 /// Re-reads the inputs and swaps what they decide into the running services.
 pub trait Reloader: Send + Sync + std::fmt::Debug {
     /// Reloads; `Err` says why the running appliance still serves the old inputs.
-    fn reload(&self) -> Result<(), String>; // arch: string-result-ok (a composition-root report shown to the operator)
+    fn reload(&self) -> Result<(), ReloadError>;
 }
+
+/// Why the running appliance still serves the old inputs (shown to the operator).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReloadError(pub String);
 
 /// Why an adoption was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +175,7 @@ impl Adopter {
                 .map(|&i| lines[i].trim().to_string())
                 .collect(),
             uuid: uuid.map(str::to_string),
-            reload_error: self.reloader.reload().err(),
+            reload_error: self.reloader.reload().err().map(|e| e.0),
         })
     }
 }
