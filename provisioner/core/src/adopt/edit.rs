@@ -61,6 +61,14 @@ fn value_of(line: &str, col: usize, key: &str) -> Option<(String, std::ops::Rang
     Some((unq.to_string(), off..off + unq.len()))
 }
 
+/// The `hostname` of a flow-mapping node (`{hostname: a, mac: …}`).
+fn flow_hostname(rest: &str) -> Option<String> {
+    let body = rest.trim_start().strip_prefix('{')?;
+    let value = body.split("hostname:").nth(1)?;
+    let value = value.split([',', '}']).next()?.trim();
+    Some(value.trim_matches(|c| c == '"' || c == '\'').to_string())
+}
+
 /// Writes `mac` (and `uuid` when given) into node `host` of the cluster file `text`.
 /// Idempotent: a node that already has exactly these values is returned unchanged.
 pub fn adopt(text: &str, host: &str, mac: MacAddr, uuid: Option<&str>) -> Result<Edited, EditError> {
@@ -92,7 +100,7 @@ pub fn adopt(text: &str, host: &str, mac: MacAddr, uuid: Option<&str>) -> Result
                 .find_map(|i| value_of(&lines[i], col, key).map(|v| (i, v)))
         };
         let Some((host_line, (name, _))) = find(&lines, "hostname") else {
-            if lines[item][col..].trim_start().starts_with('{') && lines[item].contains(host) {
+            if flow_hostname(&lines[item][col..]).as_deref() == Some(host) {
                 return Err(EditError::Flow(host.to_string()));
             }
             continue;

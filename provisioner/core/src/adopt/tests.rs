@@ -120,7 +120,11 @@ fn refusals_name_the_node_and_what_it_has() {
         adopt("clusterName: x\n", "a", mac("52:54:00:aa:bb:01"), None),
         Err(EditError::NoNodes)
     );
-    let flow = "nodes:\n  - { hostname: a, mac: \"02:00:00:00:00:01\" }\n";
+    let flow = "nodes:\n  - { hostname: a1, mac: \"02:00:00:00:00:02\" }\n  - { hostname: a, mac: \"02:00:00:00:00:01\" }\n";
+    assert_eq!(
+        adopt(flow, "b", mac("52:54:00:aa:bb:01"), None),
+        Err(EditError::NoNode("b".into()))
+    );
     assert_eq!(
         adopt(flow, "a", mac("52:54:00:aa:bb:01"), None),
         Err(EditError::Flow("a".into()))
