@@ -350,3 +350,77 @@ fn check_refuses_a_mac_claimed_twice_naming_both_files_and_fields() {
         "{err}"
     );
 }
+
+/// The dashboard's adopt action: an admin session sees the form on a discovered
+/// machine's page (a read-only one does not), posting it (with the session's CSRF
+/// token) writes the MAC and shows the machine in its cluster.
+#[test]
+fn the_dashboard_adopts_a_discovered_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let cfg = config(dir.path());
+    let infra = dir.path().join("infra/genmachine.yaml");
+    let original = std::fs::read_to_string(&infra).unwrap();
+    let d = Daemon::start(&cfg);
+    ipxe(&d, UNKNOWN_1, Some(UUID_1));
+    let client = reqwest::blocking::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(d.ca()).unwrap()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |token: &str| {
+        let r = client
+            .post(format!("{}/ui/login", d.api_url()))
+            .form(&[("token", token)])
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303, "login");
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let page = |cookie: &str| {
+        let r = client
+            .get(format!("{}/ui/machines/{UNKNOWN_1}", d.api_url()))
+            .header("cookie", cookie)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().unwrap()
+    };
+    assert!(!page(&login(&d.token("read-only"))).contains("id=\"adopt\""));
+    let cookie = login(&d.token("admin"));
+    let html = page(&cookie);
+    assert!(html.contains("id=\"adopt\""), "{html}");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let post = |csrf: &str| {
+        client
+            .post(format!("{}/ui/machines/{UNKNOWN_1}/adopt", d.api_url()))
+            .header("cookie", &cookie)
+            .form(&[("csrf", csrf), ("node", "talos-1")])
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post("not-the-token").status().as_u16(), 403);
+    assert_eq!(std::fs::read_to_string(&infra).unwrap(), original);
+    let r = post(&csrf);
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/ui/machines/{UNKNOWN_1}?adopted=1")
+    );
+    let (_, came) = diff(&original, &std::fs::read_to_string(&infra).unwrap());
+    assert!(came.contains(&format!("    mac: \"{UNKNOWN_1}\"")), "{came:?}");
+    let html = page(&cookie);
+    assert!(!html.contains("id=\"adopt\""), "adopted: in a cluster now");
+    assert!(html.contains("genmachine"), "{html}");
+}
