@@ -1,5 +1,5 @@
 //! The simulated Talos lab (issue 6): a copy of the GenMachine cluster definition
-//! (`infra/genmachine.yaml` and its three `profiles/groups/talos-N.yaml`) re-addressed
+//! (`infra/genmachine.yaml`; its nodes' groups are derived from it) re-addressed
 //! into the lab's own `10.77.<n>.0/24` (node IPs `.151-.153`, VIP and cluster endpoint
 //! `.150`, gateway and nameserver the lab bridge `.1`; the homelab's 192.168.x never
 //! appears) and given QEMU MACs `52:54:00:61:01:0N` in place of the placeholder
@@ -27,7 +27,7 @@ pub const IMAGE_ID: &str = "lab-talos-sim";
 /// The agent binary's name (workspace member `tests/agent`).
 pub const AGENT: &str = "provisioner-lab-agent";
 const REPO_HOME_NET: &str = "192.168.1.";
-/// The placeholder MACs of infra/genmachine.yaml and profiles/groups/talos-N.yaml
+/// The placeholder MACs of infra/genmachine.yaml
 /// (`02:00:00:00:01:0N`): a cluster carrying them is not armed (no secrets, no
 /// bootstrap), so the lab gives the nodes QEMU MACs instead.
 const REPO_PLACEHOLDER_MACS: &str = "02:00:00:00:01:0";
@@ -96,34 +96,25 @@ impl TalosSimSite {
         if infra.contains("192.168.") {
             bail!("the re-addressed GenMachine copy still names a 192.168.x address");
         }
-        let mut nodes = Vec::new();
-        for i in 1..=3 {
-            let group = readdress(&fs::read_to_string(
-                repo.join(format!("profiles/groups/talos-{i}.yaml")),
-            )?);
-            let mac = group
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("mac:"))
-                .map(|m| m.trim().trim_matches('"').to_string())
-                .with_context(|| format!("no mac in profiles/groups/talos-{i}.yaml"))?;
-            nodes.push((group, mac));
+        // The nodes' MACs live in infra/ only; their groups are derived from it.
+        let macs: Vec<String> = (1..=3).map(|i| format!("{LAB_MACS}{i}")).collect();
+        for mac in &macs {
+            if !infra.contains(&format!("mac: \"{mac}\"")) {
+                bail!("the re-addressed GenMachine copy has no node with mac {mac}");
+            }
         }
-        let macs: Vec<&str> = nodes.iter().map(|(_, m)| m.as_str()).collect();
-        let site = LabSite::write(lab, payload, &macs)?;
+        let refs: Vec<&str> = macs.iter().map(String::as_str).collect();
+        let site = LabSite::write(lab, payload, &refs)?;
         let root = &site.root;
         fs::write(root.join("infra/genmachine.yaml"), &infra)?;
-        // The lab site's own groups (lab-vmN) select the same MACs: replace them.
+        // The lab site's own groups (lab-vmN) select the same MACs: a MAC lives in
+        // one place, so they go.
         for i in 1..=3 {
             fs::remove_file(root.join(format!("profiles/groups/lab-vm{i}.yaml")))?;
         }
         let mut sim_nodes = Vec::new();
-        for (i, (group, mac)) in nodes.iter().enumerate() {
+        for (i, mac) in macs.iter().enumerate() {
             let n = i + 1;
-            let text = readdress(group).replace(
-                "profile: genmachine-controlplane",
-                "profile: genmachine-controlplane-sim",
-            );
-            fs::write(root.join(format!("profiles/groups/talos-{n}.yaml")), text)?;
             sim_nodes.push(SimNode {
                 hostname: format!("talos-{n}"),
                 mac: mac.clone(),

@@ -50,6 +50,12 @@ fn err(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Fie
 
 /// Loads and validates `dir/*.yaml` (a missing directory is an empty infra).
 pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
+    load_with(dir, None)
+}
+
+/// [`load`], reading `text` for the file `instead.0` (an edit about to be written,
+/// validated exactly as `check` will read it).
+pub fn load_with(dir: &Path, instead: Option<(&Path, &str)>) -> Result<Infra, CatalogError> {
     let mut infra = Infra::default();
     let mut errs = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -66,7 +72,11 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        let text = match std::fs::read_to_string(&path) {
+        let read = match instead {
+            Some((p, t)) if p == path => Ok(t.to_string()),
+            _ => std::fs::read_to_string(&path),
+        };
+        let text = match read {
             Ok(t) => t,
             Err(e) => {
                 errs.push(err(&path, "(document)", format!("cannot read: {e}")));

@@ -28,6 +28,7 @@
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
 
+pub mod adopt;
 pub mod apitoken;
 pub mod boot;
 pub mod bootloop;

@@ -215,6 +215,12 @@ pub struct Machine {
     /// SMBIOS serial number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Last DHCP vendor class (option 60, e.g. `PXEClient:Arch:00007:UNDI:003016`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_class: Option<String>,
+    /// Last address it fetched its boot script from (a bound request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
     /// Last reported architecture.
     #[serde(default)]
     pub arch: Arch,
@@ -264,6 +270,8 @@ impl Machine {
             mac,
             uuid: None,
             serial: None,
+            vendor_class: None,
+            ip: None,
             arch: Arch::Unknown,
             first_seen: now,
             last_seen: now,

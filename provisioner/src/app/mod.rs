@@ -5,6 +5,7 @@
 //! tests run the same composition on port 0.
 
 mod listeners;
+mod reload;
 pub mod selftest;
 mod stores;
 mod tasks;
@@ -13,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use provisioner_core::boot::{Booter, CatalogBooter};
-use provisioner_core::dhcp::Personality;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -85,7 +84,7 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         tracing::warn!(dir = %cfg.tftp_root.display(), "no iPXE binaries found; install Debian's `ipxe` package");
     }
     let (server_ip, base) = crate::config::advertised_on(&cfg, bound.http.local_addr()?.port());
-    let service = Arc::new(boot_service(&cfg, &inputs, &stores, &cache, server_ip, &base)?);
+    let (service, adopter) = boot_service(&cfg, &inputs, &stores, &cache, server_ip, &base)?;
     let health = Arc::new(crate::service::health::Health::new(stores.healed()));
     let wiring = tasks::Wiring {
         health: health.clone(),
@@ -94,6 +93,7 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         stores: &stores,
         catalog: Arc::new(inputs.catalog.clone()),
         service,
+        adopter,
         cache,
         server_ip,
         base: base.clone(),
@@ -138,7 +138,8 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
 }
 
 /// The boot service over the catalog and inventory, with the release policy and
-/// the renderer of each OS that has armed clusters.
+/// the renderer of each OS that has armed clusters; and the adopter that rewrites
+/// `infra/` and reloads them into that service.
 fn boot_service(
     cfg: &Config,
     inputs: &Inputs,
@@ -146,39 +147,22 @@ fn boot_service(
     cache: &crate::images::ImageCache,
     server_ip: std::net::IpAddr,
     base: &str,
-) -> anyhow::Result<BootService> {
-    let booter: Arc<dyn Booter> = Arc::new(CatalogBooter {
-        catalog: inputs.catalog.clone(),
-        unknown: cfg.unknown_policy.clone(),
-    });
-    let clusters = &inputs.clusters;
-    let service = BootService::new(booter, stores.inventory.clone(), base.to_string())
+) -> anyhow::Result<(Arc<BootService>, Arc<crate::ops::adopt::Adopter>)> {
+    let live = Arc::new(reload::Live::new(cfg, stores, cache, server_ip));
+    let (booter, renderers, release) = live.parts(inputs)?;
+    let service = BootService::new(booter.0.clone(), stores.inventory.clone(), base.to_string())
         .with_loop_guard(cfg.boot_loop.guard())
         .with_config_token_ttl(cfg.config_token_ttl())
         .with_callback_token_ttl(cfg.housekeeping.callback_token_ttl())
-        .with_first_seen_rate(cfg.housekeeping.first_seen_per_minute)
-        .with_release(crate::service::ReleasePolicy::from_settings(
-            &crate::service::ReleaseSettings {
-                binding: cfg.peer_binding.enabled,
-                retry_secs: cfg.peer_binding.retry_secs,
-                admission: cfg.admission,
-                approval_window_minutes: cfg.approval_window_minutes,
-                api_listen: cfg.api_listen,
-            },
-            (&clusters.talos, &clusters.k0s),
-            Arc::new(crate::sys::netinfo::KernelFacts {
-                leases: (cfg.dhcp.mode == Personality::Full).then(|| stores.leases.clone()),
-                probe: cfg.peer_binding.arp_probe,
-            }),
-            server_ip,
-        ));
-    let service = crate::os::talos::attach(service, &clusters.talos, stores.talos_secrets.as_ref())?;
-    Ok(crate::os::k0s::attach(
-        service,
-        &clusters.k0s,
-        stores.k0s_secrets.clone(),
-        cache,
-    )?)
+        .with_first_seen_rate(cfg.housekeeping.first_seen_per_minute);
+    service.reload(booter, renderers, release);
+    let service = Arc::new(service);
+    let reloading = reload::Reloading {
+        live,
+        service: service.clone(),
+    };
+    let adopter = crate::ops::adopt::Adopter::new(cfg.input_dirs(), Arc::new(reloading));
+    Ok((service, Arc::new(adopter)))
 }
 
 /// Waits (with a deadline: in-flight downloads get a few seconds) for the servers to

@@ -173,7 +173,7 @@ pub enum Command {
         cmd: BootstrapCmd,
     },
     /// Machines through the operator API: ls, show, reimage, power, pending, approve,
-    /// deny, unpin.
+    /// deny, unpin, adopt.
     Machines {
         /// What to do.
         #[command(subcommand)]

@@ -63,7 +63,10 @@ pub fn render_machine(
     args: &ConfigArgs,
 ) -> anyhow::Result<()> {
     let cfg = load_config(args)?;
-    let cat = load_catalog(&cfg)?;
+    // With the groups infra/ derives for its nodes (what `serve` decides with).
+    let cat = crate::inputs::Inputs::load(cfg.input_dirs())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .catalog;
     let (_, base) = advertised(&cfg);
     let mac = mac.parse().context("--mac")?;
     let req = BootRequest {

@@ -198,6 +198,9 @@ fn record(service: &BootService, note: Note) {
                 if m.uuid.is_none() {
                     m.uuid = note.uuid.clone();
                 }
+                if note.vendor_class.is_some() {
+                    m.vendor_class = note.vendor_class.clone();
+                }
                 Update {
                     machine: Some(m),
                     events: events.clone(),
@@ -252,6 +255,7 @@ mod tests {
                     create: true,
                     arch: client.arch,
                     uuid: None,
+                    vendor_class: None,
                     events: vec![Event::DhcpSeen(DhcpSeen {
                         message: DhcpMessage(1),
                         port: 67,

@@ -6,6 +6,7 @@ pub mod arming;
 
 use std::path::Path;
 
+use provisioner_core::adopt;
 use provisioner_core::catalog::{self, Catalog, CatalogError};
 use provisioner_core::infra::{self, Infra};
 
@@ -54,11 +55,25 @@ pub struct Invalid {
 impl Inputs {
     /// Loads and validates everything under `dirs` (all problems at once).
     pub fn load(dirs: Dirs<'_>) -> Result<Self, Invalid> {
+        Self::load_with(dirs, None)
+    }
+
+    /// [`Inputs::load`] with `instead.1` as the text of the `infra/` file `instead.0`:
+    /// how an adoption validates its edit before writing it.
+    pub fn load_with(dirs: Dirs<'_>, instead: Option<(&Path, &str)>) -> Result<Self, Invalid> {
         let mut problems = Vec::new();
-        let catalog = catalog::load(dirs.images, dirs.profiles)
+        let mut catalog = catalog::load(dirs.images, dirs.profiles)
             .map_err(|e| problems.extend(e.0))
             .ok();
-        let infra = infra::load(dirs.infra).map_err(|e| problems.extend(e.0)).ok();
+        let infra = infra::load_with(dirs.infra, instead)
+            .map_err(|e| problems.extend(e.0))
+            .ok();
+        // A MAC lives in one place: claimed once across infra/ and profiles/groups/,
+        // then infra/ nodes get their groups derived (provisioner_core::adopt).
+        if let (Some(cat), Some(infra)) = (catalog.as_mut(), infra.as_ref()) {
+            problems.extend(adopt::duplicate_claims(&adopt::claims(cat, infra)));
+            problems.extend(adopt::derive_groups(cat, infra));
+        }
         match (catalog, infra) {
             (Some(catalog), Some(infra)) if problems.is_empty() => Ok(Self {
                 clusters: arming::Clusters::of(&infra),

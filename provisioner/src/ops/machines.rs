@@ -100,3 +100,53 @@ impl Operator {
         }
     }
 }
+
+/// Why `adopt` did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptFailure {
+    /// This appliance has no writable `infra/` (see [`Operator::adopter`]).
+    #[error("adopting is not available here: the appliance serves fixed inputs")]
+    Unavailable,
+    /// Refused or failed; the reason names the node, file and field.
+    #[error(transparent)]
+    Adopt(#[from] super::adopt::AdoptError),
+    /// The store failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// A blocking task died.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Operator {
+    /// Writes `mac` (and the UUID the machine reported, when the node takes one)
+    /// into `node` of `infra/`, reloads, and notes it on the machine's timeline
+    /// (when it has a record). Its next network boot installs it.
+    pub async fn adopt(&self, mac: MacAddr, node: String) -> Result<super::adopt::Adopted, AdoptFailure> {
+        let adopter = self.adopter.clone().ok_or(AdoptFailure::Unavailable)?;
+        let service = self.service.clone();
+        let task = move || -> Result<_, AdoptFailure> {
+            let machine = service.inventory().get(mac).map_err(ServiceError::from)?;
+            let uuid = machine
+                .as_ref()
+                .and_then(|m| m.pinned_uuid.clone().or_else(|| m.uuid.clone()));
+            let adopted = adopter.adopt(mac, &node, uuid.as_deref())?;
+            if machine.is_some() && !adopted.lines.is_empty() {
+                let fields = vec![format!("adopted into {} as node {}", adopted.file, adopted.node)];
+                service.update(mac, &mut |_| Update {
+                    events: vec![
+                        Event::MachineUpdated {
+                            fields: fields.clone(),
+                        }
+                        .at(OffsetDateTime::now_utc()),
+                    ],
+                    ..Update::default()
+                })?;
+            }
+            Ok(adopted)
+        };
+        tokio::task::spawn_blocking(task)
+            .await
+            .map_err(|e| AdoptFailure::Internal(e.to_string()))?
+    }
+}

@@ -9,6 +9,7 @@
 //! - any other node (Flatcar/k0s, plain) gets "network boot next" and a power cycle
 //!   from its power driver.
 
+pub mod adopt;
 pub mod bootstrap_view;
 pub mod clusters;
 pub mod credentials;
@@ -86,6 +87,9 @@ pub struct Operator {
     /// Talos reset over the Talos API ([`talos_reset::TalosResetter`]); `None` when
     /// `infra/` has no Talos cluster (the step then names the manual command).
     pub resetter: Option<Arc<dyn NodeResetter>>,
+    /// Writes adopted machines into `infra/` and reloads; `None` where the inputs
+    /// are not files the appliance may write (tests that serve a fixed catalog).
+    pub adopter: Option<Arc<adopt::Adopter>>,
 }
 
 fn step_from(step: &str, r: &Result<PowerOutcome, PowerError>) -> Step {
@@ -107,6 +111,11 @@ fn step_from(step: &str, r: &Result<PowerOutcome, PowerError>) -> Step {
 }
 
 impl Operator {
+    /// The catalog the booter decides with now (reloaded after an adoption).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.service.catalog().unwrap_or_else(|| self.catalog.clone())
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(Arc<BootService>) -> Result<T, OpError> + Send + 'static,
@@ -152,7 +161,7 @@ impl Operator {
             detail: "ReimageRequested: the next network boot installs with a fresh one-time config token"
                 .into(),
         }];
-        let assign = assignment(&self.catalog, &machine);
+        let assign = assignment(&self.catalog(), &machine);
         if assign.as_ref().map(|a| a.config) == Some(ConfigKind::Talos) {
             let cluster = assign.as_ref().and_then(|a| a.cluster.clone());
             let step = match &self.resetter {

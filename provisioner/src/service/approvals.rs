@@ -145,7 +145,7 @@ impl BootService {
             done.push(from_grant(&g));
         }
         let now = OffsetDateTime::now_utc();
-        let expires = now + self.release.approval_window;
+        let expires = now + self.release().approval_window;
         let mut exists = false;
         let mut decided = None;
         self.inventory

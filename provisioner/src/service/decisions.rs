@@ -28,7 +28,7 @@ impl BootService {
             arch: machine.map(|m| m.arch).unwrap_or_default(),
             ..Default::default()
         };
-        match self.booter.decide(&req, machine) {
+        match self.booter().decide(&req, machine) {
             BootDecision::Install(plan) => Some(*plan),
             _ => None,
         }
@@ -63,7 +63,8 @@ impl BootService {
             config: plan.profile.config,
         };
         lifecycle::next(state, fetched(0)).map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        let renderer: &dyn ConfigRenderer = match self.renderers.get(&plan.profile.config) {
+        let attached = self.renderer(plan.profile.config);
+        let renderer: &dyn ConfigRenderer = match &attached {
             Some(r) => r.as_ref(),
             None => &PlainRenderer,
         };

@@ -104,7 +104,7 @@ impl BootService {
                     format!("mac {bad:?} is not a MAC address"),
                 )));
             }
-            None => peer.and_then(|ip| self.release.facts.neighbour(ip)),
+            None => peer.and_then(|ip| self.release().facts.neighbour(ip)),
         };
         let Some(nic) = nic else {
             return Ok(Err(refusal(
@@ -151,7 +151,8 @@ impl BootService {
         let mut random = [0u8; 8];
         rand::rng().fill_bytes(&mut random);
         let user_code = admission::user_code(random);
-        let d = &self.release.device;
+        let release = self.release();
+        let d = &release.device;
         let grant = Grant::new(
             mac,
             uuid.clone(),
@@ -277,7 +278,8 @@ impl BootService {
         match answer {
             Ok(_) => {
                 let access = random_hex();
-                let d = &self.release.device;
+                let release = self.release();
+                let d = &release.device;
                 if let Ok(mut a) = self.device.access.lock() {
                     a.retain(|_, x| x.expires_ms > t);
                     a.insert(

@@ -23,7 +23,7 @@ mod tokens;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use provisioner_core::boot::Booter;
 use provisioner_core::bootloop::LoopGuard;
@@ -77,7 +77,9 @@ pub struct ConfigBody {
 /// Shared boot-path logic.
 #[derive(Debug)]
 pub struct BootService {
-    booter: Arc<dyn Booter>,
+    /// What decides a machine's boot; replaced whole when the inputs are reloaded
+    /// ([`BootService::reload`]).
+    booter: RwLock<Arc<dyn Booter>>,
     /// The [`Journal`] over the store: every write is committed, then published.
     inventory: Arc<dyn Inventory>,
     journal: Arc<Journal>,
@@ -91,7 +93,10 @@ pub struct BootService {
     /// timeline and push real events out.
     replays_recorded: Mutex<HashSet<String>>,
     /// Config renderers by kind; kinds without one get the plain document.
-    renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
+    renderers: RwLock<HashMap<ConfigKind, Arc<dyn ConfigRenderer>>>,
+    /// The catalog the booter decides with, once inputs were (re)loaded into it: the
+    /// operator's views show what the booter decides.
+    catalog: RwLock<Option<Arc<provisioner_core::catalog::Catalog>>>,
     /// Boot-loop protection limits.
     guard: LoopGuard,
     /// How long a config token works after its script was rendered.
@@ -99,7 +104,7 @@ pub struct BootService {
     /// How long install callback tokens work after they are issued.
     callback_token_ttl: time::Duration,
     /// Who gets a config: peer binding, admission, device flow settings.
-    release: ReleasePolicy,
+    release: RwLock<Arc<ReleasePolicy>>,
     /// When a refusal for (machine, peer, reason) was last put on a timeline.
     refusals_recorded: Mutex<HashMap<String, std::time::Instant>>,
     /// RFC 8628 device authorizations and their access tokens (in memory).
@@ -120,17 +125,18 @@ impl BootService {
     pub fn new(booter: Arc<dyn Booter>, store: Arc<dyn Inventory>, base: String) -> Self {
         let journal = Arc::new(Journal::new(store));
         Self {
-            booter,
+            booter: RwLock::new(booter),
             inventory: journal.clone(),
             journal,
             base,
             peers: Mutex::new(HashMap::new()),
             replays_recorded: Mutex::new(HashSet::new()),
-            renderers: HashMap::new(),
+            renderers: RwLock::default(),
+            catalog: RwLock::default(),
             guard: LoopGuard::default(),
             config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
             callback_token_ttl: time::Duration::seconds(DEFAULT_CALLBACK_TOKEN_TTL.as_secs() as i64),
-            release: ReleasePolicy::default(),
+            release: RwLock::new(Arc::new(ReleasePolicy::default())),
             refusals_recorded: Mutex::new(HashMap::new()),
             device: device::DeviceFlows::default(),
         }
@@ -159,8 +165,8 @@ impl BootService {
 
     /// Serves `kind` configs with `renderer` (the Talos renderer for
     /// `ConfigKind::Talos`, the Flatcar one for `ConfigKind::Flatcar`). Kinds without a renderer get the plain document.
-    pub fn with_renderer(mut self, kind: ConfigKind, renderer: Arc<dyn ConfigRenderer>) -> Self {
-        self.renderers.insert(kind, renderer);
+    pub fn with_renderer(self, kind: ConfigKind, renderer: Arc<dyn ConfigRenderer>) -> Self {
+        write(&self.renderers).insert(kind, renderer);
         self
     }
 
@@ -196,8 +202,43 @@ impl BootService {
         &self.inventory
     }
 
-    /// The booter (for `render`).
-    pub fn booter(&self) -> &Arc<dyn Booter> {
-        &self.booter
+    /// The booter now (for `render` and DHCP).
+    pub fn booter(&self) -> Arc<dyn Booter> {
+        read(&self.booter).clone()
     }
+
+    /// The catalog of the last [`BootService::reload`], if any.
+    pub fn catalog(&self) -> Option<Arc<provisioner_core::catalog::Catalog>> {
+        read(&self.catalog).clone()
+    }
+
+    /// The renderer of `kind` now, if one is attached.
+    pub(crate) fn renderer(&self, kind: ConfigKind) -> Option<Arc<dyn ConfigRenderer>> {
+        read(&self.renderers).get(&kind).cloned()
+    }
+
+    /// Swaps in what reloaded inputs decide (an adoption wrote `infra/`): the booter,
+    /// the renderers and the release policy, each whole, so a request sees either
+    /// the old inputs or the new ones. Tokens, peers and approvals stay.
+    pub fn reload(
+        &self,
+        (booter, catalog): (Arc<dyn Booter>, Arc<provisioner_core::catalog::Catalog>),
+        renderers: HashMap<ConfigKind, Arc<dyn ConfigRenderer>>,
+        release: ReleasePolicy,
+    ) {
+        *write(&self.catalog) = Some(catalog);
+        *write(&self.release) = Arc::new(release);
+        *write(&self.renderers) = renderers;
+        *write(&self.booter) = booter;
+    }
+}
+
+// A panic while holding one of these locks cannot leave a half-written value (each
+// write is one assignment), so a poisoned lock is still good.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -177,24 +177,24 @@ pub(super) enum Release {
 
 impl BootService {
     /// Sets the release settings (default: binding on with no facts, `auto`).
-    pub fn with_release(mut self, release: ReleasePolicy) -> Self {
-        self.release = release;
+    pub fn with_release(self, release: ReleasePolicy) -> Self {
+        *super::write(&self.release) = Arc::new(release);
         self
     }
 
-    /// The release settings.
-    pub fn release(&self) -> &ReleasePolicy {
-        &self.release
+    /// The release settings now.
+    pub fn release(&self) -> Arc<ReleasePolicy> {
+        super::read(&self.release).clone()
     }
 
     /// The other NICs declared for a boot MAC.
-    pub(super) fn other_nics(&self, mac: MacAddr) -> &[MacAddr] {
-        self.release.other_nics.get(&mac).map_or(&[], Vec::as_slice)
+    pub(super) fn other_nics(&self, mac: MacAddr) -> Vec<MacAddr> {
+        self.release().other_nics.get(&mac).cloned().unwrap_or_default()
     }
 
     /// The boot MAC a NIC belongs to (itself unless declared as another NIC).
     pub(super) fn boot_mac_of(&self, nic: MacAddr) -> MacAddr {
-        self.release
+        self.release()
             .other_nics
             .iter()
             .find_map(|(boot, others)| others.contains(&nic).then_some(*boot))
@@ -210,7 +210,7 @@ impl BootService {
         script_peer: Option<IpAddr>,
         approved: bool,
     ) -> Result<Bound, Refusal> {
-        if !self.release.binding {
+        if !self.release().binding {
             return Ok(Bound::Disabled);
         }
         // No peer address at all (not a TCP request): nothing can be checked.
@@ -221,15 +221,16 @@ impl BootService {
                 Err(Refusal::Unverifiable)
             };
         };
+        let nics = self.other_nics(mac);
         let claim = Claim {
             stage,
             peer,
             mac,
-            other_nics: self.other_nics(mac),
+            other_nics: &nics,
             script_peer,
             approved,
         };
-        binding::bind(&claim, self.release.facts.as_ref())
+        binding::bind(&claim, self.release().facts.as_ref())
     }
 
     /// The admission mode of an install.
@@ -238,8 +239,8 @@ impl BootService {
             .profile
             .cluster
             .as_ref()
-            .and_then(|c| self.release.cluster_admission.get(c).copied());
-        admission::effective(self.release.admission, cluster, plan.profile.admission)
+            .and_then(|c| self.release().cluster_admission.get(c).copied());
+        admission::effective(self.release().admission, cluster, plan.profile.admission)
     }
 
     /// Whether an install plan came from the unknown policy (no group, no operator

@@ -28,6 +28,8 @@ use super::{BootService, ServiceError};
 struct Served {
     /// The request was bound to the machine (identity fields may be updated).
     bound: bool,
+    /// The requester's address.
+    peer: Option<IpAddr>,
     /// A UUID to pin.
     pin: Option<String>,
     /// The new boot-loop history of an install answer.
@@ -65,7 +67,7 @@ impl BootService {
             },
             None => req.clone(),
         };
-        let mut decision = self.booter.decide(&decide_req, machine.as_ref());
+        let mut decision = self.booter().decide(&decide_req, machine.as_ref());
         let approved = machine
             .as_ref()
             .is_some_and(|m| admission::covers(m.approval.as_ref(), req.uuid.as_deref(), now));
@@ -80,7 +82,7 @@ impl BootService {
                         .increment(1);
                     self.refuse(mac, Stage::Script, peer, code, &reason, true)?;
                     let script =
-                        render::ipxe::refused_script(mac, &reason, &self.base, self.release.retry_secs);
+                        render::ipxe::refused_script(mac, &reason, &self.base, self.release().retry_secs);
                     return Ok((script, "refused"));
                 }
                 Release::Wait { unverifiable } => {
@@ -92,7 +94,7 @@ impl BootService {
                     }
                     let pending = self.await_approval(mac, req, peer, now)?;
                     let script =
-                        render::ipxe::waiting_script(mac, &pending, &self.base, self.release.retry_secs);
+                        render::ipxe::waiting_script(mac, &pending, &self.base, self.release().retry_secs);
                     return Ok((script, "waiting"));
                 }
             }
@@ -140,6 +142,7 @@ impl BootService {
         if record {
             let served = Served {
                 bound: bound.is_ok(),
+                peer,
                 pin,
                 history,
                 halted,
@@ -277,6 +280,7 @@ impl BootService {
         let install = matches!(decision, BootDecision::Install(_));
         let Served {
             bound,
+            peer,
             pin,
             history,
             halted,
@@ -292,6 +296,7 @@ impl BootService {
                 }
                 m.uuid = req.uuid.clone().or(m.uuid.take());
                 m.serial = req.serial.clone().or(m.serial.take());
+                m.ip = peer.or(m.ip);
                 if let Some(u) = pin.as_ref().filter(|_| m.pinned_uuid.is_none()) {
                     m.pinned_uuid = Some(u.clone());
                     events.push(Event::UuidPinned { uuid: u.clone(), mac }.at(now));

@@ -52,7 +52,7 @@ impl BootService {
                 ..Default::default()
             };
             if matches!(
-                self.booter.decide(&req, None),
+                self.booter().decide(&req, None),
                 BootDecision::Unknown { record: false, .. }
             ) {
                 return Ok(());

@@ -178,9 +178,14 @@ fn package_installs_self_tests_upgrades_and_purges_in_debian_12() {
     let conffiles = c.ok(&["dpkg-query", "-W", "-f=${Conffiles}", "provisioner"]);
     for f in [
         "/etc/provisioner/provisioner.yaml",
-        "/etc/provisioner/profiles/groups/talos-1.yaml",
+        "/etc/provisioner/infra/genmachine.yaml",
     ] {
         assert!(conffiles.contains(f), "{f} not a conffile: {conffiles}");
+    }
+    // `machines adopt` writes infra/ as the service user (the unit's ReadWritePaths).
+    for f in ["/etc/provisioner/infra", "/etc/provisioner/infra/genmachine.yaml"] {
+        let owner = c.ok(&["stat", "-c", "%U %G", f]);
+        assert_eq!(owner.trim(), "provisioner provisioner", "{f}");
     }
 
     // The installed configuration and data pass `check`, the GitOps tree included;
@@ -433,6 +438,7 @@ fn runs_under_systemd(c: &Chroot, work: &Path, os_ca: Option<common::pki::OsCa>)
             api(&b, "machines").contains(SEEDED_MAC),
             "API does not serve the seeded machine"
         );
+        adopts_inside_the_sandbox(c, &b, &ca);
         match os_ca {
             Some(ca) => hands_off(c, &b, ca, &api),
             None => println!("SKIPPED: the installed service's hand-off (no ArgoCD fixture)"),
@@ -456,6 +462,47 @@ fn runs_under_systemd(c: &Chroot, work: &Path, os_ca: Option<common::pki::OsCa>)
 
 /// The secrets bundle the installed service generated for genmachine, read from
 /// its store in the root (the service is not running).
+/// `machines adopt` from the sandboxed service writes `/etc/provisioner/infra`
+/// (ReadWritePaths, owned by the service user): a BeeLink node (still placeholders
+/// elsewhere, so nothing is armed or dialled) gains exactly its MAC.
+fn adopts_inside_the_sandbox(c: &Chroot, b: &Booted, ca: &Path) {
+    let o = b.exec(&[
+        "provisioner",
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--config",
+        "/etc/provisioner/provisioner.yaml",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let file = c.path("/etc/provisioner/infra/beelink.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    let o = b.in_netns(&[
+        "curl",
+        "-s",
+        "-m",
+        "10",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        &format!("Authorization: Bearer {}", stdout(&o).trim()),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"node":"beelink-1"}"#,
+        "https://127.0.0.1:9090/api/v1/machines/52:54:00:00:02:01/adopt",
+    ]);
+    let answer = stdout(&o);
+    assert!(answer.contains("\"reload_error\":null"), "{answer}");
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        after,
+        before.replacen("mac: \"02:00:00:00:02:01\"", "mac: \"52:54:00:00:02:01\"", 1),
+        "{answer}"
+    );
+}
+
 fn service_bundle(c: &Chroot, work: &Path) -> provisioner_core::talos::SecretsBundle {
     let cfg = work.join("read-secrets.yaml");
     std::fs::write(

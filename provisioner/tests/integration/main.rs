@@ -18,6 +18,7 @@
 mod common;
 mod deploy; // deploy_package's helpers
 
+mod adopt;
 mod api_clusters;
 mod api_credentials;
 mod api_router;

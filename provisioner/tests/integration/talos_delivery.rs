@@ -22,7 +22,7 @@ use provisioner::service::{BootService, ReleasePolicy};
 use provisioner::store::RedbInventory;
 use provisioner::testing::peer_facts::StaticFacts;
 use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
-use provisioner_core::catalog::{self, ConfigKind};
+use provisioner_core::catalog::ConfigKind;
 use provisioner_core::inventory::{Inventory, MemInventory};
 use provisioner_core::model::{EventKind, MachineState};
 use provisioner_core::talos::store::{MemSecretStore, SecretStore};
@@ -70,8 +70,21 @@ fn rig() -> Rig {
 
 /// A rig over `inventory`, with a config-token TTL if given.
 fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
-    let cat = catalog::load(&repo().join("images"), &repo().join("profiles")).unwrap();
-    let infra = provisioner_core::infra::load(&repo().join("infra")).unwrap();
+    // The groups of infra/ nodes are derived from infra/ (provisioner_core::adopt).
+    let (images, profiles, infra, gitops) = (
+        repo().join("images"),
+        repo().join("profiles"),
+        repo().join("infra"),
+        repo().join("gitops"),
+    );
+    let inputs = provisioner::inputs::Inputs::load(provisioner::inputs::Dirs {
+        images: &images,
+        profiles: &profiles,
+        infra: &infra,
+        gitops: &gitops,
+    })
+    .unwrap();
+    let (cat, infra) = (inputs.catalog, inputs.infra);
     let cluster = infra.talos["genmachine"].clone();
     let secrets = Arc::new(MemSecretStore::new());
     let images = Arc::new(cat.images.clone());

@@ -68,11 +68,7 @@ async fn reimage_through_the_api_resets_the_node_and_the_next_boot_gets_a_fresh_
         "id: talos-lab\nimage: test-img\nconfig: talos\ncluster: lab\n",
     )
     .unwrap();
-    std::fs::write(
-        d.join("profiles/groups/talos-1.yaml"),
-        format!("id: talos-1\nprofile: talos-lab\nselector: {{ mac: \"{MAC1}\" }}\nmetadata: {{ hostname: talos-1 }}\n"),
-    )
-    .unwrap();
+    // talos-1's group is derived from infra/ (a MAC lives in one place).
     // The cluster's bundle exists before the first start, so the fake apids can be
     // issued by its OS CA (the appliance mints its os:admin identity from it).
     let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();

@@ -31,11 +31,8 @@ fn make_k0s_site(site: &LabSite) {
         format!("id: {PROFILE_ID}\nimage: {IMAGE_ID}\nconfig: flatcar\ncluster: lab\n"),
     )
     .unwrap();
-    fs::write(
-        root.join("profiles/groups/lab-vm1.yaml"),
-        format!("id: lab-vm1\nprofile: {PROFILE_ID}\nselector: {{ mac: \"{MAC}\" }}\nmetadata: {{ hostname: beelink-1 }}\n"),
-    )
-    .unwrap();
+    // beelink-1's group is derived from infra/ (a MAC lives in one place).
+    fs::remove_file(root.join("profiles/groups/lab-vm1.yaml")).unwrap();
     // The controller's address is only written into configs; nothing dials it.
     fs::write(
         root.join("infra/lab.yaml"),

@@ -13,6 +13,7 @@
 
 mod common;
 
+mod adopt_lab;
 mod boot_firmware;
 mod bundle_lab;
 mod config_release_lab;

@@ -27,7 +27,7 @@ use provisioner_e2e::{Appliance, Firmware, Lab, LabSite, Machine, markers, paylo
 use sha2::{Digest, Sha256};
 
 /// talos-1's MAC in the lab copy of infra/genmachine.yaml (the repository's
-/// placeholder `02:00:00:00:01:01` replaced) and its profiles/groups/talos-1.yaml.
+/// placeholder `02:00:00:00:01:01` replaced; its group is derived from infra/).
 const MAC: &str = "52:54:00:61:01:01";
 /// The Talos-like image: the lab payload under Talos' file names.
 const TALOS_IMAGE: &str = "talos-lab-v1.11.6-amd64";
@@ -55,7 +55,7 @@ fn lab_genmachine(prefix: &str) -> String {
 }
 
 /// Turns a plain lab site into the GenMachine one (see the module docs).
-fn make_talos_site(site: &LabSite, prefix: &str) {
+pub(crate) fn make_talos_site(site: &LabSite, prefix: &str) {
     let root = &site.root;
     fs::write(root.join("infra/genmachine.yaml"), lab_genmachine(prefix)).unwrap();
     // Talos' file names, the payload's bytes (hard links: no copy).
@@ -92,15 +92,8 @@ fn make_talos_site(site: &LabSite, prefix: &str) {
         ),
     )
     .unwrap();
+    // talos-1's group is derived from infra/ (a MAC lives in one place).
     fs::remove_file(root.join("profiles/groups/lab-vm1.yaml")).unwrap();
-    fs::write(
-        root.join("profiles/groups/talos-1.yaml"),
-        format!(
-            "id: talos-1\nprofile: genmachine-controlplane\nselector: {{ mac: \"{MAC}\" }}\n\
-             metadata: {{ hostname: talos-1 }}\n"
-        ),
-    )
-    .unwrap();
     let mut cfg = fs::read_to_string(&site.config).unwrap();
     cfg.push_str(&format!("infra_dir: \"{}\"\n", root.join("infra").display()));
     fs::write(&site.config, cfg).unwrap();
@@ -108,7 +101,7 @@ fn make_talos_site(site: &LabSite, prefix: &str) {
 
 /// `provisioner <args> --config <site>`; stdout. Output is never printed on
 /// success (it can be a machine config with keys).
-fn cli(site: &LabSite, args: &[&str]) -> Vec<u8> {
+pub(crate) fn cli(site: &LabSite, args: &[&str]) -> Vec<u8> {
     let out = Command::new(provisioner_bin().unwrap())
         .args(args)
         .arg("--config")

@@ -30,6 +30,7 @@ fn catalog() -> Catalog {
                 cluster: None,
                 admission: None,
                 device_flow: None,
+                role: None,
             },
         );
     }

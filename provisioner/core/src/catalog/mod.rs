@@ -103,6 +103,20 @@ pub struct Profile {
     /// download then needs the bearer token an operator released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_flow: Option<DeviceFlow>,
+    /// Which nodes of `cluster` this profile boots when `infra/` derives their groups
+    /// (`crate::adopt`): needed only when a cluster has more than one profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<NodeRole>,
+}
+
+/// A node's role in its cluster, as `infra/` says (`controlPlane: true` or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// `controlPlane: true`.
+    Controlplane,
+    /// Every other node.
+    Worker,
 }
 
 /// A profile's RFC 8628 device flow ([`crate::release::device`]).

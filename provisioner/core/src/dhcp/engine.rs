@@ -102,6 +102,8 @@ pub struct Note {
     pub arch: Arch,
     /// SMBIOS UUID from option 97, kept if the record has none.
     pub uuid: Option<String>,
+    /// Option 60, to update the record.
+    pub vendor_class: Option<String>,
     /// The events, oldest first (`dhcp_seen`, then `dhcp_sent` if answered).
     pub events: Vec<Event>,
 }
@@ -197,6 +199,7 @@ pub fn answer(
             create,
             arch: client.arch,
             uuid: client.uuid.clone(),
+            vendor_class: client.vendor_class.clone(),
             events,
         })
     };

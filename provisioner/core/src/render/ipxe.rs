@@ -54,7 +54,7 @@ pub fn machine_script(mac: MacAddr, decision: &BootDecision, urls: &BootUrls) ->
         BootDecision::Unknown { reason, .. } => format!(
             "#!ipxe\n\
              echo provisioner: {mac} has no profile here: {reason}\n\
-             echo provisioner: add a group under profiles/groups or set unknown_policy\n\
+             echo provisioner: adopt it (provisioner machines adopt {mac} --node HOST), add a group under profiles/groups, or set unknown_policy\n\
              exit 1\n"
         ),
     }

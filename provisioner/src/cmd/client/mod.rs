@@ -1,4 +1,4 @@
-//! The operator CLI over the API: `machines ls|show|reimage|power|pending|approve|deny|unpin`,
+//! The operator CLI over the API: `machines ls|show|reimage|power|pending|approve|deny|unpin|adopt`,
 //! `clusters ls|status`, `events [--follow]`, and the local `token create|ls|revoke`.
 //!
 //! Endpoint, token and CA come from flags, else `PROVISIONER_API_URL`,
@@ -89,6 +89,15 @@ pub enum MachinesCmd {
     Unpin {
         /// MAC address.
         mac: String,
+    },
+    /// Write a discovered machine's MAC (and UUID) into a node of `infra/` (admin
+    /// token); the appliance reloads and the machine installs on its next boot.
+    Adopt {
+        /// MAC address.
+        mac: String,
+        /// The node's hostname in `infra/<cluster>.yaml`.
+        #[arg(long)]
+        node: String,
     },
     /// Switch a machine on, off, or power-cycle it (admin token).
     Power {
@@ -243,6 +252,11 @@ pub fn machines(cmd: &MachinesCmd, api: &ApiArgs, cfg: &ConfigArgs) -> anyhow::R
             let body = serde_json::json!({ "code": code });
             let v = c.post_json(&format!("/api/v1/machines/{}/{verb}", http::seg(mac)), &body)?;
             output::print(api.json, &v, output::decided)
+        }
+        MachinesCmd::Adopt { mac, node } => {
+            let body = serde_json::json!({ "node": node });
+            let v = c.post_json(&format!("/api/v1/machines/{}/adopt", http::seg(mac)), &body)?;
+            output::print(api.json, &v, output::adopted)
         }
         MachinesCmd::Unpin { mac } => {
             let v = c.post(&format!("/api/v1/machines/{}/unpin", http::seg(mac)))?;

@@ -94,6 +94,8 @@ pub fn machine_detail(m: &Value) -> String {
         ("UUID", "uuid"),
         ("UUID pin", "pinned_uuid"),
         ("Serial", "serial"),
+        ("Vendor", "vendor_class"),
+        ("IP", "ip"),
         ("Boot file", "boot_file"),
         ("First seen", "first_seen"),
         ("Last seen", "last_seen"),
@@ -348,6 +350,37 @@ pub fn unpinned(v: &Value) -> String {
         "{}: UUID pin cleared; the next UUID it presents is pinned\n",
         s(&v["mac"])
     )
+}
+
+/// `machines adopt`: what was written, and whether the running appliance took it.
+pub fn adopted(v: &Value) -> String {
+    let lines = v["lines"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut out = if lines.is_empty() {
+        format!(
+            "{}: already node {} in {}; nothing written\n",
+            s(&v["mac"]),
+            s(&v["node"]),
+            s(&v["file"])
+        )
+    } else {
+        let mut o = format!(
+            "{}: adopted as node {} ({} changed):\n",
+            s(&v["mac"]),
+            s(&v["node"]),
+            s(&v["file"])
+        );
+        for l in lines {
+            o.push_str(&format!("  {}\n", s(l)));
+        }
+        o
+    };
+    match v["reload_error"].as_str() {
+        None => out.push_str("reloaded: it installs on its next network boot\n"),
+        Some(e) => out.push_str(&format!(
+            "NOT reloaded ({e}): restart the appliance to serve it\n"
+        )),
+    }
+    out
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ pub async fn profile(
         (status = 401, description = "No or unknown token", body = ErrorBody),
     ))]
 pub async fn images(State(st): State<ApiState>) -> Json<Vec<ImageView>> {
-    Json(st.ops.catalog.images.values().map(image_view).collect())
+    Json(st.ops.catalog().images.values().map(image_view).collect())
 }
 
 /// One image.

@@ -19,7 +19,7 @@ async fn all(st: &ApiState) -> Result<Vec<ClusterView>, ApiError> {
     let machines = tokio::task::spawn_blocking(move || ops.machines()).await??;
     Ok(views(
         &st.clusters,
-        &st.ops.catalog,
+        &st.ops.catalog(),
         &machines,
         st.bootstrap.as_ref(),
     ))

@@ -31,6 +31,10 @@ pub struct MachineView {
     pub uuid: Option<String>,
     /// SMBIOS serial.
     pub serial: Option<String>,
+    /// DHCP vendor class (option 60) it last sent.
+    pub vendor_class: Option<String>,
+    /// The address it last fetched its boot script from.
+    pub ip: Option<String>,
     /// Operator labels.
     pub labels: BTreeMap<String, String>,
     /// Operator's profile override.
@@ -73,7 +77,7 @@ pub struct MachineDetail {
 
 /// The view of `m`.
 pub fn view(st: &ApiState, m: &Machine, last_event: Option<TimelineEvent>) -> MachineView {
-    let a = assignment(&st.ops.catalog, m);
+    let a = assignment(&st.ops.catalog(), m);
     MachineView {
         mac: m.mac.to_string(),
         state: m.state,
@@ -81,6 +85,8 @@ pub fn view(st: &ApiState, m: &Machine, last_event: Option<TimelineEvent>) -> Ma
         firmware: m.arch.firmware().into(),
         uuid: m.uuid.clone(),
         serial: m.serial.clone(),
+        vendor_class: m.vendor_class.clone(),
+        ip: m.ip.map(|i| i.to_string()),
         labels: m.labels.clone(),
         profile: m.profile.clone(),
         assigned_profile: a.as_ref().map(|a| a.profile.clone()),

@@ -8,6 +8,7 @@
 //! for Prometheus); mutating calls and cluster credential downloads need an admin token.
 
 pub mod actions;
+pub mod adopt;
 pub mod approvals;
 pub mod auth;
 pub mod catalog;
@@ -122,6 +123,7 @@ pub fn api_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
         .routes(routes!(approvals::unpin))
+        .routes(routes!(adopt::adopt))
         .routes(routes!(approvals::pending))
         .routes(routes!(catalog::profiles))
         .routes(routes!(catalog::profile))

@@ -86,7 +86,7 @@ fn validate(st: &ApiState, p: &MachinePatch) -> Result<(), ApiError> {
         }
     }
     if let Some(Some(profile)) = &p.profile
-        && !st.ops.catalog.profiles.contains_key(profile)
+        && !st.ops.catalog().profiles.contains_key(profile)
     {
         return Err(ApiError::invalid(
             "profile",

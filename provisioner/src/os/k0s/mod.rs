@@ -27,17 +27,27 @@ pub fn attach(
     store: Option<std::sync::Arc<dyn K0sSecretStore>>,
     cache: &crate::images::ImageCache,
 ) -> Result<crate::service::BootService, K0sError> {
+    Ok(match renderer(clusters, store, cache)? {
+        Some(r) => service.with_renderer(provisioner_core::catalog::ConfigKind::Flatcar, r),
+        None => service,
+    })
+}
+
+/// The Flatcar renderer for the armed k0s `clusters` (secrets generated where
+/// missing); `None` without clusters or store. At start and on reload.
+pub fn renderer(
+    clusters: &BTreeMap<String, K0sCluster>,
+    store: Option<std::sync::Arc<dyn K0sSecretStore>>,
+    cache: &crate::images::ImageCache,
+) -> Result<Option<std::sync::Arc<dyn provisioner_core::render::config::ConfigRenderer>>, K0sError> {
     let Some(store) = store.filter(|_| !clusters.is_empty()) else {
-        return Ok(service);
+        return Ok(None);
     };
     for name in ensure_secrets(clusters, store.as_ref(), OffsetDateTime::now_utc())? {
         tracing::info!(cluster = %name, "generated k0s CA, service-account key and join tokens (stored encrypted)");
     }
     let renderer = renderer::FlatcarRenderer::new(clusters.clone(), store, cache.clone());
-    Ok(service.with_renderer(
-        provisioner_core::catalog::ConfigKind::Flatcar,
-        std::sync::Arc::new(renderer),
-    ))
+    Ok(Some(std::sync::Arc::new(renderer)))
 }
 
 /// Why k0s clusters or their secrets are not usable.

@@ -41,8 +41,20 @@ pub fn attach(
     clusters: &BTreeMap<String, TalosCluster>,
     secrets: Option<&Arc<dyn SecretStore>>,
 ) -> Result<crate::service::BootService, AttachError> {
+    Ok(match renderer(clusters, secrets)? {
+        Some(r) => service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, r),
+        None => service,
+    })
+}
+
+/// The Talos renderer for the armed `clusters` (secrets generated where missing);
+/// `None` without clusters or store. At start and when the inputs are reloaded.
+pub fn renderer(
+    clusters: &BTreeMap<String, TalosCluster>,
+    secrets: Option<&Arc<dyn SecretStore>>,
+) -> Result<Option<Arc<dyn provisioner_core::render::config::ConfigRenderer>>, AttachError> {
     let Some(secrets) = secrets.filter(|_| !clusters.is_empty()) else {
-        return Ok(service);
+        return Ok(None);
     };
     for name in clusters.keys() {
         if secrets.get(name)?.is_none() {
@@ -51,8 +63,10 @@ pub fn attach(
             tracing::info!(cluster = %name, "generated the Talos secrets bundle (stored encrypted)");
         }
     }
-    let renderer = renderer::TalosRenderer::new(clusters.clone(), secrets.clone());
-    Ok(service.with_renderer(provisioner_core::catalog::ConfigKind::Talos, Arc::new(renderer)))
+    Ok(Some(Arc::new(renderer::TalosRenderer::new(
+        clusters.clone(),
+        secrets.clone(),
+    ))))
 }
 
 /// Why a bundle cannot be imported.

@@ -105,6 +105,7 @@ pub fn api_state(
             catalog: Arc::new(cat),
             power: Arc::new(PowerDrivers::new(power, None)),
             resetter,
+            adopter: None,
         },
         tokens,
         sessions: Arc::default(),

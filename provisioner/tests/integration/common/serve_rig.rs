@@ -110,6 +110,16 @@ impl Rig {
         let dir = tmp.path();
         super::write_catalog(dir);
         write_infra(dir);
+        // A MAC lives in one place: the nodes' groups are derived from infra/, with
+        // the catalog's plain profile for this cluster.
+        for g in ["bios", "efi"] {
+            std::fs::remove_file(dir.join(format!("profiles/groups/{g}.yaml"))).unwrap();
+        }
+        std::fs::write(
+            dir.join("profiles/profiles/lab-nodes.yaml"),
+            format!("id: lab-nodes\nimage: test-img\nconfig: plain\ncluster: {CLUSTER}\n"),
+        )
+        .unwrap();
         // The cluster's secrets bundle, stored where the daemon keeps it, before it
         // starts (it would generate one, but the fake nodes need its OS CA).
         let bundle = provisioner::pki::talos::generate(time::OffsetDateTime::now_utc()).unwrap();

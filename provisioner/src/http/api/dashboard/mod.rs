@@ -19,6 +19,7 @@ use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 use serde::Deserialize;
 
+mod adopt;
 mod approvals;
 mod cluster_page;
 mod fleet;
@@ -46,6 +47,7 @@ fn env() -> &'static Environment<'static> {
             ("clusters.html", include_str!("clusters.html")),
             ("approvals.html", include_str!("approvals.html")),
             ("decide.html", include_str!("decide.html")),
+            ("adopt.html", include_str!("adopt.html")),
         ] {
             // Templates are compiled into the binary; a syntax error is a build bug
             // caught by the dashboard tests.
@@ -99,6 +101,7 @@ pub fn router() -> Router<ApiState> {
         .route("/ui/machines/{mac}/approve", post(approvals::approve))
         .route("/ui/machines/{mac}/deny", post(approvals::deny))
         .route("/ui/machines/{mac}/unpin", post(approvals::unpin))
+        .route("/ui/machines/{mac}/adopt", post(adopt::adopt))
         .route("/ui/approvals", get(approvals::approvals))
         .route("/ui/clusters", get(cluster_page::clusters_page))
         .route(
@@ -309,6 +312,7 @@ async fn machine(
         Some("reimaged=1") => Some("Re-image requested: the next network boot reinstalls this machine."),
         Some("decided=1") => Some("Decision recorded."),
         Some("unpinned=1") => Some("UUID pin cleared: the next UUID this machine presents is pinned."),
+        Some("adopted=1") => Some("Adopted: infra/ has its MAC now; its next network boot installs it."),
         _ => None,
     };
     page(

@@ -86,6 +86,7 @@ fn catalog() -> Catalog {
         cluster: Some(cluster.into()),
         admission: None,
         device_flow: None,
+        role: None,
     };
     let group = |id: &str, profile: &str, mac: &str, host: &str| Group {
         id: id.into(),
