@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::catalog::{CatalogError, FieldError};
+use crate::catalog::{CatalogError, FieldError, YamlFile};
 use crate::k0s::K0sCluster;
 use crate::model::MacAddr;
 use crate::talos::TalosCluster;
@@ -56,41 +56,40 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
 /// [`load`], reading `text` for the file `instead.0` (an edit about to be written,
 /// validated exactly as `check` will read it).
 pub fn load_with(dir: &Path, instead: Option<(&Path, &str)>) -> Result<Infra, CatalogError> {
-    let mut infra = Infra::default();
     let mut errs = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(infra);
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths
-        .into_iter()
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-    {
+    let mut files = crate::catalog::read_yaml_dir(dir, &mut errs);
+    if let Some((p, t)) = instead {
+        match files.iter_mut().find(|(path, _)| path == p) {
+            Some(file) => file.1 = t.to_string(),
+            None => files.push((p.to_path_buf(), t.to_string())),
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    build(&files, errs)
+}
+
+/// [`load`] over files already read (each cluster named by its file's stem).
+pub fn load_files(files: &[YamlFile]) -> Result<Infra, CatalogError> {
+    build(files, Vec::new())
+}
+
+fn build(files: &[YamlFile], mut errs: Vec<FieldError>) -> Result<Infra, CatalogError> {
+    let mut infra = Infra::default();
+    for (path, text) in files {
+        let (path, text) = (path.as_path(), text.as_str());
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        let read = match instead {
-            Some((p, t)) if p == path => Ok(t.to_string()),
-            _ => std::fs::read_to_string(&path),
-        };
-        let text = match read {
-            Ok(t) => t,
-            Err(e) => {
-                errs.push(err(&path, "(document)", format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        let value = match crate::talos::yaml::from_str(&text) {
+        let value = match crate::talos::yaml::from_str(text) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => {
-                errs.push(err(&path, "(document)", "not a mapping"));
+                errs.push(err(path, "(document)", "not a mapping"));
                 continue;
             }
             Err(e) => {
-                errs.push(err(&path, "(document)", e.to_string()));
+                errs.push(err(path, "(document)", e.to_string()));
                 continue;
             }
         };
@@ -100,7 +99,7 @@ pub fn load_with(dir: &Path, instead: Option<(&Path, &str)>) -> Result<Infra, Ca
             .unwrap_or_default();
         if name != stem {
             errs.push(err(
-                &path,
+                path,
                 "clusterName",
                 format!("{name:?} differs from the file name {stem:?}"),
             ));
@@ -112,31 +111,31 @@ pub fn load_with(dir: &Path, instead: Option<(&Path, &str)>) -> Result<Infra, Ca
             .unwrap_or("talos")
             .to_string();
         match dist.as_str() {
-            "talos" => match crate::fieldpath::from_str::<TalosCluster>(&text, strict()) {
+            "talos" => match crate::fieldpath::from_str::<TalosCluster>(text, strict()) {
                 Ok(c) => {
                     for (f, m) in c.validate() {
-                        errs.push(err(&path, f, m));
+                        errs.push(err(path, f, m));
                     }
                     infra.talos.insert(stem.clone(), c);
                 }
-                Err(e) => errs.push(err(&path, e.field_or_document(), e.to_string())),
+                Err(e) => errs.push(err(path, e.field_or_document(), e.to_string())),
             },
-            "k0s" => match crate::fieldpath::from_str::<K0sCluster>(&text, strict()) {
+            "k0s" => match crate::fieldpath::from_str::<K0sCluster>(text, strict()) {
                 Ok(c) => {
                     for (f, m) in c.validate() {
-                        errs.push(err(&path, f, m));
+                        errs.push(err(path, f, m));
                     }
                     infra.k0s.insert(stem.clone(), c);
                 }
-                Err(e) => errs.push(err(&path, e.field_or_document(), e.to_string())),
+                Err(e) => errs.push(err(path, e.field_or_document(), e.to_string())),
             },
             other => errs.push(err(
-                &path,
+                path,
                 "distribution",
                 format!("{other:?} is not talos or k0s"),
             )),
         }
-        infra.sources.insert(stem, path);
+        infra.sources.insert(stem, path.to_path_buf());
     }
     if errs.is_empty() {
         Ok(infra)
@@ -399,5 +398,22 @@ mod field_path_tests {
             assert_eq!(e.field, "nodes[0].macc", "{e:?}");
             assert!(e.message.contains("unknown field `macc`"), "{e:?}");
         }
+    }
+
+    /// The in-memory loader (the fuzz target's) is `load` without the reads.
+    #[test]
+    fn load_files_agrees_with_load() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra");
+        let mut errs = Vec::new();
+        let files = crate::catalog::read_yaml_dir(&shipped, &mut errs);
+        assert!(errs.is_empty() && files.len() >= 2, "{errs:?}");
+        let from_disk = format!("{:?}", load(&shipped));
+        assert_eq!(format!("{:?}", load_files(&files)), from_disk);
+        let bad = vec![(PathBuf::from("x/site.yaml"), "clusterName: other\n".to_owned())];
+        let e = load_files(&bad).unwrap_err().0;
+        assert_eq!(
+            (e[0].file.as_path(), e[0].field.as_str()),
+            (Path::new("x/site.yaml"), "clusterName")
+        );
     }
 }

@@ -157,7 +157,7 @@ impl Inventory for RedbInventory {
         self.db.with(|db| {
             let key = mac.to_string();
             let txn = db.begin_write().map_err(backend)?;
-            let stored = {
+            let (stored, nothing) = {
                 let mut machines = txn.open_table(MACHINES).map_err(backend)?;
                 let current: Option<Machine> = match machines.get(key.as_str()).map_err(backend)? {
                     Some(v) => Some(decode(&key, v.value())?),
@@ -165,6 +165,7 @@ impl Inventory for RedbInventory {
                 };
                 let update = change(current.clone());
                 let events = &update.events;
+                let nothing = update.machine.is_none() && events.is_empty() && update.tokens.is_empty();
                 let stored = match update.machine {
                     Some(new) => {
                         machines
@@ -199,9 +200,15 @@ impl Inventory for RedbInventory {
                         t.issue(k, record)?;
                     }
                 }
-                stored
+                (stored, nothing)
             };
-            txn.commit().map_err(backend)?;
+            if nothing {
+                // Nothing to write (a sighting the first-seen rate refused, a stranger
+                // not recorded): no commit, so no fsync per flood datagram.
+                txn.abort().map_err(backend)?;
+            } else {
+                txn.commit().map_err(backend)?;
+            }
             Ok(stored)
         })
     }

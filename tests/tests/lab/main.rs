@@ -21,6 +21,7 @@ mod dhcp_clients;
 mod dhcp_durability;
 mod dhcp_firmware;
 mod dhcp_pool;
+mod http_flood_boot;
 mod k0s_flatcar_boot;
 mod lab_selftest;
 mod talos_boot;

@@ -1,7 +1,7 @@
 //! Loading `images/` and `profiles/` from disk, with every error naming file and field.
 //!
 //! This is the only place in the core crate that touches the filesystem, and it only
-//! reads. All errors are collected, not just the first, so `provisioner check` can
+//! reads ([`read_yaml_dir`]); [`load_files`] is the same check over texts in memory. All errors are collected, not just the first, so `provisioner check` can
 //! report a whole bad tree in one run.
 
 use std::collections::BTreeMap;
@@ -57,13 +57,52 @@ impl fmt::Display for CatalogError {
 const SELECTOR_ARCHES: [&str; 2] = ["amd64", "arm64"];
 const SELECTOR_FIRMWARES: [&str; 2] = ["bios", "uefi"];
 
+/// One YAML file: its path (named in errors) and its text.
+pub type YamlFile = (PathBuf, String);
+
+/// The YAML files of a catalog tree, read: `images/*.yaml`, `profiles/*.yaml`,
+/// `groups/*.yaml`, each sorted by path.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogFiles {
+    /// `images_dir/*.yaml`.
+    pub images: Vec<YamlFile>,
+    /// `profiles_dir/profiles/*.yaml`.
+    pub profiles: Vec<YamlFile>,
+    /// `profiles_dir/groups/*.yaml`.
+    pub groups: Vec<YamlFile>,
+}
+
 /// Loads and cross-checks `images_dir/*.yaml`, `profiles_dir/profiles/*.yaml` and
 /// `profiles_dir/groups/*.yaml`.
 pub fn load(images_dir: &Path, profiles_dir: &Path) -> Result<Catalog, CatalogError> {
     let mut errs = Vec::new();
+    let files = CatalogFiles {
+        images: read_yaml_dir(images_dir, &mut errs),
+        profiles: read_yaml_dir(&profiles_dir.join("profiles"), &mut errs),
+        groups: read_yaml_dir(&profiles_dir.join("groups"), &mut errs),
+    };
+    build(images_dir, profiles_dir, &files, errs)
+}
+
+/// [`load`] over files already read (the I/O-free part, which the fuzz target
+/// drives in memory); the two directories only name where things are in messages.
+pub fn load_files(
+    images_dir: &Path,
+    profiles_dir: &Path,
+    files: &CatalogFiles,
+) -> Result<Catalog, CatalogError> {
+    build(images_dir, profiles_dir, files, Vec::new())
+}
+
+fn build(
+    images_dir: &Path,
+    profiles_dir: &Path,
+    files: &CatalogFiles,
+    mut errs: Vec<FieldError>,
+) -> Result<Catalog, CatalogError> {
     let mut cat = Catalog::default();
 
-    for (path, image) in read_dir::<Image>(images_dir, &mut errs) {
+    for (path, image) in parse::<Image>(&files.images, &mut errs) {
         validate_image(&path, &image, &mut errs);
         insert(
             &mut cat.images,
@@ -75,7 +114,7 @@ pub fn load(images_dir: &Path, profiles_dir: &Path) -> Result<Catalog, CatalogEr
             &mut errs,
         );
     }
-    for (path, profile) in read_dir::<Profile>(&profiles_dir.join("profiles"), &mut errs) {
+    for (path, profile) in parse::<Profile>(&files.profiles, &mut errs) {
         check_id(&path, "id", &profile.id, &mut errs);
         check_args(&path, "args", &profile.args, &mut errs);
         if let Some(flow) = &profile.device_flow {
@@ -126,7 +165,7 @@ pub fn load(images_dir: &Path, profiles_dir: &Path) -> Result<Catalog, CatalogEr
         );
     }
     let mut seen_selectors: BTreeMap<BTreeMap<String, String>, (String, PathBuf)> = BTreeMap::new();
-    for (path, mut group) in read_dir::<Group>(&profiles_dir.join("groups"), &mut errs) {
+    for (path, mut group) in parse::<Group>(&files.groups, &mut errs) {
         check_id(&path, "id", &group.id, &mut errs);
         if !cat.profiles.contains_key(&group.profile) {
             errs.push(err(
@@ -303,9 +342,10 @@ fn insert<T>(
     map.insert(id, value);
 }
 
-/// Parses every `*.yaml`/`*.yml` file in `dir` (sorted, so errors are stable).
-/// A missing directory is an empty catalog section, not an error.
-fn read_dir<T: DeserializeOwned>(dir: &Path, errs: &mut Vec<FieldError>) -> Vec<(PathBuf, T)> {
+/// Reads every `*.yaml`/`*.yml` file in `dir`, sorted (so errors are stable); an
+/// unreadable file is a `cannot read` error. A missing directory is no files (an
+/// empty section, not an error).
+pub fn read_yaml_dir(dir: &Path, errs: &mut Vec<FieldError>) -> Vec<YamlFile> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -316,16 +356,21 @@ fn read_dir<T: DeserializeOwned>(dir: &Path, errs: &mut Vec<FieldError>) -> Vec<
     paths.sort();
     let mut out = Vec::new();
     for path in paths {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                errs.push(err(&path, "(document)", format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        match crate::fieldpath::from_str::<T>(&text, serde_saphyr::Options::default()) {
-            Ok(v) => out.push((path, v)),
-            Err(e) => errs.push(err(&path, &e.field_or_document(), e.to_string())),
+        match std::fs::read_to_string(&path) {
+            Ok(t) => out.push((path, t)),
+            Err(e) => errs.push(err(&path, "(document)", format!("cannot read: {e}"))),
+        }
+    }
+    out
+}
+
+/// Parses each file as a `T`; a file that does not is an error naming its field.
+fn parse<T: DeserializeOwned>(files: &[YamlFile], errs: &mut Vec<FieldError>) -> Vec<(PathBuf, T)> {
+    let mut out = Vec::new();
+    for (path, text) in files {
+        match crate::fieldpath::from_str::<T>(text, serde_saphyr::Options::default()) {
+            Ok(v) => out.push((path.clone(), v)),
+            Err(e) => errs.push(err(path, &e.field_or_document(), e.to_string())),
         }
     }
     out

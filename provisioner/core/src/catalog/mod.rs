@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{CatalogError, FieldError, load};
+pub use load::{CatalogError, CatalogFiles, FieldError, YamlFile, load, load_files, read_yaml_dir};
 pub(crate) use select::select_group;
 
 /// One file of an image in the cache (`<cache>/<image id>/<file>`).
@@ -167,4 +167,43 @@ pub struct Catalog {
     pub groups: BTreeMap<String, Group>,
     /// Which file each group/profile/image came from, for error messages.
     pub sources: BTreeMap<String, PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// The in-memory loader (the fuzz target's) is `load` without the reads: same
+    /// catalog from the shipped tree, same errors naming the same files.
+    #[test]
+    fn load_files_agrees_with_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (images, profiles) = (root.join("images"), root.join("profiles"));
+        let mut errs = Vec::new();
+        let files = CatalogFiles {
+            images: read_yaml_dir(&images, &mut errs),
+            profiles: read_yaml_dir(&profiles.join("profiles"), &mut errs),
+            groups: read_yaml_dir(&profiles.join("groups"), &mut errs),
+        };
+        assert!(errs.is_empty() && !files.images.is_empty(), "{errs:?}");
+        assert_eq!(
+            format!("{:?}", load_files(&images, &profiles, &files)),
+            format!("{:?}", load(&images, &profiles))
+        );
+        let dup = CatalogFiles {
+            images: vec![
+                (PathBuf::from("a.yaml"), "id: x\nkernel: { file: k }\n".into()),
+                (PathBuf::from("b.yaml"), "id: x\nkernel: { file: k }\n".into()),
+            ],
+            ..CatalogFiles::default()
+        };
+        let e = load_files(Path::new("i"), Path::new("p"), &dup).unwrap_err().0;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            (e[0].file.as_path(), e[0].field.as_str()),
+            (Path::new("b.yaml"), "id")
+        );
+    }
 }
