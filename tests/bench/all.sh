@@ -68,7 +68,8 @@ if ((BUILD)); then
         done
     fi
     log "building the release binary and the storm generator into $CARGO_TARGET_DIR"
-    (cd "$REPO" && timeout 1800 cargo build --release -q -p provisioner -p provisioner-e2e --example bootstorm)
+    # Two commands: a target flag (--example) would limit the first package to it too.
+    (cd "$REPO" && timeout 1800 cargo build --release -q -p provisioner && timeout 1800 cargo build --release -q -p provisioner-e2e --example bootstorm)
 fi
 [[ -x $BIN && -x $CARGO_TARGET_DIR/release/examples/bootstorm ]] || { echo "no release build in $CARGO_TARGET_DIR (drop --no-build)" >&2; exit 1; }
 

@@ -19,7 +19,7 @@ med() {
 calc() {
     local expr=$1; shift
     awk -v e="$expr" 'BEGIN {
-        for (i = 2; i < ARGC; i++) { split(ARGV[i], kv, "="); if (kv[2] == "n/a" || kv[2] == "") { print "n/a"; exit } v[kv[1]] = kv[2] + 0 }
+        for (i = 1; i < ARGC; i++) { split(ARGV[i], kv, "="); if (kv[2] == "n/a" || kv[2] == "") { print "n/a"; exit } v[kv[1]] = kv[2] + 0 }
         if (e == "a/b") { if (v["b"] == 0) print "n/a"; else printf "%.2f", v["a"] / v["b"] }
         else if (e == "t/100") printf "%.3f", v["t"] / 100
         else if (e == "t/100/g") { if (v["g"] == 0) print "n/a"; else printf "%.3f", v["t"] / 100 / v["g"] }

@@ -150,7 +150,10 @@ pub async fn serve_file(
     let count = p.count;
     let mut on_done = if p.full { on_done } else { None };
     let mut sent = 0u64;
-    let stream = ReaderStream::with_capacity(file.take(count), 256 * 1024).map(move |chunk| {
+    // A buffer no larger than the body: a 12-byte file must not cost 256 KiB per
+    // request (boot storm RSS, issue 16).
+    let cap = usize::try_from(count).unwrap_or(usize::MAX).clamp(1, 256 * 1024);
+    let stream = ReaderStream::with_capacity(file.take(count), cap).map(move |chunk| {
         if let Ok(c) = &chunk {
             sent += c.len() as u64;
             metrics::counter!("provisioner_http_bytes_total").increment(c.len() as u64);
