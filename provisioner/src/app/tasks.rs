@@ -59,20 +59,21 @@ impl Wiring<'_> {
             dhcp,
         } = bound;
         let first_stage: Arc<str> = render::ipxe::first_stage(&self.base).into();
-        let boot_router = boot::router(boot::BootState {
+        let boot_state = boot::BootState {
             service: self.service.clone(),
             images: Arc::new(self.inputs.catalog.images.clone()),
             cache: self.cache.clone(),
             ipxe_dir: self.cfg.tftp_root.clone(),
             first_stage: first_stage.clone(),
-        })
-        .layer(axum::Extension(self.health.clone()));
+        };
+        let zero_copy: Arc<dyn crate::http::zerocopy::AssetResolver> = Arc::new(boot_state.clone());
+        let boot_router = boot::router(boot_state).layer(axum::Extension(self.health.clone()));
         tracing::info!("listening for HTTP on {}", http.local_addr()?);
         selftest.listener("HTTP boot (tcp)", http.local_addr()?);
         let token = self.shutdown.clone();
         let limits = self.cfg.http.clone();
         tasks.spawn(async move {
-            crate::http::serve::serve(http, boot_router, limits, token)
+            crate::http::serve::serve(http, boot_router, limits, Some(zero_copy), token)
                 .await
                 .context("HTTP server")
         });

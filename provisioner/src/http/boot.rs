@@ -20,6 +20,7 @@ use provisioner_core::model::Event;
 use provisioner_core::render;
 
 use super::assets;
+use super::zerocopy::{AssetResolver, Resolved};
 use crate::images::ImageCache;
 use crate::service::{BootService, ServiceError};
 
@@ -107,29 +108,73 @@ async fn asset(
     Path((image, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    // Only files named by a loaded image descriptor: the path components come from
-    // validated descriptors, never from the request.
-    let Some(img) = st.images.get(&image) else {
-        return (StatusCode::NOT_FOUND, "no such image\n").into_response();
-    };
-    let known = std::iter::once(&img.kernel)
-        .chain(img.initrds.iter())
-        .any(|f| f.file == file);
-    if !known {
-        return (StatusCode::NOT_FOUND, "no such file in this image\n").into_response();
+    match st.asset_path(&image, &file) {
+        Ok((path, served)) => {
+            let on_done = served_hook(st.service.clone(), peer, served);
+            assets::serve_file(&path, &headers, Some(on_done)).await
+        }
+        Err(why) => (StatusCode::NOT_FOUND, why).into_response(),
     }
-    let path = st.cache.image_file(&img.id, &file);
-    let svc = st.service.clone();
-    let served = format!("{}/{}", img.id, file);
-    let on_done: Box<dyn FnOnce(u64) + Send> = Box::new(move |bytes| {
+}
+
+impl BootState {
+    /// The cached file behind `/assets/{image}/{file}` and its name on the timeline.
+    /// Only files named by a loaded image descriptor: the path components come from
+    /// validated descriptors, never from the request.
+    fn asset_path(&self, image: &str, file: &str) -> Result<(PathBuf, String), &'static str> {
+        let img = self.images.get(image).ok_or("no such image\n")?;
+        let known = std::iter::once(&img.kernel)
+            .chain(img.initrds.iter())
+            .any(|f| f.file == file);
+        if !known {
+            return Err("no such file in this image\n");
+        }
+        Ok((
+            self.cache.image_file(&img.id, file),
+            format!("{}/{}", img.id, file),
+        ))
+    }
+}
+
+/// Records `AssetServed` on the peer's timeline once a full body went out.
+pub(super) fn served_hook(
+    svc: Arc<BootService>,
+    peer: SocketAddr,
+    served: String,
+) -> Box<dyn FnOnce(u64) + Send> {
+    Box::new(move |bytes| {
         let event = Event::AssetServed { file: served, bytes };
         tokio::task::spawn_blocking(move || {
             if let Err(e) = svc.record_for_peer(peer.ip(), event) {
                 tracing::warn!(error = %e, "recording asset event failed");
             }
         });
-    });
-    assets::serve_file(&path, &headers, Some(on_done)).await
+    })
+}
+
+/// The zero-copy path answers the same two routes as [`asset`] and
+/// [`super::mirror::serve`], with the same lookups.
+impl AssetResolver for BootState {
+    fn resolve(&self, path: &str, peer: SocketAddr) -> Option<Resolved> {
+        let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+        let (path, served, route) = match parts.as_slice() {
+            ["assets", image, file] if !image.is_empty() && !file.is_empty() => {
+                let (p, served) = self.asset_path(image, file).ok()?;
+                (p, served, "/assets/{image}/{file}")
+            }
+            ["mirror", kind, version, file] => (
+                self.cache.mirror_file(kind, version, file)?,
+                format!("mirror {kind}/{version}/{file}"),
+                "/mirror/{kind}/{version}/{file}",
+            ),
+            _ => return None,
+        };
+        Some(Resolved {
+            path,
+            route,
+            on_done: Some(served_hook(self.service.clone(), peer, served)),
+        })
+    }
 }
 
 async fn binary(State(st): State<BootState>, Path(file): Path<String>, headers: HeaderMap) -> Response {

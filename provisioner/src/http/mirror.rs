@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use provisioner_core::model::Event;
 
 use super::assets;
 use super::boot::BootState;
@@ -27,15 +26,10 @@ pub async fn serve(
         metrics::counter!("provisioner_mirror_refused_total").increment(1);
         return (StatusCode::NOT_FOUND, "not in the mirror\n").into_response();
     };
-    let svc = st.service.clone();
-    let served = format!("mirror {kind}/{version}/{file}");
-    let on_done: Box<dyn FnOnce(u64) + Send> = Box::new(move |bytes| {
-        let event = Event::AssetServed { file: served, bytes };
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = svc.record_for_peer(peer.ip(), event) {
-                tracing::warn!(error = %e, "recording mirror event failed");
-            }
-        });
-    });
+    let on_done = super::boot::served_hook(
+        st.service.clone(),
+        peer,
+        format!("mirror {kind}/{version}/{file}"),
+    );
     assets::serve_file(&path, &headers, Some(on_done)).await
 }

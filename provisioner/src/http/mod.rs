@@ -1,6 +1,7 @@
 //! HTTP: the plain boot path for firmware ([`boot`]), asset serving ([`assets`]) and
 //! the operator API, metrics and dashboard on their own HTTPS listener ([`api`]). The
-//! boot router carries no API route.
+//! boot router carries no API route. Large cached files leave through
+//! [`zerocopy`] (`sendfile`), everything else through hyper and axum.
 
 pub mod api;
 pub mod assets;
@@ -9,6 +10,7 @@ mod device;
 pub mod limits;
 pub mod mirror;
 pub mod serve;
+pub mod zerocopy;
 
 use std::sync::Arc;
 

@@ -5,7 +5,9 @@
 //! script and config routes. hyper 1.x restarts the header-read timer whenever a
 //! keep-alive connection waits for its next request head (hyper-1.12.0
 //! `src/proto/h1/conn.rs`, `poll_read_head`), so idle keep-alive connections are
-//! closed after it too.
+//! closed after it too. Before hyper sees a connection, [`super::zerocopy`] reads
+//! its request heads and answers large cached files itself with `sendfile`; the
+//! first request it does not take goes to hyper with the bytes already read.
 
 use std::convert::Infallible;
 use std::io;
@@ -28,14 +30,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use super::limits::{ConnLimits, HttpLimits, RateLimiter, rate_limited_path, refused};
+use super::zerocopy::{self, AssetResolver, NextHead};
 
 /// Serves `router` on `listener` within `cfg`'s bounds until `shutdown`; then
-/// asks open connections to finish their request and waits for them.
+/// asks open connections to finish their request and waits for them. `assets`
+/// names the files the zero-copy path may send (`None`: hyper answers everything).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     cfg: HttpLimits,
+    assets: Option<Arc<dyn AssetResolver>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let router = router.layer(tower_http::limit::RequestBodyLimitLayer::new(cfg.max_body_bytes));
@@ -69,8 +76,14 @@ pub async fn serve(
         };
         metrics::gauge!("provisioner_http_connections").set(caps.open(&cfg) as f64);
         let (router, rate, cfg, token) = (router.clone(), rate.clone(), cfg.clone(), shutdown.clone());
+        let assets = assets.clone();
         conns.spawn(async move {
-            connection(stream, peer, router, rate, &cfg, token).await;
+            let Some((stream, replay)) = zero_copy(stream, peer, assets.as_deref(), &cfg, &token).await
+            else {
+                drop(slot);
+                return;
+            };
+            connection(stream, replay, peer, router, rate, &cfg, token).await;
             drop(slot);
         });
     }
@@ -78,8 +91,48 @@ pub async fn serve(
     Ok(())
 }
 
+/// Answers the connection's requests for large cached files with `sendfile` until
+/// one is not such a request: then returns the stream and the bytes read so far
+/// for hyper, or `None` when the connection is done.
+async fn zero_copy(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    assets: Option<&dyn AssetResolver>,
+    cfg: &HttpLimits,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, Bytes)> {
+    let Some(assets) = assets else {
+        return Some((stream, Bytes::new()));
+    };
+    let mut buf = BytesMut::new();
+    loop {
+        let head = match zerocopy::next_head(&mut stream, &mut buf, cfg.header_read_timeout(), shutdown).await
+        {
+            NextHead::Closed => return None,
+            NextHead::Hyper => return Some((stream, buf.freeze())),
+            NextHead::Simple(h) => h,
+        };
+        let Some(resolved) = assets.resolve(&head.path, peer) else {
+            return Some((stream, buf.freeze()));
+        };
+        let Some((file, meta)) = zerocopy::open_large(&resolved) else {
+            return Some((stream, buf.freeze()));
+        };
+        buf.advance(head.len);
+        match zerocopy::respond(&stream, &head, file, &meta, resolved, cfg.idle_timeout()).await {
+            Ok(true) if !shutdown.is_cancelled() => {}
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "http zero-copy response");
+                return None;
+            }
+        }
+    }
+}
+
 async fn connection(
     stream: TcpStream,
+    replay: Bytes,
     peer: SocketAddr,
     router: Router,
     rate: Arc<RateLimiter>,
@@ -90,6 +143,7 @@ async fn connection(
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Tracked {
         inner: stream,
+        replay,
         epoch,
         last: activity.clone(),
     });
@@ -153,9 +207,11 @@ fn too_many() -> Response {
 }
 
 /// A stream that records when a byte last moved (milliseconds since `epoch`), for
-/// the idle watchdog.
+/// the idle watchdog, and first hands out the bytes [`zero_copy`] read but did not
+/// answer.
 struct Tracked {
     inner: TcpStream,
+    replay: Bytes,
     epoch: Instant,
     last: Arc<AtomicU64>,
 }
@@ -170,6 +226,12 @@ impl Tracked {
 impl AsyncRead for Tracked {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            this.touch();
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {

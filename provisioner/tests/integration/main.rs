@@ -48,6 +48,7 @@ mod gitops_check;
 mod gitops_workloads;
 mod golden;
 mod http_flood;
+mod http_zerocopy;
 mod images_argocd;
 mod images_bundle;
 mod images_factory;

@@ -11,6 +11,12 @@
 # under 1 % (DISCOVER-OFFER and REQUEST-ACK together) is its sustained rate.
 # Proxy: PXE DISCOVERs (option 60 PXEClient, option 93 = 0) answered per second,
 # appliance `mode: proxy` against dnsmasq `dhcp-range=…,proxy` + `pxe-service`.
+# CPU per lease: at fixed offered rates (CPU_RATES, default 2000 4000 6000/s, SECS
+# each, a fresh server per rate), the server's whole-process CPU time
+# (utime+stime, /proc/<pid>/stat) per 1,000 completed DORA exchanges, appliance
+# and Kea; results/<date>/dhcp_cpu.tsv.
+#
+# PHASES="steps cpu" (default both) picks the parts; DHCP_OUT=dir writes there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -19,7 +25,9 @@ bin=${1:-${CARGO_TARGET_DIR:-$repo/target}/release/provisioner}
 for t in perfdhcp kea-dhcp4 dnsmasq ip; do command -v "$t" >/dev/null || { echo "missing $t (apt-get install kea-admin kea-dhcp4-server dnsmasq-base iproute2)" >&2; exit 1; }; done
 RATES=${RATES:-"250 500 1000 2000 3000 4000 6000 8000"}
 SECS=${SECS:-10}
-out="$here/results/$(date -u +%Y%m%dT%H%M%SZ)"
+CPU_RATES=${CPU_RATES:-"2000 4000 6000"}
+PHASES=${PHASES:-"steps cpu"}
+out=${DHCP_OUT:-"$here/results/$(date -u +%Y%m%dT%H%M%SZ)"}
 mkdir -p "$out"
 S=pbench-dhcp-srv C=pbench-dhcp-cli
 work=""
@@ -152,18 +160,51 @@ run_proxy() { # name var
   stop_server
 }
 
-run_dora appliance app
-run_dora kea kea
-run_dora dnsmasq dnsmasq
-run_proxy appliance-proxy appproxy
-run_proxy dnsmasq-proxy dnsproxy
+# utime + stime in clock ticks (fields 14 and 15; the comm may hold spaces, so cut
+# at the last ")").
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# CPU per 1,000 DORA at a fixed offered rate, a fresh server (empty lease store)
+# each time so every DORA allocates a new lease.
+run_cpu() { # name rate
+  local r=$2 f c0 c1 acks
+  {
+    start_server "$1"
+    f="$out/$1-cpu-r$r.txt"
+    c0=$(cpu_ticks "$server_pid")
+    ip netns exec $C perfdhcp -4 -l bd1 -r "$r" -p "$SECS" -R 1000000 10.98.0.1 > "$f" 2>&1 || true
+    sleep 1 # work still queued when perfdhcp stops (a group commit) is the server's cost too
+    c1=$(cpu_ticks "$server_pid")
+    acks=$(awk '/received packets:/ {r=$3} END {print r+0}' "$f")
+    awk -v s="$1" -v r="$r" -v a="$acks" -v t=$((c1 - c0)) -v secs="$SECS" -v d="$(drops "$f")" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
+      'BEGIN { printf "%s\t%s\t%.0f\t%s\t%s\t%s\t%.1f\t%s\n", s, r, a / secs, a, d, t, (a > 0 ? t * 10 / (a / 1000) : 0), l }' >> "$out/dhcp_cpu.tsv"
+    echo "$1 at $r/s: $(tail -1 "$out/dhcp_cpu.tsv" | cut -f3-8 | tr '\t' ' ') (achieved/s acks drops% ticks ms_per_1000 load)" | tee -a "$out/summary.txt"
+    stop_server
+  }
+}
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "n/a" }'; }
-{
-  echo
-  echo "## sustained rate (< 1 % drops, ${SECS}s per step, steps: $RATES)"
-  echo "full DORA: appliance $best_app/s, Kea memfile $best_kea/s, dnsmasq $best_dnsmasq/s"
-  echo "  appliance/Kea = $(ratio "$best_app" "$best_kea"), appliance/dnsmasq = $(ratio "$best_app" "$best_dnsmasq")"
-  echo "proxy PXE offers: appliance $best_appproxy/s, dnsmasq proxy $best_dnsproxy/s"
-  echo "  appliance/dnsmasq = $(ratio "$best_appproxy" "$best_dnsproxy")"
-} | tee -a "$out/summary.txt"
+
+if [[ " $PHASES " == *" steps "* ]]; then
+  run_dora appliance app
+  run_dora kea kea
+  run_dora dnsmasq dnsmasq
+  run_proxy appliance-proxy appproxy
+  run_proxy dnsmasq-proxy dnsproxy
+  {
+    echo
+    echo "## sustained rate (< 1 % drops, ${SECS}s per step, steps: $RATES)"
+    echo "full DORA: appliance $best_app/s, Kea memfile $best_kea/s, dnsmasq $best_dnsmasq/s"
+    echo "  appliance/Kea = $(ratio "$best_app" "$best_kea"), appliance/dnsmasq = $(ratio "$best_app" "$best_dnsmasq")"
+    echo "proxy PXE offers: appliance $best_appproxy/s, dnsmasq proxy $best_dnsproxy/s"
+    echo "  appliance/dnsmasq = $(ratio "$best_appproxy" "$best_dnsproxy")"
+  } | tee -a "$out/summary.txt"
+fi
+if [[ " $PHASES " == *" cpu "* ]]; then
+  printf 'server\trate\tachieved_per_s\tacks\tdrops_pct\tcpu_ticks\tms_per_1000\tloadavg\n' > "$out/dhcp_cpu.tsv"
+  # Interleaved per rate, so a drift in the machine's load falls on both.
+  for r in $CPU_RATES; do
+    run_cpu appliance "$r"
+    run_cpu kea "$r"
+  done
+fi
