@@ -10,6 +10,26 @@ use provisioner_core::dhcp::reply::Port;
 
 use crate::config::Config;
 
+/// Pending-connection queue of the boot HTTP listener. `tokio::net::TcpListener::bind`
+/// listens with 1,024; in a 2,000-machine boot storm (`tests/bench/dhcp/bootstorm.sh`)
+/// connections arrive faster than the accept loop takes them and the kernel reset the
+/// overflow (10 of 2,000 `GET /boot.ipxe`). Linux clamps it to `net.core.somaxconn`
+/// (4,096 by default since 5.4, `listen(2)`).
+const HTTP_BACKLOG: u32 = 4096;
+
+/// Binds the boot HTTP listener with [`HTTP_BACKLOG`] (`SO_REUSEADDR` as
+/// `TcpListener::bind` sets it on Unix, so a restart does not wait out TIME_WAIT).
+fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(HTTP_BACKLOG)
+}
+
 /// The bound sockets.
 #[derive(Debug)]
 pub struct Listeners {
@@ -26,9 +46,7 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every listener of `cfg`.
     pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let http = tokio::net::TcpListener::bind(cfg.http_listen)
-            .await
-            .with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
+        let http = bind_http(cfg.http_listen).with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
         let api = std::net::TcpListener::bind(cfg.api_listen)
             .with_context(|| format!("binding API on {}", cfg.api_listen))?;
         api.set_nonblocking(true)?;
