@@ -46,7 +46,8 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every listener of `cfg`.
     pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let http = bind_http(cfg.http_listen).with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
+        let http =
+            bind_http(cfg.http_listen).with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
         let api = std::net::TcpListener::bind(cfg.api_listen)
             .with_context(|| format!("binding API on {}", cfg.api_listen))?;
         api.set_nonblocking(true)?;
