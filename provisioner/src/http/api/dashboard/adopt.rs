@@ -4,13 +4,12 @@
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{login_redirect, secure};
+use super::{admin, secure};
 use crate::http::api::ApiState;
-use crate::http::api::auth;
 use crate::http::api::error::ApiError;
 use crate::http::api::params::MacParam;
 
@@ -27,18 +26,10 @@ pub(super) async fn adopt(
     MacParam(mac): MacParam,
     Form(f): Form<AdoptForm>,
 ) -> Response {
-    let Some(s) = auth::session(&st, &headers) else {
-        return login_redirect();
+    let s = match admin(&st, &headers, &f.csrf, "/ui/machines/{mac}/adopt") {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if !s.caller.role.may_mutate() || f.csrf != s.csrf {
-        metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
-        tracing::warn!(
-            route = "/ui/machines/{mac}/adopt",
-            reason = "forbidden",
-            "API authentication failed"
-        );
-        return (StatusCode::FORBIDDEN, "adopting needs an admin session\n").into_response();
-    }
     let node = f.node.trim().to_string();
     let r = st.ops.adopt(mac, node.clone()).await;
     let outcome = match &r {

@@ -12,10 +12,10 @@ use minijinja::value::{Serde, Value};
 use serde::Deserialize;
 
 use super::super::ApiState;
-use super::super::auth::{self, Session};
+use super::super::auth;
 use super::super::error::ApiError;
 use super::super::params::MacParam;
-use super::{login_redirect, page, role_name, secure};
+use super::{CsrfForm, admin, login_redirect, page, role_name, secure};
 
 /// `GET /ui/approvals`.
 pub(super) async fn approvals(State(st): State<ApiState>, headers: HeaderMap, q: RawQuery) -> Response {
@@ -50,31 +50,6 @@ pub(super) struct DecisionForm {
     code: Option<String>,
     #[serde(default)]
     back: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct CsrfForm {
-    csrf: String,
-}
-
-/// The admin session of a dashboard mutation, or the answer refusing it.
-fn admin(
-    st: &ApiState,
-    headers: &HeaderMap,
-    csrf: &str,
-    route: &'static str,
-) -> Result<Session, Box<Response>> {
-    let Some(s) = auth::session(st, headers) else {
-        return Err(Box::new(login_redirect()));
-    };
-    if !s.caller.role.may_mutate() || csrf != s.csrf {
-        metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
-        tracing::warn!(route, reason = "forbidden", "API authentication failed");
-        return Err(Box::new(
-            (StatusCode::FORBIDDEN, "this needs an admin session\n").into_response(),
-        ));
-    }
-    Ok(s)
 }
 
 async fn decide(

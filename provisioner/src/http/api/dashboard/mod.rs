@@ -29,7 +29,7 @@ mod waterfall;
 pub use fleet::DashboardSettings;
 
 use super::ApiState;
-use super::auth::{self, Caller, SESSION_COOKIE};
+use super::auth::{self, Caller, SESSION_COOKIE, Session};
 use super::machines::view;
 use super::params::MacParam;
 
@@ -333,8 +333,28 @@ async fn machine(
 }
 
 #[derive(Debug, Deserialize)]
-struct CsrfForm {
-    csrf: String,
+pub(super) struct CsrfForm {
+    pub(super) csrf: String,
+}
+
+/// The admin session of a dashboard mutation, or the answer refusing it.
+pub(super) fn admin(
+    st: &ApiState,
+    headers: &HeaderMap,
+    csrf: &str,
+    route: &'static str,
+) -> Result<Session, Box<Response>> {
+    let Some(s) = auth::session(st, headers) else {
+        return Err(Box::new(login_redirect()));
+    };
+    if !s.caller.role.may_mutate() || csrf != s.csrf {
+        metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
+        tracing::warn!(route, reason = "forbidden", "API authentication failed");
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "this needs an admin session\n").into_response(),
+        ));
+    }
+    Ok(s)
 }
 
 async fn reimage(
@@ -343,18 +363,10 @@ async fn reimage(
     MacParam(mac): MacParam,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let Some(s) = auth::session(&st, &headers) else {
-        return login_redirect();
+    let s = match admin(&st, &headers, &f.csrf, "/ui/machines/{mac}/reimage") {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
-    if !s.caller.role.may_mutate() || f.csrf != s.csrf {
-        metrics::counter!("provisioner_api_auth_failures_total", "reason" => "forbidden").increment(1);
-        tracing::warn!(
-            route = "/ui/machines/{mac}/reimage",
-            reason = "forbidden",
-            "API authentication failed"
-        );
-        return (StatusCode::FORBIDDEN, "re-image needs an admin session\n").into_response();
-    }
     match st.ops.reimage(mac).await {
         Ok(_) => {
             tracing::info!(%mac, token = %s.caller.token_id, "re-image requested from the dashboard");
