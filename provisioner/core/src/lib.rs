@@ -27,6 +27,9 @@
 //!
 //! Nothing here opens a socket, a database or a client: the daemon crate does I/O and
 //! calls into these functions (see ARCHITECTURE.md for the import rules).
+// The core is safe Rust: the fuzz targets' long runs (fuzz/README.md) rely on it and
+// build without AddressSanitizer, which only finds bugs that unsafe code can make.
+#![forbid(unsafe_code)]
 
 pub mod adopt;
 pub mod apitoken;
