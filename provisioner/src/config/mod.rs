@@ -150,6 +150,9 @@ pub struct Config {
     /// the systemd credential `provisioner.secrets.key` wins over it, and
     /// `<state_dir>/secrets/secrets.key` is the default ([`crate::store::SecretsKey`]).
     pub secrets_key_file: Option<PathBuf>,
+    /// The age key file that decrypts `infra/<cluster>.talenv.sops.yaml` (the values
+    /// `import talhelper` kept encrypted), kept outside `infra/`.
+    pub talenv_age_key_file: Option<PathBuf>,
     /// `provisioner backup` settings.
     pub backup: BackupSettings,
     /// Configs only to the machine itself (neighbour entry or lease).
@@ -216,6 +219,7 @@ impl Default for Config {
             talos: TalosSettings::default(),
             bootstrap: Default::default(),
             secrets_key_file: None,
+            talenv_age_key_file: None,
             backup: BackupSettings::default(),
             peer_binding: PeerBinding::default(),
             admission: Default::default(),
@@ -310,6 +314,7 @@ impl Config {
                 "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
                 "PROVISIONER_SECRETS_KEY_FILE" => self.secrets_key_file = Some(v.into()),
+                "PROVISIONER_TALENV_AGE_KEY_FILE" => self.talenv_age_key_file = Some(v.into()),
                 "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES" => {
                     self.config_token_ttl_minutes = parse("PROVISIONER_CONFIG_TOKEN_TTL_MINUTES", v)?;
                 }
@@ -381,6 +386,7 @@ impl Config {
             profiles: &self.profiles_dir,
             infra: &self.infra_dir,
             gitops: &self.gitops_dir,
+            talenv_age_key: self.talenv_age_key_file.as_deref(),
         }
     }
 

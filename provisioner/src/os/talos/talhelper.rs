@@ -42,8 +42,11 @@ pub struct TalconfigDir {
     dir: PathBuf,
     env: BTreeMap<String, String>,
     age_key: Option<String>,
-    /// Files that were SOPS-encrypted (their values end up in the output).
-    encrypted: RefCell<Vec<PathBuf>>,
+    /// The encrypted talenv file each variable's value came from (talenv files only;
+    /// a later plain file that sets the name takes it out).
+    sealed_from: BTreeMap<String, PathBuf>,
+    /// `@` files that were SOPS-encrypted.
+    encrypted_files: RefCell<Vec<PathBuf>>,
 }
 
 // Values and the key are secrets: Debug shows only where they came from.
@@ -52,7 +55,8 @@ impl std::fmt::Debug for TalconfigDir {
         f.debug_struct("TalconfigDir")
             .field("dir", &self.dir)
             .field("vars", &self.env.len())
-            .field("encrypted", &self.encrypted.borrow())
+            .field("sealed_from", &self.sealed_from)
+            .field("encrypted_files", &self.encrypted_files.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +111,8 @@ impl TalconfigDir {
             dir,
             env: BTreeMap::new(),
             age_key,
-            encrypted: RefCell::new(Vec::new()),
+            sealed_from: BTreeMap::new(),
+            encrypted_files: RefCell::new(Vec::new()),
         };
         for f in files {
             let text = match std::fs::read_to_string(&f) {
@@ -115,20 +120,41 @@ impl TalconfigDir {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(SourceError::Read(f, e)),
             };
-            if sops::is_sops(&text) {
-                me.encrypted.borrow_mut().push(f.clone());
-            }
+            let encrypted = sops::is_sops(&text);
             let plain =
                 decrypt(text, me.age_key.as_deref(), &f).map_err(|e| SourceError::Decrypt(f.clone(), e))?;
             let vars = talhelper::parse_talenv(&plain).map_err(|e| SourceError::Env(f.clone(), e))?;
+            for k in vars.keys() {
+                match encrypted {
+                    true => me.sealed_from.insert(k.clone(), f.clone()),
+                    false => me.sealed_from.remove(k),
+                };
+            }
             me.env.extend(vars);
         }
         Ok(me)
     }
 
-    /// The SOPS-encrypted files read so far (talenv and `@` files).
-    pub fn encrypted(&self) -> Vec<PathBuf> {
-        self.encrypted.borrow().clone()
+    /// The `@` files read so far that were SOPS-encrypted.
+    pub fn encrypted_files(&self) -> Vec<PathBuf> {
+        self.encrypted_files.borrow().clone()
+    }
+
+    /// The variables whose value came from an encrypted talenv (what import keeps
+    /// as `${NAME}`), and those files (deduplicated, in load order).
+    pub fn sealed(&self) -> (BTreeMap<String, String>, Vec<PathBuf>) {
+        let vars = self
+            .sealed_from
+            .keys()
+            .filter_map(|k| Some((k.clone(), self.env.get(k)?.clone())))
+            .collect();
+        let mut files: Vec<PathBuf> = Vec::new();
+        for f in self.sealed_from.values() {
+            if !files.contains(f) {
+                files.push(f.clone());
+            }
+        }
+        (vars, files)
     }
 }
 
@@ -144,7 +170,7 @@ impl Sources for TalconfigDir {
             error,
         })?;
         if sops::is_sops(&text) {
-            self.encrypted.borrow_mut().push(p.clone());
+            self.encrypted_files.borrow_mut().push(p.clone());
         }
         decrypt(text, self.age_key.as_deref(), &p)
     }
