@@ -49,29 +49,7 @@ fn err(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Fie
     }
 }
 
-/// Gives the variables of a cluster's encrypted talenv (`<cluster>.talenv.sops.yaml`
-/// next to `<cluster>.yaml`, see [`sealed`]), decrypted in memory by the caller.
-pub trait Talenvs {
-    /// The variables of `file`, whose (SOPS) text is `text`.
-    fn vars(&self, file: &Path, text: &str) -> Result<BTreeMap<String, String>, TalenvUnavailable>;
-}
-
-/// Why an encrypted talenv cannot be used (never carries a value).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TalenvUnavailable(pub String);
-
-/// No key: a cluster file with an encrypted talenv does not load.
-#[derive(Debug, Clone, Copy)]
-pub struct NoTalenvKey;
-
-impl Talenvs for NoTalenvKey {
-    fn vars(&self, _: &Path, _: &str) -> Result<BTreeMap<String, String>, TalenvUnavailable> {
-        Err(TalenvUnavailable(
-            "no age key is configured (`talenv_age_key_file`)".into(),
-        ))
-    }
-}
+pub use crate::talos::talhelper::sealed::{NoTalenvKey, TalenvUnavailable, Talenvs};
 
 /// Loads and validates `dir/*.yaml` (a missing directory is an empty infra).
 pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
@@ -112,31 +90,6 @@ fn file_name(p: &Path) -> &str {
     p.file_name().and_then(|s| s.to_str()).unwrap_or_default()
 }
 
-/// A sealed cluster file's text with its talenv's values in (memory only), and them.
-fn unseal(
-    path: &Path,
-    text: &str,
-    talenv: &YamlFile,
-    talenvs: &dyn Talenvs,
-) -> Result<(String, BTreeMap<String, String>), FieldError> {
-    let vars = talenvs.vars(&talenv.0, &talenv.1).map_err(|e| {
-        let (field, name) = sealed::placeholders(text)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| ("(document)".into(), "…".into()));
-        let why = format!("${{{name}}} is kept encrypted in {}: {e}", talenv.0.display());
-        err(path, field, why)
-    })?;
-    match sealed::unseal(text, &vars) {
-        Ok(t) => Ok((t, vars)),
-        Err(e) => Err(err(
-            path,
-            e.field,
-            format!("{} ({})", e.reason, talenv.0.display()),
-        )),
-    }
-}
-
 fn build(
     files: &[YamlFile],
     mut errs: Vec<FieldError>,
@@ -156,7 +109,7 @@ fn build(
         let talenv = talenv_files
             .iter()
             .find(|(p, _)| sealed::companion_of(file_name(p)) == Some(stem.as_str()));
-        let (unsealed, vars) = match talenv.map(|t| unseal(path, text, t, talenvs)) {
+        let (unsealed, vars) = match talenv.map(|t| sealed::unseal_file(path, text, t, talenvs)) {
             None => (None, None),
             Some(Ok((t, v))) => (Some(t), Some(v)),
             Some(Err(e)) => {

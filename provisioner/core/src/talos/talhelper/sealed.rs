@@ -15,10 +15,12 @@
 //! anything is written).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 
 use super::envsubst::{self, SubstError};
+use crate::catalog::{FieldError, YamlFile};
 
 /// The file name ending of a cluster's encrypted talenv in `infra/`.
 pub const TALENV_SUFFIX: &str = ".talenv.sops.yaml";
@@ -206,6 +208,63 @@ fn leaves(v: &Value, path: &mut String, f: &mut dyn FnMut(&str, &str)) {
             path.truncate(len);
         }),
         _ => {}
+    }
+}
+
+/// Gives the variables of a cluster's encrypted talenv (`<cluster>.talenv.sops.yaml`
+/// next to `<cluster>.yaml`, see this module), decrypted in memory by the caller.
+pub trait Talenvs {
+    /// The variables of `file`, whose (SOPS) text is `text`.
+    fn vars(&self, file: &Path, text: &str) -> Result<BTreeMap<String, String>, TalenvUnavailable>;
+}
+
+/// Why an encrypted talenv cannot be used (never carries a value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TalenvUnavailable(pub String);
+
+/// No key: a cluster file with an encrypted talenv does not load.
+#[derive(Debug, Clone, Copy)]
+pub struct NoTalenvKey;
+
+impl Talenvs for NoTalenvKey {
+    fn vars(&self, _: &Path, _: &str) -> Result<BTreeMap<String, String>, TalenvUnavailable> {
+        Err(TalenvUnavailable(
+            "no age key is configured (`talenv_age_key_file`)".into(),
+        ))
+    }
+}
+
+fn field_error(file: &Path, field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        file: file.to_path_buf(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A sealed cluster file's text with its talenv's values in (memory only), and them.
+pub(crate) fn unseal_file(
+    path: &Path,
+    text: &str,
+    talenv: &YamlFile,
+    talenvs: &dyn Talenvs,
+) -> Result<(String, BTreeMap<String, String>), FieldError> {
+    let vars = talenvs.vars(&talenv.0, &talenv.1).map_err(|e| {
+        let (field, name) = placeholders(text)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| ("(document)".into(), "…".into()));
+        let why = format!("${{{name}}} is kept encrypted in {}: {e}", talenv.0.display());
+        field_error(path, field, why)
+    })?;
+    match unseal(text, &vars) {
+        Ok(t) => Ok((t, vars)),
+        Err(e) => Err(field_error(
+            path,
+            e.field,
+            format!("{} ({})", e.reason, talenv.0.display()),
+        )),
     }
 }
 
