@@ -150,8 +150,7 @@ pub struct Config {
     /// the systemd credential `provisioner.secrets.key` wins over it, and
     /// `<state_dir>/secrets/secrets.key` is the default ([`crate::store::SecretsKey`]).
     pub secrets_key_file: Option<PathBuf>,
-    /// The age key file that decrypts `infra/<cluster>.talenv.sops.yaml` (the values
-    /// `import talhelper` kept encrypted), kept outside `infra/`.
+    /// The age key of `infra/*.talenv.sops.yaml` ([`Config::apply_credentials`]).
     pub talenv_age_key_file: Option<PathBuf>,
     /// `provisioner backup` settings.
     pub backup: BackupSettings,
@@ -379,25 +378,16 @@ impl Config {
         self.state_dir.join("api-tokens.redb")
     }
 
-    /// Where `images/`, `profiles/`, `infra/` and `gitops/` are.
-    pub fn input_dirs(&self) -> crate::inputs::Dirs<'_> {
-        crate::inputs::Dirs {
-            images: &self.images_dir,
-            profiles: &self.profiles_dir,
-            infra: &self.infra_dir,
-            gitops: &self.gitops_dir,
-            talenv_age_key: self.talenv_age_key_file.as_deref(),
-        }
-    }
-
     /// The inventory file.
     pub fn inventory_path(&self) -> PathBuf {
         self.state_dir.join(INVENTORY_FILE)
     }
 }
 
+mod paths;
 mod release;
 #[cfg(test)]
 mod tests;
 
+pub use paths::TALENV_KEY_CREDENTIAL;
 pub use release::PeerBinding;
