@@ -11,6 +11,8 @@
 //! (`pkg/substitute/pathsubst.go`). The age identity comes from `--age-key`, else
 //! where sops looks: `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, then
 //! `$XDG_CONFIG_HOME/sops/age/keys.txt` (`~/.config/sops/age/keys.txt`).
+//! Which values came from an encrypted talenv is tracked ([`TalconfigDir::sealed`]):
+//! the import keeps those as `${NAME}` (`provisioner_core::talos::talhelper::sealed`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -173,5 +175,42 @@ impl Sources for TalconfigDir {
             self.encrypted_files.borrow_mut().push(p.clone());
         }
         decrypt(text, self.age_key.as_deref(), &p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_are_those_an_encrypted_talenv_gave_last() {
+        use age::secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let enc = sops::encrypt_yaml(
+            "VIP: 10.0.0.10\nHOST: cp-1\n",
+            &id.to_public().to_string(),
+            "2026-12-07T21:00:00Z",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("talenv.sops.yaml"), enc).unwrap();
+        // A later plain file sets HOST: that value is not sealed.
+        std::fs::write(dir.path().join("talenv.yml"), "HOST: cp-plain\n").unwrap();
+        let talconfig = dir.path().join("talconfig.yaml");
+        let key = id.to_string().expose_secret().to_string();
+        let d = TalconfigDir::load(&talconfig, &[], Some(key)).unwrap();
+        let (vars, files) = d.sealed();
+        assert_eq!(
+            vars.into_iter().collect::<Vec<_>>(),
+            vec![("VIP".to_string(), "10.0.0.10".to_string())]
+        );
+        assert_eq!(files, vec![dir.path().join("talenv.sops.yaml")]);
+        assert_eq!(d.var("HOST").as_deref(), Some("cp-plain"));
+        // Debug names files and counts, never a value or the key.
+        let dbg = format!("{d:?}");
+        assert!(
+            !dbg.contains("10.0.0.10") && !dbg.contains("AGE-SECRET-KEY"),
+            "{dbg}"
+        );
     }
 }
