@@ -255,15 +255,15 @@ fn encrypted_talenv_values_stay_encrypted_in_infra() {
     assert!(ok, "{err}");
     let (ok, out, err) = run(&["talos", "config", "--node", "cp-secret-9", "--config", &keyed]);
     assert!(ok, "{err}");
-    assert_decrypted_and_valid(&out);
+    assert_decrypted_and_valid(&out, "cp-secret-9");
 }
 
 /// A config carries the talenv's values (and `$$` came back as `$`), and its
 /// machine document validates against Talos v1.11's schema (fixtures).
-fn assert_decrypted_and_valid(config: &str) {
+fn assert_decrypted_and_valid(config: &str, host: &str) {
     let docs = provisioner_core::talos::yaml::from_str_multi(config).unwrap();
     let m = &docs[0]["machine"];
-    assert_eq!(m["network"]["hostname"], "cp-secret-9", "{config}");
+    assert_eq!(m["network"]["hostname"], host, "{config}");
     assert_eq!(m["network"]["interfaces"][0]["addresses"][0], "10.9.0.11/24");
     assert_eq!(m["network"]["interfaces"][0]["vip"]["ip"], "10.9.0.10");
     assert_eq!(m["env"]["WIFI_PSK"], "hunter2-wifi-psk");
@@ -280,6 +280,28 @@ fn assert_decrypted_and_valid(config: &str) {
     let inst = provisioner_core::talos::machine::schema_instance(&docs[0]);
     let errors: Vec<String> = v.iter_errors(&inst).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// `/ipxe` for `mac`, then the config its `talos.config=` URL serves: (status, body).
+fn fetch_config(d: &Daemon, mac: &str) -> (u16, String) {
+    let (st, script) = http(
+        d.http,
+        "GET",
+        &format!("/ipxe?mac={}&arch=x86_64&platform=efi", mac.replace(':', "-")),
+    )
+    .unwrap();
+    let script = String::from_utf8(script).unwrap();
+    assert_eq!(st, 200, "{script}");
+    let Some(path) = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("talos.config="))
+        .and_then(|u| u.trim_start_matches("http://").split_once('/'))
+        .map(|(_, p)| format!("/{p}"))
+    else {
+        return (0, script);
+    };
+    let (st, config) = http(d.http, "GET", &path).unwrap();
+    (st, String::from_utf8(config).unwrap())
 }
 
 #[test]
@@ -315,27 +337,69 @@ fn the_daemon_serves_the_decrypted_config_to_the_node() {
     assert!(ok, "{out}{err}");
 
     let d = Daemon::start(Path::new(&keyed));
-    let (st, script) = http(
-        d.http,
-        "GET",
-        &format!("/ipxe?mac={}&arch=x86_64&platform=efi", MAC.replace(':', "-")),
-    )
-    .unwrap();
-    let script = String::from_utf8(script).unwrap();
-    assert_eq!(st, 200, "{script}");
-    let path = script
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("talos.config="))
-        .and_then(|u| u.trim_start_matches("http://").split_once('/'))
-        .map(|(_, p)| format!("/{p}"))
-        .unwrap_or_else(|| panic!("no talos.config= in {script}"));
-    let (st, config) = http(d.http, "GET", &path).unwrap();
-    let config = String::from_utf8(config).unwrap();
+    let (st, config) = fetch_config(&d, MAC);
     assert_eq!(st, 200, "{config}");
-    assert_decrypted_and_valid(&config);
+    assert_decrypted_and_valid(&config, "cp-secret-9");
     // Served, never logged.
     let log = std::fs::read_to_string(&d.log).unwrap();
     assert_no_secret_in("the daemon's log", &log);
+}
+
+#[test]
+fn adopting_into_a_sealed_file_keeps_it_sealed_and_the_reload_serves_it() {
+    let Some(s) = site() else { return };
+    // Here the hostname is plain (an adoption names the node); the rest is sealed.
+    let talconfig = TALCONFIG.replace("${HOSTNAME1}", "cp-9");
+    s.write("th/talconfig.yaml", &talconfig);
+    let keyed = s.config(
+        "provisioner.yaml",
+        &format!("talenv_age_key_file: {}\n", s.key.display()),
+    );
+    let (ok, out, err) = import(&s, &keyed, &[]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(&[
+        "talos",
+        "secrets",
+        "gen",
+        "--cluster",
+        "genmachine",
+        "--config",
+        &keyed,
+    ]);
+    assert!(ok, "{err}");
+    let infra = s.path("infra/genmachine.yaml");
+    let before = std::fs::read_to_string(&infra).unwrap();
+    let d = Daemon::start(Path::new(&keyed));
+    // Unknown: no install, a Discovered record.
+    let (st, script) = fetch_config(&d, MAC);
+    assert_eq!(st, 0, "{script}");
+    let admin = d.token("admin");
+    let r = d
+        .api_client()
+        .post(format!("{}/api/v1/machines/{MAC}/adopt", d.api_url()))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(r#"{"node":"cp-9"}"#)
+        .send()
+        .unwrap();
+    let st = r.status().as_u16();
+    let body = r.text().unwrap();
+    assert_eq!(st, 200, "{body}");
+    assert_no_secret_in("the adoption's answer", &body);
+    // Exactly one line more (its MAC); the placeholders stay, no value was written.
+    let after = std::fs::read_to_string(&infra).unwrap();
+    let added: Vec<&str> = after
+        .lines()
+        .filter(|l| !before.lines().any(|b| b == *l))
+        .collect();
+    assert_eq!(added, vec![format!("      mac: \"{MAC}\"").as_str()], "{after}");
+    assert_eq!(after.lines().count(), before.lines().count() + 1, "{after}");
+    assert_no_secret_under(&s.path("infra"));
+    // The reloaded inputs serve it its decrypted config.
+    let (st, config) = fetch_config(&d, MAC);
+    assert_eq!(st, 200, "{config}");
+    assert_decrypted_and_valid(&config, "cp-9");
+    assert_no_secret_in("the daemon's log", &std::fs::read_to_string(&d.log).unwrap());
 }
 
 #[test]
