@@ -50,8 +50,11 @@ pub enum SealError {
         /// Where it still appears.
         field: String,
     },
-    /// Substituting the sealed text did not give back the original (a bug guard).
-    #[error("the sealed text does not substitute back to the imported text")]
+    /// The sealed text is not YAML, or substituting it did not give back the
+    /// original (a bug guard).
+    #[error(
+        "the text with `${{NAME}}` placeholders is not YAML or does not substitute back to the imported text"
+    )]
     RoundTrip,
 }
 
@@ -70,22 +73,22 @@ pub struct UnsealError {
 pub fn seal(text: &str, secrets: &BTreeMap<String, String>) -> Result<String, SealError> {
     let vals = values(secrets);
     let out = replace_values(text, &vals, true);
-    // A value the YAML writer escaped or folded is still in the document.
-    if let Ok(docs) = crate::talos::yaml::from_str_multi(&out) {
-        let mut found = None;
-        for d in &docs {
-            leaves(d, &mut String::new(), &mut |field, s| {
-                let s = strip_placeholders(s);
-                if found.is_none()
-                    && let Some((n, _)) = vals.iter().find(|(_, v)| s.contains(v))
-                {
-                    found = Some((n.to_string(), field.to_string()));
-                }
-            });
-        }
-        if let Some((name, field)) = found {
-            return Err(SealError::Escaped { name, field });
-        }
+    // A value the YAML writer escaped or folded is still in the document; a sealed
+    // text that is not YAML could hide one, so it is refused too.
+    let docs = crate::talos::yaml::from_str_multi(&out).map_err(|_| SealError::RoundTrip)?;
+    let mut found = None;
+    for d in &docs {
+        leaves(d, &mut String::new(), &mut |field, s| {
+            let s = strip_placeholders(s);
+            if found.is_none()
+                && let Some((n, _)) = vals.iter().find(|(_, v)| s.contains(v))
+            {
+                found = Some((n.to_string(), field.to_string()));
+            }
+        });
+    }
+    if let Some((name, field)) = found {
+        return Err(SealError::Escaped { name, field });
     }
     match unseal(&out, secrets) {
         Ok(back) if back == text => Ok(out),
