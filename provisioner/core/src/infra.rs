@@ -15,6 +15,7 @@ use crate::catalog::{CatalogError, FieldError, YamlFile};
 use crate::k0s::K0sCluster;
 use crate::model::MacAddr;
 use crate::talos::TalosCluster;
+use crate::talos::talhelper::sealed;
 
 /// Every cluster definition found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,6 +49,8 @@ fn err(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Fie
     }
 }
 
+pub use crate::talos::talhelper::sealed::{NoTalenvKey, TalenvUnavailable, Talenvs};
+
 /// Loads and validates `dir/*.yaml` (a missing directory is an empty infra).
 pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
     load_with(dir, None)
@@ -56,6 +59,16 @@ pub fn load(dir: &Path) -> Result<Infra, CatalogError> {
 /// [`load`], reading `text` for the file `instead.0` (an edit about to be written,
 /// validated exactly as `check` will read it).
 pub fn load_with(dir: &Path, instead: Option<(&Path, &str)>) -> Result<Infra, CatalogError> {
+    load_sealed(dir, instead, &NoTalenvKey)
+}
+
+/// [`load_with`], resolving the `${NAME}`s of cluster files that have an encrypted
+/// talenv with `talenvs`.
+pub fn load_sealed(
+    dir: &Path,
+    instead: Option<(&Path, &str)>,
+    talenvs: &dyn Talenvs,
+) -> Result<Infra, CatalogError> {
     let mut errs = Vec::new();
     let mut files = crate::catalog::read_yaml_dir(dir, &mut errs);
     if let Some((p, t)) = instead {
@@ -65,16 +78,27 @@ pub fn load_with(dir: &Path, instead: Option<(&Path, &str)>) -> Result<Infra, Ca
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    build(&files, errs)
+    build(&files, errs, talenvs)
 }
 
 /// [`load`] over files already read (each cluster named by its file's stem).
 pub fn load_files(files: &[YamlFile]) -> Result<Infra, CatalogError> {
-    build(files, Vec::new())
+    build(files, Vec::new(), &NoTalenvKey)
 }
 
-fn build(files: &[YamlFile], mut errs: Vec<FieldError>) -> Result<Infra, CatalogError> {
+fn file_name(p: &Path) -> &str {
+    p.file_name().and_then(|s| s.to_str()).unwrap_or_default()
+}
+
+fn build(
+    files: &[YamlFile],
+    mut errs: Vec<FieldError>,
+    talenvs: &dyn Talenvs,
+) -> Result<Infra, CatalogError> {
     let mut infra = Infra::default();
+    let (talenv_files, files): (Vec<&YamlFile>, Vec<&YamlFile>) = files
+        .iter()
+        .partition(|(p, _)| sealed::companion_of(file_name(p)).is_some());
     for (path, text) in files {
         let (path, text) = (path.as_path(), text.as_str());
         let stem = path
@@ -82,66 +106,91 @@ fn build(files: &[YamlFile], mut errs: Vec<FieldError>) -> Result<Infra, Catalog
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        let value = match crate::talos::yaml::from_str(text) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => {
-                errs.push(err(path, "(document)", "not a mapping"));
-                continue;
-            }
-            Err(e) => {
-                errs.push(err(path, "(document)", e.to_string()));
+        let talenv = talenv_files
+            .iter()
+            .find(|(p, _)| sealed::companion_of(file_name(p)) == Some(stem.as_str()));
+        let (unsealed, vars) = match talenv.map(|t| sealed::unseal_file(path, text, t, talenvs)) {
+            None => (None, None),
+            Some(Ok((t, v))) => (Some(t), Some(v)),
+            Some(Err(e)) => {
+                errs.push(e);
                 continue;
             }
         };
-        let name = value
-            .get("clusterName")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if name != stem {
-            errs.push(err(
-                path,
-                "clusterName",
-                format!("{name:?} differs from the file name {stem:?}"),
-            ));
-            continue;
+        let text = unsealed.as_deref().unwrap_or(text);
+        let first_err = errs.len();
+        cluster_file(path, &stem, text, &mut infra, &mut errs);
+        // Errors quote lines and values: a talenv value goes back to its `${NAME}`.
+        if let Some(vars) = &vars {
+            for e in &mut errs[first_err..] {
+                e.message = sealed::redact(&e.message, vars);
+                e.field = sealed::redact(&e.field, vars);
+            }
         }
-        let dist = value
-            .get("distribution")
-            .and_then(Value::as_str)
-            .unwrap_or("talos")
-            .to_string();
-        match dist.as_str() {
-            "talos" => match crate::fieldpath::from_str::<TalosCluster>(text, strict()) {
-                Ok(c) => {
-                    for (f, m) in c.validate() {
-                        errs.push(err(path, f, m));
-                    }
-                    infra.talos.insert(stem.clone(), c);
-                }
-                Err(e) => errs.push(err(path, e.field_or_document(), e.to_string())),
-            },
-            "k0s" => match crate::fieldpath::from_str::<K0sCluster>(text, strict()) {
-                Ok(c) => {
-                    for (f, m) in c.validate() {
-                        errs.push(err(path, f, m));
-                    }
-                    infra.k0s.insert(stem.clone(), c);
-                }
-                Err(e) => errs.push(err(path, e.field_or_document(), e.to_string())),
-            },
-            other => errs.push(err(
-                path,
-                "distribution",
-                format!("{other:?} is not talos or k0s"),
-            )),
-        }
-        infra.sources.insert(stem, path.to_path_buf());
     }
     if errs.is_empty() {
         Ok(infra)
     } else {
         Err(CatalogError(errs))
     }
+}
+
+/// Parses and validates one cluster file into `infra` (errors into `errs`).
+fn cluster_file(path: &Path, stem: &str, text: &str, infra: &mut Infra, errs: &mut Vec<FieldError>) {
+    let value = match crate::talos::yaml::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            errs.push(err(path, "(document)", "not a mapping"));
+            return;
+        }
+        Err(e) => {
+            errs.push(err(path, "(document)", e.to_string()));
+            return;
+        }
+    };
+    let name = value
+        .get("clusterName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name != stem {
+        errs.push(err(
+            path,
+            "clusterName",
+            format!("{name:?} differs from the file name {stem:?}"),
+        ));
+        return;
+    }
+    let dist = value
+        .get("distribution")
+        .and_then(Value::as_str)
+        .unwrap_or("talos")
+        .to_string();
+    match dist.as_str() {
+        "talos" => match crate::fieldpath::from_str::<TalosCluster>(text, strict()) {
+            Ok(c) => {
+                for (f, m) in c.validate() {
+                    errs.push(err(path, f, m));
+                }
+                infra.talos.insert(stem.to_string(), c);
+            }
+            Err(e) => errs.push(err(path, e.field_or_document(), e.to_string())),
+        },
+        "k0s" => match crate::fieldpath::from_str::<K0sCluster>(text, strict()) {
+            Ok(c) => {
+                for (f, m) in c.validate() {
+                    errs.push(err(path, f, m));
+                }
+                infra.k0s.insert(stem.to_string(), c);
+            }
+            Err(e) => errs.push(err(path, e.field_or_document(), e.to_string())),
+        },
+        other => errs.push(err(
+            path,
+            "distribution",
+            format!("{other:?} is not talos or k0s"),
+        )),
+    }
+    infra.sources.insert(stem.to_string(), path.to_path_buf());
 }
 
 /// A cluster whose nodes catalog groups select by `metadata.hostname`.

@@ -34,7 +34,9 @@ pub fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
         None if !args.unprivileged && installed.is_file() => Some(installed),
         f => f,
     };
-    Ok(Config::load(file, base, &env)?)
+    let mut cfg = Config::load(file, base, &env)?;
+    cfg.apply_credentials(std::env::var_os("CREDENTIALS_DIRECTORY").as_deref());
+    Ok(cfg)
 }
 
 pub use super::check::check;

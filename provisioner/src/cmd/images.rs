@@ -237,7 +237,8 @@ fn pull_talos(
     image: Option<&str>,
 ) -> anyhow::Result<()> {
     let cat = crate::cmd::commands::load_catalog(cfg)?;
-    let infra = provisioner_core::infra::load(&cfg.infra_dir).map_err(|e| {
+    let infra = crate::inputs::talenv::load_infra(&cfg.infra_dir, cfg.talenv_age_key_file.as_deref(), None)
+        .map_err(|e| {
         anyhow::anyhow!(
             "{}",
             e.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")

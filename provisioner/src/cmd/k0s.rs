@@ -12,7 +12,7 @@ use provisioner_core::render::config::ConfigUrls;
 
 use crate::cmd::cli::ConfigArgs;
 use crate::config::Config;
-use crate::os::k0s::{ensure_secrets, load_clusters, renderer};
+use crate::os::k0s::{ensure_secrets, load_clusters_keyed, renderer};
 use crate::pki::k0s as pki;
 use provisioner_core::k0s::store::K0sSecretStore;
 
@@ -47,7 +47,7 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn K0sSecretStore>> {
 }
 
 fn one_cluster(cfg: &Config, name: Option<&str>) -> anyhow::Result<K0sCluster> {
-    let clusters = load_clusters(&cfg.infra_dir)?;
+    let clusters = load_clusters_keyed(&cfg.infra_dir, cfg.talenv_age_key_file.as_deref())?;
     match name {
         Some(n) => clusters
             .get(n)
@@ -102,7 +102,7 @@ pub fn run(cmd: K0sCommand, args: &ConfigArgs) -> anyhow::Result<()> {
             if std::io::stdout().is_terminal() {
                 bail!("the Ignition config holds the cluster CA key: redirect it to a file");
             }
-            let clusters = load_clusters(&cfg.infra_dir)?;
+            let clusters = load_clusters_keyed(&cfg.infra_dir, cfg.talenv_age_key_file.as_deref())?;
             let c = clusters
                 .values()
                 .find(|c| c.node(&node).is_some())

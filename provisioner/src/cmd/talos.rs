@@ -96,9 +96,11 @@ pub fn open_secrets(cfg: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
 
 /// Talos clusters of `infra/`, validated.
 pub fn talos_clusters(cfg: &Config) -> anyhow::Result<std::collections::BTreeMap<String, TalosCluster>> {
-    Ok(provisioner_core::infra::load(&cfg.infra_dir)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .talos)
+    Ok(
+        crate::inputs::talenv::load_infra(&cfg.infra_dir, cfg.talenv_age_key_file.as_deref(), None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .talos,
+    )
 }
 
 fn find(cfg: &Config, cluster: Option<&str>, node: Option<&str>) -> anyhow::Result<TalosCluster> {
@@ -254,19 +256,65 @@ pub fn import_talhelper(
     if dest.exists() && !force {
         bail!("{} exists (use --force to overwrite)", dest.display());
     }
-    let encrypted = sources.encrypted();
-    if encrypted.is_empty() {
-        std::fs::write(&dest, imported.to_yaml()).with_context(|| dest.display().to_string())?;
-    } else {
-        // Values from an encrypted talenv are now plain text in the output.
-        write_private(&dest, &imported.to_yaml())?;
-        for f in &encrypted {
+    // Values the operator encrypted stay encrypted: `${NAME}` in the file, the talenv
+    // copied next to it as it is (provisioner_core::talos::talhelper::sealed).
+    if let Some(f) = sources.encrypted_files().first() {
+        bail!(
+            "{} is SOPS-encrypted: what it contributes would be written to {} in plain text. \
+             Move its secret values into talenv.sops.yaml and reference them as ${{NAME}} in it \
+             (those stay encrypted in infra/)",
+            f.display(),
+            dest.display()
+        );
+    }
+    let (secrets, talenvs) = sources.sealed();
+    let plain = imported.to_yaml();
+    let text = match secrets.is_empty() {
+        true => plain.clone(),
+        false => talos::talhelper::sealed::seal(&plain, &secrets)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dest.display()))?,
+    };
+    let companion = dest.with_file_name(talos::talhelper::sealed::companion_name(
+        dest.file_stem().and_then(|s| s.to_str()).unwrap_or_default(),
+    ));
+    let used: Vec<&String> = secrets
+        .iter()
+        .filter(|(_, v)| !v.is_empty() && plain.contains(v.as_str()))
+        .map(|(k, _)| k)
+        .collect();
+    match (used.is_empty(), talenvs.as_slice()) {
+        (true, _) => {
+            if companion.exists() {
+                // A former import's talenv: this file no longer refers to it.
+                std::fs::remove_file(&companion).with_context(|| companion.display().to_string())?;
+            }
+            std::fs::write(&dest, &plain).with_context(|| dest.display().to_string())?;
+        }
+        (false, [talenv]) => {
+            if companion.exists() && !force {
+                bail!("{} exists (use --force to overwrite)", companion.display());
+            }
+            let sealed_talenv = std::fs::read(talenv).with_context(|| talenv.display().to_string())?;
+            write_private(&companion, &String::from_utf8_lossy(&sealed_talenv))?;
+            std::fs::write(&dest, &text).with_context(|| dest.display().to_string())?;
+            let names: Vec<String> = used.iter().map(|n| format!("${{{n}}}")).collect();
             eprintln!(
-                "warning: {} is SOPS-encrypted; what it contributed is in plain text in {} (written 0600): keep that file out of git or re-encrypt it",
-                f.display(),
-                dest.display()
+                "kept {} as placeholders in {}: resolved in memory from {} (a copy of {}, still \
+                 SOPS-encrypted) with the age key file that `talenv_age_key_file` names",
+                names.join(", "),
+                dest.display(),
+                companion.display(),
+                talenv.display()
             );
         }
+        (false, many) => bail!(
+            "values come from {} encrypted talenv files ({}); infra/ keeps one per cluster: merge them",
+            many.len(),
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
     println!(
         "wrote {} ({} node(s), {} field(s) not imported, {} problem(s) to fix)",

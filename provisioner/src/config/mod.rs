@@ -150,6 +150,8 @@ pub struct Config {
     /// the systemd credential `provisioner.secrets.key` wins over it, and
     /// `<state_dir>/secrets/secrets.key` is the default ([`crate::store::SecretsKey`]).
     pub secrets_key_file: Option<PathBuf>,
+    /// The age key of `infra/*.talenv.sops.yaml` ([`Config::apply_credentials`]).
+    pub talenv_age_key_file: Option<PathBuf>,
     /// `provisioner backup` settings.
     pub backup: BackupSettings,
     /// Configs only to the machine itself (neighbour entry or lease).
@@ -216,6 +218,7 @@ impl Default for Config {
             talos: TalosSettings::default(),
             bootstrap: Default::default(),
             secrets_key_file: None,
+            talenv_age_key_file: None,
             backup: BackupSettings::default(),
             peer_binding: PeerBinding::default(),
             admission: Default::default(),
@@ -310,6 +313,7 @@ impl Config {
                 "PROVISIONER_GITOPS_DIR" => self.gitops_dir = v.into(),
                 "PROVISIONER_CACHE_DIR" => self.cache_dir = Some(v.into()),
                 "PROVISIONER_SECRETS_KEY_FILE" => self.secrets_key_file = Some(v.into()),
+                "PROVISIONER_TALENV_AGE_KEY_FILE" => self.talenv_age_key_file = Some(v.into()),
                 "PROVISIONER_CONFIG_TOKEN_TTL_MINUTES" => {
                     self.config_token_ttl_minutes = parse("PROVISIONER_CONFIG_TOKEN_TTL_MINUTES", v)?;
                 }
@@ -374,24 +378,16 @@ impl Config {
         self.state_dir.join("api-tokens.redb")
     }
 
-    /// Where `images/`, `profiles/`, `infra/` and `gitops/` are.
-    pub fn input_dirs(&self) -> crate::inputs::Dirs<'_> {
-        crate::inputs::Dirs {
-            images: &self.images_dir,
-            profiles: &self.profiles_dir,
-            infra: &self.infra_dir,
-            gitops: &self.gitops_dir,
-        }
-    }
-
     /// The inventory file.
     pub fn inventory_path(&self) -> PathBuf {
         self.state_dir.join(INVENTORY_FILE)
     }
 }
 
+mod paths;
 mod release;
 #[cfg(test)]
 mod tests;
 
+pub use paths::TALENV_KEY_CREDENTIAL;
 pub use release::PeerBinding;

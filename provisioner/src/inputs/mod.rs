@@ -3,12 +3,13 @@
 //! `provisioner check` and by `serve`) and passed by reference from there.
 
 pub mod arming;
+pub mod talenv;
 
 use std::path::Path;
 
 use provisioner_core::adopt;
 use provisioner_core::catalog::{self, Catalog, CatalogError};
-use provisioner_core::infra::{self, Infra};
+use provisioner_core::infra::Infra;
 
 use crate::gitops::settings::Settings;
 use crate::gitops::tree::TreeError;
@@ -24,6 +25,8 @@ pub struct Dirs<'a> {
     pub infra: &'a Path,
     /// `gitops/`: the tree ArgoCD syncs.
     pub gitops: &'a Path,
+    /// The age key file that decrypts `infra/*.talenv.sops.yaml` ([`talenv`]).
+    pub talenv_age_key: Option<&'a Path>,
 }
 
 /// Every input, validated.
@@ -65,7 +68,7 @@ impl Inputs {
         let mut catalog = catalog::load(dirs.images, dirs.profiles)
             .map_err(|e| problems.extend(e.0))
             .ok();
-        let infra = infra::load_with(dirs.infra, instead)
+        let infra = talenv::load_infra(dirs.infra, dirs.talenv_age_key, instead)
             .map_err(|e| problems.extend(e.0))
             .ok();
         // A MAC lives in one place: claimed once across infra/ and profiles/groups/,

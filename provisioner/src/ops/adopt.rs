@@ -81,6 +81,7 @@ pub struct Adopter {
     profiles: PathBuf,
     infra: PathBuf,
     gitops: PathBuf,
+    talenv_age_key: Option<PathBuf>,
     reloader: Arc<dyn Reloader>,
     one_at_a_time: Mutex<()>,
 }
@@ -93,6 +94,7 @@ impl Adopter {
             profiles: dirs.profiles.to_path_buf(),
             infra: dirs.infra.to_path_buf(),
             gitops: dirs.gitops.to_path_buf(),
+            talenv_age_key: dirs.talenv_age_key.map(Path::to_path_buf),
             reloader,
             one_at_a_time: Mutex::new(()),
         }
@@ -104,6 +106,7 @@ impl Adopter {
             profiles: &self.profiles,
             infra: &self.infra,
             gitops: &self.gitops,
+            talenv_age_key: self.talenv_age_key.as_deref(),
         }
     }
 

@@ -62,6 +62,7 @@ mod power_drivers;
 mod store_faults;
 mod systemd_notify;
 mod talhelper_cli;
+mod talhelper_sealed;
 mod talos_api;
 mod talos_cli;
 mod talos_delivery;

@@ -82,6 +82,7 @@ fn rig_with(inventory: Arc<dyn Inventory>, ttl: Option<Duration>) -> Rig {
         profiles: &profiles,
         infra: &infra,
         gitops: &gitops,
+        talenv_age_key: None,
     })
     .unwrap();
     let (cat, infra) = (inputs.catalog, inputs.infra);

@@ -75,7 +75,16 @@ pub fn parse_cluster(text: &str) -> Result<K0sCluster, Vec<(String, String)>> {
 /// The k0s clusters of `infra_dir`, validated (with every other cluster file: a bad
 /// Talos file stops the k0s path too, as `provisioner check` would).
 pub fn load_clusters(infra_dir: &Path) -> Result<BTreeMap<String, K0sCluster>, K0sError> {
-    provisioner_core::infra::load(infra_dir)
+    load_clusters_keyed(infra_dir, None)
+}
+
+/// [`load_clusters`] with the age key file of `infra/`'s encrypted talenv files
+/// (`talenv_age_key_file`), so a sealed Talos file next to them loads too.
+pub fn load_clusters_keyed(
+    infra_dir: &Path,
+    talenv_key: Option<&Path>,
+) -> Result<BTreeMap<String, K0sCluster>, K0sError> {
+    crate::inputs::talenv::load_infra(infra_dir, talenv_key, None)
         .map(|i| i.k0s)
         .map_err(|e| K0sError::Invalid(e.to_string()))
 }

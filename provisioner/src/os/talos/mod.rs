@@ -9,7 +9,7 @@ mod locked;
 pub mod orchestrator;
 pub mod renderer;
 pub mod reset;
-pub mod sops;
+pub use crate::pki::sops;
 pub mod supervisor;
 pub mod talhelper;
 

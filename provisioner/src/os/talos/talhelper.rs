@@ -11,6 +11,8 @@
 //! (`pkg/substitute/pathsubst.go`). The age identity comes from `--age-key`, else
 //! where sops looks: `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, then
 //! `$XDG_CONFIG_HOME/sops/age/keys.txt` (`~/.config/sops/age/keys.txt`).
+//! Which values came from an encrypted talenv is tracked ([`TalconfigDir::sealed`]):
+//! the import keeps those as `${NAME}` (`provisioner_core::talos::talhelper::sealed`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -42,8 +44,11 @@ pub struct TalconfigDir {
     dir: PathBuf,
     env: BTreeMap<String, String>,
     age_key: Option<String>,
-    /// Files that were SOPS-encrypted (their values end up in the output).
-    encrypted: RefCell<Vec<PathBuf>>,
+    /// The encrypted talenv file each variable's value came from (talenv files only;
+    /// a later plain file that sets the name takes it out).
+    sealed_from: BTreeMap<String, PathBuf>,
+    /// `@` files that were SOPS-encrypted.
+    encrypted_files: RefCell<Vec<PathBuf>>,
 }
 
 // Values and the key are secrets: Debug shows only where they came from.
@@ -52,7 +57,8 @@ impl std::fmt::Debug for TalconfigDir {
         f.debug_struct("TalconfigDir")
             .field("dir", &self.dir)
             .field("vars", &self.env.len())
-            .field("encrypted", &self.encrypted.borrow())
+            .field("sealed_from", &self.sealed_from)
+            .field("encrypted_files", &self.encrypted_files.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +113,8 @@ impl TalconfigDir {
             dir,
             env: BTreeMap::new(),
             age_key,
-            encrypted: RefCell::new(Vec::new()),
+            sealed_from: BTreeMap::new(),
+            encrypted_files: RefCell::new(Vec::new()),
         };
         for f in files {
             let text = match std::fs::read_to_string(&f) {
@@ -115,20 +122,41 @@ impl TalconfigDir {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(SourceError::Read(f, e)),
             };
-            if sops::is_sops(&text) {
-                me.encrypted.borrow_mut().push(f.clone());
-            }
+            let encrypted = sops::is_sops(&text);
             let plain =
                 decrypt(text, me.age_key.as_deref(), &f).map_err(|e| SourceError::Decrypt(f.clone(), e))?;
             let vars = talhelper::parse_talenv(&plain).map_err(|e| SourceError::Env(f.clone(), e))?;
+            for k in vars.keys() {
+                match encrypted {
+                    true => me.sealed_from.insert(k.clone(), f.clone()),
+                    false => me.sealed_from.remove(k),
+                };
+            }
             me.env.extend(vars);
         }
         Ok(me)
     }
 
-    /// The SOPS-encrypted files read so far (talenv and `@` files).
-    pub fn encrypted(&self) -> Vec<PathBuf> {
-        self.encrypted.borrow().clone()
+    /// The `@` files read so far that were SOPS-encrypted.
+    pub fn encrypted_files(&self) -> Vec<PathBuf> {
+        self.encrypted_files.borrow().clone()
+    }
+
+    /// The variables whose value came from an encrypted talenv (what import keeps
+    /// as `${NAME}`), and those files (deduplicated, in load order).
+    pub fn sealed(&self) -> (BTreeMap<String, String>, Vec<PathBuf>) {
+        let vars = self
+            .sealed_from
+            .keys()
+            .filter_map(|k| Some((k.clone(), self.env.get(k)?.clone())))
+            .collect();
+        let mut files: Vec<PathBuf> = Vec::new();
+        for f in self.sealed_from.values() {
+            if !files.contains(f) {
+                files.push(f.clone());
+            }
+        }
+        (vars, files)
     }
 }
 
@@ -144,8 +172,45 @@ impl Sources for TalconfigDir {
             error,
         })?;
         if sops::is_sops(&text) {
-            self.encrypted.borrow_mut().push(p.clone());
+            self.encrypted_files.borrow_mut().push(p.clone());
         }
         decrypt(text, self.age_key.as_deref(), &p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_are_those_an_encrypted_talenv_gave_last() {
+        use age::secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let enc = sops::encrypt_yaml(
+            "VIP: 10.0.0.10\nHOST: cp-1\n",
+            &id.to_public().to_string(),
+            "2026-12-07T21:00:00Z",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("talenv.sops.yaml"), enc).unwrap();
+        // A later plain file sets HOST: that value is not sealed.
+        std::fs::write(dir.path().join("talenv.yml"), "HOST: cp-plain\n").unwrap();
+        let talconfig = dir.path().join("talconfig.yaml");
+        let key = id.to_string().expose_secret().to_string();
+        let d = TalconfigDir::load(&talconfig, &[], Some(key)).unwrap();
+        let (vars, files) = d.sealed();
+        assert_eq!(
+            vars.into_iter().collect::<Vec<_>>(),
+            vec![("VIP".to_string(), "10.0.0.10".to_string())]
+        );
+        assert_eq!(files, vec![dir.path().join("talenv.sops.yaml")]);
+        assert_eq!(d.var("HOST").as_deref(), Some("cp-plain"));
+        // Debug names files and counts, never a value or the key.
+        let dbg = format!("{d:?}");
+        assert!(
+            !dbg.contains("10.0.0.10") && !dbg.contains("AGE-SECRET-KEY"),
+            "{dbg}"
+        );
     }
 }

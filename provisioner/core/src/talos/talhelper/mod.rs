@@ -25,6 +25,7 @@ mod fields;
 mod finish;
 mod gotmpl;
 mod nodes;
+pub mod sealed;
 
 use std::collections::BTreeMap;
 

@@ -56,15 +56,22 @@ pub fn is_sops(text: &str) -> bool {
         .is_some_and(|s| s.is_object())
 }
 
-/// The `AGE-SECRET-KEY-…` line of an age key file (comments allowed).
-fn identity(key_file: &str) -> Result<age::x25519::Identity, SopsError> {
-    key_file
+/// The `AGE-SECRET-KEY-…` lines of an age key file (comments allowed; sops' own
+/// `keys.txt` may hold several, each tried in turn).
+fn identities(key_file: &str) -> Result<Vec<age::x25519::Identity>, SopsError> {
+    let ids = key_file
         .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .ok_or("the age key file has no AGE-SECRET-KEY line")?
-        .parse()
-        .map_err(|_| SopsError::from("the age key file's identity does not parse"))
+        .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .map(|l| {
+            l.parse()
+                .map_err(|_| SopsError::from("the age key file's identity does not parse"))
+        })
+        .collect::<Result<Vec<age::x25519::Identity>, _>>()?;
+    if ids.is_empty() {
+        return Err("the age key file has no AGE-SECRET-KEY line".into());
+    }
+    Ok(ids)
 }
 
 /// The parts of an `ENC[…]` value: ciphertext, IV, tag, type.
@@ -148,7 +155,7 @@ fn walk(
     }
 }
 
-fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8; 32], SopsError> {
+fn data_key(meta: &Map<String, Value>, ids: &[age::x25519::Identity]) -> Result<[u8; 32], SopsError> {
     let entries = meta
         .get("age")
         .and_then(Value::as_array)
@@ -161,7 +168,7 @@ fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8
         let Ok(dec) = age::Decryptor::new_buffered(reader) else {
             continue;
         };
-        if let Ok(mut r) = dec.decrypt(std::iter::once(id as &dyn age::Identity)) {
+        if let Ok(mut r) = dec.decrypt(ids.iter().map(|i| i as &dyn age::Identity)) {
             let mut key = Vec::new();
             r.read_to_end(&mut key).map_err(|e| e.to_string())?;
             return key
@@ -169,20 +176,20 @@ fn data_key(meta: &Map<String, Value>, id: &age::x25519::Identity) -> Result<[u8
                 .map_err(|_| SopsError::from("the SOPS data key is not 32 bytes"));
         }
     }
-    Err("none of the sops.age recipients matches the given age key".into())
+    Err("none of the sops.age recipients matches the given age key(s)".into())
 }
 
 /// Decrypts a SOPS YAML document with an age key file's contents; returns the plain
 /// YAML (without the `sops` block). Fails if the MAC does not verify.
 pub fn decrypt_yaml(text: &str, age_key_file: &str) -> Result<String, SopsError> {
-    let id = identity(age_key_file)?;
+    let ids = identities(age_key_file)?;
     let mut doc = provisioner_core::talos::yaml::from_str(text)?;
     let obj = doc.as_object_mut().ok_or("not a mapping")?;
     let meta = obj
         .remove("sops")
         .and_then(|m| m.as_object().cloned())
         .ok_or("no sops block")?;
-    let key = data_key(&meta, &id)?;
+    let key = data_key(&meta, &ids)?;
     let mut hash = Sha512::new();
     walk(&mut doc, &mut Vec::new(), &mut |aad, leaf| {
         if let Some(s) = leaf.as_str().filter(|s| s.starts_with("ENC[")) {
