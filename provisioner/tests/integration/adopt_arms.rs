@@ -183,3 +183,84 @@ fn adopting_the_last_node_arms_the_cluster_live_bootstrap_and_dhcp_without_a_res
     assert_eq!(rig.lab.cluster.calls().len(), calls, "dialled after hand-off");
     assert_eq!(rig.lab.cluster.count("Bootstrap", Code::Ok), 1);
 }
+
+/// `GET /api/v1/clusters` → the `bootstrap` object of `name`.
+fn cluster_bootstrap(d: &Daemon, token: &str, name: &str) -> Value {
+    let (st, body) = d.api_get("/api/v1/clusters", Some(token));
+    assert_eq!(st, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    list.as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("{body}"))["bootstrap"]
+        .clone()
+}
+
+/// The k0s readiness workflow: a k0s cluster whose worker carries a placeholder MAC
+/// gets no workflow although its controller was served its install; adopting the
+/// worker starts it (it records WaitK0s), once.
+#[test]
+fn adopting_the_last_k0s_node_starts_the_k0s_workflow_once_without_a_restart() {
+    use super::common::daemon::write_config;
+    use provisioner_core::inventory::Inventory;
+    use provisioner_core::model::{Event, Machine};
+    const CONTROLLER: &str = "52:54:00:00:02:01";
+    const WORKER: &str = "52:54:00:00:02:02";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    super::common::write_catalog(dir);
+    std::fs::create_dir_all(dir.join("infra")).unwrap();
+    std::fs::write(
+        dir.join("infra/beelink.yaml"),
+        format!(
+            "distribution: k0s\nclusterName: beelink\nk0sVersion: v1.36.3+k0s.2\nflatcarVersion: 4459.2.0\nnodes:\n\
+             \x20 - hostname: beelink-1\n    controlPlane: true\n    ipAddress: 127.0.0.1\n    mac: \"{CONTROLLER}\"\n\
+             \x20 - hostname: beelink-2\n    ipAddress: 127.0.0.2\n    mac: \"02:00:00:00:02:02\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("profiles/profiles/k0s.yaml"),
+        "id: k0s\nimage: test-img\nconfig: flatcar\ncluster: beelink\n",
+    )
+    .unwrap();
+    // The controller was served its stage-1 Ignition (the k0s workflow's start signal).
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    {
+        let inv = provisioner::store::RedbInventory::open(&dir.join("state/inventory.redb")).unwrap();
+        let mac: MacAddr = CONTROLLER.parse().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        inv.put(&Machine::discovered(mac, now)).unwrap();
+        let served = Event::ConfigServed {
+            bytes: 1234,
+            config: provisioner_core::catalog::ConfigKind::Flatcar,
+        };
+        inv.append(mac, &[served.at(now)]).unwrap();
+    }
+    let d = Daemon::start(&write_config(dir, dir));
+    let (admin, reader) = (d.token("admin"), d.token("read-only"));
+    wait_for_log(&d, "no node dialled", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1000));
+    let b = cluster_bootstrap(&d, &reader, "beelink");
+    assert_eq!(b["phase"], "pending", "unarmed, yet started: {b:#}");
+    assert_eq!(log_count(&d, "cluster workflow started"), 0);
+
+    adopt(&d, &admin, WORKER, "beelink-2");
+    let end = Instant::now() + Duration::from_secs(20);
+    let b = loop {
+        let b = cluster_bootstrap(&d, &reader, "beelink");
+        if b["phase"] != "pending" {
+            break b;
+        }
+        assert!(Instant::now() < end, "the k0s workflow did not start: {b:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let first = &b["steps"][0];
+    assert_eq!(first["name"], "WaitK0s", "{b:#}");
+    assert_ne!(first["status"], "pending", "{b:#}");
+    assert_eq!(log_count(&d, "cluster workflow started"), 1);
+
+    // Adopted again: nothing changed, no second workflow.
+    adopt(&d, &admin, WORKER, "beelink-2");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(log_count(&d, "cluster workflow started"), 1);
+}
