@@ -5,6 +5,7 @@
 //! tests run the same composition on port 0.
 
 mod listeners;
+mod live_api;
 mod reload;
 pub mod selftest;
 mod stores;
@@ -86,8 +87,12 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
     }
     let (server_ip, base) = crate::config::advertised_on(&cfg, bound.http.local_addr()?.port());
     let live = Arc::new(reload::Live::new(&cfg, &stores, &cache, server_ip));
-    let (service, adopter, mut started) =
-        boot_service(&cfg, &inputs, &stores, &live, &base, (!dry_run, &shutdown))?;
+    let Booted {
+        service,
+        adopter,
+        mut started,
+        api,
+    } = boot_service(&cfg, &inputs, &stores, &live, &base, (!dry_run, &shutdown))?;
     let health = Arc::new(crate::service::health::Health::new(stores.healed()));
     let wiring = tasks::Wiring {
         health: health.clone(),
@@ -98,6 +103,7 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         service,
         adopter,
         live,
+        api,
         cache,
         server_ip,
         base: base.clone(),
@@ -157,11 +163,7 @@ fn boot_service(
     live: &Arc<reload::Live>,
     base: &str,
     (bootstrap, shutdown): (bool, &CancellationToken),
-) -> anyhow::Result<(
-    Arc<BootService>,
-    Arc<crate::ops::adopt::Adopter>,
-    tokio::sync::mpsc::UnboundedReceiver<workflows::Task>,
-)> {
+) -> anyhow::Result<Booted> {
     let (booter, renderers, release) = live.parts(inputs)?;
     let catalog = booter.1.clone();
     let service = BootService::new(booter.0.clone(), stores.inventory.clone(), base.to_string())
@@ -190,14 +192,37 @@ fn boot_service(
         spawn,
         shutdown.clone(),
     ));
-    workflows.arm(inputs, &catalog, &live.secrets());
+    let secrets = live.secrets();
+    workflows.arm(inputs, &catalog, &secrets);
+    let api = Arc::new(live_api::LiveApi::new(
+        cfg,
+        inputs,
+        &catalog,
+        &secrets,
+        stores.kubeconfigs.clone(),
+    ));
     let reloading = reload::Reloading {
         live: live.clone(),
         service: service.clone(),
         workflows,
+        api: api.clone(),
     };
     let adopter = crate::ops::adopt::Adopter::new(cfg.input_dirs(), Arc::new(reloading));
-    Ok((service, Arc::new(adopter), started))
+    Ok(Booted {
+        service,
+        adopter: Arc::new(adopter),
+        started,
+        api,
+    })
+}
+
+/// What [`boot_service`] built.
+struct Booted {
+    service: Arc<BootService>,
+    adopter: Arc<crate::ops::adopt::Adopter>,
+    /// Workflow tasks to spawn (`workflows`).
+    started: tokio::sync::mpsc::UnboundedReceiver<workflows::Task>,
+    api: Arc<live_api::LiveApi>,
 }
 
 /// Waits (with a deadline: in-flight downloads get a few seconds) for the servers to

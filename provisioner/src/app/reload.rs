@@ -20,8 +20,8 @@ use provisioner_core::talos::store::SecretStore;
 
 use super::stores::{Kubeconfigs, Stores, k0s_secrets, talos_secrets};
 use super::workflows::Workflows;
-use crate::dhcp::handler::FullSlot;
 use crate::config::Config;
+use crate::dhcp::handler::FullSlot;
 use crate::images::ImageCache;
 use crate::inputs::Inputs;
 use crate::ops::adopt::ReloadError;
@@ -146,6 +146,7 @@ pub(super) struct Reloading {
     pub live: Arc<Live>,
     pub service: Arc<BootService>,
     pub workflows: Arc<Workflows>,
+    pub api: Arc<super::live_api::LiveApi>,
 }
 
 impl crate::ops::adopt::Reloader for Reloading {
@@ -167,7 +168,9 @@ impl crate::ops::adopt::Reloader for Reloading {
                 tracing::info!("DHCP reservations reloaded");
             }
         });
-        self.workflows.arm(&inputs, &catalog, &self.live.secrets());
+        let secrets = self.live.secrets();
+        self.workflows.arm(&inputs, &catalog, &secrets);
+        self.api.update(&self.live.cfg, &inputs, &catalog, &secrets);
         inputs.clusters.warn();
         dhcp.map_err(|e| ReloadError(format!("DHCP keeps its old reservations: {e:#}")))?;
         tracing::info!("inputs reloaded: the next network boots use them");

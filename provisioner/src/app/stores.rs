@@ -137,7 +137,10 @@ impl Kubeconfigs {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !inner.0 {
-            *inner = (true, Arc::new(AgeKubeconfigs::open_keyed(&self.state, &self.key)?));
+            *inner = (
+                true,
+                Arc::new(AgeKubeconfigs::open_keyed(&self.state, &self.key)?),
+            );
         }
         Ok(())
     }

@@ -36,6 +36,8 @@ pub(super) struct Wiring<'a> {
     pub adopter: Arc<crate::ops::adopt::Adopter>,
     /// What the inputs decide; DHCP's engine slot.
     pub live: Arc<super::reload::Live>,
+    /// The API's cluster views (swapped by reloads).
+    pub api: Arc<super::live_api::LiveApi>,
     pub cache: ImageCache,
     pub server_ip: IpAddr,
     pub base: String,
@@ -143,41 +145,22 @@ impl Wiring<'_> {
     }
 
     fn api_state(&self) -> api::ApiState {
-        let (cfg, stores, talos) = (self.cfg, self.stores, &self.inputs.clusters.talos);
-        // Re-imaging a Talos node: Reset over the Talos API with the cluster's
-        // os:admin identity from its secrets bundle.
-        let resetter = stores.talos_secrets.as_ref().map(|s| {
-            Arc::new(
-                crate::os::talos::reset::TalosResetter::new(
-                    talos.clone(),
-                    Arc::new(crate::os::talos::api::BundleIdentity::new(s.clone())),
-                    cfg.talos.api_port,
-                    Duration::from_secs(5),
-                )
-                .with_catalog(self.catalog.clone()),
-            ) as Arc<dyn crate::cluster::seams::NodeResetter>
-        });
+        let (cfg, stores) = (self.cfg, self.stores);
         api::ApiState {
             ops: Operator {
                 service: self.service.clone(),
                 catalog: self.catalog.clone(),
                 power: Arc::new(PowerDrivers::new(cfg.power.clone(), cfg.interface.clone())),
-                resetter,
+                resetter: Some(self.api.resetter.clone()),
                 adopter: Some(self.adopter.clone()),
             },
             tokens: stores.tokens.clone(),
             sessions: Arc::default(),
-            clusters: crate::ops::clusters::cluster_files(&self.inputs.infra).into(),
+            clusters: self.api.clusters.clone(),
             // The orchestrator's progress, from the same store.
             bootstrap: Arc::new(StoreBootstrap(stores.inventory.clone())),
             shutdown: self.shutdown.clone(),
-            credentials: Arc::new(crate::ops::credentials::StoreCredentials {
-                talos: talos.clone(),
-                talos_secrets: stores.talos_secrets.clone(),
-                kubeconfigs: stores.kubeconfigs.clone(),
-                k0s_secrets: stores.k0s_secrets.clone(),
-                k0s: self.inputs.clusters.k0s.clone(),
-            }),
+            credentials: self.api.credentials.clone(),
             leases: stores.leases.clone(),
             dashboard: cfg.dashboard.clone(),
         }

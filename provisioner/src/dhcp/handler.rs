@@ -68,10 +68,7 @@ impl FullSlot {
 
     /// Serves `full` from the next datagram on.
     pub fn set(&self, full: Option<FullServer>) {
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = full.map(Arc::new);
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = full.map(Arc::new);
     }
 }
 

@@ -47,7 +47,8 @@ impl Relay {
         let mac: MacAddr = mac.parse().unwrap();
         let z = Ipv4Addr::UNSPECIFIED;
         let mut m = Message::new_with_id(xid, z, z, z, self.giaddr, &mac.0);
-        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
         self.sock
             .send_to(&wire::encode(&m).unwrap(), self.server)
             .unwrap();
@@ -104,6 +105,20 @@ fn until_log_count(d: &Daemon, needle: &str, n: usize) {
     }
 }
 
+/// Whether `/api/v1/clusters` lists the cluster as armed, and the status of its
+/// talosconfig for `token`.
+fn armed(d: &Daemon, token: &str) -> (bool, u16) {
+    let (st, body) = d.api_get("/api/v1/clusters", Some(token));
+    assert_eq!(st, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let c = list
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == CLUSTER))
+        .unwrap_or_else(|| panic!("{body}"));
+    let (st, _) = d.api_get(&format!("/api/v1/clusters/{CLUSTER}/talosconfig"), Some(token));
+    (c["armed"] == true, st)
+}
+
 /// The offer to `mac`, retried (the relay's first DISCOVER may race the reload).
 fn offered(relay: &Relay, mac: &str) -> Option<Ipv4Addr> {
     (0..10u32).find_map(|i| relay.offer(mac, 0x1700 + i, Duration::from_millis(300)))
@@ -148,14 +163,24 @@ fn adopting_the_last_node_arms_the_cluster_live_bootstrap_and_dhcp_without_a_res
     assert_eq!(relay.offer(TALOS_3, 0x1600, Duration::from_millis(800)), None);
     assert_eq!(rig.lab.cluster.calls().len(), 0, "an unarmed cluster was dialled");
     assert_eq!(log_count(&d, "cluster workflow started"), 0);
+    assert_eq!(cluster_bootstrap(&d, &reader, CLUSTER)["phase"], "pending");
+    let before = armed(&d, &admin);
+    assert!(!before.0 && before.1 != 200, "{before:?}");
 
     // The last placeholder replaced: armed now.
     let adopted = Instant::now();
     adopt(&d, &admin, TALOS_3, "talos-3");
     assert_eq!(offered(&relay, TALOS_3), Some(Ipv4Addr::new(127, 0, 0, 13)));
     assert_eq!(offered(&relay, BIOS_MAC), Some(Ipv4Addr::new(127, 0, 0, 11)));
+    // The API's views follow: armed in the list, a talosconfig minted.
+    let (is_armed, talosconfig) = armed(&d, &reader);
+    assert!(is_armed);
+    assert_eq!(talosconfig, 403, "a read-only token gets no credential");
+    assert_eq!(armed(&d, &admin), (true, 200));
     let took = rig.until_done(&d, &reader, adopted);
     println!("adoption → HandedOff in {took:?}");
+    let (st, _) = d.api_get(&format!("/api/v1/clusters/{CLUSTER}/kubeconfig"), Some(&admin));
+    assert_eq!(st, 200, "the kubeconfig the bootstrap fetched");
     assert_eq!(rig.lab.cluster.count("Bootstrap", Code::Ok), 1);
     assert_eq!(rig.lab.cluster.count("Bootstrap", Code::AlreadyExists), 0);
     assert_eq!(log_count(&d, "cluster workflow started"), 1);
