@@ -207,6 +207,7 @@ fn adopting_the_last_node_arms_the_cluster_live_bootstrap_and_dhcp_without_a_res
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rig.lab.cluster.calls().len(), calls, "dialled after hand-off");
     assert_eq!(rig.lab.cluster.count("Bootstrap", Code::Ok), 1);
+    stops_cleanly(d);
 }
 
 /// `GET /api/v1/clusters` → the `bootstrap` object of `name`.
@@ -288,4 +289,24 @@ fn adopting_the_last_k0s_node_starts_the_k0s_workflow_once_without_a_restart() {
     adopt(&d, &admin, WORKER, "beelink-2");
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(log_count(&d, "cluster workflow started"), 1);
+    let d = stops_cleanly(d);
+    assert_eq!(
+        log_count(&d, "k0s workflow stopped"),
+        1,
+        "the shutdown token reached it"
+    );
+}
+
+/// SIGTERM: the workflows started by reloads end with the servers, within the
+/// drain's deadline.
+fn stops_cleanly(mut d: Daemon) -> Daemon {
+    let t = Instant::now();
+    d.stop();
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5) && !log.contains("did not stop"),
+        "{:?}\n{log}",
+        t.elapsed()
+    );
+    d
 }
