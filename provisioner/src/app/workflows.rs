@@ -38,8 +38,8 @@ pub(super) type Task = BoxFuture<'static, anyhow::Result<()>>;
 /// What a cluster's workflow was started from: a change restarts it.
 #[derive(Debug, Clone, PartialEq)]
 enum Def {
-    Talos(TalosCluster),
-    K0s(K0sCluster, Option<Settings>),
+    Talos(Box<TalosCluster>),
+    K0s(Box<K0sCluster>, Option<Settings>),
 }
 
 impl Def {
@@ -166,12 +166,12 @@ impl Workflows {
         if secrets.1.is_some() {
             let settings = inputs.gitops.as_ref().ok();
             for (name, c) in &clusters.k0s {
-                want.insert(name.clone(), Def::K0s(c.clone(), settings.cloned()));
+                want.insert(name.clone(), Def::K0s(Box::new(c.clone()), settings.cloned()));
             }
         }
         if secrets.0.is_some() && self.cfg.bootstrap.enabled && self.bootstrap {
             for (name, c) in &clusters.talos {
-                want.insert(name.clone(), Def::Talos(c.clone()));
+                want.insert(name.clone(), Def::Talos(Box::new(c.clone())));
             }
         }
         want
@@ -192,7 +192,7 @@ impl Workflows {
                 let supervisor = crate::os::talos::supervisor::Supervisor {
                     settings: self.cfg.bootstrap.clone(),
                     talos_port: self.cfg.talos.api_port,
-                    clusters: BTreeMap::from([(name.to_string(), c.clone())]),
+                    clusters: BTreeMap::from([(name.to_string(), (**c).clone())]),
                     secrets: secrets.0.clone()?,
                     store: self.store.clone(),
                     inventory: self.journal.clone(),
@@ -205,7 +205,7 @@ impl Workflows {
                 if let Err(e) = &inputs.gitops {
                     tracing::warn!(cluster = %name, error = %e, "no GitOps settings: the k0s cluster ends once its nodes are Ready");
                 }
-                let clusters = BTreeMap::from([(name.to_string(), c.clone())]);
+                let clusters = BTreeMap::from([(name.to_string(), (**c).clone())]);
                 let wiring = crate::os::k0s::ready::Wiring {
                     clusters: &clusters,
                     settings: settings.as_ref(),
