@@ -248,3 +248,89 @@ fn after(
     }
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Counts the workflows running at once; each is slow to stop, like an orchestrator
+    /// finishing a step's write.
+    #[derive(Clone, Default)]
+    struct Gauge {
+        now: Arc<AtomicUsize>,
+        max: Arc<AtomicUsize>,
+        runs: Arc<AtomicUsize>,
+    }
+
+    impl Gauge {
+        fn work(&self, stop: &CancellationToken) -> BoxFuture<'static, ()> {
+            let (g, stop) = (self.clone(), stop.clone());
+            async move {
+                let n = g.now.fetch_add(1, Ordering::SeqCst) + 1;
+                g.max.fetch_max(n, Ordering::SeqCst);
+                g.runs.fetch_add(1, Ordering::SeqCst);
+                stop.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                g.now.fetch_sub(1, Ordering::SeqCst);
+            }
+            .boxed()
+        }
+    }
+
+    fn task(
+        g: &Gauge,
+        prev: Option<&CancellationToken>,
+        shutdown: &CancellationToken,
+    ) -> (Task, CancellationToken, CancellationToken) {
+        let (stop, ended) = (shutdown.child_token(), CancellationToken::new());
+        let t = after(
+            prev.cloned(),
+            g.work(&stop),
+            stop.clone(),
+            ended.clone(),
+            shutdown.clone(),
+        );
+        (t, stop, ended)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_cluster_never_runs_two_workflows_and_all_end_at_shutdown() {
+        let (g, shutdown) = (Gauge::default(), CancellationToken::new());
+        let (t1, stop1, ended1) = task(&g, None, &shutdown);
+        let h1 = tokio::spawn(t1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(g.now.load(Ordering::SeqCst), 1);
+        // Two reloads in a row while the first task is still stopping: the second
+        // task is replaced before it could run, the third runs once the first ended.
+        stop1.cancel();
+        let (t2, stop2, ended2) = task(&g, Some(&ended1), &shutdown);
+        let h2 = tokio::spawn(t2);
+        stop2.cancel();
+        let (t3, _stop3, ended3) = task(&g, Some(&ended2), &shutdown);
+        let h3 = tokio::spawn(t3);
+        ended2.cancelled().await;
+        assert!(ended1.is_cancelled(), "the second ended before the first");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            (g.now.load(Ordering::SeqCst), g.runs.load(Ordering::SeqCst)),
+            (1, 2)
+        );
+        assert_eq!(
+            g.max.load(Ordering::SeqCst),
+            1,
+            "two workflows of one cluster at once"
+        );
+        // The replaced tasks stay in the task set until shutdown (an early end would
+        // read as a crashed server); shutdown ends every one.
+        assert!(!h1.is_finished() && !h2.is_finished());
+        shutdown.cancel();
+        for h in [h1, h2, h3] {
+            h.await.unwrap().unwrap();
+        }
+        assert!(ended3.is_cancelled());
+        assert_eq!(g.now.load(Ordering::SeqCst), 0);
+    }
+}
