@@ -5,10 +5,12 @@
 //! tests run the same composition on port 0.
 
 mod listeners;
+mod live_api;
 mod reload;
 pub mod selftest;
 mod stores;
 mod tasks;
+mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +86,13 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         tracing::warn!(dir = %cfg.tftp_root.display(), "no iPXE binaries found; install Debian's `ipxe` package");
     }
     let (server_ip, base) = crate::config::advertised_on(&cfg, bound.http.local_addr()?.port());
-    let (service, adopter) = boot_service(&cfg, &inputs, &stores, &cache, server_ip, &base)?;
+    let live = Arc::new(reload::Live::new(&cfg, &stores, &cache, server_ip));
+    let Booted {
+        service,
+        adopter,
+        mut started,
+        api,
+    } = boot_service(&cfg, &inputs, &stores, &live, &base, (!dry_run, &shutdown))?;
     let health = Arc::new(crate::service::health::Health::new(stores.healed()));
     let wiring = tasks::Wiring {
         health: health.clone(),
@@ -94,6 +102,8 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         catalog: Arc::new(inputs.catalog.clone()),
         service,
         adopter,
+        live,
+        api,
         cache,
         server_ip,
         base: base.clone(),
@@ -101,7 +111,6 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
     };
     let mut tasks = JoinSet::new();
     let timeline_writer = wiring.spawn_servers(bound, &mut selftest, &mut tasks)?;
-    wiring.spawn_workflows(!dry_run, &mut tasks);
     tracing::info!(%server_ip, %base, "provisioner ready");
     if dry_run {
         shutdown.cancel();
@@ -122,14 +131,20 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         crate::ops::housekeeping::run(inventory, keeping, ttl, token).await;
         Ok(())
     });
-    tokio::select! {
-        // Checked first: once the token is cancelled the servers end on purpose.
-        biased;
-        () = shutdown.cancelled() => {}
-        Some(r) = tasks.join_next() => {
-            shutdown.cancel();
-            r??;
-            anyhow::bail!("a server stopped unexpectedly");
+    loop {
+        tokio::select! {
+            // Checked first: once the token is cancelled the servers end on purpose.
+            biased;
+            () = shutdown.cancelled() => break,
+            // Cluster workflows, at start and after reloads (`workflows`).
+            Some(task) = started.recv() => {
+                tasks.spawn(task);
+            }
+            Some(r) = tasks.join_next() => {
+                shutdown.cancel();
+                r??;
+                anyhow::bail!("a server stopped unexpectedly");
+            }
         }
     }
     crate::sys::notify::stopping();
@@ -138,18 +153,19 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
 }
 
 /// The boot service over the catalog and inventory, with the release policy and
-/// the renderer of each OS that has armed clusters; and the adopter that rewrites
-/// `infra/` and reloads them into that service.
+/// the renderer of each OS that has armed clusters; the adopter that rewrites
+/// `infra/` and reloads them into that service, DHCP and the workflows; and the
+/// channel of workflow tasks, those of the clusters armed now already in it.
 fn boot_service(
     cfg: &Config,
     inputs: &Inputs,
     stores: &Stores,
-    cache: &crate::images::ImageCache,
-    server_ip: std::net::IpAddr,
+    live: &Arc<reload::Live>,
     base: &str,
-) -> anyhow::Result<(Arc<BootService>, Arc<crate::ops::adopt::Adopter>)> {
-    let live = Arc::new(reload::Live::new(cfg, stores, cache, server_ip));
+    (bootstrap, shutdown): (bool, &CancellationToken),
+) -> anyhow::Result<Booted> {
     let (booter, renderers, release) = live.parts(inputs)?;
+    let catalog = booter.1.clone();
     let service = BootService::new(booter.0.clone(), stores.inventory.clone(), base.to_string())
         .with_loop_guard(cfg.boot_loop.guard())
         .with_config_token_ttl(cfg.config_token_ttl())
@@ -157,12 +173,56 @@ fn boot_service(
         .with_first_seen_rate(cfg.housekeeping.first_seen_per_minute);
     service.reload(booter, renderers, release);
     let service = Arc::new(service);
+    let shared = crate::os::k0s::ready::Shared {
+        kubeconfigs: stores.kubeconfigs.clone(),
+        argo: Arc::new(crate::os::talos::supervisor::CachedArgo::new(
+            cfg.gitops_dir.clone(),
+            cfg.image_cache(),
+            stores.kubeconfigs.clone(),
+            &cfg.bootstrap,
+        )),
+    };
+    let (spawn, started) = tokio::sync::mpsc::unbounded_channel();
+    let workflows = Arc::new(workflows::Workflows::new(
+        cfg,
+        bootstrap,
+        stores.inventory.clone(),
+        service.inventory().clone(),
+        shared,
+        spawn,
+        shutdown.clone(),
+    ));
+    let secrets = live.secrets();
+    workflows.arm(inputs, &catalog, &secrets);
+    let api = Arc::new(live_api::LiveApi::new(
+        cfg,
+        inputs,
+        &catalog,
+        &secrets,
+        stores.kubeconfigs.clone(),
+    ));
     let reloading = reload::Reloading {
-        live,
+        live: live.clone(),
         service: service.clone(),
+        workflows,
+        api: api.clone(),
     };
     let adopter = crate::ops::adopt::Adopter::new(cfg.input_dirs(), Arc::new(reloading));
-    Ok((service, Arc::new(adopter)))
+    Ok(Booted {
+        service,
+        adopter: Arc::new(adopter),
+        started,
+        api,
+    })
+}
+
+/// What [`boot_service`] built.
+struct Booted {
+    service: Arc<BootService>,
+    adopter: Arc<crate::ops::adopt::Adopter>,
+    /// Workflow tasks to spawn (`workflows`).
+    started: tokio::sync::mpsc::UnboundedReceiver<workflows::Task>,
+    api: Arc<live_api::LiveApi>,
 }
 
 /// Waits (with a deadline: in-flight downloads get a few seconds) for the servers to

@@ -1,7 +1,9 @@
-//! What the inputs decide in the running boot service (booter, renderers, release
-//! policy), built the same way at start and when an adoption rewrote `infra/`
-//! ([`crate::ops::adopt::Reloader`]). Secret stores a newly armed cluster needs are
-//! opened here the first time (at start they are opened only for armed clusters).
+//! What the inputs decide in the running appliance, built the same way at start and
+//! when an adoption rewrote `infra/` ([`crate::ops::adopt::Reloader`]): the boot
+//! service's booter, renderers and release policy; full-mode DHCP's reservations
+//! for `infra/` nodes; the workflows of armed clusters (`super::workflows`). Secret
+//! stores and the encrypted kubeconfig store a newly armed cluster needs are opened
+//! here the first time (at start they are opened only for armed clusters).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,12 +13,15 @@ use anyhow::Context;
 use provisioner_core::boot::{Booter, CatalogBooter};
 use provisioner_core::catalog::{Catalog, ConfigKind};
 use provisioner_core::dhcp::Personality;
+use provisioner_core::dhcp::full::FullServer;
 use provisioner_core::k0s::store::K0sSecretStore;
 use provisioner_core::render::config::ConfigRenderer;
 use provisioner_core::talos::store::SecretStore;
 
-use super::stores::{Stores, k0s_secrets, talos_secrets};
+use super::stores::{Kubeconfigs, Stores, k0s_secrets, talos_secrets};
+use super::workflows::Workflows;
 use crate::config::Config;
+use crate::dhcp::handler::FullSlot;
 use crate::images::ImageCache;
 use crate::inputs::Inputs;
 use crate::ops::adopt::ReloadError;
@@ -29,7 +34,8 @@ pub(super) type Parts = (
     ReleasePolicy,
 );
 
-type Secrets = (Option<Arc<dyn SecretStore>>, Option<Arc<dyn K0sSecretStore>>);
+/// The Talos and k0s secret stores, once opened.
+pub(super) type Secrets = (Option<Arc<dyn SecretStore>>, Option<Arc<dyn K0sSecretStore>>);
 
 /// Builds [`Parts`] from inputs.
 pub(super) struct Live {
@@ -38,6 +44,9 @@ pub(super) struct Live {
     server_ip: IpAddr,
     facts: Arc<dyn provisioner_core::release::binding::PeerFacts>,
     secrets: Mutex<Secrets>,
+    kubeconfigs: Arc<Kubeconfigs>,
+    /// Full-mode DHCP's engine, set when DHCP starts (`super::tasks`).
+    pub dhcp: FullSlot,
 }
 
 impl std::fmt::Debug for Live {
@@ -57,7 +66,29 @@ impl Live {
                 probe: cfg.peer_binding.arp_probe,
             }),
             secrets: Mutex::new((stores.talos_secrets.clone(), stores.k0s_secrets.clone())),
+            kubeconfigs: stores.kubeconfigs.clone(),
+            dhcp: FullSlot::default(),
         }
+    }
+
+    /// The secret stores opened so far.
+    pub(super) fn secrets(&self) -> Secrets {
+        self.secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Full-mode DHCP's engine for `inputs` (reservations of armed clusters' nodes).
+    pub(super) fn full_engine(&self, inputs: &Inputs) -> anyhow::Result<Option<FullServer>> {
+        let clusters = &inputs.clusters;
+        let mut reservations = crate::dhcp::settings::talos_reservations(&clusters.talos);
+        reservations.extend(crate::dhcp::settings::k0s_reservations(&clusters.k0s));
+        Ok(self
+            .cfg
+            .dhcp
+            .full_config_with(&reservations)?
+            .map(FullServer::new))
     }
 
     /// What `inputs` decide (secrets of newly armed clusters generated).
@@ -93,6 +124,11 @@ impl Live {
             }
             held.clone()
         };
+        if !(clusters.talos.is_empty() && clusters.k0s.is_empty()) {
+            self.kubeconfigs
+                .make_durable()
+                .context("opening the kubeconfig store")?;
+        }
         let mut renderers = HashMap::new();
         if let Some(r) = crate::os::talos::renderer(&clusters.talos, talos.as_ref())? {
             renderers.insert(ConfigKind::Talos, r);
@@ -104,11 +140,13 @@ impl Live {
     }
 }
 
-/// Reloads the inputs into a running [`BootService`].
+/// Reloads the inputs into the running appliance.
 #[derive(Debug)]
 pub(super) struct Reloading {
     pub live: Arc<Live>,
     pub service: Arc<BootService>,
+    pub workflows: Arc<Workflows>,
+    pub api: Arc<super::live_api::LiveApi>,
 }
 
 impl crate::ops::adopt::Reloader for Reloading {
@@ -118,8 +156,23 @@ impl crate::ops::adopt::Reloader for Reloading {
             .live
             .parts(&inputs)
             .map_err(|e| ReloadError(format!("{e:#}")))?;
+        let catalog = booter.1.clone();
         self.service.reload(booter, renderers, release);
+        // The engine is swapped only when its settings changed: an unchanged one keeps
+        // its held offers.
+        let slot = &self.live.dhcp;
+        let dhcp = self.live.full_engine(&inputs).map(|full| {
+            let now = slot.get();
+            if full.as_ref().map(FullServer::config) != now.as_deref().map(FullServer::config) {
+                slot.set(full);
+                tracing::info!("DHCP reservations reloaded");
+            }
+        });
+        let secrets = self.live.secrets();
+        self.workflows.arm(&inputs, &catalog, &secrets);
+        self.api.update(&self.live.cfg, &inputs, &catalog, &secrets);
         inputs.clusters.warn();
+        dhcp.map_err(|e| ReloadError(format!("DHCP keeps its old reservations: {e:#}")))?;
         tracing::info!("inputs reloaded: the next network boots use them");
         Ok(())
     }

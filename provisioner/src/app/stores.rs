@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use anyhow::Context;
-use provisioner_core::cluster::{KubeconfigStore, MemKubeconfigs};
+use provisioner_core::cluster::{KubeconfigError, KubeconfigStore, MemKubeconfigs};
 use provisioner_core::dhcp::Personality;
 use provisioner_core::dhcp::lease::{GroupCommit, LeaseStore, MemLeases};
 use provisioner_core::k0s::store::K0sSecretStore;
@@ -34,10 +34,8 @@ pub struct Stores {
     pub talos_secrets: Option<Arc<dyn SecretStore>>,
     /// k0s PKI and join tokens, when there are armed k0s clusters.
     pub k0s_secrets: Option<Arc<dyn K0sSecretStore>>,
-    /// Admin kubeconfigs (fetched from Talos, minted for k0s); in memory when there is
-    /// no cluster (opening the encrypted store creates the secrets key, which a state
-    /// without clusters does not need).
-    pub kubeconfigs: Arc<dyn KubeconfigStore>,
+    /// Admin kubeconfigs (fetched from Talos, minted for k0s).
+    pub kubeconfigs: Arc<Kubeconfigs>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -85,11 +83,14 @@ impl Stores {
                 Ok(Arc::new(FileSecretStore::open_keyed(state, &key)?))
             })
             .transpose()?;
-        let kubeconfigs: Arc<dyn KubeconfigStore> = if clusters.talos.is_empty() && clusters.k0s.is_empty() {
-            Arc::new(MemKubeconfigs::default())
-        } else {
-            Arc::new(AgeKubeconfigs::open_keyed(state, &key)?)
-        };
+        let kubeconfigs = Arc::new(Kubeconfigs {
+            state: state.clone(),
+            key,
+            inner: std::sync::RwLock::new((false, Arc::new(MemKubeconfigs::default()))),
+        });
+        if !(clusters.talos.is_empty() && clusters.k0s.is_empty()) {
+            kubeconfigs.make_durable()?;
+        }
         Ok(Self {
             inventory,
             leases,
@@ -99,6 +100,59 @@ impl Stores {
             k0s_secrets,
             kubeconfigs,
         })
+    }
+}
+
+/// The admin kubeconfigs: in memory while no cluster is armed (opening the encrypted
+/// store creates the secrets key, which a state without clusters does not need), the
+/// encrypted files from the moment one is, at start or when an adoption arms one
+/// (`super::reload`). Nothing is written before that: only armed clusters' workflows
+/// write kubeconfigs.
+pub struct Kubeconfigs {
+    state: std::path::PathBuf,
+    key: crate::store::SecretsKey,
+    /// (encrypted files?, the store now)
+    inner: std::sync::RwLock<(bool, Arc<dyn KubeconfigStore>)>,
+}
+
+impl std::fmt::Debug for Kubeconfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubeconfigs").finish_non_exhaustive()
+    }
+}
+
+impl Kubeconfigs {
+    fn now(&self) -> Arc<dyn KubeconfigStore> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .clone()
+    }
+
+    /// Switches to the encrypted files (once; later calls do nothing).
+    pub fn make_durable(&self) -> anyhow::Result<()> {
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !inner.0 {
+            *inner = (
+                true,
+                Arc::new(AgeKubeconfigs::open_keyed(&self.state, &self.key)?),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl KubeconfigStore for Kubeconfigs {
+    fn put(&self, cluster: &str, kubeconfig: &[u8]) -> Result<(), KubeconfigError> {
+        self.now().put(cluster, kubeconfig)
+    }
+
+    fn get(&self, cluster: &str) -> Result<Option<Vec<u8>>, KubeconfigError> {
+        self.now().get(cluster)
     }
 }
 

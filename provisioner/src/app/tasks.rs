@@ -1,12 +1,11 @@
-//! Starting the servers and the cluster workflows over the opened stores and the
-//! loaded inputs.
+//! Starting the servers over the opened stores and the loaded inputs (the cluster
+//! workflows: `super::workflows`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use provisioner_core::dhcp::full::FullServer;
 use provisioner_core::model::Event;
 use provisioner_core::render;
 use tokio::task::JoinSet;
@@ -35,6 +34,10 @@ pub(super) struct Wiring<'a> {
     pub catalog: Arc<provisioner_core::catalog::Catalog>,
     pub service: Arc<BootService>,
     pub adopter: Arc<crate::ops::adopt::Adopter>,
+    /// What the inputs decide; DHCP's engine slot.
+    pub live: Arc<super::reload::Live>,
+    /// The API's cluster views (swapped by reloads).
+    pub api: Arc<super::live_api::LiveApi>,
     pub cache: ImageCache,
     pub server_ip: IpAddr,
     pub base: String,
@@ -142,41 +145,22 @@ impl Wiring<'_> {
     }
 
     fn api_state(&self) -> api::ApiState {
-        let (cfg, stores, talos) = (self.cfg, self.stores, &self.inputs.clusters.talos);
-        // Re-imaging a Talos node: Reset over the Talos API with the cluster's
-        // os:admin identity from its secrets bundle.
-        let resetter = stores.talos_secrets.as_ref().map(|s| {
-            Arc::new(
-                crate::os::talos::reset::TalosResetter::new(
-                    talos.clone(),
-                    Arc::new(crate::os::talos::api::BundleIdentity::new(s.clone())),
-                    cfg.talos.api_port,
-                    Duration::from_secs(5),
-                )
-                .with_catalog(self.catalog.clone()),
-            ) as Arc<dyn crate::cluster::seams::NodeResetter>
-        });
+        let (cfg, stores) = (self.cfg, self.stores);
         api::ApiState {
             ops: Operator {
                 service: self.service.clone(),
                 catalog: self.catalog.clone(),
                 power: Arc::new(PowerDrivers::new(cfg.power.clone(), cfg.interface.clone())),
-                resetter,
+                resetter: Some(self.api.resetter.clone()),
                 adopter: Some(self.adopter.clone()),
             },
             tokens: stores.tokens.clone(),
             sessions: Arc::default(),
-            clusters: crate::ops::clusters::cluster_files(&self.inputs.infra).into(),
+            clusters: self.api.clusters.clone(),
             // The orchestrator's progress, from the same store.
             bootstrap: Arc::new(StoreBootstrap(stores.inventory.clone())),
             shutdown: self.shutdown.clone(),
-            credentials: Arc::new(crate::ops::credentials::StoreCredentials {
-                talos: talos.clone(),
-                talos_secrets: stores.talos_secrets.clone(),
-                kubeconfigs: stores.kubeconfigs.clone(),
-                k0s_secrets: stores.k0s_secrets.clone(),
-                k0s: self.inputs.clusters.k0s.clone(),
-            }),
+            credentials: self.api.credentials.clone(),
             leases: stores.leases.clone(),
             dashboard: cfg.dashboard.clone(),
         }
@@ -194,13 +178,12 @@ impl Wiring<'_> {
             anyhow::bail!("DHCP needs an IPv4 server_ip, not {}", self.server_ip);
         };
         let d = &self.cfg.dhcp;
-        // Full-mode DHCP reserves each Talos and k0s node's address for its MAC.
-        let clusters = &self.inputs.clusters;
-        let mut reservations = crate::dhcp::settings::talos_reservations(&clusters.talos);
-        reservations.extend(crate::dhcp::settings::k0s_reservations(&clusters.k0s));
+        // Full-mode DHCP reserves each armed Talos and k0s node's address for its MAC;
+        // a reload swaps the engine when an adoption changed them (`super::reload`).
+        self.live.dhcp.set(self.live.full_engine(self.inputs)?);
         let handler = Arc::new(crate::dhcp::handler::Handler {
             personality: d.mode,
-            full: d.full_config_with(&reservations)?.map(FullServer::new),
+            full: self.live.dhcp.clone(),
             leases: self.stores.leases.clone(),
             service: self.service.clone(),
             files: d.boot_files.clone(),
@@ -223,67 +206,6 @@ impl Wiring<'_> {
             });
         }
         Ok(Some(writer))
-    }
-
-    /// The k0s readiness workflows and (when `bootstrap` and enabled) the Talos
-    /// bootstrap supervisor, sharing one ArgoCD hand-off.
-    pub fn spawn_workflows(&self, bootstrap: bool, tasks: &mut Tasks) {
-        let (cfg, stores, clusters) = (self.cfg, self.stores, &self.inputs.clusters);
-        let shared = crate::os::k0s::ready::Shared {
-            kubeconfigs: stores.kubeconfigs.clone(),
-            argo: Arc::new(crate::os::talos::supervisor::CachedArgo::new(
-                cfg.gitops_dir.clone(),
-                self.cache.clone(),
-                stores.kubeconfigs.clone(),
-                &cfg.bootstrap,
-            )),
-        };
-        if let Some(secrets) = &stores.k0s_secrets {
-            let settings = match &self.inputs.gitops {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no GitOps settings: k0s clusters end once their nodes are Ready");
-                    None
-                }
-            };
-            let wiring = crate::os::k0s::ready::Wiring {
-                clusters: &clusters.k0s,
-                settings,
-                secrets: secrets.clone(),
-                catalog: self.catalog.clone(),
-                inventory: stores.inventory.clone(),
-                store: stores.inventory.clone(),
-                shared: &shared,
-            };
-            for workflow in crate::os::k0s::ready::workflows(wiring, &self.shutdown) {
-                tasks.spawn(async move {
-                    workflow.await;
-                    Ok(())
-                });
-            }
-        }
-        let Some(secrets) = stores.talos_secrets.clone() else {
-            return;
-        };
-        if !(cfg.bootstrap.enabled && bootstrap) {
-            return;
-        }
-        let supervisor = crate::os::talos::supervisor::Supervisor {
-            settings: cfg.bootstrap.clone(),
-            talos_port: cfg.talos.api_port,
-            clusters: clusters.talos.clone(),
-            secrets,
-            store: stores.inventory.clone(),
-            // The journal: its "installed" marks reach the live event stream.
-            inventory: self.service.inventory().clone(),
-            kubeconfigs: stores.kubeconfigs.clone(),
-            argo: shared.argo.clone(),
-        };
-        let token = self.shutdown.clone();
-        tasks.spawn(async move {
-            supervisor.run(token).await;
-            Ok(())
-        });
     }
 }
 

@@ -32,7 +32,7 @@ pub struct Handler {
     /// `proxy` or `full`.
     pub personality: Personality,
     /// The engine in `full` mode.
-    pub full: Option<FullServer>,
+    pub full: FullSlot,
     /// Lease storage (used in `full` mode).
     pub leases: Arc<dyn LeaseStore>,
     /// Booter, inventory and timeline.
@@ -43,6 +43,33 @@ pub struct Handler {
     pub next_server: Ipv4Addr,
     /// MACs that get no PXE boot file.
     pub http_boot_only: HashSet<MacAddr>,
+}
+
+/// The `full` engine of the moment (`None` in proxy mode): swapped whole when a
+/// reload changes the reservations from `infra/` (an adoption armed a cluster), so
+/// the pure engine keeps its settings immutable. The new engine starts without the
+/// old one's in-memory offers (held at most `OFFER_HOLD_SECS`; leases are in the store).
+#[derive(Debug, Clone, Default)]
+pub struct FullSlot(Arc<std::sync::RwLock<Option<Arc<FullServer>>>>);
+
+impl FullSlot {
+    /// A slot holding `full`.
+    pub fn new(full: Option<FullServer>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(full.map(Arc::new))))
+    }
+
+    /// The engine now.
+    pub fn get(&self) -> Option<Arc<FullServer>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Serves `full` from the next datagram on.
+    pub fn set(&self, full: Option<FullServer>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = full.map(Arc::new);
+    }
 }
 
 /// A reply ready for the socket.
@@ -94,6 +121,7 @@ impl Handler {
         let decision = req
             .boot_request()
             .map(|r| self.service.booter().decide(&r, machine.as_ref()));
+        let full = self.full.get();
         let ctx = Ctx {
             personality: self.personality,
             port,
@@ -108,7 +136,7 @@ impl Handler {
             files: &self.files,
             base: self.service.base(),
             http_boot_only: &self.http_boot_only,
-            full: self.full.as_ref().map(|f| (f, &*self.leases)),
+            full: full.as_deref().map(|f| (f, &*self.leases)),
             source: arrival.src,
         };
         let a = engine::answer(&req, &ctx, machine.as_ref(), decision.as_ref(), now);

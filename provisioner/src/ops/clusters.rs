@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use provisioner_core::catalog::{Catalog, ConfigKind};
 use provisioner_core::model::{MacAddr, Machine, MachineState};
@@ -38,6 +39,32 @@ pub fn cluster_files(infra: &provisioner_core::infra::Infra) -> Vec<ClusterFile>
             name,
         })
         .collect()
+}
+
+/// The cluster files of the inputs loaded last: swapped by the composition root
+/// when an adoption reloads them (a cluster it armed is no longer "not armed").
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFiles(Arc<RwLock<Arc<[ClusterFile]>>>);
+
+impl ClusterFiles {
+    /// The files now.
+    pub fn now(&self) -> Arc<[ClusterFile]> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the files.
+    pub fn set(&self, files: Vec<ClusterFile>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = files.into();
+    }
+}
+
+impl From<Vec<ClusterFile>> for ClusterFiles {
+    fn from(files: Vec<ClusterFile>) -> Self {
+        Self(Arc::new(RwLock::new(files.into())))
+    }
 }
 
 /// Phase of a cluster's bootstrap.

@@ -38,7 +38,7 @@ fn handler(r: &common::Rig, mode: Personality, http_only: &[&str]) -> Handler {
     });
     Handler {
         personality: mode,
-        full,
+        full: provisioner::dhcp::handler::FullSlot::new(full),
         leases: Arc::new(MemLeases::new()) as Arc<dyn LeaseStore>,
         service: r.service.clone(),
         files: BootFiles::default(),

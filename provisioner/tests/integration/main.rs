@@ -19,6 +19,7 @@ mod common;
 mod deploy; // deploy_package's helpers
 
 mod adopt;
+mod adopt_arms;
 mod api_clusters;
 mod api_credentials;
 mod api_router;

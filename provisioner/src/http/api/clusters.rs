@@ -18,7 +18,7 @@ async fn all(st: &ApiState) -> Result<Vec<ClusterView>, ApiError> {
     let ops = st.ops.clone();
     let machines = tokio::task::spawn_blocking(move || ops.machines()).await??;
     Ok(views(
-        &st.clusters,
+        &st.clusters.now(),
         &st.ops.catalog(),
         &machines,
         st.bootstrap.as_ref(),
@@ -75,7 +75,7 @@ pub async fn retry(
     let peer = peer
         .map(|p| p.0.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let known = st.clusters.iter().any(|f| f.name == id);
+    let known = st.clusters.now().iter().any(|f| f.name == id);
     let (progress, name) = (st.bootstrap.clone(), id.clone());
     let result = tokio::task::spawn_blocking(move || known.then(|| progress.retry(&name)))
         .await

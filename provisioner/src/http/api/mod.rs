@@ -69,7 +69,7 @@ pub struct ApiState {
     /// Dashboard sessions.
     pub sessions: Arc<auth::Sessions>,
     /// The clusters of `infra/` (loaded once with the other inputs).
-    pub clusters: Arc<[crate::ops::clusters::ClusterFile]>,
+    pub clusters: crate::ops::clusters::ClusterFiles,
     /// Bootstrap progress per cluster.
     pub bootstrap: Arc<dyn BootstrapProgress>,
     /// Ends live streams at shutdown.

@@ -22,7 +22,11 @@ use crate::ops::clusters::BootstrapStatus;
 const TICK: Duration = Duration::from_secs(1);
 
 fn statuses(st: &ApiState) -> Vec<BootstrapStatus> {
-    st.clusters.iter().map(|c| st.bootstrap.status(&c.name)).collect()
+    st.clusters
+        .now()
+        .iter()
+        .map(|c| st.bootstrap.status(&c.name))
+        .collect()
 }
 
 async fn snapshot(st: &ApiState) -> Vec<BootstrapStatus> {
