@@ -155,7 +155,8 @@ impl Adopter {
             source,
         };
         let text = std::fs::read_to_string(&file).map_err(io)?;
-        let edited = edit::adopt(&text, host, mac, uuid).map_err(|e| AdoptError::Conflict(e.to_string()))?;
+        let edited = edit::adopt_nth(&text, node.index, host, mac, uuid)
+            .map_err(|e| AdoptError::Conflict(e.to_string()))?;
         if !edited.lines.is_empty() {
             Inputs::load_with(self.dirs(), Some((&file, &edited.text))).map_err(|e| {
                 AdoptError::Invalid(format!(

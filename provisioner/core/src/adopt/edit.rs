@@ -72,6 +72,34 @@ fn flow_hostname(rest: &str) -> Option<String> {
 /// Writes `mac` (and `uuid` when given) into node `host` of the cluster file `text`.
 /// Idempotent: a node that already has exactly these values is returned unchanged.
 pub fn adopt(text: &str, host: &str, mac: MacAddr, uuid: Option<&str>) -> Result<Edited, EditError> {
+    edit(text, None, host, mac, uuid)
+}
+
+/// [`adopt`] for the node at `index` of the `nodes:` list, whose hostname is `host`
+/// once loaded: its `hostname` line may hold a `${NAME}` placeholder that an
+/// encrypted talenv fills (`infra/<cluster>.talenv.sops.yaml`), which the line edit
+/// cannot read, so the loader's index picks the node.
+pub fn adopt_nth(
+    text: &str,
+    index: usize,
+    host: &str,
+    mac: MacAddr,
+    uuid: Option<&str>,
+) -> Result<Edited, EditError> {
+    edit(text, Some(index), host, mac, uuid)
+}
+
+fn is_template(name: &str) -> bool {
+    name.contains("${")
+}
+
+fn edit(
+    text: &str,
+    index: Option<usize>,
+    host: &str,
+    mac: MacAddr,
+    uuid: Option<&str>,
+) -> Result<Edited, EditError> {
     let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
     let start = lines
         .iter()
@@ -105,7 +133,11 @@ pub fn adopt(text: &str, host: &str, mac: MacAddr, uuid: Option<&str>) -> Result
             }
             continue;
         };
-        if name != host {
+        let picked = match index {
+            Some(n) => k == n && (name == host || is_template(&name)),
+            None => name == host,
+        };
+        if !picked {
             continue;
         }
         let mut changed = Vec::new();

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use super::edit::{EditError, adopt};
+use super::edit::{EditError, adopt, adopt_nth};
 use super::*;
 
 fn shipped(file: &str) -> String {
@@ -80,6 +80,36 @@ fn a_node_without_mac_gets_one_after_its_hostname_and_k0s_files_work_too() {
         .text
         .find("- hostname: beelink-3\n    mac: \"52:54:00:aa:bb:03\"\n");
     assert!(at.is_some(), "{}", e.text);
+}
+
+#[test]
+fn a_node_whose_hostname_is_a_sealed_placeholder_is_picked_by_its_index() {
+    // A talhelper import keeps values from an encrypted talenv as `${NAME}`
+    // (infra/README.md, "Values kept encrypted"): the line edit cannot read the
+    // name, so the loader's index picks the node and the placeholder stays.
+    let text = "nodes:\n  - hostname: ${HOST_A}\n    controlPlane: true\n  - hostname: \"${HOST_B}\" # sealed\n    controlPlane: false\n";
+    let e = adopt_nth(text, 1, "talos-b", mac("52:54:00:aa:bb:0b"), Some("u-1")).unwrap();
+    let (gone, came) = diff(text, &e.text);
+    assert!(gone.is_empty(), "{gone:?}");
+    assert_eq!(came, ["    mac: \"52:54:00:aa:bb:0b\"", "    uuid: \"u-1\""]);
+    assert!(
+        e.text
+            .contains("- hostname: \"${HOST_B}\" # sealed\n    mac: \"52:54:00:aa:bb:0b\"\n"),
+        "{}",
+        e.text
+    );
+    // By name alone the placeholder is never guessed at.
+    assert_eq!(
+        adopt(text, "talos-b", mac("52:54:00:aa:bb:0b"), None),
+        Err(EditError::NoNode("talos-b".into()))
+    );
+    // An index whose literal hostname is another node's is refused, not edited.
+    let plain = "nodes:\n  - hostname: talos-a\n  - hostname: talos-b\n";
+    assert_eq!(
+        adopt_nth(plain, 0, "talos-b", mac("52:54:00:aa:bb:0b"), None),
+        Err(EditError::NoNode("talos-b".into()))
+    );
+    assert!(adopt_nth(plain, 1, "talos-b", mac("52:54:00:aa:bb:0b"), None).is_ok());
 }
 
 #[test]
