@@ -127,9 +127,16 @@ fn a_degraded_hand_off_waits_with_the_reason_fails_on_its_own_timeout_and_a_retr
         .filter(|(_, n, _)| n == "traefik-genmachine")
         .map(|(_, _, s)| s.clone())
         .collect();
+    // The fake reports OutOfSync/Progressing only for its 300 ms `settle`: a poll
+    // delayed by a loaded machine may not see it, so it is optional here.
+    let seen: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .skip_while(|s| *s == "OutOfSync/Progressing")
+        .collect();
     assert_eq!(
         seen,
-        ["OutOfSync/Progressing", "Synced/Degraded", "Synced/Healthy"],
+        ["Synced/Degraded", "Synced/Healthy"],
         "what Argo CD reported for traefik"
     );
 }
