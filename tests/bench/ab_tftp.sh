@@ -8,7 +8,7 @@
 # 32 MiB file (blksize 1468, windowsize 1) from every server in rotating order.
 # Optional environment:
 #   AB_CLIENTS="curl atftp"   clients per rep (default curl)
-#   AB_VARIANTS="ack_spin_us: 10;ack_spin_us: 20"   run BIN_B once per entry, each with
+#   AB_VARIANTS="max_send_retries: 3;timeout_secs: 1"   run BIN_B once per entry, each with
 #       the entry added to its `tftp:` settings (B1 on 10.99.0.3, B2 on .4, ...);
 #       without it one B with A's settings.
 #   AB_PERF=1   after the reps, one curl transfer per server under `perf stat` (task

@@ -155,11 +155,6 @@ impl Ctx {
             sessions: RefCell::default(),
         }
     }
-
-    /// Transfers running now.
-    pub(super) fn active(&self) -> u32 {
-        self.sessions.borrow().total
-    }
 }
 
 /// Holds one session's place under the caps; dropping it gives the place back.

@@ -26,11 +26,6 @@ pub struct TftpTuning {
     pub cache_max_bytes: u64,
     /// Receive buffer of the request socket, so a storm of RRQs is queued, not dropped.
     pub recv_buffer_bytes: u32,
-    /// Microseconds a transfer polls for the ACK after each send before it sleeps in
-    /// the reactor (0: never); see `transfer::Spin`.
-    pub ack_spin_us: u32,
-    /// Transfers at most running at once for the spin to happen at all.
-    pub ack_spin_max_sessions: u32,
 }
 
 impl Default for TftpTuning {
@@ -45,8 +40,6 @@ impl Default for TftpTuning {
             max_sessions_per_ip: 8,
             cache_max_bytes: 64 * 1024 * 1024,
             recv_buffer_bytes: 4 * 1024 * 1024,
-            ack_spin_us: 0,
-            ack_spin_max_sessions: 2,
         }
     }
 }

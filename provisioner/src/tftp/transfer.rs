@@ -108,107 +108,69 @@ impl Transfer {
         let mut last_send = Instant::now();
         let timer = tokio::time::sleep_until(last_send + timeout);
         tokio::pin!(timer);
-        let mut spin = Spin::new(&self.ctx.tuning);
         loop {
-            // Right after a send, wait for the ACK on the CPU for a few microseconds
-            // before sleeping in the reactor (see `Spin`).
-            let spun = if spin.wanted(self.ctx.active()) {
-                let got = self.spin_recv(&mut buf, spin.budget);
-                spin.record(got.is_some());
-                got
-            } else {
-                None
-            };
-            let n = match spun {
-                Some(Ok(n)) => n,
-                Some(Err(_)) => return End::PeerGone,
-                None => tokio::select! {
-                    biased;
-                    ready = self.sock.readable() => {
-                        if ready.is_err() {
-                            return End::PeerGone;
-                        }
-                        match self.sock.try_recv(&mut buf) {
-                            Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                            // ICMP port unreachable: the client is gone.
-                            Err(_) => return End::PeerGone,
-                        }
+            tokio::select! {
+                biased;
+                ready = self.sock.readable() => {
+                    if ready.is_err() {
+                        return End::PeerGone;
                     }
-                    () = &mut timer => {
-                        let deadline = last_send + timeout;
-                        if Instant::now() < deadline {
-                            timer.as_mut().reset(deadline);
-                            continue;
-                        }
-                        retries += 1;
-                        if retries > max_retries {
-                            return End::TimedOut;
-                        }
-                        metrics::counter!("provisioner_tftp_retransmits_total").increment(1);
-                        if self.send(&mut s, &oack, &mut block, &mut batch).await.is_err() {
-                            return End::PeerGone;
-                        }
-                        last_send = Instant::now();
-                        timer.as_mut().reset(last_send + timeout);
+                    let n = match self.sock.try_recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        // ICMP port unreachable: the client is gone.
+                        Err(_) => return End::PeerGone,
+                    };
+                    match packet::parse_reply(&buf[..n]) {
+                        Reply::Ack(b) => match s.on_ack(b) {
+                            AckOutcome::Done => return End::Completed,
+                            AckOutcome::Advanced => {
+                                // The ACK was the one datagram we waited for; skip the
+                                // `recv` that would only return EAGAIN. A datagram that
+                                // arrives later raises a new edge (every arrival does).
+                                self.clear_readable();
+                                retries = 0;
+                            }
+                            AckOutcome::Duplicate
+                                if self.agreed.window > 1 && fast_retry_at != Some(s.acked()) =>
+                            {
+                                fast_retry_at = Some(s.acked());
+                                metrics::counter!("provisioner_tftp_retransmits_total").increment(1);
+                                retries += 1;
+                                if retries > max_retries {
+                                    return End::TimedOut;
+                                }
+                            }
+                            AckOutcome::Duplicate | AckOutcome::Stale => continue,
+                        },
+                        // RFC 1350 §7: an ERROR ends the transfer, unanswered (e.g. a
+                        // firmware that only wanted the tsize, RFC 2349).
+                        Reply::Error(..) => return End::PeerError,
+                        Reply::Other => continue,
+                    }
+                    if self.send(&mut s, &oack, &mut block, &mut batch).await.is_err() {
+                        return End::PeerGone;
+                    }
+                    last_send = Instant::now();
+                }
+                () = &mut timer => {
+                    let deadline = last_send + timeout;
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
                         continue;
                     }
-                },
-            };
-            match packet::parse_reply(&buf[..n]) {
-                Reply::Ack(b) => match s.on_ack(b) {
-                    AckOutcome::Done => return End::Completed,
-                    AckOutcome::Advanced => {
-                        // The ACK was the one datagram we waited for; skip the
-                        // `recv` that would only return EAGAIN. A datagram that
-                        // arrives later raises a new edge (every arrival does).
-                        self.clear_readable();
-                        retries = 0;
+                    retries += 1;
+                    if retries > max_retries {
+                        return End::TimedOut;
                     }
-                    AckOutcome::Duplicate if self.agreed.window > 1 && fast_retry_at != Some(s.acked()) => {
-                        fast_retry_at = Some(s.acked());
-                        metrics::counter!("provisioner_tftp_retransmits_total").increment(1);
-                        retries += 1;
-                        if retries > max_retries {
-                            return End::TimedOut;
-                        }
+                    metrics::counter!("provisioner_tftp_retransmits_total").increment(1);
+                    if self.send(&mut s, &oack, &mut block, &mut batch).await.is_err() {
+                        return End::PeerGone;
                     }
-                    AckOutcome::Duplicate | AckOutcome::Stale => continue,
-                },
-                // RFC 1350 §7: an ERROR ends the transfer, unanswered (e.g. a
-                // firmware that only wanted the tsize, RFC 2349).
-                Reply::Error(..) => return End::PeerError,
-                Reply::Other => continue,
+                    last_send = Instant::now();
+                    timer.as_mut().reset(last_send + timeout);
+                }
             }
-            if self.send(&mut s, &oack, &mut block, &mut batch).await.is_err() {
-                return End::PeerGone;
-            }
-            last_send = Instant::now();
-            spin.armed = true;
-            // A run of spins that all hit never awaits anything pending: give
-            // the thread's other tasks (requests, transfers, shutdown) their
-            // turn once tokio's per-task budget is spent.
-            if spin.budget > Duration::ZERO {
-                tokio::task::coop::consume_budget().await;
-            }
-        }
-    }
-
-    /// Polls the socket without the reactor for up to `budget`: `Some` with what
-    /// `recv` returned, `None` if nothing came. tokio's `try_recv` cannot do this: it
-    /// trusts the reactor's readiness flag, which is not refreshed while we spin.
-    fn spin_recv(&self, buf: &mut [u8], budget: Duration) -> Option<io::Result<usize>> {
-        let start = std::time::Instant::now();
-        loop {
-            match nix::sys::socket::recv(self.sock.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => return Some(Ok(n)),
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
-                Err(e) => return Some(Err(e.into())),
-            }
-            if start.elapsed() >= budget {
-                return None;
-            }
-            std::hint::spin_loop();
         }
     }
 
@@ -325,53 +287,6 @@ impl Transfer {
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-        }
-    }
-}
-
-/// The bounded wait for an ACK on the CPU (`ack_spin_us`). Why: on a VM whose idle
-/// vCPUs halt, a server that sleeps in `epoll_wait` after each block pays a vCPU
-/// wake-up per block (tests/bench/README.md, "The TFTP engine"). Spinning is only
-/// worth it when the ACK comes within the budget, so after a miss the next spins are
-/// skipped for 2, 4, … 64 blocks, and nothing spins while more than
-/// `ack_spin_max_sessions` transfers run (a storm never spins).
-struct Spin {
-    budget: Duration,
-    max_sessions: u32,
-    /// Set after each send: a spin is only worth it right after one.
-    armed: bool,
-    misses: u32,
-    skip: u32,
-}
-
-impl Spin {
-    fn new(t: &super::settings::TftpTuning) -> Self {
-        Self {
-            budget: Duration::from_micros(u64::from(t.ack_spin_us)),
-            max_sessions: t.ack_spin_max_sessions,
-            armed: false,
-            misses: 0,
-            skip: 0,
-        }
-    }
-
-    fn wanted(&mut self, active: u32) -> bool {
-        if !std::mem::take(&mut self.armed) || self.budget.is_zero() || active > self.max_sessions {
-            return false;
-        }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        true
-    }
-
-    fn record(&mut self, hit: bool) {
-        if hit {
-            self.misses = 0;
-        } else {
-            self.misses = (self.misses + 1).min(6);
-            self.skip = 1 << self.misses;
         }
     }
 }
