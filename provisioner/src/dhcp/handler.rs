@@ -89,7 +89,11 @@ impl Handled {
     /// write failed, there is no reply (no ACK for a lease the disk does not have:
     /// the client retries) and the note loses its `dhcp_sent`.
     pub fn settle(self, leases: &dyn LeaseStore) -> (Option<Outgoing>, Option<Note>) {
-        let Self { out, mut note, pending } = self;
+        let Self {
+            out,
+            mut note,
+            pending,
+        } = self;
         if pending.is_empty() {
             return (out, note);
         }
@@ -117,7 +121,8 @@ impl Handler {
         arrival: &Arrival,
         now: i64,
     ) -> (Option<Outgoing>, Option<Note>) {
-        self.handle_deferred(buf, port, arrival, now).settle(&*self.leases)
+        self.handle_deferred(buf, port, arrival, now)
+            .settle(&*self.leases)
     }
 
     /// Like [`Self::handle`], but returns before the lease writes are durable; the

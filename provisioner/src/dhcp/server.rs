@@ -91,11 +91,12 @@ type Commit = (Box<Handled>, tokio::sync::OwnedSemaphorePermit);
 
 /// The shortest time between two group commits of the committer. A commit that
 /// comes sooner waits out the rest, so the leases answered meanwhile share its
-/// fsync: at 2,000 REQUESTs/s about 8 per commit instead of one each (the fsync
-/// and redb's page writes were a third of the server's CPU; tests/bench/dhcp/README.md).
-/// An ACK waits at most this much longer; clients retransmit after seconds
-/// (RFC 2131 §4.1). The database idea of a commit delay (PostgreSQL `commit_delay`).
-const COMMIT_EVERY: Duration = Duration::from_millis(4);
+/// fsync: at most 100 commits/s, so at 2,000 REQUESTs/s 20 leases per commit
+/// instead of one each (each commit costs an fdatasync and ~10 page writes, about
+/// 0.25 ms of CPU here; tests/bench/dhcp/README.md). An ACK waits at most this much
+/// longer; clients retransmit after seconds (RFC 2131 §4.1). The database idea of a
+/// commit delay (PostgreSQL's `commit_delay`); a lone request is never delayed.
+const COMMIT_EVERY: Duration = Duration::from_millis(10);
 
 /// The thread that settles deferred replies in arrival order and sends them. It
 /// takes every reply waiting, then the first settle leads the group commit of
@@ -131,7 +132,8 @@ fn finish(sock: &UdpSocket, recorder: &Recorder, (out, note): (Option<Outgoing>,
     if let Some(o) = out {
         match socket::send(sock, &o.bytes, o.dst, o.from, o.ifindex) {
             Ok(_) => {
-                metrics::counter!("provisioner_dhcp_replies_total", "type" => kind_label(o.kind)).increment(1);
+                metrics::counter!("provisioner_dhcp_replies_total", "type" => kind_label(o.kind))
+                    .increment(1);
             }
             Err(e) => {
                 tracing::warn!(error = %e, dst = %o.dst, "dhcp send failed");

@@ -129,7 +129,11 @@ mod tests {
         let pending = view.into_pending();
         assert!(!pending.is_empty());
         pending.settle(&g).unwrap();
-        assert_eq!(disk.list().unwrap(), vec![lease(1), lease(2)], "one commit, both durable");
+        assert_eq!(
+            disk.list().unwrap(),
+            vec![lease(1), lease(2)],
+            "one commit, both durable"
+        );
     }
 
     #[test]
