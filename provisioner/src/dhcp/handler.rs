@@ -87,7 +87,8 @@ pub struct Handled {
 impl Handled {
     /// Waits until the leases are durable and returns the reply and note. If a
     /// write failed, there is no reply (no ACK for a lease the disk does not have:
-    /// the client retries) and the note loses its `dhcp_sent`.
+    /// the client retries) and the note keeps only what was seen (no `dhcp_sent`,
+    /// no recorded release or decline).
     pub fn settle(self, leases: &dyn LeaseStore) -> (Option<Outgoing>, Option<Note>) {
         let Self {
             out,
@@ -103,7 +104,9 @@ impl Handled {
                 tracing::error!(error = %e, "lease store failed; no reply");
                 dropped("lease_store");
                 if let Some(n) = &mut note {
-                    n.note.events.retain(|e| !matches!(e, Event::DhcpSent(_)));
+                    n.note
+                        .events
+                        .retain(|e| !matches!(e, Event::DhcpSent(_) | Event::DhcpLeaseRecorded { .. }));
                 }
                 (None, note)
             }
