@@ -1,7 +1,9 @@
 //! One datagram in, at most one reply out. The answer is the pure engine's
 //! (`provisioner_core::dhcp::engine`); this only reads the machine's record, asks
-//! the booter, counts drops and stamps the timeline note. Blocking (the lease
-//! store commits durably before an ACK), so the server runs it on the blocking pool.
+//! the booter, counts drops and stamps the timeline note. [`Handler::handle_deferred`]
+//! does not wait for the disk: lease writes go through a [`Deferred`] view and come
+//! back as a [`Pending`] that must settle (durable) before the reply may be sent,
+//! which [`Handled::settle`] does; [`Handler::handle`] does both in one call.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -11,11 +13,12 @@ use provisioner_core::dhcp::Personality;
 use provisioner_core::dhcp::bootfile::BootFiles;
 use provisioner_core::dhcp::engine::{self, Ctx, Request};
 use provisioner_core::dhcp::full::FullServer;
-use provisioner_core::dhcp::lease::LeaseStore;
+use provisioner_core::dhcp::lease::{Deferred, LeaseStore, Pending};
 use provisioner_core::dhcp::reply::{Port, Responder};
 use provisioner_core::dhcp::v4::MessageType;
 use provisioner_core::inventory::Update;
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
+use provisioner_core::timeline::Event;
 use time::OffsetDateTime;
 
 use super::socket::Arrival;
@@ -96,9 +99,51 @@ pub struct Note {
     at: OffsetDateTime,
 }
 
+/// A handled datagram whose lease writes may not be durable yet.
+#[derive(Debug)]
+#[must_use = "settle it: the reply may go out only after its leases are durable"]
+pub struct Handled {
+    /// The reply, to send once `pending` has settled.
+    pub out: Option<Outgoing>,
+    /// The timeline entry, to record once `pending` has settled.
+    pub note: Option<Note>,
+    /// Lease writes not yet durable (empty for everything but full-mode writes).
+    pub pending: Pending,
+}
+
+impl Handled {
+    /// Waits until the leases are durable and returns the reply and note. If a
+    /// write failed, there is no reply (no ACK for a lease the disk does not have:
+    /// the client retries) and the note keeps only what was seen (no `dhcp_sent`,
+    /// no recorded release or decline).
+    pub fn settle(self, leases: &dyn LeaseStore) -> (Option<Outgoing>, Option<Note>) {
+        let Self {
+            out,
+            mut note,
+            pending,
+        } = self;
+        if pending.is_empty() {
+            return (out, note);
+        }
+        match pending.settle(leases) {
+            Ok(()) => (out, note),
+            Err(e) => {
+                tracing::error!(error = %e, "lease store failed; no reply");
+                dropped("lease_store");
+                if let Some(n) = &mut note {
+                    n.note
+                        .events
+                        .retain(|e| !matches!(e, Event::DhcpSent(_) | Event::DhcpLeaseRecorded { .. }));
+                }
+                (None, note)
+            }
+        }
+    }
+}
+
 impl Handler {
-    /// Handles one datagram that arrived on `port` at unix time `now`. Never
-    /// panics on bad input.
+    /// Handles one datagram that arrived on `port` at unix time `now`, waiting for
+    /// its lease writes to be durable. Never panics on bad input.
     pub fn handle(
         &self,
         buf: &[u8],
@@ -106,11 +151,22 @@ impl Handler {
         arrival: &Arrival,
         now: i64,
     ) -> (Option<Outgoing>, Option<Note>) {
+        self.handle_deferred(buf, port, arrival, now)
+            .settle(&*self.leases)
+    }
+
+    /// Like [`Self::handle`], but returns before the lease writes are durable; the
+    /// caller settles the result before sending its reply.
+    pub fn handle_deferred(&self, buf: &[u8], port: Port, arrival: &Arrival, now: i64) -> Handled {
         let req = match Request::parse(buf) {
             Ok(r) => r,
             Err(reason) => {
                 dropped(reason);
-                return (None, None);
+                return Handled {
+                    out: None,
+                    note: None,
+                    pending: Pending::default(),
+                };
             }
         };
         let mac = req.client.mac;
@@ -122,6 +178,7 @@ impl Handler {
             .boot_request()
             .map(|r| self.service.booter().decide(&r, machine.as_ref()));
         let full = self.full.get();
+        let leases = Deferred::new(&*self.leases);
         let ctx = Ctx {
             personality: self.personality,
             port,
@@ -136,7 +193,7 @@ impl Handler {
             files: &self.files,
             base: self.service.base(),
             http_boot_only: &self.http_boot_only,
-            full: full.as_deref().map(|f| (f, &*self.leases)),
+            full: full.as_deref().map(|f| (f, &leases as &dyn LeaseStore)),
             source: arrival.src,
         };
         let a = engine::answer(&req, &ctx, machine.as_ref(), decision.as_ref(), now);
@@ -161,7 +218,11 @@ impl Handler {
             note,
             at: OffsetDateTime::now_utc(),
         });
-        (out, note)
+        Handled {
+            out,
+            note,
+            pending: leases.into_pending(),
+        }
     }
 
     /// Writes a note's events (and the machine record for recorded boot clients) in

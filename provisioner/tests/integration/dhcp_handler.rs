@@ -1,6 +1,7 @@
 //! The DHCP handler without sockets: boot decision through the Booter, the
 //! inventory's per-machine `boot_file`, `http_boot_only`, the unknown policy, the
-//! timeline entries, and drop accounting for malformed input.
+//! timeline entries, drop accounting for malformed input, and full mode's deferred
+//! ACK (released only once its lease is durable).
 
 use crate::common;
 
@@ -9,13 +10,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use common::{BASE, BIOS_MAC, EFI_MAC, rig};
-use provisioner::dhcp::handler::Handler;
+use provisioner::dhcp::handler::{Handled, Handler};
 use provisioner::dhcp::socket::Arrival;
 use provisioner_core::boot::UnknownPolicy;
 use provisioner_core::dhcp::Personality;
 use provisioner_core::dhcp::bootfile::BootFiles;
 use provisioner_core::dhcp::full::{FullConfig, FullServer};
-use provisioner_core::dhcp::lease::{LeaseStore, MemLeases};
+use provisioner_core::dhcp::lease::{GroupCommit, Lease, LeaseError, LeaseStore, MemLeases};
 use provisioner_core::dhcp::reply::Port;
 use provisioner_core::dhcp::v4::{Architecture, DhcpOption, Message, MessageType, OptionCode};
 use provisioner_core::dhcp::wire;
@@ -192,4 +193,95 @@ fn malformed_datagrams_are_dropped_quietly() {
         h.handle(&good, Port::Dhcp, &arrival(), 0).0.is_some(),
         "and the next good one is answered"
     );
+}
+
+/// The disk under a [`GroupCommit`]: counts commits and can be told to refuse them.
+#[derive(Debug, Default)]
+struct Disk {
+    leases: MemLeases,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl LeaseStore for Disk {
+    fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
+        self.leases.by_mac(mac)
+    }
+    fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseError> {
+        self.leases.by_ip(ip)
+    }
+    fn put(&self, l: &Lease) -> Result<(), LeaseError> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(LeaseError::Backend("disk full".into()));
+        }
+        self.leases.put(l)
+    }
+    fn remove(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
+        self.leases.remove(mac)
+    }
+    fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.leases.list()
+    }
+}
+
+/// DISCOVER, then the REQUEST for the offered address, deferred: what the socket
+/// loop gets before the committer settles it.
+fn deferred_request(h: &Handler, mac: &str) -> (Handled, Ipv4Addr) {
+    let (offer, _) = h.handle(&pxe(mac, 0, MessageType::Discover), Port::Dhcp, &arrival(), 0);
+    let ip = wire::decode(&offer.expect("offer").bytes).unwrap().yiaddr();
+    let m: MacAddr = mac.parse().unwrap();
+    let z = Ipv4Addr::UNSPECIFIED;
+    let mut req = Message::new_with_id(42, z, z, z, z, &m.0);
+    let o = req.opts_mut();
+    o.insert(DhcpOption::MessageType(MessageType::Request));
+    o.insert(DhcpOption::ClassIdentifier(
+        b"PXEClient:Arch:00000:UNDI:003016".to_vec(),
+    ));
+    o.insert(DhcpOption::ClientSystemArchitecture(Architecture(0)));
+    o.insert(DhcpOption::RequestedIpAddress(ip));
+    o.insert(DhcpOption::ServerIdentifier(SERVER));
+    let bytes = wire::encode(&req).unwrap();
+    (h.handle_deferred(&bytes, Port::Dhcp, &arrival(), 0), ip)
+}
+
+/// The socket loop's path: the ACK is built at once but is not released until the
+/// group commit has the lease on disk; a refused commit releases no ACK and the
+/// timeline does not claim one was sent (RFC 2131 §4.3.2).
+#[test]
+fn a_deferred_ack_is_released_only_once_its_lease_is_durable() {
+    let r = rig(UnknownPolicy::Record);
+    let disk = Arc::new(Disk::default());
+    let mut h = handler(&r, Personality::Full, &[]);
+    h.leases = Arc::new(GroupCommit::new(disk.clone()).unwrap());
+
+    let (handled, ip) = deferred_request(&h, BIOS_MAC);
+    assert!(handled.out.is_some(), "the ACK is built");
+    assert!(!handled.pending.is_empty(), "and waits for its lease");
+    assert!(disk.list().unwrap().is_empty(), "nothing on disk yet");
+    let (out, _) = handled.settle(&*h.leases);
+    let ack = wire::decode(&out.expect("released after the commit").bytes).unwrap();
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    let on_disk = disk.by_mac(BIOS_MAC.parse().unwrap()).unwrap().expect("durable");
+    assert_eq!(on_disk.ip, ip);
+
+    disk.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (handled, _) = deferred_request(&h, EFI_MAC);
+    assert!(handled.out.is_some() && !handled.pending.is_empty());
+    let (out, note) = handled.settle(&*h.leases);
+    assert!(out.is_none(), "no ACK for a lease the disk refused");
+    assert_eq!(
+        h.leases.by_mac(EFI_MAC.parse().unwrap()).unwrap(),
+        None,
+        "undone in memory"
+    );
+    h.record(note.expect("a boot client's timeline"));
+    let tl = r.inventory.timeline(EFI_MAC.parse().unwrap()).unwrap();
+    assert!(
+        tl.iter().any(|e| e.kind() == EventKind::DhcpSeen),
+        "the REQUEST itself is on the timeline"
+    );
+    let acks_sent = tl
+        .iter()
+        .filter(|e| e.kind() == EventKind::DhcpSent && e.detail().starts_with("ACK"))
+        .count();
+    assert_eq!(acks_sent, 0, "no dhcp_sent for the ACK that never left");
 }

@@ -7,7 +7,9 @@
 //!
 //! One seam is not pure: in full mode the [`LeaseStore`] is written before an ACK
 //! is returned (RFC 2131 §4.3.2: the server commits the binding, then ACKs), so a
-//! returned ACK is already durable; a store error means no ACK.
+//! returned ACK is durable once the store's writes are: at once for a plain store,
+//! after the caller settles the tickets of a [`super::lease::Deferred`] view (the
+//! daemon's socket loop); a store error means no ACK.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -6,7 +6,9 @@
 //! it with one [`LeaseStore::apply_batch`] (one redb transaction, one fsync) and
 //! wakes the writers it covered. A write returns only after the commit that holds
 //! it, so the "durable before the ACK" rule still holds, at one fsync per batch
-//! instead of one per client (the classic database group commit).
+//! instead of one per client (the classic database group commit). [`LeaseStore::begin`]
+//! queues without waiting and [`LeaseStore::settle`] waits later, so one thread can
+//! queue many clients' writes before the first of them waits ([`super::Deferred`]).
 //!
 //! A durable commit that fails never turns into an ACK, and the memory never keeps
 //! what the disk does not have: the leader retries the failed batch op by op (so one
@@ -21,7 +23,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::{Lease, LeaseError, LeaseOp, LeaseStore, MemLeases};
+use super::{Lease, LeaseError, LeaseOp, LeaseStore, MemLeases, Ticket};
 use crate::model::MacAddr;
 
 /// A write-through, group-committing [`LeaseStore`] over a durable one.
@@ -93,17 +95,12 @@ impl GroupCommit {
     }
 
     /// Queues `op` (already applied to memory, `before` being the MAC's previous
-    /// lease there) and waits until it is durable or has failed.
-    fn enqueue<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        op: LeaseOp,
-        before: Option<Lease>,
-    ) -> Result<(), LeaseError> {
+    /// lease there) and returns its sequence number, for [`Self::wait`].
+    fn enqueue(st: &mut State, op: LeaseOp, before: Option<Lease>) -> u64 {
         st.queued += 1;
         let seq = st.queued;
         st.queue.push(Queued { seq, op, before });
-        self.wait(st, seq)
+        seq
     }
 
     /// Waits until op `seq` has a result (leading a commit if none runs).
@@ -186,19 +183,37 @@ impl LeaseStore for GroupCommit {
     }
 
     fn put(&self, lease: &Lease) -> Result<(), LeaseError> {
-        // Memory and queue change under one lock, so the durable order is the
-        // memory order.
-        let st = self.lock()?;
-        let before = self.cache.by_mac(lease.mac)?;
-        self.cache.put(lease)?;
-        self.enqueue(st, LeaseOp::Put(lease.clone()), before)
+        let t = self.begin(LeaseOp::Put(lease.clone()))?;
+        t.map_or(Ok(()), |t| self.settle(t))
     }
 
     fn remove(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseError> {
-        let st = self.lock()?;
+        let mut st = self.lock()?;
         let old = self.cache.remove(mac)?;
-        self.enqueue(st, LeaseOp::Remove(mac), old.clone())?;
+        let seq = Self::enqueue(&mut st, LeaseOp::Remove(mac), old.clone());
+        self.wait(st, seq)?;
         Ok(old)
+    }
+
+    /// Applies `op` in memory and queues it; the ticket's [`Self::settle`] waits
+    /// for (or leads) the commit that holds it. Memory and queue change under one
+    /// lock, so the durable order is the memory order.
+    fn begin(&self, op: LeaseOp) -> Result<Option<Ticket>, LeaseError> {
+        let mut st = self.lock()?;
+        let before = match &op {
+            LeaseOp::Put(l) => {
+                let before = self.cache.by_mac(l.mac)?;
+                self.cache.put(l)?;
+                before
+            }
+            LeaseOp::Remove(m) => self.cache.remove(*m)?,
+        };
+        Ok(Some(Ticket(Self::enqueue(&mut st, op, before))))
+    }
+
+    fn settle(&self, ticket: Ticket) -> Result<(), LeaseError> {
+        let st = self.lock()?;
+        self.wait(st, ticket.0)
     }
 
     fn list(&self) -> Result<Vec<Lease>, LeaseError> {

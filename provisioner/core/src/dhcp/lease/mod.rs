@@ -7,6 +7,7 @@
 //! commit the binding to persistent storage before acknowledging).
 
 pub mod battery;
+mod deferred;
 mod group;
 mod mem;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::MacAddr;
 
+pub use deferred::{Deferred, Pending};
 pub use group::GroupCommit;
 pub use mem::MemLeases;
 
@@ -97,6 +99,12 @@ pub enum LeaseOp {
     Remove(MacAddr),
 }
 
+/// A write that a write-behind store ([`GroupCommit`]) has applied in memory and
+/// queued, but that is durable only once [`LeaseStore::settle`] returns `Ok` for it.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a ticket must be settled: its write is not durable before"]
+pub struct Ticket(pub(crate) u64);
+
 /// Lease storage: at most one lease per MAC and one per address.
 pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// The lease of `mac`, whatever its state.
@@ -124,5 +132,31 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
             }
         }
         Ok(())
+    }
+
+    /// Applies `op` without waiting for it to be durable if the backend can: a
+    /// write-behind store returns a [`Ticket`], and the write counts (an ACK may
+    /// go out) only once [`Self::settle`] of it returns `Ok`; every ticket must be
+    /// settled. The default writes durably at once ([`Self::put`] /
+    /// [`Self::remove`]) and returns `None`. What lets one thread answer many
+    /// clients while their leases share one commit ([`Deferred`]).
+    fn begin(&self, op: LeaseOp) -> Result<Option<Ticket>, LeaseError> {
+        match op {
+            LeaseOp::Put(l) => self.put(&l)?,
+            LeaseOp::Remove(m) => {
+                self.remove(m)?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits until the write of `ticket` is durable (`Ok`) or has failed (then it is
+    /// undone in memory too). Only a backend whose [`Self::begin`] hands out
+    /// tickets gets here.
+    fn settle(&self, ticket: Ticket) -> Result<(), LeaseError> {
+        Err(LeaseError::Backend(format!(
+            "ticket {} from a store that issues none",
+            ticket.0
+        )))
     }
 }
