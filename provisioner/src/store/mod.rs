@@ -3,6 +3,7 @@
 
 mod age_files;
 mod clusters;
+mod group_commit;
 mod healing;
 mod k0s_secrets;
 mod redb_inv_tokens;

@@ -1,6 +1,8 @@
-//! The inventory on redb: one file, ACID, and every commit fsync'd
-//! (`Durability::Immediate` is redb's default), so a write that returned `Ok` survives
-//! `kill -9` and power loss. Values are JSON so another engine can read an export.
+//! The inventory on redb: one file, ACID, and no write returns `Ok` before it is on
+//! disk, so an acknowledged write survives `kill -9` and power loss. Machine writes
+//! ([`Inventory::apply`]) share their fsyncs ([`GroupCommit`]); the others commit
+//! with `Durability::Immediate` (redb's default). Values are JSON so another engine
+//! can read an export.
 
 use std::path::Path;
 
@@ -10,6 +12,7 @@ use provisioner_core::inventory::{
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::group_commit::{GroupCommit, Reopened};
 use super::healing::{Healing, OpenError};
 use super::redb_inv_tokens::TokenTables;
 use serde::Serialize;
@@ -33,6 +36,13 @@ pub(super) const SPENT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new(
 #[derive(Debug)]
 pub struct RedbInventory {
     pub(super) db: Healing,
+    group: GroupCommit,
+}
+
+impl From<Reopened> for InventoryError {
+    fn from(e: Reopened) -> Self {
+        backend(e)
+    }
 }
 
 pub(super) fn backend(e: impl std::fmt::Display) -> InventoryError {
@@ -68,7 +78,10 @@ impl RedbInventory {
         if repaired == Some(false) {
             tracing::warn!(path = %path.display(), "inventory repaired by integrity check");
         }
-        let store = Self { db };
+        let store = Self {
+            db,
+            group: GroupCommit::default(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -105,6 +118,25 @@ impl RedbInventory {
             TokenTables::open(&txn)?.reindex()?;
             txn.commit().map_err(backend)
         })
+    }
+
+    /// The group commit's durable commit: an empty `Immediate` transaction persists
+    /// every non-durable commit before it. Returns the handle's generation and the
+    /// tickets it covers.
+    fn flush(&self) -> Result<(u64, u64), InventoryError> {
+        self.db.with(|db| {
+            let epoch = self.db.reopens();
+            let txn = db.begin_write().map_err(backend)?;
+            let upto = self.group.issued();
+            txn.commit().map_err(backend)?;
+            Ok((epoch, upto))
+        })
+    }
+
+    /// Durable commits made for machine writes so far (each covers every machine
+    /// write committed before it).
+    pub fn group_flushes(&self) -> u64 {
+        self.group.flushes()
     }
 
     /// The schema version stored in the file.
@@ -153,10 +185,15 @@ impl Inventory for RedbInventory {
         })
     }
 
+    /// One non-durable commit, then the wait for the group commit that makes it
+    /// durable (`group_commit`).
     fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
-        self.db.with(|db| {
+        let (stored, ticket) = self.db.with(|db| -> Result<_, InventoryError> {
             let key = mac.to_string();
-            let txn = db.begin_write().map_err(backend)?;
+            // Read under the handle's read lock: no reopen until this commit is done.
+            let epoch = self.db.reopens();
+            let mut txn = db.begin_write().map_err(backend)?;
+            txn.set_durability(redb::Durability::None).map_err(backend)?;
             let (stored, nothing) = {
                 let mut machines = txn.open_table(MACHINES).map_err(backend)?;
                 let current: Option<Machine> = match machines.get(key.as_str()).map_err(backend)? {
@@ -206,11 +243,16 @@ impl Inventory for RedbInventory {
                 // Nothing to write (a sighting the first-seen rate refused, a stranger
                 // not recorded): no commit, so no fsync per flood datagram.
                 txn.abort().map_err(backend)?;
-            } else {
-                txn.commit().map_err(backend)?;
+                return Ok((stored, None));
             }
-            Ok(stored)
-        })
+            let ticket = self.group.ticket(epoch);
+            txn.commit().map_err(backend)?;
+            Ok((stored, Some(ticket)))
+        })?;
+        if let Some(ticket) = ticket {
+            self.group.wait(ticket, || self.flush())?;
+        }
+        Ok(stored)
     }
 
     fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
@@ -270,13 +312,20 @@ impl Inventory for RedbInventory {
         })
     }
 
+    /// Grouped like [`Inventory::apply`]: the token is spent on disk before the
+    /// caller serves what it unlocks.
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
-        self.db.with(|db| {
-            let txn = db.begin_write().map_err(backend)?;
+        let (rec, ticket) = self.db.with(|db| -> Result<_, InventoryError> {
+            let epoch = self.db.reopens();
+            let mut txn = db.begin_write().map_err(backend)?;
+            txn.set_durability(redb::Durability::None).map_err(backend)?;
             let rec = TokenTables::open(&txn)?.take(key, now)?;
+            let ticket = self.group.ticket(epoch);
             txn.commit().map_err(backend)?;
-            Ok(rec)
-        })
+            Ok((rec, ticket))
+        })?;
+        self.group.wait(ticket, || self.flush())?;
+        Ok(rec)
     }
 
     fn drop_tokens(
@@ -330,6 +379,39 @@ mod tests {
         let inv = RedbInventory::open(&path).unwrap();
         assert!(inv.get(mac).unwrap().is_some());
         assert_eq!(inv.schema_version().unwrap(), u64::from(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn concurrent_machine_writes_share_fsyncs_and_all_are_on_disk_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.redb");
+        let (threads, each) = (8u32, 40u32);
+        let flushes = {
+            let inv = RedbInventory::open(&path).unwrap();
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let inv = &inv;
+                    s.spawn(move || {
+                        for i in 0..each {
+                            let b = (t * each + i).to_be_bytes();
+                            let mac = MacAddr([0x52, 0x54, 0, b[1], b[2], b[3]]);
+                            inv.put(&Machine::discovered(mac, OffsetDateTime::UNIX_EPOCH))
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+            inv.group_flushes()
+        };
+        // Every write returned Ok only after a flush covered it; with 8 writers at
+        // once, flushes are shared.
+        assert!(
+            flushes < u64::from(threads * each),
+            "{flushes} flushes for {} writes",
+            threads * each
+        );
+        let inv = RedbInventory::open(&path).unwrap();
+        assert_eq!(inv.list().unwrap().len(), (threads * each) as usize);
     }
 
     #[test]
