@@ -209,28 +209,16 @@ impl Wiring<'_> {
     }
 }
 
-/// Records completed TFTP transfers on the machine's timeline. The client's MAC comes
-/// from the peer map (`/ipxe` seen) or the kernel's ARP table (firmware PXE, which
-/// ARPs for us before its RRQ).
+/// Records completed TFTP transfers on the machine's timeline (queued: the
+/// service's observation writer batches them, `service::observe`). The client's MAC
+/// comes from the kernel's ARP table (firmware PXE ARPs for us before its RRQ) or
+/// the peer map (`/ipxe` seen).
 fn tftp_hook(service: Arc<BootService>) -> tftp::files::CompletionHook {
     Arc::new(move |client: SocketAddr, path: &str, bytes: u64| {
-        let service = service.clone();
         let event = Event::TftpServed {
             file: path.to_string(),
             bytes,
         };
-        tokio::task::spawn_blocking(move || {
-            let ip = client.ip();
-            let result = match crate::sys::netinfo::arp_lookup(ip) {
-                Some(mac) => {
-                    service.remember_peer(ip, mac);
-                    service.record_seen(mac, event)
-                }
-                None => service.record_for_peer(ip, event),
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "recording tftp event failed");
-            }
-        });
+        service.observe(crate::service::Observed::TftpClient(client.ip()), event);
     })
 }

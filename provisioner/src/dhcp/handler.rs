@@ -16,7 +16,7 @@ use provisioner_core::dhcp::full::FullServer;
 use provisioner_core::dhcp::lease::{Deferred, LeaseStore, Pending};
 use provisioner_core::dhcp::reply::{Port, Responder};
 use provisioner_core::dhcp::v4::MessageType;
-use provisioner_core::inventory::Update;
+use provisioner_core::inventory::{Change, Update};
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use provisioner_core::timeline::Event;
 use time::OffsetDateTime;
@@ -252,8 +252,16 @@ impl Recorder {
         let writer = std::thread::Builder::new()
             .name("dhcp-timeline".into())
             .spawn(move || {
-                for note in rx {
-                    record(&service, note);
+                // Everything queued goes in one commit (up to BATCH notes).
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(n) => batch.push(n),
+                            Err(_) => break,
+                        }
+                    }
+                    record_batch(&service, batch);
                 }
             })?;
         Ok((Self { tx }, writer))
@@ -271,34 +279,56 @@ impl Recorder {
 /// one commit through the service's journal, which publishes them to live views.
 /// Failures are logged: the reply is already out.
 fn record(service: &BootService, note: Note) {
-    let Note { note, at } = note;
+    record_batch(service, vec![note]);
+}
+
+/// Notes the writer took from its queue at once.
+const BATCH: usize = 256;
+
+/// Writes every note of `notes` in one commit (a storm's notes share commits and
+/// fsyncs). If the batch fails (a record that does not decode, a failing disk),
+/// the notes are written one by one, so one machine cannot cost the others theirs.
+fn record_batch(service: &BootService, notes: Vec<Note>) {
+    let mut changes: Vec<(MacAddr, _)> = notes.iter().map(|n| (n.note.mac, note_change(n))).collect();
+    let mut steps: Vec<(MacAddr, Change<'_>)> =
+        changes.iter_mut().map(|(m, c)| (*m, c as Change<'_>)).collect();
+    if service.inventory().apply_many(&mut steps).is_ok() {
+        return;
+    }
+    drop(steps);
+    for (mac, change) in &mut changes {
+        if let Err(e) = service.inventory().apply(*mac, change) {
+            tracing::warn!(error = %e, %mac, "recording DHCP timeline failed");
+        }
+    }
+}
+
+/// The inventory change of one note: the events, and the record of a recorded
+/// boot client (created if the note says so).
+fn note_change(n: &Note) -> impl FnMut(Option<Machine>) -> Update + '_ {
+    let (note, at) = (&n.note, n.at);
     let mac = note.mac;
-    let events: Vec<TimelineEvent> = note.events.into_iter().map(|e| e.at(at)).collect();
-    let r = service
-        .inventory()
-        .apply(mac, &mut |cur: Option<Machine>| match cur {
-            None if !note.create => Update::default(),
-            cur => {
-                let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, at));
-                m.last_seen = at;
-                if note.arch != Default::default() {
-                    m.arch = note.arch;
-                }
-                if m.uuid.is_none() {
-                    m.uuid = note.uuid.clone();
-                }
-                if note.vendor_class.is_some() {
-                    m.vendor_class = note.vendor_class.clone();
-                }
-                Update {
-                    machine: Some(m),
-                    events: events.clone(),
-                    ..Update::default()
-                }
+    let events: Vec<TimelineEvent> = note.events.iter().cloned().map(|e| e.at(at)).collect();
+    move |cur: Option<Machine>| match cur {
+        None if !note.create => Update::default(),
+        cur => {
+            let mut m = cur.unwrap_or_else(|| Machine::discovered(mac, at));
+            m.last_seen = at;
+            if note.arch != Default::default() {
+                m.arch = note.arch;
             }
-        });
-    if let Err(e) = r {
-        tracing::warn!(error = %e, %mac, "recording DHCP timeline failed");
+            if m.uuid.is_none() {
+                m.uuid = note.uuid.clone();
+            }
+            if note.vendor_class.is_some() {
+                m.vendor_class = note.vendor_class.clone();
+            }
+            Update {
+                machine: Some(m),
+                events: events.clone(),
+                ..Update::default()
+            }
+        }
     }
 }
 

@@ -136,7 +136,8 @@ impl BootState {
     }
 }
 
-/// Records `AssetServed` on the peer's timeline once a full body went out.
+/// Records `AssetServed` on the peer's timeline once a full body went out (queued:
+/// the service's observation writer batches them, `service::observe`).
 pub(super) fn served_hook(
     svc: Arc<BootService>,
     peer: SocketAddr,
@@ -144,11 +145,7 @@ pub(super) fn served_hook(
 ) -> Box<dyn FnOnce(u64) + Send> {
     Box::new(move |bytes| {
         let event = Event::AssetServed { file: served, bytes };
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = svc.record_for_peer(peer.ip(), event) {
-                tracing::warn!(error = %e, "recording asset event failed");
-            }
-        });
+        svc.observe(crate::service::Observed::Peer(peer.ip()), event);
     })
 }
 

@@ -15,6 +15,7 @@
 //! counted (`provisioner_first_seen_refused_total`). Spoofed MACs are free to an
 //! attacker, so a per-MAC limit cannot bound this; installs are never refused.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use provisioner_core::inventory::{
@@ -96,6 +97,39 @@ impl Journal {
         }
     }
 
+    /// `change` behind the first-seen rate; the events it writes are kept in
+    /// `written` (when someone listens) to be published after the commit.
+    fn gate<'a>(
+        &'a self,
+        mac: MacAddr,
+        change: Change<'a>,
+        written: Option<&'a RefCell<Vec<MachineEvent>>>,
+    ) -> impl FnMut(Option<Machine>) -> Update + 'a {
+        move |cur| {
+            let new = cur.is_none();
+            let update = change(cur);
+            if new && update.machine.is_some() && update.tokens.is_empty() && !self.admit_first_seen() {
+                metrics::counter!("provisioner_first_seen_refused_total").increment(1);
+                return Update::default();
+            }
+            if let Some(w) = written {
+                w.borrow_mut()
+                    .extend(update.events.iter().map(|event| MachineEvent {
+                        mac,
+                        event: event.clone(),
+                    }));
+            }
+            update
+        }
+    }
+
+    fn publish(&self, written: Vec<MachineEvent>) {
+        for e in written {
+            // No subscriber left is fine.
+            let _ = self.events.send(e);
+        }
+    }
+
     /// A receiver of every timeline event committed from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<MachineEvent> {
         self.events.subscribe()
@@ -122,25 +156,33 @@ impl Inventory for Journal {
     /// Commits, then publishes the events of the commit (copied only while someone
     /// listens, so the DHCP path pays nothing without a subscriber).
     fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
+        let written = RefCell::new(Vec::new());
         let listening = self.events.receiver_count() > 0;
-        let mut written = Vec::new();
-        let stored = self.store.apply(mac, &mut |cur| {
-            let new = cur.is_none();
-            let update = change(cur);
-            if new && update.machine.is_some() && update.tokens.is_empty() && !self.admit_first_seen() {
-                metrics::counter!("provisioner_first_seen_refused_total").increment(1);
-                return Update::default();
-            }
-            if listening {
-                written.clone_from(&update.events);
-            }
-            update
-        })?;
-        for event in written {
-            // No subscriber left is fine.
-            let _ = self.events.send(MachineEvent { mac, event });
-        }
+        let stored = self
+            .store
+            .apply(mac, &mut self.gate(mac, change, listening.then_some(&written)))?;
+        self.publish(written.take());
         Ok(stored)
+    }
+
+    /// The batch in one commit, then its events in order.
+    fn apply_many(&self, changes: &mut [(MacAddr, Change<'_>)]) -> Result<(), InventoryError> {
+        let written = RefCell::new(Vec::new());
+        let listening = self.events.receiver_count() > 0;
+        let mut gated: Vec<_> = changes
+            .iter_mut()
+            .map(|(mac, change)| {
+                (
+                    *mac,
+                    self.gate(*mac, &mut **change, listening.then_some(&written)),
+                )
+            })
+            .collect();
+        let mut steps: Vec<(MacAddr, Change<'_>)> =
+            gated.iter_mut().map(|(m, g)| (*m, g as Change<'_>)).collect();
+        self.store.apply_many(&mut steps)?;
+        self.publish(written.take());
+        Ok(())
     }
 
     fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {

@@ -16,6 +16,7 @@ mod device;
 mod device_ops;
 pub mod health;
 mod journal;
+mod observe;
 mod release;
 mod script;
 mod timeline;
@@ -36,6 +37,7 @@ use tokio::sync::broadcast;
 pub use approvals::{ApprovalError, Pending, PendingKind};
 pub use device::DeviceRefusal;
 pub use journal::{Journal, MachineEvent};
+pub use observe::Observed;
 pub use release::{DeviceSettings, NoFacts, ReleasePolicy, ReleaseSettings};
 pub use tokens::token_key;
 
@@ -99,6 +101,8 @@ pub struct BootService {
     catalog: RwLock<Option<Arc<provisioner_core::catalog::Catalog>>>,
     /// Boot-loop protection limits.
     guard: LoopGuard,
+    /// The writer of observations (`observe`), started on first use.
+    observer: std::sync::OnceLock<Option<observe::Observer>>,
     /// How long a config token works after its script was rendered.
     config_token_ttl: time::Duration,
     /// How long install callback tokens work after they are issued.
@@ -134,6 +138,7 @@ impl BootService {
             renderers: RwLock::default(),
             catalog: RwLock::default(),
             guard: LoopGuard::default(),
+            observer: std::sync::OnceLock::new(),
             config_token_ttl: time::Duration::seconds(DEFAULT_CONFIG_TOKEN_TTL.as_secs() as i64),
             callback_token_ttl: time::Duration::seconds(DEFAULT_CALLBACK_TOKEN_TTL.as_secs() as i64),
             release: RwLock::new(Arc::new(ReleasePolicy::default())),

@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use provisioner_core::boot::{BootDecision, BootRequest};
 use provisioner_core::inventory::Update;
 use provisioner_core::lifecycle::Trigger;
 use provisioner_core::model::{Event, MacAddr, Machine};
@@ -46,17 +45,8 @@ impl BootService {
     /// machine is new and the unknown policy lets it be recorded. Used for traffic
     /// that arrives before `/ipxe`, such as firmware PXE fetching iPXE over TFTP.
     pub fn record_seen(&self, mac: MacAddr, event: Event) -> Result<(), ServiceError> {
-        if self.inventory.get(mac)?.is_none() {
-            let req = BootRequest {
-                mac: Some(mac),
-                ..Default::default()
-            };
-            if matches!(
-                self.booter().decide(&req, None),
-                BootDecision::Unknown { record: false, .. }
-            ) {
-                return Ok(());
-            }
+        if self.inventory.get(mac)?.is_none() && !self.may_record(mac) {
+            return Ok(());
         }
         let now = OffsetDateTime::now_utc();
         let events = vec![event.at(now)];

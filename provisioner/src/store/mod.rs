@@ -9,6 +9,7 @@ mod k0s_secrets;
 mod redb_inv_tokens;
 mod redb_leases;
 mod redb_migrate;
+mod redb_step;
 mod redb_store;
 mod redb_tokens;
 mod secrets_key;

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use provisioner_core::inventory::{
-    Change, Inventory, InventoryError, SCHEMA_VERSION, SpentToken, TIMELINE_CAP, TokenRecord,
+    Change, Inventory, InventoryError, SCHEMA_VERSION, SpentToken, TokenRecord,
 };
 use provisioner_core::model::{MacAddr, Machine, TimelineEvent};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -15,6 +15,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::group_commit::{GroupCommit, Reopened};
 use super::healing::{Healing, OpenError};
 use super::redb_inv_tokens::TokenTables;
+use super::redb_step::step;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -120,6 +121,34 @@ impl RedbInventory {
         })
     }
 
+    /// Runs `body` in one write transaction committed without an fsync, then waits
+    /// until a group commit made it durable. `body` says whether it wrote anything;
+    /// if not, the transaction is aborted: no commit, so no fsync per flood datagram
+    /// (a sighting the first-seen rate refused, a stranger not recorded).
+    fn write_grouped<T>(
+        &self,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<(T, bool), InventoryError>,
+    ) -> Result<T, InventoryError> {
+        let (out, ticket) = self.db.with(|db| -> Result<_, InventoryError> {
+            // Read under the handle's read lock: no reopen until this commit is done.
+            let epoch = self.db.reopens();
+            let mut txn = db.begin_write().map_err(backend)?;
+            txn.set_durability(redb::Durability::None).map_err(backend)?;
+            let (out, wrote) = body(&txn)?;
+            if !wrote {
+                txn.abort().map_err(backend)?;
+                return Ok((out, None));
+            }
+            let ticket = self.group.ticket(epoch);
+            txn.commit().map_err(backend)?;
+            Ok((out, Some(ticket)))
+        })?;
+        if let Some(ticket) = ticket {
+            self.group.wait(ticket, || self.flush())?;
+        }
+        Ok(out)
+    }
+
     /// The group commit's durable commit: an empty `Immediate` transaction persists
     /// every non-durable commit before it. Returns the handle's generation and the
     /// tickets it covers.
@@ -188,71 +217,18 @@ impl Inventory for RedbInventory {
     /// One non-durable commit, then the wait for the group commit that makes it
     /// durable (`group_commit`).
     fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
-        let (stored, ticket) = self.db.with(|db| -> Result<_, InventoryError> {
-            let key = mac.to_string();
-            // Read under the handle's read lock: no reopen until this commit is done.
-            let epoch = self.db.reopens();
-            let mut txn = db.begin_write().map_err(backend)?;
-            txn.set_durability(redb::Durability::None).map_err(backend)?;
-            let (stored, nothing) = {
-                let mut machines = txn.open_table(MACHINES).map_err(backend)?;
-                let current: Option<Machine> = match machines.get(key.as_str()).map_err(backend)? {
-                    Some(v) => Some(decode(&key, v.value())?),
-                    None => None,
-                };
-                let update = change(current.clone());
-                let events = &update.events;
-                let nothing = update.machine.is_none() && events.is_empty() && update.tokens.is_empty();
-                let stored = match update.machine {
-                    Some(new) => {
-                        machines
-                            .insert(key.as_str(), encode(&new)?.as_slice())
-                            .map_err(backend)?;
-                        Some(new)
-                    }
-                    None => current,
-                };
-                if !events.is_empty() {
-                    let mut seq = txn.open_table(TIMELINE_SEQ).map_err(backend)?;
-                    let mut tl = txn.open_table(TIMELINE).map_err(backend)?;
-                    let (mut first, mut next) = seq
-                        .get(key.as_str())
-                        .map_err(backend)?
-                        .map(|v| v.value())
-                        .unwrap_or((0, 0));
-                    for ev in events {
-                        tl.insert((key.as_str(), next), encode(ev)?.as_slice())
-                            .map_err(backend)?;
-                        next += 1;
-                    }
-                    while next - first > TIMELINE_CAP as u64 {
-                        tl.remove((key.as_str(), first)).map_err(backend)?;
-                        first += 1;
-                    }
-                    seq.insert(key.as_str(), (first, next)).map_err(backend)?;
-                }
-                if !update.tokens.is_empty() {
-                    let mut t = TokenTables::open(&txn)?;
-                    for (k, record) in &update.tokens {
-                        t.issue(k, record)?;
-                    }
-                }
-                (stored, nothing)
-            };
-            if nothing {
-                // Nothing to write (a sighting the first-seen rate refused, a stranger
-                // not recorded): no commit, so no fsync per flood datagram.
-                txn.abort().map_err(backend)?;
-                return Ok((stored, None));
+        self.write_grouped(|txn| step(txn, mac, change))
+    }
+
+    /// The whole batch in one transaction: one commit, one share of a flush.
+    fn apply_many(&self, changes: &mut [(MacAddr, Change<'_>)]) -> Result<(), InventoryError> {
+        self.write_grouped(|txn| {
+            let mut wrote = false;
+            for (mac, change) in changes.iter_mut() {
+                wrote |= step(txn, *mac, &mut **change)?.1;
             }
-            let ticket = self.group.ticket(epoch);
-            txn.commit().map_err(backend)?;
-            Ok((stored, Some(ticket)))
-        })?;
-        if let Some(ticket) = ticket {
-            self.group.wait(ticket, || self.flush())?;
-        }
-        Ok(stored)
+            Ok(((), wrote))
+        })
     }
 
     fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
@@ -315,17 +291,7 @@ impl Inventory for RedbInventory {
     /// Grouped like [`Inventory::apply`]: the token is spent on disk before the
     /// caller serves what it unlocks.
     fn take_token(&self, key: &str, now: OffsetDateTime) -> Result<Option<TokenRecord>, InventoryError> {
-        let (rec, ticket) = self.db.with(|db| -> Result<_, InventoryError> {
-            let epoch = self.db.reopens();
-            let mut txn = db.begin_write().map_err(backend)?;
-            txn.set_durability(redb::Durability::None).map_err(backend)?;
-            let rec = TokenTables::open(&txn)?.take(key, now)?;
-            let ticket = self.group.ticket(epoch);
-            txn.commit().map_err(backend)?;
-            Ok((rec, ticket))
-        })?;
-        self.group.wait(ticket, || self.flush())?;
-        Ok(rec)
+        self.write_grouped(|txn| Ok((TokenTables::open(txn)?.take(key, now)?, true)))
     }
 
     fn drop_tokens(

@@ -18,6 +18,7 @@ pub type Factory<'a> = &'a dyn Fn() -> Box<dyn Inventory>;
 pub fn run_all(make: Factory<'_>) {
     put_get_list(&*make());
     apply_is_read_modify_write(&*make());
+    apply_many_sees_earlier_steps_of_the_batch(&*make());
     timeline_order_and_cap(&*make());
     tokens_are_one_time_and_newest_only(&*make());
     spent_tokens_name_their_machine(&*make());
@@ -63,6 +64,51 @@ fn put_get_list(inv: &dyn Inventory) {
     assert_eq!(got.labels["rack"], "r2");
     let macs: Vec<_> = inv.list().unwrap().into_iter().map(|m| m.mac).collect();
     assert_eq!(macs, vec![mac(1), mac(2), mac(3)], "list ordered by MAC");
+}
+
+/// A batch writes every step, and a later step on the same machine sees the record
+/// an earlier step of the batch wrote (one transaction reads its own writes).
+fn apply_many_sees_earlier_steps_of_the_batch(inv: &dyn Inventory) {
+    let create = |m: MacAddr| {
+        move |cur: Option<Machine>| Update {
+            machine: Some(cur.unwrap_or_else(|| Machine::discovered(m, at(0)))),
+            events: vec![note(0, "seen")],
+            ..Update::default()
+        }
+    };
+    let (mut a, mut b) = (create(mac(7)), create(mac(8)));
+    let mut again = |cur: Option<Machine>| {
+        let mut m = cur.expect("the batch's first step wrote the record");
+        m.state = MachineState::Booting;
+        Update {
+            machine: Some(m),
+            events: vec![note(1, "again")],
+            ..Update::default()
+        }
+    };
+    let mut nothing = |_: Option<Machine>| Update::default();
+    inv.apply_many(&mut [
+        (mac(7), &mut a),
+        (mac(8), &mut b),
+        (mac(7), &mut again),
+        (mac(9), &mut nothing),
+    ])
+    .unwrap();
+    assert_eq!(inv.get(mac(7)).unwrap().unwrap().state, MachineState::Booting);
+    assert!(inv.get(mac(8)).unwrap().is_some());
+    assert!(inv.get(mac(9)).unwrap().is_none());
+    let details: Vec<String> = inv
+        .timeline(mac(7))
+        .unwrap()
+        .iter()
+        .map(|e| format!("{:?}", e.event))
+        .collect();
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(
+        details[0].contains("seen") && details[1].contains("again"),
+        "{details:?}"
+    );
+    inv.apply_many(&mut []).unwrap();
 }
 
 fn apply_is_read_modify_write(inv: &dyn Inventory) {

@@ -212,6 +212,16 @@ pub trait Inventory: Send + Sync + std::fmt::Debug {
     /// the events and issue the tokens it returns, in one durable commit. Returns
     /// the stored record.
     fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError>;
+    /// Several [`Inventory::apply`] steps, each on its own machine's current record,
+    /// in one durable commit where the store can (all or none; the default runs them
+    /// one by one). For writers that batch what they queued, so a storm of timeline
+    /// notes costs one commit per batch instead of one per note.
+    fn apply_many(&self, changes: &mut [(MacAddr, Change<'_>)]) -> Result<(), InventoryError> {
+        for (mac, change) in changes.iter_mut() {
+            self.apply(*mac, &mut **change)?;
+        }
+        Ok(())
+    }
     /// Appends events to a machine's timeline.
     fn append(&self, mac: MacAddr, events: &[TimelineEvent]) -> Result<(), InventoryError> {
         self.apply(mac, &mut |_| Update {
