@@ -158,3 +158,158 @@ impl BootService {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use provisioner_core::boot::{CatalogBooter, UnknownPolicy};
+    use provisioner_core::inventory::{Inventory, InventoryError, MemInventory};
+
+    use super::*;
+
+    /// A store that counts its commits.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: MemInventory,
+        commits: AtomicUsize,
+    }
+
+    impl Inventory for Counting {
+        fn get(&self, mac: MacAddr) -> Result<Option<Machine>, InventoryError> {
+            self.inner.get(mac)
+        }
+        fn list(&self) -> Result<Vec<Machine>, InventoryError> {
+            self.inner.list()
+        }
+        fn apply(&self, mac: MacAddr, change: Change<'_>) -> Result<Option<Machine>, InventoryError> {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            self.inner.apply(mac, change)
+        }
+        fn apply_many(&self, changes: &mut [(MacAddr, Change<'_>)]) -> Result<(), InventoryError> {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            for (mac, change) in changes.iter_mut() {
+                self.inner.apply(*mac, &mut **change)?;
+            }
+            Ok(())
+        }
+        fn delete(&self, mac: MacAddr) -> Result<bool, InventoryError> {
+            self.inner.delete(mac)
+        }
+        fn timeline(&self, mac: MacAddr) -> Result<Vec<TimelineEvent>, InventoryError> {
+            self.inner.timeline(mac)
+        }
+        fn issue_token(
+            &self,
+            key: &str,
+            r: &provisioner_core::inventory::TokenRecord,
+        ) -> Result<(), InventoryError> {
+            self.inner.issue_token(key, r)
+        }
+        fn live_token(
+            &self,
+            key: &str,
+        ) -> Result<Option<provisioner_core::inventory::TokenRecord>, InventoryError> {
+            self.inner.live_token(key)
+        }
+        fn take_token(
+            &self,
+            key: &str,
+            now: OffsetDateTime,
+        ) -> Result<Option<provisioner_core::inventory::TokenRecord>, InventoryError> {
+            self.inner.take_token(key, now)
+        }
+        fn spent_token(
+            &self,
+            key: &str,
+        ) -> Result<Option<provisioner_core::inventory::SpentToken>, InventoryError> {
+            self.inner.spent_token(key)
+        }
+        fn drop_tokens(
+            &self,
+            expired: &dyn Fn(&provisioner_core::inventory::TokenRecord) -> bool,
+            spent_before: OffsetDateTime,
+        ) -> Result<usize, InventoryError> {
+            self.inner.drop_tokens(expired, spent_before)
+        }
+    }
+
+    fn service(store: Arc<Counting>, unknown: UnknownPolicy) -> Arc<BootService> {
+        let booter = Arc::new(CatalogBooter {
+            catalog: Default::default(),
+            unknown,
+        });
+        Arc::new(BootService::new(booter, store, "http://10.0.0.1".into()))
+    }
+
+    fn wait_for(what: &str, ok: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_burst_of_asset_events_lands_on_the_peers_timelines_in_few_commits() {
+        let store = Arc::new(Counting::default());
+        let svc = service(store.clone(), UnknownPolicy::Record);
+        let peers: Vec<(IpAddr, MacAddr)> = (1..=50u8)
+            .map(|i| (IpAddr::from([10, 0, 0, i]), MacAddr([0x52, 0x54, 0, 0, 2, i])))
+            .collect();
+        for (ip, mac) in &peers {
+            store
+                .inner
+                .put(&Machine::discovered(*mac, OffsetDateTime::now_utc()))
+                .unwrap();
+            svc.remember_peer(*ip, *mac);
+        }
+        let before = store.commits.load(Ordering::SeqCst);
+        for round in 0..4 {
+            for (ip, _) in &peers {
+                let file = format!("vmlinuz-{round}");
+                svc.observe(Observed::Peer(*ip), Event::AssetServed { file, bytes: 1 });
+            }
+        }
+        wait_for("every event on its machine's timeline", || {
+            peers
+                .iter()
+                .all(|(_, mac)| store.inner.timeline(*mac).map(|t| t.len()).unwrap_or(0) == 4)
+        });
+        let commits = store.commits.load(Ordering::SeqCst) - before;
+        assert!(commits < 200, "{commits} commits for 200 events");
+        // An address no machine fetched a script from is dropped, not recorded.
+        svc.observe(
+            Observed::Peer(IpAddr::from([10, 9, 9, 9])),
+            Event::AssetServed {
+                file: "x".into(),
+                bytes: 1,
+            },
+        );
+        assert_eq!(store.inner.list().unwrap().len(), 50);
+    }
+
+    #[test]
+    fn a_tftp_client_unknown_to_the_store_is_created_only_if_the_policy_records_it() {
+        let mac = MacAddr([0x52, 0x54, 0, 0, 3, 1]);
+        let ip = IpAddr::from([10, 0, 0, 77]);
+        for (policy, created) in [(UnknownPolicy::Record, true), (UnknownPolicy::Ignore, false)] {
+            let store = Arc::new(Counting::default());
+            let svc = service(store.clone(), policy.clone());
+            // No ARP entry for this address: the peer map names the machine, which
+            // only an existing record may use; the ARP path (create) is the lab's.
+            svc.remember_peer(ip, mac);
+            let change = &mut svc.observation(
+                mac,
+                true,
+                Event::TftpServed {
+                    file: "undionly.kpxe".into(),
+                    bytes: 1,
+                }
+                .at(OffsetDateTime::now_utc()),
+            );
+            store.apply(mac, change).unwrap();
+            assert_eq!(store.inner.get(mac).unwrap().is_some(), created, "{policy:?}");
+        }
+    }
+}

@@ -186,9 +186,26 @@ fn dashboard_fleet_waterfall_and_cluster_progress_match_the_api() {
     assert_eq!(tftp_get(d.tftp, "snponly.efi"), 1300);
     b.wait_text("#timeline", "tftp_served", |t| t.contains("tftp_served"));
     let script = String::from_utf8(http(d.http, "GET", efi).unwrap().1).unwrap();
+    let mut assets = 0;
     for w in script.split_whitespace().filter(|w| w.contains("/assets/")) {
         let path = &w[w.find("/assets/").unwrap()..];
         assert_eq!(http(d.http, "GET", path).unwrap().0, 200, "{path}");
+        assets += 1;
+    }
+    // Served assets are recorded by the observation writer, after the response
+    // (`service::observe`): wait until both are on the timeline before going on,
+    // as a real machine's config fetch comes well after its downloads.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, body) = d.api_get(&format!("/api/v1/machines/{EFI_MAC}/timeline"), Some(&reader));
+        if body.matches("asset_served").count() >= assets {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "asset events missing: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let config = format!("/config/{}", token_after(&script, "/config/"));
     let callback = format!("/callback/{}/installed", token_after(&script, "/callback/"));
