@@ -94,6 +94,7 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         api,
     } = boot_service(&cfg, &inputs, &stores, &live, &base, (!dry_run, &shutdown))?;
     let health = Arc::new(crate::service::health::Health::new(stores.healed()));
+    let service_for_drain = service.clone();
     let wiring = tasks::Wiring {
         health: health.clone(),
         cfg: &cfg,
@@ -149,6 +150,12 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
     }
     crate::sys::notify::stopping();
     drain(tasks, timeline_writer).await;
+    // TFTP and asset events still queued for the observation writer.
+    let settled =
+        tokio::task::spawn_blocking(move || service_for_drain.settle_observations(Duration::from_secs(5)));
+    if !matches!(settled.await, Ok(true)) {
+        tracing::warn!("timeline events not written within 5 s; exiting anyway");
+    }
     Ok(())
 }
 

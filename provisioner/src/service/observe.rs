@@ -5,7 +5,8 @@
 //! ([`Inventory::apply_many`]); a boot storm's thousands of downloads cost a few
 //! commits a second. The journal still publishes each event only after its commit.
 //! The queue is bounded: beyond it events are dropped and counted
-//! (`provisioner_observations_dropped_total`), never the downloads.
+//! (`provisioner_observations_dropped_total`), never the downloads. At shutdown
+//! [`BootService::settle_observations`] waits for what is queued.
 
 use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -34,16 +35,24 @@ pub enum Observed {
     Peer(IpAddr),
 }
 
+/// What the writer thread takes from its queue.
+#[derive(Debug)]
+enum Item {
+    Event(Observed, TimelineEvent),
+    /// Answered once everything queued before it is written.
+    Barrier(SyncSender<()>),
+}
+
 /// The sending side; the writer thread ends when it is dropped.
 #[derive(Debug)]
 pub(super) struct Observer {
-    tx: SyncSender<(Observed, TimelineEvent)>,
+    tx: SyncSender<Item>,
 }
 
 impl Observer {
     /// Starts the writer thread; it holds the service weakly.
     pub(super) fn spawn(service: Weak<BootService>) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(QUEUE);
         std::thread::Builder::new()
             .name("timeline-obs".into())
             .spawn(move || writer(&service, &rx))?;
@@ -51,7 +60,7 @@ impl Observer {
     }
 }
 
-fn writer(service: &Weak<BootService>, rx: &Receiver<(Observed, TimelineEvent)>) {
+fn writer(service: &Weak<BootService>, rx: &Receiver<Item>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -60,8 +69,18 @@ fn writer(service: &Weak<BootService>, rx: &Receiver<(Observed, TimelineEvent)>)
                 Err(_) => break,
             }
         }
+        let (mut events, mut barriers) = (Vec::with_capacity(batch.len()), Vec::new());
+        for item in batch {
+            match item {
+                Item::Event(who, event) => events.push((who, event)),
+                Item::Barrier(done) => barriers.push(done),
+            }
+        }
         let Some(service) = service.upgrade() else { return };
-        service.write_observations(batch);
+        service.write_observations(events);
+        for done in barriers {
+            let _ = done.try_send(());
+        }
     }
 }
 
@@ -76,10 +95,36 @@ impl BootService {
             // No thread could be started: write it here.
             return self.write_observations(vec![(who, event)]);
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = observer.tx.try_send((who, event))
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            observer.tx.try_send(Item::Event(who, event))
         {
             metrics::counter!("provisioner_observations_dropped_total").increment(1);
         }
+    }
+
+    /// Blocks until every observation queued so far is written, or `timeout`
+    /// passed (shutdown: the servers have stopped, so nothing new arrives). Returns
+    /// whether everything was written.
+    pub fn settle_observations(&self, timeout: std::time::Duration) -> bool {
+        let Some(Some(observer)) = self.observer.get() else {
+            return true;
+        };
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut item = Item::Barrier(done);
+        // The queue may be full: retry until the deadline.
+        loop {
+            match observer.tx.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    item = back;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        wait.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
     }
 
     /// Writes a batch in one commit; if it fails (a record that does not decode, a
@@ -242,14 +287,6 @@ mod tests {
         Arc::new(BootService::new(booter, store, "http://10.0.0.1".into()))
     }
 
-    fn wait_for(what: &str, ok: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !ok() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-
     #[test]
     fn a_burst_of_asset_events_lands_on_the_peers_timelines_in_few_commits() {
         let store = Arc::new(Counting::default());
@@ -271,11 +308,11 @@ mod tests {
                 svc.observe(Observed::Peer(*ip), Event::AssetServed { file, bytes: 1 });
             }
         }
-        wait_for("every event on its machine's timeline", || {
-            peers
-                .iter()
-                .all(|(_, mac)| store.inner.timeline(*mac).map(|t| t.len()).unwrap_or(0) == 4)
-        });
+        // Settling (as at shutdown) returns once everything queued is written.
+        assert!(svc.settle_observations(std::time::Duration::from_secs(10)));
+        for (_, mac) in &peers {
+            assert_eq!(store.inner.timeline(*mac).unwrap().len(), 4, "{mac}");
+        }
         let commits = store.commits.load(Ordering::SeqCst) - before;
         assert!(commits < 200, "{commits} commits for 200 events");
         // An address no machine fetched a script from is dropped, not recorded.
