@@ -149,13 +149,7 @@ async fn run(app: App, bound: Listeners, shutdown: CancellationToken, dry_run: b
         }
     }
     crate::sys::notify::stopping();
-    drain(tasks, timeline_writer).await;
-    // TFTP and asset events still queued for the observation writer.
-    let settled =
-        tokio::task::spawn_blocking(move || service_for_drain.settle_observations(Duration::from_secs(5)));
-    if !matches!(settled.await, Ok(true)) {
-        tracing::warn!("timeline events not written within 5 s; exiting anyway");
-    }
+    drain(tasks, timeline_writer, service_for_drain).await;
     Ok(())
 }
 
@@ -233,8 +227,13 @@ struct Booted {
 }
 
 /// Waits (with a deadline: in-flight downloads get a few seconds) for the servers to
-/// stop, then for the DHCP timeline writer to finish the queued notes.
-async fn drain(mut tasks: JoinSet<anyhow::Result<()>>, timeline_writer: Option<std::thread::JoinHandle<()>>) {
+/// stop, then for the DHCP timeline writer to finish the queued notes and the
+/// observation writer the queued TFTP and asset events.
+async fn drain(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    timeline_writer: Option<std::thread::JoinHandle<()>>,
+    service: Arc<BootService>,
+) {
     let servers = async {
         while let Some(r) = tasks.join_next().await {
             if let Ok(Err(e)) = r {
@@ -258,5 +257,9 @@ async fn drain(mut tasks: JoinSet<anyhow::Result<()>>, timeline_writer: Option<s
         {
             tracing::warn!("DHCP timeline notes not written within 5 s; exiting anyway");
         }
+    }
+    let settled = tokio::task::spawn_blocking(move || service.settle_observations(Duration::from_secs(5)));
+    if !matches!(settled.await, Ok(true)) {
+        tracing::warn!("timeline events not written within 5 s; exiting anyway");
     }
 }
