@@ -253,14 +253,7 @@ impl Recorder {
             .name("dhcp-timeline".into())
             .spawn(move || {
                 // Everything queued goes in one commit (up to BATCH notes).
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(n) => batch.push(n),
-                            Err(_) => break,
-                        }
-                    }
+                while let Some(batch) = crate::service::next_batch(&rx, BATCH) {
                     record_batch(&service, batch);
                 }
             })?;

@@ -37,7 +37,7 @@ use tokio::sync::broadcast;
 pub use approvals::{ApprovalError, Pending, PendingKind};
 pub use device::DeviceRefusal;
 pub use journal::{Journal, MachineEvent};
-pub use observe::Observed;
+pub use observe::{Observed, next_batch};
 pub use release::{DeviceSettings, NoFacts, ReleasePolicy, ReleaseSettings};
 pub use tokens::token_key;
 

@@ -60,15 +60,22 @@ impl Observer {
     }
 }
 
-fn writer(service: &Weak<BootService>, rx: &Receiver<Item>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
-            }
+/// Blocks for the next item, then takes whatever else is queued, up to `max`: a
+/// batching writer's one read (the DHCP timeline thread uses it too). `None` once
+/// every sender is gone.
+pub fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().ok()?];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(o) => batch.push(o),
+            Err(_) => break,
         }
+    }
+    Some(batch)
+}
+
+fn writer(service: &Weak<BootService>, rx: &Receiver<Item>) {
+    while let Some(batch) = next_batch(rx, BATCH) {
         let (mut events, mut barriers) = (Vec::with_capacity(batch.len()), Vec::new());
         for item in batch {
             match item {
